@@ -1,0 +1,93 @@
+"""One Settings object: `GPTACTIONS_*` environment variables and a `.env` file; zero config works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./gptactions.db"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server. Each one is documented in the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GPTACTIONS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str | None = Field(
+        default=None,
+        description="URL clients use to reach this server; first entry of the document's servers.",
+    )
+    servers: list[str] = Field(
+        default_factory=list,
+        description="Extra server URLs for the OpenAPI document (JSON list or comma separated).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    environment: Literal["development", "production"] = "development"
+
+    # Storage
+    database_url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool = True
+
+    # The embedded model
+    model_path: Path | None = None
+    context_window: int = Field(default=2048, ge=256, le=131072)
+    model_threads: int | None = Field(default=None, ge=1)
+    model_queue: int = Field(default=32, ge=1, description="Requests that may wait for the model.")
+
+    # Keys
+    api_key: SecretStr | None = Field(
+        default=None, description="Admin key to create at start-up instead of a random one."
+    )
+
+    # Limits
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_user_id_length: int = Field(default=256, ge=1)
+    max_message_length: int = Field(default=32_000, ge=1)
+    max_tokens_limit: int = Field(default=1024, ge=1, description="Largest maxTokens a call may ask.")
+    default_max_tokens: int = Field(default=256, ge=1)
+    logs_max_limit: int = Field(default=1000, ge=1)
+
+    system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def async_database_url(self) -> str:
+        """The database URL with the async driver SQLAlchemy needs."""
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is a SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+def to_async_url(url: str) -> str:
+    """Map `sqlite:///x` and `postgresql://...` to their asyncio drivers."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url

@@ -1,0 +1,137 @@
+"""The backend interface: what the services need from a language model, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat prompt."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate: the messages, and how.
+
+    `json_schema` asks for output that is a JSON value valid against the schema, and `choices` for
+    output that is exactly one of the given strings; a backend enforces them with constrained
+    decoding where it can (llama.cpp grammars, OpenAI `response_format`), and the caller validates
+    the result either way.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 256
+    temperature: float = 0.0
+    json_schema: dict[str, Any] | None = None
+    choices: tuple[str, ...] | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    backend: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a streamed generation; the last chunk has `done=True` and carries the usage."""
+
+    text: str
+    done: bool = False
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """What `GET /status` reports of a backend."""
+
+    name: str
+    kind: str
+    model: str
+    reachable: bool
+    last_error: str | None = None
+    latency_ms: float | None = None
+
+
+class BackendError(Exception):
+    """A backend failed; `status` is the HTTP status the API answers with."""
+
+    status: int = 502
+    code: str = "bad_gateway"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(BackendError):
+    """Every backend is down or saturated: 503, with Retry-After."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
+class BackendTimeout(BackendError):
+    """The total time allowed for a generation passed: 504."""
+
+    status = 504
+    code = "backend_timeout"
+
+
+class PromptTooLong(BackendError):
+    """The prompt does not fit the model's context window, even with history dropped: 400."""
+
+    status = 400
+    code = "prompt_too_long"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A language model the server can talk to."""
+
+    name: str
+    kind: str
+    model: str
+    context_window: int
+
+    async def start(self) -> None:
+        """Load the model or open connections; called once by the app's lifespan."""
+
+    async def close(self) -> None:
+        """Release what `start` acquired."""
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Generate a whole reply."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Generate a reply piece by piece; the last chunk has `done=True`."""
+
+    async def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        """How many tokens the messages take in this model's prompt format."""
+
+    async def state(self) -> BackendState:
+        """This backend's health, for `GET /status`."""

