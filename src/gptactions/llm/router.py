@@ -1,17 +1,31 @@
-"""Chooses the backend for each request: by name when the request names a model, else the default."""
+"""Chooses the backend for each request: by name when the request names a model, else the default.
+
+When the chosen backend fails before it has produced any output, the router tries the fallbacks in
+their configured order, so an upstream that is down degrades to the embedded model instead of an
+error. Once a stream has delivered its first chunk the client has seen that backend's words, and
+a failure is reported rather than papered over with another model's reply.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any
 
 from gptactions.llm.base import (
     Backend,
+    BackendError,
     BackendState,
+    BackendUnavailable,
     ChatMessage,
     Chunk,
     Generation,
     GenerationRequest,
+    PromptTooLong,
 )
+
+log = logging.getLogger(__name__)
 
 
 class UnknownModel(LookupError):
@@ -23,16 +37,52 @@ class UnknownModel(LookupError):
         self.available = list(available)
 
 
-class BackendRouter:
-    """The configured backends, one of them the default."""
+class RoutedStream:
+    """A stream of chunks from whichever backend answered; `backend` and `model` name it.
 
-    def __init__(self, backends: Sequence[Backend], default: str | None = None) -> None:
+    Both are empty until the first chunk has arrived. Closing the stream (or cancelling the task
+    that reads it) closes the backend's stream, which cancels the upstream request.
+    """
+
+    def __init__(self, router: BackendRouter, chain: list[Backend], request: GenerationRequest):
+        self.backend = ""
+        self.model = ""
+        self._chunks = router._stream_chain(chain, request, self)
+
+    def __aiter__(self) -> RoutedStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the stream and the backend request behind it."""
+        await self._chunks.aclose()
+
+
+class BackendRouter:
+    """The configured backends, one of them the default, and an ordered list of fallbacks."""
+
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        default: str | None = None,
+        fallbacks: Sequence[str] = (),
+    ) -> None:
         if not backends:
             raise ValueError("at least one backend is required")
-        self.backends: dict[str, Backend] = {b.name: b for b in backends}
+        self.backends: dict[str, Backend] = {}
+        for backend in backends:
+            if backend.name in self.backends:
+                raise ValueError(f"two backends are named {backend.name!r}")
+            self.backends[backend.name] = backend
         self.default = default or backends[0].name
         if self.default not in self.backends:
             raise ValueError(f"default backend {self.default!r} is not configured")
+        unknown = [name for name in fallbacks if name not in self.backends]
+        if unknown:
+            raise ValueError(f"fallback backend {unknown[0]!r} is not configured")
+        self.fallbacks: list[str] = list(dict.fromkeys(fallbacks))
 
     @property
     def names(self) -> list[str]:
@@ -47,6 +97,11 @@ class BackendRouter:
         except KeyError:
             raise UnknownModel(name, self.names) from None
 
+    def chain(self, model: str | None = None) -> list[Backend]:
+        """The backends a request is tried on, in order: the chosen one, then the fallbacks."""
+        chosen = self.resolve(model)
+        return [chosen, *(self.backends[n] for n in self.fallbacks if n != chosen.name)]
+
     async def start(self) -> None:
         """Start every backend."""
         for backend in self.backends.values():
@@ -58,14 +113,59 @@ class BackendRouter:
             await backend.close()
 
     async def generate(self, request: GenerationRequest, model: str | None = None) -> Generation:
-        """Generate with the chosen backend."""
-        return await self.resolve(model).generate(request)
+        """Generate with the chosen backend, or the first fallback that answers."""
+        failures: list[tuple[Backend, BackendError]] = []
+        for index, backend in enumerate(self.chain(model)):
+            if index and not await _fits(backend, request):
+                continue
+            try:
+                generation = await backend.generate(request)
+            except PromptTooLong:
+                raise
+            except BackendError as exc:
+                failures.append((backend, exc))
+                log.warning("backend %r failed: %s", backend.name, exc.message)
+                continue
+            if failures:
+                log.info("answered by fallback %r", backend.name)
+            return generation
+        raise _combined(failures)
 
-    def stream(self, request: GenerationRequest, model: str | None = None) -> AsyncIterator[Chunk]:
-        """Stream with the chosen backend."""
-        return self.resolve(model).stream(request)
+    def stream(self, request: GenerationRequest, model: str | None = None) -> RoutedStream:
+        """Stream with the chosen backend, falling back only until the first chunk."""
+        return RoutedStream(self, self.chain(model), request)
 
-    async def count_tokens(self, messages: tuple[ChatMessage, ...], model: str | None = None) -> int:
+    async def _stream_chain(
+        self, chain: list[Backend], request: GenerationRequest, routed: RoutedStream
+    ) -> AsyncGenerator[Chunk, None]:
+        failures: list[tuple[Backend, BackendError]] = []
+        for index, backend in enumerate(chain):
+            if index and not await _fits(backend, request):
+                continue
+            async with aclosing(_as_generator(backend.stream(request))) as chunks:
+                try:
+                    first = await anext(chunks)
+                except PromptTooLong:
+                    raise
+                except BackendError as exc:
+                    failures.append((backend, exc))
+                    log.warning("backend %r failed: %s", backend.name, exc.message)
+                    continue
+                except StopAsyncIteration:
+                    failures.append((backend, BackendError(f"{backend.name!r} sent nothing")))
+                    continue
+                routed.backend, routed.model = backend.name, backend.model
+                if failures:
+                    log.info("streaming from fallback %r", backend.name)
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+                return
+        raise _combined(failures)
+
+    async def count_tokens(
+        self, messages: tuple[ChatMessage, ...], model: str | None = None
+    ) -> int:
         """Tokens the messages take in the chosen backend's model."""
         return await self.resolve(model).count_tokens(messages)
 
@@ -77,3 +177,52 @@ class BackendRouter:
         """Every backend's state, default first."""
         ordered = [self.default, *(n for n in self.backends if n != self.default)]
         return [await self.backends[name].state() for name in ordered]
+
+
+async def _as_generator(chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+    """Any async iterator of chunks as a generator, so that closing it closes the source."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        close: Any = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _fits(backend: Backend, request: GenerationRequest) -> bool:
+    """Whether a fallback can take the prompt at all.
+
+    The services fit the history to the chosen backend's context window; a fallback with a
+    smaller window, or one that cannot even count tokens now, is skipped rather than handed a
+    prompt it would reject.
+    """
+    try:
+        needed = await backend.count_tokens(request.messages) + request.max_tokens
+    except BackendError as exc:
+        log.info("fallback %r skipped: %s", backend.name, exc.message)
+        return False
+    if needed > backend.context_window:
+        log.info("fallback %r skipped: the prompt needs %d tokens", backend.name, needed)
+        return False
+    return True
+
+
+def _combined(failures: list[tuple[Backend, BackendError]]) -> BackendError:
+    """One error for a request every backend failed.
+
+    503 when every backend was unavailable (with the shortest Retry-After); otherwise the error of
+    the backend the request chose, since that is the one its client asked for.
+    """
+    if not failures:
+        return BackendUnavailable("no backend can take this request", retry_after=5)
+    if len(failures) == 1:
+        return failures[0][1]
+    message = "; ".join(f"{backend.name}: {error.message}" for backend, error in failures)
+    if all(isinstance(error, BackendUnavailable) for _, error in failures):
+        delays = [error.retry_after for _, error in failures if error.retry_after is not None]
+        return BackendUnavailable(
+            f"every backend failed: {message}", retry_after=min(delays) if delays else None
+        )
+    first = failures[0][1]
+    return type(first)(f"every backend failed: {message}", retry_after=first.retry_after)

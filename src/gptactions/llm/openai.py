@@ -1,0 +1,694 @@
+"""An upstream model behind any OpenAI-compatible Chat Completions endpoint.
+
+OpenAI itself, vLLM, Ollama, llama.cpp's server and LM Studio all speak the same protocol: POST
+`{base_url}/chat/completions`, optionally streamed as Server-Sent Events. Failures map to the
+backend errors: an answer we cannot use is a `BackendError` (502), an upstream that is down or
+saturated is `BackendUnavailable` (503, with a retry delay), and a reply that takes longer than the
+total timeout is `BackendTimeout` (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import SecretStr
+
+from gptactions.llm.base import (
+    BackendError,
+    BackendState,
+    BackendTimeout,
+    BackendUnavailable,
+    ChatMessage,
+    Chunk,
+    Generation,
+    GenerationRequest,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+# Upstreams expose no tokenizer: English text runs about 4 characters a token, and each message
+# costs a few tokens of chat template. Rounding up and padding keeps the estimate on the high side.
+_CHARS_PER_TOKEN = 4
+_TOKENS_PER_MESSAGE = 8
+
+# Statuses worth another attempt: rate limited, or the upstream failing in a way that may pass.
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Statuses that mean "down or saturated" (503 to our client) rather than "answered badly" (502),
+# and those that mean the upstream ran out of time itself (504).
+_UNAVAILABLE_STATUSES = frozenset({429, 503})
+_TIMEOUT_STATUSES = frozenset({408, 504})
+
+# How to ask for structured output, in order of preference: OpenAI's structured outputs (OpenAI,
+# vLLM, Ollama, LM Studio, llama.cpp's server), the `json_object` + `schema` form that
+# llama-cpp-python's server takes, and nothing at all (the answer is still validated).
+_FORMAT_STYLES = ("json_schema", "json_object", "none")
+
+_STATE_PROBE_INTERVAL = 15.0
+_MAX_UPSTREAM_MESSAGE = 300
+
+
+def safe_url(url: str) -> str:
+    """The URL without credentials or query string, fit for logs and errors."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def choices_schema(choices: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON schema for an object whose one property is one of the choices.
+
+    The root is an object because OpenAI's structured outputs refuse any other root type.
+    """
+    return {
+        "type": "object",
+        "properties": {"choice": {"type": "string", "enum": list(choices)}},
+        "required": ["choice"],
+        "additionalProperties": False,
+    }
+
+
+def match_choice(text: str, choices: tuple[str, ...]) -> str | None:
+    """The choice an upstream's answer names, whether it followed the schema or not."""
+    stripped = text.strip()
+    try:
+        value: Any = json.loads(stripped)
+    except ValueError:
+        value = stripped
+    if isinstance(value, dict):
+        value = value.get("choice", next(iter(value.values()), None) if value else None)
+    if not isinstance(value, str):
+        return None
+    candidate = value.strip().strip("\"'`.").strip()
+    if candidate in choices:
+        return candidate
+    folded = {choice.casefold(): choice for choice in choices}
+    if candidate.casefold() in folded:
+        return folded[candidate.casefold()]
+    named = [choice for choice in choices if choice.casefold() in candidate.casefold()]
+    return named[0] if len(named) == 1 else None
+
+
+class _RetryableFailure(Exception):
+    """One attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, error: BackendError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class OpenAIBackend:
+    """A model on an OpenAI-compatible server, reached over HTTP.
+
+    At most `max_concurrency` requests run against it at once; a request waits up to
+    `queue_timeout` seconds for a slot, then is refused with 503. Attempts that fail with 429, 5xx
+    or a connection error are retried up to `max_retries` times with exponential backoff and
+    jitter, honouring `Retry-After`, as long as the total timeout allows.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        model: str | None = None,
+        api_key: SecretStr | str | None = None,
+        context_window: int = 8192,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        total_timeout: float = 120.0,
+        max_retries: int = 2,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        max_concurrency: int = 8,
+        queue_timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.model = model or ""
+        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        self.context_window = context_window
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_concurrency = max_concurrency
+        self.queue_timeout = queue_timeout
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._stream_usage_supported = True
+        self._format_style = 0
+        self._reachable: bool | None = None
+        self._last_error: str | None = None
+        self._last_latency_ms: float | None = None
+        self._last_contact = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIBackend(name={self.name!r}, base_url={safe_url(self.base_url)!r}, "
+            f"model={self.model!r})"
+        )
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Open the connection pool and, when no model was named, ask the upstream for one.
+
+        An upstream that is down at start-up is not fatal: it is reported in the state, and the
+        router falls back until it comes back.
+        """
+        if self._client is None:
+            self._client = self._new_client()
+        if not self.model:
+            await self._discover_model()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        headers = {"Accept": "application/json"}
+        if self._api_key is not None and self._api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        timeout = httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.read_timeout,
+            pool=self.queue_timeout + self.connect_timeout,
+        )
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency + 2,
+            max_keepalive_connections=self.max_concurrency,
+        )
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=limits,
+            transport=self._transport,
+            follow_redirects=False,
+        )
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    async def _discover_model(self) -> None:
+        try:
+            response = await self._http.get("/models", timeout=self.connect_timeout)
+            response.raise_for_status()
+            data = response.json().get("data") or []
+            self.model = str(data[0]["id"]) if data else ""
+            self._record_success(None)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._record_failure(f"could not list the upstream's models: {self._describe(exc)}")
+        if not self.model:
+            # llama.cpp's server and LM Studio answer with their loaded model whatever the name.
+            self.model = "default"
+
+    # The Backend protocol
+
+    async def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        """An estimate on the high side: upstreams do not expose their tokenizer."""
+        return sum(
+            math.ceil(len(message.content) / _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE
+            for message in messages
+        )
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Ask for a whole reply."""
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
+        try:
+            async with asyncio.timeout_at(deadline), self._slot(deadline):
+                response = await self._open(request, stream=False, deadline=deadline)
+                data = await self._read_json(response)
+                generation = await self._read_generation(data, request)
+        except TimeoutError:
+            raise self._timeout() from None
+        except BackendError as exc:
+            self._record_failure(exc.message)
+            raise
+        self._record_success((time.perf_counter() - started) * 1000)
+        return generation
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield the reply as the upstream sends it; closing the iterator cancels the request.
+
+        The total timeout covers the whole reply. It is enforced around each wait on the upstream
+        rather than across `yield`, so time the consumer spends is its own.
+        """
+        if request.choices:
+            # A choice is only known once the whole answer is in: deliver it as one piece.
+            generation = await self.generate(request)
+            yield Chunk(text=generation.text)
+            yield Chunk(
+                text="", done=True, usage=generation.usage, finish_reason=generation.finish_reason
+            )
+            return
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
+        started = time.perf_counter()
+        try:
+            async with self._slot(deadline), aclosing(self._stream(request, deadline)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except TimeoutError:
+            raise self._timeout() from None
+        except BackendError as exc:
+            self._record_failure(exc.message)
+            raise
+        self._record_success((time.perf_counter() - started) * 1000)
+
+    async def state(self) -> BackendState:
+        """Reachable or not, the last error and latency; probes `GET /models` when idle."""
+        if time.monotonic() - self._last_contact > _STATE_PROBE_INTERVAL:
+            await self._probe()
+        return BackendState(
+            name=self.name,
+            kind=self.kind,
+            model=self.model,
+            reachable=bool(self._reachable),
+            last_error=self._last_error,
+            latency_ms=self._last_latency_ms,
+        )
+
+    # Requests
+
+    def _payload(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model or "default",
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": stream,
+        }
+        if request.stop:
+            payload["stop"] = list(request.stop)
+        schema = choices_schema(request.choices) if request.choices else request.json_schema
+        style = _FORMAT_STYLES[min(self._format_style, len(_FORMAT_STYLES) - 1)]
+        if schema is not None and style == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": schema},
+            }
+        elif schema is not None and style == "json_object":
+            payload["response_format"] = {"type": "json_object", "schema": schema}
+        if stream and self._stream_usage_supported:
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def _open(
+        self, request: GenerationRequest, *, stream: bool, deadline: float
+    ) -> httpx.Response:
+        """Send the request, retried and adapted until the upstream starts answering."""
+        attempt = 0
+        while True:
+            payload = self._payload(request, stream=stream)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._send(payload)
+            except _RetryableFailure as failure:
+                await self._before_retry(failure, attempt, deadline)
+                attempt += 1
+            except _FeatureRefused as refused:
+                log.info("upstream %r refused %s; asking without it", self.name, refused.feature)
+                if refused.feature == "stream_options":
+                    self._stream_usage_supported = False
+                else:
+                    self._format_style += 1
+
+    async def _send(self, payload: dict[str, Any]) -> httpx.Response:
+        """One attempt: the response once its status says the upstream is answering."""
+        http = self._http
+        try:
+            response = await http.send(
+                http.build_request("POST", "/chat/completions", json=payload), stream=True
+            )
+        except httpx.TimeoutException as exc:
+            raise self._transport_timeout(exc) from None
+        except httpx.TransportError as exc:
+            raise self._connection_failure(exc) from None
+        if response.status_code < 400:
+            return response
+        try:
+            body = (await response.aread()).decode("utf-8", "replace")
+        except httpx.HTTPError:
+            body = ""
+        finally:
+            await response.aclose()
+        # llama-cpp-python's server answers 500 to a request it cannot validate.
+        if response.status_code in (400, 422, 500):
+            for feature in ("stream_options", "response_format"):
+                if feature in payload and feature in body:
+                    raise _FeatureRefused(feature)
+        raise self._status_failure(response.status_code, response.headers, body)
+
+    async def _read_json(self, response: httpx.Response) -> Any:
+        """The decoded body of a non-streamed answer."""
+        try:
+            body = await response.aread()
+        except httpx.TimeoutException:
+            raise self._read_timeout() from None
+        except httpx.TransportError as exc:
+            raise BackendError(
+                f"upstream {self.name!r} stopped midway: {self._describe(exc)}"
+            ) from None
+        finally:
+            await response.aclose()
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise BackendError(
+                f"upstream {self.name!r} answered with malformed JSON: "
+                + self._excerpt(body.decode("utf-8", "replace"))
+            ) from None
+
+    async def _before_retry(
+        self, failure: _RetryableFailure, attempt: int, deadline: float
+    ) -> None:
+        """Sleep before the next attempt, or raise when the attempts or the time are spent."""
+        if attempt >= self.max_retries:
+            raise failure.error
+        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+        if failure.retry_after is not None:
+            delay = max(delay, failure.retry_after)
+        if delay >= deadline - asyncio.get_running_loop().time():
+            # Waiting would outlast the total timeout: answer now, with the upstream's delay.
+            raise failure.error
+        log.info(
+            "upstream %r failed (%s); retrying in %.2fs", self.name, failure.error.message, delay
+        )
+        await asyncio.sleep(delay)
+
+    async def _stream(
+        self, request: GenerationRequest, deadline: float
+    ) -> AsyncGenerator[Chunk, None]:
+        """One streamed completion: retried until the upstream starts answering, never after."""
+        response = await self._open(request, stream=True, deadline=deadline)
+        try:
+            async with aclosing(self._read_stream(response, request, deadline)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await response.aclose()
+
+    async def _read_stream(
+        self, response: httpx.Response, request: GenerationRequest, deadline: float
+    ) -> AsyncGenerator[Chunk, None]:
+        """Parse the Server-Sent Events of a streamed completion into chunks."""
+        completion_tokens = 0
+        usage: Usage | None = None
+        finish: str | None = None
+        done = False
+        events = _sse_data(response.aiter_lines())
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        data = await anext(events)
+                except StopAsyncIteration:
+                    break
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise BackendError(
+                        f"upstream {self.name!r} sent a malformed event: {self._excerpt(data)}"
+                    ) from None
+                if not isinstance(event, dict):
+                    raise BackendError(f"upstream {self.name!r} sent an event that is no object")
+                if "error" in event:
+                    raise BackendError(
+                        f"upstream {self.name!r} failed midway: {self._error_text(event)}"
+                    )
+                if isinstance(event.get("usage"), dict):
+                    usage = _usage(event["usage"]) or usage
+                for choice in event.get("choices") or []:
+                    if not isinstance(choice, dict):
+                        continue
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    if text:
+                        completion_tokens += 1
+                        yield Chunk(text=text)
+                    finish = choice.get("finish_reason") or finish
+        except httpx.TimeoutException:
+            raise self._read_timeout() from None
+        except httpx.TransportError as exc:
+            raise BackendError(
+                f"upstream {self.name!r} stopped midway: {self._describe(exc)}"
+            ) from None
+        finally:
+            await events.aclose()
+        if not done and finish is None:
+            raise BackendError(f"upstream {self.name!r} stopped midway, before the reply ended")
+        if usage is None:
+            usage = Usage(await self.count_tokens(request.messages), completion_tokens)
+        yield Chunk(text="", done=True, usage=usage, finish_reason=finish or "stop")
+
+    async def _read_generation(self, data: Any, request: GenerationRequest) -> Generation:
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(
+                f"upstream {self.name!r} answered without a choice: {self._excerpt(str(data))}"
+            ) from None
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            refusal = message.get("refusal") if isinstance(message, dict) else None
+            reason = f"refused: {self._excerpt(str(refusal))}" if refusal else "answered no text"
+            raise BackendError(f"upstream {self.name!r} {reason}")
+        if request.choices:
+            chosen = match_choice(text, request.choices)
+            if chosen is None:
+                raise BackendError(
+                    f"upstream {self.name!r} answered none of the choices: {self._excerpt(text)}"
+                )
+            text = chosen
+        usage = _usage(data.get("usage")) or Usage(
+            await self.count_tokens(request.messages), max(1, math.ceil(len(text) / 4))
+        )
+        return Generation(
+            text=text,
+            usage=usage,
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+            backend=self.name,
+            model=str(data.get("model") or self.model),
+        )
+
+    # Slots, failures and state
+
+    def _slot(self, deadline: float | None = None) -> _Slot:
+        return _Slot(self, deadline)
+
+    def _status_failure(
+        self, status: int, headers: httpx.Headers, body: str
+    ) -> _RetryableFailure | BackendError:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        detail = self._excerpt(_error_message(body))
+        what = f"upstream {self.name!r} answered {status}"
+        error: BackendError
+        if status in _UNAVAILABLE_STATUSES:
+            error = BackendUnavailable(f"{what}: {detail}", retry_after=retry_after or 1.0)
+        elif status in _TIMEOUT_STATUSES:
+            error = BackendTimeout(f"{what}: {detail}", retry_after=retry_after or 5.0)
+        else:
+            error = BackendError(f"{what}: {detail}")
+        if status in _RETRY_STATUSES:
+            return _RetryableFailure(error, retry_after)
+        return error
+
+    def _connection_failure(self, exc: Exception) -> _RetryableFailure:
+        error = BackendUnavailable(
+            f"upstream {self.name!r} is unreachable: {self._describe(exc)}", retry_after=5.0
+        )
+        return _RetryableFailure(error)
+
+    def _transport_timeout(self, exc: httpx.TimeoutException) -> _RetryableFailure | BackendError:
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            return self._connection_failure(exc)
+        # A read timeout is not retried: the upstream may still be working on the first attempt.
+        return self._read_timeout()
+
+    def _read_timeout(self) -> BackendTimeout:
+        return BackendTimeout(
+            f"upstream {self.name!r} sent nothing for {self.read_timeout:g}s", retry_after=5.0
+        )
+
+    def _timeout(self) -> BackendTimeout:
+        error = BackendTimeout(
+            f"upstream {self.name!r} did not finish within {self.total_timeout:g}s",
+            retry_after=5.0,
+        )
+        self._record_failure(error.message)
+        return error
+
+    def _describe(self, exc: BaseException) -> str:
+        return self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _excerpt(self, text: str) -> str:
+        text = " ".join(text.split())
+        if len(text) > _MAX_UPSTREAM_MESSAGE:
+            text = text[:_MAX_UPSTREAM_MESSAGE] + "…"
+        return self._scrub(text) or "(empty answer)"
+
+    def _error_text(self, event: dict[str, Any]) -> str:
+        return self._excerpt(_error_message(json.dumps(event)))
+
+    def _scrub(self, text: str) -> str:
+        """Remove the API key from text an upstream or a library produced."""
+        key = self._api_key.get_secret_value() if self._api_key is not None else ""
+        if key:
+            text = text.replace(key, "***")
+        return text
+
+    def _record_success(self, latency_ms: float | None) -> None:
+        self._reachable = True
+        self._last_error = None
+        self._last_contact = time.monotonic()
+        if latency_ms is not None:
+            self._last_latency_ms = latency_ms
+
+    def _record_failure(self, message: str) -> None:
+        message = self._scrub(message)
+        self._last_error = message
+        self._last_contact = time.monotonic()
+        # Saturation and bad answers prove the upstream is there; only no answer at all does not.
+        self._reachable = not message.startswith(f"upstream {self.name!r} is unreachable")
+        log.warning("upstream %r: %s", self.name, message)
+
+    async def _probe(self) -> None:
+        started = time.perf_counter()
+        try:
+            response = await self._http.get("/models", timeout=min(self.connect_timeout, 3.0))
+        except httpx.HTTPError as exc:
+            self._reachable = False
+            self._last_error = f"upstream {self.name!r} is unreachable: {self._describe(exc)}"
+            self._last_contact = time.monotonic()
+            return
+        self._last_contact = time.monotonic()
+        self._reachable = True
+        if response.status_code >= 400 and response.status_code != 404:
+            # Some upstreams do not list models (404); any other failure is worth reporting.
+            self._last_error = f"upstream {self.name!r} answered {response.status_code} to /models"
+        elif self._last_latency_ms is None:
+            self._last_latency_ms = (time.perf_counter() - started) * 1000
+
+
+class _FeatureRefused(Exception):
+    """The upstream refused an optional part of the request; it is asked again without it."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(feature)
+        self.feature = feature
+
+
+class _Slot:
+    """One of the backend's concurrent-request slots, waited for at most `queue_timeout`."""
+
+    def __init__(self, backend: OpenAIBackend, deadline: float | None) -> None:
+        self._backend = backend
+        self._deadline = deadline
+
+    async def __aenter__(self) -> None:
+        backend = self._backend
+        wait = backend.queue_timeout
+        if self._deadline is not None:
+            wait = min(wait, self._deadline - asyncio.get_running_loop().time())
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                await backend._slots.acquire()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"upstream {backend.name!r} is saturated: {backend.max_concurrency} requests "
+                "are running; try again shortly",
+                retry_after=max(1.0, backend.queue_timeout),
+            ) from None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._backend._slots.release()
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """The `data` of each Server-Sent Event in a stream of lines."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+def _usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(body: str) -> str:
+    """The message of an OpenAI-style error body, or the body itself."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data))
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        return json.dumps(error)
+    return body
