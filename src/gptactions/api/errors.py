@@ -1,0 +1,132 @@
+"""The API's one error shape, `{"error": {"code", "message", "details"}}`, produced here only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gptactions.llm.base import BackendError
+from gptactions.services.errors import Problem, ServiceError
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "gateway_timeout",
+}
+
+
+def error_body(
+    status: int, message: str, *, code: str | None = None, details: Sequence[Problem] = ()
+) -> dict[str, Any]:
+    """The JSON body of an error."""
+    return {
+        "error": {
+            "code": code or _CODES.get(status, "error"),
+            "message": message,
+            "details": [{"pointer": p.pointer, "message": p.message} for p in details],
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: Sequence[Problem] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error as a response."""
+    return JSONResponse(
+        error_body(status, message, code=code, details=details), status, headers=headers
+    )
+
+
+def _pointer(location: Sequence[int | str]) -> str:
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _problem(error: dict[str, Any]) -> Problem:
+    location = error.get("loc", ())
+    where = location[0] if location else "body"
+    message = str(error.get("msg", "is invalid"))
+    if error.get("type") == "json_invalid":
+        return Problem("", "the body is not valid JSON: " + str(error.get("ctx", {}).get("error")))
+    if error.get("type") == "missing":
+        message = "is required"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    if where == "query":
+        message = f"query parameter {location[-1]!s}: {message}"
+    return Problem(_pointer(location), message)
+
+
+async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [_problem(dict(error)) for error in exc.errors()]
+    first = problems[0] if problems else Problem("", "invalid input")
+    summary = (
+        first.message if not first.pointer else f"{first.pointer.lstrip('/')}: {first.message}"
+    )
+    return error_response(400, f"Invalid input: {summary}", details=problems)
+
+
+async def _service(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(
+        exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers or None
+    )
+
+
+async def _backend(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BackendError)
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return error_response(exc.status, exc.message, code=exc.code, headers=headers or None)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404:
+        message = f"no such path: {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(status, message, headers=dict(exc.headers or {}) or None)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error; the server log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise to the one shape."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ServiceError, _service)
+    app.add_exception_handler(BackendError, _backend)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,92 @@
+"""Request guards that run before routing: body size (413) and body media type (415)."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptactions.api.errors import error_body
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class BodyTooLarge(Exception):
+    """The body passed the limit while it was being read."""
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and "+json" in media)
+
+
+class BodyGuard:
+    """Refuses API bodies that are larger than the limit or not JSON, before anything parses them.
+
+    A pure ASGI middleware, so the limit holds for chunked bodies without a Content-Length too.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, prefix: str = "/api/") -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _BODY_METHODS
+            or not scope["path"].startswith(self.prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+            return
+        content_type = headers.get("content-type", "")
+        if length != "0" and not _is_json(content_type):
+            shown = content_type or "none"
+            await _reject(
+                send, 415, f"the body must be JSON (Content-Type: application/json), got {shown}"
+            )
+            return
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not response_started:
+                await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+
+
+async def _reject(send: Send, status: int, message: str) -> None:
+    body = json.dumps(error_body(status, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

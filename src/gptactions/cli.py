@@ -1,0 +1,241 @@
+"""The `gptactions` command line. Each command calls services; none holds logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from gptactions import __version__
+from gptactions.config import Settings
+from gptactions.runtime import Runtime
+from gptactions.services.keys import DEFAULT_SCOPES, DEFAULT_TENANT, SCOPES, KeyService
+from gptactions.store.db import Database
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(work())  # type: ignore[arg-type]
+
+
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    database = Database(settings.database_url)
+    try:
+        await database.upgrade()
+        return await work(database)
+    finally:
+        await database.close()
+
+
+@click.group()
+@click.version_option(__version__, prog_name="gptactions")
+def cli() -> None:
+    """gptactions: a self-hosted server for the GPT Actions API."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (GPTACTIONS_HOST).")
+@click.option("--port", type=int, default=None, help="Port to listen on (GPTACTIONS_PORT).")
+@click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Migrate the database, create the first admin key if there is none, and serve."""
+    import uvicorn
+
+    from gptactions.app import announce_key
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    settings = Settings(**overrides)
+    # Done once here, before any worker starts, so workers never race to migrate or create keys.
+    configured = settings.api_key.get_secret_value() if settings.api_key else None
+    created = _run(
+        lambda: _with_database(settings, lambda db: KeyService(db).ensure_bootstrap_key(configured))
+    )
+    if created is not None and configured is None:
+        announce_key(created)
+    for name, value in overrides.items():
+        os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
+    click.echo(f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
+    uvicorn.run(
+        "gptactions.app:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPES),
+    help=f"A scope; repeat for several (default: {' '.join(DEFAULT_SCOPES)}).",
+)
+@click.option("--admin", is_flag=True, help="Every scope, and every tenant's logs.")
+@click.option("--tenant", default=DEFAULT_TENANT, show_default=True, help="The key's tenant.")
+def keys_create(name: str, scopes: tuple[str, ...], admin: bool, tenant: str) -> None:
+    """Create a key and print it; it is shown only this once (alone on the last line)."""
+    chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
+    try:
+        new = _run(
+            lambda: _with_database(
+                Settings(), lambda db: KeyService(db).create(name, scopes=chosen, tenant=tenant)
+            )
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    info = new.info
+    click.echo(f"created key {info.prefix}… ({info.name}, tenant {info.tenant})", err=True)
+    click.echo(f"scopes: {' '.join(info.scopes)}; it is shown only now:", err=True)
+    click.echo(new.secret)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(as_json: bool) -> None:
+    """List keys: prefix, name, tenant, scopes, created, revoked."""
+    found = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).list()))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": k.id,
+                        "prefix": k.prefix,
+                        "name": k.name,
+                        "tenant": k.tenant,
+                        "scopes": list(k.scopes),
+                        "createdAt": k.created_at.isoformat(),
+                        "revokedAt": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"{'PREFIX':14} {'NAME':20} {'TENANT':12} {'SCOPES':28} {'CREATED':20} REVOKED")
+    for k in found:
+        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "-"
+        click.echo(
+            f"{k.prefix:14} {k.name[:20]:20} {k.tenant[:12]:12} {' '.join(k.scopes):28} "
+            f"{k.created_at:%Y-%m-%d %H:%M}{'':5} {revoked}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id or visible prefix."""
+    info = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).revoke(key_id)))
+    if info is None:
+        raise click.ClickException(f"no key with id or prefix {key_id!r}")
+    click.echo(f"revoked {info.prefix}… ({info.name})")
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    settings = Settings()
+
+    async def noop(_db: Database) -> None:
+        return None
+
+    _run(lambda: _with_database(settings, noop))
+    click.echo("database is up to date")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
+def openapi(fmt: str) -> None:
+    """Print the OpenAPI document this server serves."""
+    from gptactions.api.openapi import build_document
+    from gptactions.runtime import build_registry
+
+    settings = Settings()
+    document = build_document(settings, build_registry(settings))
+    if fmt == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@cli.command()
+@click.option("--user", default="terminal", show_default=True, help="The userId to chat as.")
+@click.option("--max-tokens", type=int, default=None, help="Most tokens per reply.")
+def chat(user: str, max_tokens: int | None) -> None:
+    """Talk to the model in the terminal; the conversation is stored like any other."""
+    asyncio.run(_chat(Settings(), user, max_tokens))
+
+
+async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
+    from gptactions.services.conversations import Turn
+    from gptactions.services.keys import Principal
+
+    runtime = Runtime(settings)
+    await runtime.open()
+    principal = Principal("terminal", "terminal", DEFAULT_TENANT, frozenset(SCOPES))
+    conversation_id: str | None = None
+    click.echo(f"chatting with {runtime.router.resolve().model}; an empty line or Ctrl-D ends.")
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            turn = Turn(user, line, conversation_id=conversation_id, max_tokens=max_tokens)
+            try:
+                if conversation_id is None:
+                    reply = await runtime.conversations.start(principal, turn)
+                else:
+                    reply = await runtime.conversations.respond(principal, turn)
+            except Exception as error:  # shown, and the chat goes on
+                click.echo(f"error: {error}", err=True)
+                continue
+            conversation_id = reply.conversation_id
+            click.echo(f"model> {reply.reply}")
+    finally:
+        await runtime.close()
+
+
+def _register_optional_commands() -> None:
+    try:
+        from gptactions.cli_actions import actions
+    except ImportError:  # the actions commands ship in their own module
+        return
+    cli.add_command(actions)
+
+
+_register_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the `gptactions` command."""
+    return cli.main(args=argv, prog_name="gptactions")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The server's resources and services, built from one Settings object and opened once."""
+
+from __future__ import annotations
+
+from gptactions.config import Settings
+from gptactions.llm.local import LocalBackend
+from gptactions.llm.router import BackendRouter
+from gptactions.services.action_runs import ActionService
+from gptactions.services.actions import BUILTIN_ACTIONS, ActionRegistry
+from gptactions.services.conversations import ConversationService
+from gptactions.services.interactions import InteractionRecorder
+from gptactions.services.keys import KeyService
+from gptactions.services.status import StatusService
+from gptactions.store.db import Database
+
+
+def build_router(settings: Settings) -> BackendRouter:
+    """The backends the settings describe."""
+    return BackendRouter(
+        [
+            LocalBackend(
+                model_path=settings.model_path,
+                context_window=settings.context_window,
+                threads=settings.model_threads,
+                max_queue=settings.model_queue,
+            )
+        ]
+    )
+
+
+def build_registry(settings: Settings) -> ActionRegistry:
+    """The actions the settings describe."""
+    return ActionRegistry(BUILTIN_ACTIONS)
+
+
+class Runtime:
+    """Everything a request needs. Built without I/O; `open` connects and loads, `close` frees."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        router: BackendRouter | None = None,
+        registry: ActionRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url)
+        self.router = router or build_router(settings)
+        self.registry = registry or build_registry(settings)
+        self.keys = KeyService(self.database)
+        self.recorder = InteractionRecorder(self.database)
+        self.conversations = ConversationService(
+            self.database,
+            self.router,
+            self.recorder,
+            system_prompt=settings.system_prompt,
+            default_max_tokens=settings.default_max_tokens,
+        )
+        self.actions = ActionService(self.registry, self.router, self.recorder)
+        self.status = StatusService(self.database, self.router)
+
+    async def open(self) -> None:
+        """Migrate the database (when configured to) and start the backends."""
+        if self.settings.auto_migrate:
+            await self.database.upgrade()
+        await self.router.start()
+
+    async def close(self) -> None:
+        """Stop the backends and close the database."""
+        await self.router.close()
+        await self.database.close()

@@ -1,0 +1,37 @@
+"""Errors the services raise; the API turns each into its one error shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem with the input: where (a JSON pointer) and what."""
+
+    pointer: str
+    message: str
+
+
+@dataclass
+class ServiceError(Exception):
+    """A failure the caller can act on; `status` is the HTTP status it maps to."""
+
+    message: str
+    status: int = 400
+    code: str = "invalid_request"
+    details: list[Problem] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid(message: str, *problems: Problem) -> ServiceError:
+    """A 400 for input the API cannot accept."""
+    return ServiceError(message, 400, "invalid_request", list(problems))
+
+
+def not_found(message: str) -> ServiceError:
+    """A 404 for something that does not exist for this caller."""
+    return ServiceError(message, 404, "not_found")

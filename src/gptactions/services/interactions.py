@@ -1,0 +1,164 @@
+"""Interactions: recording each conversation turn and action call, and reading the log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gptactions.llm.base import Usage
+from gptactions.services.errors import Problem, invalid
+from gptactions.services.keys import Principal
+from gptactions.store import queries
+from gptactions.store.db import Database
+from gptactions.store.models import Conversation, Interaction, utcnow
+
+
+@dataclass(frozen=True)
+class NewInteraction:
+    """An interaction to record."""
+
+    principal: Principal
+    kind: str
+    user_id: str
+    message: str
+    reply: str
+    status: str = "ok"
+    error: str | None = None
+    conversation_id: str | None = None
+    action: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    latency_ms: int = 0
+    usage: Usage = Usage()
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of `GET /logs`."""
+
+    id: int
+    timestamp: datetime
+    tenant: str
+    user_id: str
+    message: str
+    reply: str
+    conversation_id: str | None
+    kind: str
+    action: str | None
+    status: str
+    error: str | None
+    backend: str | None
+    model: str | None
+    latency_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """A page of the log, newest first, and the cursor of the next page if there is one."""
+
+    entries: list[LogEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """The caller's filters, as given."""
+
+    user_id: str | None = None
+    conversation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+def _entry(row: Interaction) -> LogEntry:
+    return LogEntry(
+        id=row.id,
+        timestamp=queries.as_utc(row.created_at),
+        tenant=row.tenant,
+        user_id=row.user_id,
+        message=row.message,
+        reply=row.reply,
+        conversation_id=row.conversation_id,
+        kind=row.kind,
+        action=row.action,
+        status=row.status,
+        error=row.error,
+        backend=row.backend,
+        model=row.model,
+        latency_ms=row.latency_ms,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+    )
+
+
+class InteractionRecorder:
+    """Writes interactions and reads them back as the log."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def record(
+        self, new: NewInteraction, *, new_conversation: Conversation | None = None
+    ) -> int:
+        """Store the interaction (and its new conversation) in one committed transaction."""
+        at = new.at or utcnow()
+        async with self._database.session() as session:
+            if new_conversation is not None:
+                await queries.add_conversation(session, new_conversation)
+            row = await queries.add_interaction(
+                session,
+                Interaction(
+                    created_at=at,
+                    tenant=new.principal.tenant,
+                    key_id=new.principal.key_id,
+                    user_id=new.user_id,
+                    conversation_id=new.conversation_id,
+                    kind=new.kind,
+                    action=new.action,
+                    message=new.message,
+                    reply=new.reply,
+                    status=new.status,
+                    error=new.error,
+                    backend=new.backend,
+                    model=new.model,
+                    latency_ms=new.latency_ms,
+                    prompt_tokens=new.usage.prompt_tokens,
+                    completion_tokens=new.usage.completion_tokens,
+                ),
+            )
+            if new.conversation_id is not None and new_conversation is None:
+                await queries.touch_conversation(session, new.conversation_id, at)
+            return row.id
+
+    async def page(self, principal: Principal, query: LogQuery) -> LogPage:
+        """The caller's tenant's interactions (every tenant's for an admin key), newest first."""
+        cursor = None
+        if query.cursor:
+            try:
+                cursor = queries.LogCursor.decode(query.cursor)
+            except ValueError as error:
+                raise invalid(str(error), Problem("/cursor", str(error))) from None
+        if query.since and query.until and query.since >= query.until:
+            raise invalid("since must be before until", Problem("/since", "must be before until"))
+        log_filter = queries.LogFilter(
+            tenant=None if principal.is_admin else principal.tenant,
+            user_id=query.user_id,
+            conversation_id=query.conversation_id,
+            since=query.since,
+            until=query.until,
+            cursor=cursor,
+            limit=query.limit,
+        )
+        async with self._database.session() as session:
+            rows = await queries.list_interactions(session, log_filter)
+        entries = [_entry(row) for row in rows[: query.limit]]
+        next_cursor = None
+        if len(rows) > query.limit:
+            last = rows[query.limit - 1]
+            next_cursor = queries.LogCursor(queries.as_utc(last.created_at), last.id).encode()
+        return LogPage(entries, next_cursor)

@@ -1,0 +1,174 @@
+"""Queries over the tables; every function takes the session of the caller's transaction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gptactions.store.models import ApiKey, Conversation, Interaction, utcnow
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+async def add_key(session: AsyncSession, key: ApiKey) -> ApiKey:
+    """Store a new key record."""
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
+    """The key with this hash, revoked or not."""
+    return await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    """Every key, oldest first."""
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+async def count_keys(session: AsyncSession) -> int:
+    """How many keys exist, revoked ones included."""
+    return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+
+async def revoke_key(session: AsyncSession, id_or_prefix: str) -> ApiKey | None:
+    """Revoke the key with this id or visible prefix; None if there is none."""
+    key = await session.scalar(
+        select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
+    )
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+# --- conversations ----------------------------------------------------------------------------
+
+
+async def add_conversation(session: AsyncSession, conversation: Conversation) -> Conversation:
+    """Store a new conversation."""
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def conversation_by_id(session: AsyncSession, conversation_id: str) -> Conversation | None:
+    """The conversation with this id, whoever owns it."""
+    return await session.get(Conversation, conversation_id)
+
+
+async def latest_conversation(
+    session: AsyncSession, tenant: str, user_id: str
+) -> Conversation | None:
+    """The user's most recently active conversation in the tenant."""
+    return await session.scalar(
+        select(Conversation)
+        .where(Conversation.tenant == tenant, Conversation.user_id == user_id)
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+        .limit(1)
+    )
+
+
+async def touch_conversation(session: AsyncSession, conversation_id: str, at: datetime) -> None:
+    """Mark the conversation active at `at`."""
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=at)
+    )
+
+
+# --- interactions -----------------------------------------------------------------------------
+
+
+async def add_interaction(session: AsyncSession, interaction: Interaction) -> Interaction:
+    """Store one interaction."""
+    session.add(interaction)
+    await session.flush()
+    return interaction
+
+
+async def conversation_turns(session: AsyncSession, conversation_id: str) -> list[Interaction]:
+    """The conversation's successful turns, oldest first."""
+    return list(
+        await session.scalars(
+            select(Interaction)
+            .where(Interaction.conversation_id == conversation_id, Interaction.status == "ok")
+            .order_by(Interaction.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """Where a page of the log ends: the last row's time and id."""
+
+    created_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        """An opaque token for the `cursor` query parameter."""
+        raw = f"{as_utc(self.created_at).isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> LogCursor:
+        """Parse a token made by `encode`; ValueError when it is not one."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            moment, _, ident = raw.partition("|")
+            return cls(as_utc(datetime.fromisoformat(moment)), int(ident))
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError("not a cursor returned by this server") from exc
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """What `GET /logs` asks for; `tenant=None` means every tenant (admin keys)."""
+
+    tenant: str | None
+    user_id: str | None = None
+    conversation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: LogCursor | None = None
+    limit: int = 100
+
+
+async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Interaction]:
+    """Interactions matching the filter, newest first, at most `limit + 1` (to detect a next page)."""
+    conditions = []
+    if query.tenant is not None:
+        conditions.append(Interaction.tenant == query.tenant)
+    if query.user_id is not None:
+        conditions.append(Interaction.user_id == query.user_id)
+    if query.conversation_id is not None:
+        conditions.append(Interaction.conversation_id == query.conversation_id)
+    if query.since is not None:
+        conditions.append(Interaction.created_at >= as_utc(query.since))
+    if query.until is not None:
+        conditions.append(Interaction.created_at < as_utc(query.until))
+    if query.cursor is not None:
+        at = query.cursor.created_at
+        conditions.append(
+            or_(
+                Interaction.created_at < at,
+                and_(Interaction.created_at == at, Interaction.id < query.cursor.id),
+            )
+        )
+    statement = (
+        select(Interaction)
+        .where(*conditions)
+        .order_by(Interaction.created_at.desc(), Interaction.id.desc())
+        .limit(query.limit + 1)
+    )
+    return list(await session.scalars(statement))
