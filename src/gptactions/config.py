@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./gptactions.db"
+
+
+class BackendConfig(BaseModel):
+    """One named backend of `GPTACTIONS_BACKENDS` or the backends file (camelCase keys)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    kind: Literal["openai", "local"] = "openai"
+    url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    timeout: float = Field(default=120.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_concurrency: int = Field(default=8, ge=1)
+    queue_timeout: float = Field(default=5.0, ge=0)
+    context_window: int | None = Field(default=None, ge=256)
+    model_path: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -60,11 +82,36 @@ class Settings(BaseSettings):
     logs_max_limit: int = Field(default=1000, ge=1)
 
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
+    actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
+
+    # Upstream models (docs/upstreams.md)
+    upstream_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible API, e.g. http://host:8000/v1."
+    )
+    upstream_api_key: SecretStr | None = None
+    upstream_model: str | None = None
+    upstream_timeout: float = Field(default=120.0, gt=0, description="Total seconds per reply.")
+    upstream_context_window: int = Field(default=8192, ge=256)
+    upstream_max_concurrency: int = Field(default=8, ge=1)
+    fallback: Literal["local", "none"] = "local"
+    backends: list[BackendConfig] = Field(default_factory=list)
+    backends_file: Path | None = None
+    default_backend: str | None = None
+    fallbacks: Annotated[list[str] | None, NoDecode] = None
 
     @field_validator("servers", mode="before")
     @classmethod
     def _split_servers(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _split_fallbacks(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
