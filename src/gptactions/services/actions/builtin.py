@@ -1,108 +1,399 @@
-"""The built-in actions, each a prompt for the model and a parameter schema."""
+"""The built-in actions, each a prompt for the model, a parameter schema and an output form."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from gptactions.llm.base import ChatMessage, GenerationRequest
+from gptactions.llm.base import ChatMessage
+from gptactions.services.actions.output import (
+    ChoiceOutput,
+    JsonOutput,
+    OutputSpec,
+    TextOutput,
+    generate_output,
+)
 from gptactions.services.actions.registry import (
     ActionContext,
     ActionDefinition,
     ActionOutcome,
+    Handler,
 )
 
 TEXT_LIMIT = 20_000
+"""Longest text, code or context a built-in action takes, in characters."""
+SHORT_LIMIT = 100
+"""Longest language, tone or label name, in characters."""
+MAX_LABELS = 50
+MAX_FIELDS = 20
+SENTIMENTS = ("positive", "negative", "neutral")
+FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "number": {"type": "number"},
+    "integer": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+    "array": {"type": "array", "items": {"type": "string"}},
+}
+"""The types `extract` accepts for a field, and the JSON Schema each stands for."""
 
 
-async def _complete(
-    ctx: ActionContext, system: str, prompt: str, *, max_tokens: int = 256
+def _text(description: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit, "description": description}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def _tokens_for(text: str, *, floor: int = 128, ceiling: int = 1024) -> int:
+    """A reply budget proportional to a text: room for it to grow by half, in tokens."""
+    return max(floor, min(ceiling, len(text) // 2 + 64))
+
+
+async def _ask(
+    ctx: ActionContext,
+    system: str,
+    prompt: str,
+    output: OutputSpec | None = None,
+    *,
+    max_tokens: int = 256,
 ) -> ActionOutcome:
-    generation = await ctx.router.generate(
-        GenerationRequest(
-            messages=(ChatMessage("system", system), ChatMessage("user", prompt)),
-            max_tokens=max_tokens,
-            temperature=0.0,
-        ),
-        ctx.model,
+    return await generate_output(
+        ctx,
+        (ChatMessage("system", system), ChatMessage("user", prompt)),
+        output or TextOutput(),
+        max_tokens=max_tokens,
     )
-    text = generation.text.strip()
-    if not text:
-        return ActionOutcome(False, "the model returned an empty answer", usage=generation.usage)
-    return ActionOutcome(
-        True, text, usage=generation.usage, backend=generation.backend, model=generation.model
-    )
+
+
+# summarize
+
+
+def limit_words(text: str, limit: int) -> str:
+    """The text cut after `limit` words, its line breaks kept."""
+    words = list(re.finditer(r"\S+", text))
+    if len(words) <= limit:
+        return text
+    return text[: words[limit - 1].end()].rstrip(" ,;:") + "…"
+
+
+def as_bullets(text: str) -> str:
+    """The text as Markdown bullets: one per line, or one per sentence of a single paragraph."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1:
+        lines = [s for s in re.split(r"(?<=[.!?])\s+", lines[0]) if s]
+    items = [re.sub(r"^(?:[-*•+]|\d+[.)])\s*", "", line) for line in lines]
+    return "\n".join(f"- {item}" for item in items if item)
 
 
 async def summarize(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
-    """Summarize a text, optionally within a number of words."""
-    limit = params.get("maxWords")
-    words = f" in at most {limit} words" if limit else ""
-    return await _complete(
+    """Summarize a text, as a paragraph or as bullets, optionally within a number of words."""
+    limit: int | None = params.get("maxWords")
+    bullets = params.get("format") == "bullets"
+    within = f" in at most {limit} words" if limit else ""
+    shape = " as a short list of bullet points, one per line" if bullets else " in one paragraph"
+
+    def tidy(reply: str) -> str:
+        reply = as_bullets(reply) if bullets else " ".join(reply.split())
+        return limit_words(reply, limit) if limit else reply
+
+    return await _ask(
         ctx,
-        "You summarize texts accurately. Reply with the summary only.",
-        f"Summarize the following text{words}.\n\nText:\n{params['text']}",
-        max_tokens=min(1024, int(limit) * 2 + 16) if limit else 256,
+        "You summarize texts accurately and briefly. Reply with the summary only.",
+        f"Summarize the following text{shape}{within}.\n\nText:\n{params['text']}",
+        TextOutput(tidy=tidy),
+        max_tokens=min(1024, limit * 2 + 32) if limit else 256,
     )
+
+
+# code
+
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def strip_fences(reply: str) -> str:
+    """The code inside the first Markdown code fence, or the reply itself if it has none."""
+    match = _FENCE.search(reply)
+    return match.group(1).strip("\n") if match else reply.strip()
 
 
 async def generate_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
     """Write code in a language from a description."""
     language = params["language"]
-    return await _complete(
+    style = f" Follow this style: {params['style']}." if params.get("style") else ""
+    return await _ask(
         ctx,
-        f"You are an expert {language} programmer. Reply with code only.",
-        f"Write {language} code that does the following: {params['description']}",
+        f"You are an expert {language} programmer. Reply with the code only, no explanations.",
+        f"Write {language} code that does the following: {params['description']}.{style}",
+        TextOutput(tidy=strip_fences),
         max_tokens=512,
     )
 
 
+async def explain_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Explain what a piece of code does."""
+    language = params.get("language")
+    kind = f"{language} code" if language else "code"
+    return await _ask(
+        ctx,
+        "You explain code clearly and briefly to programmers.",
+        f"Explain briefly, in a few sentences, what the following {kind} does."
+        f"\n\n```\n{params['code']}\n```",
+        max_tokens=256,
+    )
+
+
+# language
+
+
+async def translate(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Translate a text into another language."""
+    source = f" from {params['sourceLanguage']}" if params.get("sourceLanguage") else ""
+    return await _ask(
+        ctx,
+        "You are a professional translator. Reply with the translation only.",
+        f"Translate the following text{source} into {params['targetLanguage']}.\n\n"
+        f"Text:\n{params['text']}",
+        max_tokens=_tokens_for(params["text"]),
+    )
+
+
+async def rewrite(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Rewrite a text in another tone, keeping its meaning."""
+    return await _ask(
+        ctx,
+        "You rewrite texts. Keep the meaning and the length; change only the tone. "
+        "Reply with the rewritten text only.",
+        f"Rewrite the following text in a {params['tone']} tone.\n\nText:\n{params['text']}",
+        max_tokens=_tokens_for(params["text"]),
+    )
+
+
+async def answer(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Answer a question, from a given context when there is one."""
+    context = params.get("context")
+    if context:
+        system = (
+            "You answer questions using only the given context. "
+            "If the context does not hold the answer, say that you do not know."
+        )
+        prompt = f"Context:\n{context}\n\nQuestion: {params['question']}"
+    else:
+        system = "You answer questions accurately and concisely."
+        prompt = params["question"]
+    return await _ask(ctx, system, prompt, max_tokens=256)
+
+
+# structured
+
+
+async def classify(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Sort a text into one of the given labels, or several with `multiLabel`."""
+    labels = tuple(params["labels"])
+    multiple = bool(params.get("multiLabel"))
+    listed = "\n".join(f"- {label}" for label in labels)
+    how = (
+        "Reply with a JSON list of every label that applies."
+        if multiple
+        else "Reply with the one label that fits best, exactly as written."
+    )
+    longest = max(len(label) for label in labels)
+    return await _ask(
+        ctx,
+        "You classify texts. You only ever answer with labels from the given list.",
+        f"Labels:\n{listed}\n\n{how}\n\nText:\n{params['text']}",
+        ChoiceOutput(labels, multiple=multiple),
+        max_tokens=(sum(len(label) + 4 for label in labels) + 8) if multiple else longest + 8,
+    )
+
+
+async def sentiment(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Whether a text is positive, negative or neutral."""
+    return await _ask(
+        ctx,
+        "You judge the sentiment of texts. Answer with one word: positive, negative or neutral.",
+        f"What is the sentiment of this text?\n\nText:\n{params['text']}",
+        ChoiceOutput(SENTIMENTS),
+        max_tokens=8,
+    )
+
+
+def extraction_schema(fields: dict[str, str]) -> dict[str, Any]:
+    """The JSON Schema of an object with exactly the given fields, each of its type."""
+    return {
+        "type": "object",
+        "properties": {name: FIELD_TYPES[kind] for name, kind in fields.items()},
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+async def extract(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
+    """Pull named, typed fields out of a text as a JSON object."""
+    fields: dict[str, str] = params["fields"]
+    wanted = "\n".join(f"- {name} ({kind})" for name, kind in fields.items())
+    return await _ask(
+        ctx,
+        "You extract information from texts and reply with a JSON object only.",
+        f"Extract these fields from the text:\n{wanted}\n\nText:\n{params['text']}",
+        JsonOutput(extraction_schema(fields)),
+        max_tokens=min(1024, 48 + 64 * len(fields)),
+    )
+
+
+def _action(
+    name: str, description: str, parameters: dict[str, Any], handler: Handler
+) -> ActionDefinition:
+    return ActionDefinition(
+        name=name, description=description, parameters=parameters, handler=handler
+    )
+
+
+_LANGUAGE = "A language name, e.g. French."
+
 BUILTIN_ACTIONS: tuple[ActionDefinition, ...] = (
-    ActionDefinition(
-        name="summarize",
-        description="Summarize a text.",
-        parameters={
-            "type": "object",
-            "required": ["text"],
-            "additionalProperties": False,
-            "properties": {
-                "text": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": TEXT_LIMIT,
-                    "description": "The text to summarize.",
-                },
+    _action(
+        "summarize",
+        "Summarize a text, as a paragraph or as bullet points, optionally within a word limit.",
+        _object(
+            ["text"],
+            {
+                "text": _text("The text to summarize."),
                 "maxWords": {
                     "type": "integer",
                     "minimum": 1,
                     "maximum": 500,
-                    "description": "Longest summary wanted, in words.",
+                    "description": "Longest summary wanted, in words; longer ones are cut.",
+                },
+                "format": {
+                    "type": "string",
+                    "enum": ["paragraph", "bullets"],
+                    "default": "paragraph",
+                    "description": "One paragraph, or Markdown bullet points.",
                 },
             },
-        },
-        handler=summarize,
+        ),
+        summarize,
     ),
-    ActionDefinition(
-        name="generateCode",
-        description="Write code in a programming language from a description.",
-        parameters={
-            "type": "object",
-            "required": ["description", "language"],
-            "additionalProperties": False,
-            "properties": {
-                "description": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": TEXT_LIMIT,
-                    "description": "What the code should do.",
+    _action(
+        "generateCode",
+        "Write code in a programming language from a description; the result is the code only.",
+        _object(
+            ["description", "language"],
+            {
+                "description": _text("What the code should do."),
+                "language": _text("The programming language, e.g. python.", SHORT_LIMIT),
+                "style": _text("Style wishes, e.g. 'with type hints'.", 500),
+            },
+        ),
+        generate_code,
+    ),
+    _action(
+        "explainCode",
+        "Explain what a piece of code does.",
+        _object(
+            ["code"],
+            {
+                "code": _text("The code to explain."),
+                "language": _text("Its programming language, if known.", SHORT_LIMIT),
+            },
+        ),
+        explain_code,
+    ),
+    _action(
+        "translate",
+        "Translate a text into another language.",
+        _object(
+            ["text", "targetLanguage"],
+            {
+                "text": _text("The text to translate."),
+                "targetLanguage": _text(
+                    "The language to translate into. " + _LANGUAGE, SHORT_LIMIT
+                ),
+                "sourceLanguage": _text("The text's language, if known. " + _LANGUAGE, SHORT_LIMIT),
+            },
+        ),
+        translate,
+    ),
+    _action(
+        "classify",
+        "Sort a text into one of the given labels (or several, with multiLabel). The result is "
+        "always taken from the labels; data holds the label, or the list of labels.",
+        _object(
+            ["text", "labels"],
+            {
+                "text": _text("The text to classify."),
+                "labels": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_LABELS,
+                    "uniqueItems": True,
+                    "items": _text("A label.", SHORT_LIMIT),
+                    "description": "The labels to choose from.",
                 },
-                "language": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 40,
-                    "description": "The programming language, e.g. python.",
+                "multiLabel": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Allow several labels; the result lists them, comma separated.",
                 },
             },
-        },
-        handler=generate_code,
+        ),
+        classify,
+    ),
+    _action(
+        "extract",
+        "Extract named fields from a text. The result is a JSON object with exactly those fields, "
+        "each of its type; data holds the object.",
+        _object(
+            ["text", "fields"],
+            {
+                "text": _text("The text to extract from."),
+                "fields": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": MAX_FIELDS,
+                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+                    "additionalProperties": {"type": "string", "enum": list(FIELD_TYPES)},
+                    "description": "Field name to type: string, number, integer, boolean, or "
+                    "array (a list of strings). Names are letters, digits and underscores.",
+                },
+            },
+        ),
+        extract,
+    ),
+    _action(
+        "sentiment",
+        "Judge the sentiment of a text: positive, negative or neutral.",
+        _object(["text"], {"text": _text("The text to judge.")}),
+        sentiment,
+    ),
+    _action(
+        "rewrite",
+        "Rewrite a text in another tone, keeping its meaning.",
+        _object(
+            ["text", "tone"],
+            {
+                "text": _text("The text to rewrite."),
+                "tone": _text("The tone wanted, e.g. formal, friendly, concise.", SHORT_LIMIT),
+            },
+        ),
+        rewrite,
+    ),
+    _action(
+        "answer",
+        "Answer a question, using only the given context when there is one.",
+        _object(
+            ["question"],
+            {
+                "question": _text("The question.", 4000),
+                "context": _text("Text that holds the answer, if any."),
+            },
+        ),
+        answer,
     ),
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,9 @@ import jsonschema
 
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
+
+ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+"""What an action's name may be: it appears in URLs' bodies, schema names and the OpenAPI enum."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,17 @@ Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]
 
 @dataclass(frozen=True)
 class ActionDefinition:
-    """A named action: what it does, what parameters it takes, and the code that runs it."""
+    """A named action: what it does, what parameters it takes, and the code that runs it.
+
+    `overrides` marks a user-defined action that replaces the built-in of the same name.
+    """
 
     name: str
     description: str
     parameters: dict[str, Any]
     handler: Handler
     builtin: bool = True
+    overrides: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,21 +70,28 @@ class UnknownAction(LookupError):
         self.name = name
         self.available = sorted(available)
 
+    def __str__(self) -> str:
+        return f"unknown action {self.name!r}; available actions: {', '.join(self.available)}"
+
 
 class ActionRegistry:
     """The table of actions, by name."""
 
     def __init__(self, definitions: Iterable[ActionDefinition] = ()) -> None:
         self._actions: dict[str, ActionDefinition] = {}
+        self._validators: dict[str, jsonschema.Draft202012Validator] = {}
         for definition in definitions:
             self.register(definition)
 
     def register(self, definition: ActionDefinition, *, replace: bool = False) -> None:
         """Add an action; replacing one needs `replace=True`."""
+        if not ACTION_NAME_PATTERN.fullmatch(definition.name):
+            raise ValueError(f"action name {definition.name!r} is not allowed")
         if definition.name in self._actions and not replace:
             raise ValueError(f"action {definition.name!r} is already registered")
         jsonschema.Draft202012Validator.check_schema(definition.parameters)
         self._actions[definition.name] = definition
+        self._validators[definition.name] = jsonschema.Draft202012Validator(definition.parameters)
 
     def get(self, name: str) -> ActionDefinition:
         """The action by name, or UnknownAction naming those available."""
@@ -85,7 +100,10 @@ class ActionRegistry:
         except KeyError:
             raise UnknownAction(name, self._actions) from None
 
-    def __iter__(self) -> Any:
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
+
+    def __iter__(self) -> Iterator[ActionDefinition]:
         return iter(sorted(self._actions.values(), key=lambda d: d.name))
 
     def __len__(self) -> int:
@@ -96,13 +114,53 @@ class ActionRegistry:
         """Every action's name, sorted."""
         return sorted(self._actions)
 
-    def validate(self, name: str, parameters: dict[str, Any]) -> list[ParameterProblem]:
+    def validate(self, name: str, parameters: Any) -> list[ParameterProblem]:
         """Every problem of `parameters` against the action's schema, each with a JSON pointer."""
-        validator = jsonschema.Draft202012Validator(self.get(name).parameters)
-        problems = []
-        for error in sorted(validator.iter_errors(parameters), key=lambda e: list(e.path)):
-            pointer = "/parameters" + "".join(
-                "/" + str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path
-            )
-            problems.append(ParameterProblem(pointer, error.message))
-        return problems
+        self.get(name)
+        problems = [
+            problem
+            for error in self._validators[name].iter_errors(parameters)
+            for problem in _problems_of(error)
+        ]
+        return sorted(problems, key=lambda p: p.pointer)
+
+
+def _pointer(path: Iterable[Any]) -> str:
+    return "/parameters" + "".join(
+        "/" + str(part).replace("~", "~0").replace("/", "~1") for part in path
+    )
+
+
+def _problems_of(error: jsonschema.ValidationError) -> list[ParameterProblem]:
+    """The problems one validation error stands for, pointing at the property concerned.
+
+    jsonschema reports a missing or unexpected property at the object holding it; the API points
+    at the property itself, which is what a caller has to add or remove.
+    """
+    path = list(error.absolute_path)
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [p for p in error.validator_value if p not in instance]
+        name = next((p for p in missing if error.message.startswith(repr(p))), None)
+        if name is not None:
+            return [ParameterProblem(_pointer([*path, name]), "is required")]
+    if (
+        error.validator == "additionalProperties"
+        and error.validator_value is False
+        and isinstance(instance, dict)
+    ):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        patterns = (
+            error.schema.get("patternProperties", {}) if isinstance(error.schema, dict) else {}
+        )
+        extra = [
+            key
+            for key in instance
+            if key not in known and not any(re.search(p, key) for p in patterns)
+        ]
+        if extra:
+            return [
+                ParameterProblem(_pointer([*path, key]), "is not a parameter of this action")
+                for key in extra
+            ]
+    return [ParameterProblem(_pointer(path), error.message)]

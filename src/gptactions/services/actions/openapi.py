@@ -1,0 +1,277 @@
+"""The actions' part of the OpenAPI document, built from the registry so user-defined actions show.
+
+Parameter schemas are written in JSON Schema 2020-12; the served document is OpenAPI 3.0.3, whose
+Schema Object is an older, narrower dialect that GPT Actions import. `to_openapi_schema` converts
+one to the other, keeping what 3.0.3 can say and dropping the rest (the server still validates
+against the full schema, so nothing is lost but documentation).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from gptactions.services.actions.registry import ActionRegistry
+
+SCHEMA_PREFIX = "#/components/schemas/"
+
+# Keywords an OpenAPI 3.0.3 Schema Object has, besides those that hold subschemas.
+_PLAIN_KEYWORDS = frozenset(
+    {
+        "title",
+        "description",
+        "type",
+        "format",
+        "default",
+        "enum",
+        "multipleOf",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "maxProperties",
+        "minProperties",
+        "required",
+        "nullable",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "example",
+    }
+)
+_OPENAPI_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
+_MAX_REF_DEPTH = 16
+
+
+def to_openapi_schema(schema: Any) -> dict[str, Any]:
+    """A JSON Schema (2020-12) as an OpenAPI 3.0.3 Schema Object.
+
+    `const` becomes a one-value `enum`; a list of types becomes `nullable` or an `anyOf`;
+    numeric `exclusiveMinimum`/`exclusiveMaximum` become their 3.0 boolean form; the first of
+    `examples` becomes `example`; local `$ref`s into `$defs` are inlined; keywords 3.0.3 lacks
+    (`$defs`, `prefixItems`, `propertyNames`, `if`, `patternProperties`, ...) are dropped.
+    """
+    root = schema if isinstance(schema, dict) else {}
+    return _convert(schema, root, 0)
+
+
+def _convert(schema: Any, root: dict[str, Any], depth: int) -> dict[str, Any]:
+    if schema is True or schema == {}:
+        return {}
+    if schema is False:
+        return {"not": {}}
+    if not isinstance(schema, dict):
+        return {}
+    if "$ref" in schema:
+        target = _resolve(schema["$ref"], root)
+        if target is None or depth >= _MAX_REF_DEPTH:
+            return {"description": schema.get("description", "")} if "description" in schema else {}
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _convert(merged, root, depth + 1)
+
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in schema.items() if k in _PLAIN_KEYWORDS}
+    if "const" in schema:
+        out["enum"] = [copy.deepcopy(schema["const"])]
+    if "examples" in schema and isinstance(schema["examples"], list) and schema["examples"]:
+        out.setdefault("example", copy.deepcopy(schema["examples"][0]))
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = schema.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[inclusive] = value
+            out[bound] = True
+    _convert_type(out)
+    if out.get("required") == []:
+        del out["required"]  # 3.0.3 wants at least one name in `required`
+    if "enum" in out and None in out["enum"]:
+        out["nullable"] = True
+
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if isinstance(schema.get(keyword), list):
+            out[keyword] = [_convert(s, root, depth) for s in schema[keyword]]
+    if "not" in schema:
+        out["not"] = _convert(schema["not"], root, depth)
+    if isinstance(schema.get("items"), dict | bool):
+        out["items"] = _convert(schema["items"], root, depth)
+    elif out.get("type") == "array":
+        out["items"] = {}  # 3.0.3 requires items beside type: array
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {
+            name: _convert(sub, root, depth) for name, sub in schema["properties"].items()
+        }
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, bool):
+        out["additionalProperties"] = additional
+    elif isinstance(additional, dict):
+        out["additionalProperties"] = _convert(additional, root, depth)
+    return out
+
+
+def _convert_type(out: dict[str, Any]) -> None:
+    kind = out.get("type")
+    if not isinstance(kind, list):
+        if kind == "null":
+            del out["type"]
+            out["nullable"] = True
+        return
+    kinds = [k for k in kind if k in _OPENAPI_TYPES]
+    del out["type"]
+    if "null" in kind:
+        out["nullable"] = True
+    if len(kinds) == 1:
+        out["type"] = kinds[0]
+    elif kinds:
+        out["anyOf"] = [{"type": k, **({"items": {}} if k == "array" else {})} for k in kinds]
+
+
+def _resolve(ref: Any, root: dict[str, Any]) -> dict[str, Any] | None:
+    """The target of a local reference like `#/$defs/name`, or None for anything else."""
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return None
+    node: Any = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, dict) else None
+
+
+def parameters_schema_name(action: str) -> str:
+    """The component name of an action's parameter schema."""
+    return f"Action_{action}Parameters"
+
+
+def request_schema_name(action: str) -> str:
+    """The component name of the request that calls one action."""
+    return f"ActionRequest_{action}"
+
+
+def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]]:
+    """OpenAPI 3.0.3 component schemas describing action requests and responses precisely.
+
+    Returns, by component name:
+    - `ActionRequest`: the seed's schema (same properties, descriptions and `required`), with
+      the action names as an `enum`, and a `oneOf` of one variant per action under a
+      `discriminator` on `action`;
+    - `ActionRequest_<name>`: a variant: `action` fixed to the name, `parameters` referring to
+    - `Action_<name>Parameters`: the action's parameter schema converted to OpenAPI 3.0.3;
+    - `ActionResponse`: the seed's `success` and `result`, plus `data` (any JSON, nullable);
+    - `ActionInfo` and `ActionList`: the answer of `GET /api/v1/gpt/actions`.
+
+    To merge: `document["components"]["schemas"].update(action_request_schemas(registry))`,
+    after the seed's schemas are in place; the paths keep referring to `ActionRequest` and
+    `ActionResponse` by `$ref`, so they pick up the precise versions without change.
+    """
+    names = registry.names
+    schemas: dict[str, dict[str, Any]] = {}
+    variants: list[dict[str, str]] = []
+    mapping: dict[str, str] = {}
+    for definition in registry:
+        params_name = parameters_schema_name(definition.name)
+        variant_name = request_schema_name(definition.name)
+        parameters = to_openapi_schema(definition.parameters)
+        parameters.setdefault("description", f"Parameters of the {definition.name} action.")
+        schemas[params_name] = parameters
+        schemas[variant_name] = {
+            "type": "object",
+            "description": definition.description,
+            "required": ["action", "parameters"],
+            "properties": {
+                "action": {"type": "string", "enum": [definition.name]},
+                "parameters": {"$ref": SCHEMA_PREFIX + params_name},
+            },
+        }
+        variants.append({"$ref": SCHEMA_PREFIX + variant_name})
+        mapping[definition.name] = SCHEMA_PREFIX + variant_name
+
+    request: dict[str, Any] = {
+        "type": "object",
+        "required": ["action", "parameters"],
+        "properties": {
+            "action": {
+                "type": "string",
+                "description": 'The GPT action to trigger (e.g., "summarize", "generateCode").',
+                **({"enum": names} if names else {}),
+            },
+            "parameters": {
+                "type": "object",
+                "additionalProperties": True,
+                "description": "Parameters for the specified action.",
+            },
+        },
+    }
+    if variants:
+        request["description"] = (
+            "Which action to run, and its parameters; each action's parameters are described by "
+            "the variant of the same name."
+        )
+        request["oneOf"] = variants
+        request["discriminator"] = {"propertyName": "action", "mapping": mapping}
+    schemas["ActionRequest"] = request
+    schemas["ActionResponse"] = {
+        "type": "object",
+        "required": ["success", "result"],
+        "properties": {
+            "success": {
+                "type": "boolean",
+                "description": "Whether the action produced an output of the required form.",
+            },
+            "result": {
+                "type": "string",
+                "description": "The output of the triggered GPT action. When success is false, "
+                "the reason the output could not be produced.",
+            },
+            "data": {
+                "nullable": True,
+                "description": "The parsed value of a structured output: the label or list of "
+                "labels of classify, sentiment and choice actions, the object of extract and "
+                "JSON actions; null for text.",
+            },
+        },
+    }
+    schemas["ActionInfo"] = {
+        "type": "object",
+        "required": ["name", "description", "parameters", "builtin"],
+        "properties": {
+            "name": {"type": "string", "description": "The action's name."},
+            "description": {"type": "string", "description": "What the action does."},
+            "parameters": {
+                "type": "object",
+                "additionalProperties": True,
+                "description": "The JSON Schema (2020-12) its parameters are validated against.",
+            },
+            "builtin": {
+                "type": "boolean",
+                "description": "Whether the action is built in (false: from the actions file).",
+            },
+        },
+    }
+    schemas["ActionList"] = {
+        "type": "object",
+        "required": ["actions"],
+        "properties": {
+            "actions": {"type": "array", "items": {"$ref": SCHEMA_PREFIX + "ActionInfo"}}
+        },
+    }
+    return schemas
+
+
+def describe_actions(registry: ActionRegistry) -> dict[str, Any]:
+    """The answer of `GET /api/v1/gpt/actions`: every action's name, description and schema."""
+    return {
+        "actions": [
+            {
+                "name": d.name,
+                "description": d.description,
+                "parameters": d.parameters,
+                "builtin": d.builtin,
+            }
+            for d in registry
+        ]
+    }

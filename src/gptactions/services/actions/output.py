@@ -1,0 +1,234 @@
+"""Bringing the model's output into the form an action promises: text, one of some choices, or JSON.
+
+Each kind asks the backend for constrained decoding (`GenerationRequest.choices` or `json_schema`,
+which the embedded model turns into a llama.cpp grammar), then checks the reply itself, because not
+every backend constrains and a reply cut short by `max_tokens` breaks any grammar. A reply that
+fails the check is asked for once more, with the problem named; a second failure is an
+`ActionOutcome(success=False)` whose `result` gives the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from gptactions.llm.base import ChatMessage, Generation, GenerationRequest, PromptTooLong, Usage
+from gptactions.services.actions.registry import ActionContext, ActionOutcome
+
+
+@dataclass(frozen=True)
+class TextOutput:
+    """Free text, passed through `tidy`; only an empty reply is refused."""
+
+    tidy: Callable[[str], str] | None = None
+
+
+@dataclass(frozen=True)
+class ChoiceOutput:
+    """Exactly one of `choices`, or with `multiple` a non-empty list of distinct ones."""
+
+    choices: tuple[str, ...]
+    multiple: bool = False
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """A JSON value valid against `schema`."""
+
+    schema: dict[str, Any]
+
+
+MIN_REPLY_TOKENS = 16
+"""The fewest tokens left for the answer before a prompt counts as too long."""
+
+OutputSpec = TextOutput | ChoiceOutput | JsonOutput
+
+
+class OutputProblem(ValueError):
+    """The reply does not have the promised form; the message says how."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A reply in form: the string for `result`, and the parsed value for `data`."""
+
+    result: str
+    data: Any = None
+
+
+def output_request_fields(output: OutputSpec) -> dict[str, Any]:
+    """The `GenerationRequest` fields that constrain decoding to the output's form."""
+    if isinstance(output, ChoiceOutput):
+        if output.multiple:
+            return {"json_schema": choice_list_schema(output.choices)}
+        return {"choices": output.choices}
+    if isinstance(output, JsonOutput):
+        return {"json_schema": output.schema}
+    return {}
+
+
+def choice_list_schema(choices: Sequence[str]) -> dict[str, Any]:
+    """The JSON Schema of a non-empty list of distinct choices."""
+    return {
+        "type": "array",
+        "items": {"type": "string", "enum": list(choices)},
+        "minItems": 1,
+        "maxItems": len(choices),
+        "uniqueItems": True,
+    }
+
+
+def check_output(output: OutputSpec, text: str) -> Checked:
+    """The reply brought into form, or OutputProblem saying why it cannot be."""
+    reply = text.strip()
+    if isinstance(output, TextOutput):
+        if output.tidy is not None:
+            reply = output.tidy(reply).strip()
+        if not reply:
+            raise OutputProblem("the model returned an empty answer")
+        return Checked(reply)
+    if isinstance(output, ChoiceOutput):
+        return _check_choices(output, reply)
+    value = _parse_json(reply)
+    _check_schema(value, output.schema)
+    return Checked(json.dumps(value, ensure_ascii=False), value)
+
+
+def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
+    if not output.multiple:
+        label = _match_choice(output.choices, reply)
+        if label is None:
+            raise OutputProblem(f"{_clip(reply)!r} is not one of {list(output.choices)}")
+        return Checked(label, label)
+    value = _parse_json(reply)
+    if not isinstance(value, list) or not value:
+        raise OutputProblem("the answer is not a non-empty JSON list of labels")
+    labels: list[str] = []
+    for item in value:
+        label = _match_choice(output.choices, item) if isinstance(item, str) else None
+        if label is None:
+            raise OutputProblem(f"{_clip(str(item))!r} is not one of {list(output.choices)}")
+        if label not in labels:
+            labels.append(label)
+    return Checked(", ".join(labels), labels)
+
+
+def _match_choice(choices: Sequence[str], reply: str) -> str | None:
+    """The choice the reply names, exactly or but for case, quotes and a final full stop."""
+    if reply in choices:
+        return reply
+    loose = reply.strip().strip("\"'`").rstrip(".").strip().casefold()
+    matches = [choice for choice in choices if choice.casefold() == loose]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _parse_json(reply: str) -> Any:
+    body = reply
+    if body.startswith("```"):
+        # Unconstrained backends like to fence JSON in Markdown.
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise OutputProblem(f"the answer is not valid JSON ({exc.msg} at {exc.pos})") from None
+
+
+def _check_schema(value: Any, schema: dict[str, Any]) -> None:
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(value)
+    )
+    if error is not None:
+        where = "".join(f"/{part}" for part in error.absolute_path) or "/"
+        raise OutputProblem(f"the answer does not fit the schema at {where}: {error.message}")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
+
+
+async def generate_output(
+    ctx: ActionContext,
+    messages: Sequence[ChatMessage],
+    output: OutputSpec,
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+) -> ActionOutcome:
+    """Ask the model, check the reply's form, ask once more if it is wrong; never raise for form."""
+    conversation = tuple(messages)
+    usage = Usage()
+    generation: Generation | None = None
+    problem = ""
+    for _attempt in range(2):
+        generation = await ctx.router.generate(
+            GenerationRequest(
+                messages=conversation,
+                max_tokens=await _fit(ctx, conversation, max_tokens),
+                temperature=temperature,
+                **output_request_fields(output),
+            ),
+            ctx.model,
+        )
+        usage = _add(usage, generation.usage)
+        try:
+            checked = check_output(output, generation.text)
+        except OutputProblem as exc:
+            problem = str(exc)
+            # The retry shows the model its reply and what is wrong with it, so that a
+            # deterministic model does not simply say the same thing again.
+            conversation = (
+                *tuple(messages),
+                ChatMessage("assistant", generation.text),
+                ChatMessage("user", f"That answer is not usable: {problem}. {_retry_hint(output)}"),
+            )
+            continue
+        return ActionOutcome(
+            True,
+            checked.result,
+            checked.data,
+            usage=usage,
+            backend=generation.backend,
+            model=generation.model,
+        )
+    assert generation is not None  # the loop ran at least once
+    return ActionOutcome(
+        False,
+        f"the model's output could not be brought into the required form: {problem}",
+        usage=usage,
+        backend=generation.backend,
+        model=generation.model,
+    )
+
+
+async def _fit(ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_tokens: int) -> int:
+    """The reply budget that fits the model's context window after the prompt; PromptTooLong if
+    not even a short reply fits."""
+    window = ctx.router.context_window(ctx.model)
+    prompt = await ctx.router.count_tokens(conversation, ctx.model)
+    room = window - prompt
+    if room < min(max_tokens, MIN_REPLY_TOKENS):
+        raise PromptTooLong(
+            f"the action's prompt takes {prompt} tokens of the model's {window}-token context "
+            "window, leaving no room for the answer: shorten the parameters"
+        )
+    return min(max_tokens, room)
+
+
+def _retry_hint(output: OutputSpec) -> str:
+    if isinstance(output, ChoiceOutput):
+        if output.multiple:
+            return f"Reply with a JSON list of labels taken from: {json.dumps(output.choices)}."
+        return "Reply with exactly one of: " + ", ".join(output.choices) + "."
+    if isinstance(output, JsonOutput):
+        return "Reply with only a JSON value valid against this schema: " + json.dumps(
+            output.schema
+        )
+    return "Please answer."
