@@ -15,11 +15,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from pydantic import SecretStr
@@ -57,6 +57,47 @@ _FORMAT_STYLES = ("json_schema", "json_object", "none")
 
 _STATE_PROBE_INTERVAL = 15.0
 _MAX_UPSTREAM_MESSAGE = 300
+
+
+def _secrets_of(api_key: SecretStr | None, url: str) -> frozenset[str]:
+    """The strings to keep out of logs and errors: the key, and any credentials in the URL."""
+    secrets = {api_key.get_secret_value()} if api_key is not None else set()
+    parts = urlsplit(url)
+    if parts.password:
+        secrets.add(parts.password)
+    for _name, value in parse_qsl(parts.query):
+        if len(value) >= 8:  # a key passed as a query parameter, as Azure's `api-key` may be
+            secrets.add(value)
+    return frozenset(secret for secret in secrets if secret)
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Redactor(logging.Filter):
+    """Scrubs upstream credentials from records of the HTTP client's logger.
+
+    httpx logs each request's full URL at INFO; a URL may carry credentials.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            scrubbed = _redact(message, self.secrets)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, ()
+        return True
+
+
+_LOG_REDACTOR = _Redactor()
+logging.getLogger("httpx").addFilter(_LOG_REDACTOR)
 
 
 def safe_url(url: str) -> str:
@@ -160,6 +201,8 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        self._secrets = _secrets_of(self._api_key, self.base_url)
+        _LOG_REDACTOR.secrets.update(self._secrets)
         self.context_window = context_window
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -579,10 +622,7 @@ class OpenAIBackend:
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text an upstream or a library produced."""
-        key = self._api_key.get_secret_value() if self._api_key is not None else ""
-        if key:
-            text = text.replace(key, "***")
-        return text
+        return _redact(text, self._secrets)
 
     def _record_success(self, latency_ms: float | None) -> None:
         self._reachable = True
