@@ -1,0 +1,145 @@
+"""Migrations: from an empty database, twice, matching the models, and one replica at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from gptactions.services.keys import KeyService
+from gptactions.store.db import Database, _PG_MIGRATION_LOCK, alembic_config
+from gptactions.store.models import Base
+
+TABLES = {"api_keys", "conversations", "interactions"}
+
+
+def _schema(connection: Connection) -> dict[str, Any]:
+    inspector = inspect(connection)
+    return {
+        "tables": set(inspector.get_table_names()),
+        "indexes": {
+            table: {index["name"] for index in inspector.get_indexes(table)}
+            for table in TABLES & set(inspector.get_table_names())
+        },
+    }
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def _versions(database: Database) -> list[str]:
+    async with database.engine.connect() as connection:
+        result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        return [row[0] for row in result]
+
+
+@pytest.fixture
+async def database(database_url: str) -> Any:
+    """A Database on the parametrized URL, not yet migrated."""
+    database = Database(database_url)
+    yield database
+    await database.close()
+
+
+async def test_upgrade_from_empty_creates_the_models_tables_and_indexes(
+    database: Database,
+) -> None:
+    async with database.engine.connect() as connection:
+        before = await connection.run_sync(_schema)
+    assert before["tables"] == set()
+
+    await database.upgrade()
+
+    async with database.engine.connect() as connection:
+        after = await connection.run_sync(_schema)
+    assert after["tables"] == TABLES | {"alembic_version"}
+    for table in Base.metadata.sorted_tables:
+        expected = {index.name for index in table.indexes}
+        assert expected <= after["indexes"][table.name], table.name
+    assert await _versions(database) == [_head()]
+
+
+async def test_migrated_schema_matches_the_models(database: Database) -> None:
+    await database.upgrade()
+    async with database.engine.connect() as connection:
+        differences = await connection.run_sync(_differences)
+    assert differences == []
+
+
+async def test_upgrade_twice_is_a_no_op_that_keeps_the_data(database: Database) -> None:
+    await database.upgrade()
+    created = await KeyService(database).create("kept")
+
+    await database.upgrade()
+
+    assert await _versions(database) == [_head()]
+    assert [key.id for key in await KeyService(database).list()] == [created.info.id]
+    async with database.engine.connect() as connection:
+        assert await connection.run_sync(_differences) == []
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Any) -> None:
+    path = tmp_path / "wal.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        await database.upgrade()
+        async with database.engine.connect() as connection:
+            mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            foreign_keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        assert mode == "wal"
+        assert foreign_keys == 1
+    finally:
+        await database.close()
+    # WAL is a property of the file: a plain connection, without our pragmas, sees it too.
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.postgres
+async def test_two_replicas_starting_together_migrate_once(postgres_url: str) -> None:
+    replicas = [Database(postgres_url) for _ in range(2)]
+    try:
+        await asyncio.gather(*(replica.upgrade() for replica in replicas))
+        assert await _versions(replicas[0]) == [_head()]
+        async with replicas[1].engine.connect() as connection:
+            assert await connection.run_sync(_differences) == []
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+@pytest.mark.postgres
+async def test_upgrade_waits_for_the_replica_holding_the_migration_lock(
+    postgres_url: str,
+) -> None:
+    holder, waiter = Database(postgres_url), Database(postgres_url)
+    try:
+        async with holder.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            upgrade = asyncio.create_task(waiter.upgrade())
+            await asyncio.sleep(1.0)
+            assert not upgrade.done(), "upgrade ran while another replica held the lock"
+            async with waiter.engine.connect() as probe:
+                tables = await probe.run_sync(lambda c: inspect(c).get_table_names())
+            assert tables == []
+            await connection.execute(
+                text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK}
+            )
+            await asyncio.wait_for(upgrade, timeout=30)
+        assert await _versions(waiter) == [_head()]
+    finally:
+        await holder.close()
+        await waiter.close()
