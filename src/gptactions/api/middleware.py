@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.errors import error_body
@@ -11,8 +12,15 @@ from gptactions.api.errors import error_body
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-class BodyTooLarge(Exception):
-    """The body passed the limit while it was being read."""
+class BodyTooLarge(HTTPException):
+    """The body passed the limit while it was being read.
+
+    An HTTPException, so that FastAPI's body parsing lets it through (it turns other errors
+    raised while reading into a 400) and the app's handler answers 413 in the one error shape.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the body is larger than {limit} bytes")
 
 
 def _is_json(content_type: str) -> bool:
@@ -61,7 +69,7 @@ class BodyGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

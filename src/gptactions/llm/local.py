@@ -126,9 +126,13 @@ class LocalBackend:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        """Tokens the messages take, template overhead included."""
+        """Tokens the messages take, template overhead included.
+
+        Tokenizing only reads the model's vocabulary, so it runs beside a generation instead of
+        queueing behind it.
+        """
         llama = self._require()
-        return await self._submit(lambda: self._count(llama, messages))
+        return await asyncio.to_thread(self._count, llama, messages)
 
     @staticmethod
     def _count(llama: Any, messages: tuple[ChatMessage, ...]) -> int:
@@ -254,9 +258,6 @@ class LocalBackend:
     def _done_waiting(self) -> None:
         with self._waiting_lock:
             self._waiting -= 1
-
-    async def _submit(self, work: Callable[[], Any]) -> Any:
-        return await asyncio.wrap_future(self._submit_nowait(work))
 
     async def state(self) -> BackendState:
         """Loaded or not, and the last generation's latency."""

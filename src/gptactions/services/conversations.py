@@ -15,10 +15,6 @@ from gptactions.store import queries
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, utcnow
 
-# Used to choose history cheaply before one exact count; SmolLM2 averages ~4 characters a token.
-_CHARS_PER_TOKEN_ESTIMATE = 3
-
-
 @dataclass(frozen=True)
 class Turn:
     """A user's message for a conversation, with the optional generation settings."""
@@ -148,35 +144,39 @@ class ConversationService:
     async def _fit(
         self, history: list[tuple[str, str]], message: str, budget: int, model: str | None
     ) -> tuple[ChatMessage, ...]:
-        """The system prompt, as many recent turns as fit, and the message; oldest dropped first."""
+        """The system prompt, as many recent turns as fit, and the message; oldest dropped first.
+
+        Counting is exact (the model's tokenizer) and takes one call when everything fits, and
+        a binary search over how many recent turns to keep when it does not.
+        """
         system = ChatMessage("system", self._system_prompt)
         user = ChatMessage("user", message)
-        estimate = (len(system.content) + len(message)) // _CHARS_PER_TOKEN_ESTIMATE
-        kept: list[tuple[str, str]] = []
-        for question, answer in reversed(history):
-            cost = (len(question) + len(answer)) // _CHARS_PER_TOKEN_ESTIMATE + 12
-            if estimate + cost > budget:
-                break
-            estimate += cost
-            kept.insert(0, (question, answer))
-        while True:
-            messages = (
-                system,
-                *(
-                    m
-                    for q, a in kept
-                    for m in (ChatMessage("user", q), ChatMessage("assistant", a))
-                ),
-                user,
+
+        def keep(turns: int) -> tuple[ChatMessage, ...]:
+            recent = history[len(history) - turns :] if turns else []
+            pairs = (
+                m for q, a in recent for m in (ChatMessage("user", q), ChatMessage("assistant", a))
             )
-            if await self._router.count_tokens(messages, model) <= budget:
-                return messages
-            if not kept:
-                raise invalid(
-                    "the message is too long for the model's context window",
-                    Problem("/message", f"must fit in {budget} tokens with the system prompt"),
-                )
-            kept.pop(0)
+            return (system, *pairs, user)
+
+        async def fits(turns: int) -> bool:
+            return await self._router.count_tokens(keep(turns), model) <= budget
+
+        if await fits(len(history)):
+            return keep(len(history))
+        if not await fits(0):
+            raise invalid(
+                "the message is too long for the model's context window",
+                Problem("/message", f"must fit in {budget} tokens with the system prompt"),
+            )
+        fitting, too_many = 0, len(history)
+        while too_many - fitting > 1:
+            middle = (fitting + too_many) // 2
+            if await fits(middle):
+                fitting = middle
+            else:
+                too_many = middle
+        return keep(fitting)
 
     async def complete(self, prepared: PreparedTurn, generation: Generation) -> Reply:
         """Store the turn (and the conversation when it is new); returns once committed."""

@@ -1,0 +1,110 @@
+"""Bad input always gets a clear error in the one error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import ApiClient
+
+API = "/api/v1/gpt"
+
+
+def assert_error_shape(body: dict[str, Any], code: str) -> None:
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"message": "hi"}, "/userId"),
+        ({"userId": "u"}, "/message"),
+        ({"userId": "u", "message": ""}, "/message"),
+        ({"userId": "u", "message": " \n\t "}, "/message"),
+        ({"userId": "  ", "message": "hi"}, "/userId"),
+        ({"userId": 5, "message": "hi"}, "/userId"),
+        ({"userId": "u", "message": ["hi"]}, "/message"),
+        ({"userId": "u", "message": "hi", "maxTokens": "5"}, "/maxTokens"),
+        ({"userId": "u", "message": "hi", "maxTokens": 0}, "/maxTokens"),
+        ({"userId": "u", "message": "hi", "maxTokens": 100000}, "/maxTokens"),
+        ({"userId": "u", "message": "hi", "temperature": 9}, "/temperature"),
+        ({"userId": "u" * 300, "message": "hi"}, "/userId"),
+        ({"userId": "u", "message": "m" * 40_000}, "/message"),
+    ],
+)
+@pytest.mark.parametrize("path", ["conversations", "respond"])
+async def test_invalid_input_is_400_naming_the_field(
+    api: ApiClient, body: dict[str, Any], pointer: str, path: str
+) -> None:
+    response = await api.post(f"{API}/{path}", body)
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert_error_shape(payload, "invalid_request")
+    assert pointer in [d["pointer"] for d in payload["error"]["details"]]
+    assert pointer.lstrip("/") in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"null", b""])
+async def test_a_body_that_is_not_a_json_object_is_400(api: ApiClient, raw: bytes) -> None:
+    response = await api.http.post(
+        f"{API}/conversations",
+        content=raw,
+        headers={"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
+                 "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert_error_shape(response.json(), "invalid_request")
+
+
+async def test_a_body_that_is_not_json_is_415(api: ApiClient) -> None:
+    response = await api.post(f"{API}/conversations", None, content=b"userId=u&message=m",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+    assert_error_shape(response.json(), "unsupported_media_type")
+
+
+async def test_a_body_over_the_limit_is_413(api: ApiClient) -> None:
+    huge = {"userId": "u", "message": "x" * (1024 * 1024 + 10)}
+    response = await api.post(f"{API}/conversations", huge)
+    assert response.status_code == 413
+    assert_error_shape(response.json(), "payload_too_large")
+
+
+async def test_a_chunked_body_over_the_limit_is_413(api: ApiClient) -> None:
+    async def chunks() -> Any:
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = await api.http.post(
+        f"{API}/conversations",
+        content=chunks(),
+        headers={"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
+                 "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_unknown_path_is_404_and_wrong_method_is_405(api: ApiClient) -> None:
+    missing = await api.get(f"{API}/nothing-here")
+    assert missing.status_code == 404
+    assert_error_shape(missing.json(), "not_found")
+    wrong = await api.get(f"{API}/conversations")
+    assert wrong.status_code == 405
+    assert_error_shape(wrong.json(), "method_not_allowed")
+    assert "POST" in wrong.headers["allow"]
+
+
+async def test_unknown_fields_are_ignored(api: ApiClient) -> None:
+    response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m", "future": 1})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "since=yesterday", "cursor=%%%"])
+async def test_bad_log_queries_are_400(api: ApiClient, query: str) -> None:
+    response = await api.get(f"{API}/logs?{query}")
+    assert response.status_code == 400
+    assert_error_shape(response.json(), "invalid_request")

@@ -1,0 +1,173 @@
+"""Shared fixtures: an isolated directory per test, apps on SQLite or PostgreSQL, the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gptactions.app import create_app
+from gptactions.config import Settings
+from gptactions.llm.base import Backend
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.local import LocalBackend
+from gptactions.llm.router import BackendRouter
+from gptactions.runtime import Runtime
+from gptactions.services.keys import DEFAULT_SCOPES
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+ADMIN_KEY = "gpta_test_admin_key_0123456789abcdefghijklmnop"
+
+
+def postgres_reachable() -> bool:
+    """Whether the PostgreSQL server of the machine answers."""
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own directory, with no GPTACTIONS_* variable from outside."""
+    for name in list(os.environ):
+        if name.startswith("GPTACTIONS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if not postgres_reachable():
+        pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+    import asyncpg
+
+    name = f"gptactions_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a SQLite file in the test's directory, with a known admin key."""
+    return Settings(database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY)
+
+
+@pytest.fixture(scope="session")
+def local_backend() -> Iterator[LocalBackend]:
+    """The real embedded model, loaded once for the whole run."""
+    backend = LocalBackend()
+    asyncio.run(backend.start())
+    yield backend
+    asyncio.run(backend.close())
+
+
+class ApiClient:
+    """An in-process client of a running app, with helpers to make keys."""
+
+    def __init__(self, client: httpx.AsyncClient, runtime: Runtime) -> None:
+        self.http = client
+        self.runtime = runtime
+
+    async def key(self, *, scopes: tuple[str, ...] = DEFAULT_SCOPES, tenant: str = "default", name: str = "test") -> str:
+        """A new key's secret."""
+        return (await self.runtime.keys.create(name, scopes=scopes, tenant=tenant)).secret
+
+    async def post(self, path: str, body: Any, key: str | None = ADMIN_KEY, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kw.pop("headers", {}))
+        return await self.http.post(path, json=body, headers=headers, **kw)
+
+    async def get(self, path: str, key: str | None = ADMIN_KEY, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kw.pop("headers", {}))
+        return await self.http.get(path, headers=headers, **kw)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, backend: Backend) -> AsyncIterator[ApiClient]:
+    """The app with its lifespan running, and a client that talks to it in-process."""
+    runtime = Runtime(settings, router=BackendRouter([backend]))
+    app = create_app(runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield ApiClient(client, runtime)
+
+
+class _KeepLoaded:
+    """Wraps the shared real backend so an app's shutdown does not unload it for other tests."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    """A fake backend: canned replies, else an echo."""
+    return FakeBackend()
+
+
+@pytest.fixture
+async def api(settings: Settings, fake: FakeBackend) -> AsyncIterator[ApiClient]:
+    """The app on SQLite with the fake backend."""
+    async with running_app(settings, fake) as client:
+        yield client
+
+
+@pytest.fixture
+def app_factory(database_url: str) -> Callable[..., Any]:
+    """Apps on the parametrized database (SQLite and PostgreSQL)."""
+
+    def make(backend: Backend | None = None, **overrides: Any) -> Any:
+        settings = Settings(database_url=database_url, api_key=ADMIN_KEY, **overrides)
+        return running_app(settings, backend or FakeBackend())
+
+    return make
+
+
+@pytest.fixture
+async def model_api(settings: Settings, local_backend: LocalBackend) -> AsyncIterator[ApiClient]:
+    """The app on SQLite with the real embedded model."""
+    async with running_app(settings, _KeepLoaded(local_backend)) as client:  # type: ignore[arg-type]
+        yield client
