@@ -344,7 +344,8 @@ class OpenAIBackend:
 
     async def state(self) -> BackendState:
         """Reachable or not, the last error and latency; probes `GET /models` when idle."""
-        if time.monotonic() - self._last_contact > _STATE_PROBE_INTERVAL:
+        idle = time.monotonic() - self._last_contact > _STATE_PROBE_INTERVAL
+        if idle and self._client is not None:
             await self._probe()
         return BackendState(
             name=self.name,
