@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import AnyCaller, ChatCaller, LogsCaller, RuntimeDep
 from gptactions.api.schemas import ConversationRequest
+from gptactions.api.sse import stream_reply, wants_event_stream
 from gptactions.services.conversations import Reply, Turn
 from gptactions.services.interactions import LogEntry, LogQuery
 
@@ -49,18 +50,26 @@ def _reply(reply: Reply) -> dict[str, Any]:
 
 @router.post("/conversations", operation_id="startConversation")
 async def start_conversation(
-    body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
-) -> dict[str, Any]:
+    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
     """Start a new GPT conversation."""
-    reply = await runtime.conversations.start(caller, _turn(body, runtime, continuing=False))
-    return _reply(reply)
+    turn = _turn(body, runtime, continuing=False)
+    if wants_event_stream(request):
+        stream = await runtime.conversations.open_stream(caller, turn, new=True)
+        return stream_reply(stream, _reply)
+    return _reply(await runtime.conversations.start(caller, turn))
 
 
 @router.post("/respond", operation_id="respond")
-async def respond(body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep) -> Any:
+async def respond(
+    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
     """Process a user input and return GPT's response."""
-    reply = await runtime.conversations.respond(caller, _turn(body, runtime, continuing=True))
-    return _reply(reply)
+    turn = _turn(body, runtime, continuing=True)
+    if wants_event_stream(request):
+        stream = await runtime.conversations.open_stream(caller, turn, new=False)
+        return stream_reply(stream, _reply)
+    return _reply(await runtime.conversations.respond(caller, turn))
 
 
 @router.get("/status", operation_id="getStatus")

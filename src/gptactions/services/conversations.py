@@ -11,9 +11,11 @@ from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.errors import Problem, ServiceError, invalid, not_found
 from gptactions.services.interactions import InteractionRecorder, NewInteraction
 from gptactions.services.keys import Principal
+from gptactions.services.streams import ReplyStream
 from gptactions.store import queries
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, utcnow
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -80,6 +82,30 @@ class ConversationService:
         """Continue the named conversation, else the user's latest, else a new one."""
         prepared = await self.prepare(principal, turn, new=False)
         return await self._run(prepared)
+
+    async def open_stream(self, principal: Principal, turn: Turn, *, new: bool) -> ReplyStream:
+        """Start a reply that is delivered piece by piece (`new`: start a conversation).
+
+        Returns once the first piece is in, so a failure before any output (every backend down,
+        say) is raised here, and recorded, like it is for a whole reply.
+        """
+        prepared = await self.prepare(principal, turn, new=new)
+        chunks = self._router.stream(prepared.request, turn.model)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            await chunks.aclose()
+            error = BackendError("the model ended its reply before it began")
+            await self.fail(prepared, error)
+            raise error from None
+        except BackendError as error:
+            await chunks.aclose()
+            await self.fail(prepared, error)
+            raise
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return ReplyStream(self, prepared, chunks, first)
 
     async def _run(self, prepared: PreparedTurn) -> Reply:
         try:
@@ -205,9 +231,11 @@ class ConversationService:
         partial: str = "",
         status: str = "error",
         usage: Usage | None = None,
+        backend: str = "",
+        model: str = "",
     ) -> None:
         """Store a turn that failed or was cut short, with whatever was generated."""
-        generation = Generation(text=partial, usage=usage or Usage())
+        generation = Generation(text=partial, usage=usage or Usage(), backend=backend, model=model)
         message = error.message if isinstance(error, (BackendError, ServiceError)) else str(error)
         await self._store(prepared, partial, status, message, generation, _elapsed_ms(prepared))
 

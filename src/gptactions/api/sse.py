@@ -1,0 +1,126 @@
+"""Server-Sent Events: a reply streamed as `token` events, then `done` or `error`.
+
+```
+event: token
+data: {"text": "Hel"}
+
+event: done
+data: {"conversationId": "conv_…", "reply": "Hello", "model": "…", "usage": {…}, "latencyMs": 812}
+```
+
+An error after the stream began is an `error` event with the API's one error shape, never a
+silent truncation. When the client goes away the generation stops and what was generated is
+stored as a `cancelled` interaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing, suppress
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gptactions.api.errors import error_body
+from gptactions.llm.base import BackendError
+from gptactions.services.conversations import Reply
+from gptactions.services.streams import ReplyStream
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "text/event-stream"
+
+
+def wants_event_stream(request: Request) -> bool:
+    """Whether the client's Accept header asks for Server-Sent Events."""
+    for media_range in request.headers.get("accept", "").split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media.lower() != MEDIA_TYPE:
+            continue
+        quality = next((p.partition("=")[2] for p in params if p.startswith("q=")), "1")
+        try:
+            return float(quality) > 0
+        except ValueError:
+            return True
+    return False
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    """One event in the wire format."""
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def reply_events(
+    stream: ReplyStream, done: Callable[[Reply], dict[str, Any]]
+) -> AsyncGenerator[bytes, None]:
+    """The events of a streamed reply: its pieces, then `done` (shaped by `done`) or `error`."""
+    try:
+        async with aclosing(stream.pieces()) as pieces:
+            async for piece in pieces:
+                yield event("token", {"text": piece})
+    except BackendError as error:
+        yield event("error", error_body(error.status, error.message, code=error.code))
+        return
+    except Exception:
+        log.exception("a streamed reply failed")
+        yield event("error", error_body(500, "internal error; the server log has the details"))
+        return
+    assert stream.reply is not None
+    yield event("done", done(stream.reply))
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streaming response that notices the client leaving, and always cleans up after itself.
+
+    The events are sent while another task listens for the client's disconnect; whichever ends
+    first stops the other. Then the event generator is closed and `on_close` runs, shielded from
+    the cancellation, so a reply cut short is still stored and its generation stopped.
+    """
+
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(
+            events,
+            media_type=MEDIA_TYPE,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._events = events
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    # OSError: the client went away while we were sending.
+                    with suppress(OSError):
+                        await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    await self.listen_for_disconnect(receive)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                group.start_soon(watch)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
+                if self._on_close is not None:
+                    await self._on_close()
+
+
+def stream_reply(
+    stream: ReplyStream, done: Callable[[Reply], dict[str, Any]]
+) -> EventStreamResponse:
+    """The response that streams a reply as Server-Sent Events."""
+    return EventStreamResponse(reply_events(stream, done), on_close=stream.aclose)

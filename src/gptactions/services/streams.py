@@ -1,0 +1,118 @@
+"""A conversation reply delivered piece by piece, and stored however it ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+import anyio
+
+from gptactions.llm.base import BackendError, Chunk, Generation, Usage
+from gptactions.llm.router import RoutedStream
+
+if TYPE_CHECKING:
+    from gptactions.services.conversations import ConversationService, PreparedTurn, Reply
+
+
+class ClientGone(Exception):
+    """The client stopped reading before the reply was complete."""
+
+    message = "the client disconnected before the reply was complete"
+
+
+class ReplyStream:
+    """A reply on its way: `pieces()` yields its text; then `reply` is the stored turn.
+
+    However the stream ends, the turn is stored exactly once: `ok` when the reply is complete,
+    `error` (with the error and what was generated) when the backend fails midway, and
+    `cancelled` (with what was generated) when `aclose()` comes first, as it does when the client
+    goes away. Closing also stops the backend's generation.
+    """
+
+    def __init__(
+        self,
+        service: ConversationService,
+        prepared: PreparedTurn,
+        chunks: RoutedStream,
+        first: Chunk,
+    ) -> None:
+        self._service = service
+        self._prepared = prepared
+        self._chunks = chunks
+        self._first = first
+        self._parts: list[str] = []
+        self._usage: Usage | None = None
+        self._ended = False
+        self.reply: Reply | None = None
+
+    @property
+    def conversation_id(self) -> str:
+        """The conversation the reply belongs to."""
+        return self._prepared.conversation_id
+
+    @property
+    def backend(self) -> str:
+        """The backend that is answering (a fallback, perhaps)."""
+        return self._chunks.backend
+
+    @property
+    def model(self) -> str:
+        """The model that is answering."""
+        return self._chunks.model
+
+    async def pieces(self) -> AsyncGenerator[str, None]:
+        """The reply's text as it is generated; raises `BackendError` if it fails midway."""
+        chunk = self._first
+        while True:
+            if chunk.text:
+                self._parts.append(chunk.text)
+                yield chunk.text
+            if chunk.done:
+                self._usage = chunk.usage
+                break
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                await self._end(BackendError("the model's reply ended without its last piece"))
+            except BackendError as error:
+                await self._end(error)
+        self._ended = True
+        await self._chunks.aclose()
+        generation = Generation(
+            text="".join(self._parts),
+            usage=self._usage or Usage(),
+            backend=self.backend,
+            model=self.model,
+        )
+        # Stores the turn; an empty reply is stored as an error and raised.
+        self.reply = await self._service.complete(self._prepared, generation)
+
+    async def _end(self, error: BackendError) -> None:
+        """Store the failed turn with what was generated, then raise the error."""
+        self._ended = True
+        with anyio.CancelScope(shield=True):
+            await self._chunks.aclose()
+            await self._record(error, "error")
+        raise error
+
+    async def aclose(self) -> None:
+        """Stop the generation; unless the stream ended, store the turn as `cancelled`."""
+        if self._ended:
+            return
+        self._ended = True
+        # The client is gone and this task may be cancelled: finish the bookkeeping regardless.
+        with anyio.CancelScope(shield=True):
+            await self._chunks.aclose()
+            await self._record(ClientGone(ClientGone.message), "cancelled")
+
+    async def _record(self, error: Exception, status: str) -> None:
+        await self._service.fail(
+            self._prepared,
+            error,
+            partial="".join(self._parts),
+            status=status,
+            # Pieces are tokens, near enough, for the local model and the upstreams alike.
+            usage=self._usage or Usage(0, len(self._parts)),
+            backend=self.backend,
+            model=self.model,
+        )
