@@ -23,6 +23,13 @@ class Shape:
     users: int = 10
     conversations: int = 50
     rows_per_timestamp: int = 1
+    skewed: bool = False
+
+    def tenant(self, conversation: int) -> str:
+        """The tenant of a conversation: round-robin, or (skewed) tenant k holding 2^(k-1)."""
+        if self.skewed:
+            return f"tenant-{min(conversation.bit_length(), self.tenants - 1)}"
+        return f"tenant-{conversation % self.tenants}"
 
 
 def interaction_rows(count: int, shape: Shape = Shape()) -> Iterator[dict[str, Any]]:
@@ -31,7 +38,7 @@ def interaction_rows(count: int, shape: Shape = Shape()) -> Iterator[dict[str, A
         conversation = n % shape.conversations
         yield {
             "created_at": BASE_TIME + timedelta(seconds=n // shape.rows_per_timestamp),
-            "tenant": f"tenant-{conversation % shape.tenants}",
+            "tenant": shape.tenant(conversation),
             "key_id": None,
             "user_id": f"user-{conversation % shape.users}",
             "conversation_id": f"conv-{conversation}",
@@ -54,7 +61,7 @@ def conversation_rows(shape: Shape) -> list[dict[str, Any]]:
     return [
         {
             "id": f"conv-{c}",
-            "tenant": f"tenant-{c % shape.tenants}",
+            "tenant": shape.tenant(c),
             "user_id": f"user-{c % shape.users}",
             "created_at": BASE_TIME,
             "updated_at": BASE_TIME,

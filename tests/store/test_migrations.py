@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from gptactions.services.keys import KeyService
-from gptactions.store.db import Database, _PG_MIGRATION_LOCK, alembic_config
+from gptactions.store.db import _PG_MIGRATION_LOCK, Database, alembic_config
 from gptactions.store.models import Base
 
 TABLES = {"api_keys", "conversations", "interactions"}

@@ -14,7 +14,6 @@ from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.services.keys import hash_key
 from gptactions.store.db import Database
-
 from tests.conftest import ADMIN_KEY, running_app
 
 Factory = Callable[..., Any]

@@ -1,0 +1,120 @@
+"""The queries of `GET /logs` use the indexes of models.py (EXPLAIN over 20,000 rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from gptactions.store.db import Database
+from tests.conftest import ADMIN_KEY, ApiClient
+
+from .rows import Shape, bulk_insert
+
+Factory = Callable[..., Any]
+# Tenants of very different sizes, as in a real deployment: tenant-6 holds 32 conversations
+# (3% of the rows), tenant-10 holds 488 (49%). (For a tenant of a few hundred rows PostgreSQL
+# rightly prefers a bitmap scan and a sort; for half the table, the time index.)
+SHAPE = Shape(tenants=11, users=200, conversations=1_000, skewed=True)
+ROWS = 20_000
+SMALL, LARGE = "tenant-6", "tenant-10"
+
+
+async def _plan_of_logs(api: ApiClient, key: str, params: dict[str, Any]) -> str:
+    """The query plan of the SELECT that `GET /logs` ran with these parameters."""
+    database = api.runtime.database
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM interactions" in statement:
+            captured.append((statement, parameters))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        response = await api.get("/api/v1/gpt/logs", key, params=params)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", capture)
+    assert response.status_code == 200, response.text
+    assert response.json(), "the query should find rows"
+    [(statement, parameters)] = captured
+    return await _explain(database, statement, parameters)
+
+
+async def _explain(database: Database, statement: str, parameters: Any) -> str:
+    prefix = "EXPLAIN QUERY PLAN " if database.is_sqlite else "EXPLAIN "
+    async with database.engine.connect() as connection:
+        result = await connection.exec_driver_sql(prefix + statement, parameters)
+        return "\n".join(str(row[-1]) for row in result)
+
+
+def _assert_no_full_scan(plan: str) -> None:
+    # PostgreSQL says "Seq Scan"; SQLite says "SCAN interactions" without "USING ... INDEX".
+    full_scans = [
+        line
+        for line in plan.splitlines()
+        if "Seq Scan" in line or ("SCAN interactions" in line and "INDEX" not in line)
+    ]
+    assert full_scans == [], plan
+
+
+@pytest.fixture
+async def loaded(app_factory: Factory) -> Any:
+    """An app over 20,000 interactions in tenants of skewed sizes, with planner statistics."""
+    async with app_factory() as api:
+        await bulk_insert(api.runtime.database, ROWS, SHAPE)
+        async with api.runtime.database.engine.connect() as connection:
+            await connection.execute(text("ANALYZE"))
+            await connection.commit()
+        yield api
+
+
+@pytest.mark.parametrize(
+    ("params", "index"),
+    [
+        pytest.param({}, "ix_interactions_tenant_created", id="tenant"),
+        pytest.param({"userId": "user-40"}, "ix_interactions_tenant_user_created", id="user"),
+        pytest.param({"conversationId": "conv-40"}, "ix_interactions_conversation", id="conv"),
+    ],
+)
+async def test_a_small_tenants_log_query_uses_its_index(
+    loaded: ApiClient, params: dict[str, Any], index: str
+) -> None:
+    key = await loaded.key(tenant=SMALL, scopes=("logs",))
+    plan = await _plan_of_logs(loaded, key, {"limit": 100, **params})
+    assert index in plan, plan
+    _assert_no_full_scan(plan)
+
+
+@pytest.mark.parametrize(
+    ("params", "index"),
+    [
+        # Half the rows are this tenant's: walking the time index backwards is as good.
+        pytest.param({}, "ix_interactions_", id="tenant"),
+        pytest.param({"userId": "user-7"}, "ix_interactions_tenant_user_created", id="user"),
+        pytest.param({"conversationId": "conv-607"}, "ix_interactions_conversation", id="conv"),
+    ],
+)
+async def test_a_large_tenants_log_query_uses_an_index(
+    loaded: ApiClient, params: dict[str, Any], index: str
+) -> None:
+    key = await loaded.key(tenant=LARGE, scopes=("logs",))
+    plan = await _plan_of_logs(loaded, key, {"limit": 100, **params})
+    assert index in plan, plan
+    _assert_no_full_scan(plan)
+
+
+async def test_an_admins_log_query_uses_the_time_index(loaded: ApiClient) -> None:
+    plan = await _plan_of_logs(loaded, ADMIN_KEY, {"limit": 100})
+    assert "ix_interactions_created" in plan, plan
+    _assert_no_full_scan(plan)
+
+
+async def test_a_later_page_uses_the_index_too(loaded: ApiClient) -> None:
+    key = await loaded.key(tenant=SMALL, scopes=("logs",))
+    first = await loaded.get("/api/v1/gpt/logs", key, params={"limit": 50})
+    cursor = first.headers["link"].split("cursor=", 1)[1].split(">", 1)[0]
+    plan = await _plan_of_logs(loaded, key, {"limit": 50, "cursor": cursor})
+    assert "ix_interactions_tenant_created" in plan, plan
+    _assert_no_full_scan(plan)
