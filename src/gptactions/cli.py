@@ -49,9 +49,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from gptactions.app import announce_key
+    from gptactions.services.actions import ActionsFileError, build_registry
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
     settings = Settings(**overrides)
+    try:  # an invalid actions file stops start-up here, with the message `actions check` gives
+        build_registry(settings)
+    except ActionsFileError as error:
+        raise click.ClickException(str(error)) from None
     # Done once here, before any worker starts, so workers never race to migrate or create keys.
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     created = _run(

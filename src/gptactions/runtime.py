@@ -6,12 +6,14 @@ from gptactions.config import Settings
 from gptactions.llm.local import LocalBackend
 from gptactions.llm.router import BackendRouter
 from gptactions.services.action_runs import ActionService
-from gptactions.services.actions import BUILTIN_ACTIONS, ActionRegistry
+from gptactions.services.actions import ActionRegistry, build_registry
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionRecorder
 from gptactions.services.keys import KeyService
 from gptactions.services.status import StatusService
 from gptactions.store.db import Database
+
+__all__ = ["Runtime", "build_registry", "build_router"]
 
 
 def build_router(settings: Settings) -> BackendRouter:
@@ -26,11 +28,6 @@ def build_router(settings: Settings) -> BackendRouter:
             )
         ]
     )
-
-
-def build_registry(settings: Settings) -> ActionRegistry:
-    """The actions the settings describe."""
-    return ActionRegistry(BUILTIN_ACTIONS)
 
 
 class Runtime:

@@ -74,9 +74,12 @@ async def _ask(
 # summarize
 
 
+_LIST_MARKER = re.compile(r"[-*•+]|\d+[.)]")
+
+
 def limit_words(text: str, limit: int) -> str:
-    """The text cut after `limit` words, its line breaks kept."""
-    words = list(re.finditer(r"\S+", text))
+    """The text cut after `limit` words, its line breaks kept; list markers are not words."""
+    words = [w for w in re.finditer(r"\S+", text) if not _LIST_MARKER.fullmatch(w.group())]
     if len(words) <= limit:
         return text
     return text[: words[limit - 1].end()].rstrip(" ,;:") + "…"
@@ -87,7 +90,7 @@ def as_bullets(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) == 1:
         lines = [s for s in re.split(r"(?<=[.!?])\s+", lines[0]) if s]
-    items = [re.sub(r"^(?:[-*•+]|\d+[.)])\s*", "", line) for line in lines]
+    items = [re.sub(rf"^(?:{_LIST_MARKER.pattern})\s+", "", line) for line in lines]
     return "\n".join(f"- {item}" for item in items if item)
 
 

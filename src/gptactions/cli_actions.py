@@ -1,0 +1,125 @@
+"""`gptactions actions`: list, check and run actions from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gptactions.config import Settings
+from gptactions.llm.base import BackendError
+from gptactions.llm.router import BackendRouter, UnknownModel
+from gptactions.runtime import build_router
+from gptactions.services.actions import (
+    ActionContext,
+    ActionOutcome,
+    ActionRegistry,
+    ActionsFileError,
+    InvalidParameters,
+    UnknownAction,
+    build_registry,
+    describe_actions,
+    parse_parameter_options,
+    registry_from_file,
+    run_action,
+)
+
+
+def _registry(settings: Settings) -> ActionRegistry:
+    try:
+        return build_registry(settings)
+    except ActionsFileError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group()
+def actions() -> None:
+    """List, check and run actions (built-in and from GPTACTIONS_ACTIONS_FILE)."""
+
+
+@actions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON, with schemas.")
+def list_actions(as_json: bool) -> None:
+    """List the actions: name, origin and description."""
+    registry = _registry(Settings())
+    if as_json:
+        click.echo(json.dumps(describe_actions(registry), indent=2, ensure_ascii=False))
+        return
+    width = max(len(name) for name in registry.names)
+    for definition in registry:
+        origin = "built-in" if definition.builtin else "file"
+        click.echo(f"{definition.name:<{width}}  {origin:<8}  {definition.description}")
+
+
+@actions.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def check(file: Path) -> None:
+    """Check an actions file without starting the server; exit 1 if it is invalid."""
+    try:
+        registry = registry_from_file(file)
+    except ActionsFileError as error:
+        raise click.ClickException(str(error)) from None
+    defined = [d.name for d in registry if not d.builtin]
+    click.echo(f"{file}: {len(defined)} action(s) OK: {', '.join(defined) or 'none'}")
+
+
+@actions.command("run")
+@click.argument("name")
+@click.option(
+    "--param",
+    "-p",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter; repeat for more. Non-string values are read as JSON.",
+)
+@click.option("--params-json", metavar="JSON", help="All parameters as one JSON object.")
+@click.option("--model", default=None, help="A configured backend's name (default: the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print success, result and data as JSON.")
+def run(
+    name: str, pairs: tuple[str, ...], params_json: str | None, model: str | None, as_json: bool
+) -> None:
+    """Run one action with the configured model (the embedded one by default)."""
+    settings = Settings()
+    registry = _registry(settings)
+    router = build_router(settings)
+    try:
+        parameters = parse_parameter_options(registry.get(name), pairs, params_json)
+        problems = registry.validate(name, parameters)
+        router.resolve(model)
+    except UnknownModel as error:
+        raise click.UsageError(
+            f"unknown model {error.name!r}; available: {', '.join(error.available)}"
+        ) from None
+    except (UnknownAction, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    if problems:
+        raise click.UsageError(str(InvalidParameters(name, problems)))
+    try:
+        outcome = asyncio.run(_run(router, registry, name, parameters, model))
+    except BackendError as error:
+        raise click.ClickException(error.message) from None
+    if as_json:
+        body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        click.echo(outcome.result, err=not outcome.success)
+    if not outcome.success:
+        sys.exit(1)
+
+
+async def _run(
+    router: BackendRouter,
+    registry: ActionRegistry,
+    name: str,
+    parameters: dict[str, object],
+    model: str | None,
+) -> ActionOutcome:
+    await router.start()
+    try:
+        return await run_action(registry, ActionContext(router, model), name, parameters)
+    finally:
+        await router.close()

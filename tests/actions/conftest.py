@@ -1,0 +1,63 @@
+"""Fixtures of the actions' tests: contexts over the fake backend and over the real model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.local import LocalBackend
+from gptactions.llm.router import BackendRouter
+from gptactions.services.actions import ActionContext, ActionRegistry, registry_from_file
+
+HAIKU_YAML = """\
+actions:
+  - name: haiku
+    description: Write a haiku about a topic.
+    parameters:
+      type: object
+      required: [topic]
+      properties:
+        topic: {type: string, maxLength: 200}
+    prompt: "Write a haiku about {{ topic }}."
+    output: text
+    maxTokens: 60
+"""
+"""The example of issue 4, exactly as written there."""
+
+
+@pytest.fixture
+def registry() -> ActionRegistry:
+    """The built-in actions."""
+    return registry_from_file(None)
+
+
+@pytest.fixture
+def fake_context() -> Callable[..., tuple[ActionContext, FakeBackend]]:
+    """A context whose model answers with the given canned replies, in order."""
+
+    def make(*replies: str | BaseException) -> tuple[ActionContext, FakeBackend]:
+        backend = FakeBackend(replies)
+        return ActionContext(BackendRouter([backend])), backend
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def model_context(local_backend: LocalBackend) -> ActionContext:
+    """A context over the real embedded model, loaded once for the run."""
+    return ActionContext(BackendRouter([local_backend]))
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a file in the test's directory and return its path."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,229 @@
+"""Output forms with the fake model: constrained requests, checks, a retry, then success: false."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from gptactions.llm.base import BackendUnavailable, PromptTooLong
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.router import BackendRouter
+from gptactions.services.actions import ActionContext, ActionRegistry, run_action
+from gptactions.services.actions.builtin import as_bullets, limit_words, strip_fences
+
+FakeContext = Callable[..., tuple[ActionContext, FakeBackend]]
+LABELS = ["sports", "politics", "technology"]
+
+
+async def test_classify_constrains_decoding_to_the_labels(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("politics")
+    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    assert (outcome.success, outcome.result, outcome.data) == (True, "politics", "politics")
+    assert fake.requests[0].choices == tuple(LABELS)
+
+
+async def test_classify_retries_an_invented_label_once_and_then_succeeds(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("weather", "sports")
+    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    assert (outcome.success, outcome.result) == (True, "sports")
+    assert len(fake.requests) == 2
+    retry = fake.requests[1].messages
+    assert retry[-2].role == "assistant" and retry[-2].content == "weather"
+    assert "not one of" in retry[-1].content and "sports" in retry[-1].content
+    assert outcome.usage.completion_tokens == 2
+
+
+async def test_classify_fails_after_the_retry_without_inventing(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("weather", "cooking")
+    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    assert outcome.success is False
+    assert "'cooking' is not one of" in outcome.result
+    assert outcome.data is None
+    assert len(fake.requests) == 2
+
+
+async def test_classify_accepts_a_label_but_for_case_and_punctuation(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context(' "Technology." ')
+    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    assert (outcome.result, outcome.data) == ("technology", "technology")
+
+
+async def test_multilabel_asks_for_a_json_list_and_removes_repeats(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context('["politics", "sports", "politics"]')
+    outcome = await run_action(
+        registry, ctx, "classify", {"text": "t", "labels": LABELS, "multiLabel": True}
+    )
+    assert (outcome.result, outcome.data) == ("politics, sports", ["politics", "sports"])
+    schema = fake.requests[0].json_schema
+    assert schema is not None and schema["items"]["enum"] == LABELS
+
+
+@pytest.mark.parametrize("reply", ["[]", '["weather"]', "politics", '{"a": 1}'])
+async def test_multilabel_refuses_what_is_not_a_list_of_labels(
+    registry: ActionRegistry, fake_context: FakeContext, reply: str
+) -> None:
+    ctx, _ = fake_context(reply, reply)
+    outcome = await run_action(
+        registry, ctx, "classify", {"text": "t", "labels": LABELS, "multiLabel": True}
+    )
+    assert outcome.success is False
+
+
+async def test_sentiment_is_one_of_three(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("happy", "Negative")
+    outcome = await run_action(registry, ctx, "sentiment", {"text": "awful"})
+    assert (outcome.success, outcome.result, outcome.data) == (True, "negative", "negative")
+    assert fake.requests[0].choices == ("positive", "negative", "neutral")
+
+
+FIELDS = {"name": "string", "age": "integer", "member": "boolean", "tags": "array"}
+
+
+async def test_extract_asks_for_exactly_the_fields(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    reply = '{"name": "Ann", "age": 34, "member": true, "tags": ["a"]}'
+    ctx, fake = fake_context(reply)
+    outcome = await run_action(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
+    assert outcome.success
+    assert outcome.data == {"name": "Ann", "age": 34, "member": True, "tags": ["a"]}
+    assert json.loads(outcome.result) == outcome.data
+    schema = fake.requests[0].json_schema
+    assert schema is not None
+    assert schema["required"] == list(FIELDS) and schema["additionalProperties"] is False
+    assert schema["properties"]["age"] == {"type": "integer"}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"name": "Ann", "age": "34", "member": true, "tags": []}',  # wrong type
+        '{"name": "Ann", "member": true, "tags": []}',  # missing field
+        '{"name": "Ann", "age": 3, "member": true, "tags": [], "x": 1}',  # extra field
+        '{"name": "Ann", "age": 3,',  # cut short
+    ],
+)
+async def test_extract_refuses_objects_that_break_the_fields(
+    registry: ActionRegistry, fake_context: FakeContext, reply: str
+) -> None:
+    ctx, fake = fake_context(reply, reply)
+    outcome = await run_action(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
+    assert outcome.success is False
+    assert outcome.result.startswith("the model's output could not be brought into")
+    assert "JSON" in fake.requests[1].messages[-1].content
+
+
+async def test_extract_recovers_on_the_retry(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context("not json", '```json\n{"city": "Paris"}\n```')
+    outcome = await run_action(
+        registry, ctx, "extract", {"text": "t", "fields": {"city": "string"}}
+    )
+    assert (outcome.success, outcome.data) == (True, {"city": "Paris"})
+
+
+async def test_an_empty_text_answer_is_retried_then_fails(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context("  ", "\n")
+    outcome = await run_action(registry, ctx, "answer", {"question": "why?"})
+    assert (outcome.success, outcome.result) == (
+        False,
+        "the model's output could not be brought into the required form: "
+        "the model returned an empty answer",
+    )
+
+
+async def test_backend_errors_are_not_turned_into_outcomes(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context(BackendUnavailable("down"))
+    with pytest.raises(BackendUnavailable):
+        await run_action(registry, ctx, "answer", {"question": "why?"})
+
+
+async def test_a_prompt_that_leaves_no_room_for_the_answer_is_too_long(
+    registry: ActionRegistry,
+) -> None:
+    ctx = ActionContext(BackendRouter([FakeBackend(context_window=64)]))
+    with pytest.raises(PromptTooLong):
+        await run_action(registry, ctx, "summarize", {"text": "word " * 200})
+
+
+async def test_the_reply_budget_shrinks_to_fit_the_context_window(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("short")
+    fake.context_window = 200
+    await run_action(registry, ctx, "summarize", {"text": "word " * 100})
+    assert fake.requests[0].max_tokens < 256
+
+
+async def test_summarize_cuts_to_max_words_and_makes_bullets(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context("One two three. Four five six. Seven eight.")
+    outcome = await run_action(
+        registry, ctx, "summarize", {"text": "t", "maxWords": 5, "format": "bullets"}
+    )
+    assert outcome.result == "- One two three.\n- Four five…"
+
+
+async def test_generate_code_returns_the_code_without_fences(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("Here you are:\n```python\nprint('hi')\n```\nEnjoy!")
+    outcome = await run_action(
+        registry,
+        ctx,
+        "generateCode",
+        {"description": "greet", "language": "python", "style": "terse"},
+    )
+    assert outcome.result == "print('hi')"
+    assert "terse" in fake.requests[0].messages[-1].content
+
+
+async def test_optional_parameters_reach_the_prompt(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("Bonjour", "ok", "fine")
+    await run_action(
+        registry,
+        ctx,
+        "translate",
+        {"text": "Hello", "targetLanguage": "French", "sourceLanguage": "English"},
+    )
+    await run_action(registry, ctx, "answer", {"question": "Who?", "context": "Ann did it."})
+    await run_action(registry, ctx, "rewrite", {"text": "hey", "tone": "formal"})
+    prompts = [r.messages[-1].content for r in fake.requests]
+    assert "from English into French" in prompts[0]
+    assert (
+        "Ann did it." in prompts[1]
+        and "only the given context" in fake.requests[1].messages[0].content
+    )
+    assert "formal tone" in prompts[2]
+
+
+def test_text_helpers() -> None:
+    assert limit_words("a b\nc d", 3) == "a b\nc…"
+    assert limit_words("- a b\n- c d", 3) == "- a b\n- c…"
+    assert limit_words("a b", 3) == "a b"
+    assert as_bullets("* one\n2. two\n\n- three") == "- one\n- two\n- three"
+    assert as_bullets("3.5 percent rose. Then fell.") == "- 3.5 percent rose.\n- Then fell."
+    assert strip_fences("no fences") == "no fences"
+    assert strip_fences("```\nx = 1\n") == "x = 1"

@@ -1,0 +1,128 @@
+"""The registry: lookup, and parameter problems with JSON pointers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptactions.services.actions import (
+    BUILTIN_ACTIONS,
+    ActionContext,
+    ActionOutcome,
+    ActionRegistry,
+    InvalidParameters,
+    UnknownAction,
+    run_action,
+)
+from gptactions.services.actions.builtin import TEXT_LIMIT
+from gptactions.services.actions.registry import ActionDefinition
+
+BUILTIN_NAMES = [
+    "answer",
+    "classify",
+    "explainCode",
+    "extract",
+    "generateCode",
+    "rewrite",
+    "sentiment",
+    "summarize",
+    "translate",
+]
+
+
+def test_every_builtin_is_registered(registry: ActionRegistry) -> None:
+    assert registry.names == BUILTIN_NAMES
+    assert all(d.builtin and d.description for d in registry)
+
+
+def _string_schemas(schema: object) -> list[dict[str, object]]:
+    if isinstance(schema, dict):
+        found = [schema] if schema.get("type") == "string" else []
+        return found + [s for v in schema.values() for s in _string_schemas(v)]
+    if isinstance(schema, list):
+        return [s for v in schema for s in _string_schemas(v)]
+    return []
+
+
+@pytest.mark.parametrize("definition", BUILTIN_ACTIONS, ids=lambda d: d.name)
+def test_builtin_schemas_bound_every_size(definition: ActionDefinition) -> None:
+    schema = definition.parameters
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    for string in _string_schemas(schema):
+        assert "maxLength" in string or "enum" in string, string
+    for sub in schema["properties"].values():
+        if sub.get("type") == "array":
+            assert "maxItems" in sub
+        if sub.get("type") == "object":
+            assert "maxProperties" in sub
+
+
+def test_unknown_action_names_the_available_ones(registry: ActionRegistry) -> None:
+    with pytest.raises(UnknownAction) as caught:
+        registry.get("summarise")
+    assert caught.value.available == BUILTIN_NAMES
+    assert "summarize" in str(caught.value)
+
+
+def test_missing_and_unexpected_parameters_point_at_the_property(registry: ActionRegistry) -> None:
+    problems = registry.validate("translate", {"text": "hi", "target": "French"})
+    assert [(p.pointer, p.message) for p in problems] == [
+        ("/parameters/target", "is not a parameter of this action"),
+        ("/parameters/targetLanguage", "is required"),
+    ]
+
+
+def test_wrong_types_and_sizes_point_inside(registry: ActionRegistry) -> None:
+    problems = registry.validate(
+        "classify",
+        {"text": "x" * (TEXT_LIMIT + 1), "labels": ["a", 2, "a"], "multiLabel": "yes"},
+    )
+    pointers = [p.pointer for p in problems]
+    assert "/parameters/text" in pointers
+    assert "/parameters/labels/1" in pointers
+    assert "/parameters/labels" in pointers  # not unique
+    assert "/parameters/multiLabel" in pointers
+
+
+def test_extract_fields_must_have_known_types(registry: ActionRegistry) -> None:
+    problems = registry.validate("extract", {"text": "t", "fields": {"age": "int"}})
+    assert [p.pointer for p in problems] == ["/parameters/fields/age"]
+    assert registry.validate("extract", {"text": "t", "fields": {}})[0].pointer == (
+        "/parameters/fields"
+    )
+
+
+def test_parameters_that_are_not_an_object(registry: ActionRegistry) -> None:
+    problems = registry.validate("sentiment", ["text"])
+    assert [p.pointer for p in problems] == ["/parameters"]
+
+
+def test_pointers_escape_slash_and_tilde(registry: ActionRegistry) -> None:
+    problems = registry.validate("sentiment", {"text": "t", "a/b~c": 1})
+    assert problems[0].pointer == "/parameters/a~1b~0c"
+
+
+def test_valid_parameters_have_no_problems(registry: ActionRegistry) -> None:
+    assert registry.validate("summarize", {"text": "t", "maxWords": 5, "format": "bullets"}) == []
+
+
+async def test_run_action_refuses_invalid_parameters(registry: ActionRegistry) -> None:
+    with pytest.raises(InvalidParameters) as caught:
+        await run_action(registry, None, "summarize", {"maxWords": 0})  # type: ignore[arg-type]
+    assert {p.pointer for p in caught.value.problems} == {
+        "/parameters/text",
+        "/parameters/maxWords",
+    }
+
+
+def test_register_refuses_duplicates_and_bad_names() -> None:
+    async def handler(ctx: ActionContext, params: dict[str, object]) -> ActionOutcome:
+        return ActionOutcome(True, "ok")
+
+    registry = ActionRegistry()
+    definition = ActionDefinition("echo", "Echo.", {"type": "object"}, handler)
+    registry.register(definition)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(definition)
+    registry.register(definition, replace=True)
+    with pytest.raises(ValueError, match="not allowed"):
+        registry.register(ActionDefinition("two words", "x", {"type": "object"}, handler))
