@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     def openapi() -> dict[str, Any]:
         nonlocal document
         if document is None:
-            document = build_document(settings, runtime.registry)
+            document = build_document(settings, runtime.registry, runtime.router.names)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -176,10 +176,12 @@ def db_upgrade() -> None:
 def openapi(fmt: str) -> None:
     """Print the OpenAPI document this server serves."""
     from gptactions.api.openapi import build_document
-    from gptactions.runtime import build_registry
+    from gptactions.runtime import build_registry, build_router
 
     settings = Settings()
-    document = build_document(settings, build_registry(settings))
+    document = build_document(
+        settings, build_registry(settings), build_router(settings).names
+    )
     if fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:

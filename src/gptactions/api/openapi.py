@@ -73,8 +73,13 @@ def _servers(settings: Settings) -> list[dict[str, str]]:
     ]
 
 
-def build_document(settings: Settings, registry: ActionRegistry) -> dict[str, Any]:
-    """The document this server serves at /openapi.json and /openapi.yaml."""
+def build_document(
+    settings: Settings, registry: ActionRegistry, models: list[str]
+) -> dict[str, Any]:
+    """The document this server serves at /openapi.json and /openapi.yaml.
+
+    `models` are the configured backends' names, which a request may give as `model`.
+    """
     doc = copy.deepcopy(seed_document())
     doc["info"]["x-server-version"] = __version__
     doc["servers"] = _servers(settings)
@@ -109,8 +114,7 @@ def build_document(settings: Settings, registry: ActionRegistry) -> dict[str, An
     }
     request["model"] = {
         "type": "string",
-        "minLength": 1,
-        "maxLength": 100,
+        "enum": models,
         "description": "A configured backend's name; the default backend when absent.",
     }
 

@@ -10,8 +10,16 @@ from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid
 
 
+# What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
+# server and every client that reads the document agree on what a blank field is.
+ECMA_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not value.strip(ECMA_WHITESPACE):
         raise ValueError("must not be empty or only whitespace")
     return value
 

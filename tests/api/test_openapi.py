@@ -1,0 +1,158 @@
+"""The served document is a faithful superset of the seed's, valid, and matches the app's routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openapi_spec_validator import validate
+
+from gptactions.api.openapi import build_document
+from gptactions.config import Settings
+from gptactions.runtime import build_registry
+from tests.conftest import ApiClient
+
+SEED = yaml.safe_load((Path(__file__).parents[1] / "data" / "seed-openapi.yaml").read_text())
+HTTP_METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
+
+
+def resolve(document: dict[str, Any], node: Any) -> Any:
+    """Follow $ref until a concrete schema (the seed inlines what the server may reference)."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def assert_schema_superset(seed: dict[str, Any], served: dict[str, Any], where: str, doc: dict[str, Any]) -> None:
+    """Every keyword of the seed's schema holds in the served one, property by property."""
+    served = resolve(doc, served)
+    seed = resolve(SEED, seed)
+    for keyword, value in seed.items():
+        if keyword == "properties":
+            for name, subschema in value.items():
+                assert name in served.get("properties", {}), f"{where}: property {name} is missing"
+                assert_schema_superset(subschema, served["properties"][name], f"{where}.{name}", doc)
+        elif keyword == "items":
+            assert_schema_superset(value, served["items"], f"{where}[]", doc)
+        elif keyword == "required":
+            assert set(value) <= set(served.get("required", [])), f"{where}: required changed"
+        elif keyword == "additionalProperties":
+            assert served.get(keyword) == value, f"{where}: additionalProperties changed"
+        else:
+            assert served.get(keyword) == value, f"{where}: {keyword} changed"
+
+
+@pytest.fixture
+async def served(api: ApiClient) -> dict[str, Any]:
+    response = await api.http.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+async def test_the_document_needs_no_key_and_yaml_equals_json(api: ApiClient, served: dict[str, Any]) -> None:
+    response = await api.http.get("/openapi.yaml")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(response.text) == served
+
+
+def test_the_document_is_valid_openapi(served: dict[str, Any]) -> None:
+    assert served["openapi"] == "3.0.3"
+    validate(served)
+
+
+def test_every_seed_path_method_and_response_is_served(served: dict[str, Any]) -> None:
+    for path, item in SEED["paths"].items():
+        assert path in served["paths"], path
+        for method, operation in item.items():
+            served_operation = served["paths"][path][method]
+            assert served_operation["summary"] == operation["summary"]
+            for code, response in operation["responses"].items():
+                served_response = resolve(served, served_operation["responses"][code])
+                assert served_response["description"] == response["description"]
+                for media, content in response.get("content", {}).items():
+                    assert_schema_superset(
+                        content["schema"],
+                        served_response["content"][media]["schema"],
+                        f"{method.upper()} {path} {code}",
+                        served,
+                    )
+            if "requestBody" in operation:
+                seed_body = operation["requestBody"]
+                served_body = served_operation["requestBody"]
+                assert served_body["required"] == seed_body["required"]
+                assert_schema_superset(
+                    seed_body["content"]["application/json"]["schema"],
+                    served_body["content"]["application/json"]["schema"],
+                    f"{method.upper()} {path} body",
+                    served,
+                )
+
+
+def test_every_seed_schema_and_the_security_scheme_are_kept(served: dict[str, Any]) -> None:
+    for name, schema in SEED["components"]["schemas"].items():
+        assert_schema_superset(schema, served["components"]["schemas"][name], name, served)
+    scheme = served["components"]["securitySchemes"]["ApiKeyAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert served["security"] == SEED["security"]
+    assert served["info"]["title"] == SEED["info"]["title"]
+
+
+def test_operation_ids_are_unique_and_posts_state_consequence(served: dict[str, Any]) -> None:
+    ids = [
+        op["operationId"]
+        for item in served["paths"].values()
+        for method, op in item.items()
+        if method in HTTP_METHODS
+    ]
+    assert len(ids) == len(set(ids)) and all(ids)
+    for item in served["paths"].values():
+        if "post" in item:
+            assert "x-openai-isConsequential" in item["post"]
+
+
+def test_errors_are_documented_with_the_error_schema(served: dict[str, Any]) -> None:
+    for item in served["paths"].values():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            response = resolve(served, operation["responses"]["401"])
+            assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+async def test_every_api_route_of_the_app_is_documented(api: ApiClient, served: dict[str, Any]) -> None:
+    from fastapi.routing import APIRoute
+
+    app = api.http._transport.app  # type: ignore[attr-defined]
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
+            for method in route.methods:
+                assert method.lower() in served["paths"][route.path], (method, route.path)
+
+
+def test_servers_come_from_configuration() -> None:
+    registry = build_registry(Settings())
+    default = build_document(Settings(), registry, ["local"])
+    assert default["servers"] == SEED["servers"]
+    configured = build_document(
+        Settings(public_url="https://gpt.example.org/", servers=["https://sandbox.example.org"]),
+        registry,
+        ["local"],
+    )
+    assert [s["url"] for s in configured["servers"]] == ["https://gpt.example.org", "https://sandbox.example.org"]
+
+
+def test_descriptions_fit_gpt_actions_limits(served: dict[str, Any]) -> None:
+    for item in served["paths"].values():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                assert len(operation.get("description", "")) <= 300
+                assert len(operation.get("summary", "")) <= 300
+                for parameter in operation.get("parameters", []):
+                    assert len(parameter.get("description", "")) <= 700

@@ -1,0 +1,77 @@
+"""Start the real server in a subprocess, as a user would with `gptactions serve`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: its URL, its admin key, and where its output goes."""
+
+    url: str
+    key: str
+    log: Path
+
+
+@contextmanager
+def serve(directory: Path, *, key: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[Server]:
+    """Run `python -m gptactions serve` in `directory` until the block ends."""
+    port = free_port()
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")
+    } | {
+        "GPTACTIONS_PORT": str(port),
+        "GPTACTIONS_API_KEY": key,
+        "GPTACTIONS_DATABASE_URL": f"sqlite:///{directory / 'server.db'}",
+        "GPTACTIONS_LOG_LEVEL": "warning",
+    } | (env or {})
+    log = directory / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gptactions", "serve"],
+            cwd=directory,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {log.read_text(errors='replace')}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.2)
+        yield Server(url, key, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
