@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ProgrammingError
 
 from gptactions.services.keys import KeyService
 from gptactions.store.db import _PG_MIGRATION_LOCK, Database, alembic_config
@@ -143,3 +144,22 @@ async def test_upgrade_waits_for_the_replica_holding_the_migration_lock(
     finally:
         await holder.close()
         await waiter.close()
+
+
+@pytest.mark.postgres
+async def test_a_failed_migration_reports_its_error_and_frees_the_lock(postgres_url: str) -> None:
+    database, other = Database(postgres_url), Database(postgres_url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE interactions (x integer)"))
+        with pytest.raises(ProgrammingError, match="already exists"):
+            await database.upgrade()
+        # `database` still holds its pooled connection: the lock must be free all the same.
+        async with other.engine.connect() as connection:
+            taken = await connection.scalar(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
+            )
+        assert taken is True
+    finally:
+        await database.close()
+        await other.close()

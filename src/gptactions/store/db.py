@@ -55,6 +55,11 @@ class Database:
                 await connection.commit()
             finally:
                 if not self.is_sqlite:
+                    # A failed migration leaves the transaction aborted: roll it back so the
+                    # unlock runs (the lock is the session's, it would outlive the transaction)
+                    # and the migration's own error is the one raised.
+                    if connection.in_transaction():
+                        await connection.rollback()
                     await connection.execute(
                         text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK}
                     )
