@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gptactions.config import Settings
-from gptactions.llm.local import LocalBackend
+from gptactions.llm.factory import build_router
 from gptactions.llm.router import BackendRouter
 from gptactions.services.action_runs import ActionService
 from gptactions.services.actions import ActionRegistry, build_registry
@@ -14,20 +14,6 @@ from gptactions.services.status import StatusService
 from gptactions.store.db import Database
 
 __all__ = ["Runtime", "build_registry", "build_router"]
-
-
-def build_router(settings: Settings) -> BackendRouter:
-    """The backends the settings describe."""
-    return BackendRouter(
-        [
-            LocalBackend(
-                model_path=settings.model_path,
-                context_window=settings.context_window,
-                threads=settings.model_threads,
-                max_queue=settings.model_queue,
-            )
-        ]
-    )
 
 
 class Runtime:
