@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,7 +95,7 @@ async def test_upgrade_twice_is_a_no_op_that_keeps_the_data(database: Database) 
         assert await connection.run_sync(_differences) == []
 
 
-async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Any) -> None:
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     database = Database(f"sqlite:///{path}")
     try:
@@ -109,9 +112,8 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Any) -> None:
         assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-@pytest.mark.postgres
-async def test_two_replicas_starting_together_migrate_once(postgres_url: str) -> None:
-    replicas = [Database(postgres_url) for _ in range(2)]
+async def test_replicas_starting_together_migrate_once(database_url: str) -> None:
+    replicas = [Database(database_url) for _ in range(3)]
     try:
         await asyncio.gather(*(replica.upgrade() for replica in replicas))
         assert await _versions(replicas[0]) == [_head()]
@@ -163,3 +165,25 @@ async def test_a_failed_migration_reports_its_error_and_frees_the_lock(postgres_
     finally:
         await database.close()
         await other.close()
+
+
+def test_sqlite_worker_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from gptactions.store.db import Database\n"
+        "async def main():\n"
+        "    database = Database(sys.argv[1])\n"
+        "    await database.upgrade()\n"
+        "    await database.close()\n"
+        "asyncio.run(main())\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, errors
+    with sqlite3.connect(tmp_path / "workers.db") as plain:
+        versions = plain.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert versions == [(_head(),)]

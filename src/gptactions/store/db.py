@@ -46,7 +46,11 @@ class Database:
     async def upgrade(self) -> None:
         """Apply every pending migration; replicas starting together take turns."""
         async with self.engine.connect() as connection:
-            if not self.is_sqlite:
+            if self.is_sqlite:
+                # The write lock from the start: a second process (or engine) waits here, then
+                # finds the migrations applied, instead of racing to create the same tables.
+                await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
                 await connection.execute(
                     text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                 )
