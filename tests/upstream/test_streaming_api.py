@@ -294,3 +294,16 @@ async def test_upstream_failures_map_to_502_503_504_and_are_logged(
     assert entry["status"] == "error" and entry["error"]
     assert state["backends"][0]["lastError"]
     assert "sk-api-SECRET-777" not in json.dumps(state) + response.text + json.dumps(entry)
+
+
+async def test_the_served_document_describes_the_event_stream(api: ApiClient) -> None:
+    from openapi_spec_validator import validate
+
+    document = (await api.http.get("/openapi.json")).json()
+    validate(document)
+    for path in ("conversations", "respond"):
+        operation = document["paths"][f"{API}/{path}"]["post"]
+        content = operation["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/event-stream"}
+        assert "`done`" in content["text/event-stream"]["schema"]["description"]
+        assert "text/event-stream" in operation["description"]

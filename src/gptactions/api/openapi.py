@@ -16,7 +16,7 @@ import yaml
 
 from gptactions import __version__
 from gptactions.config import Settings
-from gptactions.services.actions import ActionRegistry
+from gptactions.services.actions import ActionRegistry, merge_action_schemas
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -153,6 +153,7 @@ def build_document(
         "nullable": True,
         "description": "The parsed result of actions with structured output; null otherwise.",
     }
+    merge_action_schemas(schemas, registry)  # variants per action, ActionInfo, ActionList
 
     schemas["Error"] = {
         "type": "object",
@@ -203,6 +204,11 @@ def build_document(
         _add_errors(operation, ["400", *model_errors])
         operation["x-openai-isConsequential"] = False
     _add_errors(respond, ["404"])
+    for operation in (conversations, respond):
+        operation["description"] += (
+            " With `Accept: text/event-stream` the reply streams as Server-Sent Events."
+        )
+        operation["responses"]["200"]["content"]["text/event-stream"] = _event_stream()
 
     status = paths[f"{API}/status"]["get"]
     status["operationId"] = "getStatus"
@@ -271,29 +277,92 @@ def build_document(
     actions = paths[f"{API}/actions"]["post"]
     actions["operationId"] = "triggerAction"
     actions["description"] = (
-        "Runs a named action with its parameters: " + ", ".join(registry.names) + "."
-    )[:300]
+        "Runs a named action (listed by GET /api/v1/gpt/actions) with its parameters. When the "
+        "model's output cannot be brought into the action's form, the answer is still 200, "
+        "with success false and the reason in result. Unknown action or bad parameters: 400."
+    )
     actions["x-openai-isConsequential"] = False
     _add_errors(actions, ["400", *model_errors])
+    paths[f"{API}/actions"]["get"] = listing = {
+        "summary": "List the available actions.",
+        "description": "Every action's name, description and parameter schema.",
+        "operationId": "listActions",
+        "responses": {
+            "200": {
+                "description": "The actions.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ActionList"}}
+                },
+            }
+        },
+    }
+    _add_errors(listing, ["401", "500"])
     return doc
+
+
+def _event_stream() -> dict[str, Any]:
+    """The `text/event-stream` answer of the conversation operations."""
+    return {
+        "schema": {
+            "type": "string",
+            "description": (
+                "Server-Sent Events. `token` events carry the reply as it is generated "
+                '(`data: {"text": "..."}`); a final `done` event carries the stored turn '
+                "(conversationId, reply, model, usage, latencyMs, as the JSON answer); a failure "
+                "after the stream began is an `error` event with the API's error shape "
+                '(`data: {"error": {"code": "...", "message": "..."}}`) instead of `done`. '
+                "Failures before the first token are answered as plain JSON errors."
+            ),
+        },
+        "example": (
+            'event: token\ndata: {"text": "Hello"}\n\n'
+            'event: token\ndata: {"text": "!"}\n\n'
+            'event: done\ndata: {"conversationId": "conv_0f3c", "reply": "Hello!", '
+            '"model": "SmolLM2-135M-Instruct", '
+            '"usage": {"promptTokens": 21, "completionTokens": 2}, "latencyMs": 180}\n\n'
+        ),
+    }
 
 
 def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
     def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": False, "schema": schema,
-                "description": description}
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
 
     return [
-        query("userId", {"type": "string", "minLength": 1, "maxLength": 1024},
-              "Only this user's interactions."),
-        query("conversationId", {"type": "string", "minLength": 1, "maxLength": 64},
-              "Only this conversation's interactions."),
-        query("since", {"type": "string", "format": "date-time"},
-              "Only interactions at or after this time (RFC 3339)."),
-        query("until", {"type": "string", "format": "date-time"},
-              "Only interactions before this time (RFC 3339)."),
-        query("limit", {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit,
-                        "default": 100}, "Most items to return."),
-        query("cursor", {"type": "string", "minLength": 1, "maxLength": 200},
-              "The next page's cursor, from the Link header."),
+        query(
+            "userId",
+            {"type": "string", "minLength": 1, "maxLength": 1024},
+            "Only this user's interactions.",
+        ),
+        query(
+            "conversationId",
+            {"type": "string", "minLength": 1, "maxLength": 64},
+            "Only this conversation's interactions.",
+        ),
+        query(
+            "since",
+            {"type": "string", "format": "date-time"},
+            "Only interactions at or after this time (RFC 3339).",
+        ),
+        query(
+            "until",
+            {"type": "string", "format": "date-time"},
+            "Only interactions before this time (RFC 3339).",
+        ),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit, "default": 100},
+            "Most items to return.",
+        ),
+        query(
+            "cursor",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "The next page's cursor, from the Link header.",
+        ),
     ]
