@@ -16,7 +16,7 @@ import yaml
 
 from gptactions import __version__
 from gptactions.config import Settings
-from gptactions.services.actions import ActionRegistry, merge_action_schemas
+from gptactions.services.actions import ActionRegistry
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -153,7 +153,6 @@ def build_document(
         "nullable": True,
         "description": "The parsed result of actions with structured output; null otherwise.",
     }
-    merge_action_schemas(schemas, registry)  # variants per action, ActionInfo, ActionList
 
     schemas["Error"] = {
         "type": "object",
@@ -277,26 +276,10 @@ def build_document(
     actions = paths[f"{API}/actions"]["post"]
     actions["operationId"] = "triggerAction"
     actions["description"] = (
-        "Runs a named action (listed by GET /api/v1/gpt/actions) with its parameters. When the "
-        "model's output cannot be brought into the action's form, the answer is still 200, "
-        "with success false and the reason in result. Unknown action or bad parameters: 400."
-    )
+        "Runs a named action with its parameters: " + ", ".join(registry.names) + "."
+    )[:300]
     actions["x-openai-isConsequential"] = False
     _add_errors(actions, ["400", *model_errors])
-    paths[f"{API}/actions"]["get"] = listing = {
-        "summary": "List the available actions.",
-        "description": "Every action's name, description and parameter schema.",
-        "operationId": "listActions",
-        "responses": {
-            "200": {
-                "description": "The actions.",
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ActionList"}}
-                },
-            }
-        },
-    }
-    _add_errors(listing, ["401", "500"])
     return doc
 
 
@@ -326,43 +309,20 @@ def _event_stream() -> dict[str, Any]:
 
 def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
     def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
+        return {"name": name, "in": "query", "required": False, "schema": schema,
+                "description": description}
 
     return [
-        query(
-            "userId",
-            {"type": "string", "minLength": 1, "maxLength": 1024},
-            "Only this user's interactions.",
-        ),
-        query(
-            "conversationId",
-            {"type": "string", "minLength": 1, "maxLength": 64},
-            "Only this conversation's interactions.",
-        ),
-        query(
-            "since",
-            {"type": "string", "format": "date-time"},
-            "Only interactions at or after this time (RFC 3339).",
-        ),
-        query(
-            "until",
-            {"type": "string", "format": "date-time"},
-            "Only interactions before this time (RFC 3339).",
-        ),
-        query(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit, "default": 100},
-            "Most items to return.",
-        ),
-        query(
-            "cursor",
-            {"type": "string", "minLength": 1, "maxLength": 200},
-            "The next page's cursor, from the Link header.",
-        ),
+        query("userId", {"type": "string", "minLength": 1, "maxLength": 1024},
+              "Only this user's interactions."),
+        query("conversationId", {"type": "string", "minLength": 1, "maxLength": 64},
+              "Only this conversation's interactions."),
+        query("since", {"type": "string", "format": "date-time"},
+              "Only interactions at or after this time (RFC 3339)."),
+        query("until", {"type": "string", "format": "date-time"},
+              "Only interactions before this time (RFC 3339)."),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit,
+                        "default": 100}, "Most items to return."),
+        query("cursor", {"type": "string", "minLength": 1, "maxLength": 200},
+              "The next page's cursor, from the Link header."),
     ]
