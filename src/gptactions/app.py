@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.open()
         configured = settings.api_key.get_secret_value() if settings.api_key else None
-        created = await runtime.keys.ensure_bootstrap_key(configured)
+        created = await runtime.keys.ensure_bootstrap_key(
+            configured, may_generate=settings.environment == "development"
+        )
         if created is not None and configured is None:
             announce_key(created)
         try:

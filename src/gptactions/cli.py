@@ -15,7 +15,13 @@ import yaml
 from gptactions import __version__
 from gptactions.config import Settings
 from gptactions.runtime import Runtime
-from gptactions.services.keys import DEFAULT_SCOPES, DEFAULT_TENANT, SCOPES, KeyService
+from gptactions.services.keys import (
+    DEFAULT_SCOPES,
+    DEFAULT_TENANT,
+    SCOPES,
+    KeyService,
+    NoKeys,
+)
 from gptactions.store.db import Database
 
 T = TypeVar("T")
@@ -59,9 +65,18 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         raise click.ClickException(str(error)) from None
     # Done once here, before any worker starts, so workers never race to migrate or create keys.
     configured = settings.api_key.get_secret_value() if settings.api_key else None
-    created = _run(
-        lambda: _with_database(settings, lambda db: KeyService(db).ensure_bootstrap_key(configured))
-    )
+    may_generate = settings.environment == "development"
+    try:
+        created = _run(
+            lambda: _with_database(
+                settings,
+                lambda db: KeyService(db).ensure_bootstrap_key(
+                    configured, may_generate=may_generate
+                ),
+            )
+        )
+    except NoKeys as error:
+        raise click.ClickException(str(error)) from None
     if created is not None and configured is None:
         announce_key(created)
     for name, value in overrides.items():
@@ -179,9 +194,7 @@ def openapi(fmt: str) -> None:
     from gptactions.runtime import build_registry, build_router
 
     settings = Settings()
-    document = build_document(
-        settings, build_registry(settings), build_router(settings).names
-    )
+    document = build_document(settings, build_registry(settings), build_router(settings).names)
     if fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:
@@ -208,7 +221,7 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
     try:
         while True:
             try:
-                line = input("you> ")
+                line = await asyncio.to_thread(input, "you> ")
             except EOFError:
                 break
             if not line.strip():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gptactions.llm.base import Usage
@@ -29,7 +29,7 @@ class NewInteraction:
     backend: str | None = None
     model: str | None = None
     latency_ms: int = 0
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     at: datetime | None = None
 
 

@@ -60,6 +60,10 @@ class NewKey:
     info: KeyInfo
 
 
+class NoKeys(RuntimeError):
+    """There is no key at all, and none may be generated."""
+
+
 class InvalidScope(ValueError):
     """A scope that does not exist."""
 
@@ -155,10 +159,13 @@ class KeyService:
             key = await queries.revoke_key(session, id_or_prefix)
             return _info(key) if key else None
 
-    async def ensure_bootstrap_key(self, configured: str | None) -> NewKey | None:
+    async def ensure_bootstrap_key(
+        self, configured: str | None, *, may_generate: bool = True
+    ) -> NewKey | None:
         """On first start, create the admin key (GPTACTIONS_API_KEY's, or a random one).
 
-        Returns the new key when one was created, so the caller can show it once.
+        Returns the new key when one was created, so the caller can show it once. With
+        `may_generate=False` (production), a missing key is an error instead of a printed secret.
         """
         if configured:
             async with self._database.session() as session:
@@ -168,4 +175,9 @@ class KeyService:
         async with self._database.session() as session:
             if await queries.count_keys(session):
                 return None
+        if not may_generate:
+            raise NoKeys(
+                "no API key exists and GPTACTIONS_ENVIRONMENT=production never prints one: "
+                "set GPTACTIONS_API_KEY, or run `gptactions keys create --name admin --admin`"
+            )
         return await self.create("admin", scopes=SCOPES)

