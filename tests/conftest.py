@@ -56,7 +56,9 @@ def postgres_url() -> Iterator[str]:
     name = f"gptactions_test_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
+        connection = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", database="postgres"
+        )
         try:
             await connection.execute(sql)
         finally:
@@ -100,11 +102,19 @@ class ApiClient:
         self.http = client
         self.runtime = runtime
 
-    async def key(self, *, scopes: tuple[str, ...] = DEFAULT_SCOPES, tenant: str = "default", name: str = "test") -> str:
+    async def key(
+        self,
+        *,
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        tenant: str = "default",
+        name: str = "test",
+    ) -> str:
         """A new key's secret."""
         return (await self.runtime.keys.create(name, scopes=scopes, tenant=tenant)).secret
 
-    async def post(self, path: str, body: Any, key: str | None = ADMIN_KEY, **kw: Any) -> httpx.Response:
+    async def post(
+        self, path: str, body: Any, key: str | None = ADMIN_KEY, **kw: Any
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         headers.update(kw.pop("headers", {}))
         return await self.http.post(path, json=body, headers=headers, **kw)

@@ -33,17 +33,21 @@ class Server:
 
 
 @contextmanager
-def serve(directory: Path, *, key: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[Server]:
+def serve(
+    directory: Path, *, key: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> Iterator[Server]:
     """Run `python -m gptactions serve` in `directory` until the block ends."""
     port = free_port()
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")
-    } | {
-        "GPTACTIONS_PORT": str(port),
-        "GPTACTIONS_API_KEY": key,
-        "GPTACTIONS_DATABASE_URL": f"sqlite:///{directory / 'server.db'}",
-        "GPTACTIONS_LOG_LEVEL": "warning",
-    } | (env or {})
+    environment = (
+        {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
+        | {
+            "GPTACTIONS_PORT": str(port),
+            "GPTACTIONS_API_KEY": key,
+            "GPTACTIONS_DATABASE_URL": f"sqlite:///{directory / 'server.db'}",
+            "GPTACTIONS_LOG_LEVEL": "warning",
+        }
+        | (env or {})
+    )
     log = directory / "server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

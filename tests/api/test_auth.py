@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ADMIN_KEY, ApiClient
 
@@ -26,7 +27,14 @@ async def _call(api: ApiClient, method: str, path: str, body: object, headers: d
 @pytest.mark.parametrize(("method", "path", "body"), OPERATIONS)
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Bearer wrong-key-0123456789abcdefghij", "Basic dXNlcjpwYXNz", "gpta_nope"],
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer wrong-key-0123456789abcdefghij",
+        "Basic dXNlcjpwYXNz",
+        "gpta_nope",
+    ],
 )
 async def test_every_operation_needs_a_valid_key(
     api: ApiClient, method: str, path: str, body: object, header: str | None
@@ -60,7 +68,9 @@ async def test_a_revoked_key_is_401(api: ApiClient) -> None:
         (("logs",), {"/logs", "/status"}),
     ],
 )
-async def test_scopes_limit_operations(api: ApiClient, scopes: tuple[str, ...], allowed: set[str]) -> None:
+async def test_scopes_limit_operations(
+    api: ApiClient, scopes: tuple[str, ...], allowed: set[str]
+) -> None:
     key = await api.key(scopes=scopes)
     for method, path, body in OPERATIONS:
         response = await _call(api, method, path, body, {"Authorization": f"Bearer {key}"})
@@ -80,9 +90,13 @@ async def test_keys_are_stored_only_as_hashes(api: ApiClient, settings) -> None:
     assert secret[:12].encode() in raw  # the visible prefix is kept, to tell keys apart
 
 
-async def test_key_material_never_reaches_the_log(api: ApiClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_key_material_never_reaches_the_log(
+    api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
-    await api.http.get(f"{API}/status", headers={"Authorization": "Bearer gpta_wrong_secret_value_123456789"})
+    await api.http.get(
+        f"{API}/status", headers={"Authorization": "Bearer gpta_wrong_secret_value_123456789"}
+    )
     await api.get(f"{API}/status")
     assert "gpta_wrong_secret_value" not in caplog.text
     assert ADMIN_KEY not in caplog.text

@@ -13,7 +13,9 @@ from tests.conftest import ApiClient
 API = "/api/v1/gpt"
 
 
-async def test_start_returns_the_seed_shape_and_stores_the_turn(api: ApiClient, fake: FakeBackend) -> None:
+async def test_start_returns_the_seed_shape_and_stores_the_turn(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     fake.replies.append("Hello there!")
     response = await api.post(f"{API}/conversations", {"userId": "alice", "message": "Hi"})
     assert response.status_code == 200
@@ -42,7 +44,9 @@ async def test_respond_continues_the_named_conversation_with_its_history(
     assert seen[0][0] == "system"
 
 
-async def test_respond_without_id_continues_the_latest_conversation(api: ApiClient, fake: FakeBackend) -> None:
+async def test_respond_without_id_continues_the_latest_conversation(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     await api.post(f"{API}/conversations", {"userId": "bob", "message": "old"})
     latest = (await api.post(f"{API}/conversations", {"userId": "bob", "message": "new"})).json()
     reply = (await api.post(f"{API}/respond", {"userId": "bob", "message": "next"})).json()
@@ -64,7 +68,9 @@ async def test_conversations_always_starts_a_new_one(api: ApiClient) -> None:
 
 
 @pytest.mark.parametrize("owner", ["other-user", "other-tenant", "unknown"])
-async def test_respond_to_a_conversation_that_is_not_yours_is_404(api: ApiClient, owner: str) -> None:
+async def test_respond_to_a_conversation_that_is_not_yours_is_404(
+    api: ApiClient, owner: str
+) -> None:
     started = (await api.post(f"{API}/conversations", {"userId": "alice", "message": "a"})).json()
     conversation_id, user, key = started["conversationId"], "alice", None
     if owner == "other-user":
@@ -74,7 +80,11 @@ async def test_respond_to_a_conversation_that_is_not_yours_is_404(api: ApiClient
     else:
         conversation_id = "conv_doesnotexist"
     body = {"userId": user, "message": "b", "conversationId": conversation_id}
-    response = await api.post(f"{API}/respond", body, key=key) if key else await api.post(f"{API}/respond", body)
+    response = (
+        await api.post(f"{API}/respond", body, key=key)
+        if key
+        else await api.post(f"{API}/respond", body)
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
@@ -87,7 +97,11 @@ async def test_oldest_turns_are_dropped_when_the_history_does_not_fit(settings: 
         body = {"userId": "u", "message": "first " + "word " * 60, "maxTokens": 100}
         started = (await api.post(f"{API}/conversations", body)).json()
         for index in range(6):
-            turn = {**body, "message": f"turn{index} " + "word " * 60, "conversationId": started["conversationId"]}
+            turn = {
+                **body,
+                "message": f"turn{index} " + "word " * 60,
+                "conversationId": started["conversationId"],
+            }
             assert (await api.post(f"{API}/respond", turn)).status_code == 200
         last = backend.requests[-1]
         assert await backend.count_tokens(last.messages) <= 400 - 100
@@ -106,29 +120,41 @@ async def test_a_message_that_cannot_fit_is_400(settings: Any) -> None:
     assert response.json()["error"]["details"][0]["pointer"] == "/message"
 
 
-async def test_max_tokens_and_temperature_reach_the_model(api: ApiClient, fake: FakeBackend) -> None:
+async def test_max_tokens_and_temperature_reach_the_model(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     body = {"userId": "u", "message": "m", "maxTokens": 17, "temperature": 0.5}
     assert (await api.post(f"{API}/conversations", body)).status_code == 200
     assert (fake.requests[-1].max_tokens, fake.requests[-1].temperature) == (17, 0.5)
 
 
-async def test_a_backend_failure_is_a_502_and_a_failed_interaction(api: ApiClient, fake: FakeBackend) -> None:
+async def test_a_backend_failure_is_a_502_and_a_failed_interaction(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     fake.replies.append(BackendError("upstream said nonsense"))
     response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m"})
     assert response.status_code == 502
     assert response.json()["error"]["message"] == "upstream said nonsense"
     entry = (await api.get(f"{API}/logs")).json()[0]
-    assert (entry["status"], entry["error"], entry["reply"]) == ("error", "upstream said nonsense", "")
+    assert (entry["status"], entry["error"], entry["reply"]) == (
+        "error",
+        "upstream said nonsense",
+        "",
+    )
 
 
-async def test_a_saturated_backend_is_503_with_retry_after(api: ApiClient, fake: FakeBackend) -> None:
+async def test_a_saturated_backend_is_503_with_retry_after(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     fake.replies.append(BackendUnavailable("busy", retry_after=7))
     response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
 
 
-async def test_an_unexpected_error_is_500_without_a_traceback(api: ApiClient, fake: FakeBackend) -> None:
+async def test_an_unexpected_error_is_500_without_a_traceback(
+    api: ApiClient, fake: FakeBackend
+) -> None:
     fake.replies.append(RuntimeError("secret internals /etc/passwd"))
     response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m"})
     assert response.status_code == 500
@@ -143,6 +169,8 @@ async def test_an_empty_model_reply_is_never_a_200(api: ApiClient, fake: FakeBac
 
 
 async def test_an_unknown_model_is_400_listing_the_names(api: ApiClient) -> None:
-    response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m", "model": "gpt-9"})
+    response = await api.post(
+        f"{API}/conversations", {"userId": "u", "message": "m", "model": "gpt-9"}
+    )
     assert response.status_code == 400
     assert "fake" in response.json()["error"]["message"]

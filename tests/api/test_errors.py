@@ -53,16 +53,22 @@ async def test_a_body_that_is_not_a_json_object_is_400(api: ApiClient, raw: byte
     response = await api.http.post(
         f"{API}/conversations",
         content=raw,
-        headers={"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
-                 "Content-Type": "application/json"},
+        headers={
+            "Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
+            "Content-Type": "application/json",
+        },
     )
     assert response.status_code == 400
     assert_error_shape(response.json(), "invalid_request")
 
 
 async def test_a_body_that_is_not_json_is_415(api: ApiClient) -> None:
-    response = await api.post(f"{API}/conversations", None, content=b"userId=u&message=m",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await api.post(
+        f"{API}/conversations",
+        None,
+        content=b"userId=u&message=m",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 415
     assert_error_shape(response.json(), "unsupported_media_type")
 
@@ -82,8 +88,10 @@ async def test_a_chunked_body_over_the_limit_is_413(api: ApiClient) -> None:
     response = await api.http.post(
         f"{API}/conversations",
         content=chunks(),
-        headers={"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
-                 "Content-Type": "application/json"},
+        headers={
+            "Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop",
+            "Content-Type": "application/json",
+        },
     )
     assert response.status_code == 413
 
@@ -103,7 +111,9 @@ async def test_unknown_fields_are_ignored(api: ApiClient) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "since=yesterday", "cursor=%%%"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=abc", "since=yesterday", "cursor=%%%"]
+)
 async def test_bad_log_queries_are_400(api: ApiClient, query: str) -> None:
     response = await api.get(f"{API}/logs?{query}")
     assert response.status_code == 400

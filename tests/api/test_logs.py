@@ -12,7 +12,11 @@ API = "/api/v1/gpt"
 
 async def _chat(api: ApiClient, user: str, message: str, key: str | None = None) -> str:
     body = {"userId": user, "message": message}
-    response = await (api.post(f"{API}/conversations", body, key=key) if key else api.post(f"{API}/conversations", body))
+    response = await (
+        api.post(f"{API}/conversations", body, key=key)
+        if key
+        else api.post(f"{API}/conversations", body)
+    )
     assert response.status_code == 200
     return str(response.json()["conversationId"])
 
@@ -64,6 +68,8 @@ async def test_a_key_sees_only_its_tenant_and_an_admin_sees_all(api: ApiClient) 
     await _chat(api, "r", "red secret", key=red)
     await _chat(api, "b", "blue secret", key=blue)
     assert [i["message"] for i in (await api.get(f"{API}/logs", key=red)).json()] == ["red secret"]
-    assert [i["message"] for i in (await api.get(f"{API}/logs", key=blue)).json()] == ["blue secret"]
+    assert [i["message"] for i in (await api.get(f"{API}/logs", key=blue)).json()] == [
+        "blue secret"
+    ]
     everything = (await api.get(f"{API}/logs")).json()
     assert {i["message"] for i in everything} == {"red secret", "blue secret"}

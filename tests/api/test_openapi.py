@@ -28,7 +28,9 @@ def resolve(document: dict[str, Any], node: Any) -> Any:
     return node
 
 
-def assert_schema_superset(seed: dict[str, Any], served: dict[str, Any], where: str, doc: dict[str, Any]) -> None:
+def assert_schema_superset(
+    seed: dict[str, Any], served: dict[str, Any], where: str, doc: dict[str, Any]
+) -> None:
     """Every keyword of the seed's schema holds in the served one, property by property."""
     served = resolve(doc, served)
     seed = resolve(SEED, seed)
@@ -36,7 +38,9 @@ def assert_schema_superset(seed: dict[str, Any], served: dict[str, Any], where: 
         if keyword == "properties":
             for name, subschema in value.items():
                 assert name in served.get("properties", {}), f"{where}: property {name} is missing"
-                assert_schema_superset(subschema, served["properties"][name], f"{where}.{name}", doc)
+                assert_schema_superset(
+                    subschema, served["properties"][name], f"{where}.{name}", doc
+                )
         elif keyword == "items":
             assert_schema_superset(value, served["items"], f"{where}[]", doc)
         elif keyword == "required":
@@ -55,7 +59,9 @@ async def served(api: ApiClient) -> dict[str, Any]:
     return document
 
 
-async def test_the_document_needs_no_key_and_yaml_equals_json(api: ApiClient, served: dict[str, Any]) -> None:
+async def test_the_document_needs_no_key_and_yaml_equals_json(
+    api: ApiClient, served: dict[str, Any]
+) -> None:
     response = await api.http.get("/openapi.yaml")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/yaml")
@@ -123,10 +129,14 @@ def test_errors_are_documented_with_the_error_schema(served: dict[str, Any]) -> 
             if method not in HTTP_METHODS:
                 continue
             response = resolve(served, operation["responses"]["401"])
-            assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+            assert response["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
 
 
-async def test_every_api_route_of_the_app_is_documented(api: ApiClient, served: dict[str, Any]) -> None:
+async def test_every_api_route_of_the_app_is_documented(
+    api: ApiClient, served: dict[str, Any]
+) -> None:
     from fastapi.routing import APIRoute
 
     app = api.http._transport.app  # type: ignore[attr-defined]
@@ -145,7 +155,10 @@ def test_servers_come_from_configuration() -> None:
         registry,
         ["local"],
     )
-    assert [s["url"] for s in configured["servers"]] == ["https://gpt.example.org", "https://sandbox.example.org"]
+    assert [s["url"] for s in configured["servers"]] == [
+        "https://gpt.example.org",
+        "https://sandbox.example.org",
+    ]
 
 
 def test_descriptions_fit_gpt_actions_limits(served: dict[str, Any]) -> None:

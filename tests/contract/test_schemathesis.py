@@ -7,12 +7,10 @@ headers, body schema).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.serving import Server, serve
@@ -25,7 +23,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("contract")
     # Small generations keep the run short; the limit is in the document, so every generated
     # request respects it.
-    with serve(directory, key=KEY, env={"GPTACTIONS_MAX_TOKENS_LIMIT": "8", "GPTACTIONS_DEFAULT_MAX_TOKENS": "8"}) as running:
+    with serve(
+        directory,
+        key=KEY,
+        env={"GPTACTIONS_MAX_TOKENS_LIMIT": "8", "GPTACTIONS_DEFAULT_MAX_TOKENS": "8"},
+    ) as running:
         yield running
 
 
@@ -57,7 +59,9 @@ def test_every_operation_keeps_the_contract(server: Server, method: str, path: s
     excluded = [positive_data_acceptance] if path.endswith("/logs") else []
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     def check(case: schemathesis.Case) -> None:
         case.call_and_validate(
             base_url=server.url,

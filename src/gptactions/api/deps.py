@@ -59,9 +59,7 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.allows(scope):
-            raise ServiceError(
-                f"this API key lacks the '{scope}' scope", 403, "forbidden"
-            )
+            raise ServiceError(f"this API key lacks the '{scope}' scope", 403, "forbidden")
         return principal
 
     return check

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid
 
-
 # What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
 # server and every client that reads the document agree on what a blank field is.
 ECMA_WHITESPACE = (

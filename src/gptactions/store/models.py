@@ -55,7 +55,9 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_conversations_tenant_user_updated", "tenant", "user_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_conversations_tenant_user_updated", "tenant", "user_id", "updated_at"),
+    )
 
 
 class Interaction(Base):
