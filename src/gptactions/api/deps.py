@@ -51,6 +51,21 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="gptactions", error="invalid_token"'},
         )
     request.state.principal = principal
+    if runtime.limiter is not None:
+        decision = await runtime.limiter.hit(principal.key_id)
+        if not decision.allowed:
+            raise ServiceError(
+                f"rate limit of {decision.limit} requests exceeded for this API key; "
+                f"retry in {decision.reset_after}s",
+                429,
+                "rate_limited",
+                headers={
+                    "Retry-After": str(decision.reset_after),
+                    "RateLimit-Limit": str(decision.limit),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": str(decision.reset_after),
+                },
+            )
     return principal
 
 

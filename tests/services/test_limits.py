@@ -1,0 +1,91 @@
+"""Rate limits per key: in memory, and in the real Redis on 127.0.0.1:6379 shared by replicas."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.services.limits import MemoryRateLimiter, Rate, RedisRateLimiter
+from tests.conftest import ADMIN_KEY, running_app
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379")
+
+
+@pytest.mark.parametrize(("text", "rate"), [("60/minute", Rate(60, 60)), ("5 / seconds", Rate(5, 1)), ("1/day", Rate(1, 86400))])
+def test_rates_parse(text: str, rate: Rate) -> None:
+    assert Rate.parse(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "60", "0/minute", "ten/minute", "5/fortnight"])
+def test_bad_rates_are_refused_by_the_settings(text: str) -> None:
+    with pytest.raises(ValueError):
+        Rate.parse(text)
+    if text:
+        with pytest.raises(ValueError, match="rate"):
+            Settings(rate_limit=text)
+
+
+async def test_memory_limiter_counts_per_key() -> None:
+    limiter = MemoryRateLimiter(Rate(2, 3600))
+    assert [(await limiter.hit("a")).allowed for _ in range(3)] == [True, True, False]
+    assert (await limiter.hit("b")).allowed
+
+
+async def test_the_api_answers_429_with_retry_after(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", api_key=ADMIN_KEY, rate_limit="3/hour")
+    async with running_app(settings, FakeBackend()) as api:
+        codes = [(await api.get("/api/v1/gpt/status")).status_code for _ in range(3)]
+        limited = await api.get("/api/v1/gpt/status")
+        other_key = await api.key()
+        assert (await api.get("/api/v1/gpt/status", key=other_key)).status_code == 200
+    assert codes == [200, 200, 200]
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 3600
+
+
+@needs_redis
+async def test_redis_limits_are_shared_by_replicas(tmp_path: Path) -> None:
+    prefix = f"gptactions:test:{uuid.uuid4().hex}:"
+    first, second = RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix), RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix)
+    try:
+        results = [(await limiter.hit("key")).allowed for limiter in (first, second, first, second)]
+    finally:
+        await first.close()
+        await second.close()
+    assert results == [True, True, True, False]
+
+
+@needs_redis
+async def test_two_apps_on_one_redis_share_a_key_budget(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    settings = Settings(database_url=database, api_key=ADMIN_KEY, rate_limit="4/hour", redis_url=REDIS_URL)
+    # A fresh key id per run, so earlier runs' counts in Redis cannot interfere.
+    async with running_app(settings, FakeBackend()) as one, running_app(settings, FakeBackend()) as two:
+        key = await one.key(name=uuid.uuid4().hex)
+        codes = [(await app.get("/api/v1/gpt/status", key=key)).status_code for app in (one, two, one, two, one)]
+    assert codes == [200, 200, 200, 200, 429]
+
+
+async def test_an_unreachable_redis_lets_requests_through() -> None:
+    limiter = RedisRateLimiter(Rate(1, 60), "redis://127.0.0.1:1/0")
+    try:
+        assert all([(await limiter.hit("k")).allowed for _ in range(3)])
+    finally:
+        await limiter.close()
