@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -153,7 +153,5 @@ async def logs(
 def _aware(moment: datetime | None) -> datetime | None:
     """Times without an offset are read as UTC."""
     if moment is not None and moment.tzinfo is None:
-        from datetime import UTC
-
         return moment.replace(tzinfo=UTC)
     return moment
