@@ -1,0 +1,516 @@
+// The console's entry point: loads the served OpenAPI document, builds the request form from
+// it, sends requests and shows their answers. The other modules hold the panels; they all
+// share the `app` object defined here.
+
+import { initActionPicker } from "./actions.js";
+import { createConversation, isRespond, isStart } from "./conversation.js";
+import { $, copyText, h, tabs } from "./dom.js";
+import { paramField, readParams, writeParams } from "./fields.js";
+import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from "./format.js";
+import { initHistory, initLogs } from "./logs.js";
+import { checkResponse, exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
+import { initSchemaPanel } from "./schema-panel.js";
+import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
+
+const KEY_SLOT = "gptactions.apiKey";
+const ENDPOINT_SLOT = "gptactions.endpoint";
+const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+const NO_BODY = new Set(["GET", "HEAD"]);
+const REASONS = { 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+  404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+  429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
+
+// Storage can be switched off (private modes, policies): the console must keep working.
+const store = {
+  get: (area, k) => { try { return area.getItem(k); } catch { return null; } },
+  set: (area, k, v) => { try { area.setItem(k, v); } catch { /* ignore */ } },
+  del: (area, k) => { try { area.removeItem(k); } catch { /* ignore */ } },
+};
+
+const app = {
+  doc: null,
+  ops: [],
+  op: null,
+  drafts: new Map(), // operation key -> payload text (example, patched or edited)
+  touched: new Set(), // operation keys whose payload the user has typed in
+  paramValues: new Map(), // operation key -> parameter values
+  busy: null, // AbortController of the request in flight
+  store,
+  serverUrl: () => $("server").value || location.origin,
+  key: () => $("api-key").value.trim(),
+  authHeaders: () => (app.key() ? { Authorization: `Bearer ${app.key()}` } : {}),
+};
+window.gptConsole = app; // handy from the devtools console, and for the browser tests
+
+// ---- API key: the tab's sessionStorage by default, localStorage only when asked ----
+
+function loadKey() {
+  const remembered = store.get(localStorage, KEY_SLOT);
+  $("api-key").value = remembered || store.get(sessionStorage, KEY_SLOT) || "";
+  $("key-remember").checked = Boolean(remembered);
+}
+
+function saveKey() {
+  const key = app.key();
+  const [keep, drop] = $("key-remember").checked ? [localStorage, sessionStorage] : [sessionStorage, localStorage];
+  store.del(drop, KEY_SLOT);
+  if (key) store.set(keep, KEY_SLOT, key);
+  else store.del(keep, KEY_SLOT);
+  updateSnippets();
+}
+
+function forgetKey() {
+  store.del(localStorage, KEY_SLOT);
+  store.del(sessionStorage, KEY_SLOT);
+  $("api-key").value = "";
+  $("key-remember").checked = false;
+  updateSnippets();
+  $("api-key").focus();
+}
+
+// ---- Servers and endpoints, from the document ----
+
+function fillServers(doc) {
+  const origin = location.origin;
+  const entries = [{ url: origin, label: `This server — ${origin}` }];
+  for (const server of doc.servers || []) {
+    let url = String(server.url || "");
+    for (const [name, v] of Object.entries(server.variables || {})) url = url.replaceAll(`{${name}}`, v.default ?? "");
+    try {
+      url = new URL(url, origin).href.replace(/\/$/, "");
+    } catch {
+      continue;
+    }
+    const label = server.description ? `${server.description} — ${url}` : url;
+    if (url === origin) entries[0].label = label;
+    else if (!entries.some((e) => e.url === url)) entries.push({ url, label });
+  }
+  $("server").replaceChildren(...entries.map((e) => h("option", { value: e.url }, e.label)));
+  $("server").value = origin;
+}
+
+function fillEndpoints() {
+  $("endpoint").replaceChildren(
+    ...app.ops.map((op) => h("option", { value: op.key }, `${op.method.toUpperCase()} ${op.path}${op.summary ? ` — ${op.summary}` : ""}`)),
+  );
+}
+
+/** Make `key` ("post /api/v1/gpt/respond") the current endpoint. */
+app.selectOperation = (key, { focus = false } = {}) => {
+  if (!app.ops.some((op) => op.key === key)) return false;
+  $("endpoint").value = key;
+  onEndpointChange();
+  if (focus) {
+    $("request-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+    $("endpoint").focus({ preventScroll: true });
+  }
+  return true;
+};
+
+function onEndpointChange() {
+  if (app.op) saveParams();
+  const op = app.ops.find((o) => o.key === $("endpoint").value) || app.ops[0];
+  app.op = op;
+  if (!op) return;
+  store.set(localStorage, ENDPOINT_SLOT, op.key);
+  const documented = op.documentedMethods.map((m) => m.toUpperCase());
+  const methods = [...new Set([...METHODS, ...documented])];
+  $("method").replaceChildren(
+    ...methods.map((m) => h("option", { value: m }, documented.includes(m) ? m : `${m} (not documented)`)),
+  );
+  $("method").value = op.method.toUpperCase();
+  const text = op.operation.description && op.operation.description !== op.summary ? op.operation.description : op.summary;
+  $("endpoint-help").replaceChildren(text || "", op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
+  renderParams();
+  renderPayload();
+  updateMethodUi();
+  app.conversation.renderOffer();
+  app.schemaPanel.markCurrent(op.key);
+  app.actionPicker.refresh();
+}
+
+function renderParams() {
+  const params = app.op.parameters.filter((p) => ["query", "path", "header"].includes(p.in));
+  const box = $("params-fields");
+  box.replaceChildren(...params.map((p) => paramField(app.doc, p, "param")));
+  writeParams(box, app.paramValues.get(app.op.key));
+  $("params").hidden = params.length === 0;
+  $("params").querySelector("legend").textContent = params.every((p) => p.in === "query") ? "Query parameters" : "Parameters";
+}
+
+const saveParams = () => app.op && app.paramValues.set(app.op.key, readParams($("params-fields")).values);
+
+// ---- The payload editor ----
+
+function exampleText(op) {
+  const schema = requestSchema(app.doc, op);
+  if (!schema) return "";
+  const value = exampleFor(app.doc, schema);
+  const conv = app.conversation.state;
+  if (isRespond(op) && conv.id && value && typeof value === "object") {
+    value.conversationId = conv.id;
+    if (conv.userId) value.userId = conv.userId;
+  }
+  return JSON.stringify(value, null, 2);
+}
+
+function renderPayload(reset = false) {
+  if (reset) {
+    app.drafts.delete(app.op.key);
+    app.touched.delete(app.op.key);
+  }
+  $("payload").value = app.drafts.get(app.op.key) ?? exampleText(app.op);
+  checkPayload();
+}
+
+/** Set fields of `op`'s payload (undefined removes one), keeping the rest of the user's edits. */
+app.patchPayload = (op, fields) => {
+  const current = app.drafts.get(op.key) ?? exampleText(op);
+  const parsed = parseJsonWithPosition(current || "{}").value;
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) return;
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) delete parsed[k];
+    else parsed[k] = v;
+  }
+  const text = JSON.stringify(parsed, null, 2);
+  app.drafts.set(op.key, text);
+  if (app.op && app.op.key === op.key) {
+    $("payload").value = text;
+    checkPayload();
+  }
+};
+
+/** The payload as text and value, with its syntax error or schema warning; no side effects. */
+function readPayload() {
+  const editor = $("payload");
+  const text = editor.value;
+  const out = { ok: true, value: undefined, text: text.trim() ? text : "", error: "", warning: "" };
+  if (editor.disabled || !text.trim()) return out;
+  const parsed = parseJsonWithPosition(text);
+  if (parsed.error) return { ...out, ok: false, error: `JSON syntax error — ${parsed.error}` };
+  out.value = parsed.value;
+  const schema = requestSchema(app.doc, app.op);
+  const problems = schema ? validate(app.doc, schema, parsed.value) : [];
+  if (problems.length) {
+    out.warning = `Not what the document asks for: ${problems.slice(0, 3).map((p) => `${p.pointer} ${p.message}`).join("; ")}. You can still send it.`;
+  }
+  return out;
+}
+
+/** Inline syntax check (blocks Send) and schema check (a warning only: 400s are worth seeing). */
+function checkPayload() {
+  const payload = readPayload();
+  $("payload-error").textContent = payload.error;
+  $("payload").setAttribute("aria-invalid", String(!payload.ok));
+  $("payload-field").classList.toggle("invalid", !payload.ok);
+  $("payload-help").textContent = payload.warning || app.payloadNote || "";
+  updateSnippets();
+  return payload;
+}
+
+function updateMethodUi() {
+  const method = $("method").value;
+  const op = app.op;
+  const documented = op.documentedMethods.map((m) => m.toUpperCase());
+  $("method-help").textContent = documented.includes(method)
+    ? ""
+    : `${method} is not documented for ${op.path} (documented: ${documented.join(", ")}); expect 405 Method Not Allowed.`;
+  const hasSchema = Boolean(requestSchema(app.doc, op));
+  const editor = $("payload");
+  $("payload-field").hidden = !hasSchema && NO_BODY.has(method);
+  editor.disabled = NO_BODY.has(method);
+  app.payloadNote = editor.disabled ? `${method} requests carry no payload; this one is not sent.` : hasSchema ? "" : "This operation documents no payload.";
+  const streamable = method === "POST" && (isStart(op) || isRespond(op));
+  $("stream-option").hidden = !streamable;
+  checkPayload();
+}
+
+// ---- Building and sending the request ----
+
+function currentRequest() {
+  const op = app.op;
+  const method = $("method").value;
+  const params = readParams($("params-fields"));
+  let path = op.path;
+  for (const [name, value] of Object.entries(params.path)) path = path.replace(`{${name}}`, encodeURIComponent(value));
+  const baseUrl = app.serverUrl().replace(/\/$/, "") + path;
+  const qs = new URLSearchParams(params.query).toString();
+  const headers = { ...app.authHeaders(), ...params.header };
+  const payload = NO_BODY.has(method) ? { ok: true, text: "" } : readPayload();
+  if (payload.text) headers["Content-Type"] = "application/json";
+  const stream = !$("stream-option").hidden && $("stream").checked;
+  headers.Accept = stream ? "text/event-stream" : "application/json";
+  return { op, method, url: qs ? `${baseUrl}?${qs}` : baseUrl, baseUrl, query: params.query, params: params.values, headers, payload, stream };
+}
+
+function updateSnippets() {
+  if (!app.op) return;
+  const req = currentRequest();
+  const headers = { ...req.headers };
+  if (!req.stream) delete headers.Accept; // the default answer is JSON: keep snippets short
+  const snippets = buildSnippets({
+    url: req.url, baseUrl: req.baseUrl, query: req.query, method: req.method, headers,
+    bodyText: req.payload.text, bodyValue: req.payload.value, key: app.key(), reveal: $("snippet-reveal").checked,
+  });
+  const lang = document.querySelector("#snippets [aria-pressed='true']").dataset.lang;
+  $("snippet-code").textContent = snippets[lang];
+  app.snippets = snippets;
+}
+
+async function send() {
+  if (!app.op || app.busy) return;
+  const req = currentRequest();
+  if (!req.payload.ok) {
+    checkPayload();
+    $("payload").focus();
+    $("status-code").textContent = "Not sent";
+    setStatusClass("none");
+    $("response-meta").textContent = "Fix the JSON syntax error in the Request Payload first.";
+    markShown();
+    return;
+  }
+  const controller = new AbortController();
+  app.busy = controller;
+  setBusy(true);
+  const bodyValue = req.payload.value;
+  app.conversation.begin(req.method === "POST" ? req.op : null, bodyValue);
+  let streamed = "";
+  const result = await sendRequest({
+    url: req.url, method: req.method, headers: req.headers, body: req.payload.text || undefined, signal: controller.signal,
+    onEvent: (ev) => {
+      if (ev.event === "token" && ev.data && typeof ev.data.text === "string") {
+        streamed += ev.data.text;
+        app.conversation.token(ev.data.text);
+        $("body-pretty").textContent = streamed;
+      }
+    },
+  });
+  app.busy = null;
+  setBusy(false);
+  if (result.networkError && controller.signal.aborted) result.networkError = "cancelled";
+  showResult(req, result, streamed);
+  const done = result.events.length ? result.events.find((e) => e.event === "done") : null;
+  const data = done ? done.data : result.json;
+  app.conversation.finish(req.method === "POST" ? req.op : null, bodyValue, result.status, data);
+  markShown();
+  app.history.add({
+    at: new Date().toISOString(), server: app.serverUrl(), opKey: req.op.key, method: req.method, path: req.op.path,
+    params: req.params, payload: req.payload.text, status: result.status || 0, ms: Math.round(result.ms), stream: req.stream,
+  });
+}
+
+function setBusy(on) {
+  $("send").disabled = on;
+  $("send").textContent = on ? "Sending…" : "Send";
+  $("cancel").hidden = !on;
+  $("response-panel").setAttribute("aria-busy", String(on));
+  if (on) {
+    $("status-code").textContent = "…";
+    setStatusClass("pending");
+    $("response-meta").textContent = "Waiting for the answer";
+    $("failure").hidden = true;
+    $("schema-check").hidden = true;
+    $("body-pretty").replaceChildren(h("span", { class: "placeholder" }, "Waiting for the server…"));
+  }
+}
+
+// Counts the answers shown, so scripts (and the browser tests) can wait for the next one.
+const markShown = () => ($("response-panel").dataset.shown = String(Number($("response-panel").dataset.shown || 0) + 1));
+
+const setStatusClass = (cls) => ($("status-code").className = `status-badge status-${cls}`);
+
+// ---- Showing the answer ----
+
+function showResult(req, result, streamed) {
+  const statusEl = $("status-code");
+  if (result.networkError) {
+    statusEl.textContent = "No response";
+    setStatusClass("error");
+  } else {
+    statusEl.textContent = `${result.status} ${result.statusText || REASONS[result.status] || ""}`.trim();
+    setStatusClass(`${String(result.status)[0]}xx`);
+  }
+  const meta = [`${Math.round(result.ms)} ms`];
+  if (result.size !== undefined) meta.push(formatBytes(result.size));
+  if (result.events.length) meta.push(`streamed ${result.events.length} events, first byte after ${Math.round(result.firstByteMs)} ms`);
+  meta.push(`${req.method} ${req.url.replace(location.origin, "")}`);
+  $("response-meta").textContent = meta.join(" · ");
+
+  const failed = result.networkError || result.status >= 400;
+  const failure = $("failure");
+  failure.hidden = !failed;
+  if (failed) {
+    const f = describeFailure(result, req.method, req.url);
+    let hint = f.hint;
+    if (result.status === 405) hint += ` Documented: ${req.op.documentedMethods.map((m) => m.toUpperCase()).join(", ")}.`;
+    if (result.status === 401 && !app.key()) hint = "No API key was sent: paste one in the API key field at the top.";
+    failure.replaceChildren(
+      h("p", { class: "failure-title" }, f.title, f.code ? h("code", {}, f.code) : null),
+      h("p", { class: "failure-message" }, f.message),
+      f.details.length ? h("ul", { class: "failure-details" }, f.details.map((d) => h("li", {}, d.pointer ? h("code", {}, d.pointer) : null, ` ${d.message || ""}`))) : null,
+      hint ? h("p", { class: "failure-hint" }, hint) : null,
+    );
+  }
+
+  const pretty = $("body-pretty");
+  if (result.json !== undefined) pretty.innerHTML = highlightJson(result.json);
+  else if (result.events.length) {
+    pretty.innerHTML = `${streamed ? `<span class="streamed">${escapeHtml(streamed)}</span>\n\n` : ""}${highlightJson(result.events)}`;
+  } else if (result.text) pretty.textContent = result.text;
+  else pretty.replaceChildren(h("span", { class: "placeholder" }, result.networkError ? "No answer." : "The body is empty."));
+  $("body-raw").textContent = result.text || "";
+  $("headers-table").tBodies[0].replaceChildren(
+    ...(result.headers || []).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v))),
+  );
+  showSchemaCheck(req, result);
+}
+
+function showSchemaCheck(req, result) {
+  const box = $("schema-check");
+  box.hidden = Boolean(result.networkError);
+  if (result.networkError) return;
+  const documented = req.op.documentedMethods.includes(req.method.toLowerCase());
+  let check;
+  if (!documented) check = { checked: false, note: `${req.method} is not documented for this path, so there is no schema to check against.`, problems: [] };
+  else if (result.events.length) {
+    const done = result.events.find((e) => e.event === "done");
+    check = done
+      ? checkResponse(app.doc, req.op, result.status, "application/json", done.data)
+      : { checked: false, note: "The stream ended without a done event.", problems: [] };
+  } else check = checkResponse(app.doc, req.op, result.status, result.contentType, result.json);
+  box.className = `schema-check ${!check.checked ? "neutral" : check.problems.length ? "bad" : "good"}`;
+  if (!check.checked) box.replaceChildren(h("p", {}, check.note));
+  else if (!check.problems.length) box.replaceChildren(h("p", {}, `✓ Matches the schema documented for ${result.status}.`));
+  else {
+    box.replaceChildren(
+      h("p", {}, `✗ ${check.problems.length} mismatch${check.problems.length === 1 ? "" : "es"} with the schema documented for ${result.status}:`),
+      h("ul", {}, check.problems.map((p) => h("li", {}, h("code", {}, p.pointer), ` ${p.message}`))),
+    );
+  }
+}
+
+// ---- Start-up ----
+
+async function loadDocument() {
+  const status = $("doc-status");
+  try {
+    const response = await fetch("/openapi.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(`GET /openapi.json answered ${response.status}`);
+    app.doc = await response.json();
+  } catch (err) {
+    status.className = "doc-status error";
+    status.replaceChildren(
+      `Could not load the OpenAPI document (${err.message}). `,
+      h("button", { type: "button", class: "link", onclick: () => loadDocument() }, "Try again"),
+    );
+    return;
+  }
+  app.ops = listOperations(app.doc);
+  const info = app.doc.info || {};
+  status.className = "doc-status";
+  status.replaceChildren(
+    h("strong", {}, info.title || "API"), ` ${info.version ? `v${info.version}` : ""} · OpenAPI ${app.doc.openapi || "?"} · ${app.ops.length} operations`,
+    h("span", { id: "readiness-chip" }),
+  );
+  fillServers(app.doc);
+  fillEndpoints();
+  const saved = store.get(localStorage, ENDPOINT_SLOT);
+  if (!app.selectOperation(saved) && app.ops.length) app.selectOperation(app.ops[0].key);
+  app.schemaPanel.render();
+  app.logs.render();
+  document.documentElement.dataset.ready = "true"; // lets the browser tests wait for start-up
+}
+
+function wire() {
+  loadKey();
+  let keyTimer;
+  $("api-key").addEventListener("input", () => {
+    saveKey();
+    clearTimeout(keyTimer);
+    keyTimer = setTimeout(() => app.actionPicker.refresh(), 400);
+  });
+  $("key-remember").addEventListener("change", saveKey);
+  $("key-forget").addEventListener("click", forgetKey);
+  $("key-reveal").addEventListener("click", (e) => {
+    const show = $("api-key").type === "password";
+    $("api-key").type = show ? "text" : "password";
+    e.currentTarget.textContent = show ? "Hide" : "Show";
+    e.currentTarget.setAttribute("aria-pressed", String(show));
+  });
+  $("server").addEventListener("change", updateSnippets);
+  $("endpoint").addEventListener("change", onEndpointChange);
+  $("method").addEventListener("change", updateMethodUi);
+  $("params-fields").addEventListener("input", () => {
+    saveParams();
+    updateSnippets();
+  });
+  $("payload").addEventListener("input", () => {
+    app.drafts.set(app.op.key, $("payload").value);
+    app.touched.add(app.op.key);
+    checkPayload();
+  });
+  // Tab in the payload editor indents instead of leaving it; Escape then Tab still leaves.
+  $("payload").addEventListener("keydown", (e) => {
+    if (e.key === "Tab" && !e.shiftKey && !e.ctrlKey && !e.metaKey && !$("payload").dataset.escaped) {
+      e.preventDefault();
+      document.execCommand("insertText", false, "  ");
+    }
+    $("payload").dataset.escaped = e.key === "Escape" ? "1" : "";
+  });
+  $("payload-format").addEventListener("click", () => {
+    const parsed = parseJsonWithPosition($("payload").value);
+    if (parsed.error) return checkPayload();
+    $("payload").value = JSON.stringify(parsed.value, null, 2);
+    app.drafts.set(app.op.key, $("payload").value);
+    checkPayload();
+  });
+  $("payload-example").addEventListener("click", () => {
+    renderPayload(true);
+    app.actionPicker.refresh();
+  });
+  $("stream").addEventListener("change", updateSnippets);
+  $("send").addEventListener("click", send);
+  $("cancel").addEventListener("click", () => app.busy && app.busy.abort());
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
+      e.preventDefault();
+      send();
+    } else if (e.key === "Escape" && app.busy) app.busy.abort();
+  });
+  if (/Mac|iPhone|iPad/.test(navigator.platform)) $("send-shortcut").textContent = "⌘ ↵";
+
+  document.querySelectorAll("#snippets [data-lang]").forEach((b) =>
+    b.addEventListener("click", () => {
+      document.querySelectorAll("#snippets [data-lang]").forEach((o) => o.setAttribute("aria-pressed", String(o === b)));
+      updateSnippets();
+    }),
+  );
+  $("snippet-reveal").addEventListener("change", updateSnippets);
+  $("snippet-copy").addEventListener("click", () => copyText($("snippet-code").textContent, "Snippet"));
+
+  tabs(document.querySelector("#response-panel [role=tablist]"));
+  app.showTool = tabs(document.querySelector(".workspace [role=tablist]"));
+}
+
+app.conversation = createConversation(app);
+app.actionPicker = initActionPicker(app);
+app.schemaPanel = initSchemaPanel(app);
+app.logs = initLogs(app);
+app.history = initHistory(app);
+app.restore = (entry) => {
+  if (!app.selectOperation(entry.opKey)) return;
+  if ([...$("server").options].some((o) => o.value === entry.server)) $("server").value = entry.server;
+  $("method").value = entry.method;
+  writeParams($("params-fields"), entry.params);
+  saveParams();
+  if (entry.payload) {
+    app.drafts.set(entry.opKey, entry.payload);
+    $("payload").value = entry.payload;
+  }
+  $("stream").checked = Boolean(entry.stream);
+  updateMethodUi();
+  $("request-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+  $("send").focus({ preventScroll: true });
+};
+wire();
+loadDocument();

@@ -1,0 +1,218 @@
+// A tiny YAML and JSON emitter that produces lines of coloured tokens, so one pass gives the
+// plain text (for copy and download) and the highlighted HTML (with <details> around the
+// parts worth collapsing). Written here because the console ships without third-party code.
+//
+// Node shapes:  {t: "line", indent, toks: [[cls, text], ...]}
+//               {t: "group", head: line, body: [nodes], info}   (info comes from groupAt)
+
+const line = (toks, indent = 0) => ({ t: "line", indent, toks });
+
+function shift(nodes, by) {
+  for (const n of nodes) {
+    if (n.t === "line") n.indent += by;
+    else {
+      n.head.indent += by;
+      shift(n.body, by);
+    }
+  }
+  return nodes;
+}
+
+const firstLine = (nodes) => (nodes[0].t === "line" ? nodes[0] : nodes[0].head);
+const isCollection = (v) => v !== null && typeof v === "object";
+const isEmpty = (v) => (Array.isArray(v) ? v.length === 0 : Object.keys(v).length === 0);
+
+// Strings YAML would read as something else (numbers, booleans, null, dates) or that hold
+// indicator characters must be quoted; everything else stays plain, as people write YAML.
+const YAML_SPECIAL = /^(?:true|false|yes|no|on|off|y|n|null|~|[-+]?(?:\.?\d[\d_]*\.?\d*(?:[eE][-+]?\d+)?|\.inf|\.nan|0x[0-9a-f]+|0o[0-7]+)|\d{4}-\d\d-\d\d.*)$/i;
+
+function yamlString(s) {
+  const plain =
+    s.length > 0 &&
+    s.trim() === s &&
+    !/^[-?:,[\]{}#&*!|>'"%@`]/.test(s) &&
+    !/: |\s#|:$/.test(s) &&
+    !/[\u0000-\u001f\u007f]/.test(s) &&
+    !YAML_SPECIAL.test(s);
+  if (plain) return s;
+  if (!s.includes("'") && !/[\u0000-\u001f\u007f]/.test(s)) return `'${s}'`;
+  return JSON.stringify(s); // JSON's double-quoted form is valid YAML
+}
+
+function yamlScalar(v) {
+  if (v === null || v === undefined) return ["null", "null"];
+  if (typeof v === "boolean") return ["bool", String(v)];
+  if (typeof v === "number") return ["num", Number.isFinite(v) ? String(v) : ".nan"];
+  if (Array.isArray(v)) return ["punct", "[]"];
+  if (typeof v === "object") return ["punct", "{}"];
+  return ["str", yamlString(String(v))];
+}
+
+// Multi-line text (long descriptions) reads far better as a literal block than as "\n" escapes.
+const isBlockText = (v) => typeof v === "string" && v.includes("\n") && !/\r|[\u0000-\u0008\u000b-\u001f]/.test(v) && !/^\s/.test(v);
+
+function blockLines(s) {
+  const chomp = s.endsWith("\n\n") ? "+" : s.endsWith("\n") ? "" : "-";
+  const body = (s.endsWith("\n") ? s.replace(/\n+$/, (m) => (chomp === "+" ? m.slice(1) : "")) : s).split("\n");
+  return { indicator: `|${chomp}`, lines: body.map((text) => line(text ? [["str", text]] : [], 2)) };
+}
+
+/** YAML nodes for `value`; `groupAt(path)` returns info for paths that become <details>. */
+export function yamlNodes(value, groupAt = () => null, path = []) {
+  if (!isCollection(value) || isEmpty(value)) {
+    if (isBlockText(value)) {
+      const b = blockLines(value);
+      return [line([["punct", b.indicator]]), ...shift(b.lines, -2)];
+    }
+    return [line([yamlScalar(value)])];
+  }
+  const out = [];
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => {
+      if (isBlockText(item)) {
+        const b = blockLines(item);
+        out.push(line([["punct", "- "], ["punct", b.indicator]]), ...b.lines);
+      } else if (!isCollection(item) || isEmpty(item)) {
+        out.push(line([["punct", "- "], yamlScalar(item)]));
+      } else {
+        const child = shift(yamlNodes(item, groupAt, [...path, i]), 2);
+        const first = firstLine(child);
+        first.indent -= 2;
+        first.toks.unshift(["punct", "- "]);
+        out.push(...child);
+      }
+    });
+    return out;
+  }
+  for (const [key, v] of Object.entries(value)) {
+    const childPath = [...path, key];
+    const keyToks = [["key", yamlString(key)], ["punct", ":"]];
+    let head;
+    let body = [];
+    if (isBlockText(v)) {
+      const b = blockLines(v);
+      head = line([...keyToks, ["punct", " " + b.indicator]]);
+      body = b.lines;
+    } else if (!isCollection(v) || isEmpty(v)) {
+      head = line([...keyToks, ["punct", " "], yamlScalar(v)]);
+    } else {
+      head = line(keyToks);
+      body = shift(yamlNodes(v, groupAt, childPath), 2);
+    }
+    const info = body.length ? groupAt(childPath, v) : null;
+    if (info) out.push({ t: "group", head, body, info });
+    else out.push(head, ...body);
+  }
+  return out;
+}
+
+function jsonScalar(v) {
+  if (v === null || v === undefined) return ["null", "null"];
+  if (typeof v === "boolean") return ["bool", String(v)];
+  if (typeof v === "number") return ["num", String(v)];
+  return ["str", JSON.stringify(v)];
+}
+
+/** JSON nodes for `value`, two-space indented like JSON.stringify(value, null, 2). */
+export function jsonNodes(value, groupAt = () => null, path = [], keyToks = [], comma = false) {
+  const tail = comma ? [["punct", ","]] : [];
+  if (!isCollection(value) || isEmpty(value)) {
+    const tok = isCollection(value) ? ["punct", Array.isArray(value) ? "[]" : "{}"] : jsonScalar(value);
+    return [line([...keyToks, tok, ...tail])];
+  }
+  const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+  const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  const body = [];
+  entries.forEach(([k, v], i) => {
+    const kt = Array.isArray(value) ? [] : [["key", JSON.stringify(k)], ["punct", ": "]];
+    body.push(...shift(jsonNodes(v, groupAt, [...path, k], kt, i < entries.length - 1), 2));
+  });
+  body.push(line([["punct", close], ...tail]));
+  const head = line([...keyToks, ["punct", open]]);
+  const info = path.length ? groupAt(path, value) : null;
+  return info ? [{ t: "group", head, body, info }] : [head, ...body];
+}
+
+const lineText = (l) => " ".repeat(Math.max(0, l.indent)) + l.toks.map((t) => t[1]).join("");
+
+/** The plain text of nodes, one line per line node. */
+export function nodesToText(nodes) {
+  const out = [];
+  const walk = (list) => {
+    for (const n of list) {
+      if (n.t === "line") out.push(lineText(n));
+      else {
+        out.push(lineText(n.head));
+        walk(n.body);
+      }
+    }
+  };
+  walk(nodes);
+  return out.join("\n") + "\n";
+}
+
+export const escapeHtml = (s) =>
+  String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// A fold's head line carries its disclosure triangle in the last two columns of its
+// indentation, so the triangle sits next to the key it folds (top-level ones use the gutter).
+function lineHtml(l, fold = false) {
+  const indent = Math.max(0, l.indent);
+  const toks = l.toks.map(([cls, text]) => (cls ? `<span class="t-${cls}">${escapeHtml(text)}</span>` : escapeHtml(text))).join("");
+  if (!fold) return `<span class="ln">${" ".repeat(indent)}${toks}</span>`;
+  const inside = indent >= 2;
+  return `<span class="ln">${" ".repeat(inside ? indent - 2 : indent)}<span class="tw${inside ? "" : " out"}" aria-hidden="true"></span>${toks}</span>`;
+}
+
+/**
+ * HTML for nodes. `decorate(info)` returns extra HTML for a group's summary (hints,
+ * buttons) and its open state; groups become <details> so the browser does the folding.
+ */
+export function nodesToHtml(nodes, decorate = () => ({ extra: "", open: true, attrs: "" })) {
+  return nodes
+    .map((n) => {
+      if (n.t === "line") return lineHtml(n);
+      const d = decorate(n.info);
+      return `<details class="fold"${d.open ? " open" : ""}${d.attrs || ""}><summary>${lineHtml(n.head, true)}${d.extra || ""}</summary>${nodesToHtml(n.body, decorate)}</details>`;
+    })
+    .join("");
+}
+
+/** Highlighted, pretty-printed JSON for a response body. */
+export const highlightJson = (value) => nodesToHtml(jsonNodes(value));
+
+/** Plain YAML text for any JSON value. */
+export const toYaml = (value) => nodesToText(yamlNodes(value));
+
+/** Human-readable byte count. */
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
+  return `${(n / 1024 / 1024).toFixed(2)} MB`;
+}
+
+/** JSON.parse with an error that says line and column, for the payload editor. */
+export function parseJsonWithPosition(text) {
+  try {
+    return { value: JSON.parse(text), error: null };
+  } catch (err) {
+    const msg = String(err.message || err);
+    let pos = null;
+    const lc = msg.match(/line (\d+) column (\d+)/);
+    const at = msg.match(/position (\d+)/);
+    if (at) pos = Number(at[1]);
+    let lineNo;
+    let col;
+    if (lc) {
+      lineNo = Number(lc[1]);
+      col = Number(lc[2]);
+    } else if (pos !== null) {
+      const before = text.slice(0, pos).split("\n");
+      lineNo = before.length;
+      col = before[before.length - 1].length + 1;
+    }
+    const clean = msg.replace(/^JSON\.parse: /, "").replace(/ in JSON at position \d+.*$/, "").replace(/\s*\(line \d+ column \d+\)/, "");
+    const where = lineNo ? `Line ${lineNo}, column ${col}: ` : "";
+    return { value: undefined, error: `${where}${clean}`, position: pos };
+  }
+}

@@ -1,0 +1,214 @@
+// The logs view (GET /logs as a table, its filters from the document, paging through the
+// `Link: <…>; rel="next"` header) and the history of requests sent from this browser.
+
+import { $, h, timeAgo } from "./dom.js";
+import { paramField, readParams } from "./fields.js";
+import { describeFailure, sendRequest } from "./transport.js";
+
+const COLUMNS = [
+  ["timestamp", "Time"],
+  ["kind", "Kind"],
+  ["action", "Action"],
+  ["userId", "User"],
+  ["conversationId", "Conversation"],
+  ["message", "Message"],
+  ["reply", "Reply"],
+  ["status", "Status"],
+  ["latencyMs", "Latency"],
+  ["tokens", "Tokens in / out"],
+];
+
+/** The URL of rel="next" in a Link header, resolved against the page that sent it. */
+export function nextLink(header, base) {
+  if (!header) return null;
+  for (const part of header.split(/,(?=\s*<)/)) {
+    const m = part.match(/<([^>]*)>\s*;(.*)$/);
+    if (m && /rel\s*=\s*"?([^"]*\s)?next(\s[^"]*)?"?/i.test(m[2])) return new URL(m[1], base).href;
+  }
+  return null;
+}
+
+function formatTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso ?? "");
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function initLogs(app) {
+  let current = null;
+  let next = null;
+  const back = [];
+  const logsOp = () => app.ops.find((o) => o.method === "get" && /\/logs$/.test(o.path));
+
+  /** Build the filter fields from the document's parameters for GET /logs. */
+  function render() {
+    const op = logsOp();
+    $("logs-form").hidden = !op;
+    if (!op) {
+      $("logs-message").textContent = "This document has no GET …/logs operation.";
+      return;
+    }
+    const filters = op.parameters.filter((p) => p.in === "query" && p.name !== "cursor");
+    $("logs-fields").replaceChildren(...filters.map((p) => paramField(app.doc, p, "logs")));
+    $("logs-message").textContent = "Choose filters and press Load logs (needs the API key).";
+  }
+
+  function firstPageUrl() {
+    const op = logsOp();
+    const qs = new URLSearchParams(readParams($("logs-fields")).query).toString();
+    const url = app.serverUrl().replace(/\/$/, "") + op.path;
+    return qs ? `${url}?${qs}` : url;
+  }
+
+  async function load(url) {
+    const message = $("logs-message");
+    message.className = "pane-message";
+    message.textContent = "Loading…";
+    $("logs-next").disabled = true;
+    $("logs-prev").disabled = true;
+    const result = await sendRequest({ url, method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
+    if (result.networkError || result.status >= 400) {
+      const f = describeFailure(result, "GET", url);
+      message.className = "pane-message failure";
+      message.replaceChildren(h("strong", {}, f.title), ` — ${f.message} `, f.hint ? h("span", { class: "muted" }, f.hint) : "");
+      $("logs-prev").disabled = back.length === 0;
+      return;
+    }
+    const rows = Array.isArray(result.json) ? result.json : (result.json && result.json.items) || [];
+    current = url;
+    const link = (result.headers.find(([k]) => k.toLowerCase() === "link") || [])[1];
+    next = nextLink(link, url);
+    renderTable(rows);
+    message.textContent = rows.length ? "" : "No interactions match these filters.";
+    $("logs-page").textContent = `Page ${back.length + 1} · ${rows.length} row${rows.length === 1 ? "" : "s"}${next ? " · more after this" : ""}`;
+    $("logs-next").disabled = !next;
+    $("logs-prev").disabled = back.length === 0;
+  }
+
+  function cell(key, row) {
+    const value = row[key];
+    switch (key) {
+      case "timestamp":
+        return h("td", { class: "nowrap" }, h("time", { datetime: value, title: value }, formatTime(value)));
+      case "conversationId":
+        return h("td", {}, value
+          ? h("button", { type: "button", class: "link mono", title: `Show only conversation ${value}`, onclick: () => filterConversation(value) }, value)
+          : "");
+      case "message":
+      case "reply":
+        return h("td", { class: "text" }, h("div", { class: "clamp", title: value ?? "" }, value ?? ""));
+      case "status":
+        return h("td", {}, value !== undefined ? h("span", { class: `pill ${/^(ok|success|2\d\d)$/i.test(String(value)) ? "good" : "bad"}` }, String(value)) : "");
+      case "latencyMs":
+        return h("td", { class: "num" }, value !== undefined && value !== null ? `${value} ms` : "");
+      case "tokens":
+        return h("td", { class: "num" }, row.promptTokens !== undefined ? `${row.promptTokens ?? "–"} / ${row.completionTokens ?? "–"}` : "");
+      default:
+        return h("td", {}, value === undefined || value === null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value));
+    }
+  }
+
+  function renderTable(rows) {
+    const table = $("logs-table");
+    table.hidden = rows.length === 0;
+    const present = (key) => rows.some((r) => (key === "tokens" ? r.promptTokens !== undefined : r[key] !== undefined));
+    const known = new Set([...COLUMNS.map(([k]) => k), "promptTokens", "completionTokens"]);
+    const extra = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !known.has(k));
+    const columns = [...COLUMNS.filter(([k]) => present(k)), ...extra.map((k) => [k, k])];
+    table.tHead.replaceChildren(h("tr", {}, columns.map(([, title]) => h("th", { scope: "col" }, title))));
+    table.tBodies[0].replaceChildren(
+      ...rows.map((row) =>
+        h("tr", {
+          tabindex: "0",
+          title: "Select to show the full message and reply",
+          onclick: (e) => !e.target.closest("button") && e.currentTarget.classList.toggle("expanded"),
+          onkeydown: (e) => e.key === "Enter" && e.target === e.currentTarget && e.currentTarget.classList.toggle("expanded"),
+        }, columns.map(([k]) => cell(k, row))),
+      ),
+    );
+  }
+
+  function filterConversation(id) {
+    const input = $("logs-fields").querySelector('[data-name="conversationId"]');
+    if (!input) return;
+    input.value = id;
+    back.length = 0;
+    load(firstPageUrl());
+  }
+
+  $("logs-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    back.length = 0;
+    load(firstPageUrl());
+  });
+  $("logs-form").addEventListener("reset", () => setTimeout(() => $("logs-form").requestSubmit(), 0));
+  $("logs-next").addEventListener("click", () => {
+    if (!next) return;
+    back.push(current);
+    load(next);
+  });
+  $("logs-prev").addEventListener("click", () => back.length && load(back.pop()));
+  return { render, load, nextLink };
+}
+
+const HISTORY_SLOT = "gptactions.history";
+const HISTORY_MAX = 50;
+
+export function initHistory(app) {
+  let entries = [];
+  try {
+    entries = JSON.parse(localStorage.getItem(HISTORY_SLOT) || "[]");
+  } catch {
+    entries = [];
+  }
+  const save = () => app.store.set(localStorage, HISTORY_SLOT, JSON.stringify(entries));
+
+  function preview(entry) {
+    try {
+      const body = JSON.parse(entry.payload || "null");
+      const text = body && (body.message || body.action || "");
+      return typeof text === "string" ? text.slice(0, 90) : "";
+    } catch {
+      return "";
+    }
+  }
+
+  function render() {
+    $("history-count").textContent = entries.length ? String(entries.length) : "";
+    const list = $("history-list");
+    if (!entries.length) {
+      list.replaceChildren(h("li", { class: "empty muted" }, "Nothing sent yet. Requests you send appear here."));
+      return;
+    }
+    list.replaceChildren(
+      ...entries.map((entry) =>
+        h("li", {},
+          h("button", { type: "button", class: "history-item", onclick: () => app.restore(entry),
+            "aria-label": `Open again: ${entry.method} ${entry.path}, status ${entry.status || "none"}, ${timeAgo(entry.at)}` },
+            h("span", { class: `method m-${entry.method.toLowerCase()}` }, entry.method),
+            h("span", { class: "path" }, entry.path, preview(entry) ? h("span", { class: "muted preview" }, ` ${preview(entry)}`) : null),
+            h("span", { class: `pill s${String(entry.status)[0]}` }, entry.status ? String(entry.status) : "—"),
+            h("span", { class: "muted nowrap" }, `${entry.ms} ms · ${timeAgo(entry.at)}`),
+          ),
+        ),
+      ),
+    );
+  }
+
+  $("history-clear").addEventListener("click", () => {
+    entries = [];
+    save();
+    render();
+  });
+  render();
+  return {
+    add(entry) {
+      entries.unshift({ id: `${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, ...entry });
+      entries = entries.slice(0, HISTORY_MAX);
+      save();
+      render();
+    },
+    entries: () => entries,
+  };
+}

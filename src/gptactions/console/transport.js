@@ -1,0 +1,206 @@
+// Sending a request and reading its answer (JSON or a text/event-stream), turning failures
+// into sentences, and writing the same request as curl / Python / fetch snippets.
+
+/** Split a text/event-stream into events; returns [events, unfinished remainder]. */
+export function parseSse(buffer) {
+  const events = [];
+  const blocks = buffer.replace(/\r\n/g, "\n").split("\n\n");
+  const rest = blocks.pop(); // the last block may still be arriving
+  for (const block of blocks) {
+    let event = "message";
+    const data = [];
+    for (const raw of block.split("\n")) {
+      if (!raw || raw.startsWith(":")) continue; // comments keep the connection alive
+      const idx = raw.indexOf(":");
+      const field = idx === -1 ? raw : raw.slice(0, idx);
+      const value = idx === -1 ? "" : raw.slice(idx + 1).replace(/^ /, "");
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+    }
+    if (!data.length && event === "message") continue;
+    const text = data.join("\n");
+    let parsed;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text;
+    }
+    events.push({ event, data: parsed });
+  }
+  return [events, rest];
+}
+
+/**
+ * Send one request. Never throws: a network failure comes back as {networkError}.
+ * `onEvent` is called for each server-sent event as it arrives.
+ */
+export async function sendRequest({ url, method, headers, body, onEvent, signal }) {
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body, signal, cache: "no-store" });
+  } catch (err) {
+    return { networkError: String(err && err.message ? err.message : err), ms: performance.now() - started, events: [], headers: [] };
+  }
+  const firstByteMs = performance.now() - started;
+  const contentType = response.headers.get("content-type") || "";
+  const result = {
+    status: response.status,
+    statusText: response.statusText,
+    headers: [...response.headers.entries()],
+    contentType,
+    firstByteMs,
+    events: [],
+  };
+  const isStream = contentType.startsWith("text/event-stream") && response.body;
+  if (isStream) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let text = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const chunk = decoder.decode(value, { stream: true });
+        text += chunk;
+        const [events, rest] = parseSse(buffer + chunk);
+        buffer = rest;
+        for (const ev of events) {
+          result.events.push(ev);
+          if (onEvent) onEvent(ev);
+        }
+      }
+      const [events] = parseSse(buffer + "\n\n");
+      for (const ev of events) {
+        result.events.push(ev);
+        if (onEvent) onEvent(ev);
+      }
+    } catch (err) {
+      result.streamError = String(err && err.message ? err.message : err);
+    }
+    result.text = text;
+  } else {
+    result.text = await response.text();
+  }
+  result.ms = performance.now() - started;
+  result.size = new TextEncoder().encode(result.text).length;
+  if (!isStream && result.text) {
+    try {
+      result.json = JSON.parse(result.text);
+    } catch {
+      result.json = undefined;
+    }
+  }
+  return result;
+}
+
+const STATUS_HINTS = {
+  400: "The server rejected the request. Fix the fields named below and send again.",
+  401: "Paste a valid key in the API key field at the top of the page.",
+  403: "This key is not allowed to do that.",
+  404: "Nothing at this path: check the Endpoint and the server.",
+  405: "This path exists, but not with this HTTP Method.",
+  413: "The payload is larger than the server accepts.",
+  415: "Send the payload as application/json.",
+  500: "The server failed while handling the request; its log has the details.",
+  502: "The model backend failed to answer.",
+  503: "The server is busy or not ready; try again in a moment.",
+  504: "The model took too long to answer.",
+};
+
+/** A readable account of a failed call: {title, message, details: [{pointer, message}], hint}. */
+export function describeFailure(result, method, url) {
+  if (result.networkError) {
+    return {
+      title: "Could not reach the server",
+      message: `${method} ${url} got no answer (${result.networkError}).`,
+      details: [],
+      hint: "Is the server running at that address? A server on another origin must also allow this page through CORS.",
+    };
+  }
+  const err = result.json && typeof result.json === "object" ? result.json.error : undefined;
+  const plain = !err && result.text ? result.text.slice(0, 500) : "";
+  return {
+    title: `${result.status} ${result.statusText || ""}`.trim(),
+    message: err ? err.message || err.code || "" : plain || "The server sent no explanation.",
+    code: err ? err.code : undefined,
+    details: err && Array.isArray(err.details) ? err.details : [],
+    hint: STATUS_HINTS[result.status] || (result.status >= 500 ? "The server failed; try again or read its log." : ""),
+  };
+}
+
+const shellQuote = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+
+function pyLiteral(value, indent = 0) {
+  const pad = " ".repeat(indent + 4);
+  const end = " ".repeat(indent);
+  if (value === null || value === undefined) return "None";
+  if (value === true) return "True";
+  if (value === false) return "False";
+  if (typeof value === "number") return String(value);
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) {
+    if (!value.length) return "[]";
+    return `[\n${value.map((v) => pad + pyLiteral(v, indent + 4)).join(",\n")},\n${end}]`;
+  }
+  const entries = Object.entries(value);
+  if (!entries.length) return "{}";
+  return `{\n${entries.map(([k, v]) => `${pad}${JSON.stringify(k)}: ${pyLiteral(v, indent + 4)}`).join(",\n")},\n${end}}`;
+}
+
+export const KEY_ENV = "GPTACTIONS_API_KEY";
+
+/**
+ * The request as curl, Python (httpx) and JavaScript fetch. With `reveal` false the key is
+ * read from the GPTACTIONS_API_KEY environment variable, so a masked snippet still runs.
+ */
+export function buildSnippets({ url, baseUrl, query, method, headers, bodyText, bodyValue, key, reveal }) {
+  const upper = method.toUpperCase();
+  const hasBody = bodyText !== undefined && bodyText !== null && bodyText !== "";
+  const extra = Object.entries(headers).filter(([name]) => name.toLowerCase() !== "authorization");
+  const stream = extra.some(([name, v]) => name.toLowerCase() === "accept" && v.includes("event-stream"));
+  const compact = bodyValue !== undefined ? JSON.stringify(bodyValue) : bodyText;
+
+  // curl: double quotes around the auth header only when it must expand the variable.
+  const curl = [`curl -sS${stream ? " -N" : ""}${upper === "GET" ? "" : ` -X ${upper}`} ${shellQuote(url)}`];
+  if (key || !reveal) {
+    curl.push(reveal ? `-H ${shellQuote(`Authorization: Bearer ${key}`)}` : `-H "Authorization: Bearer $${KEY_ENV}"`);
+  }
+  for (const [name, value] of extra) curl.push(`-H ${shellQuote(`${name}: ${value}`)}`);
+  if (hasBody) curl.push(`--data-raw ${shellQuote(compact)}`);
+
+  const pyArgs = [`    ${JSON.stringify(baseUrl)},`];
+  const pyHeaders = [];
+  if (key || !reveal) {
+    pyHeaders.push(reveal ? `"Authorization": ${JSON.stringify(`Bearer ${key}`)}` : `"Authorization": f"Bearer {os.environ['${KEY_ENV}']}"`);
+  }
+  for (const [name, value] of extra) pyHeaders.push(`${JSON.stringify(name)}: ${JSON.stringify(value)}`);
+  if (query.length) pyArgs.push(`    params=${pyLiteral(Object.fromEntries(query), 4)},`);
+  if (pyHeaders.length) pyArgs.push(`    headers={${pyHeaders.join(", ")}},`);
+  if (hasBody) {
+    pyArgs.push(bodyValue !== undefined ? `    json=${pyLiteral(bodyValue, 4)},` : `    content=${JSON.stringify(bodyText)},`);
+  }
+  pyArgs.push("    timeout=120,");
+  const imports = `${reveal ? "" : "import os\n\n"}import httpx\n\n`;
+  const python = stream
+    ? `${imports}with httpx.stream(\n    ${JSON.stringify(upper)},\n${pyArgs.join("\n")}\n) as response:\n    print(response.status_code)\n    for line in response.iter_lines():\n        print(line)\n`
+    : `${imports}response = httpx.request(\n    ${JSON.stringify(upper)},\n${pyArgs.join("\n")}\n)\nprint(response.status_code)\nprint(response.json())\n`;
+
+  const jsHeaders = [];
+  if (key || !reveal) {
+    jsHeaders.push(reveal ? `    "Authorization": ${JSON.stringify(`Bearer ${key}`)},` : "    Authorization: `Bearer ${API_KEY}`,");
+  }
+  for (const [name, value] of extra) jsHeaders.push(`    ${JSON.stringify(name)}: ${JSON.stringify(value)},`);
+  const jsOpts = [`  method: ${JSON.stringify(upper)},`];
+  if (jsHeaders.length) jsOpts.push(`  headers: {\n${jsHeaders.join("\n")}\n  },`);
+  if (hasBody) {
+    jsOpts.push(bodyValue !== undefined ? `  body: JSON.stringify(${JSON.stringify(bodyValue, null, 2).replace(/\n/g, "\n  ")}),` : `  body: ${JSON.stringify(bodyText)},`);
+  }
+  const read = stream
+    ? "const reader = response.body.getReader();\nfor (let r = await reader.read(); !r.done; r = await reader.read()) {\n  console.log(new TextDecoder().decode(r.value));\n}\n"
+    : "console.log(response.status, await response.json());\n";
+  const fetchJs = `${reveal ? "" : `const API_KEY = process.env.${KEY_ENV}; // or paste your key\n`}const response = await fetch(${JSON.stringify(url)}, {\n${jsOpts.join("\n")}\n});\n${read}`;
+
+  return { curl: curl.join(" \\\n  ") + "\n", python, fetch: fetchJs };
+}

@@ -1,0 +1,238 @@
+"""The console calls every operation of the real server (embedded model) and shows the answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.browser.conftest import Console, status_number
+
+pytestmark = pytest.mark.browser
+
+SHORT = ', "maxTokens": 12'
+
+
+def test_page_has_the_seed_labels_and_loads_nothing_from_elsewhere(console: Console) -> None:
+    page = console.open(key=False).page
+    assert page.title() == "GPT API Interface"
+    assert page.get_by_role("heading", name="GPT API Interface").is_visible()
+    assert page.get_by_text("Interact with the GPT API and review the OpenAPI schema directly in this interface").is_visible()
+    for heading in ("API Request Details", "API Response"):
+        assert page.get_by_role("heading", name=heading).is_visible()
+    for label in ("Endpoint", "HTTP Method", "Request Payload", "Status Code", "API key"):
+        assert page.get_by_label(label, exact=True).count() == 1, label
+    assert page.get_by_role("button", name="Send", exact=True).is_visible()
+    assert page.get_by_role("tab", name="OpenAPI Schema").is_visible()
+    assert page.get_by_role("tabpanel", name="OpenAPI Schema").is_visible()
+    assert page.locator("#response-panel [aria-live]").count() >= 1
+    # The endpoints come from the served document, each with its summary.
+    options = page.get_by_label("Endpoint", exact=True).locator("option").all_text_contents()
+    assert "POST /api/v1/gpt/conversations — Start a new GPT conversation." in options
+    assert len(options) >= 5
+    # Offline by design: every request the page made went to the server itself.
+    assert all(url.startswith(console.server.url) or url.startswith("data:") for url in console.requests), console.requests
+    console.shot("01-start")
+
+
+def test_status_with_keyboard_shortcut_and_history(console: Console) -> None:
+    page = console.open().page
+    console.choose("GET /api/v1/gpt/status")
+    assert page.get_by_label("HTTP Method", exact=True).input_value() == "GET"
+    assert page.get_by_label("Request Payload", exact=True).is_hidden()
+    status = console.send(keyboard=True)
+    assert status.startswith("200")
+    assert "status-2xx" in str(page.locator("#status-code").get_attribute("class"))
+    body = json.loads(console.body())
+    assert {"status", "uptime", "version", "model"} <= body.keys()
+    assert "Matches the schema documented for 200" in page.locator("#schema-check").inner_text()
+    assert " ms" in page.locator("#response-meta").inner_text()
+    page.get_by_role("tab", name="Headers").click()
+    assert "content-type" in page.locator("#headers-table").inner_text()
+    page.get_by_role("tab", name="Raw").click()
+    assert page.locator("#body-raw").is_visible()
+    console.shot("02-status")
+
+    # The request is in the history, and one click opens it again.
+    console.choose("POST /api/v1/gpt/conversations")
+    page.get_by_role("tab", name="History").click()
+    page.locator(".history-item").first.click()
+    assert page.get_by_label("Endpoint", exact=True).input_value() == "get /api/v1/gpt/status"
+    stored = page.evaluate("() => localStorage.getItem('gptactions.history')")
+    assert console.server.key not in stored
+
+
+def test_conversation_flow_with_transcript(console: Console) -> None:
+    page = console.open().page
+    console.choose("POST /api/v1/gpt/conversations")
+    example = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert {"userId", "message"} <= example.keys()
+    console.payload(f'{{"userId": "browser-flow", "message": "Hello! Who are you?"{SHORT}}}')
+    assert console.send().startswith("200")
+    first = json.loads(console.body())
+    assert first["conversationId"] and first["reply"]
+    assert page.locator("#transcript-turns .bubble").count() == 2
+    assert first["conversationId"] in page.locator("#conversation-offer").inner_text()
+
+    # The id is offered for /respond, which continues the same conversation.
+    page.get_by_role("button", name="Reply with /respond →").click()
+    assert page.get_by_label("Endpoint", exact=True).input_value() == "post /api/v1/gpt/respond"
+    payload = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert payload["conversationId"] == first["conversationId"]
+    assert payload["userId"] == "browser-flow"
+    payload["maxTokens"] = 12
+    console.payload(json.dumps(payload, indent=2))
+    assert console.send().startswith("200")
+    second = json.loads(console.body())
+    assert second["conversationId"] == first["conversationId"]
+    assert page.locator("#transcript-turns .bubble").count() == 4
+    assert "Continuing conversation" in page.locator("#conversation-offer").inner_text()
+    console.shot("03-conversation")
+
+    page.get_by_role("button", name="New conversation").click()
+    assert page.locator("#transcript").is_hidden()
+    assert "conversationId" not in json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+
+
+def test_action_and_logs_endpoints(console: Console) -> None:
+    page = console.open().page
+    console.choose("POST /api/v1/gpt/actions")
+    console.payload(json.dumps({"action": "summarize", "parameters": {"text": "The cat sat on the mat. It was warm."}}))
+    assert console.send().startswith("200")
+    answer = json.loads(console.body())
+    assert answer["success"] is True and answer["result"]
+    console.shot("04-action")
+
+    console.choose("GET /api/v1/gpt/logs")
+    fields = page.locator("#params-fields")
+    for name in ("userId", "conversationId", "since", "until", "limit"):
+        assert fields.get_by_label(name).count() == 1, name
+    fields.get_by_label("limit").fill("1")
+    assert console.send().startswith("200")
+    rows = json.loads(console.body())
+    assert len(rows) == 1 and "timestamp" in rows[0]
+    assert "limit=1" in page.locator("#response-meta").inner_text()
+
+
+def test_failures_read_as_sentences(console: Console) -> None:
+    page = console.open(key=False).page
+    console.choose("GET /api/v1/gpt/status")
+    assert console.send().startswith("401")
+    failure = page.locator("#failure")
+    assert "API key" in failure.inner_text()
+    assert "status-4xx" in str(page.locator("#status-code").get_attribute("class"))
+    console.shot("05-error-401")
+
+    page.get_by_label("API key", exact=True).fill(console.server.key)
+    console.choose("POST /api/v1/gpt/conversations")
+    console.payload('{"userId": "browser-400"}')
+    assert "message" in page.locator("#payload-help").inner_text()  # warned before sending
+    assert console.send().startswith("400")
+    assert "/message" in failure.inner_text()
+    console.shot("06-error-400")
+
+    # A syntax error is shown inline and nothing is sent.
+    before = len(console.requests)
+    console.payload('{"userId": "x",, }')
+    assert "Line 1, column" in page.locator("#payload-error").inner_text()
+    assert page.get_by_label("Request Payload", exact=True).get_attribute("aria-invalid") == "true"
+    assert console.send() == "Not sent"
+    assert len(console.requests) == before
+
+    # The method can be changed to see the 405.
+    page.get_by_label("HTTP Method", exact=True).select_option("GET")
+    assert "405" in page.locator("#method-help").inner_text()
+    assert status_number(console.send()) == 405
+
+    # A 500 from the server and a server that cannot be reached.
+    page.route(
+        "**/api/v1/gpt/status",
+        lambda route: route.fulfill(
+            status=500,
+            content_type="application/json",
+            body=json.dumps({"error": {"code": "internal", "message": "Something broke.", "details": []}}),
+        ),
+    )
+    console.choose("GET /api/v1/gpt/status")
+    assert console.send().startswith("500")
+    assert "Something broke." in failure.inner_text()
+    assert "status-5xx" in str(page.locator("#status-code").get_attribute("class"))
+    page.route("https://api.yourdomain.com/**", lambda route: route.abort("connectionrefused"))
+    page.get_by_label("Server").select_option("https://api.yourdomain.com")
+    assert console.send() == "No response"
+    assert "Could not reach the server" in failure.inner_text()
+    console.shot("07-unreachable")
+
+
+def test_snippets_run_and_mask_the_key(console: Console) -> None:
+    page = console.open().page
+    console.choose("POST /api/v1/gpt/conversations")
+    console.payload(f'{{"userId": "browser-snippet", "message": "Say hello."{SHORT}}}')
+    assert console.send().startswith("200")
+    in_page = json.loads(console.body())
+
+    page.get_by_text("Code snippets").click()
+    code = page.locator("#snippet-code")
+    curl = code.inner_text()
+    assert curl.startswith("curl ") and console.server.key not in curl
+    assert "$GPTACTIONS_API_KEY" in curl
+    env = {**os.environ, "GPTACTIONS_API_KEY": console.server.key}
+    ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, env=env, timeout=120, check=True)
+    from_curl = json.loads(ran.stdout)
+    assert from_curl.keys() == in_page.keys()
+
+    page.get_by_label("Reveal key").check()
+    assert console.server.key in code.inner_text()
+    page.get_by_role("button", name="Python").click()
+    python = code.inner_text()
+    assert "import httpx" in python and console.server.key in python
+    ran = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=120, check=True)
+    assert ran.stdout.splitlines()[0] == "200"
+    page.get_by_label("Reveal key").uncheck()
+    page.get_by_role("button", name="JavaScript").click()
+    js = code.inner_text()
+    assert "await fetch(" in js and console.server.key not in js
+    console.shot("08-snippets")
+
+
+def test_key_is_kept_for_the_tab_unless_remembered(console: Console) -> None:
+    page = console.open().page
+    key = console.server.key
+    assert page.evaluate("() => sessionStorage.getItem('gptactions.apiKey')") == key
+    assert page.evaluate("() => localStorage.getItem('gptactions.apiKey')") is None
+    page.get_by_label("remember on this device").check()
+    assert page.evaluate("() => localStorage.getItem('gptactions.apiKey')") == key
+    page.reload()
+    page.wait_for_selector("html[data-ready=true]")
+    assert page.get_by_label("API key", exact=True).input_value() == key
+    page.get_by_role("button", name="Forget").click()
+    assert page.get_by_label("API key", exact=True).input_value() == ""
+    assert page.evaluate("() => [localStorage.getItem('gptactions.apiKey'), sessionStorage.getItem('gptactions.apiKey')]") == [None, None]
+
+
+def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
+    page = console.open().page
+    events = [
+        ("token", {"text": "Hel"}),
+        ("token", {"text": "lo there"}),
+        ("done", {"conversationId": "conv_stream_1", "reply": "Hello there", "usage": {"promptTokens": 3, "completionTokens": 2}}),
+    ]
+    stream = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    seen: dict[str, str] = {}
+
+    def fulfil(route: object) -> None:
+        seen["accept"] = route.request.headers.get("accept", "")  # type: ignore[attr-defined]
+        route.fulfill(status=200, content_type="text/event-stream", body=stream)  # type: ignore[attr-defined]
+
+    page.route("**/api/v1/gpt/conversations", fulfil)
+    console.choose("POST /api/v1/gpt/conversations")
+    page.get_by_label("Stream").check()
+    assert console.send().startswith("200")
+    assert seen["accept"] == "text/event-stream"
+    assert "Hello there" in page.locator("#body-pretty").inner_text()
+    assert "streamed 3 events" in page.locator("#response-meta").inner_text()
+    assert "conv_stream_1" in page.locator("#transcript").inner_text()
+    assert "Hello there" in page.locator("#transcript-turns").inner_text()
