@@ -276,8 +276,11 @@ async def test_choices_ask_for_an_enum_and_the_answer_is_matched(faulty: FaultyU
     assert response_format["type"] == "json_schema"
     schema = response_format["json_schema"]["schema"]
     assert schema["properties"]["choice"]["enum"] == ["Hello", "Goodbye"]
-    with pytest.raises(BackendError, match="none of the choices"):
-        await up.generate(GenerationRequest(messages=REQUEST.messages, choices=("yes", "no")))
+    # An answer that names none of the choices is the caller's to judge, not a bad gateway.
+    unmatched = await up.generate(
+        GenerationRequest(messages=REQUEST.messages, choices=("yes", "no"))
+    )
+    assert unmatched.text == REPLY
     await up.close()
 
 

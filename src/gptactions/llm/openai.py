@@ -545,12 +545,9 @@ class OpenAIBackend:
             reason = f"refused: {self._excerpt(str(refusal))}" if refusal else "answered no text"
             raise BackendError(f"upstream {self.name!r} {reason}")
         if request.choices:
-            chosen = match_choice(text, request.choices)
-            if chosen is None:
-                raise BackendError(
-                    f"upstream {self.name!r} answered none of the choices: {self._excerpt(text)}"
-                )
-            text = chosen
+            # Unwrap the `{"choice": ...}` the schema asked for; an answer that names none of
+            # the choices is left as it is, for the caller's validation to judge.
+            text = match_choice(text, request.choices) or text
         usage = _usage(data.get("usage")) or Usage(
             await self.count_tokens(request.messages), max(1, math.ceil(len(text) / 4))
         )
