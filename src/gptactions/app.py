@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gptactions import __version__
 from gptactions.api import actions, gpt
+from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
 from gptactions.api.middleware import BodyGuard
 from gptactions.api.openapi import build_document
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(CancelOnDisconnect)  # inside BodyGuard, so it reads a guarded body
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.include_router(gpt.router)
     app.include_router(actions.router)

@@ -5,6 +5,7 @@ The first path segment picks the behaviour, so one server plays every kind of up
 
 - `ok`: a proper answer (streamed when asked), usage included when `stream_options` asks.
 - `slow-<s>`: waits `s` seconds, then answers like `ok`.
+- `hang-<s>`: silent for `s` seconds (counting a client that leaves meanwhile), then like `ok`.
 - `drip-<s>`: streams one word every `s` seconds (and answers like `ok` when not streamed).
 - `500`, `503`, `400`: that status with an OpenAI-style error body.
 - `429-<s>`: 429 with `Retry-After: s`.
@@ -151,6 +152,15 @@ class FaultyUpstream:
         if name == "slow":
             await asyncio.sleep(float(arg))
             name = "ok"
+        if name == "hang":
+            # Silent for `arg` seconds, noticing a client that hangs up meanwhile.
+            try:
+                await asyncio.wait_for(reader.read(1), float(arg))
+            except TimeoutError:
+                name = "ok"
+            else:
+                self.disconnects += 1
+                return
         if name == "reset":
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

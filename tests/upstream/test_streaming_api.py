@@ -233,6 +233,33 @@ async def test_a_client_that_leaves_cancels_the_upstream_and_is_stored_as_cancel
 
 
 @pytest.mark.upstream
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+async def test_a_client_that_leaves_before_the_first_piece_cancels_the_upstream(
+    settings: Settings, faulty: FaultyUpstream, accept: str
+) -> None:
+    upstream = OpenAIBackend(name="upstream", base_url=faulty.url("hang-30"), model="m")
+    async with served(settings, BackendRouter([upstream])) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(
+                f"{API}/conversations",
+                json={"userId": "u", "message": "hi"},
+                headers={"Accept": accept, "Authorization": f"Bearer {ADMIN_KEY}"},
+                timeout=0.5,
+            )
+        assert await asyncio.to_thread(faulty.wait_for_disconnects, 1)
+        entry: dict[str, Any] = {}
+        for _ in range(100):
+            logs = (
+                await client.get(f"{API}/logs", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            ).json()
+            if logs:
+                entry = logs[0]
+                break
+            await asyncio.sleep(0.05)
+    assert entry["status"] == "cancelled" and entry["reply"] == ""
+
+
+@pytest.mark.upstream
 async def test_a_streamed_reply_arrives_piece_by_piece(
     settings: Settings, faulty: FaultyUpstream
 ) -> None:

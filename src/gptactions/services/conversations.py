@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
+
+import anyio
 
 from gptactions.llm.base import BackendError, ChatMessage, Generation, GenerationRequest, Usage
 from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.errors import Problem, ServiceError, invalid, not_found
 from gptactions.services.interactions import InteractionRecorder, NewInteraction
 from gptactions.services.keys import Principal
-from gptactions.services.streams import ReplyStream
+from gptactions.services.streams import ClientGone, ReplyStream
 from gptactions.store import queries
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, utcnow
@@ -102,6 +105,11 @@ class ConversationService:
             await chunks.aclose()
             await self.fail(prepared, error)
             raise
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await self.fail(prepared, ClientGone(ClientGone.message), status="cancelled")
+            raise
         except BaseException:
             await chunks.aclose()
             raise
@@ -112,6 +120,11 @@ class ConversationService:
             generation = await self._router.generate(prepared.request, prepared.turn.model)
         except BackendError as error:
             await self.fail(prepared, error)
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping): record the abandoned turn.
+            with anyio.CancelScope(shield=True):
+                await self.fail(prepared, ClientGone(ClientGone.message), status="cancelled")
             raise
         return await self.complete(prepared, generation)
 
