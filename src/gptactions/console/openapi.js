@@ -82,6 +82,17 @@ const NAME_HINTS = {
   description: "reverse a string",
   language: "python",
   action: "summarize",
+  question: "What is the capital of France?",
+  context: "Paris is the capital and largest city of France.",
+  code: "def add(a, b):\n    return a + b",
+  tone: "friendly",
+  targetLanguage: "French",
+  sourceLanguage: "English",
+};
+// Whole values for names whose items alone would not make a sensible example.
+const VALUE_HINTS = {
+  labels: ["question", "complaint", "praise"],
+  fields: { name: "string", year: "integer" },
 };
 
 function stringExample(schema, name) {
@@ -150,6 +161,9 @@ export function exampleFor(doc, schemaIn, name = "", depth = 0) {
       if (v && typeof v === "object" && !Array.isArray(v)) Object.assign(merged, v);
     }
     return merged;
+  }
+  if (VALUE_HINTS[name] !== undefined && validate(doc, schema, VALUE_HINTS[name]).length === 0) {
+    return structuredClone(VALUE_HINTS[name]);
   }
   switch (schemaType(schema)) {
     case "object": {

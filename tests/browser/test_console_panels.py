@@ -1,0 +1,218 @@
+"""The console's panels: the OpenAPI Schema view, GPT Actions readiness, logs, narrow and dark."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.browser.conftest import Console
+
+pytestmark = pytest.mark.browser
+
+
+def served_document(console: Console) -> dict[str, Any]:
+    """The document the server serves at /openapi.json."""
+    document: dict[str, Any] = httpx.get(f"{console.server.url}/openapi.json", timeout=30).json()
+    return document
+
+
+def serve_document(console: Console, document: dict[str, Any]) -> None:
+    """Make the page see `document` at /openapi.json instead of the server's own."""
+    console.page.route(
+        "**/openapi.json",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(document)),
+    )
+
+
+def test_schema_panel_yaml_json_download_and_choosing_an_endpoint(console: Console) -> None:
+    page = console.open().page
+    document = served_document(console)
+    view = page.locator("#schema-view")
+    assert "openapi: 3.0.3" in view.inner_text()
+
+    # The YAML and JSON downloads are the served document, exactly.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download").click()
+    assert download.value.suggested_filename == "openapi.yaml"
+    assert yaml.safe_load(Path(download.value.path()).read_text(encoding="utf-8")) == document
+
+    page.get_by_role("button", name="JSON", exact=True).click()
+    assert '"openapi": "3.0.3"' in view.inner_text()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download").click()
+    assert json.loads(Path(download.value.path()).read_text(encoding="utf-8")) == document
+    page.get_by_role("button", name="YAML", exact=True).click()
+
+    # Operations and schemas fold; each operation offers itself as the endpoint.
+    operation = view.locator('details[data-op="get /api/v1/gpt/status"]')
+    assert not operation.evaluate("el => el.open")
+    operation.locator("summary").click()
+    assert operation.evaluate("el => el.open")
+    assert "operationId: getStatus" in operation.inner_text()
+    assert view.locator("details[data-schema]").count() >= 4
+    page.get_by_role("button", name="Use GET /api/v1/gpt/logs in the request").click()
+    assert page.get_by_label("Endpoint", exact=True).input_value() == "get /api/v1/gpt/logs"
+    assert "current" in str(view.locator('details[data-op="get /api/v1/gpt/logs"]').get_attribute("class"))
+    page.get_by_role("button", name="Expand all").click()
+    assert view.locator("details:not([open])").count() == 0
+    console.shot("09-schema-panel")
+
+
+def test_readiness_lists_what_to_fix_in_a_broken_document(console: Console) -> None:
+    document = copy.deepcopy(served_document(console))
+    document["servers"] = [{"url": "http://127.0.0.1:8000"}, {"url": "http://localhost:8000"}]
+    operations = document["paths"]
+    status = operations["/api/v1/gpt/status"]["get"]
+    status["operationId"] = operations["/api/v1/gpt/logs"]["get"]["operationId"]
+    status["summary"] = "Very long summary. " * 20
+    del operations["/api/v1/gpt/conversations"]["post"]["x-openai-isConsequential"]
+    logs = operations["/api/v1/gpt/logs"]["get"]
+    logs["parameters"].append(
+        {"name": "kinds", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "description": "x" * 701}
+    )
+    document["components"]["schemas"]["Loose"] = {"type": "object", "description": "no properties"}
+    serve_document(console, document)
+    page = console.open().page
+    page.get_by_role("tab", name="GPT Actions readiness").click()
+    pane = page.locator("#readiness")
+    for rule in ("operationId", "servers", "lengths", "properties", "explode", "consequential"):
+        assert "good" not in str(pane.locator(f'[data-rule="{rule}"]').get_attribute("class")), rule
+    text = pane.inner_text()
+    assert 'operationId "getLogs" is used by' in text
+    assert "No https server URL" in text
+    assert "380 characters" in text and "701 characters" in text
+    assert "/components/schemas/Loose" in text
+    assert 'Query parameter "kinds" is an exploded array' in text
+    assert "POST /api/v1/gpt/conversations does not state x-openai-isConsequential" in text
+    assert "to fix" in page.locator("#readiness-chip").inner_text()
+    console.shot("10-readiness-problems")
+
+
+def test_readiness_passes_a_clean_document(console: Console) -> None:
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "Clean", "version": "1"},
+        "servers": [{"url": "https://api.example.com"}],
+        "paths": {
+            "/things": {
+                "get": {
+                    "operationId": "listThings",
+                    "summary": "List things.",
+                    "parameters": [
+                        {"name": "tags", "in": "query", "explode": False, "schema": {"type": "array", "items": {"type": "string"}}}
+                    ],
+                    "responses": {"200": {"description": "ok"}},
+                },
+                "post": {
+                    "operationId": "addThing",
+                    "summary": "Add a thing.",
+                    "x-openai-isConsequential": False,
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                },
+            }
+        },
+    }
+    serve_document(console, document)
+    page = console.open().page
+    page.get_by_role("tab", name="GPT Actions readiness").click()
+    assert "Ready" in page.locator("#readiness .verdict").inner_text()
+    assert page.locator("#readiness .rule.good").count() == 6
+    # The example payload follows the schema of whatever document is served.
+    console.choose("POST /things")
+    assert json.loads(page.get_by_label("Request Payload", exact=True).input_value()) == {}
+
+
+def test_logs_table_filters_and_pages(console: Console) -> None:
+    user = "browser-logs"
+    headers = {"Authorization": f"Bearer {console.server.key}"}
+    for number in range(3):
+        answer = httpx.post(
+            f"{console.server.url}/api/v1/gpt/conversations",
+            json={"userId": user, "message": f"Say the number {number}.", "maxTokens": 8},
+            headers=headers,
+            timeout=120,
+        )
+        assert answer.status_code == 200
+    page = console.open().page
+    page.get_by_role("tab", name="Logs").click()
+    form = page.locator("#logs-form")
+    form.get_by_label("userId").fill(user)
+    form.get_by_label("limit").fill("2")
+    page.get_by_role("button", name="Load logs").click()
+    table = page.locator("#logs-table")
+    table.locator("tbody tr").first.wait_for()
+    assert table.locator("tbody tr").count() == 2
+    assert "Page 1" in page.locator("#logs-page").inner_text()
+    heads = table.locator("thead th").all_text_contents()
+    assert {"Time", "User", "Conversation", "Message", "Reply"} <= set(heads)
+    assert user in table.inner_text()
+    console.shot("11-logs")
+
+    page.get_by_role("button", name="Next page →").click()
+    page.wait_for_function("() => document.querySelector('#logs-page').textContent.startsWith('Page 2')")
+    assert table.locator("tbody tr").count() == 1
+    assert page.get_by_role("button", name="Next page →").is_disabled()
+    page.get_by_role("button", name="← Previous").click()
+    page.wait_for_function("() => document.querySelector('#logs-page').textContent.startsWith('Page 1')")
+
+    # A conversation id in the table filters the logs to that conversation.
+    table.locator("tbody tr").first.get_by_role("button").click()
+    page.wait_for_function("() => document.querySelector('#logs-page').textContent.includes('1 row')")
+    assert form.get_by_label("conversationId").input_value().startswith("conv")
+
+
+def test_logs_need_the_key(console: Console) -> None:
+    page = console.open(key=False).page
+    page.get_by_role("tab", name="Logs").click()
+    page.get_by_role("button", name="Load logs").click()
+    message = page.locator("#logs-message")
+    message.get_by_text("401").wait_for()
+    assert "API key" in message.inner_text()
+
+
+def test_real_stream_shows_text_as_it_arrives(console: Console) -> None:
+    page = console.open().page
+    console.choose("POST /api/v1/gpt/conversations")
+    console.payload('{"userId": "browser-stream", "message": "Count from one to five.", "maxTokens": 24}')
+    page.get_by_label("Stream").check()
+    assert console.send().startswith("200")
+    meta = page.locator("#response-meta").inner_text()
+    assert "streamed" in meta
+    assert page.locator("#transcript-turns .bubble.assistant").inner_text().strip() != "Assistant"
+    assert "Matches the schema" in page.locator("#schema-check").inner_text()
+    console.shot("12-streamed")
+
+
+def test_action_picker_prefills_a_valid_payload(console: Console) -> None:
+    page = console.open().page
+    console.choose("POST /api/v1/gpt/actions")
+    picker = page.get_by_label("Action", exact=True)
+    picker.wait_for()
+    picker.select_option("summarize")
+    payload = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert payload["action"] == "summarize" and payload["parameters"]["text"]
+    assert console.send().startswith("200")
+    assert json.loads(console.body())["success"] is True
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_narrow_screen_has_no_sideways_scroll(console: Console, scheme: str) -> None:
+    page = console.page
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.emulate_media(color_scheme=scheme)
+    console.open()
+    console.choose("GET /api/v1/gpt/status")
+    assert console.send().startswith("200")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 375, f"the page is {width}px wide at 375px"
+    assert page.get_by_role("button", name="Send", exact=True).is_visible()
+    console.shot(f"13-narrow-{scheme}")
