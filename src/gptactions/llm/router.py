@@ -8,6 +8,7 @@ a failure is reported rather than papered over with another model's reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
@@ -176,7 +177,8 @@ class BackendRouter:
     async def states(self) -> list[BackendState]:
         """Every backend's state, default first."""
         ordered = [self.default, *(n for n in self.backends if n != self.default)]
-        return [await self.backends[name].state() for name in ordered]
+        # Concurrently: an idle upstream's state may mean a short probe of its /models.
+        return list(await asyncio.gather(*(self.backends[name].state() for name in ordered)))
 
 
 async def _as_generator(chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
