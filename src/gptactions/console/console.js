@@ -4,7 +4,7 @@
 
 import { initActionPicker } from "./actions.js";
 import { createConversation, isRespond, isStart } from "./conversation.js";
-import { $, copyText, h, tabs } from "./dom.js";
+import { $, copyText, h, tabs, withCode } from "./dom.js";
 import { paramField, readParams, writeParams } from "./fields.js";
 import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from "./format.js";
 import { initHistory, initLogs } from "./logs.js";
@@ -120,7 +120,7 @@ function onEndpointChange() {
   );
   $("method").value = op.method.toUpperCase();
   const text = op.operation.description && op.operation.description !== op.summary ? op.operation.description : op.summary;
-  $("endpoint-help").replaceChildren(text || "", op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
+  $("endpoint-help").replaceChildren(...withCode(text), op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
   renderParams();
   renderPayload();
   updateMethodUi();
@@ -448,14 +448,6 @@ function wire() {
     app.drafts.set(app.op.key, $("payload").value);
     app.touched.add(app.op.key);
     checkPayload();
-  });
-  // Tab in the payload editor indents instead of leaving it; Escape then Tab still leaves.
-  $("payload").addEventListener("keydown", (e) => {
-    if (e.key === "Tab" && !e.shiftKey && !e.ctrlKey && !e.metaKey && !$("payload").dataset.escaped) {
-      e.preventDefault();
-      document.execCommand("insertText", false, "  ");
-    }
-    $("payload").dataset.escaped = e.key === "Escape" ? "1" : "";
   });
   $("payload-format").addEventListener("click", () => {
     const parsed = parseJsonWithPosition($("payload").value);

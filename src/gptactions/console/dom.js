@@ -19,6 +19,11 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Text with `code spans` (as in OpenAPI descriptions) as nodes: backticks become <code>. */
+export function withCode(text) {
+  return String(text ?? "").split(/`([^`]+)`/).map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
 let toastTimer;
 /** A short confirmation ("Copied") that screen readers also hear. */
 export function toast(message) {

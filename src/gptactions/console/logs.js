@@ -93,8 +93,11 @@ export function initLogs(app) {
         return h("td", { class: "nowrap" }, h("time", { datetime: value, title: value }, formatTime(value)));
       case "conversationId":
         return h("td", {}, value
-          ? h("button", { type: "button", class: "link mono", title: `Show only conversation ${value}`, onclick: () => filterConversation(value) }, value)
+          ? h("button", { type: "button", class: "link mono", title: value, "aria-label": `Show only conversation ${value}`, onclick: () => filterConversation(value) },
+              value.length > 16 ? `${value.slice(0, 9)}…${value.slice(-4)}` : value)
           : "");
+      case "userId":
+        return h("td", { class: "nowrap" }, value ?? "");
       case "message":
       case "reply":
         return h("td", { class: "text" }, h("div", { class: "clamp", title: value ?? "" }, value ?? ""));

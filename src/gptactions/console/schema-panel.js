@@ -9,7 +9,7 @@ import { RULES, checkReadiness } from "./readiness.js";
 // Which parts of the document fold: the big sections, each path, each operation, each schema.
 function groupAt(path, value) {
   const [top, second, third] = path;
-  if (path.length === 1 && (top === "paths" || top === "components")) return { kind: "section" };
+  if (path.length === 1 && (top === "paths" || top === "components")) return { kind: "section", name: top };
   if (path.length === 2 && top === "paths") return { kind: "path" };
   if (path.length === 2 && top === "components") return { kind: "section" };
   if (path.length === 3 && top === "paths" && HTTP_METHODS.includes(third)) {
@@ -36,7 +36,9 @@ function decorate(info) {
   if (info.kind === "schema") {
     return { open: false, attrs: ` data-schema="${escapeHtml(info.name)}"`, extra: `<span class="fold-hint">${escapeHtml(info.description)}</span>` };
   }
-  return { open: true };
+  // Components start folded too: they come before the paths in most documents, and the
+  // operations are what people open this panel for.
+  return { open: !(info.kind === "section" && info.name === "components") };
 }
 
 export function initSchemaPanel(app) {
