@@ -84,8 +84,10 @@ class ReplyStream:
             backend=self.backend,
             model=self.model,
         )
-        # Stores the turn; an empty reply is stored as an error and raised.
-        self.reply = await self._service.complete(self._prepared, generation)
+        # Stores the turn (an empty reply is stored as an error and raised); the whole reply is
+        # in, so it is stored even if the client leaves meanwhile.
+        with anyio.CancelScope(shield=True):
+            self.reply = await self._service.complete(self._prepared, generation)
 
     async def _end(self, error: BackendError) -> None:
         """Store the failed turn with what was generated, then raise the error."""
