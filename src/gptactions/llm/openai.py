@@ -556,7 +556,7 @@ class OpenAIBackend:
             usage=usage,
             finish_reason=str(choice.get("finish_reason") or "stop"),
             backend=self.name,
-            model=str(data.get("model") or self.model),
+            model=self.model or str(data.get("model") or ""),
         )
 
     # Slots, failures and state
