@@ -355,7 +355,16 @@ function showResult(req, result, streamed) {
   const pretty = $("body-pretty");
   if (result.json !== undefined) pretty.innerHTML = highlightJson(result.json);
   else if (result.events.length) {
-    pretty.innerHTML = `${streamed ? `<span class="streamed">${escapeHtml(streamed)}</span>\n\n` : ""}${highlightJson(result.events)}`;
+    // The text as it was streamed, then the final event (done or error) in full; every
+    // token event is in the Raw view.
+    const last = result.events[result.events.length - 1];
+    const counts = {};
+    for (const ev of result.events) counts[ev.event] = (counts[ev.event] || 0) + 1;
+    const tally = Object.entries(counts).map(([name, n]) => `${n} ${name}`).join(", ");
+    pretty.innerHTML =
+      `${streamed ? `<span class="streamed">${escapeHtml(streamed)}</span>` : ""}` +
+      `<span class="event-note">${escapeHtml(`${result.events.length} events (${tally}); the last one, event: ${last.event}`)}</span>` +
+      highlightJson(last.data);
   } else if (result.text) pretty.textContent = result.text;
   else pretty.replaceChildren(h("span", { class: "placeholder" }, result.networkError ? "No answer." : "The body is empty."));
   $("body-raw").textContent = result.text || "";
