@@ -14,6 +14,7 @@ The first path segment picks the behaviour, so one server plays every kind of up
 - `midway`: streams two words, then closes the connection before the reply ends.
 - `error-event`: streams a word, then an `{"error": ...}` event.
 - `echo-auth`: 401 whose message repeats the Authorization header it was sent.
+- `reasoning`: 400 to `max_tokens` and to `temperature`, as OpenAI's reasoning models answer.
 - `no-stream-options`: 400 naming `stream_options` when asked for it; else like `ok`.
 
 `script` holds modes that override the path's mode, one per request, for sequences such as
@@ -178,6 +179,17 @@ class FaultyUpstream:
             await _send_json(
                 writer, 429, _error("rate limited"), headers={"Retry-After": arg or "1"}
             )
+            return
+        if name == "reasoning" and "max_tokens" in received.body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            await _send_json(writer, 400, _error(message))
+            return
+        if name == "reasoning" and "temperature" in received.body:
+            message = "Unsupported value: 'temperature' does not support 0 with this model."
+            await _send_json(writer, 400, _error(message))
             return
         if name == "no" and "stream_options" in received.body:
             await _send_json(writer, 400, _error("unknown field: stream_options"))

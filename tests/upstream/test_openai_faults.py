@@ -85,6 +85,17 @@ async def test_stream_options_refused_is_dropped_and_usage_estimated(
     assert [("stream_options" in r.body) for r in faulty.requests] == [True, False, False]
 
 
+async def test_parameters_a_reasoning_model_refuses_are_adapted(faulty: FaultyUpstream) -> None:
+    up = backend(faulty.url("reasoning"), model="o3-mini")
+    assert (await up.generate(REQUEST)).text == REPLY
+    assert (await up.generate(REQUEST)).text == REPLY
+    await up.close()
+    sent = [r.body for r in faulty.requests]
+    assert len(sent) == 4  # two refusals, then one request per reply
+    assert sent[-1]["max_completion_tokens"] == 16
+    assert "max_tokens" not in sent[-1] and "temperature" not in sent[-1]
+
+
 async def test_5xx_is_retried_until_the_upstream_answers(faulty: FaultyUpstream) -> None:
     faulty.script.extend(["500", "503"])
     up = backend(faulty.url(), model="m", max_retries=2)

@@ -215,7 +215,8 @@ class OpenAIBackend:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._stream_usage_supported = True
+        # What this upstream refused, learnt from its answers: see `_refused_feature`.
+        self._adapted: set[str] = set()
         self._format_style = 0
         self._reachable: bool | None = None
         self._last_error: str | None = None
@@ -377,8 +378,13 @@ class OpenAIBackend:
             }
         elif schema is not None and style == "json_object":
             payload["response_format"] = {"type": "json_object", "schema": schema}
-        if stream and self._stream_usage_supported:
+        if stream and "stream_options" not in self._adapted:
             payload["stream_options"] = {"include_usage": True}
+        if "max_tokens" in self._adapted:
+            # OpenAI's reasoning models take only the newer name.
+            payload["max_completion_tokens"] = payload.pop("max_tokens")
+        if "temperature" in self._adapted:
+            del payload["temperature"]
         return payload
 
     async def _open(
@@ -396,10 +402,10 @@ class OpenAIBackend:
                 attempt += 1
             except _FeatureRefused as refused:
                 log.info("upstream %r refused %s; asking without it", self.name, refused.feature)
-                if refused.feature == "stream_options":
-                    self._stream_usage_supported = False
-                else:
+                if refused.feature == "response_format":
                     self._format_style += 1
+                else:
+                    self._adapted.add(refused.feature)
 
     async def _send(self, payload: dict[str, Any]) -> httpx.Response:
         """One attempt: the response once its status says the upstream is answering."""
@@ -422,9 +428,9 @@ class OpenAIBackend:
             await response.aclose()
         # llama-cpp-python's server answers 500 to a request it cannot validate.
         if response.status_code in (400, 422, 500):
-            for feature in ("stream_options", "response_format"):
-                if feature in payload and feature in body:
-                    raise _FeatureRefused(feature)
+            feature = _refused_feature(payload, body)
+            if feature is not None:
+                raise _FeatureRefused(feature)
         raise self._status_failure(response.status_code, response.headers, body)
 
     async def _read_json(self, response: httpx.Response) -> Any:
@@ -705,6 +711,19 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
             data.append(value.removeprefix(" "))
     if data:
         yield "\n".join(data)
+
+
+def _refused_feature(payload: dict[str, Any], body: str) -> str | None:
+    """The optional part of the request an error answer says the upstream cannot take."""
+    for feature in ("stream_options", "response_format"):
+        if feature in payload and feature in body:
+            return feature
+    if "max_tokens" in payload and "max_completion_tokens" in body:
+        return "max_tokens"
+    lowered = body.lower()
+    if "temperature" in payload and "temperature" in lowered and "support" in lowered:
+        return "temperature"
+    return None
 
 
 def _usage(value: Any) -> Usage | None:
