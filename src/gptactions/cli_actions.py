@@ -11,7 +11,7 @@ import click
 
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError
-from gptactions.llm.router import BackendRouter, UnknownModel
+from gptactions.llm.router import UnknownModel
 from gptactions.runtime import build_router
 from gptactions.services.actions import (
     ActionContext,
@@ -99,7 +99,8 @@ def run(
     if problems:
         raise click.UsageError(str(InvalidParameters(name, problems)))
     try:
-        outcome = asyncio.run(_run(router, registry, name, parameters, model))
+        context = ActionContext(router, model, settings.max_tokens_limit)
+        outcome = asyncio.run(_run(context, registry, name, parameters))
     except BackendError as error:
         raise click.ClickException(error.message) from None
     if as_json:
@@ -112,14 +113,10 @@ def run(
 
 
 async def _run(
-    router: BackendRouter,
-    registry: ActionRegistry,
-    name: str,
-    parameters: dict[str, object],
-    model: str | None,
+    context: ActionContext, registry: ActionRegistry, name: str, parameters: dict[str, object]
 ) -> ActionOutcome:
-    await router.start()
+    await context.router.start()
     try:
-        return await run_action(registry, ActionContext(router, model), name, parameters)
+        return await run_action(registry, context, name, parameters)
     finally:
-        await router.close()
+        await context.router.close()

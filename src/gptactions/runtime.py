@@ -39,7 +39,9 @@ class Runtime:
             system_prompt=settings.system_prompt,
             default_max_tokens=settings.default_max_tokens,
         )
-        self.actions = ActionService(self.registry, self.router, self.recorder)
+        self.actions = ActionService(
+            self.registry, self.router, self.recorder, max_tokens_limit=settings.max_tokens_limit
+        )
         self.status = StatusService(self.database, self.router)
 
     async def open(self) -> None:

@@ -227,3 +227,10 @@ def test_text_helpers() -> None:
     assert as_bullets("3.5 percent rose. Then fell.") == "- 3.5 percent rose.\n- Then fell."
     assert strip_fences("no fences") == "no fences"
     assert strip_fences("```\nx = 1\n") == "x = 1"
+
+
+async def test_the_server_limit_caps_every_generation(registry: ActionRegistry) -> None:
+    fake = FakeBackend(["def f(): pass"])
+    ctx = ActionContext(BackendRouter([fake]), max_tokens=8)
+    await run_action(registry, ctx, "generateCode", {"description": "f", "language": "python"})
+    assert fake.requests[0].max_tokens == 8

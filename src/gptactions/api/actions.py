@@ -1,4 +1,4 @@
-"""The seed's action operation: POST /api/v1/gpt/actions."""
+"""The seed's action operation, POST /api/v1/gpt/actions, and the list of actions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gptactions.api.deps import ActionsCaller, RuntimeDep
+from gptactions.api.deps import ActionsCaller, AnyCaller, RuntimeDep
 from gptactions.api.schemas import ActionRequest
 from gptactions.services.action_runs import ActionCall
+from gptactions.services.actions import describe_actions
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -23,3 +24,9 @@ async def trigger_action(
         ActionCall(body.action, body.parameters, user_id=body.userId, model=body.model),
     )
     return {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+
+
+@router.get("/actions", operation_id="listActions")
+async def list_actions(caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
+    """List the available actions, with their descriptions and parameter schemas."""
+    return describe_actions(runtime.registry)

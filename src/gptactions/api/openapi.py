@@ -16,7 +16,7 @@ import yaml
 
 from gptactions import __version__
 from gptactions.config import Settings
-from gptactions.services.actions import ActionRegistry
+from gptactions.services.actions import ActionRegistry, merge_action_schemas
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -153,6 +153,7 @@ def build_document(
         "nullable": True,
         "description": "The parsed result of actions with structured output; null otherwise.",
     }
+    merge_action_schemas(schemas, registry)  # variants per action, ActionInfo, ActionList
 
     schemas["Error"] = {
         "type": "object",
@@ -276,10 +277,26 @@ def build_document(
     actions = paths[f"{API}/actions"]["post"]
     actions["operationId"] = "triggerAction"
     actions["description"] = (
-        "Runs a named action with its parameters: " + ", ".join(registry.names) + "."
-    )[:300]
+        "Runs a named action (listed by GET /api/v1/gpt/actions) with its parameters. When the "
+        "model's output cannot be brought into the action's form, the answer is still 200, "
+        "with success false and the reason in result. Unknown action or bad parameters: 400."
+    )
     actions["x-openai-isConsequential"] = False
     _add_errors(actions, ["400", *model_errors])
+    paths[f"{API}/actions"]["get"] = listing = {
+        "summary": "List the available actions.",
+        "description": "Every action's name, description and parameter schema.",
+        "operationId": "listActions",
+        "responses": {
+            "200": {
+                "description": "The actions.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ActionList"}}
+                },
+            }
+        },
+    }
+    _add_errors(listing, ["401", "500"])
     return doc
 
 

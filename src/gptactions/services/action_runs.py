@@ -34,10 +34,16 @@ class ActionService:
     """Runs actions from the registry and records every call in the log."""
 
     def __init__(
-        self, registry: ActionRegistry, router: BackendRouter, recorder: InteractionRecorder
+        self,
+        registry: ActionRegistry,
+        router: BackendRouter,
+        recorder: InteractionRecorder,
+        *,
+        max_tokens_limit: int | None = None,
     ) -> None:
         self.registry = registry
         self._router = router
+        self._max_tokens = max_tokens_limit
         self._recorder = recorder
 
     async def run(self, principal: Principal, call: ActionCall) -> ActionOutcome:
@@ -67,7 +73,7 @@ class ActionService:
         started = time.perf_counter()
         try:
             outcome = await definition.handler(
-                ActionContext(self._router, call.model), call.parameters
+                ActionContext(self._router, call.model, self._max_tokens), call.parameters
             )
         except BackendError as error:
             await self._record(principal, call, "", "error", error.message, Usage(), started)

@@ -9,6 +9,7 @@ from gptactions.services.actions.builtin import BUILTIN_ACTIONS
 from gptactions.services.actions.openapi import (
     action_request_schemas,
     describe_actions,
+    merge_action_schemas,
     to_openapi_schema,
 )
 from gptactions.services.actions.registry import (
@@ -42,6 +43,7 @@ __all__ = [
     "build_registry",
     "describe_actions",
     "load_actions_file",
+    "merge_action_schemas",
     "parse_parameter_options",
     "registry_from_file",
     "run_action",

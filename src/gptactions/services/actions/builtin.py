@@ -360,10 +360,9 @@ BUILTIN_ACTIONS: tuple[ActionDefinition, ...] = (
                     "type": "object",
                     "minProperties": 1,
                     "maxProperties": MAX_FIELDS,
-                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
                     "additionalProperties": {"type": "string", "enum": list(FIELD_TYPES)},
                     "description": "Field name to type: string, number, integer, boolean, or "
-                    "array (a list of strings). Names are letters, digits and underscores.",
+                    "array (a list of strings).",
                 },
             },
         ),

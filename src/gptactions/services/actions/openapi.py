@@ -164,9 +164,10 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
     - `ActionResponse`: the seed's `success` and `result`, plus `data` (any JSON, nullable);
     - `ActionInfo` and `ActionList`: the answer of `GET /api/v1/gpt/actions`.
 
-    To merge: `document["components"]["schemas"].update(action_request_schemas(registry))`,
-    after the seed's schemas are in place; the paths keep referring to `ActionRequest` and
-    `ActionResponse` by `$ref`, so they pick up the precise versions without change.
+    To merge them into a document built from the seed, call
+    `merge_action_schemas(document["components"]["schemas"], registry)`: it adds what the seed
+    lacks and keeps what it has. The paths keep referring to `ActionRequest` and
+    `ActionResponse` by `$ref`, so they describe the precise versions without change.
     """
     names = registry.names
     schemas: dict[str, dict[str, Any]] = {}
@@ -260,6 +261,26 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
         },
     }
     return schemas
+
+
+def merge_action_schemas(schemas: dict[str, Any], registry: ActionRegistry) -> None:
+    """Merge `action_request_schemas` into a document's component schemas, in place.
+
+    What the document already says wins (the seed's descriptions, properties the server added);
+    what it lacks is added, at any depth. So the seed's `ActionRequest` and `ActionResponse`
+    keep every property, description and `required` they had, and gain the enum, the variants
+    and `data`.
+    """
+    for name, schema in action_request_schemas(registry).items():
+        _add_missing(schemas.setdefault(name, {}), schema)
+
+
+def _add_missing(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if key not in into:
+            into[key] = copy.deepcopy(value)
+        elif isinstance(into[key], dict) and isinstance(value, dict):
+            _add_missing(into[key], value)
 
 
 def describe_actions(registry: ActionRegistry) -> dict[str, Any]:

@@ -209,8 +209,10 @@ async def generate_output(
 
 
 async def _fit(ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_tokens: int) -> int:
-    """The reply budget that fits the model's context window after the prompt; PromptTooLong if
-    not even a short reply fits."""
+    """The reply budget, within the server's limit and the room the prompt leaves in the model's
+    context window; PromptTooLong if not even a short reply fits."""
+    if ctx.max_tokens is not None:
+        max_tokens = min(max_tokens, ctx.max_tokens)
     window = ctx.router.context_window(ctx.model)
     prompt = await ctx.router.count_tokens(conversation, ctx.model)
     room = window - prompt

@@ -18,10 +18,12 @@ ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 @dataclass(frozen=True)
 class ActionContext:
-    """What a handler may use: the model router, and the model the request named."""
+    """What a handler may use: the model router, the model the request named, and the most
+    tokens any one generation may take (the server's `max_tokens_limit`)."""
 
     router: BackendRouter
     model: str | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)

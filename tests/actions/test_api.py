@@ -1,0 +1,219 @@
+"""The actions through the HTTP API: listing, 400s with pointers, success: false, logs, document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.local import LocalBackend
+from tests.conftest import ApiClient, running_app
+
+from .conftest import HAIKU_YAML
+
+API = "/api/v1/gpt"
+WriteFile = Callable[[str, str], Path]
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, fake: FakeBackend, write_file: WriteFile
+) -> AsyncIterator[ApiClient]:
+    """The app with the haiku action of the issue, over the fake backend."""
+    configured = settings.model_copy(
+        update={"actions_file": write_file("actions.yaml", HAIKU_YAML)}
+    )
+    async with running_app(configured, fake) as client:
+        yield client
+
+
+async def _logs(api: ApiClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await api.get(f"{API}/logs")).json()
+    return items
+
+
+async def test_the_list_has_every_action_with_its_schema(app: ApiClient) -> None:
+    response = await app.get(f"{API}/actions")
+    assert response.status_code == 200
+    actions = {a["name"]: a for a in response.json()["actions"]}
+    assert len(actions) == 10
+    assert actions["haiku"] == {
+        "name": "haiku",
+        "description": "Write a haiku about a topic.",
+        "parameters": {
+            "type": "object",
+            "required": ["topic"],
+            "properties": {"topic": {"type": "string", "maxLength": 200}},
+        },
+        "builtin": False,
+    }
+    assert actions["classify"]["builtin"] is True
+    assert actions["classify"]["parameters"]["required"] == ["text", "labels"]
+
+
+async def test_the_list_needs_a_key(app: ApiClient) -> None:
+    assert (await app.get(f"{API}/actions", key=None)).status_code == 401
+
+
+async def test_an_unknown_action_is_a_400_naming_the_available_ones(app: ApiClient) -> None:
+    response = await app.post(f"{API}/actions", {"action": "summarise", "parameters": {}})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "summarise" in error["message"]
+    for name in ("summarize", "haiku", "classify"):
+        assert name in error["message"]
+    assert [d["pointer"] for d in error["details"]] == ["/action"]
+
+
+async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    response = await app.post(
+        f"{API}/actions",
+        {
+            "action": "classify",
+            "parameters": {"text": "x" * 20_001, "labels": [], "multiLabel": "yes", "extra": 1},
+        },
+    )
+    assert response.status_code == 400
+    details = response.json()["error"]["details"]
+    assert sorted(d["pointer"] for d in details) == [
+        "/parameters/extra",
+        "/parameters/labels",
+        "/parameters/multiLabel",
+        "/parameters/text",
+    ]
+    assert all(d["message"] for d in details)
+    missing = await app.post(f"{API}/actions", {"action": "haiku", "parameters": {}})
+    assert missing.json()["error"]["details"] == [
+        {"pointer": "/parameters/topic", "message": "is required"}
+    ]
+    assert fake.requests == []
+    assert await _logs(app) == []
+
+
+async def test_a_structured_result_is_also_parsed_in_data_and_logged(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.append("sports")
+    params = {"text": "We won the cup.", "labels": ["sports", "politics"]}
+    response = await app.post(
+        f"{API}/actions", {"action": "classify", "parameters": params, "userId": "ann"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "result": "sports", "data": "sports"}
+    [entry] = await _logs(app)
+    assert (entry["kind"], entry["action"], entry["userId"], entry["status"]) == (
+        "action",
+        "classify",
+        "ann",
+        "ok",
+    )
+    assert json.loads(entry["message"]) == params
+    assert entry["reply"] == "sports"
+
+
+async def test_output_that_cannot_be_brought_into_form_is_200_with_success_false(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.extend(["weather", "cooking"])
+    response = await app.post(
+        f"{API}/actions",
+        {"action": "classify", "parameters": {"text": "t", "labels": ["sports", "politics"]}},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False and body["data"] is None
+    assert body["result"].startswith("the model's output could not be brought into")
+    [entry] = await _logs(app)
+    assert (entry["kind"], entry["action"], entry["status"]) == ("action", "classify", "failed")
+    assert entry["error"] == body["result"]
+
+
+async def test_every_call_is_one_interaction_in_the_logs(app: ApiClient, fake: FakeBackend) -> None:
+    fake.replies.extend(["An old pond", '{"city": "Paris"}', "positive"])
+    calls = [
+        ("haiku", {"topic": "frogs"}),
+        ("extract", {"text": "I live in Paris.", "fields": {"city": "string"}}),
+        ("sentiment", {"text": "Lovely!"}),
+    ]
+    for action, parameters in calls:
+        response = await app.post(f"{API}/actions", {"action": action, "parameters": parameters})
+        assert response.json()["success"] is True
+    entries = await _logs(app)
+    assert [(e["kind"], e["action"]) for e in reversed(entries)] == [
+        ("action", name) for name, _ in calls
+    ]
+    assert [e["reply"] for e in reversed(entries)] == [
+        "An old pond",
+        '{"city": "Paris"}',
+        "positive",
+    ]
+
+
+async def test_the_served_document_describes_every_action(app: ApiClient) -> None:
+    document = (await app.get("/openapi.json")).json()
+    validate(document)
+    schemas = document["components"]["schemas"]
+    request = schemas["ActionRequest"]
+    assert "haiku" in request["properties"]["action"]["enum"]
+    assert (
+        request["discriminator"]["mapping"]["haiku"] == "#/components/schemas/ActionRequest_haiku"
+    )
+    assert schemas["Action_haikuParameters"]["properties"]["topic"]["maxLength"] == 200
+    operations = document["paths"][f"{API}/actions"]
+    assert operations["get"]["operationId"] == "listActions"
+    assert "success false" in operations["post"]["description"]
+    assert len(operations["post"]["description"]) <= 300
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("action", "parameters"),
+    [
+        ("summarize", {"text": "The council met. It funded a new park. Work starts in May."}),
+        ("generateCode", {"description": "add two numbers", "language": "python"}),
+        ("explainCode", {"code": "print(sum([1, 2]))"}),
+        ("translate", {"text": "Thank you very much.", "targetLanguage": "Spanish"}),
+        ("classify", {"text": "The striker scored twice.", "labels": ["sports", "finance"]}),
+        ("extract", {"text": "Bob is 40.", "fields": {"name": "string", "age": "integer"}}),
+        ("sentiment", {"text": "What a wonderful day!"}),
+        ("rewrite", {"text": "gimme the file now", "tone": "polite"}),
+        ("answer", {"question": "What color is the sky on a clear day?"}),
+        ("haiku", {"topic": "rain"}),
+    ],
+)
+async def test_every_action_through_the_api_with_the_real_model(
+    settings: Settings,
+    local_backend: LocalBackend,
+    write_file: WriteFile,
+    action: str,
+    parameters: dict[str, Any],
+) -> None:
+    from tests.conftest import _KeepLoaded
+
+    configured = settings.model_copy(
+        update={"actions_file": write_file("actions.yaml", HAIKU_YAML)}
+    )
+    async with running_app(configured, _KeepLoaded(local_backend)) as api:  # type: ignore[arg-type]
+        response = await api.post(f"{API}/actions", {"action": action, "parameters": parameters})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["success"] is True, body
+        assert isinstance(body["result"], str) and body["result"].strip()
+        if action == "extract":
+            assert set(body["data"]) == {"name", "age"} and isinstance(body["data"]["age"], int)
+        if action in ("classify", "sentiment"):
+            assert body["data"] == body["result"]
+        [entry] = (await api.get(f"{API}/logs")).json()
+        assert (entry["kind"], entry["action"], entry["reply"]) == (
+            "action",
+            action,
+            body["result"],
+        )
