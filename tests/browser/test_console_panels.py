@@ -223,15 +223,18 @@ def test_action_picker_prefills_a_valid_payload(console: Console) -> None:
     assert json.loads(console.body())["success"] is True
 
 
-@pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_narrow_screen_has_no_sideways_scroll(console: Console, scheme: str) -> None:
+@pytest.mark.parametrize(("width", "scheme"), [(375, "dark"), (375, "light"), (1400, "dark")])
+def test_themes_and_narrow_screens(console: Console, width: int, scheme: str) -> None:
     page = console.page
-    page.set_viewport_size({"width": 375, "height": 800})
+    page.set_viewport_size({"width": width, "height": 900})
     page.emulate_media(color_scheme=scheme)
     console.open()
     console.choose("GET /api/v1/gpt/status")
     assert console.send().startswith("200")
-    width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= 375, f"the page is {width}px wide at 375px"
+    scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"the page is {scroll_width}px wide at {width}px"
     assert page.get_by_role("button", name="Send", exact=True).is_visible()
-    console.shot(f"13-narrow-{scheme}")
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    channels = [int(c) for c in background[background.index("(") + 1 : background.index(")")].split(",")[:3]]
+    assert (sum(channels) < 150) == (scheme == "dark"), background
+    console.shot(f"13-{width}px-{scheme}")

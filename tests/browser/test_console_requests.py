@@ -33,6 +33,25 @@ def test_page_has_the_seed_labels_and_loads_nothing_from_elsewhere(console: Cons
     options = page.get_by_label("Endpoint", exact=True).locator("option").all_text_contents()
     assert "POST /api/v1/gpt/conversations — Start a new GPT conversation." in options
     assert len(options) >= 5
+    # Every control has an accessible name.
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea, button')]
+          .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+            && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+          .map((el) => el.outerHTML.slice(0, 100))"""
+    )
+    assert unnamed == []
+    # The keyboard reaches the request's controls in reading order.
+    order: list[str] = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("() => document.activeElement.id")
+        if focused:
+            order.append(focused)
+        if focused == "send":
+            break
+    wanted = ["server", "api-key", "endpoint", "method", "payload", "send"]
+    assert [name for name in order if name in wanted] == wanted, order
     # Offline by design: every request the page made went to the server itself.
     assert all(url.startswith(console.server.url) or url.startswith("data:") for url in console.requests), console.requests
     console.shot("01-start")
@@ -164,6 +183,7 @@ def test_failures_read_as_sentences(console: Console) -> None:
     page.get_by_label("Server").select_option("https://api.yourdomain.com")
     assert console.send() == "No response"
     assert "Could not reach the server" in failure.inner_text()
+    assert "null" not in failure.inner_text()
     console.shot("07-unreachable")
 
 

@@ -344,12 +344,13 @@ function showResult(req, result, streamed) {
     let hint = f.hint;
     if (result.status === 405) hint += ` Documented: ${req.op.documentedMethods.map((m) => m.toUpperCase()).join(", ")}.`;
     if (result.status === 401 && !app.key()) hint = "No API key was sent: paste one in the API key field at the top.";
-    failure.replaceChildren(
+    const parts = [
       h("p", { class: "failure-title" }, f.title, f.code ? h("code", {}, f.code) : null),
       h("p", { class: "failure-message" }, f.message),
       f.details.length ? h("ul", { class: "failure-details" }, f.details.map((d) => h("li", {}, d.pointer ? h("code", {}, d.pointer) : null, ` ${d.message || ""}`))) : null,
       hint ? h("p", { class: "failure-hint" }, hint) : null,
-    );
+    ];
+    failure.replaceChildren(...parts.filter(Boolean));
   }
 
   const pretty = $("body-pretty");
