@@ -256,3 +256,17 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
     assert "streamed 3 events" in page.locator("#response-meta").inner_text()
     assert "conv_stream_1" in page.locator("#transcript").inner_text()
     assert "Hello there" in page.locator("#transcript-turns").inner_text()
+
+    # An error event after some tokens is shown as a failure, with the text that arrived.
+    broken = 'event: token\ndata: {"text": "Par"}\n\nevent: error\ndata: {"error": {"code": "backend_failed", "message": "The model stopped.", "details": []}}\n\n'
+    page.unroute("**/api/v1/gpt/conversations")
+    page.route(
+        "**/api/v1/gpt/conversations",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=broken),
+    )
+    assert console.send().startswith("200")
+    failure = page.locator("#failure")
+    assert "The stream ended with an error" in failure.inner_text()
+    assert "The model stopped." in failure.inner_text()
+    assert "Par" in page.locator("#body-pretty").inner_text()
+    console.shot("14-stream-error")

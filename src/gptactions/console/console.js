@@ -336,11 +336,16 @@ function showResult(req, result, streamed) {
   meta.push(`${req.method} ${req.url.replace(location.origin, "")}`);
   $("response-meta").textContent = meta.join(" · ");
 
-  const failed = result.networkError || result.status >= 400;
+  // A stream can fail after its 200: its `error` event (or a broken connection) is a failure too.
+  const streamError = result.events.find((e) => e.event === "error");
+  const failed = result.networkError || result.status >= 400 || streamError || result.streamError;
   const failure = $("failure");
   failure.hidden = !failed;
   if (failed) {
-    const f = describeFailure(result, req.method, req.url);
+    const f = streamError || result.streamError
+      ? { ...describeFailure({ ...result, json: streamError ? streamError.data : undefined, text: result.streamError || "" }, req.method, req.url),
+          title: "The stream ended with an error", hint: "The text that arrived before it is in the Body below." }
+      : describeFailure(result, req.method, req.url);
     let hint = f.hint;
     if (result.status === 405) hint += ` Documented: ${req.op.documentedMethods.map((m) => m.toUpperCase()).join(", ")}.`;
     if (result.status === 401 && !app.key()) hint = "No API key was sent: paste one in the API key field at the top.";
