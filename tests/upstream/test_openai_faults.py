@@ -17,7 +17,9 @@ from gptactions.llm.base import (
     Chunk,
     GenerationRequest,
 )
-from gptactions.llm.openai import OpenAIBackend, match_choice, parse_retry_after, safe_url
+from gptactions.llm.openai import OpenAIBackend
+from gptactions.llm.openai_wire import match_choice, parse_retry_after
+from gptactions.llm.redact import safe_url
 
 from .faulty import REPLY, FaultyUpstream
 

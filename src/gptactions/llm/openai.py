@@ -15,11 +15,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 from pydantic import SecretStr
@@ -35,6 +33,18 @@ from gptactions.llm.base import (
     GenerationRequest,
     Usage,
 )
+from gptactions.llm.openai_wire import (
+    FORMAT_STYLES,
+    choices_schema,
+    error_message,
+    match_choice,
+    parse_retry_after,
+    refused_feature,
+    response_format,
+    sse_data,
+    usage_of,
+)
+from gptactions.llm.redact import HTTP_LOG_REDACTOR, redact, safe_url, secrets_of
 
 log = logging.getLogger(__name__)
 
@@ -50,113 +60,8 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _UNAVAILABLE_STATUSES = frozenset({429, 503})
 _TIMEOUT_STATUSES = frozenset({408, 504})
 
-# How to ask for structured output, in order of preference: OpenAI's structured outputs (OpenAI,
-# vLLM, Ollama, LM Studio, llama.cpp's server), the `json_object` + `schema` form that
-# llama-cpp-python's server takes, and nothing at all (the answer is still validated).
-_FORMAT_STYLES = ("json_schema", "json_object", "none")
-
 _STATE_PROBE_INTERVAL = 15.0
 _MAX_UPSTREAM_MESSAGE = 300
-
-
-def _secrets_of(api_key: SecretStr | None, url: str) -> frozenset[str]:
-    """The strings to keep out of logs and errors: the key, and any credentials in the URL."""
-    secrets = {api_key.get_secret_value()} if api_key is not None else set()
-    parts = urlsplit(url)
-    if parts.password:
-        secrets.add(parts.password)
-    for _name, value in parse_qsl(parts.query):
-        if len(value) >= 8:  # a key passed as a query parameter, as Azure's `api-key` may be
-            secrets.add(value)
-    return frozenset(secret for secret in secrets if secret)
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-class _Redactor(logging.Filter):
-    """Scrubs upstream credentials from records of the HTTP client's logger.
-
-    httpx logs each request's full URL at INFO; a URL may carry credentials.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            scrubbed = _redact(message, self.secrets)
-            if scrubbed != message:
-                record.msg, record.args = scrubbed, ()
-        return True
-
-
-_LOG_REDACTOR = _Redactor()
-logging.getLogger("httpx").addFilter(_LOG_REDACTOR)
-
-
-def safe_url(url: str) -> str:
-    """The URL without credentials or query string, fit for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def choices_schema(choices: tuple[str, ...]) -> dict[str, Any]:
-    """A JSON schema for an object whose one property is one of the choices.
-
-    The root is an object because OpenAI's structured outputs refuse any other root type.
-    """
-    return {
-        "type": "object",
-        "properties": {"choice": {"type": "string", "enum": list(choices)}},
-        "required": ["choice"],
-        "additionalProperties": False,
-    }
-
-
-def match_choice(text: str, choices: tuple[str, ...]) -> str | None:
-    """The choice an upstream's answer names, whether it followed the schema or not."""
-    stripped = text.strip()
-    try:
-        value: Any = json.loads(stripped)
-    except ValueError:
-        value = stripped
-    if isinstance(value, dict):
-        value = value.get("choice", next(iter(value.values()), None) if value else None)
-    if not isinstance(value, str):
-        return None
-    candidate = value.strip().strip("\"'`.").strip()
-    if candidate in choices:
-        return candidate
-    folded = {choice.casefold(): choice for choice in choices}
-    if candidate.casefold() in folded:
-        return folded[candidate.casefold()]
-    named = [choice for choice in choices if choice.casefold() in candidate.casefold()]
-    return named[0] if len(named) == 1 else None
 
 
 class _RetryableFailure(Exception):
@@ -201,8 +106,8 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        self._secrets = _secrets_of(self._api_key, self.base_url)
-        _LOG_REDACTOR.secrets.update(self._secrets)
+        self._secrets = secrets_of(self._api_key, self.base_url)
+        HTTP_LOG_REDACTOR.secrets.update(self._secrets)
         self.context_window = context_window
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -370,14 +275,9 @@ class OpenAIBackend:
         if request.stop:
             payload["stop"] = list(request.stop)
         schema = choices_schema(request.choices) if request.choices else request.json_schema
-        style = _FORMAT_STYLES[min(self._format_style, len(_FORMAT_STYLES) - 1)]
-        if schema is not None and style == "json_schema":
-            payload["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "reply", "schema": schema},
-            }
-        elif schema is not None and style == "json_object":
-            payload["response_format"] = {"type": "json_object", "schema": schema}
+        style = FORMAT_STYLES[min(self._format_style, len(FORMAT_STYLES) - 1)]
+        if schema is not None and (wanted := response_format(schema, style)) is not None:
+            payload["response_format"] = wanted
         if stream and "stream_options" not in self._adapted:
             payload["stream_options"] = {"include_usage": True}
         if "max_tokens" in self._adapted:
@@ -428,7 +328,7 @@ class OpenAIBackend:
             await response.aclose()
         # llama-cpp-python's server answers 500 to a request it cannot validate.
         if response.status_code in (400, 422, 500):
-            feature = _refused_feature(payload, body)
+            feature = refused_feature(payload, body)
             if feature is not None:
                 raise _FeatureRefused(feature)
         raise self._status_failure(response.status_code, response.headers, body)
@@ -490,7 +390,7 @@ class OpenAIBackend:
         usage: Usage | None = None
         finish: str | None = None
         done = False
-        events = _sse_data(response.aiter_lines())
+        events = sse_data(response.aiter_lines())
         try:
             while True:
                 try:
@@ -514,7 +414,7 @@ class OpenAIBackend:
                         f"upstream {self.name!r} failed midway: {self._error_text(event)}"
                     )
                 if isinstance(event.get("usage"), dict):
-                    usage = _usage(event["usage"]) or usage
+                    usage = usage_of(event["usage"]) or usage
                 for choice in event.get("choices") or []:
                     if not isinstance(choice, dict):
                         continue
@@ -554,7 +454,7 @@ class OpenAIBackend:
             # Unwrap the `{"choice": ...}` the schema asked for; an answer that names none of
             # the choices is left as it is, for the caller's validation to judge.
             text = match_choice(text, request.choices) or text
-        usage = _usage(data.get("usage")) or Usage(
+        usage = usage_of(data.get("usage")) or Usage(
             await self.count_tokens(request.messages), max(1, math.ceil(len(text) / 4))
         )
         return Generation(
@@ -574,7 +474,7 @@ class OpenAIBackend:
         self, status: int, headers: httpx.Headers, body: str
     ) -> _RetryableFailure | BackendError:
         retry_after = parse_retry_after(headers.get("retry-after"))
-        detail = self._excerpt(_error_message(body))
+        detail = self._excerpt(error_message(body))
         what = f"upstream {self.name!r} answered {status}"
         error: BackendError
         if status in _UNAVAILABLE_STATUSES:
@@ -622,11 +522,11 @@ class OpenAIBackend:
         return self._scrub(text) or "(empty answer)"
 
     def _error_text(self, event: dict[str, Any]) -> str:
-        return self._excerpt(_error_message(json.dumps(event)))
+        return self._excerpt(error_message(json.dumps(event)))
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text an upstream or a library produced."""
-        return _redact(text, self._secrets)
+        return redact(text, self._secrets)
 
     def _record_success(self, latency_ms: float | None) -> None:
         self._reachable = True
@@ -693,59 +593,3 @@ class _Slot:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._backend._slots.release()
-
-
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """The `data` of each Server-Sent Event in a stream of lines."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-    if data:
-        yield "\n".join(data)
-
-
-def _refused_feature(payload: dict[str, Any], body: str) -> str | None:
-    """The optional part of the request an error answer says the upstream cannot take."""
-    for feature in ("stream_options", "response_format"):
-        if feature in payload and feature in body:
-            return feature
-    if "max_tokens" in payload and "max_completion_tokens" in body:
-        return "max_tokens"
-    lowered = body.lower()
-    if "temperature" in payload and "temperature" in lowered and "support" in lowered:
-        return "temperature"
-    return None
-
-
-def _usage(value: Any) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-    try:
-        return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_message(body: str) -> str:
-    """The message of an OpenAI-style error body, or the body itself."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data))
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        return json.dumps(error)
-    return body

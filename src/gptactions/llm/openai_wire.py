@@ -1,0 +1,132 @@
+"""The wire format of OpenAI-compatible servers: what to send, and how to read what comes back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from gptactions.llm.base import Usage
+
+# How to ask for structured output, in order of preference: OpenAI's structured outputs (OpenAI,
+# vLLM, Ollama, LM Studio, llama.cpp's server), the `json_object` + `schema` form that
+# llama-cpp-python's server takes, and nothing at all (the answer is still validated).
+FORMAT_STYLES = ("json_schema", "json_object", "none")
+
+
+def response_format(schema: dict[str, Any], style: str) -> dict[str, Any] | None:
+    """The `response_format` asking for JSON valid against `schema`, in the given style."""
+    if style == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+    if style == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return None
+
+
+def choices_schema(choices: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON schema for an object whose one property is one of the choices.
+
+    The root is an object because OpenAI's structured outputs refuse any other root type.
+    """
+    return {
+        "type": "object",
+        "properties": {"choice": {"type": "string", "enum": list(choices)}},
+        "required": ["choice"],
+        "additionalProperties": False,
+    }
+
+
+def match_choice(text: str, choices: tuple[str, ...]) -> str | None:
+    """The choice an upstream's answer names, whether it followed the schema or not."""
+    stripped = text.strip()
+    try:
+        value: Any = json.loads(stripped)
+    except ValueError:
+        value = stripped
+    if isinstance(value, dict):
+        value = value.get("choice", next(iter(value.values()), None) if value else None)
+    if not isinstance(value, str):
+        return None
+    candidate = value.strip().strip("\"'`.").strip()
+    if candidate in choices:
+        return candidate
+    folded = {choice.casefold(): choice for choice in choices}
+    if candidate.casefold() in folded:
+        return folded[candidate.casefold()]
+    named = [choice for choice in choices if choice.casefold() in candidate.casefold()]
+    return named[0] if len(named) == 1 else None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def refused_feature(payload: dict[str, Any], body: str) -> str | None:
+    """The optional part of the request that an error answer says the upstream cannot take."""
+    for feature in ("stream_options", "response_format"):
+        if feature in payload and feature in body:
+            return feature
+    if "max_tokens" in payload and "max_completion_tokens" in body:
+        return "max_tokens"
+    lowered = body.lower()
+    if "temperature" in payload and "temperature" in lowered and "support" in lowered:
+        return "temperature"
+    return None
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """The `data` of each Server-Sent Event in a stream of lines."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+def usage_of(value: Any) -> Usage | None:
+    """The token counts of an OpenAI `usage` object, if it is one."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def error_message(body: str) -> str:
+    """The message of an OpenAI-style error body, or the body itself."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data))
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        return json.dumps(error)
+    return body
