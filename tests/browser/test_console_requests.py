@@ -142,6 +142,7 @@ def test_failures_read_as_sentences(console: Console) -> None:
     assert console.send().startswith("401")
     failure = page.locator("#failure")
     assert "API key" in failure.inner_text()
+    assert "needs a key" in page.locator("#key-note").inner_text()
     assert "status-4xx" in str(page.locator("#status-code").get_attribute("class"))
     console.shot("05-error-401")
 

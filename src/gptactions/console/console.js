@@ -14,6 +14,7 @@ import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
 
 const KEY_SLOT = "gptactions.apiKey";
 const ENDPOINT_SLOT = "gptactions.endpoint";
+const KEY_NOTE = "Kept for this tab only unless “remember” is ticked.";
 const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const NO_BODY = new Set(["GET", "HEAD"]);
 const REASONS = { 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -374,6 +375,12 @@ function showResult(req, result, streamed) {
   } else if (result.text) pretty.textContent = result.text;
   else pretty.replaceChildren(h("span", { class: "placeholder" }, result.networkError ? "No answer." : "The body is empty."));
   $("body-raw").textContent = result.text || "";
+  $("body-copy").disabled = !result.text;
+  // A 401 points at the key field, which is where the fix is.
+  $("api-key").closest(".field").classList.toggle("attention", result.status === 401);
+  $("key-note").textContent = result.status === 401
+    ? (app.key() ? "The server refused this key (401): paste a valid one." : "This operation needs a key: paste it here.")
+    : KEY_NOTE;
   $("headers-table").tBodies[0].replaceChildren(
     ...(result.headers || []).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v))),
   );
@@ -441,6 +448,8 @@ function wire() {
   let keyTimer;
   $("api-key").addEventListener("input", () => {
     saveKey();
+    $("api-key").closest(".field").classList.remove("attention");
+    $("key-note").textContent = KEY_NOTE;
     clearTimeout(keyTimer);
     keyTimer = setTimeout(() => app.actionPicker.refresh(), 400);
   });
@@ -493,6 +502,16 @@ function wire() {
     }),
   );
   $("snippet-reveal").addEventListener("change", updateSnippets);
+  $("body-copy").addEventListener("click", () => {
+    const raw = $("body-raw").textContent;
+    let text = raw;
+    try {
+      text = JSON.stringify(JSON.parse(raw), null, 2);
+    } catch {
+      /* not JSON: copy it as it came */
+    }
+    copyText(text, "Body");
+  });
   $("snippet-copy").addEventListener("click", () => copyText($("snippet-code").textContent, "Snippet"));
 
   tabs(document.querySelector("#response-panel [role=tablist]"));
