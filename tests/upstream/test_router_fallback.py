@@ -128,6 +128,20 @@ async def test_stream_never_falls_back_after_the_first_chunk() -> None:
     assert not spare.requests
 
 
+class WontStart(FakeBackend):
+    """A backend whose start fails, as a missing model file would."""
+
+    async def start(self) -> None:
+        raise FileNotFoundError("no model file")
+
+
+async def test_a_fallback_that_cannot_start_does_not_stop_the_server() -> None:
+    routed = BackendRouter([FakeBackend(name="up"), WontStart(name="local")], fallbacks=["local"])
+    await routed.start()  # logged, not raised
+    with pytest.raises(FileNotFoundError):
+        await BackendRouter([WontStart(name="local"), FakeBackend(name="up")]).start()
+
+
 def test_unknown_model_lists_the_names() -> None:
     routed = router(FakeBackend(name="a"), FakeBackend(name="b"))
     with pytest.raises(UnknownModel) as caught:

@@ -104,9 +104,18 @@ class BackendRouter:
         return [chosen, *(self.backends[n] for n in self.fallbacks if n != chosen.name)]
 
     async def start(self) -> None:
-        """Start every backend."""
+        """Start every backend; only the default's failure to start stops the server.
+
+        A fallback that cannot start (say, the embedded model's file is missing) stays in the
+        list and answers 503 when its turn comes, which `GET /status` shows as unreachable.
+        """
         for backend in self.backends.values():
-            await backend.start()
+            try:
+                await backend.start()
+            except Exception:
+                if backend.name == self.default:
+                    raise
+                log.exception("backend %r could not start; it stays unavailable", backend.name)
 
     async def close(self) -> None:
         """Close every backend."""
