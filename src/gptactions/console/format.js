@@ -42,7 +42,11 @@ function yamlString(s) {
 function yamlScalar(v) {
   if (v === null || v === undefined) return ["null", "null"];
   if (typeof v === "boolean") return ["bool", String(v)];
-  if (typeof v === "number") return ["num", Number.isFinite(v) ? String(v) : ".nan"];
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) return ["num", Number.isNaN(v) ? ".nan" : v > 0 ? ".inf" : "-.inf"];
+    // YAML 1.1 readers (PyYAML) only take exponents with a dot in the mantissa: 1.0e+21.
+    return ["num", String(v).replace(/^(-?\d+)e/, "$1.0e")];
+  }
   if (Array.isArray(v)) return ["punct", "[]"];
   if (typeof v === "object") return ["punct", "{}"];
   return ["str", yamlString(String(v))];
