@@ -30,7 +30,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real `gptactions serve` (embedded model, SQLite in a temp dir) for the whole session."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests")
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
+        )
     with serve(tmp_path_factory.mktemp("console-server"), key=API_KEY, timeout=180) as running:
         # The console needs the document; wait for it as well as for /healthz.
         httpx.get(f"{running.url}/openapi.json", timeout=30).raise_for_status()
@@ -88,7 +90,9 @@ class Console:
 
     def shown(self) -> int:
         """How many answers the page has shown so far."""
-        return int(self.page.eval_on_selector("#response-panel", "el => Number(el.dataset.shown || 0)"))
+        return int(
+            self.page.eval_on_selector("#response-panel", "el => Number(el.dataset.shown || 0)")
+        )
 
     def body(self) -> str:
         """The raw response body."""

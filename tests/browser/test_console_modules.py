@@ -16,7 +16,22 @@ TRICKY: dict[str, Any] = {
     "plain": "hello world",
     "looks like numbers": ["1", "1.5", "-3", "1e3", "0x1F", ".inf", "1.0.0", "2025-01-31"],
     "looks like words": ["yes", "No", "on", "off", "null", "~", "true", "False", "y"],
-    "indicators": ["- item", "? q", ": c", "#hash", "&anchor", "*ref", "!tag", "|pipe", ">fold", "%p", "@at", "`tick", "'q'", '"dq"'],
+    "indicators": [
+        "- item",
+        "? q",
+        ": c",
+        "#hash",
+        "&anchor",
+        "*ref",
+        "!tag",
+        "|pipe",
+        ">fold",
+        "%p",
+        "@at",
+        "`tick",
+        "'q'",
+        '"dq"',
+    ],
     "inside": ["a: b", "a #b", "ends with:", "it's", "tab\there", "bell\u0007"],
     "space": [" lead", "trail ", "", " "],
     "multi": "first line\nsecond line\n",
@@ -65,8 +80,14 @@ def test_examples_follow_refs_oneof_and_discriminators(console: Console) -> None
         "components": {
             "schemas": {
                 "Pet": {
-                    "oneOf": [{"$ref": "#/components/schemas/Cat"}, {"$ref": "#/components/schemas/Dog"}],
-                    "discriminator": {"propertyName": "kind", "mapping": {"cat": "#/components/schemas/Cat"}},
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Cat"},
+                        {"$ref": "#/components/schemas/Dog"},
+                    ],
+                    "discriminator": {
+                        "propertyName": "kind",
+                        "mapping": {"cat": "#/components/schemas/Cat"},
+                    },
                 },
                 "Cat": {
                     "type": "object",
@@ -76,7 +97,11 @@ def test_examples_follow_refs_oneof_and_discriminators(console: Console) -> None
                         "name": {"type": "string", "minLength": 8},
                         "lives": {"type": "integer", "minimum": 9},
                         "born": {"type": "string", "format": "date-time"},
-                        "tags": {"type": "array", "minItems": 2, "items": {"enum": ["soft", "loud"]}},
+                        "tags": {
+                            "type": "array",
+                            "minItems": 2,
+                            "items": {"enum": ["soft", "loud"]},
+                        },
                         "nickname": {"type": "string"},
                         "owner": {"type": "string", "example": "Ada"},
                     },
@@ -85,13 +110,18 @@ def test_examples_follow_refs_oneof_and_discriminators(console: Console) -> None
             }
         }
     }
-    example = run(console, "return openapi.exampleFor(args[0], {$ref: '#/components/schemas/Pet'});", document)
+    example = run(
+        console, "return openapi.exampleFor(args[0], {$ref: '#/components/schemas/Pet'});", document
+    )
     assert example["kind"] == "cat"
     assert len(example["name"]) >= 8 and example["lives"] == 9
     assert example["tags"] == ["soft", "soft"] and example["owner"] == "Ada"
     assert "nickname" not in example
     problems = run(
-        console, "return openapi.validate(args[0], {$ref: '#/components/schemas/Cat'}, args[1]);", document, example
+        console,
+        "return openapi.validate(args[0], {$ref: '#/components/schemas/Cat'}, args[1]);",
+        document,
+        example,
     )
     assert problems == []
 
@@ -106,7 +136,14 @@ def test_response_checks_name_each_mismatch(console: Console) -> None:
             "id": {"type": "string"},
             "count": {"type": "integer", "minimum": 0},
             "when": {"type": "string", "format": "date-time", "nullable": True},
-            "items": {"type": "array", "items": {"type": "object", "required": ["a"], "properties": {"a": {"type": "boolean"}}}},
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["a"],
+                    "properties": {"a": {"type": "boolean"}},
+                },
+            },
         },
     }
     value = {"count": -1.5, "when": None, "items": [{"a": True}, {"a": "yes"}, {}], "extra": 1}
@@ -127,7 +164,10 @@ def test_sse_parser_and_link_header(console: Console) -> None:
         "return transport.parseSse(args[0]);",
         ': keep-alive\n\nevent: token\ndata: {"text": "a"}\n\nevent: done\r\ndata: {"reply": "a"}\r\n\r\nevent: tok',
     )
-    assert events == [{"event": "token", "data": {"text": "a"}}, {"event": "done", "data": {"reply": "a"}}]
+    assert events == [
+        {"event": "token", "data": {"text": "a"}},
+        {"event": "done", "data": {"reply": "a"}},
+    ]
     assert rest == "event: tok"
     link = console.page.evaluate(
         "async (h) => (await import('/console/logs.js')).nextLink(h, 'http://x.test/api/v1/gpt/logs?limit=2')",

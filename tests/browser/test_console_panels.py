@@ -26,7 +26,9 @@ def serve_document(console: Console, document: dict[str, Any]) -> None:
     """Make the page see `document` at /openapi.json instead of the server's own."""
     console.page.route(
         "**/openapi.json",
-        lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(document)),
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(document)
+        ),
     )
 
 
@@ -62,7 +64,9 @@ def test_schema_panel_yaml_json_download_and_choosing_an_endpoint(console: Conso
     assert view.locator("details[data-schema]").count() >= 4
     page.get_by_role("button", name="Use GET /api/v1/gpt/logs in the request").click()
     assert page.get_by_label("Endpoint", exact=True).input_value() == "get /api/v1/gpt/logs"
-    assert "current" in str(view.locator('details[data-op="get /api/v1/gpt/logs"]').get_attribute("class"))
+    assert "current" in str(
+        view.locator('details[data-op="get /api/v1/gpt/logs"]').get_attribute("class")
+    )
     page.get_by_role("button", name="Expand all").click()
     assert view.locator("details:not([open])").count() == 0
     console.shot("09-schema-panel")
@@ -78,7 +82,12 @@ def test_readiness_lists_what_to_fix_in_a_broken_document(console: Console) -> N
     del operations["/api/v1/gpt/conversations"]["post"]["x-openai-isConsequential"]
     logs = operations["/api/v1/gpt/logs"]["get"]
     logs["parameters"].append(
-        {"name": "kinds", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "description": "x" * 701}
+        {
+            "name": "kinds",
+            "in": "query",
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "description": "x" * 701,
+        }
     )
     document["components"]["schemas"]["Loose"] = {"type": "object", "description": "no properties"}
     serve_document(console, document)
@@ -109,7 +118,12 @@ def test_readiness_passes_a_clean_document(console: Console) -> None:
                     "operationId": "listThings",
                     "summary": "List things.",
                     "parameters": [
-                        {"name": "tags", "in": "query", "explode": False, "schema": {"type": "array", "items": {"type": "string"}}}
+                        {
+                            "name": "tags",
+                            "in": "query",
+                            "explode": False,
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                        }
                     ],
                     "responses": {"200": {"description": "ok"}},
                 },
@@ -118,7 +132,14 @@ def test_readiness_passes_a_clean_document(console: Console) -> None:
                     "summary": "Add a thing.",
                     "x-openai-isConsequential": False,
                     "requestBody": {
-                        "content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"name": {"type": "string"}},
+                                }
+                            }
+                        }
                     },
                     "responses": {"200": {"description": "ok"}},
                 },
@@ -147,7 +168,9 @@ def test_readiness_passes_the_servers_own_document_with_an_https_url(console: Co
     serve_document(console, document)
     page = console.open().page
     page.get_by_role("tab", name="GPT Actions readiness").click()
-    assert "Ready" in page.locator("#readiness .verdict").inner_text(), page.locator("#readiness").inner_text()
+    assert "Ready" in page.locator("#readiness .verdict").inner_text(), page.locator(
+        "#readiness"
+    ).inner_text()
 
 
 def test_logs_table_filters_and_pages(console: Console) -> None:
@@ -177,15 +200,21 @@ def test_logs_table_filters_and_pages(console: Console) -> None:
     console.shot("11-logs")
 
     page.get_by_role("button", name="Next page →").click()
-    page.wait_for_function("() => document.querySelector('#logs-page').textContent.startsWith('Page 2')")
+    page.wait_for_function(
+        "() => document.querySelector('#logs-page').textContent.startsWith('Page 2')"
+    )
     assert table.locator("tbody tr").count() == 1
     assert page.get_by_role("button", name="Next page →").is_disabled()
     page.get_by_role("button", name="← Previous").click()
-    page.wait_for_function("() => document.querySelector('#logs-page').textContent.startsWith('Page 1')")
+    page.wait_for_function(
+        "() => document.querySelector('#logs-page').textContent.startsWith('Page 1')"
+    )
 
     # A conversation id in the table filters the logs to that conversation.
     table.locator("tbody tr").first.get_by_role("button").click()
-    page.wait_for_function("() => document.querySelector('#logs-page').textContent.includes('1 row')")
+    page.wait_for_function(
+        "() => document.querySelector('#logs-page').textContent.includes('1 row')"
+    )
     assert form.get_by_label("conversationId").input_value().startswith("conv")
 
 
@@ -201,7 +230,9 @@ def test_logs_need_the_key(console: Console) -> None:
 def test_real_stream_shows_text_as_it_arrives(console: Console) -> None:
     page = console.open().page
     console.choose("POST /api/v1/gpt/conversations")
-    console.payload('{"userId": "browser-stream", "message": "Count from one to five.", "maxTokens": 24}')
+    console.payload(
+        '{"userId": "browser-stream", "message": "Count from one to five.", "maxTokens": 24}'
+    )
     page.get_by_label("Stream").check()
     assert console.send().startswith("200")
     meta = page.locator("#response-meta").inner_text()
@@ -235,6 +266,8 @@ def test_themes_and_narrow_screens(console: Console, width: int, scheme: str) ->
     assert scroll_width <= width, f"the page is {scroll_width}px wide at {width}px"
     assert page.get_by_role("button", name="Send", exact=True).is_visible()
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
-    channels = [int(c) for c in background[background.index("(") + 1 : background.index(")")].split(",")[:3]]
+    channels = [
+        int(c) for c in background[background.index("(") + 1 : background.index(")")].split(",")[:3]
+    ]
     assert (sum(channels) < 150) == (scheme == "dark"), background
     console.shot(f"13-{width}px-{scheme}")

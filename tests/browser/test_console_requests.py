@@ -20,7 +20,9 @@ def test_page_has_the_seed_labels_and_loads_nothing_from_elsewhere(console: Cons
     page = console.open(key=False).page
     assert page.title() == "GPT API Interface"
     assert page.get_by_role("heading", name="GPT API Interface").is_visible()
-    assert page.get_by_text("Interact with the GPT API and review the OpenAPI schema directly in this interface").is_visible()
+    assert page.get_by_text(
+        "Interact with the GPT API and review the OpenAPI schema directly in this interface"
+    ).is_visible()
     for heading in ("API Request Details", "API Response"):
         assert page.get_by_role("heading", name=heading).is_visible()
     for label in ("Endpoint", "HTTP Method", "Request Payload", "Status Code", "API key"):
@@ -53,7 +55,9 @@ def test_page_has_the_seed_labels_and_loads_nothing_from_elsewhere(console: Cons
     wanted = ["server", "api-key", "endpoint", "method", "payload", "send"]
     assert [name for name in order if name in wanted] == wanted, order
     # Offline by design: every request the page made went to the server itself.
-    assert all(url.startswith(console.server.url) or url.startswith("data:") for url in console.requests), console.requests
+    assert all(
+        url.startswith(console.server.url) or url.startswith("data:") for url in console.requests
+    ), console.requests
     console.shot("01-start")
 
 
@@ -113,13 +117,19 @@ def test_conversation_flow_with_transcript(console: Console) -> None:
 
     page.get_by_role("button", name="New conversation").click()
     assert page.locator("#transcript").is_hidden()
-    assert "conversationId" not in json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert "conversationId" not in json.loads(
+        page.get_by_label("Request Payload", exact=True).input_value()
+    )
 
 
 def test_action_and_logs_endpoints(console: Console) -> None:
     page = console.open().page
     console.choose("POST /api/v1/gpt/actions")
-    console.payload(json.dumps({"action": "summarize", "parameters": {"text": "The cat sat on the mat. It was warm."}}))
+    console.payload(
+        json.dumps(
+            {"action": "summarize", "parameters": {"text": "The cat sat on the mat. It was warm."}}
+        )
+    )
     assert console.send().startswith("200")
     answer = json.loads(console.body())
     assert answer["success"] is True and answer["result"]
@@ -173,7 +183,9 @@ def test_failures_read_as_sentences(console: Console) -> None:
         lambda route: route.fulfill(
             status=500,
             content_type="application/json",
-            body=json.dumps({"error": {"code": "internal", "message": "Something broke.", "details": []}}),
+            body=json.dumps(
+                {"error": {"code": "internal", "message": "Something broke.", "details": []}}
+            ),
         ),
     )
     console.choose("GET /api/v1/gpt/status")
@@ -201,7 +213,9 @@ def test_snippets_run_and_mask_the_key(console: Console) -> None:
     assert curl.startswith("curl ") and console.server.key not in curl
     assert "$GPTACTIONS_API_KEY" in curl
     env = {**os.environ, "GPTACTIONS_API_KEY": console.server.key}
-    ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, env=env, timeout=120, check=True)
+    ran = subprocess.run(
+        ["bash", "-c", curl], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
     from_curl = json.loads(ran.stdout)
     assert from_curl.keys() == in_page.keys()
 
@@ -210,7 +224,9 @@ def test_snippets_run_and_mask_the_key(console: Console) -> None:
     page.get_by_role("button", name="Python").click()
     python = code.inner_text()
     assert "import httpx" in python and console.server.key in python
-    ran = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=120, check=True)
+    ran = subprocess.run(
+        [sys.executable, "-c", python], capture_output=True, text=True, timeout=120, check=True
+    )
     assert ran.stdout.splitlines()[0] == "200"
     page.get_by_label("Reveal key").uncheck()
     page.get_by_role("button", name="JavaScript").click()
@@ -231,7 +247,9 @@ def test_key_is_kept_for_the_tab_unless_remembered(console: Console) -> None:
     assert page.get_by_label("API key", exact=True).input_value() == key
     page.get_by_role("button", name="Forget").click()
     assert page.get_by_label("API key", exact=True).input_value() == ""
-    assert page.evaluate("() => [localStorage.getItem('gptactions.apiKey'), sessionStorage.getItem('gptactions.apiKey')]") == [None, None]
+    assert page.evaluate(
+        "() => [localStorage.getItem('gptactions.apiKey'), sessionStorage.getItem('gptactions.apiKey')]"
+    ) == [None, None]
 
 
 def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
@@ -239,7 +257,14 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
     events = [
         ("token", {"text": "Hel"}),
         ("token", {"text": "lo there"}),
-        ("done", {"conversationId": "conv_stream_1", "reply": "Hello there", "usage": {"promptTokens": 3, "completionTokens": 2}}),
+        (
+            "done",
+            {
+                "conversationId": "conv_stream_1",
+                "reply": "Hello there",
+                "usage": {"promptTokens": 3, "completionTokens": 2},
+            },
+        ),
     ]
     stream = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
     seen: dict[str, str] = {}
