@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -200,6 +201,7 @@ def test_failures_read_as_sentences(console: Console) -> None:
     console.shot("07-unreachable")
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_snippets_run_and_mask_the_key(console: Console) -> None:
     page = console.open().page
     console.choose("POST /api/v1/gpt/conversations")
