@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         default=None,
         description="URL clients use to reach this server; first entry of the document's servers.",
     )
-    servers: list[str] = Field(
+    servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra server URLs for the OpenAPI document (JSON list or comma separated).",
     )
@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     logs_max_limit: int = Field(default=1000, ge=1)
 
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
+
+    # Rate limits per API key
+    rate_limit: str | None = Field(
+        default=None, description="Requests per key, e.g. 60/minute; none when unset."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for rate limits shared by replicas, e.g. redis://host:6379/0"
+    )
     actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
 
     # Upstream models (docs/upstreams.md)
@@ -99,16 +107,19 @@ class Settings(BaseSettings):
     default_backend: str | None = None
     fallbacks: Annotated[list[str] | None, NoDecode] = None
 
-    @field_validator("servers", mode="before")
+    @field_validator("rate_limit")
     @classmethod
-    def _split_servers(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value:
+            from gptactions.services.limits import Rate
 
-    @field_validator("fallbacks", mode="before")
+            Rate.parse(value)
+        return value or None
+
+    @field_validator("servers", "fallbacks", mode="before")
     @classmethod
-    def _split_fallbacks(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
+        """Lists from the environment: a JSON list, or comma separated."""
         if isinstance(value, str):
             if value.strip().startswith("["):
                 return json.loads(value)

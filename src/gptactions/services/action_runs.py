@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -77,6 +78,13 @@ class ActionService:
             )
         except BackendError as error:
             await self._record(principal, call, "", "error", error.message, Usage(), started)
+            raise
+        except asyncio.CancelledError:
+            # The client went away; the call is still recorded, shielded from the cancellation.
+            await asyncio.shield(
+                self._record(principal, call, "", "cancelled", "the client disconnected",
+                             Usage(), started)
+            )
             raise
         await self._record(
             principal,
