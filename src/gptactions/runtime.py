@@ -10,6 +10,7 @@ from gptactions.services.actions import ActionRegistry, build_registry
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionRecorder
 from gptactions.services.keys import KeyService
+from gptactions.services.limits import build_limiter
 from gptactions.services.status import StatusService
 from gptactions.store.db import Database
 
@@ -43,6 +44,7 @@ class Runtime:
             self.registry, self.router, self.recorder, max_tokens_limit=settings.max_tokens_limit
         )
         self.status = StatusService(self.database, self.router)
+        self.limiter = build_limiter(settings.rate_limit, settings.redis_url)
 
     async def open(self) -> None:
         """Migrate the database (when configured to) and start the backends."""
@@ -54,3 +56,5 @@ class Runtime:
         """Stop the backends and close the database."""
         await self.router.close()
         await self.database.close()
+        if self.limiter is not None:
+            await self.limiter.close()

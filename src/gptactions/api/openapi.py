@@ -41,6 +41,7 @@ _ERRORS = {
     "404": "Not found.",
     "405": "Method not allowed.",
     "413": "The body is larger than the server's limit.",
+    "429": "The API key's rate limit is exceeded; retry after the Retry-After seconds.",
     "415": "The body is not JSON.",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
@@ -199,7 +200,7 @@ def build_document(
         "Continues conversationId when given (404 when unknown for this user), else the "
         "user's latest conversation, else starts one. The model sees the earlier turns."
     )
-    model_errors = ["413", "415", "401", "403", "500", "502", "503", "504"]
+    model_errors = ["413", "415", "401", "403", "429", "500", "502", "503", "504"]
     for operation in (conversations, respond):
         _add_errors(operation, ["400", *model_errors])
         operation["x-openai-isConsequential"] = False
@@ -237,7 +238,7 @@ def build_document(
             },
         }
     )
-    _add_errors(status, ["401", "500"])
+    _add_errors(status, ["401", "429", "500"])
 
     logs = paths[f"{API}/logs"]["get"]
     logs["operationId"] = "getLogs"
@@ -272,7 +273,7 @@ def build_document(
             "completionTokens": {"type": "integer"},
         }
     )
-    _add_errors(logs, ["400", "401", "403", "500"])
+    _add_errors(logs, ["400", "401", "403", "429", "500"])
 
     actions = paths[f"{API}/actions"]["post"]
     actions["operationId"] = "triggerAction"
@@ -296,7 +297,7 @@ def build_document(
             }
         },
     }
-    _add_errors(listing, ["401", "500"])
+    _add_errors(listing, ["401", "429", "500"])
     return doc
 
 
@@ -326,20 +327,43 @@ def _event_stream() -> dict[str, Any]:
 
 def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
     def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": False, "schema": schema,
-                "description": description}
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
 
     return [
-        query("userId", {"type": "string", "minLength": 1, "maxLength": 1024},
-              "Only this user's interactions."),
-        query("conversationId", {"type": "string", "minLength": 1, "maxLength": 64},
-              "Only this conversation's interactions."),
-        query("since", {"type": "string", "format": "date-time"},
-              "Only interactions at or after this time (RFC 3339)."),
-        query("until", {"type": "string", "format": "date-time"},
-              "Only interactions before this time (RFC 3339)."),
-        query("limit", {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit,
-                        "default": 100}, "Most items to return."),
-        query("cursor", {"type": "string", "minLength": 1, "maxLength": 200},
-              "The next page's cursor, from the Link header."),
+        query(
+            "userId",
+            {"type": "string", "minLength": 1, "maxLength": 1024},
+            "Only this user's interactions.",
+        ),
+        query(
+            "conversationId",
+            {"type": "string", "minLength": 1, "maxLength": 64},
+            "Only this conversation's interactions.",
+        ),
+        query(
+            "since",
+            {"type": "string", "format": "date-time"},
+            "Only interactions at or after this time (RFC 3339).",
+        ),
+        query(
+            "until",
+            {"type": "string", "format": "date-time"},
+            "Only interactions before this time (RFC 3339).",
+        ),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit, "default": 100},
+            "Most items to return.",
+        ),
+        query(
+            "cursor",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "The next page's cursor, from the Link header.",
+        ),
     ]

@@ -105,7 +105,9 @@ class RedisRateLimiter:
                 pipe.expire(name, self.rate.period + 1)
                 count, _ = await pipe.execute()
         except Exception as error:  # fail open, loudly
-            log.warning("rate limiter: Redis unavailable (%s); request allowed", type(error).__name__)
+            log.warning(
+                "rate limiter: Redis unavailable (%s); request allowed", type(error).__name__
+            )
             return Decision(True, self.rate.limit, self.rate.limit, reset_after)
         count = int(count)
         return Decision(
