@@ -33,9 +33,10 @@ browser:
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
 	fi
 
-## The whole test suite: lint, then every test (real model, SQLite, PostgreSQL, Redis, Chromium).
+## The whole test suite: lint and types, then every test (real model, SQLite, PostgreSQL, Redis, Chromium).
 test: install-dev browser
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -W error
 
 lint: install-dev
