@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -295,3 +296,15 @@ async def test_the_issue_example_with_the_real_model(
     outcome = await run_action(registry, model_context, "haiku", {"topic": "the sea"})
     assert outcome.success and outcome.result.strip()
     assert 0 < outcome.usage.completion_tokens <= 60
+
+
+DOCS = Path(__file__).parent.parent.parent / "docs" / "actions.md"
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "toml"])
+def test_the_examples_in_the_documentation_load(write_file: WriteFile, suffix: str) -> None:
+    blocks = re.findall(rf"```{suffix}\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.DOTALL)
+    assert blocks
+    for index, block in enumerate(blocks):
+        registry = registry_from_file(write_file(f"doc{index}.{suffix}", block))
+        assert any(not d.builtin for d in registry)
