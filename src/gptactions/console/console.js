@@ -4,7 +4,7 @@
 
 import { initActionPicker } from "./actions.js";
 import { createConversation, isRespond, isStart } from "./conversation.js";
-import { $, copyText, h, tabs, withCode } from "./dom.js";
+import { $, copyText, h, tabs, toast, withCode } from "./dom.js";
 import { paramField, readParams, writeParams } from "./fields.js";
 import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from "./format.js";
 import { initHistory, initLogs } from "./logs.js";
@@ -524,7 +524,10 @@ app.schemaPanel = initSchemaPanel(app);
 app.logs = initLogs(app);
 app.history = initHistory(app);
 app.restore = (entry) => {
-  if (!app.selectOperation(entry.opKey)) return;
+  if (!app.selectOperation(entry.opKey)) {
+    toast(`${entry.method} ${entry.path} is no longer in the document.`);
+    return;
+  }
   if ([...$("server").options].some((o) => o.value === entry.server)) $("server").value = entry.server;
   $("method").value = entry.method;
   writeParams($("params-fields"), entry.params);
