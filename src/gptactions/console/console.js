@@ -301,7 +301,8 @@ async function send() {
 }
 
 function setBusy(on) {
-  $("send").disabled = on;
+  // aria-disabled rather than disabled: a disabled button drops the keyboard focus.
+  $("send").setAttribute("aria-disabled", String(on));
   $("send").textContent = on ? "Sending…" : "Send";
   $("cancel").hidden = !on;
   $("response-panel").setAttribute("aria-busy", String(on));
