@@ -234,7 +234,33 @@ def test_snippets_run_and_mask_the_key(console: Console) -> None:
     page.get_by_role("button", name="JavaScript").click()
     js = code.inner_text()
     assert "await fetch(" in js and console.server.key not in js
+    if shutil.which("node"):
+        script = f"(async () => {{\n{js}}})();\n"
+        ran = subprocess.run(
+            ["node", "-e", script], capture_output=True, text=True, env=env, timeout=120, check=True
+        )
+        assert ran.stdout.startswith("200 ")
     console.shot("08-snippets")
+
+    # Query parameters go into each snippet too.
+    console.choose("GET /api/v1/gpt/logs")
+    page.locator("#params-fields").get_by_label("limit").fill("1")
+    page.get_by_role("button", name="Python").click()
+    ran = subprocess.run(
+        [sys.executable, "-c", code.inner_text()],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    assert ran.stdout.splitlines()[0] == "200"
+    page.get_by_role("button", name="curl").click()
+    assert "limit=1" in code.inner_text()
+    ran = subprocess.run(
+        ["bash", "-c", code.inner_text()], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert len(json.loads(ran.stdout)) == 1
 
 
 def test_key_is_kept_for_the_tab_unless_remembered(console: Console) -> None:
