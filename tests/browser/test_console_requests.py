@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -324,3 +325,32 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
     assert "The model stopped." in failure.inner_text()
     assert "Par" in page.locator("#body-pretty").inner_text()
     console.shot("14-stream-error")
+
+
+def test_page_runs_under_a_strict_content_security_policy(console: Console) -> None:
+    policy = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self' https:; frame-ancestors 'none'"
+    )
+    page = console.page
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+
+    def with_policy(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response,
+            headers={**response.headers, "content-security-policy": policy},
+        )
+
+    page.route(console.server.url + "/", with_policy)
+    console.open()
+    console.choose("GET /api/v1/gpt/status")
+    assert console.send().startswith("200")
+    page.get_by_role("tab", name="GPT Actions readiness").click()
+    assert violations == []
