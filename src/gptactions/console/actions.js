@@ -41,7 +41,7 @@ export function initActionPicker(app) {
       return;
     }
     const select = $("action-pick");
-    select.replaceChildren(...list.map((a) => h("option", { value: a.name }, a.description ? `${a.name} — ${a.description}` : a.name)));
+    select.replaceChildren(...list.map((a) => h("option", { value: a.name }, a.name)));
     let current;
     try {
       current = JSON.parse($("payload").value).action;
