@@ -67,6 +67,26 @@ async def test_concurrent_writers_lose_nothing(app_factory: Factory) -> None:
     assert len({row["id"] for row in rows}) == count
 
 
+async def test_concurrent_writers_in_two_instances_lose_nothing(app_factory: Factory) -> None:
+    # Two apps on one database: worker processes on one SQLite file, or replicas on PostgreSQL.
+    count = 30
+    async with app_factory(FakeBackend(delay=0.01)) as a, app_factory(FakeBackend()) as b:
+        instances = (a, b)
+        responses = await asyncio.gather(
+            *(
+                instances[n % 2].post(
+                    "/api/v1/gpt/conversations", {"userId": f"u{n % 4}", "message": f"m{n}"}
+                )
+                for n in range(count)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * count, [r.text for r in responses]
+        rows_a, rows_b = await _logs(a), await _logs(b)
+
+    assert rows_a == rows_b
+    assert sorted(row["message"] for row in rows_a) == sorted(f"m{n}" for n in range(count))
+
+
 async def test_concurrent_turns_of_one_conversation_are_all_kept(app_factory: Factory) -> None:
     async with app_factory() as api:
         started = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "first"})
