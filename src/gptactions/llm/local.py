@@ -78,24 +78,31 @@ def choices_grammar(choices: tuple[str, ...]) -> str:
     return f"root ::= {alternatives}\n"
 
 
-def schema_grammar_is_safe(schema: Any) -> bool:
-    """Whether llama-cpp-python turns the JSON Schema into a grammar llama.cpp can parse.
+def schema_grammar_is_safe(
+    schema: Any, producible: Callable[[str], bool] = lambda text: True
+) -> bool:
+    """Whether llama-cpp-python turns the JSON Schema into a grammar llama.cpp can run.
 
     Its converter does not escape backslashes or control characters in property names and
-    constants, and the resulting broken grammar crashes the process; such schemas are decoded
-    with the plain JSON grammar instead, and the caller's validation does the rest.
+    constants, and a grammar that is broken, or that forces text the vocabulary cannot produce
+    (`producible` says), crashes the process; such schemas are decoded with the plain JSON
+    grammar instead, and the caller's validation does the rest.
     """
     if isinstance(schema, list):
-        return all(schema_grammar_is_safe(item) for item in schema)
+        return all(schema_grammar_is_safe(item, producible) for item in schema)
     if not isinstance(schema, dict):
         return True
     literals: list[Any] = [*schema.get("properties", {}), *schema.get("required", [])]
     literals += [*schema.get("enum", []), schema.get("const")]
-    if any(isinstance(v, str) and _UNSAFE_IN_LITERAL.search(v) for v in literals):
-        return False
     if any(not isinstance(v, str | int | float | bool | None) for v in literals):
         return False  # objects and arrays as constants: their strings are not checked
-    return all(schema_grammar_is_safe(value) for value in schema.values())
+    strings = [v for v in literals if isinstance(v, str)]
+    if any(_UNSAFE_IN_LITERAL.search(v) or not producible(v) for v in strings):
+        return False
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str) and not all(producible(c) for c in set(pattern)):
+        return False
+    return all(schema_grammar_is_safe(value, producible) for value in schema.values())
 
 
 class LocalBackend:
@@ -179,6 +186,13 @@ class LocalBackend:
         return await asyncio.to_thread(self._count, llama, messages)
 
     @staticmethod
+    def _producible(llama: Any, text: str) -> bool:
+        """Whether the model's vocabulary can write `text` (some byte sequences it cannot)."""
+        encoded = text.encode("utf-8")
+        tokens = llama.tokenize(encoded, add_bos=False, special=False)
+        return bool(llama.detokenize(tokens) == encoded)
+
+    @staticmethod
     def _count(llama: Any, messages: tuple[ChatMessage, ...]) -> int:
         total = 0
         for message in messages:
@@ -248,16 +262,24 @@ class LocalBackend:
             }
             if request.stop:
                 kwargs["stop"] = list(request.stop)
-            if request.choices:
+
+            # A grammar that demands bytes the vocabulary cannot produce makes llama.cpp abort
+            # the process, so choices it cannot write are left out, and a schema with such
+            # literals falls back to the plain JSON grammar; callers validate either way.
+            def producible(text: str) -> bool:
+                return self._producible(llama, text)
+
+            choices = tuple(c for c in request.choices or () if producible(c))
+            if choices:
                 from llama_cpp.llama_grammar import LlamaGrammar
 
                 kwargs["grammar"] = LlamaGrammar.from_string(
-                    choices_grammar(request.choices), verbose=False
+                    choices_grammar(choices), verbose=False
                 )
             elif request.json_schema is not None:
                 kwargs["response_format"] = (
                     {"type": "json_object", "schema": request.json_schema}
-                    if schema_grammar_is_safe(request.json_schema)
+                    if schema_grammar_is_safe(request.json_schema, producible)
                     else {"type": "json_object"}
                 )
             prompt_tokens = self._count(llama, request.messages)
