@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def test_readiness_passes_the_servers_own_document_with_an_https_url(console: Co
 
 
 def test_logs_table_filters_and_pages(console: Console) -> None:
-    user = "browser-logs"
+    user = f"browser-logs-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {console.server.key}"}
     for number in range(3):
         answer = httpx.post(
