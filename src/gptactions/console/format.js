@@ -26,17 +26,22 @@ const isEmpty = (v) => (Array.isArray(v) ? v.length === 0 : Object.keys(v).lengt
 // indicator characters must be quoted; everything else stays plain, as people write YAML.
 const YAML_SPECIAL = /^(?:true|false|yes|no|on|off|y|n|null|~|[-+]?(?:\.?\d[\d_]*\.?\d*(?:[eE][-+]?\d+)?|\.inf|\.nan|0x[0-9a-f]+|0o[0-7]+)|\d{4}-\d\d-\d\d.*)$/i;
 
+// Characters YAML treats as line breaks or will not take raw (JSON leaves some of them as is).
+const YAML_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufeff]/;
+const YAML_UNSAFE_ALL = /[\u007f-\u009f\u2028\u2029\ufeff]/g;
+
 function yamlString(s) {
   const plain =
     s.length > 0 &&
     s.trim() === s &&
     !/^[-?:,[\]{}#&*!|>'"%@`]/.test(s) &&
     !/: |\s#|:$/.test(s) &&
-    !/[\u0000-\u001f\u007f]/.test(s) &&
+    !YAML_UNSAFE.test(s) &&
     !YAML_SPECIAL.test(s);
   if (plain) return s;
-  if (!s.includes("'") && !/[\u0000-\u001f\u007f]/.test(s)) return `'${s}'`;
-  return JSON.stringify(s); // JSON's double-quoted form is valid YAML
+  if (!s.includes("'") && !YAML_UNSAFE.test(s)) return `'${s}'`;
+  // JSON's double-quoted form is valid YAML once the characters JSON leaves raw are escaped.
+  return JSON.stringify(s).replace(YAML_UNSAFE_ALL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function yamlScalar(v) {
@@ -53,7 +58,8 @@ function yamlScalar(v) {
 }
 
 // Multi-line text (long descriptions) reads far better as a literal block than as "\n" escapes.
-const isBlockText = (v) => typeof v === "string" && v.includes("\n") && !/\r|[\u0000-\u0008\u000b-\u001f]/.test(v) && !/^\s/.test(v);
+const isBlockText = (v) =>
+  typeof v === "string" && v.includes("\n") && !/\r|[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\ufeff]/.test(v) && !/^\s/.test(v) && !/[ \t]\n|[ \t]$/.test(v);
 
 function blockLines(s) {
   const chomp = s.endsWith("\n\n") ? "+" : s.endsWith("\n") ? "" : "-";

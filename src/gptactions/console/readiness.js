@@ -35,6 +35,12 @@ function eachSchema(doc, visit) {
       if (obj && obj.schema) walk(obj.schema, `${pointer}/content/${esc(media)}/schema`);
     }
   };
+  const components = doc?.components || {};
+  for (const [name, resp] of Object.entries(components.responses || {})) walkContent(resp?.content, `/components/responses/${esc(name)}`);
+  for (const [name, body] of Object.entries(components.requestBodies || {})) walkContent(body?.content, `/components/requestBodies/${esc(name)}`);
+  for (const [name, param] of Object.entries(components.parameters || {})) {
+    if (param && param.schema) walk(param.schema, `/components/parameters/${esc(name)}/schema`);
+  }
   for (const [path, item] of Object.entries(doc?.paths || {})) {
     for (const method of HTTP_METHODS) {
       const op = item?.[method];
