@@ -176,3 +176,11 @@ def test_servers_read_from_the_environment_as_a_comma_separated_list(monkeypatch
     assert Settings().servers == ["https://a.example.org", "https://b.example.org"]
     monkeypatch.setenv("GPTACTIONS_SERVERS", '["https://c.example.org"]')
     assert Settings().servers == ["https://c.example.org"]
+
+
+async def test_the_console_is_served_without_a_key_under_a_strict_policy(api: ApiClient) -> None:
+    page = await api.http.get("/")
+    assert page.status_code == 200 and "GPT API Interface" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    asset = await api.http.get("/console/console.css")
+    assert asset.status_code == 200 and asset.headers["cache-control"] == "no-cache"
