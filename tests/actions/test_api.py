@@ -57,8 +57,12 @@ async def test_the_list_has_every_action_with_its_schema(app: ApiClient) -> None
     assert actions["classify"]["parameters"]["required"] == ["text", "labels"]
 
 
-async def test_the_list_needs_a_key(app: ApiClient) -> None:
+async def test_the_list_needs_a_key_with_the_actions_scope(app: ApiClient) -> None:
     assert (await app.get(f"{API}/actions", key=None)).status_code == 401
+    chat_only = await app.key(scopes=("chat",))
+    assert (await app.get(f"{API}/actions", key=chat_only)).status_code == 403
+    actions_only = await app.key(scopes=("actions",))
+    assert (await app.get(f"{API}/actions", key=actions_only)).status_code == 200
 
 
 async def test_an_unknown_action_is_a_400_naming_the_available_ones(app: ApiClient) -> None:

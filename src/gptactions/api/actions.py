@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gptactions.api.deps import ActionsCaller, AnyCaller, RuntimeDep
+from gptactions.api.deps import ActionsCaller, RuntimeDep
 from gptactions.api.schemas import ActionRequest
 from gptactions.services.action_runs import ActionCall
 from gptactions.services.actions import describe_actions
@@ -27,6 +27,6 @@ async def trigger_action(
 
 
 @router.get("/actions", operation_id="listActions")
-async def list_actions(caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
+async def list_actions(caller: ActionsCaller, runtime: RuntimeDep) -> dict[str, Any]:
     """List the available actions, with their descriptions and parameter schemas."""
     return describe_actions(runtime.registry)
