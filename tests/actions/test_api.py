@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
-from tests.conftest import ApiClient, running_app
+from tests.conftest import ApiClient, _KeepLoaded, running_app
 
 from .conftest import HAIKU_YAML
 
@@ -200,12 +200,10 @@ async def test_every_action_through_the_api_with_the_real_model(
     action: str,
     parameters: dict[str, Any],
 ) -> None:
-    from tests.conftest import _KeepLoaded
-
     configured = settings.model_copy(
         update={"actions_file": write_file("actions.yaml", HAIKU_YAML)}
     )
-    async with running_app(configured, _KeepLoaded(local_backend)) as api:  # type: ignore[arg-type]
+    async with running_app(configured, _KeepLoaded(local_backend)) as api:
         response = await api.post(f"{API}/actions", {"action": action, "parameters": parameters})
         assert response.status_code == 200
         body = response.json()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 from gptactions.llm.fake import FakeBackend
 from gptactions.services.actions import (
