@@ -234,3 +234,23 @@ async def test_the_server_limit_caps_every_generation(registry: ActionRegistry) 
     ctx = ActionContext(BackendRouter([fake]), max_tokens=8)
     await run_action(registry, ctx, "generateCode", {"description": "f", "language": "python"})
     assert fake.requests[0].max_tokens == 8
+
+
+async def test_failure_reasons_stay_short_with_many_labels(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    labels = [f"label{i} " + "x" * 90 for i in range(50)]
+    ctx, _ = fake_context("nope", "nope")
+    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": labels})
+    assert outcome.success is False
+    assert "(and 40 more)" in outcome.result and len(outcome.result) < 1500
+
+
+async def test_labels_with_surrounding_spaces_still_match(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context("Urgent")
+    outcome = await run_action(
+        registry, ctx, "classify", {"text": "t", "labels": [" urgent ", "later"]}
+    )
+    assert outcome.data == " urgent "

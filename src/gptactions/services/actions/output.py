@@ -102,7 +102,7 @@ def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
     if not output.multiple:
         label = _match_choice(output.choices, reply)
         if label is None:
-            raise OutputProblem(f"{_clip(reply)!r} is not one of {list(output.choices)}")
+            raise OutputProblem(f"{_clip(reply)!r} is not one of {_listed(output.choices)}")
         return Checked(label, label)
     value = _parse_json(reply)
     if not isinstance(value, list) or not value:
@@ -111,7 +111,7 @@ def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
     for item in value:
         label = _match_choice(output.choices, item) if isinstance(item, str) else None
         if label is None:
-            raise OutputProblem(f"{_clip(str(item))!r} is not one of {list(output.choices)}")
+            raise OutputProblem(f"{_clip(str(item))!r} is not one of {_listed(output.choices)}")
         if label not in labels:
             labels.append(label)
     return Checked(", ".join(labels), labels)
@@ -122,7 +122,7 @@ def _match_choice(choices: Sequence[str], reply: str) -> str | None:
     if reply in choices:
         return reply
     loose = reply.strip().strip("\"'`").rstrip(".").strip().casefold()
-    matches = [choice for choice in choices if choice.casefold() == loose]
+    matches = [choice for choice in choices if choice.strip().casefold() == loose]
     return matches[0] if len(matches) == 1 else None
 
 
@@ -143,11 +143,20 @@ def _check_schema(value: Any, schema: dict[str, Any]) -> None:
     )
     if error is not None:
         where = "".join(f"/{part}" for part in error.absolute_path) or "/"
-        raise OutputProblem(f"the answer does not fit the schema at {where}: {error.message}")
+        raise OutputProblem(
+            f"the answer does not fit the schema at {where}: {_clip(error.message, 300)}"
+        )
 
 
 def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _listed(choices: Sequence[str], shown: int = 10) -> str:
+    """The choices for a message: all of a few, else the first ones and how many more."""
+    if len(choices) <= shown:
+        return repr(list(choices))
+    return f"{list(choices[:shown])!r} (and {len(choices) - shown} more)"
 
 
 def _add(a: Usage, b: Usage) -> Usage:

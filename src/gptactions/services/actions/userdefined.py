@@ -7,8 +7,9 @@ stops the server's start-up and answers `gptactions actions check FILE`.
 
 from __future__ import annotations
 
+import copy
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,15 +186,14 @@ def _parse_entry(path: Path, index: int, entry: Any) -> ActionDefinition:
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():
         raise fail("needs a 'description' (a non-empty string)")
-    parameters = _parameters(entry.get("parameters", EMPTY_PARAMETERS), fail)
+    parameters = _parameters(entry.get("parameters", copy.deepcopy(EMPTY_PARAMETERS)), fail)
     output = _output(entry.get("output", "text"), fail)
     max_tokens = entry.get("maxTokens", DEFAULT_MAX_TOKENS)
     if not _is_int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS_CEILING:
         raise fail(f"'maxTokens' must be a whole number from 1 to {MAX_TOKENS_CEILING}")
     temperature = entry.get("temperature", 0.0)
-    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
-        raise fail("'temperature' must be a number from 0 to 2")
-    if not 0 <= temperature <= 2:
+    number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not number or not 0 <= temperature <= 2:
         raise fail("'temperature' must be a number from 0 to 2")
     override = entry.get("override", False)
     if not isinstance(override, bool):
@@ -221,11 +221,14 @@ def _parse_entry(path: Path, index: int, entry: Any) -> ActionDefinition:
     )
 
 
+Fail = Callable[[str], ActionsFileError]
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _parameters(schema: Any, fail: Any) -> dict[str, Any]:
+def _parameters(schema: Any, fail: Fail) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise fail("'parameters' must be a JSON Schema mapping")
     try:
@@ -243,7 +246,7 @@ def _parameters(schema: Any, fail: Any) -> dict[str, Any]:
     return schema
 
 
-def _output(value: Any, fail: Any) -> OutputSpec:
+def _output(value: Any, fail: Fail) -> OutputSpec:
     if value == "text":
         return TextOutput()
     if isinstance(value, dict) and set(value) == {"json"}:
@@ -274,7 +277,7 @@ def _output(value: Any, fail: Any) -> OutputSpec:
 
 
 def _template(
-    source: Any, key: str, declared: set[str], fail: Any, *, required: bool
+    source: Any, key: str, declared: set[str], fail: Fail, *, required: bool
 ) -> jinja2.Template | None:
     if source is None and not required:
         return None
