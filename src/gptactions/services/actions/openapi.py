@@ -46,7 +46,6 @@ _PLAIN_KEYWORDS = frozenset(
     }
 )
 _OPENAPI_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
-_MAX_REF_DEPTH = 16
 
 
 def to_openapi_schema(schema: Any) -> dict[str, Any]:
@@ -58,10 +57,12 @@ def to_openapi_schema(schema: Any) -> dict[str, Any]:
     (`$defs`, `prefixItems`, `propertyNames`, `if`, `patternProperties`, ...) are dropped.
     """
     root = schema if isinstance(schema, dict) else {}
-    return _convert(schema, root, 0)
+    return _convert(schema, root, frozenset())
 
 
-def _convert(schema: Any, root: dict[str, Any], depth: int) -> dict[str, Any]:
+def _convert(schema: Any, root: dict[str, Any], expanding: frozenset[str]) -> dict[str, Any]:
+    """One schema converted; `expanding` holds the references being inlined above it, so that a
+    recursive one ends (as any value) instead of going on forever."""
     if schema is True or schema == {}:
         return {}
     if schema is False:
@@ -69,11 +70,12 @@ def _convert(schema: Any, root: dict[str, Any], depth: int) -> dict[str, Any]:
     if not isinstance(schema, dict):
         return {}
     if "$ref" in schema:
-        target = _resolve(schema["$ref"], root)
-        if target is None or depth >= _MAX_REF_DEPTH:
-            return {"description": schema.get("description", "")} if "description" in schema else {}
+        ref = schema["$ref"]
+        target = _resolve(ref, root)
+        if target is None or ref in expanding:
+            return {k: v for k, v in schema.items() if k == "description"}
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-        return _convert(merged, root, depth + 1)
+        return _convert(merged, root, expanding | {ref})
 
     out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in schema.items() if k in _PLAIN_KEYWORDS}
     if "const" in schema:
@@ -93,22 +95,22 @@ def _convert(schema: Any, root: dict[str, Any], depth: int) -> dict[str, Any]:
 
     for keyword in ("allOf", "anyOf", "oneOf"):
         if isinstance(schema.get(keyword), list):
-            out[keyword] = [_convert(s, root, depth) for s in schema[keyword]]
+            out[keyword] = [_convert(s, root, expanding) for s in schema[keyword]]
     if "not" in schema:
-        out["not"] = _convert(schema["not"], root, depth)
+        out["not"] = _convert(schema["not"], root, expanding)
     if isinstance(schema.get("items"), dict | bool):
-        out["items"] = _convert(schema["items"], root, depth)
+        out["items"] = _convert(schema["items"], root, expanding)
     elif out.get("type") == "array":
         out["items"] = {}  # 3.0.3 requires items beside type: array
     if isinstance(schema.get("properties"), dict):
         out["properties"] = {
-            name: _convert(sub, root, depth) for name, sub in schema["properties"].items()
+            name: _convert(sub, root, expanding) for name, sub in schema["properties"].items()
         }
     additional = schema.get("additionalProperties")
     if isinstance(additional, bool):
         out["additionalProperties"] = additional
     elif isinstance(additional, dict):
-        out["additionalProperties"] = _convert(additional, root, depth)
+        out["additionalProperties"] = _convert(additional, root, expanding)
     return out
 
 
