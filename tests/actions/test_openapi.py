@@ -157,6 +157,8 @@ def test_no_json_schema_2020_keyword_is_left(full_registry: ActionRegistry) -> N
             assert isinstance(node.get(bound, True), bool)
         ref = node.get("$ref")
         assert ref is None or ref.startswith("#/components/schemas/")
+        if node.get("type") == "object":
+            assert "properties" in node, node  # GPT Actions' import wants them listed
 
 
 def test_the_conversion_keeps_the_meaning_where_3_0_can_say_it() -> None:
@@ -176,6 +178,7 @@ def test_the_conversion_keeps_the_meaning_where_3_0_can_say_it() -> None:
     assert props["word"] == {"type": "string", "maxLength": 20}
     assert props["tags"] == {
         "type": "object",
+        "properties": {},
         "additionalProperties": {"type": "string"},
         "example": {"a": "b"},
     }
@@ -214,10 +217,12 @@ def test_recursive_and_foreign_refs_end() -> None:
     }
 
 
-def test_an_empty_registry_leaves_the_seed_request_as_it_was() -> None:
+def test_an_empty_registry_adds_no_enum_and_no_variants() -> None:
     schemas = copy.deepcopy(seed()["components"]["schemas"])
     merge_action_schemas(schemas, ActionRegistry())
-    assert schemas["ActionRequest"] == seed()["components"]["schemas"]["ActionRequest"]
+    expected = copy.deepcopy(seed()["components"]["schemas"]["ActionRequest"])
+    expected["properties"]["parameters"]["properties"] = {}
+    assert schemas["ActionRequest"] == expected
     validate({**seed(), "components": {**seed()["components"], "schemas": schemas}})
 
 

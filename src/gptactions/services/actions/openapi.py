@@ -54,7 +54,8 @@ def to_openapi_schema(schema: Any) -> dict[str, Any]:
     `const` becomes a one-value `enum`; a list of types becomes `nullable` or an `anyOf`;
     numeric `exclusiveMinimum`/`exclusiveMaximum` become their 3.0 boolean form; the first of
     `examples` becomes `example`; local `$ref`s into `$defs` are inlined; keywords 3.0.3 lacks
-    (`$defs`, `prefixItems`, `propertyNames`, `if`, `patternProperties`, ...) are dropped.
+    (`$defs`, `prefixItems`, `propertyNames`, `if`, `patternProperties`, ...) are dropped; an
+    object schema without `properties` gets an empty one, which GPT Actions' import requires.
     """
     root = schema if isinstance(schema, dict) else {}
     return _convert(schema, root, frozenset())
@@ -111,6 +112,8 @@ def _convert(schema: Any, root: dict[str, Any], expanding: frozenset[str]) -> di
         out["additionalProperties"] = additional
     elif isinstance(additional, dict):
         out["additionalProperties"] = _convert(additional, root, expanding)
+    if out.get("type") == "object":
+        out.setdefault("properties", {})  # GPT Actions refuses object schemas without properties
     return out
 
 
@@ -204,6 +207,7 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
             },
             "parameters": {
                 "type": "object",
+                "properties": {},
                 "additionalProperties": True,
                 "description": "Parameters for the specified action.",
             },
@@ -246,6 +250,7 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
             "description": {"type": "string", "description": "What the action does."},
             "parameters": {
                 "type": "object",
+                "properties": {},
                 "additionalProperties": True,
                 "description": "The JSON Schema (2020-12) its parameters are validated against.",
             },
