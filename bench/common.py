@@ -8,11 +8,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -40,33 +41,35 @@ def server(database_url: str, **settings: str) -> Iterator[str]:
         GPTACTIONS_LOG_LEVEL="warning",
         **{f"GPTACTIONS_{name.upper()}": value for name, value in settings.items()},
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gptactions", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process)
-        yield url
-    finally:
-        process.terminate()
+    # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe blocks it.
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gptactions", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            _wait_ready(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+def _wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: IO[str], timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"the server exited: {process.stderr.read() if process.stderr else ''}"
-            )
+            log.seek(0)
+            raise RuntimeError(f"the server exited:\n{log.read()}")
         try:
             headers = {"Authorization": f"Bearer {BENCH_KEY}"}
             response = httpx.get(f"{url}/api/v1/gpt/status", headers=headers, timeout=2)
