@@ -100,3 +100,12 @@ def test_production_refuses_to_generate_and_print_a_key(isolated: Path) -> None:
     assert result.returncode == 1
     assert "GPTACTIONS_API_KEY" in result.stderr
     assert "gpta_" not in result.stdout + result.stderr
+
+
+def test_an_invalid_actions_file_is_a_clear_error_not_a_traceback(isolated: Path) -> None:
+    (isolated / "actions.yaml").write_text("actions:\n  - name: broken\n")
+    for command in (("openapi",), ("serve", "--port", "1")):
+        result = gptactions(*command, cwd=isolated, env={"GPTACTIONS_ACTIONS_FILE": str(isolated / "actions.yaml")})
+        assert result.returncode == 1
+        assert "actions.yaml" in result.stderr and "broken" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ import yaml
 from gptactions import __version__
 from gptactions.config import Settings
 from gptactions.runtime import Runtime
+from gptactions.services.actions import ActionRegistry, ActionsFileError, build_registry
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
@@ -40,6 +41,14 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
         await database.close()
 
 
+def _registry(settings: Settings) -> ActionRegistry:
+    """The actions the settings describe; an invalid actions file is a clean error, not a trace."""
+    try:
+        return build_registry(settings)
+    except ActionsFileError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="gptactions")
 def cli() -> None:
@@ -55,15 +64,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from gptactions.app import announce_key
-    from gptactions.services.actions import ActionsFileError, build_registry
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
-    try:  # an invalid actions file stops start-up here, with the message `actions check` gives
-        build_registry(settings)
-    except ActionsFileError as error:
-        raise click.ClickException(str(error)) from None
+    _registry(settings)  # an invalid actions file stops start-up here, before any worker
     # Done once here, before any worker starts, so workers never race to migrate or create keys.
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     may_generate = settings.environment == "development"
@@ -192,10 +197,10 @@ def db_upgrade() -> None:
 def openapi(fmt: str) -> None:
     """Print the OpenAPI document this server serves."""
     from gptactions.api.openapi import build_document
-    from gptactions.runtime import build_registry, build_router
+    from gptactions.runtime import build_router
 
     settings = Settings()
-    document = build_document(settings, build_registry(settings), build_router(settings).names)
+    document = build_document(settings, _registry(settings), build_router(settings).names)
     if fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:

@@ -157,11 +157,6 @@ def test_readiness_passes_a_clean_document(console: Console) -> None:
     assert json.loads(page.get_by_label("Request Payload", exact=True).input_value()) == {}
 
 
-@pytest.mark.xfail(
-    reason="the served document has object schemas without properties "
-    "(ActionRequest.parameters, Action_extractParameters.fields, ActionInfo.parameters)",
-    strict=False,
-)
 def test_readiness_passes_the_servers_own_document_with_an_https_url(console: Console) -> None:
     document = served_document(console)
     # What the server serves when GPTACTIONS_PUBLIC_URL is an https URL.
