@@ -96,7 +96,9 @@ def test_first_start_creates_and_prints_an_admin_key_once(isolated: Path) -> Non
 
 
 def test_production_refuses_to_generate_and_print_a_key(isolated: Path) -> None:
-    result = gptactions("serve", "--port", "1", cwd=isolated, env={"GPTACTIONS_ENVIRONMENT": "production"})
+    result = gptactions(
+        "serve", "--port", "1", cwd=isolated, env={"GPTACTIONS_ENVIRONMENT": "production"}
+    )
     assert result.returncode == 1
     assert "GPTACTIONS_API_KEY" in result.stderr
     assert "gpta_" not in result.stdout + result.stderr
@@ -105,7 +107,9 @@ def test_production_refuses_to_generate_and_print_a_key(isolated: Path) -> None:
 def test_an_invalid_actions_file_is_a_clear_error_not_a_traceback(isolated: Path) -> None:
     (isolated / "actions.yaml").write_text("actions:\n  - name: broken\n")
     for command in (("openapi",), ("serve", "--port", "1")):
-        result = gptactions(*command, cwd=isolated, env={"GPTACTIONS_ACTIONS_FILE": str(isolated / "actions.yaml")})
+        result = gptactions(
+            *command, cwd=isolated, env={"GPTACTIONS_ACTIONS_FILE": str(isolated / "actions.yaml")}
+        )
         assert result.returncode == 1
         assert "actions.yaml" in result.stderr and "broken" in result.stderr
         assert "Traceback" not in result.stderr

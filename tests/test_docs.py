@@ -12,7 +12,9 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 def test_every_setting_is_documented() -> None:
     missing = [
-        f"GPTACTIONS_{name.upper()}" for name in Settings.model_fields if f"`GPTACTIONS_{name.upper()}`" not in README
+        f"GPTACTIONS_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`GPTACTIONS_{name.upper()}`" not in README
     ]
     assert missing == []
 

@@ -107,9 +107,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
         """The web console."""
-        return FileResponse(
-            CONSOLE / "index.html", media_type="text/html", headers=CONSOLE_HEADERS
-        )
+        return FileResponse(CONSOLE / "index.html", media_type="text/html", headers=CONSOLE_HEADERS)
 
     app.mount("/console", ConsoleFiles(directory=CONSOLE, check_dir=False), name="console")
     return app

@@ -1,4 +1,4 @@
-"""One Settings object: `GPTACTIONS_*` environment variables and a `.env` file; zero config works."""
+"""One Settings object: `GPTACTIONS_*` variables and a `.env` file; zero config works."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_user_id_length: int = Field(default=256, ge=1)
     max_message_length: int = Field(default=32_000, ge=1)
-    max_tokens_limit: int = Field(default=1024, ge=1, description="Largest maxTokens a call may ask.")
+    max_tokens_limit: int = Field(
+        default=1024, ge=1, description="Largest maxTokens a call may ask."
+    )
     default_max_tokens: int = Field(default=256, ge=1)
     logs_max_limit: int = Field(default=1000, ge=1)
 
@@ -88,7 +90,8 @@ class Settings(BaseSettings):
         default=None, description="Requests per key, e.g. 60/minute; none when unset."
     )
     redis_url: str | None = Field(
-        default=None, description="Redis for rate limits shared by replicas, e.g. redis://host:6379/0"
+        default=None,
+        description="Redis for rate limits shared by replicas, e.g. redis://host:6379/0",
     )
     actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
 

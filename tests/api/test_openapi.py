@@ -171,7 +171,9 @@ def test_descriptions_fit_gpt_actions_limits(served: dict[str, Any]) -> None:
                     assert len(parameter.get("description", "")) <= 700
 
 
-def test_servers_read_from_the_environment_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_servers_read_from_the_environment_as_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("GPTACTIONS_SERVERS", "https://a.example.org, https://b.example.org")
     assert Settings().servers == ["https://a.example.org", "https://b.example.org"]
     monkeypatch.setenv("GPTACTIONS_SERVERS", '["https://c.example.org"]')

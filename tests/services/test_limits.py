@@ -24,10 +24,15 @@ def redis_reachable() -> bool:
         return False
 
 
-needs_redis = pytest.mark.skipif(not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379")
+needs_redis = pytest.mark.skipif(
+    not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379"
+)
 
 
-@pytest.mark.parametrize(("text", "rate"), [("60/minute", Rate(60, 60)), ("5 / seconds", Rate(5, 1)), ("1/day", Rate(1, 86400))])
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("60/minute", Rate(60, 60)), ("5 / seconds", Rate(5, 1)), ("1/day", Rate(1, 86400))],
+)
 def test_rates_parse(text: str, rate: Rate) -> None:
     assert Rate.parse(text) == rate
 
@@ -48,7 +53,9 @@ async def test_memory_limiter_counts_per_key() -> None:
 
 
 async def test_the_api_answers_429_with_retry_after(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", api_key=ADMIN_KEY, rate_limit="3/hour")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}", api_key=ADMIN_KEY, rate_limit="3/hour"
+    )
     async with running_app(settings, FakeBackend()) as api:
         codes = [(await api.get("/api/v1/gpt/status")).status_code for _ in range(3)]
         limited = await api.get("/api/v1/gpt/status")
@@ -63,7 +70,10 @@ async def test_the_api_answers_429_with_retry_after(tmp_path: Path) -> None:
 @needs_redis
 async def test_redis_limits_are_shared_by_replicas(tmp_path: Path) -> None:
     prefix = f"gptactions:test:{uuid.uuid4().hex}:"
-    first, second = RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix), RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix)
+    first, second = (
+        RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix),
+        RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix),
+    )
     try:
         results = [(await limiter.hit("key")).allowed for limiter in (first, second, first, second)]
     finally:
@@ -75,11 +85,19 @@ async def test_redis_limits_are_shared_by_replicas(tmp_path: Path) -> None:
 @needs_redis
 async def test_two_apps_on_one_redis_share_a_key_budget(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'shared.db'}"
-    settings = Settings(database_url=database, api_key=ADMIN_KEY, rate_limit="4/hour", redis_url=REDIS_URL)
+    settings = Settings(
+        database_url=database, api_key=ADMIN_KEY, rate_limit="4/hour", redis_url=REDIS_URL
+    )
     # A fresh key id per run, so earlier runs' counts in Redis cannot interfere.
-    async with running_app(settings, FakeBackend()) as one, running_app(settings, FakeBackend()) as two:
+    async with (
+        running_app(settings, FakeBackend()) as one,
+        running_app(settings, FakeBackend()) as two,
+    ):
         key = await one.key(name=uuid.uuid4().hex)
-        codes = [(await app.get("/api/v1/gpt/status", key=key)).status_code for app in (one, two, one, two, one)]
+        codes = [
+            (await app.get("/api/v1/gpt/status", key=key)).status_code
+            for app in (one, two, one, two, one)
+        ]
     assert codes == [200, 200, 200, 200, 429]
 
 

@@ -82,8 +82,9 @@ class ActionService:
         except asyncio.CancelledError:
             # The client went away; the call is still recorded, shielded from the cancellation.
             await asyncio.shield(
-                self._record(principal, call, "", "cancelled", "the client disconnected",
-                             Usage(), started)
+                self._record(
+                    principal, call, "", "cancelled", "the client disconnected", Usage(), started
+                )
             )
             raise
         await self._record(
