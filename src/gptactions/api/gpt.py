@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 from gptactions.api.deps import AnyCaller, ChatCaller, LogsCaller, RuntimeDep
 from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
+from gptactions.runtime import Runtime
 from gptactions.services.conversations import Reply, Turn
 from gptactions.services.interactions import LogEntry, LogQuery
+from gptactions.services.keys import Principal
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -23,7 +25,7 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _turn(body: ConversationRequest, runtime: RuntimeDep, *, continuing: bool) -> Turn:
+def _turn(body: ConversationRequest, runtime: Runtime, *, continuing: bool) -> Turn:
     body.check_limits(runtime.settings)
     return Turn(
         user_id=body.userId,
@@ -48,16 +50,25 @@ def _reply(reply: Reply) -> dict[str, Any]:
     }
 
 
+async def _converse(
+    request: Request, body: ConversationRequest, caller: Principal, runtime: Runtime, *, new: bool
+) -> Any:
+    """A whole JSON reply, or Server-Sent Events when the client accepts them."""
+    turn = _turn(body, runtime, continuing=not new)
+    if wants_event_stream(request):
+        stream = await runtime.conversations.open_stream(caller, turn, new=new)
+        return stream_reply(stream, _reply)
+    if new:
+        return _reply(await runtime.conversations.start(caller, turn))
+    return _reply(await runtime.conversations.respond(caller, turn))
+
+
 @router.post("/conversations", operation_id="startConversation")
 async def start_conversation(
     request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
 ) -> Any:
     """Start a new GPT conversation."""
-    turn = _turn(body, runtime, continuing=False)
-    if wants_event_stream(request):
-        stream = await runtime.conversations.open_stream(caller, turn, new=True)
-        return stream_reply(stream, _reply)
-    return _reply(await runtime.conversations.start(caller, turn))
+    return await _converse(request, body, caller, runtime, new=True)
 
 
 @router.post("/respond", operation_id="respond")
@@ -65,11 +76,7 @@ async def respond(
     request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
 ) -> Any:
     """Process a user input and return GPT's response."""
-    turn = _turn(body, runtime, continuing=True)
-    if wants_event_stream(request):
-        stream = await runtime.conversations.open_stream(caller, turn, new=False)
-        return stream_reply(stream, _reply)
-    return _reply(await runtime.conversations.respond(caller, turn))
+    return await _converse(request, body, caller, runtime, new=False)
 
 
 @router.get("/status", operation_id="getStatus")
