@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,12 +72,24 @@ def conversation_rows(shape: Shape) -> list[dict[str, Any]]:
 
 
 async def bulk_insert(
-    database: Database, count: int, shape: Shape = Shape(), *, batch: int = 5_000
+    database: Database,
+    count: int,
+    shape: Shape = Shape(),
+    *,
+    shuffle: bool = False,
+    batch: int = 5_000,
 ) -> None:
-    """Insert the conversations and `count` interactions, `batch` rows per executemany."""
+    """Insert the conversations and `count` interactions, `batch` rows per executemany.
+
+    `shuffle` inserts the rows out of time order, so that ids do not follow `created_at`.
+    """
     async with database.session() as session:
         await session.execute(insert(Conversation), conversation_rows(shape))
-    for chunk in _chunks(interaction_rows(count, shape), batch):
+    rows: Iterable[dict[str, Any]] = interaction_rows(count, shape)
+    if shuffle:
+        rows = list(rows)
+        random.Random(count).shuffle(rows)
+    for chunk in _chunks(rows, batch):
         async with database.session() as session:
             await session.execute(insert(Interaction), chunk)
 

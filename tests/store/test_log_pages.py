@@ -15,7 +15,8 @@ from .rows import BASE_TIME, Shape, bulk_insert
 
 Factory = Callable[..., Any]
 LOGS = "/api/v1/gpt/logs"
-# 40 rows share each timestamp, so most page boundaries fall between rows of equal time.
+# 40 rows share each timestamp, so most page boundaries fall between rows of equal time; rows
+# are inserted shuffled, so ids do not follow time and only (time, id) orders them.
 SHAPE = Shape(tenants=2, users=3, conversations=12, rows_per_timestamp=40)
 COUNT = 230
 
@@ -42,7 +43,7 @@ async def _walk(api: ApiClient, key: str, params: dict[str, Any]) -> list[list[d
     """Every page, following the Link header from the first."""
     pages = []
     response = await api.get(LOGS, key, params=params)
-    while True:
+    while len(pages) < 1000:  # a cursor that does not advance must fail, not hang
         assert response.status_code == 200, response.text
         pages.append(response.json())
         link = _next_link(response)
@@ -50,6 +51,7 @@ async def _walk(api: ApiClient, key: str, params: dict[str, Any]) -> list[list[d
             return pages
         assert f"limit={params['limit']}" in link
         response = await api.get(link, key)
+    raise AssertionError("the Link header never ended")
 
 
 def _assert_newest_first_without_gaps(rows: list[dict[str, Any]], expected: set[int]) -> None:
@@ -61,7 +63,7 @@ def _assert_newest_first_without_gaps(rows: list[dict[str, Any]], expected: set[
 
 async def test_pages_cover_every_row_once_newest_first(app_factory: Factory) -> None:
     async with app_factory() as api:
-        await bulk_insert(api.runtime.database, COUNT, SHAPE)
+        await bulk_insert(api.runtime.database, COUNT, SHAPE, shuffle=True)
         pages = await _walk(api, ADMIN_KEY, {"limit": 7})
 
     assert [len(page) for page in pages] == [7] * (COUNT // 7) + [COUNT % 7]
@@ -70,7 +72,7 @@ async def test_pages_cover_every_row_once_newest_first(app_factory: Factory) -> 
 
 async def test_pages_of_one_tenant_and_user_keep_the_filter(app_factory: Factory) -> None:
     async with app_factory() as api:
-        await bulk_insert(api.runtime.database, COUNT, SHAPE)
+        await bulk_insert(api.runtime.database, COUNT, SHAPE, shuffle=True)
         key = await api.key(tenant="tenant-1", scopes=("logs",))
         pages = await _walk(api, key, {"limit": 9, "userId": "user-2"})
 
@@ -83,7 +85,7 @@ async def test_pages_of_one_tenant_and_user_keep_the_filter(app_factory: Factory
 
 async def test_rows_written_while_paging_do_not_shift_later_pages(app_factory: Factory) -> None:
     async with app_factory() as api:
-        await bulk_insert(api.runtime.database, 100, SHAPE)
+        await bulk_insert(api.runtime.database, 100, SHAPE, shuffle=True)
         first = await api.get(LOGS, params={"limit": 30})
         for n in range(5):  # newer than every stored row
             await api.post("/api/v1/gpt/conversations", {"userId": "late", "message": f"late {n}"})
@@ -105,7 +107,7 @@ async def test_since_is_inclusive_and_until_exclusive(app_factory: Factory) -> N
     since = BASE_TIME + timedelta(seconds=1)
     until = BASE_TIME + timedelta(seconds=3)
     async with app_factory() as api:
-        await bulk_insert(api.runtime.database, COUNT, SHAPE)
+        await bulk_insert(api.runtime.database, COUNT, SHAPE, shuffle=True)
         params = {"limit": 11, "since": since.isoformat(), "until": until.isoformat()}
         pages = await _walk(api, ADMIN_KEY, params)
         naive = await api.get(LOGS, params={"limit": 1000, "since": "2026-01-01T00:00:05"})
