@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ API_KEY = "gpta_browser_test_key_0123456789abcdefghijkl"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running while it is open, so it must
+# stop before the asyncio tests of other packages run.
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real `gptactions serve` (embedded model, SQLite in a temp dir) for the whole session."""
+    """One real `gptactions serve` (embedded model, SQLite in a temp dir) for the browser tests."""
     if not CHROMIUM.exists():
         pytest.skip(
             f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
@@ -39,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(server: Server) -> Iterator[Any]:
     """Debian's Chromium, driven by Playwright (which cannot download its own browsers here)."""
     from playwright.sync_api import sync_playwright
@@ -106,10 +109,12 @@ class Console:
         return path
 
 
-@pytest.fixture
-def console(browser: Any, server: Server) -> Iterator[Console]:
-    """A fresh browser context (empty storage) per test; fails the test on any page error."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+@contextmanager
+def open_console(browser: Any, server: Server, **options: Any) -> Iterator[Console]:
+    """A fresh browser context (empty storage); fails the test on any page error."""
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True, **options
+    )
     page = context.new_page()
     page.set_default_timeout(60_000)
     result = Console(page, server)
@@ -118,6 +123,13 @@ def console(browser: Any, server: Server) -> Iterator[Console]:
     yield result
     context.close()
     assert result.errors == [], f"errors on the page: {result.errors}"
+
+
+@pytest.fixture
+def console(browser: Any, server: Server) -> Iterator[Console]:
+    """The console in a fresh browser context, under the server's own security policy."""
+    with open_console(browser, server) as opened:
+        yield opened
 
 
 def status_number(text: str) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.browser.conftest import Console
+from tests.browser.conftest import Console, open_console
+from tests.serving import Server
 
 pytestmark = pytest.mark.browser
 
@@ -50,6 +52,13 @@ TRICKY: dict[str, Any] = {
     "": "empty key",
     "list of maps": [{"x": 1, "y": {"z": [1, 2]}}, {}],
 }
+
+
+@pytest.fixture
+def console(browser: Any, server: Server) -> Iterator[Console]:
+    """The console with its security policy bypassed: these tests evaluate code in the page."""
+    with open_console(browser, server, bypass_csp=True) as opened:
+        yield opened
 
 
 def run(console: Console, script: str, *args: Any) -> Any:
