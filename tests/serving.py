@@ -25,11 +25,12 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Server:
-    """A running server: its URL, its admin key, and where its output goes."""
+    """A running server: its URL, its admin key, where its output goes, and its process."""
 
     url: str
     key: str
     log: Path
+    process: subprocess.Popen[bytes]
 
 
 @contextmanager
@@ -71,9 +72,10 @@ def serve(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start: {log.read_text(errors='replace')}")
             time.sleep(0.2)
-        yield Server(url, key, log)
+        yield Server(url, key, log, process)
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
