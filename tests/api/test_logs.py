@@ -73,3 +73,18 @@ async def test_a_key_sees_only_its_tenant_and_an_admin_sees_all(api: ApiClient) 
     ]
     everything = (await api.get(f"{API}/logs")).json()
     assert {i["message"] for i in everything} == {"red secret", "blue secret"}
+
+
+async def test_the_limit_bound_follows_the_setting(settings, fake) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import running_app
+
+    async with running_app(settings.model_copy(update={"logs_max_limit": 5}), fake) as api:
+        assert (await api.get(f"{API}/logs?limit=5")).status_code == 200
+        too_many = await api.get(f"{API}/logs?limit=6")
+        document = (await api.http.get("/openapi.json")).json()
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["details"][0]["pointer"] == "/limit"
+    limit = next(
+        p for p in document["paths"][f"{API}/logs"]["get"]["parameters"] if p["name"] == "limit"
+    )
+    assert limit["schema"]["maximum"] == 5

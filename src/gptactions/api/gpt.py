@@ -14,6 +14,7 @@ from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
 from gptactions.runtime import Runtime
 from gptactions.services.conversations import Reply, Turn
+from gptactions.services.errors import Problem, invalid
 from gptactions.services.interactions import LogEntry, LogQuery
 from gptactions.services.keys import Principal
 
@@ -133,11 +134,16 @@ async def logs(
     conversationId: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1)] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""
-    limit = min(limit, runtime.settings.logs_max_limit)
+    if limit > runtime.settings.logs_max_limit:
+        maximum = runtime.settings.logs_max_limit
+        raise invalid(
+            f"Invalid input: limit: must be at most {maximum}",
+            Problem("/limit", f"query parameter limit: must be at most {maximum}"),
+        )
     page = await runtime.recorder.page(
         caller,
         LogQuery(
