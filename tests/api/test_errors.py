@@ -118,3 +118,16 @@ async def test_bad_log_queries_are_400(api: ApiClient, query: str) -> None:
     response = await api.get(f"{API}/logs?{query}")
     assert response.status_code == 400
     assert_error_shape(response.json(), "invalid_request")
+
+
+async def test_a_json_body_without_a_content_type_is_read_as_json(api: ApiClient) -> None:
+    headers = {"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop"}
+    request = api.http.build_request(
+        "POST", f"{API}/conversations", content=b'{"userId": "u", "message": "m"}', headers=headers
+    )
+    assert "content-type" not in request.headers
+    assert (await api.http.send(request)).status_code == 200
+    garbage = api.http.build_request(
+        "POST", f"{API}/conversations", content=b"userId=u", headers=headers
+    )
+    assert (await api.http.send(garbage)).status_code == 400

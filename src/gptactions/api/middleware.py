@@ -52,11 +52,17 @@ class BodyGuard:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
             return
-        content_type = headers.get("content-type", "")
-        if length != "0" and not _is_json(content_type):
-            shown = content_type or "none"
+        # A body without a Content-Type is read as JSON (a bad one is then a 400, not a 415);
+        # a body that says it is something else is refused.
+        content_type = headers.get("content-type")
+        if content_type is None:
+            assumed = (b"content-type", b"application/json")
+            scope = {**scope, "headers": [*scope["headers"], assumed]}
+        elif length != "0" and not _is_json(content_type):
             await _reject(
-                send, 415, f"the body must be JSON (Content-Type: application/json), got {shown}"
+                send,
+                415,
+                f"the body must be JSON (Content-Type: application/json), got {content_type}",
             )
             return
 
