@@ -13,9 +13,9 @@ import click
 import yaml
 
 from gptactions import __version__
+from gptactions.cli_actions import actions, load_registry
 from gptactions.config import Settings
 from gptactions.runtime import Runtime
-from gptactions.services.actions import ActionRegistry, ActionsFileError, build_registry
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
@@ -41,14 +41,6 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
         await database.close()
 
 
-def _registry(settings: Settings) -> ActionRegistry:
-    """The actions the settings describe; an invalid actions file is a clean error, not a trace."""
-    try:
-        return build_registry(settings)
-    except ActionsFileError as error:
-        raise click.ClickException(str(error)) from None
-
-
 @click.group()
 @click.version_option(__version__, prog_name="gptactions")
 def cli() -> None:
@@ -68,7 +60,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
-    _registry(settings)  # an invalid actions file stops start-up here, before any worker
+    load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     # Done once here, before any worker starts, so workers never race to migrate or create keys.
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     may_generate = settings.environment == "development"
@@ -200,7 +192,7 @@ def openapi(fmt: str) -> None:
     from gptactions.runtime import build_router
 
     settings = Settings()
-    document = build_document(settings, _registry(settings), build_router(settings).names)
+    document = build_document(settings, load_registry(settings), build_router(settings).names)
     if fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:
@@ -247,15 +239,7 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
         await runtime.close()
 
 
-def _register_optional_commands() -> None:
-    try:
-        from gptactions.cli_actions import actions
-    except ImportError:  # the actions commands ship in their own module
-        return
-    cli.add_command(actions)
-
-
-_register_optional_commands()
+cli.add_command(actions)
 
 
 def main(argv: list[str] | None = None) -> Any:

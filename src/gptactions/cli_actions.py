@@ -28,7 +28,8 @@ from gptactions.services.actions import (
 )
 
 
-def _registry(settings: Settings) -> ActionRegistry:
+def load_registry(settings: Settings) -> ActionRegistry:
+    """The actions the settings describe; an invalid actions file is a clean error, not a trace."""
     try:
         return build_registry(settings)
     except ActionsFileError as error:
@@ -44,7 +45,7 @@ def actions() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON, with schemas.")
 def list_actions(as_json: bool) -> None:
     """List the actions: name, origin and description."""
-    registry = _registry(Settings())
+    registry = load_registry(Settings())
     if as_json:
         click.echo(json.dumps(describe_actions(registry), indent=2, ensure_ascii=False))
         return
@@ -84,7 +85,7 @@ def run(
 ) -> None:
     """Run one action with the configured model (the embedded one by default)."""
     settings = Settings()
-    registry = _registry(settings)
+    registry = load_registry(settings)
     router = build_router(settings)
     try:
         parameters = parse_parameter_options(registry.get(name), pairs, params_json)
