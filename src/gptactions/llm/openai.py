@@ -337,12 +337,8 @@ class OpenAIBackend:
         """The decoded body of a non-streamed answer."""
         try:
             body = await response.aread()
-        except httpx.TimeoutException:
-            raise self._read_timeout() from None
         except httpx.TransportError as exc:
-            raise BackendError(
-                f"upstream {self.name!r} stopped midway: {self._describe(exc)}"
-            ) from None
+            raise self._broken_off(exc) from None
         finally:
             await response.aclose()
         try:
@@ -423,12 +419,8 @@ class OpenAIBackend:
                         completion_tokens += 1
                         yield Chunk(text=text)
                     finish = choice.get("finish_reason") or finish
-        except httpx.TimeoutException:
-            raise self._read_timeout() from None
         except httpx.TransportError as exc:
-            raise BackendError(
-                f"upstream {self.name!r} stopped midway: {self._describe(exc)}"
-            ) from None
+            raise self._broken_off(exc) from None
         finally:
             await events.aclose()
         if not done and finish is None:
@@ -498,6 +490,12 @@ class OpenAIBackend:
             return self._connection_failure(exc)
         # A read timeout is not retried: the upstream may still be working on the first attempt.
         return self._read_timeout()
+
+    def _broken_off(self, exc: httpx.TransportError) -> BackendError:
+        """What a transport failure while reading an answer means: a timeout, or a 502."""
+        if isinstance(exc, httpx.TimeoutException):
+            return self._read_timeout()
+        return BackendError(f"upstream {self.name!r} stopped midway: {self._describe(exc)}")
 
     def _read_timeout(self) -> BackendTimeout:
         return BackendTimeout(

@@ -16,7 +16,7 @@ from gptactions.services.actions import (
     ActionRegistry,
     UnknownAction,
 )
-from gptactions.services.errors import Problem, invalid
+from gptactions.services.errors import Problem, invalid, unknown_model
 from gptactions.services.interactions import InteractionRecorder, NewInteraction
 from gptactions.services.keys import Principal
 
@@ -67,10 +67,7 @@ class ActionService:
             try:
                 self._router.resolve(call.model)
             except UnknownModel as error:
-                raise invalid(
-                    f"unknown model {error.name!r}; available: {', '.join(error.available)}",
-                    Problem("/model", f"must be one of: {', '.join(error.available)}"),
-                ) from None
+                raise unknown_model(error) from None
         started = time.perf_counter()
         try:
             outcome = await definition.handler(

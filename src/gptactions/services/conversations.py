@@ -11,7 +11,13 @@ import anyio
 
 from gptactions.llm.base import BackendError, ChatMessage, Generation, GenerationRequest, Usage
 from gptactions.llm.router import BackendRouter, UnknownModel
-from gptactions.services.errors import Problem, ServiceError, invalid, not_found
+from gptactions.services.errors import (
+    Problem,
+    ServiceError,
+    invalid,
+    not_found,
+    unknown_model,
+)
 from gptactions.services.interactions import InteractionRecorder, NewInteraction
 from gptactions.services.keys import Principal
 from gptactions.services.streams import ClientGone, ReplyStream
@@ -133,10 +139,7 @@ class ConversationService:
         try:
             backend = self._router.resolve(turn.model)
         except UnknownModel as error:
-            raise invalid(
-                f"unknown model {error.name!r}; available: {', '.join(error.available)}",
-                Problem("/model", f"must be one of: {', '.join(error.available)}"),
-            ) from None
+            raise unknown_model(error) from None
         max_tokens = turn.max_tokens or self._default_max_tokens
         if max_tokens >= backend.context_window:
             raise invalid(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gptactions.llm.router import UnknownModel
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -35,3 +37,12 @@ def invalid(message: str, *problems: Problem) -> ServiceError:
 def not_found(message: str) -> ServiceError:
     """A 404 for something that does not exist for this caller."""
     return ServiceError(message, 404, "not_found")
+
+
+def unknown_model(error: UnknownModel) -> ServiceError:
+    """A 400 for a `model` that names no configured backend, listing those that exist."""
+    available = ", ".join(error.available)
+    return invalid(
+        f"unknown model {error.name!r}; available: {available}",
+        Problem("/model", f"must be one of: {available}"),
+    )
