@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
+from gptactions.api.openapi_actions import describe_actions
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError
+from gptactions.llm.factory import build_router
 from gptactions.llm.router import UnknownModel
-from gptactions.runtime import build_router
 from gptactions.services.actions import (
     ActionContext,
     ActionOutcome,
@@ -21,7 +22,6 @@ from gptactions.services.actions import (
     InvalidParameters,
     UnknownAction,
     build_registry,
-    describe_actions,
     parse_parameter_options,
     registry_from_file,
     run_action,

@@ -13,14 +13,13 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from gptactions.services.actions import (
-    ActionRegistry,
+from gptactions.api.openapi_actions import (
     action_request_schemas,
     describe_actions,
     merge_action_schemas,
-    registry_from_file,
     to_openapi_schema,
 )
+from gptactions.services.actions import ActionRegistry, registry_from_file
 
 from .conftest import HAIKU_YAML
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gptactions.llm.base import BackendError
-from gptactions.services.errors import Problem, ServiceError
+from gptactions.services.errors import Problem, ServiceError, json_pointer
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _pointer(location: Sequence[int | str]) -> str:
     parts = list(location)
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return json_pointer(parts)
 
 
 def _problem(error: dict[str, Any]) -> Problem:

@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from gptactions import __version__
+from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.config import Settings
-from gptactions.services.actions import ActionRegistry, merge_action_schemas
+from gptactions.services.actions import ActionRegistry
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gptactions.llm.router import UnknownModel
 
@@ -13,6 +15,11 @@ class Problem:
 
     pointer: str
     message: str
+
+
+def json_pointer(parts: Iterable[Any]) -> str:
+    """The JSON pointer (RFC 6901) to the value at `parts`: `["a/b", 0]` -> `/a~1b/0`."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
 
 
 @dataclass

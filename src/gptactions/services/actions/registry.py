@@ -11,6 +11,7 @@ import jsonschema
 
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
+from gptactions.services.errors import Problem, json_pointer
 
 ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 """What an action's name may be: it appears in URLs' bodies, schema names and the OpenAPI enum."""
@@ -54,14 +55,6 @@ class ActionDefinition:
     handler: Handler
     builtin: bool = True
     overrides: bool = False
-
-
-@dataclass(frozen=True)
-class ParameterProblem:
-    """One way the parameters break the action's schema; `pointer` is a JSON pointer."""
-
-    pointer: str
-    message: str
 
 
 class UnknownAction(LookupError):
@@ -116,7 +109,7 @@ class ActionRegistry:
         """Every action's name, sorted."""
         return sorted(self._actions)
 
-    def validate(self, name: str, parameters: Any) -> list[ParameterProblem]:
+    def validate(self, name: str, parameters: Any) -> list[Problem]:
         """Every problem of `parameters` against the action's schema, each with a JSON pointer."""
         self.get(name)
         problems = [
@@ -128,12 +121,10 @@ class ActionRegistry:
 
 
 def _pointer(path: Iterable[Any]) -> str:
-    return "/parameters" + "".join(
-        "/" + str(part).replace("~", "~0").replace("/", "~1") for part in path
-    )
+    return json_pointer(["parameters", *path])
 
 
-def _problems_of(error: jsonschema.ValidationError) -> list[ParameterProblem]:
+def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:
     """The problems one validation error stands for, pointing at the property concerned.
 
     jsonschema reports a missing or unexpected property at the object holding it; the API points
@@ -145,7 +136,7 @@ def _problems_of(error: jsonschema.ValidationError) -> list[ParameterProblem]:
         missing = [p for p in error.validator_value if p not in instance]
         name = next((p for p in missing if error.message.startswith(repr(p))), None)
         if name is not None:
-            return [ParameterProblem(_pointer([*path, name]), "is required")]
+            return [Problem(_pointer([*path, name]), "is required")]
     if (
         error.validator == "additionalProperties"
         and error.validator_value is False
@@ -162,7 +153,7 @@ def _problems_of(error: jsonschema.ValidationError) -> list[ParameterProblem]:
         ]
         if extra:
             return [
-                ParameterProblem(_pointer([*path, key]), "is not a parameter of this action")
+                Problem(_pointer([*path, key]), "is not a parameter of this action")
                 for key in extra
             ]
-    return [ParameterProblem(_pointer(path), error.message)]
+    return [Problem(_pointer(path), error.message)]

@@ -13,9 +13,9 @@ from gptactions.services.actions.registry import (
     ActionDefinition,
     ActionOutcome,
     ActionRegistry,
-    ParameterProblem,
 )
 from gptactions.services.actions.userdefined import ActionsFileError, load_actions_file
+from gptactions.services.errors import Problem
 
 if TYPE_CHECKING:
     from gptactions.config import Settings
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class InvalidParameters(ValueError):
     """The parameters break the action's schema; `problems` says where and how."""
 
-    def __init__(self, action: str, problems: list[ParameterProblem]) -> None:
+    def __init__(self, action: str, problems: list[Problem]) -> None:
         super().__init__(
             f"invalid parameters for action {action}: "
             + "; ".join(f"{p.pointer}: {p.message}" for p in problems)

@@ -1,4 +1,6 @@
-"""The actions' part of the OpenAPI document, built from the registry so user-defined actions show.
+"""The actions' part of the OpenAPI document, and the answer of GET /actions, from the registry.
+
+Built from the registry so that user-defined actions show.
 
 Parameter schemas are written in JSON Schema 2020-12; the served document is OpenAPI 3.0.3, whose
 Schema Object is an older, narrower dialect that GPT Actions import. `to_openapi_schema` converts
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gptactions.services.actions.registry import ActionRegistry
+from gptactions.services.actions import ActionRegistry
 
 SCHEMA_PREFIX = "#/components/schemas/"
 
