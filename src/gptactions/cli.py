@@ -20,6 +20,7 @@ from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
     SCOPES,
+    TERMINAL,
     KeyService,
     NoKeys,
 )
@@ -209,11 +210,9 @@ def chat(user: str, max_tokens: int | None) -> None:
 
 async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
     from gptactions.services.conversations import Turn
-    from gptactions.services.keys import Principal
 
     runtime = Runtime(settings)
     await runtime.open()
-    principal = Principal("terminal", "terminal", DEFAULT_TENANT, frozenset(SCOPES))
     conversation_id: str | None = None
     click.echo(f"chatting with {runtime.router.resolve().model}; an empty line or Ctrl-D ends.")
     try:
@@ -227,9 +226,9 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
             turn = Turn(user, line, conversation_id=conversation_id, max_tokens=max_tokens)
             try:
                 if conversation_id is None:
-                    reply = await runtime.conversations.start(principal, turn)
+                    reply = await runtime.conversations.start(TERMINAL, turn)
                 else:
-                    reply = await runtime.conversations.respond(principal, turn)
+                    reply = await runtime.conversations.respond(TERMINAL, turn)
             except Exception as error:  # shown, and the chat goes on
                 click.echo(f"error: {error}", err=True)
                 continue

@@ -12,20 +12,18 @@ import click
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError
-from gptactions.llm.factory import build_router
-from gptactions.llm.router import UnknownModel
+from gptactions.runtime import Runtime
 from gptactions.services.actions import (
-    ActionContext,
+    ActionCall,
     ActionOutcome,
     ActionRegistry,
     ActionsFileError,
-    InvalidParameters,
-    UnknownAction,
     build_registry,
     parse_parameter_options,
     registry_from_file,
-    run_action,
 )
+from gptactions.services.errors import ServiceError
+from gptactions.services.keys import TERMINAL
 
 
 def load_registry(settings: Settings) -> ActionRegistry:
@@ -83,25 +81,24 @@ def check(file: Path) -> None:
 def run(
     name: str, pairs: tuple[str, ...], params_json: str | None, model: str | None, as_json: bool
 ) -> None:
-    """Run one action with the configured model (the embedded one by default)."""
+    """Run one action with the configured model (the embedded one by default).
+
+    The run goes through the same checks as an API call and is recorded in the log, as the
+    terminal's, with the userId `terminal`.
+    """
     settings = Settings()
-    registry = load_registry(settings)
-    router = build_router(settings)
+    runtime = Runtime(settings, registry=load_registry(settings))
     try:
-        parameters = parse_parameter_options(registry.get(name), pairs, params_json)
-        problems = registry.validate(name, parameters)
-        router.resolve(model)
-    except UnknownModel as error:
-        raise click.UsageError(
-            f"unknown model {error.name!r}; available: {', '.join(error.available)}"
-        ) from None
-    except (UnknownAction, ValueError) as error:
+        parameters = parse_parameter_options(runtime.actions.definition(name), pairs, params_json)
+        call = ActionCall(name, parameters, model=model)
+        runtime.actions.check(call)  # before the model loads, so a mistake is told at once
+    except ServiceError as error:
+        details = (f"  {p.pointer}: {p.message}" for p in error.details)
+        raise click.UsageError("\n".join([error.message, *details])) from None
+    except ValueError as error:
         raise click.UsageError(str(error)) from None
-    if problems:
-        raise click.UsageError(str(InvalidParameters(name, problems)))
     try:
-        context = ActionContext(router, model, settings.max_tokens_limit)
-        outcome = asyncio.run(_run(context, registry, name, parameters))
+        outcome = asyncio.run(_run(runtime, call))
     except BackendError as error:
         raise click.ClickException(error.message) from None
     if as_json:
@@ -113,11 +110,9 @@ def run(
         sys.exit(1)
 
 
-async def _run(
-    context: ActionContext, registry: ActionRegistry, name: str, parameters: dict[str, object]
-) -> ActionOutcome:
-    await context.router.start()
+async def _run(runtime: Runtime, call: ActionCall) -> ActionOutcome:
+    await runtime.open()
     try:
-        return await run_action(registry, context, name, parameters)
+        return await runtime.actions.run(TERMINAL, call)
     finally:
-        await context.router.close()
+        await runtime.close()

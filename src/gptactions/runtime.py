@@ -5,10 +5,9 @@ from __future__ import annotations
 from gptactions.config import Settings
 from gptactions.llm.factory import build_router
 from gptactions.llm.router import BackendRouter
-from gptactions.services.action_runs import ActionService
-from gptactions.services.actions import ActionRegistry, build_registry
+from gptactions.services.actions import ActionRegistry, ActionService, build_registry
 from gptactions.services.conversations import ConversationService
-from gptactions.services.interactions import InteractionRecorder
+from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService
 from gptactions.services.limits import build_limiter
 from gptactions.services.status import StatusService
@@ -32,16 +31,16 @@ class Runtime:
         self.router = router or build_router(settings)
         self.registry = registry or build_registry(settings)
         self.keys = KeyService(self.database)
-        self.recorder = InteractionRecorder(self.database)
+        self.log = InteractionLog(self.database)
         self.conversations = ConversationService(
             self.database,
             self.router,
-            self.recorder,
+            self.log,
             system_prompt=settings.system_prompt,
             default_max_tokens=settings.default_max_tokens,
         )
         self.actions = ActionService(
-            self.registry, self.router, self.recorder, max_tokens_limit=settings.max_tokens_limit
+            self.registry, self.router, self.log, max_tokens_limit=settings.max_tokens_limit
         )
         self.status = StatusService(self.database, self.router)
         self.limiter = build_limiter(settings.rate_limit, settings.redis_url)

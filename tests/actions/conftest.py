@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
 from gptactions.llm.router import BackendRouter
-from gptactions.services.actions import ActionContext, ActionRegistry, registry_from_file
+from gptactions.services.actions import (
+    ActionContext,
+    ActionOutcome,
+    ActionRegistry,
+    registry_from_file,
+)
 
 HAIKU_YAML = """\
 actions:
@@ -26,6 +32,14 @@ actions:
     maxTokens: 60
 """
 """The example of issue 4, exactly as written there."""
+
+
+async def run_handler(
+    registry: ActionRegistry, ctx: ActionContext, name: str, parameters: Mapping[str, Any]
+) -> ActionOutcome:
+    """An action's handler, run on parameters that pass its schema (as `ActionService` runs it)."""
+    assert registry.validate(name, parameters) == []
+    return await registry.get(name).handler(ctx, dict(parameters))
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from gptactions.services.actions import ActionContext, ActionOutcome, ActionRegistry, run_action
+from gptactions.services.actions import ActionContext, ActionOutcome, ActionRegistry
+
+from .conftest import run_handler
 
 pytestmark = pytest.mark.model
 
@@ -20,7 +22,7 @@ PARK = (
 async def _run(
     registry: ActionRegistry, ctx: ActionContext, name: str, params: dict[str, object]
 ) -> ActionOutcome:
-    outcome = await run_action(registry, ctx, name, params)
+    outcome = await run_handler(registry, ctx, name, params)
     assert outcome.success, outcome.result
     assert isinstance(outcome.result, str) and outcome.result.strip()
     assert outcome.usage.completion_tokens > 0

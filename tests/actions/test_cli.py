@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from gptactions.cli import cli
+from gptactions.config import Settings
 from gptactions.services.actions import parse_parameter_options, registry_from_file
+from gptactions.services.interactions import InteractionLog, LogEntry, LogQuery
+from gptactions.services.keys import TERMINAL
+from gptactions.store.db import Database
 
 from .conftest import HAIKU_YAML
 
@@ -70,6 +75,32 @@ def test_run_refuses_unknown_actions_and_bad_parameters() -> None:
     assert model.exit_code == 2
 
 
+def logged() -> list[LogEntry]:
+    """The log of the database the command line used, oldest first."""
+
+    async def read() -> list[LogEntry]:
+        database = Database(Settings().database_url)
+        try:
+            return (await InteractionLog(database).page(TERMINAL, LogQuery())).entries[::-1]
+        finally:
+            await database.close()
+
+    return asyncio.run(read())
+
+
+def test_a_run_that_fails_is_logged_like_an_api_call() -> None:
+    down = {
+        "GPTACTIONS_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "GPTACTIONS_UPSTREAM_MODEL": "m",
+        "GPTACTIONS_FALLBACK": "none",
+    }
+    result = CliRunner().invoke(cli, ["actions", "run", "sentiment", "-p", "text=ok"], env=down)
+    assert result.exit_code == 1 and "unreachable" in result.output
+    [entry] = logged()
+    assert (entry.kind, entry.action, entry.status) == ("action", "sentiment", "error")
+    assert entry.user_id == "terminal" and entry.error and "unreachable" in entry.error
+
+
 def test_parameter_options_follow_the_schema() -> None:
     classify = registry_from_file(None).get("classify")
     params = parse_parameter_options(
@@ -111,3 +142,5 @@ def test_run_with_the_embedded_model(write_file: WriteFile) -> None:
         env={"GPTACTIONS_ACTIONS_FILE": str(path)},
     )
     assert haiku.exit_code == 0 and haiku.output.strip()
+    runs = [(e.kind, e.action, e.status, e.user_id) for e in logged()]
+    assert runs == [("action", a, "ok", "terminal") for a in ("classify", "haiku")]

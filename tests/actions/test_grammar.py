@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gptactions.llm.local import choices_grammar, grammar_literal, schema_grammar_is_safe
-from gptactions.services.actions import ActionContext, ActionRegistry, run_action
+from gptactions.services.actions import ActionContext, ActionRegistry
 from gptactions.services.actions.builtin import extraction_schema
+
+from .conftest import run_handler
 
 NASTY = [
     'say "hi"',
@@ -48,18 +50,18 @@ def test_schemas_with_unsafe_literals_are_recognised() -> None:
 async def test_nasty_labels_and_field_names_with_the_real_model(
     registry: ActionRegistry, model_context: ActionContext
 ) -> None:
-    single = await run_action(
+    single = await run_handler(
         registry, model_context, "classify", {"text": "hello", "labels": NASTY}
     )
     assert single.success and single.result in NASTY[:-1]
-    several = await run_action(
+    several = await run_handler(
         registry,
         model_context,
         "classify",
         {"text": "hello", "labels": NASTY, "multiLabel": True},
     )
     assert not several.success or set(several.data) <= set(NASTY)
-    extracted = await run_action(
+    extracted = await run_handler(
         registry,
         model_context,
         "extract",

@@ -10,8 +10,10 @@ import pytest
 from gptactions.llm.base import BackendUnavailable, PromptTooLong
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.router import BackendRouter
-from gptactions.services.actions import ActionContext, ActionRegistry, run_action
+from gptactions.services.actions import ActionContext, ActionRegistry
 from gptactions.services.actions.builtin import as_bullets, limit_words, strip_fences
+
+from .conftest import run_handler
 
 FakeContext = Callable[..., tuple[ActionContext, FakeBackend]]
 LABELS = ["sports", "politics", "technology"]
@@ -21,7 +23,7 @@ async def test_classify_constrains_decoding_to_the_labels(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("politics")
-    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": LABELS})
     assert (outcome.success, outcome.result, outcome.data) == (True, "politics", "politics")
     assert fake.requests[0].choices == tuple(LABELS)
 
@@ -30,7 +32,7 @@ async def test_classify_retries_an_invented_label_once_and_then_succeeds(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("weather", "sports")
-    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": LABELS})
     assert (outcome.success, outcome.result) == (True, "sports")
     assert len(fake.requests) == 2
     retry = fake.requests[1].messages
@@ -43,7 +45,7 @@ async def test_classify_fails_after_the_retry_without_inventing(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("weather", "cooking")
-    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": LABELS})
     assert outcome.success is False
     assert "'cooking' is not one of" in outcome.result
     assert outcome.data is None
@@ -54,7 +56,7 @@ async def test_classify_accepts_a_label_but_for_case_and_punctuation(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, _ = fake_context(' "Technology." ')
-    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": LABELS})
     assert (outcome.result, outcome.data) == ("technology", "technology")
 
 
@@ -62,7 +64,7 @@ async def test_multilabel_asks_for_a_json_list_and_removes_repeats(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context('["politics", "sports", "politics"]')
-    outcome = await run_action(
+    outcome = await run_handler(
         registry, ctx, "classify", {"text": "t", "labels": LABELS, "multiLabel": True}
     )
     assert (outcome.result, outcome.data) == ("politics, sports", ["politics", "sports"])
@@ -75,7 +77,7 @@ async def test_multilabel_refuses_what_is_not_a_list_of_labels(
     registry: ActionRegistry, fake_context: FakeContext, reply: str
 ) -> None:
     ctx, _ = fake_context(reply, reply)
-    outcome = await run_action(
+    outcome = await run_handler(
         registry, ctx, "classify", {"text": "t", "labels": LABELS, "multiLabel": True}
     )
     assert outcome.success is False
@@ -85,7 +87,7 @@ async def test_sentiment_is_one_of_three(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("happy", "Negative")
-    outcome = await run_action(registry, ctx, "sentiment", {"text": "awful"})
+    outcome = await run_handler(registry, ctx, "sentiment", {"text": "awful"})
     assert (outcome.success, outcome.result, outcome.data) == (True, "negative", "negative")
     assert fake.requests[0].choices == ("positive", "negative", "neutral")
 
@@ -98,7 +100,7 @@ async def test_extract_asks_for_exactly_the_fields(
 ) -> None:
     reply = '{"name": "Ann", "age": 34, "member": true, "tags": ["a"]}'
     ctx, fake = fake_context(reply)
-    outcome = await run_action(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
+    outcome = await run_handler(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
     assert outcome.success
     assert outcome.data == {"name": "Ann", "age": 34, "member": True, "tags": ["a"]}
     assert json.loads(outcome.result) == outcome.data
@@ -121,7 +123,7 @@ async def test_extract_refuses_objects_that_break_the_fields(
     registry: ActionRegistry, fake_context: FakeContext, reply: str
 ) -> None:
     ctx, fake = fake_context(reply, reply)
-    outcome = await run_action(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
+    outcome = await run_handler(registry, ctx, "extract", {"text": "t", "fields": FIELDS})
     assert outcome.success is False
     assert outcome.result.startswith("the model's output could not be brought into")
     assert "JSON" in fake.requests[1].messages[-1].content
@@ -131,7 +133,7 @@ async def test_extract_recovers_on_the_retry(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, _ = fake_context("not json", '```json\n{"city": "Paris"}\n```')
-    outcome = await run_action(
+    outcome = await run_handler(
         registry, ctx, "extract", {"text": "t", "fields": {"city": "string"}}
     )
     assert (outcome.success, outcome.data) == (True, {"city": "Paris"})
@@ -141,7 +143,7 @@ async def test_an_empty_text_answer_is_retried_then_fails(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, _ = fake_context("  ", "\n")
-    outcome = await run_action(registry, ctx, "answer", {"question": "why?"})
+    outcome = await run_handler(registry, ctx, "answer", {"question": "why?"})
     assert (outcome.success, outcome.result) == (
         False,
         "the model's output could not be brought into the required form: "
@@ -154,7 +156,7 @@ async def test_backend_errors_are_not_turned_into_outcomes(
 ) -> None:
     ctx, _ = fake_context(BackendUnavailable("down"))
     with pytest.raises(BackendUnavailable):
-        await run_action(registry, ctx, "answer", {"question": "why?"})
+        await run_handler(registry, ctx, "answer", {"question": "why?"})
 
 
 async def test_a_prompt_that_leaves_no_room_for_the_answer_is_too_long(
@@ -162,7 +164,7 @@ async def test_a_prompt_that_leaves_no_room_for_the_answer_is_too_long(
 ) -> None:
     ctx = ActionContext(BackendRouter([FakeBackend(context_window=64)]))
     with pytest.raises(PromptTooLong):
-        await run_action(registry, ctx, "summarize", {"text": "word " * 200})
+        await run_handler(registry, ctx, "summarize", {"text": "word " * 200})
 
 
 async def test_the_reply_budget_shrinks_to_fit_the_context_window(
@@ -170,7 +172,7 @@ async def test_the_reply_budget_shrinks_to_fit_the_context_window(
 ) -> None:
     ctx, fake = fake_context("short")
     fake.context_window = 200
-    await run_action(registry, ctx, "summarize", {"text": "word " * 100})
+    await run_handler(registry, ctx, "summarize", {"text": "word " * 100})
     assert fake.requests[0].max_tokens < 256
 
 
@@ -178,7 +180,7 @@ async def test_summarize_cuts_to_max_words_and_makes_bullets(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, _ = fake_context("One two three. Four five six. Seven eight.")
-    outcome = await run_action(
+    outcome = await run_handler(
         registry, ctx, "summarize", {"text": "t", "maxWords": 5, "format": "bullets"}
     )
     assert outcome.result == "- One two three.\n- Four five…"
@@ -188,7 +190,7 @@ async def test_generate_code_returns_the_code_without_fences(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("Here you are:\n```python\nprint('hi')\n```\nEnjoy!")
-    outcome = await run_action(
+    outcome = await run_handler(
         registry,
         ctx,
         "generateCode",
@@ -202,14 +204,14 @@ async def test_optional_parameters_reach_the_prompt(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, fake = fake_context("Bonjour", "ok", "fine")
-    await run_action(
+    await run_handler(
         registry,
         ctx,
         "translate",
         {"text": "Hello", "targetLanguage": "French", "sourceLanguage": "English"},
     )
-    await run_action(registry, ctx, "answer", {"question": "Who?", "context": "Ann did it."})
-    await run_action(registry, ctx, "rewrite", {"text": "hey", "tone": "formal"})
+    await run_handler(registry, ctx, "answer", {"question": "Who?", "context": "Ann did it."})
+    await run_handler(registry, ctx, "rewrite", {"text": "hey", "tone": "formal"})
     prompts = [r.messages[-1].content for r in fake.requests]
     assert "from English into French" in prompts[0]
     assert (
@@ -232,7 +234,7 @@ def test_text_helpers() -> None:
 async def test_the_server_limit_caps_every_generation(registry: ActionRegistry) -> None:
     fake = FakeBackend(["def f(): pass"])
     ctx = ActionContext(BackendRouter([fake]), max_tokens=8)
-    await run_action(registry, ctx, "generateCode", {"description": "f", "language": "python"})
+    await run_handler(registry, ctx, "generateCode", {"description": "f", "language": "python"})
     assert fake.requests[0].max_tokens == 8
 
 
@@ -241,7 +243,7 @@ async def test_failure_reasons_stay_short_with_many_labels(
 ) -> None:
     labels = [f"label{i} " + "x" * 90 for i in range(50)]
     ctx, _ = fake_context("nope", "nope")
-    outcome = await run_action(registry, ctx, "classify", {"text": "t", "labels": labels})
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": labels})
     assert outcome.success is False
     assert "(and 40 more)" in outcome.result and len(outcome.result) < 1500
 
@@ -250,7 +252,7 @@ async def test_labels_with_surrounding_spaces_still_match(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:
     ctx, _ = fake_context("Urgent")
-    outcome = await run_action(
+    outcome = await run_handler(
         registry, ctx, "classify", {"text": "t", "labels": [" urgent ", "later"]}
     )
     assert outcome.data == " urgent "

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import (
     BUILTIN_ACTIONS,
+    ActionCall,
     ActionContext,
     ActionOutcome,
     ActionRegistry,
-    InvalidParameters,
+    ActionService,
     UnknownAction,
-    run_action,
 )
 from gptactions.services.actions.builtin import TEXT_LIMIT
 from gptactions.services.actions.registry import ActionDefinition
+from gptactions.services.errors import ServiceError
+from gptactions.services.interactions import InteractionLog
+from gptactions.store.db import Database
 
 BUILTIN_NAMES = [
     "answer",
@@ -105,10 +110,13 @@ def test_valid_parameters_have_no_problems(registry: ActionRegistry) -> None:
     assert registry.validate("summarize", {"text": "t", "maxWords": 5, "format": "bullets"}) == []
 
 
-async def test_run_action_refuses_invalid_parameters(registry: ActionRegistry) -> None:
-    with pytest.raises(InvalidParameters) as caught:
-        await run_action(registry, None, "summarize", {"maxWords": 0})  # type: ignore[arg-type]
-    assert {p.pointer for p in caught.value.problems} == {
+def test_the_service_refuses_invalid_parameters(registry: ActionRegistry) -> None:
+    service = ActionService(
+        registry, BackendRouter([FakeBackend()]), InteractionLog(Database("sqlite:///log.db"))
+    )
+    with pytest.raises(ServiceError) as caught:
+        service.check(ActionCall("summarize", {"maxWords": 0}))
+    assert {p.pointer for p in caught.value.details} == {
         "/parameters/text",
         "/parameters/maxWords",
     }

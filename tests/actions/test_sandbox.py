@@ -15,9 +15,10 @@ from gptactions.services.actions import (
     ActionContext,
     ActionsFileError,
     registry_from_file,
-    run_action,
 )
 from gptactions.services.actions.userdefined import template_environment
+
+from .conftest import run_handler
 
 FakeContext = Callable[..., tuple[ActionContext, FakeBackend]]
 WriteFile = Callable[[str, str], Path]
@@ -95,7 +96,7 @@ async def test_an_escaping_action_gets_no_answer_from_the_model(
     )
     registry = registry_from_file(write_file("escape.yaml", text))
     ctx, fake = fake_context()
-    outcome = await run_action(registry, ctx, "escape", {"x": "hello"})
+    outcome = await run_handler(registry, ctx, "escape", {"x": "hello"})
     assert outcome.success is False
     assert outcome.result.startswith("the prompt of action escape failed to render")
     assert fake.requests == []

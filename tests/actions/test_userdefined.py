@@ -16,10 +16,9 @@ from gptactions.services.actions import (
     ActionsFileError,
     build_registry,
     registry_from_file,
-    run_action,
 )
 
-from .conftest import HAIKU_YAML
+from .conftest import HAIKU_YAML, run_handler
 
 FakeContext = Callable[..., tuple[ActionContext, FakeBackend]]
 WriteFile = Callable[[str, str], Path]
@@ -51,7 +50,7 @@ async def test_the_issue_example_loads_and_runs(
     assert registry.validate("haiku", {"topic": "x" * 201})[0].pointer == "/parameters/topic"
 
     ctx, fake = fake_context("Autumn moonlight\na worm digs silently\ninto the chestnut")
-    outcome = await run_action(registry, ctx, "haiku", {"topic": "autumn"})
+    outcome = await run_handler(registry, ctx, "haiku", {"topic": "autumn"})
     assert outcome.success and outcome.result.startswith("Autumn moonlight")
     request = fake.requests[0]
     assert [(m.role, m.content) for m in request.messages] == [
@@ -131,7 +130,7 @@ async def test_every_output_kind_and_the_system_prompt(
     ctx, fake = fake_context(
         "bug", '["legal", "urgent"]', '{"name": "Ann", "email": "ann@example.com"}'
     )
-    triage = await run_action(registry, ctx, "triage", {"ticket": "It crashes"})
+    triage = await run_handler(registry, ctx, "triage", {"ticket": "It crashes"})
     assert (triage.success, triage.result, triage.data) == (True, "bug", "bug")
     first = fake.requests[0]
     assert first.messages[0].content == "You triage tickets about the app."  # the default
@@ -139,10 +138,10 @@ async def test_every_output_kind_and_the_system_prompt(
     assert first.choices == ("billing", "bug", "question")
     assert (first.temperature, first.max_tokens) == (0.2, 10)
 
-    tags = await run_action(registry, ctx, "tags", {"text": "Sue them now"})
+    tags = await run_handler(registry, ctx, "tags", {"text": "Sue them now"})
     assert (tags.result, tags.data) == ("legal, urgent", ["legal", "urgent"])
 
-    contact = await run_action(registry, ctx, "contact", {"text": "Ann, ann@example.com"})
+    contact = await run_handler(registry, ctx, "contact", {"text": "Ann, ann@example.com"})
     assert contact.data == {"name": "Ann", "email": "ann@example.com"}
     assert json.loads(contact.result) == contact.data
     assert fake.requests[2].json_schema is not None
@@ -154,7 +153,7 @@ async def test_a_json_action_that_never_fits_fails(
 ) -> None:
     registry = registry_from_file(write_file("full.yaml", FULL))
     ctx, _ = fake_context('{"name": "Ann"}', '{"name": "Ann"}')
-    outcome = await run_action(registry, ctx, "contact", {"text": "Ann"})
+    outcome = await run_handler(registry, ctx, "contact", {"text": "Ann"})
     assert outcome.success is False
     assert "'email' is a required property" in outcome.result
 
@@ -165,7 +164,7 @@ async def test_parameter_values_are_not_templates(
     registry = registry_from_file(write_file("a.yaml", HAIKU_YAML))
     ctx, fake = fake_context("ok")
     topic = "{{ ''.__class__.__mro__ }} {% for x in range(3) %}x{% endfor %}"
-    await run_action(registry, ctx, "haiku", {"topic": topic})
+    await run_handler(registry, ctx, "haiku", {"topic": topic})
     assert fake.requests[0].messages[0].content == f"Write a haiku about {topic}."
 
 
@@ -282,7 +281,7 @@ actions:
 """
     registry = registry_from_file(write_file("a.yaml", text))
     ctx, fake = fake_context()
-    outcome = await run_action(registry, ctx, "greet", {})
+    outcome = await run_handler(registry, ctx, "greet", {})
     assert outcome.success is False
     assert outcome.result.startswith("the prompt of action greet failed to render: 'who'")
     assert fake.requests == []
@@ -293,7 +292,7 @@ async def test_the_issue_example_with_the_real_model(
     write_file: WriteFile, model_context: ActionContext
 ) -> None:
     registry = registry_from_file(write_file("actions.yaml", HAIKU_YAML))
-    outcome = await run_action(registry, model_context, "haiku", {"topic": "the sea"})
+    outcome = await run_handler(registry, model_context, "haiku", {"topic": "the sea"})
     assert outcome.success and outcome.result.strip()
     assert 0 < outcome.usage.completion_tokens <= 60
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from gptactions.api.deps import ActionsCaller, RuntimeDep
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.schemas import ActionRequest
-from gptactions.services.action_runs import ActionCall
+from gptactions.services.actions import ActionCall
 
 router = APIRouter(prefix="/api/v1/gpt")
 

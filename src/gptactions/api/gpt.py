@@ -144,7 +144,7 @@ async def logs(
             f"Invalid input: limit: must be at most {maximum}",
             Problem("/limit", f"query parameter limit: must be at most {maximum}"),
         )
-    page = await runtime.recorder.page(
+    page = await runtime.log.page(
         caller,
         LogQuery(
             user_id=userId,

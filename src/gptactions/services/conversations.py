@@ -3,65 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from dataclasses import dataclass, field
 
-import anyio
-
-from gptactions.llm.base import BackendError, ChatMessage, Generation, GenerationRequest, Usage
+from gptactions.llm.base import BackendError, ChatMessage, GenerationRequest
 from gptactions.llm.router import BackendRouter, UnknownModel
-from gptactions.services.errors import (
-    Problem,
-    ServiceError,
-    invalid,
-    not_found,
-    unknown_model,
-)
-from gptactions.services.interactions import InteractionRecorder, NewInteraction
+from gptactions.services.errors import Problem, invalid, not_found, unknown_model
+from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
-from gptactions.services.streams import ClientGone, ReplyStream
+from gptactions.services.streams import ReplyStream
+from gptactions.services.turns import PreparedTurn, Reply, Turn, TurnRecorder
 from gptactions.store import queries
 from gptactions.store.db import Database
-from gptactions.store.models import Conversation, utcnow
 
-
-@dataclass(frozen=True)
-class Turn:
-    """A user's message for a conversation, with the optional generation settings."""
-
-    user_id: str
-    message: str
-    conversation_id: str | None = None
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    model: str | None = None
-
-
-@dataclass
-class PreparedTurn:
-    """A turn ready for the model: its conversation (maybe not stored yet) and the prompt."""
-
-    principal: Principal
-    turn: Turn
-    conversation_id: str
-    is_new: bool
-    request: GenerationRequest
-    history_turns: int
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The model's reply to a turn, stored."""
-
-    conversation_id: str
-    reply: str
-    interaction_id: int
-    usage: Usage
-    backend: str
-    model: str
-    latency_ms: int
+__all__ = ["ConversationService", "PreparedTurn", "Reply", "ReplyStream", "Turn"]
 
 
 class ConversationService:
@@ -71,14 +25,14 @@ class ConversationService:
         self,
         database: Database,
         router: BackendRouter,
-        recorder: InteractionRecorder,
+        log: InteractionLog,
         *,
         system_prompt: str,
         default_max_tokens: int,
     ) -> None:
         self._database = database
         self._router = router
-        self._recorder = recorder
+        self._turns = TurnRecorder(log)
         self._system_prompt = system_prompt
         self._default_max_tokens = default_max_tokens
 
@@ -105,34 +59,31 @@ class ConversationService:
         except StopAsyncIteration:
             await chunks.aclose()
             error = BackendError("the model ended its reply before it began")
-            await self.fail(prepared, error)
+            await self._turns.fail(prepared, error)
             raise error from None
         except BackendError as error:
             await chunks.aclose()
-            await self.fail(prepared, error)
+            await self._turns.fail(prepared, error)
             raise
         except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
-                await self.fail(prepared, ClientGone(ClientGone.message), status="cancelled")
+            await self._turns.abandon(prepared, close=chunks.aclose)
             raise
         except BaseException:
             await chunks.aclose()
             raise
-        return ReplyStream(self, prepared, chunks, first)
+        return ReplyStream(self._turns, prepared, chunks, first)
 
     async def _run(self, prepared: PreparedTurn) -> Reply:
         try:
             generation = await self._router.generate(prepared.request, prepared.turn.model)
         except BackendError as error:
-            await self.fail(prepared, error)
+            await self._turns.fail(prepared, error)
             raise
         except asyncio.CancelledError:
             # The client went away (or the server is stopping): record the abandoned turn.
-            with anyio.CancelScope(shield=True):
-                await self.fail(prepared, ClientGone(ClientGone.message), status="cancelled")
+            await self._turns.abandon(prepared)
             raise
-        return await self.complete(prepared, generation)
+        return await self._turns.complete(prepared, generation)
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
         """Resolve the conversation and build the prompt that fits the model's context window."""
@@ -153,9 +104,7 @@ class ConversationService:
         request = GenerationRequest(
             messages=messages, max_tokens=max_tokens, temperature=turn.temperature
         )
-        return PreparedTurn(
-            principal, turn, conversation_id, is_new, request, (len(messages) - 2) // 2
-        )
+        return PreparedTurn(principal, turn, conversation_id, is_new, request)
 
     async def _conversation(
         self, principal: Principal, turn: Turn, *, new: bool
@@ -220,83 +169,6 @@ class ConversationService:
                 too_many = middle
         return keep(fitting)
 
-    async def complete(self, prepared: PreparedTurn, generation: Generation) -> Reply:
-        """Store the turn (and the conversation when it is new); returns once committed."""
-        reply = generation.text.strip()
-        if not reply:
-            error = BackendError("the model returned an empty reply")
-            await self.fail(prepared, error)
-            raise error
-        latency = _elapsed_ms(prepared)
-        interaction = await self._store(prepared, reply, "ok", None, generation, latency)
-        return Reply(
-            conversation_id=prepared.conversation_id,
-            reply=reply,
-            interaction_id=interaction,
-            usage=generation.usage,
-            backend=generation.backend,
-            model=generation.model,
-            latency_ms=latency,
-        )
-
-    async def fail(
-        self,
-        prepared: PreparedTurn,
-        error: Exception,
-        *,
-        partial: str = "",
-        status: str = "error",
-        usage: Usage | None = None,
-        backend: str = "",
-        model: str = "",
-    ) -> None:
-        """Store a turn that failed or was cut short, with whatever was generated."""
-        generation = Generation(text=partial, usage=usage or Usage(), backend=backend, model=model)
-        message = error.message if isinstance(error, (BackendError, ServiceError)) else str(error)
-        await self._store(prepared, partial, status, message, generation, _elapsed_ms(prepared))
-
-    async def _store(
-        self,
-        prepared: PreparedTurn,
-        reply: str,
-        status: str,
-        error: str | None,
-        generation: Generation,
-        latency_ms: int,
-    ) -> int:
-        now = utcnow()
-        conversation = None
-        if prepared.is_new:
-            conversation = Conversation(
-                id=prepared.conversation_id,
-                tenant=prepared.principal.tenant,
-                user_id=prepared.turn.user_id,
-                created_at=now,
-                updated_at=now,
-            )
-        return await self._recorder.record(
-            NewInteraction(
-                principal=prepared.principal,
-                kind="conversation",
-                user_id=prepared.turn.user_id,
-                message=prepared.turn.message,
-                reply=reply,
-                status=status,
-                error=error,
-                conversation_id=prepared.conversation_id,
-                backend=generation.backend or None,
-                model=generation.model or None,
-                latency_ms=latency_ms,
-                usage=generation.usage,
-                at=now,
-            ),
-            new_conversation=conversation,
-        )
-
 
 def _new_conversation_id() -> str:
     return "conv_" + uuid.uuid4().hex
-
-
-def _elapsed_ms(prepared: PreparedTurn) -> int:
-    return round((time.perf_counter() - prepared.started) * 1000)

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+import anyio
 
 from gptactions.llm.base import Usage
 from gptactions.services.errors import Problem, invalid
 from gptactions.services.keys import Principal
 from gptactions.store import queries
 from gptactions.store.db import Database
-from gptactions.store.models import Conversation, Interaction, utcnow
+from gptactions.store.models import (
+    Conversation,
+    Interaction,
+    InteractionKind,
+    InteractionStatus,
+    utcnow,
+)
+
+__all__ = [
+    "ABANDONED",
+    "InteractionKind",
+    "InteractionLog",
+    "InteractionStatus",
+    "LogEntry",
+    "LogPage",
+    "LogQuery",
+    "NewInteraction",
+]
+
+ABANDONED = "the client disconnected before the reply was complete"
+"""The error recorded for an interaction whose client went away first."""
 
 
 @dataclass(frozen=True)
@@ -18,11 +41,11 @@ class NewInteraction:
     """An interaction to record."""
 
     principal: Principal
-    kind: str
+    kind: InteractionKind
     user_id: str
     message: str
     reply: str
-    status: str = "ok"
+    status: InteractionStatus = InteractionStatus.OK
     error: str | None = None
     conversation_id: str | None = None
     action: str | None = None
@@ -44,9 +67,9 @@ class LogEntry:
     message: str
     reply: str
     conversation_id: str | None
-    kind: str
+    kind: InteractionKind
     action: str | None
-    status: str
+    status: InteractionStatus
     error: str | None
     backend: str | None
     model: str | None
@@ -84,9 +107,9 @@ def _entry(row: Interaction) -> LogEntry:
         message=row.message,
         reply=row.reply,
         conversation_id=row.conversation_id,
-        kind=row.kind,
+        kind=InteractionKind(row.kind),
         action=row.action,
-        status=row.status,
+        status=InteractionStatus(row.status),
         error=row.error,
         backend=row.backend,
         model=row.model,
@@ -96,8 +119,8 @@ def _entry(row: Interaction) -> LogEntry:
     )
 
 
-class InteractionRecorder:
-    """Writes interactions and reads them back as the log."""
+class InteractionLog:
+    """The log of interactions: writes each one, and reads them back a page at a time."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -134,6 +157,27 @@ class InteractionRecorder:
             if new.conversation_id is not None and new_conversation is None:
                 await queries.touch_conversation(session, new.conversation_id, at)
             return row.id
+
+    async def record_abandoned(
+        self,
+        new: NewInteraction,
+        *,
+        new_conversation: Conversation | None = None,
+        close: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Record an interaction its client abandoned, as `cancelled`.
+
+        This runs in a task being cancelled (the client went away, or the server is stopping), so
+        it is shielded from the cancellation; `close` (the model's stream, say) is closed first,
+        under the same shield.
+        """
+        with anyio.CancelScope(shield=True):
+            if close is not None:
+                await close()
+            await self.record(
+                replace(new, status=InteractionStatus.CANCELLED, error=ABANDONED),
+                new_conversation=new_conversation,
+            )
 
     async def page(self, principal: Principal, query: LogQuery) -> LogPage:
         """The caller's tenant's interactions (every tenant's for an admin key), newest first."""

@@ -39,6 +39,10 @@ class Principal:
         return self.is_admin or scope in self.scopes
 
 
+TERMINAL = Principal("terminal", "terminal", DEFAULT_TENANT, frozenset(SCOPES))
+"""Who the command line acts as: its conversations and action runs are logged under this name."""
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """A key as listed: never the key itself."""

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
 
 import anyio
 
 from gptactions.llm.base import BackendError, Chunk, Generation, Usage
 from gptactions.llm.router import RoutedStream
-
-if TYPE_CHECKING:
-    from gptactions.services.conversations import ConversationService, PreparedTurn, Reply
-
-
-class ClientGone(Exception):
-    """The client stopped reading before the reply was complete."""
-
-    message = "the client disconnected before the reply was complete"
+from gptactions.services.turns import PreparedTurn, Reply, TurnRecorder
 
 
 class ReplyStream:
@@ -31,12 +22,12 @@ class ReplyStream:
 
     def __init__(
         self,
-        service: ConversationService,
+        turns: TurnRecorder,
         prepared: PreparedTurn,
         chunks: RoutedStream,
         first: Chunk,
     ) -> None:
-        self._service = service
+        self._turns = turns
         self._prepared = prepared
         self._chunks = chunks
         self._first = first
@@ -68,7 +59,7 @@ class ReplyStream:
                 self._parts.append(chunk.text)
                 yield chunk.text
             if chunk.done:
-                self._usage = chunk.usage
+                self._usage = chunk.usage or Usage()
                 break
             try:
                 chunk = await anext(self._chunks)
@@ -78,23 +69,17 @@ class ReplyStream:
                 await self._end(error)
         self._ended = True
         await self._chunks.aclose()
-        generation = Generation(
-            text="".join(self._parts),
-            usage=self._usage or Usage(),
-            backend=self.backend,
-            model=self.model,
-        )
         # Stores the turn (an empty reply is stored as an error and raised); the whole reply is
         # in, so it is stored even if the client leaves meanwhile.
         with anyio.CancelScope(shield=True):
-            self.reply = await self._service.complete(self._prepared, generation)
+            self.reply = await self._turns.complete(self._prepared, self._generated())
 
     async def _end(self, error: BackendError) -> None:
         """Store the failed turn with what was generated, then raise the error."""
         self._ended = True
         with anyio.CancelScope(shield=True):
             await self._chunks.aclose()
-            await self._record(error, "error")
+            await self._turns.fail(self._prepared, error, self._generated())
         raise error
 
     async def aclose(self) -> None:
@@ -102,17 +87,12 @@ class ReplyStream:
         if self._ended:
             return
         self._ended = True
-        # The client is gone and this task may be cancelled: finish the bookkeeping regardless.
-        with anyio.CancelScope(shield=True):
-            await self._chunks.aclose()
-            await self._record(ClientGone(ClientGone.message), "cancelled")
+        await self._turns.abandon(self._prepared, self._generated(), close=self._chunks.aclose)
 
-    async def _record(self, error: Exception, status: str) -> None:
-        await self._service.fail(
-            self._prepared,
-            error,
-            partial="".join(self._parts),
-            status=status,
+    def _generated(self) -> Generation:
+        """What the backend has generated so far."""
+        return Generation(
+            text="".join(self._parts),
             # Pieces are tokens, near enough, for the local model and the upstreams alike.
             usage=self._usage or Usage(0, len(self._parts)),
             backend=self.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +20,26 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+class InteractionKind(StrEnum):
+    """What an interaction was."""
+
+    CONVERSATION = "conversation"
+    ACTION = "action"
+
+
+class InteractionStatus(StrEnum):
+    """How an interaction ended."""
+
+    OK = "ok"
+    """Complete: the reply, or the action's result, is in the promised form."""
+    ERROR = "error"
+    """A backend failed; `error` says how, `reply` holds what was generated before."""
+    FAILED = "failed"
+    """An action ran but its output could not be brought into the promised form."""
+    CANCELLED = "cancelled"
+    """The client went away first; `reply` holds what was generated until then."""
 
 
 class Base(DeclarativeBase):
@@ -73,11 +94,11 @@ class Interaction(Base):
     conversation_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=True
     )
-    kind: Mapped[str] = mapped_column(String(20))  # conversation | action
+    kind: Mapped[str] = mapped_column(String(20))  # an InteractionKind
     action: Mapped[str | None] = mapped_column(String(100), nullable=True)
     message: Mapped[str] = mapped_column(Text)
     reply: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))  # ok | error | cancelled
+    status: Mapped[str] = mapped_column(String(20))  # an InteractionStatus
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     backend: Mapped[str | None] = mapped_column(String(100), nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)

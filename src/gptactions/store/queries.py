@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.store.models import ApiKey, Conversation, Interaction, utcnow
+from gptactions.store.models import ApiKey, Conversation, Interaction, InteractionStatus, utcnow
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -102,7 +102,10 @@ async def conversation_turns(session: AsyncSession, conversation_id: str) -> lis
     return list(
         await session.scalars(
             select(Interaction)
-            .where(Interaction.conversation_id == conversation_id, Interaction.status == "ok")
+            .where(
+                Interaction.conversation_id == conversation_id,
+                Interaction.status == InteractionStatus.OK,
+            )
             .order_by(Interaction.id)
         )
     )

@@ -1,65 +1,124 @@
-"""Building the registry from the settings, and running one action from start to end."""
+"""Running actions, for the API and the command line alike: check the call, run it, record it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-from gptactions.services.actions.builtin import BUILTIN_ACTIONS
+from gptactions.llm.base import BackendError
+from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.actions.registry import (
     ActionContext,
     ActionDefinition,
     ActionOutcome,
     ActionRegistry,
+    UnknownAction,
 )
-from gptactions.services.actions.userdefined import ActionsFileError, load_actions_file
-from gptactions.services.errors import Problem
-
-if TYPE_CHECKING:
-    from gptactions.config import Settings
-
-
-class InvalidParameters(ValueError):
-    """The parameters break the action's schema; `problems` says where and how."""
-
-    def __init__(self, action: str, problems: list[Problem]) -> None:
-        super().__init__(
-            f"invalid parameters for action {action}: "
-            + "; ".join(f"{p.pointer}: {p.message}" for p in problems)
-        )
-        self.action = action
-        self.problems = problems
+from gptactions.services.errors import Problem, invalid, unknown_model
+from gptactions.services.interactions import (
+    InteractionKind,
+    InteractionLog,
+    InteractionStatus,
+    NewInteraction,
+)
+from gptactions.services.keys import Principal
 
 
-def registry_from_file(actions_file: Path | None) -> ActionRegistry:
-    """The built-in actions plus those of `actions_file`; ActionsFileError if it is invalid."""
-    registry = ActionRegistry(BUILTIN_ACTIONS)
-    if actions_file is None:
-        return registry
-    for definition in load_actions_file(actions_file, registry.names):
+@dataclass(frozen=True)
+class ActionCall:
+    """A request to run an action."""
+
+    action: str
+    parameters: dict[str, Any]
+    user_id: str | None = None
+    model: str | None = None
+
+
+class ActionService:
+    """Runs actions from the registry and records every call in the log."""
+
+    def __init__(
+        self,
+        registry: ActionRegistry,
+        router: BackendRouter,
+        log: InteractionLog,
+        *,
+        max_tokens_limit: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self._router = router
+        self._max_tokens = max_tokens_limit
+        self._log = log
+
+    def definition(self, name: str) -> ActionDefinition:
+        """The action by name; a 400 naming the available ones if there is none."""
         try:
-            registry.register(definition, replace=definition.overrides)
-        except ValueError as exc:  # the loader checks all this first; kept as a last guard
-            raise ActionsFileError(actions_file, str(exc), definition.name) from exc
-    return registry
+            return self.registry.get(name)
+        except UnknownAction as error:
+            raise invalid(
+                str(error), Problem("/action", f"must be one of: {', '.join(error.available)}")
+            ) from None
+
+    def check(self, call: ActionCall) -> ActionDefinition:
+        """The call's action, once its parameters and model are known good; a 400 if not."""
+        definition = self.definition(call.action)
+        problems = self.registry.validate(call.action, call.parameters)
+        if problems:
+            raise invalid(f"invalid parameters for action {call.action!r}", *problems)
+        if call.model is not None:
+            try:
+                self._router.resolve(call.model)
+            except UnknownModel as error:
+                raise unknown_model(error) from None
+        return definition
+
+    async def run(self, principal: Principal, call: ActionCall) -> ActionOutcome:
+        """Run the action; the outcome is returned once its interaction is committed."""
+        definition = self.check(call)
+        started = time.perf_counter()
+        context = ActionContext(self._router, call.model, self._max_tokens)
+        try:
+            outcome = await definition.handler(context, call.parameters)
+        except BackendError as error:
+            failed = _interaction(principal, call, started)
+            await self._log.record(
+                replace(failed, status=InteractionStatus.ERROR, error=error.message)
+            )
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping): record the abandoned call.
+            await self._log.record_abandoned(_interaction(principal, call, started))
+            raise
+        await self._log.record(_interaction(principal, call, started, outcome))
+        return outcome
 
 
-def build_registry(settings: Settings) -> ActionRegistry:
-    """The app's registry: the built-ins, and the actions of `settings.actions_file`."""
-    return registry_from_file(settings.actions_file)
+def _interaction(
+    principal: Principal, call: ActionCall, started: float, outcome: ActionOutcome | None = None
+) -> NewInteraction:
+    """The call as an interaction of the log: `ok`, or `failed` when its output was out of form.
 
-
-async def run_action(
-    registry: ActionRegistry, context: ActionContext, name: str, parameters: Any
-) -> ActionOutcome:
-    """Validate the parameters and run the action; UnknownAction or InvalidParameters if not."""
-    definition = registry.get(name)
-    problems = registry.validate(name, parameters)
-    if problems:
-        raise InvalidParameters(name, problems)
-    return await definition.handler(context, dict(parameters))
+    Without an outcome (the call ended in an error) the reply is empty.
+    """
+    outcome = outcome or ActionOutcome(False, "")
+    return NewInteraction(
+        principal=principal,
+        kind=InteractionKind.ACTION,
+        action=call.action,
+        user_id=call.user_id or principal.name,
+        message=json.dumps(call.parameters, ensure_ascii=False, sort_keys=True),
+        reply=outcome.result,
+        status=InteractionStatus.OK if outcome.success else InteractionStatus.FAILED,
+        error=None if outcome.success else outcome.result,
+        backend=outcome.backend or None,
+        model=outcome.model or None,
+        latency_ms=round((time.perf_counter() - started) * 1000),
+        usage=outcome.usage,
+    )
 
 
 def parse_parameter_options(
