@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gptactions.config import Settings
 from gptactions.llm.factory import build_router
+from gptactions.llm.redact import LogRedactor
 from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
 from gptactions.services.conversations import ConversationService
@@ -44,16 +45,21 @@ class Runtime:
         )
         self.status = StatusService(self.database, self.router)
         self.limiter = build_limiter(settings.rate_limit, settings.redis_url)
+        self.http_log_redactor = LogRedactor(self.router.secrets)
 
     async def open(self) -> None:
         """Migrate the database (when configured to) and start the backends."""
+        self.http_log_redactor.install()
         if self.settings.auto_migrate:
             await self.database.upgrade()
         await self.router.start()
 
     async def close(self) -> None:
         """Stop the backends and close the database."""
-        await self.router.close()
-        await self.database.close()
-        if self.limiter is not None:
-            await self.limiter.close()
+        try:
+            await self.router.close()
+            await self.database.close()
+            if self.limiter is not None:
+                await self.limiter.close()
+        finally:
+            self.http_log_redactor.remove()

@@ -291,7 +291,7 @@ async def test_a_streamed_reply_arrives_piece_by_piece(
         ("500", 502, "bad_gateway"),
         ("malformed", 502, "bad_gateway"),
         ("429-3", 503, "backend_unavailable"),
-        ("reset", 503, "backend_unavailable"),
+        ("reset", 502, "bad_gateway"),
         ("slow-3", 504, "backend_timeout"),
     ],
 )

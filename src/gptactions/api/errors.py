@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gptactions.llm.base import BackendError
+from gptactions.llm.base import BackendError, BackendTimeout, BackendUnavailable, PromptTooLong
 from gptactions.services.errors import Problem, ServiceError, json_pointer
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,25 @@ _CODES = {
     503: "unavailable",
     504: "gateway_timeout",
 }
+
+
+# The HTTP status and code of each backend failure, looked up by its nearest class (the way
+# Starlette finds the handler of an exception): 503 is for a backend that is down or saturated,
+# 502 for one that answered with something unusable.
+BACKEND_STATUSES: dict[type[BackendError], tuple[int, str]] = {
+    PromptTooLong: (400, "prompt_too_long"),
+    BackendUnavailable: (503, "backend_unavailable"),
+    BackendTimeout: (504, "backend_timeout"),
+    BackendError: (502, "bad_gateway"),
+}
+
+
+def backend_status(error: BackendError) -> tuple[int, str]:
+    """The HTTP status and error code the API answers a backend's failure with."""
+    for cls in type(error).__mro__:
+        if cls in BACKEND_STATUSES:
+            return BACKEND_STATUSES[cls]
+    raise AssertionError("BackendError is in the table")  # pragma: no cover
 
 
 def error_body(
@@ -103,7 +122,8 @@ async def _backend(_request: Request, exc: Exception) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return error_response(exc.status, exc.message, code=exc.code, headers=headers or None)
+    status, code = backend_status(exc)
+    return error_response(status, exc.message, code=code, headers=headers or None)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gptactions.api.errors import error_body
+from gptactions.api.errors import backend_status, error_body
 from gptactions.llm.base import BackendError
 from gptactions.services.conversations import Reply
 from gptactions.services.streams import ReplyStream
@@ -64,7 +64,8 @@ async def reply_events(
             async for piece in pieces:
                 yield event("token", {"text": piece})
     except BackendError as error:
-        yield event("error", error_body(error.status, error.message, code=error.code))
+        status, code = backend_status(error)
+        yield event("error", error_body(status, error.message, code=code))
         return
     except Exception:
         log.exception("a streamed reply failed")

@@ -77,10 +77,7 @@ class BackendState:
 
 
 class BackendError(Exception):
-    """A backend failed; `status` is the HTTP status the API answers with."""
-
-    status: int = 502
-    code: str = "bad_gateway"
+    """A backend failed: its answer could not be used (the API answers 502)."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -89,24 +86,19 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """Every backend is down or saturated: 503, with Retry-After."""
+    """The backend is down or saturated; `retry_after` says when to try again (503)."""
 
-    status = 503
-    code = "backend_unavailable"
+
+class BackendUnreachable(BackendUnavailable):
+    """No connection to the backend could be made: unlike the other failures, it is not there."""
 
 
 class BackendTimeout(BackendError):
-    """The total time allowed for a generation passed: 504."""
-
-    status = 504
-    code = "backend_timeout"
+    """The total time allowed for a generation passed (504)."""
 
 
 class PromptTooLong(BackendError):
-    """The prompt does not fit the model's context window, even with history dropped: 400."""
-
-    status = 400
-    code = "prompt_too_long"
+    """The prompt does not fit the model's context window, even with history dropped (400)."""
 
 
 @runtime_checkable

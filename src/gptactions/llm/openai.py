@@ -2,9 +2,9 @@
 
 OpenAI itself, vLLM, Ollama, llama.cpp's server and LM Studio all speak the same protocol: POST
 `{base_url}/chat/completions`, optionally streamed as Server-Sent Events. Failures map to the
-backend errors: an answer we cannot use is a `BackendError` (502), an upstream that is down or
-saturated is `BackendUnavailable` (503, with a retry delay), and a reply that takes longer than the
-total timeout is `BackendTimeout` (504).
+backend errors: an answer we cannot use (a broken connection included) is a `BackendError`, an
+upstream that is saturated is `BackendUnavailable` (with a retry delay), one that cannot be reached
+at all `BackendUnreachable`, and a reply that takes longer than the total timeout `BackendTimeout`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from gptactions.llm.base import (
     BackendState,
     BackendTimeout,
     BackendUnavailable,
+    BackendUnreachable,
     ChatMessage,
     Chunk,
     Generation,
@@ -44,7 +45,7 @@ from gptactions.llm.openai_wire import (
     sse_data,
     usage_of,
 )
-from gptactions.llm.redact import HTTP_LOG_REDACTOR, redact, safe_url, secrets_of
+from gptactions.llm.redact import redact, safe_url, secrets_of
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ _TOKENS_PER_MESSAGE = 8
 
 # Statuses worth another attempt: rate limited, or the upstream failing in a way that may pass.
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# Statuses that mean "down or saturated" (503 to our client) rather than "answered badly" (502),
-# and those that mean the upstream ran out of time itself (504).
+# Statuses that mean "saturated" rather than "answered badly", and those that mean the upstream
+# ran out of time itself.
 _UNAVAILABLE_STATUSES = frozenset({429, 503})
 _TIMEOUT_STATUSES = frozenset({408, 504})
+
+# Transport failures after the upstream accepted the connection: it is there, but broke its answer.
+_BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 _STATE_PROBE_INTERVAL = 15.0
 _MAX_UPSTREAM_MESSAGE = 300
@@ -106,8 +110,8 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        self._secrets = secrets_of(self._api_key, self.base_url)
-        HTTP_LOG_REDACTOR.secrets.update(self._secrets)
+        self.secrets = secrets_of(self._api_key, self.base_url)
+        """What to keep out of logs and errors: the key, and credentials in the URL."""
         self.context_window = context_window
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -190,7 +194,11 @@ class OpenAIBackend:
             self.model = str(data[0]["id"]) if data else ""
             self._record_success(None)
         except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._record_failure(f"could not list the upstream's models: {self._describe(exc)}")
+            problem = f"could not list the upstream's models: {self._describe(exc)}"
+            unreachable = isinstance(exc, httpx.TransportError) and not isinstance(exc, _BROKEN)
+            self._record_failure(
+                BackendUnreachable(problem) if unreachable else BackendError(problem)
+            )
         if not self.model:
             # llama.cpp's server and LM Studio answer with their loaded model whatever the name.
             self.model = "default"
@@ -216,7 +224,7 @@ class OpenAIBackend:
         except TimeoutError:
             raise self._timeout() from None
         except BackendError as exc:
-            self._record_failure(exc.message)
+            self._record_failure(exc)
             raise
         self._record_success((time.perf_counter() - started) * 1000)
         return generation
@@ -244,7 +252,7 @@ class OpenAIBackend:
         except TimeoutError:
             raise self._timeout() from None
         except BackendError as exc:
-            self._record_failure(exc.message)
+            self._record_failure(exc)
             raise
         self._record_success((time.perf_counter() - started) * 1000)
 
@@ -316,6 +324,14 @@ class OpenAIBackend:
             )
         except httpx.TimeoutException as exc:
             raise self._transport_timeout(exc) from None
+        except _BROKEN as exc:
+            # Retried like a 5xx: the upstream is there, but this answer is lost.
+            raise _RetryableFailure(
+                BackendError(
+                    f"upstream {self.name!r} broke off the connection before answering: "
+                    + self._describe(exc)
+                )
+            ) from None
         except httpx.TransportError as exc:
             raise self._connection_failure(exc) from None
         if response.status_code < 400:
@@ -480,7 +496,7 @@ class OpenAIBackend:
         return error
 
     def _connection_failure(self, exc: Exception) -> _RetryableFailure:
-        error = BackendUnavailable(
+        error = BackendUnreachable(
             f"upstream {self.name!r} is unreachable: {self._describe(exc)}", retry_after=5.0
         )
         return _RetryableFailure(error)
@@ -507,7 +523,7 @@ class OpenAIBackend:
             f"upstream {self.name!r} did not finish within {self.total_timeout:g}s",
             retry_after=5.0,
         )
-        self._record_failure(error.message)
+        self._record_failure(error)
         return error
 
     def _describe(self, exc: BaseException) -> str:
@@ -524,7 +540,7 @@ class OpenAIBackend:
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text an upstream or a library produced."""
-        return redact(text, self._secrets)
+        return redact(text, self.secrets)
 
     def _record_success(self, latency_ms: float | None) -> None:
         self._reachable = True
@@ -533,12 +549,12 @@ class OpenAIBackend:
         if latency_ms is not None:
             self._last_latency_ms = latency_ms
 
-    def _record_failure(self, message: str) -> None:
-        message = self._scrub(message)
+    def _record_failure(self, error: BackendError) -> None:
+        message = self._scrub(error.message)
         self._last_error = message
         self._last_contact = time.monotonic()
         # Saturation and bad answers prove the upstream is there; only no answer at all does not.
-        self._reachable = not message.startswith(f"upstream {self.name!r} is unreachable")
+        self._reachable = not isinstance(error, BackendUnreachable)
         log.warning("upstream %r: %s", self.name, message)
 
     async def _probe(self) -> None:

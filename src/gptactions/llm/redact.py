@@ -38,14 +38,24 @@ def safe_url(url: str) -> str:
 
 
 class LogRedactor(logging.Filter):
-    """Scrubs registered secrets from the records of a logger.
+    """Scrubs secrets from the records of a logger, from `install()` until `remove()`.
 
-    httpx logs each request's full URL at INFO, and a URL may carry credentials.
+    httpx logs each request's full URL at INFO, and a URL may carry credentials. Each runtime
+    installs its own, with its backends' secrets, and removes it when it closes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[str], logger: str = "httpx") -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        self.secrets = frozenset(secrets)
+        self._logger = logging.getLogger(logger)
+
+    def install(self) -> None:
+        """Start scrubbing the logger's records."""
+        self._logger.addFilter(self)
+
+    def remove(self) -> None:
+        """Stop scrubbing the logger's records."""
+        self._logger.removeFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message when it holds a secret; never drop the record."""
@@ -55,7 +65,3 @@ class LogRedactor(logging.Filter):
             if scrubbed != message:
                 record.msg, record.args = scrubbed, ()
         return True
-
-
-HTTP_LOG_REDACTOR = LogRedactor()
-logging.getLogger("httpx").addFilter(HTTP_LOG_REDACTOR)

@@ -86,6 +86,14 @@ class BackendRouter:
         self.fallbacks: list[str] = list(dict.fromkeys(fallbacks))
 
     @property
+    def secrets(self) -> frozenset[str]:
+        """The credentials the backends hold (an upstream's key, say), to keep out of logs."""
+        held: list[frozenset[str]] = [
+            getattr(backend, "secrets", frozenset()) for backend in self.backends.values()
+        ]
+        return frozenset().union(*held)
+
+    @property
     def names(self) -> list[str]:
         """The names a request may give as `model`."""
         return list(self.backends)
