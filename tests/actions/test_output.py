@@ -52,6 +52,15 @@ async def test_classify_fails_after_the_retry_without_inventing(
     assert len(fake.requests) == 2
 
 
+async def test_a_reply_that_names_one_label_is_that_label_from_any_backend(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    # The rule an upstream's answer is read by, the same for every backend.
+    ctx, fake = fake_context("I think politics.")
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": LABELS})
+    assert (outcome.success, outcome.result, len(fake.requests)) == (True, "politics", 1)
+
+
 async def test_classify_accepts_a_label_but_for_case_and_punctuation(
     registry: ActionRegistry, fake_context: FakeContext
 ) -> None:

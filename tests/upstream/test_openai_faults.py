@@ -18,9 +18,10 @@ from gptactions.llm.base import (
     ChatMessage,
     Chunk,
     GenerationRequest,
+    match_choice,
 )
 from gptactions.llm.openai import OpenAIBackend
-from gptactions.llm.openai_wire import match_choice, parse_retry_after
+from gptactions.llm.openai_wire import parse_retry_after
 from gptactions.llm.redact import LogRedactor, safe_url
 from gptactions.llm.router import BackendRouter
 from gptactions.runtime import Runtime

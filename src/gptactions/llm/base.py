@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -33,6 +34,31 @@ class GenerationRequest:
     json_schema: dict[str, Any] | None = None
     choices: tuple[str, ...] | None = None
     stop: tuple[str, ...] = ()
+
+
+def match_choice(text: str, choices: Sequence[str]) -> str | None:
+    """The one choice a reply names, whichever backend wrote it; None if it names none or several.
+
+    The choice itself, or it but for case, surrounding quotes and full stops, or a JSON wrapping
+    (`"No."`, `{"choice": "no"}`); else the only choice the reply mentions (`It is no.`).
+    """
+    if text in choices:
+        return text
+    stripped = text.strip()
+    try:
+        value: Any = json.loads(stripped)
+    except ValueError:
+        value = stripped
+    if isinstance(value, dict):
+        value = value.get("choice", next(iter(value.values()), None) if value else None)
+    if not isinstance(value, str):
+        return None
+    loose = value.strip().strip("\"'`.").strip().casefold()
+    same = [choice for choice in choices if choice.strip().casefold() == loose]
+    if same:
+        return same[0] if len(same) == 1 else None
+    named = [choice for choice in choices if choice.strip().casefold() in loose]
+    return named[0] if len(named) == 1 else None
 
 
 @dataclass(frozen=True)

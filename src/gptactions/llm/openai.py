@@ -33,12 +33,12 @@ from gptactions.llm.base import (
     Generation,
     GenerationRequest,
     Usage,
+    match_choice,
 )
 from gptactions.llm.openai_wire import (
     FORMAT_STYLES,
     choices_schema,
     error_message,
-    match_choice,
     parse_retry_after,
     refused_feature,
     response_format,

@@ -38,27 +38,6 @@ def choices_schema(choices: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def match_choice(text: str, choices: tuple[str, ...]) -> str | None:
-    """The choice an upstream's answer names, whether it followed the schema or not."""
-    stripped = text.strip()
-    try:
-        value: Any = json.loads(stripped)
-    except ValueError:
-        value = stripped
-    if isinstance(value, dict):
-        value = value.get("choice", next(iter(value.values()), None) if value else None)
-    if not isinstance(value, str):
-        return None
-    candidate = value.strip().strip("\"'`.").strip()
-    if candidate in choices:
-        return candidate
-    folded = {choice.casefold(): choice for choice in choices}
-    if candidate.casefold() in folded:
-        return folded[candidate.casefold()]
-    named = [choice for choice in choices if choice.casefold() in candidate.casefold()]
-    return named[0] if len(named) == 1 else None
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta seconds or an HTTP date)."""
     if not value:

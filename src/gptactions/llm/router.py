@@ -132,22 +132,16 @@ class BackendRouter:
 
     async def generate(self, request: GenerationRequest, model: str | None = None) -> Generation:
         """Generate with the chosen backend, or the first fallback that answers."""
-        failures: list[tuple[Backend, BackendError]] = []
-        for index, backend in enumerate(self.chain(model)):
-            if index and not await _fits(backend, request):
-                continue
+        attempts = _Attempts(self.chain(model), request)
+        async for backend in attempts:
             try:
                 generation = await backend.generate(request)
-            except PromptTooLong:
-                raise
             except BackendError as exc:
-                failures.append((backend, exc))
-                log.warning("backend %r failed: %s", backend.name, exc.message)
+                attempts.failed(backend, exc)
                 continue
-            if failures:
-                log.info("answered by fallback %r", backend.name)
+            attempts.answered(backend)
             return generation
-        raise _combined(failures)
+        raise attempts.error()
 
     def stream(self, request: GenerationRequest, model: str | None = None) -> RoutedStream:
         """Stream with the chosen backend, falling back only until the first chunk."""
@@ -156,30 +150,25 @@ class BackendRouter:
     async def _stream_chain(
         self, chain: list[Backend], request: GenerationRequest, routed: RoutedStream
     ) -> AsyncGenerator[Chunk, None]:
-        failures: list[tuple[Backend, BackendError]] = []
-        for index, backend in enumerate(chain):
-            if index and not await _fits(backend, request):
-                continue
+        attempts = _Attempts(chain, request)
+        async for backend in attempts:
             async with aclosing(_as_generator(backend.stream(request))) as chunks:
                 try:
                     first = await anext(chunks)
-                except PromptTooLong:
-                    raise
                 except BackendError as exc:
-                    failures.append((backend, exc))
-                    log.warning("backend %r failed: %s", backend.name, exc.message)
+                    attempts.failed(backend, exc)
                     continue
                 except StopAsyncIteration:
-                    failures.append((backend, BackendError(f"{backend.name!r} sent nothing")))
+                    attempts.failed(backend, BackendError(f"{backend.name!r} sent nothing"))
                     continue
+                attempts.answered(backend)
                 routed.backend, routed.model = backend.name, backend.model
-                if failures:
-                    log.info("streaming from fallback %r", backend.name)
                 yield first
+                # From here on the client has seen this backend's words: no more falling back.
                 async for chunk in chunks:
                     yield chunk
                 return
-        raise _combined(failures)
+        raise attempts.error()
 
     async def count_tokens(
         self, messages: tuple[ChatMessage, ...], model: str | None = None
@@ -196,6 +185,46 @@ class BackendRouter:
         ordered = [self.default, *(n for n in self.backends if n != self.default)]
         # Concurrently: an idle upstream's state may mean a short probe of its /models.
         return list(await asyncio.gather(*(self.backends[name].state() for name in ordered)))
+
+
+class _Attempts:
+    """The backends a request is tried on, in order, and how those tried so far failed.
+
+    Iterating yields the chosen backend, then each fallback that can take the prompt at all.
+    """
+
+    def __init__(self, chain: list[Backend], request: GenerationRequest) -> None:
+        self._chain = chain
+        self._request = request
+        self._failures: list[tuple[Backend, BackendError]] = []
+        self._tried = 0
+
+    def __aiter__(self) -> _Attempts:
+        return self
+
+    async def __anext__(self) -> Backend:
+        while self._tried < len(self._chain):
+            backend = self._chain[self._tried]
+            self._tried += 1
+            if self._tried == 1 or await _fits(backend, self._request):
+                return backend
+        raise StopAsyncIteration
+
+    def failed(self, backend: Backend, error: BackendError) -> None:
+        """Note the backend's failure; a prompt too long for the model is no reason to fall back."""
+        if isinstance(error, PromptTooLong):
+            raise error
+        self._failures.append((backend, error))
+        log.warning("backend %r failed: %s", backend.name, error.message)
+
+    def answered(self, backend: Backend) -> None:
+        """Note that the backend answered."""
+        if self._failures:
+            log.info("answered by fallback %r", backend.name)
+
+    def error(self) -> BackendError:
+        """The one error for a request every backend failed."""
+        return _combined(self._failures)
 
 
 async def _as_generator(chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:

@@ -16,7 +16,14 @@ from typing import Any
 
 import jsonschema
 
-from gptactions.llm.base import ChatMessage, Generation, GenerationRequest, PromptTooLong, Usage
+from gptactions.llm.base import (
+    ChatMessage,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    Usage,
+    match_choice,
+)
 from gptactions.services.actions.registry import ActionContext, ActionOutcome
 
 
@@ -100,7 +107,7 @@ def check_output(output: OutputSpec, text: str) -> Checked:
 
 def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
     if not output.multiple:
-        label = _match_choice(output.choices, reply)
+        label = match_choice(reply, output.choices)
         if label is None:
             raise OutputProblem(f"{_clip(reply)!r} is not one of {_listed(output.choices)}")
         return Checked(label, label)
@@ -109,21 +116,12 @@ def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
         raise OutputProblem("the answer is not a non-empty JSON list of labels")
     labels: list[str] = []
     for item in value:
-        label = _match_choice(output.choices, item) if isinstance(item, str) else None
+        label = match_choice(item, output.choices) if isinstance(item, str) else None
         if label is None:
             raise OutputProblem(f"{_clip(str(item))!r} is not one of {_listed(output.choices)}")
         if label not in labels:
             labels.append(label)
     return Checked(", ".join(labels), labels)
-
-
-def _match_choice(choices: Sequence[str], reply: str) -> str | None:
-    """The choice the reply names, exactly or but for case, quotes and a final full stop."""
-    if reply in choices:
-        return reply
-    loose = reply.strip().strip("\"'`").rstrip(".").strip().casefold()
-    matches = [choice for choice in choices if choice.strip().casefold() == loose]
-    return matches[0] if len(matches) == 1 else None
 
 
 def _parse_json(reply: str) -> Any:
