@@ -83,8 +83,7 @@ def run(
 ) -> None:
     """Run one action with the configured model (the embedded one by default).
 
-    The run goes through the same checks as an API call and is recorded in the log, as the
-    terminal's, with the userId `terminal`.
+    The run is checked like an API call and recorded in the log (userId `terminal`).
     """
     settings = Settings()
     runtime = Runtime(settings, registry=load_registry(settings))
@@ -111,8 +110,8 @@ def run(
 
 
 async def _run(runtime: Runtime, call: ActionCall) -> ActionOutcome:
-    await runtime.open()
     try:
+        await runtime.open()
         return await runtime.actions.run(TERMINAL, call)
     finally:
         await runtime.close()
