@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
 from openapi_spec_validator import validate
 
+from gptactions.store.db import alembic_config
 from tests.serving import serve
 
 
@@ -55,6 +60,40 @@ def test_keys_create_list_revoke(isolated: Path) -> None:
     assert missing.returncode != 0
 
 
+def test_keys_list_shows_the_ids_revoke_takes(isolated: Path) -> None:
+    gptactions("keys", "create", "--name", "ci", cwd=isolated)
+    listed = gptactions("keys", "list", cwd=isolated)
+    assert listed.stdout.splitlines()[0].split()[:2] == ["ID", "PREFIX"]
+    key_id = listed.stdout.splitlines()[1].split()[0]
+    as_json = json.loads(gptactions("keys", "list", "--json", cwd=isolated).stdout)
+    assert as_json[0]["id"] == key_id
+
+    revoked = gptactions("keys", "revoke", key_id, cwd=isolated)
+    again = gptactions("keys", "revoke", key_id, cwd=isolated)
+
+    assert revoked.returncode == 0 and f"revoked {as_json[0]['prefix']}" in revoked.stdout
+    assert again.returncode == 0 and "already revoked" in again.stdout, again.stdout
+
+
+def test_a_prefix_shared_by_two_keys_is_refused_with_their_ids(isolated: Path) -> None:
+    # Two keys stored by an older version with the same 12 first characters of their secret.
+    assert gptactions("db", "upgrade", cwd=isolated).returncode == 0
+    with sqlite3.connect(isolated / "server.db") as database:
+        for key_id in ("legacyaaaa", "legacybbbb"):
+            database.execute(
+                "INSERT INTO api_keys (id, name, prefix, key_hash, tenant, scopes, created_at)"
+                " VALUES (?, 'old', 'gpta_company', ?, 'default', 'chat', CURRENT_TIMESTAMP)",
+                (key_id, key_id * 4),
+            )
+
+    refused = gptactions("keys", "revoke", "gpta_company", cwd=isolated)
+
+    assert refused.returncode == 1
+    assert "legacyaaaa" in refused.stderr and "legacybbbb" in refused.stderr
+    listed = json.loads(gptactions("keys", "list", "--json", cwd=isolated).stdout)
+    assert [key["revokedAt"] for key in listed] == [None, None]
+
+
 def test_a_bad_scope_is_refused(isolated: Path) -> None:
     result = gptactions("keys", "create", "--name", "x", "--scope", "root", cwd=isolated)
     assert result.returncode == 2
@@ -70,6 +109,34 @@ def test_db_upgrade_and_openapi(isolated: Path) -> None:
     document = yaml.safe_load(printed.stdout)
     validate(document)
     assert document["servers"][0]["url"] == "https://gpt.example.org"
+
+
+def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    created = gptactions("db", "upgrade", cwd=isolated)
+    again = gptactions("db", "upgrade", cwd=isolated)
+    assert created.stdout.strip() == (
+        f"created the database at {isolated / 'server.db'} (schema revision {head})"
+    )
+    assert "already at revision" in again.stdout and "created" not in again.stdout
+
+    with sqlite3.connect(isolated / "server.db") as database:
+        database.execute("UPDATE alembic_version SET version_num = '0001'")
+        database.execute("ALTER TABLE api_keys DROP COLUMN imported")
+    upgraded = gptactions("db", "upgrade", cwd=isolated)
+    assert f"revision 0001 to {head}" in upgraded.stdout
+
+
+def test_serve_on_a_busy_port_says_so_before_doing_anything(isolated: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = gptactions("serve", "--port", str(port), cwd=isolated)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "serving on" not in result.stdout and "Traceback" not in result.stderr
+    assert not (isolated / "server.db").exists(), "it migrated before finding the port taken"
 
 
 @pytest.mark.model

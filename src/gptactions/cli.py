@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -21,10 +23,12 @@ from gptactions.services.keys import (
     DEFAULT_TENANT,
     SCOPES,
     TERMINAL,
+    AmbiguousKey,
+    KeyInfo,
     KeyService,
     NoKeys,
 )
-from gptactions.store.db import Database
+from gptactions.store.db import Database, Upgrade
 
 T = TypeVar("T")
 
@@ -61,6 +65,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
+    _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     # Done once here, before any worker starts, so workers never race to migrate or create keys.
     configured = settings.api_key.get_secret_value() if settings.api_key else None
@@ -90,6 +95,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         log_level=settings.log_level,
         proxy_headers=True,
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Stop with a plain message when another process already listens where we would."""
+    # The same socket uvicorn binds (SO_REUSEADDR, so a port in TIME_WAIT is not "in use").
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} on {host} is already in use (another gptactions server?): "
+                    "stop it, or choose another port with --port or GPTACTIONS_PORT"
+                ) from None
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {error.strerror}"
+            ) from None
 
 
 @cli.group()
@@ -125,47 +149,61 @@ def keys_create(name: str, scopes: tuple[str, ...], admin: bool, tenant: str) ->
     click.echo(new.secret)
 
 
+def _key_json(key: KeyInfo) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "tenant": key.tenant,
+        "scopes": list(key.scopes),
+        "imported": key.imported,
+        "createdAt": key.created_at.isoformat(),
+        "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_list(as_json: bool) -> None:
-    """List keys: prefix, name, tenant, scopes, created, revoked."""
+    """List keys: id, prefix, name, tenant, scopes, created, revoked."""
     found = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).list()))
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": k.id,
-                        "prefix": k.prefix,
-                        "name": k.name,
-                        "tenant": k.tenant,
-                        "scopes": list(k.scopes),
-                        "createdAt": k.created_at.isoformat(),
-                        "revokedAt": k.revoked_at.isoformat() if k.revoked_at else None,
-                    }
-                    for k in found
-                ],
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([_key_json(k) for k in found], indent=2))
         return
-    click.echo(f"{'PREFIX':14} {'NAME':20} {'TENANT':12} {'SCOPES':28} {'CREATED':20} REVOKED")
+    rows = [("ID", "PREFIX", "NAME", "TENANT", "SCOPES", "CREATED", "REVOKED")]
     for k in found:
-        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "-"
-        click.echo(
-            f"{k.prefix:14} {k.name[:20]:20} {k.tenant[:12]:12} {' '.join(k.scopes):28} "
-            f"{k.created_at:%Y-%m-%d %H:%M}{'':5} {revoked}"
-        )
+        revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
+        created = f"{k.created_at:%Y-%m-%d %H:%M}"
+        rows.append((k.id, k.prefix, k.name, k.tenant, " ".join(k.scopes), created, revoked))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+    if any(k.imported for k in found):
+        click.echo("(a sha256: prefix is an imported key's hash fragment)", err=True)
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke a key by its id or visible prefix."""
-    info = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).revoke(key_id)))
-    if info is None:
-        raise click.ClickException(f"no key with id or prefix {key_id!r}")
-    click.echo(f"revoked {info.prefix}… ({info.name})")
+    """Revoke a key by its id or visible prefix (as `keys list` shows them)."""
+    try:
+        done = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).revoke(key_id)))
+    except AmbiguousKey as error:
+        raise click.ClickException(str(error)) from None
+    if done is None:
+        raise click.ClickException(
+            f"no key with id or prefix {key_id!r} (see `gptactions keys list`)"
+        )
+    key = done.key
+    if done.already:
+        assert key.revoked_at is not None
+        click.echo(
+            f"{key.prefix}… ({key.name}, id {key.id}) was already revoked "
+            f"on {key.revoked_at:%Y-%m-%d %H:%M} UTC"
+        )
+    else:
+        click.echo(f"revoked {key.prefix}… ({key.name}, id {key.id})")
 
 
 @cli.group()
@@ -175,14 +213,25 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration, and say what that did."""
     settings = Settings()
 
-    async def noop(_db: Database) -> None:
-        return None
+    async def upgrade() -> tuple[str, Upgrade]:
+        database = Database(settings.database_url)
+        try:
+            return database.location, await database.upgrade()
+        finally:
+            await database.close()
 
-    _run(lambda: _with_database(settings, noop))
-    click.echo("database is up to date")
+    location, done = _run(upgrade)
+    if done.before is None:
+        click.echo(f"created the database at {location} (schema revision {done.after})")
+    elif done.before != done.after:
+        click.echo(
+            f"upgraded the database at {location} from revision {done.before} to {done.after}"
+        )
+    else:
+        click.echo(f"the database at {location} is already at revision {done.after}; nothing to do")
 
 
 @cli.command()

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
+
 from gptactions.store import queries
 from gptactions.store.db import Database
-from gptactions.store.models import ApiKey
+from gptactions.store.models import ApiKey, utcnow
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "gpta_"
 VISIBLE_PREFIX_LENGTH = 12  # "gpta_" and 7 characters: enough to tell keys apart in a list
+# An imported key is chosen by a human and may be short: its first characters would give part of
+# it away, so it is listed by the first hex digits of its hash instead.
+HASH_FRAGMENT_MARKER = "sha256:"
+HASH_FRAGMENT_LENGTH = 8
 SCOPES = ("chat", "actions", "logs", "admin")
 DEFAULT_SCOPES = ("chat", "actions", "logs")
 DEFAULT_TENANT = "default"
@@ -49,11 +58,12 @@ class KeyInfo:
 
     id: str
     name: str
-    prefix: str
+    prefix: str  # the key's first characters, or `sha256:` and a hash fragment if imported
     tenant: str
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None
+    imported: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,29 @@ class NewKey:
     info: KeyInfo
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """The key a revocation found; `already` when it had been revoked before."""
+
+    key: KeyInfo
+    already: bool
+
+
 class NoKeys(RuntimeError):
     """There is no key at all, and none may be generated."""
+
+
+class AmbiguousKey(LookupError):
+    """A visible prefix that several keys share: revoking one of them needs its id."""
+
+    def __init__(self, id_or_prefix: str, matches: list[KeyInfo]) -> None:
+        self.matches = matches
+        listed = ", ".join(
+            f"{key.id} ({key.name}{', revoked' if key.revoked_at else ''})" for key in matches
+        )
+        super().__init__(
+            f"{len(matches)} keys have the prefix {id_or_prefix!r}: {listed}; use an id"
+        )
 
 
 class InvalidScope(ValueError):
@@ -80,6 +111,11 @@ def hash_key(secret: str) -> str:
 def generate_secret() -> str:
     """A new random key: the `gpta_` marker and 32 random bytes, URL-safe."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_fragment(key_hash: str) -> str:
+    """How an imported key is listed: `sha256:` and the first hex digits of its hash."""
+    return HASH_FRAGMENT_MARKER + key_hash[:HASH_FRAGMENT_LENGTH]
 
 
 def parse_authorization(header: str | None) -> str | None:
@@ -102,6 +138,7 @@ def _info(key: ApiKey) -> KeyInfo:
         scopes=tuple(key.scopes.split()),
         created_at=queries.as_utc(key.created_at),
         revoked_at=queries.as_utc(key.revoked_at) if key.revoked_at else None,
+        imported=key.imported,
     )
 
 
@@ -119,7 +156,7 @@ class KeyService:
         tenant: str = DEFAULT_TENANT,
         secret: str | None = None,
     ) -> NewKey:
-        """Create a key; `secret` imports a key chosen elsewhere (GPTACTIONS_API_KEY)."""
+        """Create a key; `secret` imports a key chosen elsewhere, listed by a hash fragment."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:
             raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
@@ -127,16 +164,19 @@ class KeyService:
             raise ValueError("a key needs a name")
         if not tenant.strip():
             raise ValueError("a key needs a tenant")
+        imported = secret is not None
         secret = secret or generate_secret()
         if len(secret) < 20:
             raise ValueError("a key must be at least 20 characters long")
+        digest = hash_key(secret)
         record = ApiKey(
             id=uuid.uuid4().hex,
             name=name.strip(),
-            prefix=secret[:VISIBLE_PREFIX_LENGTH],
-            key_hash=hash_key(secret),
+            prefix=hash_fragment(digest) if imported else secret[:VISIBLE_PREFIX_LENGTH],
+            key_hash=digest,
             tenant=tenant.strip(),
             scopes=" ".join(sorted(set(scopes), key=SCOPES.index)),
+            imported=imported,
         )
         async with self._database.session() as session:
             await queries.add_key(session, record)
@@ -157,25 +197,38 @@ class KeyService:
         async with self._database.session() as session:
             return [_info(key) for key in await queries.list_keys(session)]
 
-    async def revoke(self, id_or_prefix: str) -> KeyInfo | None:
-        """Revoke a key by id or visible prefix."""
+    async def revoke(self, id_or_prefix: str) -> Revocation | None:
+        """Revoke a key by id or visible prefix; None when no key has it.
+
+        Raises AmbiguousKey, revoking nothing, when several keys share the prefix.
+        """
         async with self._database.session() as session:
-            key = await queries.revoke_key(session, id_or_prefix)
-            return _info(key) if key else None
+            found = await queries.keys_by_id_or_prefix(session, id_or_prefix)
+            exact = [key for key in found if key.id == id_or_prefix]
+            if exact:
+                found = exact
+            if not found:
+                return None
+            if len(found) > 1:
+                raise AmbiguousKey(id_or_prefix, [_info(key) for key in found])
+            key = found[0]
+            already = key.revoked_at is not None
+            if not already:
+                key.revoked_at = utcnow()
+            return Revocation(_info(key), already)
 
     async def ensure_bootstrap_key(
         self, configured: str | None, *, may_generate: bool = True
     ) -> NewKey | None:
-        """On first start, create the admin key (GPTACTIONS_API_KEY's, or a random one).
+        """On start-up, import GPTACTIONS_API_KEY, or create the first admin key if there is none.
 
-        Returns the new key when one was created, so the caller can show it once. With
-        `may_generate=False` (production), a missing key is an error instead of a printed secret.
+        An imported key replaces the one imported before, which is revoked (and logged), so the
+        previous value of the variable stops working. Returns the new key when one was created,
+        so the caller can show it once. With `may_generate=False` (production), a missing key is
+        an error instead of a printed secret.
         """
         if configured:
-            async with self._database.session() as session:
-                if await queries.key_by_hash(session, hash_key(configured)) is not None:
-                    return None
-            return await self.create("admin", scopes=SCOPES, secret=configured)
+            return await self._import(configured)
         async with self._database.session() as session:
             if await queries.count_keys(session):
                 return None
@@ -185,3 +238,43 @@ class KeyService:
                 "set GPTACTIONS_API_KEY, or run `gptactions keys create --name admin --admin`"
             )
         return await self.create("admin", scopes=SCOPES)
+
+    async def _import(self, configured: str) -> NewKey | None:
+        digest = hash_key(configured)
+        async with self._database.session() as session:
+            known = await queries.key_by_hash(session, digest)
+            if known is not None:
+                _adopt(known)
+                return None
+        try:
+            created = await self.create("admin", scopes=SCOPES, secret=configured)
+        except IntegrityError:
+            return None  # another process starting together imported it first
+        async with self._database.session() as session:
+            for old in await queries.active_imported_keys(session):
+                if old.id != created.info.id:
+                    old.revoked_at = utcnow()
+                    log.warning(
+                        "GPTACTIONS_API_KEY changed: the key it imported before (%s, id %s) "
+                        "is revoked",
+                        old.prefix,
+                        old.id,
+                    )
+        return created
+
+
+def _adopt(key: ApiKey) -> None:
+    """The row GPTACTIONS_API_KEY names is the imported key, whatever an older version recorded.
+
+    Databases from before keys were marked may hold an imported key that starts with `gpta_`;
+    once the server starts with it, it is marked, so the next value of the variable replaces it.
+    """
+    if key.revoked_at is not None:
+        log.warning(
+            "GPTACTIONS_API_KEY is a revoked key (%s, id %s): it stays revoked; set a new one",
+            key.prefix,
+            key.id,
+        )
+    elif not key.imported and "admin" in key.scopes.split():
+        key.imported = True
+        key.prefix = hash_fragment(key.key_hash)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from alembic.migration import MigrationContext
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +26,14 @@ from gptactions.config import to_async_url
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: every replica must take the same advisory lock before migrating.
 _PG_MIGRATION_LOCK = 7_434_201_113
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What `Database.upgrade` did: the schema revision before (None: no schema) and after."""
+
+    before: str | None
+    after: str | None
 
 
 class Database:
@@ -49,7 +59,14 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def upgrade(self) -> None:
+    @property
+    def location(self) -> str:
+        """Where the database is, for messages: a SQLite file, or the URL without its password."""
+        if self.is_sqlite:
+            return self.url.split(":///", 1)[-1].split("?", 1)[0]
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def upgrade(self) -> Upgrade:
         """Apply every pending migration; replicas starting together take turns."""
         async with self.engine.connect() as connection:
             if self.is_sqlite:
@@ -61,7 +78,7 @@ class Database:
                     text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                 )
             try:
-                await connection.run_sync(_run_upgrade)
+                done = await connection.run_sync(_run_upgrade)
                 await connection.commit()
             finally:
                 if not self.is_sqlite:
@@ -74,6 +91,7 @@ class Database:
                         text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK}
                     )
                     await connection.commit()
+        return done
 
     async def ping(self) -> bool:
         """Whether the database answers."""
@@ -98,8 +116,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _run_upgrade(connection: Connection) -> None:
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _run_upgrade(connection: Connection) -> Upgrade:
+    before = _revision(connection)
     command.upgrade(alembic_config(connection), "head")
+    return Upgrade(before, _revision(connection))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -7,12 +7,14 @@ from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,7 +53,12 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ApiKey(Base):
-    """An API key, stored only as a SHA-256 hash and a short visible prefix."""
+    """An API key, stored only as a SHA-256 hash and a short visible prefix.
+
+    `prefix` is the key's first characters for a generated key, a fragment of its hash for an
+    imported one (a human-chosen key's first characters would give half of it away).
+    `imported` marks the key GPTACTIONS_API_KEY brought in: the next one replaces it.
+    """
 
     __tablename__ = "api_keys"
 
@@ -63,6 +70,7 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(200))  # space-separated
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Conversation(Base):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.store.models import ApiKey, Conversation, Interaction, InteractionStatus, utcnow
+from gptactions.store.models import ApiKey, Conversation, Interaction, InteractionStatus
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -43,14 +43,16 @@ async def count_keys(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
 
 
-async def revoke_key(session: AsyncSession, id_or_prefix: str) -> ApiKey | None:
-    """Revoke the key with this id or visible prefix; None if there is none."""
-    key = await session.scalar(
-        select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
-    )
-    if key is not None and key.revoked_at is None:
-        key.revoked_at = utcnow()
-    return key
+async def keys_by_id_or_prefix(session: AsyncSession, id_or_prefix: str) -> list[ApiKey]:
+    """Every key whose id or visible prefix is this, oldest first (a prefix may be shared)."""
+    query = select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
+    return list(await session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+async def active_imported_keys(session: AsyncSession) -> list[ApiKey]:
+    """The imported keys (GPTACTIONS_API_KEY) not yet revoked, oldest first."""
+    query = select(ApiKey).where(ApiKey.imported.is_(True), ApiKey.revoked_at.is_(None))
+    return list(await session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
 
 
 # --- conversations ----------------------------------------------------------------------------
