@@ -169,6 +169,28 @@ def test_response_checks_name_each_mismatch(console: Console) -> None:
     assert len(problems) == 5
 
 
+def test_string_limits_are_said_in_words(console: Console) -> None:
+    console.open(key=False)
+    schema = {"type": "string", "minLength": 1, "maxLength": 5, "pattern": r"\S"}
+    said = {
+        value: [
+            p["message"]
+            for p in run(console, "return openapi.validate({}, args[0], args[1]);", schema, value)
+        ]
+        for value in ("", "   ", "toolong", "ok")
+    }
+    assert said == {
+        "": ["must not be empty"],
+        "   ": ["must not be blank"],
+        "toolong": ["must be at most 5 characters long"],
+        "ok": [],
+    }
+    three = {"type": "string", "minLength": 3, "pattern": "^[a-z]+$"}
+    (short, form) = run(console, "return openapi.validate({}, args[0], args[1]);", three, "A")
+    assert short["message"] == "must be at least 3 characters long"
+    assert form["message"] == "does not have the form the document asks for (the pattern ^[a-z]+$)"
+
+
 def test_sse_parser_and_link_header(console: Console) -> None:
     console.open(key=False)
     events, rest = run(

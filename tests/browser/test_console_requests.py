@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Console, status_number
+from tests.browser.conftest import Console
 
 pytestmark = pytest.mark.browser
 
@@ -162,8 +162,19 @@ def test_failures_read_as_sentences(console: Console) -> None:
     console.choose("POST /api/v1/gpt/conversations")
     console.payload('{"userId": "browser-400"}')
     assert "message" in page.locator("#payload-help").inner_text()  # warned before sending
+    # Hints say in words what the document's limits mean, not its regular expressions.
+    for message, said in (
+        ('""', "/message must not be empty"),
+        ('"   "', "/message must not be blank"),
+    ):
+        console.payload(f'{{"userId": "browser-400", "message": {message}}}')
+        hint = page.locator("#payload-help").inner_text()
+        assert said in hint and "pattern" not in hint and "characters" not in hint, hint
     assert console.send().startswith("400")
     assert "/message" in failure.inner_text()
+    # The hint comes after the list of fields, and says where they are.
+    assert failure.locator("ul.failure-details").is_visible()
+    assert "listed above" in failure.locator(".failure-hint").inner_text()
     console.shot("06-error-400")
 
     # A syntax error is shown inline and nothing is sent.
@@ -174,10 +185,12 @@ def test_failures_read_as_sentences(console: Console) -> None:
     assert console.send() == "Not sent"
     assert len(console.requests) == before
 
-    # The method can be changed to see the 405.
-    page.get_by_label("HTTP Method", exact=True).select_option("GET")
-    assert "405" in page.locator("#method-help").inner_text()
-    assert status_number(console.send()) == 405
+    # The method menu offers only what the document has for the path: no 405 on offer.
+    method = page.get_by_label("HTTP Method", exact=True)
+    assert method.locator("option").all_inner_texts() == ["POST"]
+    console.choose("GET /api/v1/gpt/actions")
+    assert sorted(method.locator("option").all_inner_texts()) == ["GET", "POST"]
+    assert "not documented" not in page.locator("#request-panel").inner_text()
 
     # A 500 from the server and a server that cannot be reached.
     page.route(
@@ -305,7 +318,20 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
     page.route("**/api/v1/gpt/conversations", fulfil)
     console.choose("POST /api/v1/gpt/conversations")
     page.get_by_label("Stream").check()
+    # Every text the status line shows while the answer arrives, in order.
+    page.evaluate(
+        """() => {
+          window.metaSeen = [];
+          new MutationObserver((records) => {
+            for (const r of records) for (const n of r.addedNodes) window.metaSeen.push(n.textContent);
+          }).observe(document.querySelector("#response-meta"), { childList: true });
+        }"""
+    )
     assert console.send().startswith("200")
+    seen_meta = page.evaluate("() => window.metaSeen")
+    assert seen_meta[0] == "Waiting for the answer…"
+    assert "Streaming… 1 token so far" in seen_meta
+    assert "Streaming… 2 tokens so far" in seen_meta
     assert seen["accept"] == "text/event-stream"
     assert "Hello there" in page.locator("#body-pretty").inner_text()
     assert "streamed 3 events" in page.locator("#response-meta").inner_text()

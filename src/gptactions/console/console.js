@@ -15,7 +15,6 @@ import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
 const KEY_SLOT = "gptactions.apiKey";
 const ENDPOINT_SLOT = "gptactions.endpoint";
 const KEY_NOTE = "Kept for this tab only unless “remember” is ticked.";
-const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const NO_BODY = new Set(["GET", "HEAD"]);
 const REASONS = { 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
   404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
@@ -114,11 +113,9 @@ function onEndpointChange() {
   app.op = op;
   if (!op) return;
   store.set(localStorage, ENDPOINT_SLOT, op.key);
+  // Only the methods the document has for this path: an undocumented one can only get a 405.
   const documented = op.documentedMethods.map((m) => m.toUpperCase());
-  const methods = [...new Set([...METHODS, ...documented])];
-  $("method").replaceChildren(
-    ...methods.map((m) => h("option", { value: m }, documented.includes(m) ? m : `${m} (not documented)`)),
-  );
+  $("method").replaceChildren(...documented.map((m) => h("option", { value: m }, m)));
   $("method").value = op.method.toUpperCase();
   const text = op.operation.description && op.operation.description !== op.summary ? op.operation.description : op.summary;
   $("endpoint-help").replaceChildren(...withCode(text), op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
@@ -276,11 +273,14 @@ async function send() {
   const bodyValue = req.payload.value;
   app.conversation.begin(req.method === "POST" ? req.op : null, bodyValue);
   let streamed = "";
+  let tokens = 0;
   const result = await sendRequest({
     url: req.url, method: req.method, headers: req.headers, body: req.payload.text || undefined, signal: controller.signal,
     onEvent: (ev) => {
       if (ev.event === "token" && ev.data && typeof ev.data.text === "string") {
         streamed += ev.data.text;
+        tokens += 1;
+        $("response-meta").textContent = `Streaming… ${tokens} token${tokens === 1 ? "" : "s"} so far`;
         app.conversation.token(ev.data.text);
         $("body-pretty").textContent = streamed;
       }
@@ -309,7 +309,7 @@ function setBusy(on) {
   if (on) {
     $("status-code").textContent = "…";
     setStatusClass("pending");
-    $("response-meta").textContent = "Waiting for the answer";
+    $("response-meta").textContent = "Waiting for the answer…";
     $("failure").hidden = true;
     $("schema-check").hidden = true;
     $("body-pretty").replaceChildren(h("span", { class: "placeholder" }, "Waiting for the server…"));
@@ -530,7 +530,7 @@ app.restore = (entry) => {
     return;
   }
   if ([...$("server").options].some((o) => o.value === entry.server)) $("server").value = entry.server;
-  $("method").value = entry.method;
+  if ([...$("method").options].some((o) => o.value === entry.method)) $("method").value = entry.method;
   writeParams($("params-fields"), entry.params);
   saveParams();
   if (entry.payload) {

@@ -112,6 +112,30 @@ export function initLogs(app) {
     }
   }
 
+  /** Say which columns are cut off at either edge of the table, and fade that edge. */
+  function updateScrollCue() {
+    const wrap = $("logs-wrap");
+    const cue = $("logs-scroll-cue");
+    const table = $("logs-table");
+    const box = wrap.getBoundingClientRect();
+    const heads = table.hidden ? [] : [...table.tHead.querySelectorAll("th")];
+    const names = (cut) => heads.filter((th) => cut(th.getBoundingClientRect())).map((th) => th.textContent);
+    const right = names((r) => r.right > box.right + 1);
+    const left = names((r) => r.left < box.left - 1);
+    wrap.classList.toggle("more-right", right.length > 0);
+    wrap.classList.toggle("more-left", left.length > 0);
+    cue.hidden = !right.length && !left.length;
+    const said = JSON.stringify([left, right]);
+    if (cue.dataset.said === said) return; // unchanged: keep the buttons (and their focus)
+    cue.dataset.said = said;
+    const parts = [];
+    if (left.length) parts.push(h("button", { type: "button", class: "link", onclick: () => wrap.scrollBy({ left: -wrap.clientWidth, behavior: "smooth" }) }, `← ${left.join(", ")}`));
+    if (right.length) parts.push(h("button", { type: "button", class: "link", onclick: () => wrap.scrollBy({ left: wrap.clientWidth, behavior: "smooth" }) }, `${right.join(", ")} →`));
+    cue.replaceChildren("Scroll sideways for more columns: ", ...parts.flatMap((part, i) => (i ? [" · ", part] : [part])));
+  }
+  $("logs-wrap").addEventListener("scroll", updateScrollCue, { passive: true });
+  new ResizeObserver(updateScrollCue).observe($("logs-wrap"));
+
   function renderTable(rows) {
     const table = $("logs-table");
     table.hidden = rows.length === 0;
@@ -130,6 +154,7 @@ export function initLogs(app) {
         }, columns.map(([k]) => cell(k, row))),
       ),
     );
+    updateScrollCue();
   }
 
   function filterConversation(id) {

@@ -206,6 +206,11 @@ function typeMatches(expected, actual) {
   return expected === actual || (expected === "number" && actual === "integer");
 }
 
+const characters = (n) => `${n} character${n === 1 ? "" : "s"}`;
+const tooShort = (n) => (n === 1 ? "must not be empty" : `must be at least ${characters(n)} long`);
+// Patterns the server's own document uses, in words; any other is quoted as it is.
+const PATTERN_WORDS = { "\\S": "must not be blank" };
+
 const escapePointer = (key) => String(key).replace(/~/g, "~0").replace(/\//g, "~1");
 
 /**
@@ -264,11 +269,11 @@ export function validate(doc, schemaIn, value, pointer = "", depth = 0) {
     if (schema.maxItems !== undefined && value.length > schema.maxItems) add(`has ${value.length} items, more than ${schema.maxItems}`);
   }
   if (actual === "string") {
-    if (schema.minLength !== undefined && value.length < schema.minLength) add(`shorter than ${schema.minLength} characters`);
-    if (schema.maxLength !== undefined && value.length > schema.maxLength) add(`longer than ${schema.maxLength} characters`);
-    if (schema.pattern) {
+    if (schema.minLength !== undefined && value.length < schema.minLength) add(tooShort(schema.minLength));
+    if (schema.maxLength !== undefined && value.length > schema.maxLength) add(`must be at most ${characters(schema.maxLength)} long`);
+    if (schema.pattern && !(value.length === 0 && schema.minLength > 0)) {
       try {
-        if (!new RegExp(schema.pattern, "u").test(value)) add(`does not match the pattern ${schema.pattern}`);
+        if (!new RegExp(schema.pattern, "u").test(value)) add(PATTERN_WORDS[schema.pattern] || `does not have the form the document asks for (the pattern ${schema.pattern})`);
       } catch {
         /* a pattern JavaScript cannot compile is the document's problem, not the response's */
       }

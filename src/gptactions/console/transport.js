@@ -96,7 +96,7 @@ export async function sendRequest({ url, method, headers, body, onEvent, signal 
 }
 
 const STATUS_HINTS = {
-  400: "The server rejected the request. Fix the fields named below and send again.",
+  400: "The server rejected the request. Fix what is listed above and send again.",
   401: "Paste a valid key in the API key field at the top of the page.",
   403: "This key is not allowed to do that.",
   404: "Nothing at this path: check the Endpoint and the server.",
