@@ -37,6 +37,11 @@ def test_page_has_the_seed_labels_and_loads_nothing_from_elsewhere(console: Cons
     options = page.get_by_label("Endpoint", exact=True).locator("option").all_text_contents()
     assert "POST /api/v1/gpt/conversations — Start a new GPT conversation." in options
     assert len(options) >= 5
+    # Two versions, each named: the API's (the seed's info.version) and this server's.
+    from gptactions import __version__
+
+    doc_status = page.locator("#doc-status").inner_text()
+    assert "API v1.0.0" in doc_status and f"server {__version__}" in doc_status, doc_status
     # Every control has an accessible name.
     unnamed = page.evaluate(
         """() => [...document.querySelectorAll('input, select, textarea, button')]

