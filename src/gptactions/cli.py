@@ -106,14 +106,13 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
+            # Anything else (a privileged port, an unknown address) is left for uvicorn to
+            # report: only a taken port is worth stopping before the migrations and the model.
             if error.errno == errno.EADDRINUSE:
                 raise click.ClickException(
                     f"port {port} on {host} is already in use (another gptactions server?): "
                     "stop it, or choose another port with --port or GPTACTIONS_PORT"
                 ) from None
-            raise click.ClickException(
-                f"cannot listen on {host}:{port}: {error.strerror}"
-            ) from None
 
 
 @cli.group()
