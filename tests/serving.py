@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -33,11 +35,23 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @contextmanager
 def serve(
-    directory: Path, *, key: str, env: dict[str, str] | None = None, timeout: float = 60
+    directory: Path,
+    *,
+    key: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    open_files: int | None = None,
 ) -> Iterator[Server]:
-    """Run `python -m gptactions serve` in `directory` until the block ends."""
+    """Run `python -m gptactions serve` in `directory` until the block ends.
+
+    `open_files` sets the server's limit on open files (soft and hard), as a small machine has.
+    """
     port = free_port()
     environment = (
         {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
@@ -57,6 +71,7 @@ def serve(
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else functools.partial(_limit_files, open_files),
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -58,8 +58,7 @@ def cli() -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
-    import uvicorn
-
+    from gptactions import serving
     from gptactions.app import announce_key
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
@@ -86,15 +85,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
     click.echo(f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
-    uvicorn.run(
-        "gptactions.app:create_app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        proxy_headers=True,
-    )
+    serving.run(settings)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         description="Extra server URLs for the OpenAPI document (JSON list or comma separated).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request line and headers (431 above)."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's headers (408)."
+    )
+    keepalive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_connections: int | None = Field(
+        default=None, ge=1, description="Connections per process; the oldest idle ones close first."
+    )
     environment: Literal["development", "production"] = "development"
 
     # Storage

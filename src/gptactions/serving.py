@@ -1,0 +1,330 @@
+"""Serving over HTTP: uvicorn's httptools protocol with bounded headers, header and keep-alive
+timeouts and a connection budget, so no client can stall the server at the HTTP layer; and log
+lines that start with an ISO 8601 timestamp.
+
+uvicorn's own protocols never time out a request whose headers are incomplete, and httptools
+accepts headers of any size (concatenating each chunk into the pending header: quadratic time).
+The subclass below counts the bytes of a request's head before handing them to the parser, answers
+431 past the limit and 408 past the deadline, closes idle keep-alive connections, and, when the
+process holds more connections than its budget, closes the oldest ones that are not running a
+request (slowloris connections are all of that kind), so a legitimate request always gets in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import resource
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.logging import AccessFormatter, DefaultFormatter
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gptactions.api.errors import error_body
+from gptactions.config import Settings
+
+log = logging.getLogger(__name__)
+
+# The most connections one process keeps by default, whatever its file limit: each costs memory.
+DEFAULT_CONNECTION_CEILING = 4096
+# What `serve` raises the soft limit on open files to, when the hard limit allows.
+OPEN_FILES_TARGET = 65536
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The bounds every connection is held to."""
+
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 1024
+
+
+class _Rejected(Exception):
+    """Raised from a parser callback to stop parsing a request that was already answered."""
+
+
+class _Room:
+    """One server's connections that may be closed to make room: those not running a request."""
+
+    def __init__(self) -> None:
+        self.idle: dict[GuardedHttpProtocol, None] = {}  # oldest first
+        self.evicted: set[GuardedHttpProtocol] = set()  # closed, connection_lost not yet seen
+
+    def make_room(self, connections: int, limit: int) -> None:
+        """Close the oldest idle connections until at most `limit` remain open."""
+        while connections - len(self.evicted) > limit and self.idle:
+            victim = next(iter(self.idle))
+            del self.idle[victim]
+            self.evicted.add(victim)
+            log.info("over %d connections: closing the oldest idle one", limit)
+            victim.transport.close()
+
+    def forget(self, protocol: GuardedHttpProtocol) -> None:
+        """The connection is gone."""
+        self.idle.pop(protocol, None)
+        self.evicted.discard(protocol)
+
+
+_rooms: weakref.WeakKeyDictionary[ServerState, _Room] = weakref.WeakKeyDictionary()
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with the limits of `HttpLimits` on every connection."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.timeout_keep_alive = limits.keepalive_timeout  # type: ignore[assignment]
+        self.room = _rooms.setdefault(server_state, _Room())
+        # Bytes of the coming request's head received so far; counted from the end of the
+        # previous request (or the connection's start) to the end of this one's headers.
+        self.head_bytes = 0
+        self.counting = True
+        self.head_started = False  # the parser is inside a request's head
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_overflow = False  # a pipelined head passed the limit during a request
+
+    # Connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the deadline for the first request's head; make room if over budget."""
+        super().connection_made(transport)
+        self.room.idle[self] = None
+        self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self.room.make_room(len(self.connections), self.limits.max_connections)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and forget the connection."""
+        self._cancel_head_timer()
+        self.room.forget(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Count the head's bytes before parsing more of them; start its deadline."""
+        if self.counting:
+            self.head_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as error:
+            if not isinstance(error.__context__, _Rejected):  # _Rejected: already answered
+                self._reject(400, "invalid_request", "Invalid HTTP request received.")
+            return
+        if self.transport.is_closing():
+            return
+        if self.counting and self.head_bytes > self.limits.max_header_bytes:
+            if self._between_requests():
+                self._reject(431, "headers_too_large", self._too_large())
+            else:  # a pipelined head: answer once the running request's response is out
+                self.head_overflow = True
+                self.flow.pause_reading()
+        elif self.head_started and self.head_timer is None and self._between_requests():
+            self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        """A request's head starts."""
+        self.head_started = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        """Check the head's exact size, then run the request."""
+        self._cancel_head_timer()
+        self.head_started = False
+        self.counting = False
+        self.head_bytes = 0
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._reject(431, "headers_too_large", self._too_large())
+            raise _Rejected
+        self.room.idle.pop(self, None)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """What comes next on this connection is the next request's head."""
+        self.counting = True
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        """Once nothing runs on the connection any more, it may be closed to make room."""
+        super().on_response_complete()
+        if self.transport.is_closing() or not self._between_requests():
+            return
+        if self.head_overflow:
+            self._reject(431, "headers_too_large", self._too_large())
+        else:
+            self.room.idle[self] = None
+
+    # Answers
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _too_large(self) -> str:
+        return f"the request's headers are larger than {self.limits.max_header_bytes} bytes"
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.head_started:
+            seconds = f"{self.limits.header_timeout:g}"
+            self._reject(408, "request_timeout", f"the request's headers took over {seconds} s")
+        else:  # nothing was sent: close without a word, as for an idle keep-alive connection
+            self.transport.close()
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+        log.warning("%s: %d %s", client, status, message)
+        body = json.dumps(error_body(status, message, code=code)).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+        self.transport.write(b"".join(head))
+        self.transport.close()
+        self.room.forget(self)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files towards its hard limit; return the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = OPEN_FILES_TARGET if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_TARGET)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+            soft = ceiling
+        except (ValueError, OSError):  # some containers refuse: keep the limit we have
+            pass
+    return OPEN_FILES_TARGET if soft == resource.RLIM_INFINITY else soft
+
+
+def http_limits(settings: Settings, open_files: int) -> HttpLimits:
+    """The limits from the settings; without a connection budget, half the open-files limit."""
+    budget = settings.max_connections or max(16, min(DEFAULT_CONNECTION_CEILING, open_files // 2))
+    return HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        max_connections=budget,
+    )
+
+
+def http_protocol(limits: HttpLimits) -> Any:
+    """The protocol factory to give uvicorn as `http` (it pickles, for worker processes)."""
+    return functools.partial(GuardedHttpProtocol, limits=limits)
+
+
+class _IsoTime(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time in ISO 8601, UTC, to the millisecond."""
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+class IsoFormatter(_IsoTime, DefaultFormatter):
+    """uvicorn's formatter, with an ISO 8601 timestamp."""
+
+
+class IsoAccessFormatter(_IsoTime, AccessFormatter):
+    """uvicorn's access-log formatter, with an ISO 8601 timestamp."""
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration with timestamps, also applied to the app's own loggers."""
+    here = __name__
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {
+                "()": f"{here}.IsoFormatter",
+                "fmt": "%(asctime)s %(levelprefix)s %(message)s",
+                "use_colors": None,
+            },
+            "app": {
+                "()": f"{here}.IsoFormatter",
+                "fmt": "%(asctime)s %(levelprefix)s %(name)s: %(message)s",
+                "use_colors": None,
+            },
+            "access": {
+                "()": f"{here}.IsoAccessFormatter",
+                "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" '
+                "%(status_code)s",
+            },
+        },
+        "handlers": {
+            "default": {
+                "formatter": "default",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "app": {
+                "formatter": "app",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "formatter": "access",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+        "root": {"handlers": ["app"], "level": level.upper()},
+    }
+
+
+def run(settings: Settings) -> None:
+    """Serve the app from the environment's settings with uvicorn, under the HTTP limits."""
+    import uvicorn
+
+    limits = http_limits(settings, raise_open_files_limit())
+    uvicorn.run(
+        "gptactions.app:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        proxy_headers=True,
+        http=http_protocol(limits),
+    )

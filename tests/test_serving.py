@@ -1,0 +1,232 @@
+"""The HTTP layer's limits, against the real server: header size, header deadline, keep-alive,
+a connection budget under slowloris, and timestamped log lines."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import logging.config
+import re
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gptactions.config import Settings
+from gptactions.serving import http_limits, log_config
+from tests.conftest import ADMIN_KEY
+from tests.serving import Server, serve
+
+ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ")
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module, with one-second header and keep-alive timeouts."""
+    env = {
+        "GPTACTIONS_HEADER_TIMEOUT": "1",
+        "GPTACTIONS_KEEPALIVE_TIMEOUT": "1",
+        "GPTACTIONS_LOG_LEVEL": "info",
+    }
+    with serve(tmp_path_factory.mktemp("serving"), key=ADMIN_KEY, env=env) as running:
+        yield running
+
+
+def connect(server: Server) -> socket.socket:
+    """A raw TCP connection to the server, whose reads give up after 15 s."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response, without waiting for the connection to close: its status and body."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a response"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def send_head(sock: socket.socket, head: bytes) -> None:
+    """Send, tolerating a server that closes the connection before everything is sent."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(head)
+
+
+def assert_error(answer: bytes, status: int, code: str) -> None:
+    """The answer is `status` in the API's error shape, or the connection closed unanswered."""
+    if not answer:
+        return
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.split()[1] == str(status).encode()
+    assert json.loads(body)["error"]["code"] == code
+
+
+HUGE_HEADS = {
+    "one long header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 100_000
+    + b"\r\n\r\n",
+    "many headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(2500))
+    + b"\r\n",
+    "long URL": b"GET /healthz?q=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "long method line": b"G" * 100_000 + b" / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "ten megabytes, never ending": b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 10_000_000,
+}
+
+
+@pytest.mark.parametrize("head", HUGE_HEADS.values(), ids=HUGE_HEADS.keys())
+def test_headers_over_the_limit_are_refused(server: Server, head: bytes) -> None:
+    with connect(server) as sock:
+        send_head(sock, head)
+        answer = read_until_closed(sock)
+    if head.startswith(b"G" * 20):
+        assert_error(answer, 400, "invalid_request")  # the parser refuses such a method first
+    else:
+        assert_error(answer, 431, "headers_too_large")
+
+
+def test_a_pipelined_request_with_huge_headers_is_refused(server: Server) -> None:
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server) as sock:
+        send_head(sock, small + HUGE_HEADS["ten megabytes, never ending"])
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert_error(answer[answer.index(b"HTTP/1.1", 10) :], 431, "headers_too_large")
+
+
+def test_headers_under_the_limit_are_served(server: Server) -> None:
+    big = b"a" * (LIMIT - 1000)
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n")
+        assert read_response(sock)[0] == 200
+
+
+def test_partial_headers_are_answered_408_after_the_header_timeout(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = read_until_closed(sock)
+    assert answer
+    assert_error(answer, 408, "request_timeout")
+
+
+def test_trickled_headers_do_not_extend_the_deadline(server: Server) -> None:
+    """One byte every 0.2 s: the deadline counts from the head's start, not from the last byte."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    with connect(server) as sock:
+        for byte in head:
+            sock.sendall(bytes([byte]))
+            readable, _, _ = select.select([sock], [], [], 0.2)  # the server's answer, or go on
+            if readable:
+                break
+        else:
+            pytest.fail("the server kept reading the trickled head")
+        answer = read_until_closed(sock)
+    assert_error(answer, 408, "request_timeout")
+
+
+def test_a_connection_that_sends_nothing_is_closed(server: Server) -> None:
+    with connect(server) as sock:
+        assert read_until_closed(sock) == b""
+
+
+def test_idle_keepalive_connections_are_closed(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # still open after a request
+        assert read_response(sock)[0] == 200
+        assert read_until_closed(sock) == b""
+
+
+def test_every_log_line_starts_with_an_iso_timestamp(server: Server) -> None:
+    with connect(server) as sock:
+        send_head(sock, HUGE_HEADS["one long header"])  # a warning
+        read_until_closed(sock)
+    assert httpx.get(f"{server.url}/healthz").status_code == 200  # an access line
+    lines = [
+        line
+        for line in server.log.read_text().splitlines()
+        if line and not line.startswith("gptactions ")  # the banner `serve` prints first
+    ]
+    assert any("431" in line for line in lines)
+    assert any('"GET /healthz HTTP/1.1" 200' in line for line in lines)
+    assert [line for line in lines if not ISO_LINE.match(line)] == []
+
+
+def test_healthz_answers_while_slowloris_connections_hold_the_files(tmp_path: Path) -> None:
+    """50 connections that never finish their headers, on a server allowed 64 open files."""
+    with serve(tmp_path, key=ADMIN_KEY, open_files=64) as running:
+        budget = 32  # half the open files
+        attackers = [connect(running) for _ in range(50)]
+        try:
+            for sock in attackers:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            for _ in range(3):
+                response = httpx.get(f"{running.url}/healthz", timeout=10)
+                assert response.status_code == 200
+            # The oldest idle connections were closed to make room; the newest still wait.
+            readable, _, _ = select.select(attackers, [], [], 0)
+            closed = [sock for sock in readable if read_until_closed(sock) == b""]
+            assert len(attackers) - len(closed) <= budget
+            assert attackers[-1] not in closed
+        finally:
+            for sock in attackers:
+                sock.close()
+
+
+def test_the_connection_budget_defaults_to_half_the_open_files() -> None:
+    settings = Settings()
+    assert http_limits(settings, 64).max_connections == 32
+    assert http_limits(settings, 1_000_000).max_connections == 4096
+    assert http_limits(Settings(max_connections=10), 64).max_connections == 10
+
+
+def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
+    config = log_config("info")
+    stream = io.StringIO()
+    for handler in config["handlers"].values():
+        handler["stream"] = stream
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate)
+        for name in names
+        for logger in [logging.getLogger(name)]
+    }
+    logging.config.dictConfig(config)
+    try:
+        logging.getLogger("gptactions.test").warning("from the app")
+        logging.getLogger("uvicorn.error").info("from uvicorn")
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert all(ISO_LINE.match(line) for line in lines)
+    assert "gptactions.test: from the app" in lines[0]
