@@ -307,6 +307,7 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "alembic": {"level": "WARNING"},  # its start-up chatter, at every worker's start
         },
         "root": {"handlers": ["app"], "level": level.upper()},
     }
