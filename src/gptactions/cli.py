@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -17,7 +17,7 @@ import yaml
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.config import Settings
-from gptactions.runtime import Runtime
+from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
@@ -26,6 +26,7 @@ from gptactions.services.keys import (
     AmbiguousKey,
     KeyInfo,
     KeyService,
+    NewKey,
     NoKeys,
 )
 from gptactions.store.db import Database, Upgrade
@@ -33,8 +34,8 @@ from gptactions.store.db import Database, Upgrade
 T = TypeVar("T")
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(work())  # type: ignore[arg-type]
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -44,6 +45,14 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
         return await work(database)
     finally:
         await database.close()
+
+
+def announce_key(new_key: NewKey) -> None:
+    """Show a newly created admin key, once, on the terminal (never through logging)."""
+    click.echo(
+        "\n  An admin API key was created. It is shown only this once; keep it safe:\n\n"
+        f"    {new_key.secret}\n"
+    )
 
 
 @click.group()
@@ -59,28 +68,25 @@ def cli() -> None:
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
     from gptactions import serving
-    from gptactions.app import announce_key
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
-    # Done once here, before any worker starts, so workers never race to migrate or create keys.
-    configured = settings.api_key.get_secret_value() if settings.api_key else None
+    # Done once here, before any worker starts, so workers never race to migrate or create keys;
+    # each worker's start-up then finds the key and generates none.
     may_generate = settings.environment == "development"
     try:
         created = _run(
             lambda: _with_database(
                 settings,
-                lambda db: KeyService(db).ensure_bootstrap_key(
-                    configured, may_generate=may_generate
-                ),
+                lambda db: bootstrap_admin_key(settings, KeyService(db), may_generate=may_generate),
             )
         )
     except NoKeys as error:
         raise click.ClickException(str(error)) from None
-    if created is not None and configured is None:
+    if created is not None:
         announce_key(created)
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
@@ -229,7 +235,7 @@ def db_upgrade() -> None:
 def openapi(fmt: str) -> None:
     """Print the OpenAPI document this server serves."""
     from gptactions.api.openapi import build_document
-    from gptactions.runtime import build_router
+    from gptactions.llm.factory import build_router
 
     settings = Settings()
     document = build_document(settings, load_registry(settings), build_router(settings).names)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +13,25 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./gptactions.db"
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `limit` requests per `period` seconds (`GPTACTIONS_RATE_LIMIT`)."""
+
+    limit: int
+    period: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`60/minute`, `5/second`, `1000/hour`, `10000/day`."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*", text)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(f"not a rate: {text!r}; write e.g. 60/minute")
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
 
 class BackendConfig(BaseModel):
@@ -126,8 +147,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
         if value:
-            from gptactions.services.limits import Rate
-
             Rate.parse(value)
         return value or None
 
@@ -140,16 +159,6 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
-
-    @property
-    def async_database_url(self) -> str:
-        """The database URL with the async driver SQLAlchemy needs."""
-        return to_async_url(self.database_url)
-
-    @property
-    def is_sqlite(self) -> bool:
-        """Whether the database is a SQLite file."""
-        return self.database_url.startswith("sqlite")
 
 
 def to_async_url(url: str) -> str:

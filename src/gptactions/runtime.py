@@ -9,12 +9,10 @@ from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
-from gptactions.services.keys import KeyService
+from gptactions.services.keys import KeyService, NewKey
 from gptactions.services.limits import build_limiter
 from gptactions.services.status import StatusService
 from gptactions.store.db import Database
-
-__all__ = ["Runtime", "build_registry", "build_router"]
 
 
 class Runtime:
@@ -63,3 +61,16 @@ class Runtime:
                 await self.limiter.close()
         finally:
             self.http_log_redactor.remove()
+
+
+async def bootstrap_admin_key(
+    settings: Settings, keys: KeyService, *, may_generate: bool
+) -> NewKey | None:
+    """The first admin key: `GPTACTIONS_API_KEY`'s when set, else a random one if `may_generate`.
+
+    Returns a generated key, which the caller shows once; None when there is nothing to show.
+    Raises NoKeys when no key exists and none may be generated.
+    """
+    configured = settings.api_key.get_secret_value() if settings.api_key else None
+    created = await keys.ensure_bootstrap_key(configured, may_generate=may_generate)
+    return created if configured is None else None

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from gptactions.api.openapi import build_document
 from gptactions.config import Settings
-from gptactions.runtime import build_registry
+from gptactions.services.actions import build_registry
 from tests.conftest import ApiClient
 
 SEED = yaml.safe_load((Path(__file__).parents[1] / "data" / "seed-openapi.yaml").read_text())

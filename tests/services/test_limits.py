@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gptactions.config import Settings
+from gptactions.config import Rate, Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.limits import MemoryRateLimiter, Rate, RedisRateLimiter
+from gptactions.services.limits import MemoryRateLimiter, RedisRateLimiter
 from tests.conftest import ADMIN_KEY, running_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

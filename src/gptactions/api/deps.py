@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gptactions.config import Settings
 from gptactions.runtime import Runtime
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import Principal, parse_authorization
@@ -22,14 +21,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def get_settings(runtime: RuntimeDep) -> Settings:
-    """The settings the app was built with."""
-    return runtime.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gptactions.config import Rate
+
 log = logging.getLogger(__name__)
-
-_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-@dataclass(frozen=True)
-class Rate:
-    """At most `limit` requests per `period` seconds."""
-
-    limit: int
-    period: int
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """`60/minute`, `5/second`, `1000/hour`, `10000/day`."""
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*", text)
-        if not match or int(match.group(1)) < 1:
-            raise ValueError(f"not a rate: {text!r}; write e.g. 60/minute")
-        return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
 
 @dataclass(frozen=True)

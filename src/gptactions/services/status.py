@@ -45,6 +45,10 @@ class StatusService:
         self._router = router
         self._started = time.monotonic()
 
+    async def ready(self) -> bool:
+        """Whether the server can take requests: the database answers."""
+        return await self._database.ping()
+
     async def status(self) -> Status:
         """`online` when the database answers and the default backend is reachable."""
         database_ok = await self._database.ping()

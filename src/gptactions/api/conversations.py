@@ -1,0 +1,70 @@
+"""The seed's conversation operations: POST /api/v1/gpt/conversations and /respond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from gptactions.api.deps import ChatCaller, RuntimeDep
+from gptactions.api.schemas import ConversationRequest
+from gptactions.api.sse import stream_reply, wants_event_stream
+from gptactions.runtime import Runtime
+from gptactions.services.conversations import Reply, Turn
+from gptactions.services.keys import Principal
+
+router = APIRouter(prefix="/api/v1/gpt")
+
+
+def _turn(body: ConversationRequest, runtime: Runtime, *, continuing: bool) -> Turn:
+    body.check_limits(runtime.settings)
+    return Turn(
+        user_id=body.userId,
+        message=body.message,
+        conversation_id=body.conversationId if continuing else None,
+        max_tokens=body.maxTokens,
+        temperature=body.temperature,
+        model=body.model,
+    )
+
+
+def _reply(reply: Reply) -> dict[str, Any]:
+    return {
+        "conversationId": reply.conversation_id,
+        "reply": reply.reply,
+        "model": reply.model,
+        "usage": {
+            "promptTokens": reply.usage.prompt_tokens,
+            "completionTokens": reply.usage.completion_tokens,
+        },
+        "latencyMs": reply.latency_ms,
+    }
+
+
+async def _converse(
+    request: Request, body: ConversationRequest, caller: Principal, runtime: Runtime, *, new: bool
+) -> Any:
+    """A whole JSON reply, or Server-Sent Events when the client accepts them."""
+    turn = _turn(body, runtime, continuing=not new)
+    if wants_event_stream(request):
+        stream = await runtime.conversations.open_stream(caller, turn, new=new)
+        return stream_reply(stream, _reply)
+    if new:
+        return _reply(await runtime.conversations.start(caller, turn))
+    return _reply(await runtime.conversations.respond(caller, turn))
+
+
+@router.post("/conversations", operation_id="startConversation")
+async def start_conversation(
+    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
+    """Start a new GPT conversation."""
+    return await _converse(request, body, caller, runtime, new=True)
+
+
+@router.post("/respond", operation_id="respond")
+async def respond(
+    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
+    """Process a user input and return GPT's response."""
+    return await _converse(request, body, caller, runtime, new=False)

@@ -1,0 +1,85 @@
+"""The seed's log operation, GET /api/v1/gpt/logs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from gptactions.api.deps import LogsCaller, RuntimeDep
+from gptactions.services.errors import Problem, invalid
+from gptactions.services.interactions import LogEntry, LogQuery
+
+router = APIRouter(prefix="/api/v1/gpt")
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-11-25T18:03:04.123Z`: UTC, millisecond precision."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _log_item(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "timestamp": rfc3339(entry.timestamp),
+        "userId": entry.user_id,
+        "message": entry.message,
+        "reply": entry.reply,
+        "id": entry.id,
+        "conversationId": entry.conversation_id,
+        "kind": entry.kind,
+        "action": entry.action,
+        "status": entry.status,
+        "error": entry.error,
+        "model": entry.model,
+        "latencyMs": entry.latency_ms,
+        "promptTokens": entry.prompt_tokens,
+        "completionTokens": entry.completion_tokens,
+    }
+
+
+@router.get("/logs", operation_id="getLogs")
+async def logs(
+    request: Request,
+    caller: LogsCaller,
+    runtime: RuntimeDep,
+    userId: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
+    conversationId: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> JSONResponse:
+    """Fetch interaction logs."""
+    if limit > runtime.settings.logs_max_limit:
+        maximum = runtime.settings.logs_max_limit
+        raise invalid(
+            f"Invalid input: limit: must be at most {maximum}",
+            Problem("/limit", f"query parameter limit: must be at most {maximum}"),
+        )
+    page = await runtime.log.page(
+        caller,
+        LogQuery(
+            user_id=userId,
+            conversation_id=conversationId,
+            since=_aware(since),
+            until=_aware(until),
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+    headers = {}
+    if page.next_cursor:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        params.append(("cursor", page.next_cursor))
+        headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return JSONResponse([_log_item(e) for e in page.entries], headers=headers)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Times without an offset are read as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
