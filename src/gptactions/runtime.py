@@ -9,7 +9,7 @@ from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
-from gptactions.services.keys import KeyService, NewKey
+from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import build_limiter
 from gptactions.services.status import StatusService
 from gptactions.store.db import Database
@@ -72,5 +72,13 @@ async def bootstrap_admin_key(
     Raises NoKeys when no key exists and none may be generated.
     """
     configured = settings.api_key.get_secret_value() if settings.api_key else None
-    created = await keys.ensure_bootstrap_key(configured, may_generate=may_generate)
+    try:
+        created = await keys.ensure_bootstrap_key(configured, may_generate=may_generate)
+    except NoKeys:
+        if settings.environment == "production":
+            raise
+        raise NoKeys(
+            "no API key exists: set GPTACTIONS_API_KEY, start with `gptactions serve` (which "
+            "creates one), or run `gptactions keys create --name admin --admin`"
+        ) from None
     return created if configured is None else None
