@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from gptactions.api.deps import ActionsCaller, RuntimeDep
 from gptactions.api.openapi_actions import describe_actions
+from gptactions.api.responses import ActionResponse
 from gptactions.api.schemas import ActionRequest
 from gptactions.services.actions import ActionCall
 
@@ -19,11 +20,12 @@ async def trigger_action(
     body: ActionRequest, caller: ActionsCaller, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Trigger a specific GPT action."""
+    body.check_limits(runtime.settings)
     outcome = await runtime.actions.run(
         caller,
         ActionCall(body.action, body.parameters, user_id=body.userId, model=body.model),
     )
-    return {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+    return ActionResponse(success=outcome.success, result=outcome.result, data=outcome.data).wire()
 
 
 @router.get("/actions", operation_id="listActions")

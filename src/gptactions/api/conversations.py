@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gptactions.api.deps import ChatCaller, RuntimeDep
+from gptactions.api.responses import ConversationResponse, Usage
 from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
 from gptactions.runtime import Runtime
@@ -29,16 +30,16 @@ def _turn(body: ConversationRequest, runtime: Runtime, *, continuing: bool) -> T
 
 
 def _reply(reply: Reply) -> dict[str, Any]:
-    return {
-        "conversationId": reply.conversation_id,
-        "reply": reply.reply,
-        "model": reply.model,
-        "usage": {
-            "promptTokens": reply.usage.prompt_tokens,
-            "completionTokens": reply.usage.completion_tokens,
-        },
-        "latencyMs": reply.latency_ms,
-    }
+    return ConversationResponse(
+        conversation_id=reply.conversation_id,
+        reply=reply.reply,
+        model=reply.model,
+        usage=Usage(
+            prompt_tokens=reply.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens,
+        ),
+        latency_ms=reply.latency_ms,
+    ).wire()
 
 
 async def _converse(

@@ -10,6 +10,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
+from gptactions.api.responses import LogItem
+from gptactions.api.schemas import (
+    CONVERSATION_ID_MAX_LENGTH,
+    CURSOR_MAX_LENGTH,
+    LOGS_DEFAULT_LIMIT,
+    USER_ID_FILTER_MAX_LENGTH,
+)
 from gptactions.services.errors import Problem, invalid
 from gptactions.services.interactions import LogEntry, LogQuery
 
@@ -22,22 +29,22 @@ def rfc3339(moment: datetime) -> str:
 
 
 def _log_item(entry: LogEntry) -> dict[str, Any]:
-    return {
-        "timestamp": rfc3339(entry.timestamp),
-        "userId": entry.user_id,
-        "message": entry.message,
-        "reply": entry.reply,
-        "id": entry.id,
-        "conversationId": entry.conversation_id,
-        "kind": entry.kind,
-        "action": entry.action,
-        "status": entry.status,
-        "error": entry.error,
-        "model": entry.model,
-        "latencyMs": entry.latency_ms,
-        "promptTokens": entry.prompt_tokens,
-        "completionTokens": entry.completion_tokens,
-    }
+    return LogItem(
+        timestamp=rfc3339(entry.timestamp),
+        user_id=entry.user_id,
+        message=entry.message,
+        reply=entry.reply,
+        id=entry.id,
+        conversation_id=entry.conversation_id,
+        kind=entry.kind,
+        action=entry.action,
+        status=entry.status,
+        error=entry.error,
+        model=entry.model,
+        latency_ms=entry.latency_ms,
+        prompt_tokens=entry.prompt_tokens,
+        completion_tokens=entry.completion_tokens,
+    ).wire()
 
 
 @router.get("/logs", operation_id="getLogs")
@@ -45,12 +52,14 @@ async def logs(
     request: Request,
     caller: LogsCaller,
     runtime: RuntimeDep,
-    userId: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
-    conversationId: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    userId: Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
+    conversationId: Annotated[
+        str | None, Query(min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH)
+    ] = None,
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""
     if limit > runtime.settings.logs_max_limit:

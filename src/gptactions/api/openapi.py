@@ -1,8 +1,10 @@
 """The served OpenAPI document: the seed's document, unchanged, with this server's additions.
 
-Starting from the seed itself (shipped as package data) keeps the document a superset of it by
-construction; every addition below is written against the code that implements it, and the
-contract test (schemathesis) checks the two agree.
+The seed is the document this project was made from (`data/seed-openapi.yaml`, shipped in the
+package): its operations, schemas and descriptions are the contract. Starting from it keeps the
+served document a superset of it by construction. The additions come from the code that answers:
+response bodies from the models in `responses`, request limits from the settings and `schemas`,
+operation ids from the routes. The contract test (schemathesis) checks the two agree.
 """
 
 from __future__ import annotations
@@ -13,27 +15,34 @@ from importlib.resources import files
 from typing import Any
 
 import yaml
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
+from gptactions.api import actions, conversations, logs, status
 from gptactions.api.openapi_actions import merge_action_schemas
+from gptactions.api.responses import (
+    COMPONENTS,
+    ConversationResponse,
+    LogItem,
+    OpenAPI30,
+    StatusResponse,
+)
+from gptactions.api.schemas import (
+    ACTION_NAME_MAX_LENGTH,
+    CONVERSATION_ID_MAX_LENGTH,
+    CURSOR_MAX_LENGTH,
+    LOGS_DEFAULT_LIMIT,
+    TEMPERATURE_MAX,
+    USER_ID_FILTER_MAX_LENGTH,
+)
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
-
-
-@cache
-def seed_document() -> dict[str, Any]:
-    """The seed's OpenAPI document, as shipped in the package."""
-    text = files("gptactions").joinpath("data/seed-openapi.yaml").read_text(encoding="utf-8")
-    document: dict[str, Any] = yaml.safe_load(text)
-    return document
-
-
-def _error_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
-
+SCHEMA_PREFIX = "#/components/schemas/"
 
 _ERRORS = {
     "400": "Invalid input.",
@@ -49,30 +58,31 @@ _ERRORS = {
     "503": "Every model backend is down or saturated; retry after the Retry-After seconds.",
     "504": "The model backend did not answer in time.",
 }
+# What can go wrong once a call reaches the model, besides invalid input.
+_MODEL_ERRORS = ["413", "415", "401", "403", "429", "500", "502", "503", "504"]
+_READ_ERRORS = ["401", "429", "500"]
 
 
-def _add_errors(operation: dict[str, Any], codes: list[str]) -> None:
-    responses = operation.setdefault("responses", {})
-    for code in codes:
-        if code in responses:
-            # Keep the seed's description; add the error body it did not describe.
-            responses[code].setdefault("content", {"application/json": {"schema": ERROR_REF}})
-        else:
-            responses[code] = {"$ref": f"#/components/responses/Error{code}"}
+@cache
+def seed_document() -> dict[str, Any]:
+    """The seed's OpenAPI document, as shipped in the package."""
+    text = files("gptactions").joinpath("data/seed-openapi.yaml").read_text(encoding="utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
 
 
-def _text_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:
-    return {**base, "minLength": 1, "maxLength": max_length, "pattern": r"\S"}
-
-
-def _servers(settings: Settings) -> list[dict[str, str]]:
-    urls = [u for u in [settings.public_url, *settings.servers] if u]
-    if not urls:
-        return copy.deepcopy(seed_document()["servers"])
-    return [
-        {"url": url.rstrip("/") or "/", "description": "This server" if i == 0 else "Server"}
-        for i, url in enumerate(dict.fromkeys(urls))
-    ]
+@cache
+def _response_schemas() -> dict[str, dict[str, Any]]:
+    """The response models' schemas (OpenAPI 3.0.3), by model name, nested ones included."""
+    _, defs = models_json_schema(
+        [(model, "serialization") for model in (ConversationResponse, StatusResponse, LogItem)],
+        ref_template=COMPONENTS,
+        schema_generator=OpenAPI30,
+    )
+    schemas: dict[str, dict[str, Any]] = defs["$defs"]
+    for schema in schemas.values():
+        schema.pop("title", None)  # the component's name says it
+    return schemas
 
 
 def build_document(
@@ -85,19 +95,66 @@ def build_document(
     doc = copy.deepcopy(seed_document())
     doc["info"]["x-server-version"] = __version__
     doc["servers"] = _servers(settings)
-    components = doc["components"]
-    components["securitySchemes"]["ApiKeyAuth"]["description"] = (
+    doc["components"]["securitySchemes"]["ApiKeyAuth"]["description"] = (
         "An API key, as 'Bearer <key>' or the bare key. Create one with `gptactions keys create`."
     )
-    schemas = components["schemas"]
+    _add_components(doc, settings, registry, models)
+    _start_conversation(doc)
+    _respond(doc)
+    _get_status(doc)
+    _get_logs(doc, settings)
+    _trigger_action(doc)
+    _list_actions(doc)
+    return doc
 
+
+def _servers(settings: Settings) -> list[dict[str, str]]:
+    urls = [u for u in [settings.public_url, *settings.servers] if u]
+    if not urls:
+        return copy.deepcopy(seed_document()["servers"])
+    return [
+        {"url": url.rstrip("/") or "/", "description": "This server" if i == 0 else "Server"}
+        for i, url in enumerate(dict.fromkeys(urls))
+    ]
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    """Add what `into` lacks from `new`, at any depth; `required` lists are joined."""
+    for key, value in new.items():
+        if key not in into:
+            into[key] = copy.deepcopy(value)
+        elif key == "required" and isinstance(value, list):
+            into[key] = [*into[key], *(name for name in value if name not in into[key])]
+        elif isinstance(into[key], dict) and isinstance(value, dict):
+            _merge(into[key], value)
+
+
+def _text_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:
+    return {**base, "minLength": 1, "maxLength": max_length, "pattern": r"\S"}
+
+
+def _add_components(
+    doc: dict[str, Any], settings: Settings, registry: ActionRegistry, models: list[str]
+) -> None:
+    """The request limits, the response models, the actions' schemas and the error shape."""
+    schemas = doc["components"]["schemas"]
+    inline = {StatusResponse.__name__, LogItem.__name__}  # the seed describes these in place
+    for name, schema in _response_schemas().items():
+        if name not in inline:
+            _merge(schemas.setdefault(name, {}), schema)
+
+    model = {
+        "type": "string",
+        "enum": models,
+        "description": "A configured backend's name; the default backend when absent.",
+    }
     request = schemas["ConversationRequest"]["properties"]
     request["userId"] = _text_property(request["userId"], settings.max_user_id_length)
     request["message"] = _text_property(request["message"], settings.max_message_length)
     request["conversationId"] = {
         "type": "string",
         "minLength": 1,
-        "maxLength": 64,
+        "maxLength": CONVERSATION_ID_MAX_LENGTH,
         "description": "For /respond: the conversation to continue. Without it, the user's "
         "latest conversation continues (or a new one starts). Ignored by /conversations.",
     }
@@ -110,54 +167,38 @@ def build_document(
     request["temperature"] = {
         "type": "number",
         "minimum": 0,
-        "maximum": 2,
+        "maximum": TEMPERATURE_MAX,
         "default": 0,
         "description": "Sampling temperature; 0 (the default) makes replies deterministic.",
     }
-    request["model"] = {
-        "type": "string",
-        "enum": models,
-        "description": "A configured backend's name; the default backend when absent.",
-    }
+    request["model"] = model
 
-    response = schemas["ConversationResponse"]
-    response["required"] = ["conversationId", "reply"]
-    response["properties"].update(
-        {
-            "model": {"type": "string", "description": "The model that replied."},
-            "usage": {"$ref": "#/components/schemas/Usage"},
-            "latencyMs": {"type": "integer", "description": "Time to the reply, in ms."},
-        }
+    action_request = schemas["ActionRequest"]["properties"]
+    action_request["action"].update(
+        {"minLength": 1, "maxLength": ACTION_NAME_MAX_LENGTH, "enum": registry.names}
     )
-    schemas["Usage"] = {
-        "type": "object",
-        "description": "Token counts of one generation.",
-        "properties": {
-            "promptTokens": {"type": "integer"},
-            "completionTokens": {"type": "integer"},
-        },
-    }
-
-    action_request = schemas["ActionRequest"]
-    action_request["properties"]["action"].update(
-        {"minLength": 1, "maxLength": 100, "enum": registry.names}
-    )
-    action_request["properties"]["userId"] = {
+    action_request["userId"] = {
         "type": "string",
         "minLength": 1,
-        "maxLength": 256,
+        "maxLength": settings.max_user_id_length,
         "description": "Whose call this is, for the log; the key's name when absent.",
     }
-    action_request["properties"]["model"] = request["model"]
-    action_response = schemas["ActionResponse"]
-    action_response["required"] = ["success", "result"]
-    action_response["properties"]["data"] = {
-        "nullable": True,
-        "description": "The parsed result of actions with structured output; null otherwise.",
-    }
-    merge_action_schemas(schemas, registry)  # variants per action, ActionInfo, ActionList
+    action_request["model"] = copy.deepcopy(model)
+    merge_action_schemas(schemas, registry)  # variants per action, ActionResponse, ActionList
 
-    schemas["Error"] = {
+    schemas["Error"] = _error_schema()
+    doc["components"]["responses"] = {
+        f"Error{code}": {
+            "description": description,
+            "content": {"application/json": {"schema": ERROR_REF}},
+        }
+        for code, description in _ERRORS.items()
+    }
+
+
+def _error_schema() -> dict[str, Any]:
+    """The one shape of every error (see `api/errors.py`)."""
+    return {
         "type": "object",
         "required": ["error"],
         "description": "The one shape of every error this API returns.",
@@ -187,119 +228,108 @@ def build_document(
             }
         },
     }
-    components["responses"] = {
-        f"Error{code}": _error_response(description) for code, description in _ERRORS.items()
-    }
 
-    paths = doc["paths"]
-    conversations = paths[f"{API}/conversations"]["post"]
-    conversations["operationId"] = "startConversation"
-    conversations["description"] = "Starts a conversation, stores it, and returns the reply."
-    respond = paths[f"{API}/respond"]["post"]
-    respond["operationId"] = "respond"
-    respond["description"] = (
+
+def _add_errors(operation: dict[str, Any], codes: list[str]) -> None:
+    responses = operation.setdefault("responses", {})
+    for code in codes:
+        if code in responses:
+            # Keep the seed's description; add the error body it did not describe.
+            responses[code].setdefault("content", {"application/json": {"schema": ERROR_REF}})
+        else:
+            responses[code] = {"$ref": f"#/components/responses/Error{code}"}
+
+
+def _operation(doc: dict[str, Any], router: APIRouter, path: str, method: str) -> dict[str, Any]:
+    """The document's operation at `path`, given the operation id of the route that answers it."""
+    route = next(
+        r
+        for r in router.routes
+        if isinstance(r, APIRoute) and r.path == API + path and method.upper() in (r.methods or ())
+    )
+    operation: dict[str, Any] = doc["paths"].setdefault(API + path, {}).setdefault(method, {})
+    operation["operationId"] = route.operation_id
+    return operation
+
+
+def _conversation_operation(operation: dict[str, Any], description: str) -> None:
+    operation["description"] = (
+        description + " With `Accept: text/event-stream` the reply streams as Server-Sent Events."
+    )
+    operation["x-openai-isConsequential"] = False
+    _add_errors(operation, ["400", *_MODEL_ERRORS])
+    operation["responses"]["200"]["content"]["text/event-stream"] = _event_stream()
+
+
+def _start_conversation(doc: dict[str, Any]) -> None:
+    operation = _operation(doc, conversations.router, "/conversations", "post")
+    _conversation_operation(operation, "Starts a conversation, stores it, and returns the reply.")
+
+
+def _respond(doc: dict[str, Any]) -> None:
+    operation = _operation(doc, conversations.router, "/respond", "post")
+    _conversation_operation(
+        operation,
         "Continues conversationId when given (404 when unknown for this user), else the "
-        "user's latest conversation, else starts one. The model sees the earlier turns."
+        "user's latest conversation, else starts one. The model sees the earlier turns.",
     )
-    model_errors = ["413", "415", "401", "403", "429", "500", "502", "503", "504"]
-    for operation in (conversations, respond):
-        _add_errors(operation, ["400", *model_errors])
-        operation["x-openai-isConsequential"] = False
-    _add_errors(respond, ["404"])
-    for operation in (conversations, respond):
-        operation["description"] += (
-            " With `Accept: text/event-stream` the reply streams as Server-Sent Events."
-        )
-        operation["responses"]["200"]["content"]["text/event-stream"] = _event_stream()
+    _add_errors(operation, ["404"])
 
-    status = paths[f"{API}/status"]["get"]
-    status["operationId"] = "getStatus"
-    status_schema = status["responses"]["200"]["content"]["application/json"]["schema"]
-    status_schema["required"] = ["status", "uptime"]
-    status_schema["properties"].update(
-        {
-            "uptimeSeconds": {"type": "integer"},
-            "version": {"type": "string", "description": "The server's version."},
-            "backend": {"type": "string", "description": "The default backend's name."},
-            "model": {"type": "string", "description": "The default backend's model."},
-            "database": {"type": "string", "enum": ["ok", "unreachable"]},
-            "backends": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "model": {"type": "string"},
-                        "reachable": {"type": "boolean"},
-                        "lastError": {"type": "string", "nullable": True},
-                        "latencyMs": {"type": "integer", "nullable": True},
-                    },
-                },
-            },
-        }
-    )
-    _add_errors(status, ["401", "429", "500"])
 
-    logs = paths[f"{API}/logs"]["get"]
-    logs["operationId"] = "getLogs"
-    logs["description"] = (
+def _get_status(doc: dict[str, Any]) -> None:
+    operation = _operation(doc, status.router, "/status", "get")
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    _merge(schema, _response_schemas()[StatusResponse.__name__])
+    _add_errors(operation, _READ_ERRORS)
+
+
+def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
+    operation = _operation(doc, logs.router, "/logs", "get")
+    operation["description"] = (
         "Newest first. A key sees its own tenant's interactions; an admin key sees all. "
         'The next page is in the Link header (rel="next").'
     )
-    logs["parameters"] = _log_parameters(settings)
-    logs_200 = logs["responses"]["200"]
-    logs_200["headers"] = {
+    operation["parameters"] = _log_parameters(settings)
+    answer = operation["responses"]["200"]
+    answer["headers"] = {
         "Link": {
             "description": 'The next page: <url>; rel="next". Absent on the last page.',
             "schema": {"type": "string"},
         }
     }
-    item = logs_200["content"]["application/json"]["schema"]["items"]
-    item["required"] = ["timestamp", "userId", "message", "reply"]
-    item["properties"]["timestamp"].update(
-        {"format": "date-time", "description": "When it happened (RFC 3339, UTC)."}
-    )
-    item["properties"].update(
-        {
-            "id": {"type": "integer"},
-            "conversationId": {"type": "string", "nullable": True},
-            "kind": {"type": "string", "enum": ["conversation", "action"]},
-            "action": {"type": "string", "nullable": True},
-            "status": {"type": "string", "enum": ["ok", "error", "failed", "cancelled"]},
-            "error": {"type": "string", "nullable": True},
-            "model": {"type": "string", "nullable": True},
-            "latencyMs": {"type": "integer"},
-            "promptTokens": {"type": "integer"},
-            "completionTokens": {"type": "integer"},
-        }
-    )
-    _add_errors(logs, ["400", "401", "403", "429", "500"])
+    item = answer["content"]["application/json"]["schema"]["items"]
+    _merge(item, _response_schemas()[LogItem.__name__])
+    _add_errors(operation, ["400", "401", "403", "429", "500"])
 
-    actions = paths[f"{API}/actions"]["post"]
-    actions["operationId"] = "triggerAction"
-    actions["description"] = (
+
+def _trigger_action(doc: dict[str, Any]) -> None:
+    operation = _operation(doc, actions.router, "/actions", "post")
+    operation["description"] = (
         "Runs a named action (listed by GET /api/v1/gpt/actions) with its parameters. When the "
         "model's output cannot be brought into the action's form, the answer is still 200, "
         "with success false and the reason in result. Unknown action or bad parameters: 400."
     )
-    actions["x-openai-isConsequential"] = False
-    _add_errors(actions, ["400", *model_errors])
-    paths[f"{API}/actions"]["get"] = listing = {
-        "summary": "List the available actions.",
-        "description": "Every action's name, description and parameter schema.",
-        "operationId": "listActions",
-        "responses": {
-            "200": {
-                "description": "The actions.",
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ActionList"}}
-                },
-            }
-        },
-    }
-    _add_errors(listing, ["401", "429", "500"])
-    return doc
+    operation["x-openai-isConsequential"] = False
+    _add_errors(operation, ["400", *_MODEL_ERRORS])
+
+
+def _list_actions(doc: dict[str, Any]) -> None:
+    operation = _operation(doc, actions.router, "/actions", "get")
+    operation.update(
+        {
+            "summary": "List the available actions.",
+            "description": "Every action's name, description and parameter schema.",
+            "responses": {
+                "200": {
+                    "description": "The actions.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": SCHEMA_PREFIX + "ActionList"}}
+                    },
+                }
+            },
+        }
+    )
+    _add_errors(operation, _READ_ERRORS)
 
 
 def _event_stream() -> dict[str, Any]:
@@ -336,15 +366,14 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             "description": description,
         }
 
+    def text(max_length: int) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1, "maxLength": max_length}
+
     return [
-        query(
-            "userId",
-            {"type": "string", "minLength": 1, "maxLength": 1024},
-            "Only this user's interactions.",
-        ),
+        query("userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."),
         query(
             "conversationId",
-            {"type": "string", "minLength": 1, "maxLength": 64},
+            text(CONVERSATION_ID_MAX_LENGTH),
             "Only this conversation's interactions.",
         ),
         query(
@@ -359,12 +388,17 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
         ),
         query(
             "limit",
-            {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit, "default": 100},
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": settings.logs_max_limit,
+                "default": LOGS_DEFAULT_LIMIT,
+            },
             "Most items to return.",
         ),
         query(
             "cursor",
-            {"type": "string", "minLength": 1, "maxLength": 200},
+            text(CURSOR_MAX_LENGTH),
             "The next page's cursor, from the Link header.",
         ),
     ]

@@ -1,4 +1,8 @@
-"""Request bodies, as the seed's schemas define them plus the optional extension fields."""
+"""Request bodies, as the seed's schemas define them plus the optional extension fields.
+
+Limits that have a setting (userId, message, maxTokens) are checked against the settings by
+`check_limits`; the fixed ones are named below. The document (`openapi`) states both.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid
+
+CONVERSATION_ID_MAX_LENGTH = 64
+"""Longer than any id the server makes (`conv_` and 32 hex digits)."""
+MODEL_NAME_MAX_LENGTH = 100
+"""Longer than any backend's name may be."""
+ACTION_NAME_MAX_LENGTH = 100
+"""Longer than any action's name may be."""
+TEMPERATURE_MAX = 2.0
+USER_ID_FILTER_MAX_LENGTH = 1024
+"""`GET /logs?userId=`: generous, so the log stays searchable after the userId limit is lowered."""
+CURSOR_MAX_LENGTH = 200
+LOGS_DEFAULT_LIMIT = 100
 
 # What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
 # server and every client that reads the document agree on what a blank field is.
@@ -32,30 +48,26 @@ class ConversationRequest(BaseModel):
 
     userId: str
     message: str
-    conversationId: str | None = Field(default=None, min_length=1, max_length=64)
+    conversationId: str | None = Field(
+        default=None, min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH
+    )
     maxTokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    model: str | None = Field(default=None, min_length=1, max_length=100)
+    temperature: float = Field(default=0.0, ge=0.0, le=TEMPERATURE_MAX)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _message_not_blank = field_validator("message")(_not_blank)
 
     def check_limits(self, settings: Settings) -> None:
         """400 when a field passes the configured limits."""
-        problems = []
-        if len(self.userId) > settings.max_user_id_length:
-            problems.append(
-                Problem("/userId", f"must be at most {settings.max_user_id_length} characters")
-            )
+        problems = _user_id_problems(self.userId, settings)
         if len(self.message) > settings.max_message_length:
             problems.append(
                 Problem("/message", f"must be at most {settings.max_message_length} characters")
             )
         if self.maxTokens is not None and self.maxTokens > settings.max_tokens_limit:
             problems.append(Problem("/maxTokens", f"must be at most {settings.max_tokens_limit}"))
-        if problems:
-            first = problems[0]
-            raise invalid(f"Invalid input: {first.pointer.lstrip('/')}: {first.message}", *problems)
+        _raise_first(problems)
 
 
 class ActionRequest(BaseModel):
@@ -63,7 +75,25 @@ class ActionRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    action: str = Field(min_length=1, max_length=100)
+    action: str = Field(min_length=1, max_length=ACTION_NAME_MAX_LENGTH)
     parameters: dict[str, Any]
-    userId: str | None = Field(default=None, min_length=1, max_length=256)
-    model: str | None = Field(default=None, min_length=1, max_length=100)
+    userId: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
+
+    def check_limits(self, settings: Settings) -> None:
+        """400 when userId is longer than `GPTACTIONS_MAX_USER_ID_LENGTH`."""
+        if self.userId is not None:
+            _raise_first(_user_id_problems(self.userId, settings))
+
+
+def _user_id_problems(user_id: str, settings: Settings) -> list[Problem]:
+    if len(user_id) > settings.max_user_id_length:
+        return [Problem("/userId", f"must be at most {settings.max_user_id_length} characters")]
+    return []
+
+
+def _raise_first(problems: list[Problem]) -> None:
+    """A 400 listing every problem, summed up by the first."""
+    if problems:
+        first = problems[0]
+        raise invalid(f"Invalid input: {first.pointer.lstrip('/')}: {first.message}", *problems)

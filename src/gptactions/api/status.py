@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from gptactions.api.deps import AnyCaller, RuntimeDep
+from gptactions.api.responses import BackendStatus, StatusResponse
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -15,23 +16,23 @@ router = APIRouter(prefix="/api/v1/gpt")
 async def status(_caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
     """Retrieve server or service status."""
     state = await runtime.status.status()
-    return {
-        "status": state.status,
-        "uptime": state.uptime,
-        "uptimeSeconds": state.uptime_seconds,
-        "version": state.version,
-        "backend": state.backend,
-        "model": state.model,
-        "database": state.database,
-        "backends": [
-            {
-                "name": b.name,
-                "kind": b.kind,
-                "model": b.model,
-                "reachable": b.reachable,
-                "lastError": b.last_error,
-                "latencyMs": None if b.latency_ms is None else round(b.latency_ms),
-            }
+    return StatusResponse(
+        status=state.status,
+        uptime=state.uptime,
+        uptime_seconds=state.uptime_seconds,
+        version=state.version,
+        backend=state.backend,
+        model=state.model,
+        database=state.database,
+        backends=[
+            BackendStatus(
+                name=b.name,
+                kind=b.kind,
+                model=b.model,
+                reachable=b.reachable,
+                last_error=b.last_error,
+                latency_ms=None if b.latency_ms is None else round(b.latency_ms),
+            )
             for b in state.backends
         ],
-    }
+    ).wire()

@@ -1,0 +1,111 @@
+"""Response bodies, as models: they serialize the answers and describe them in the document.
+
+Field names are snake_case in Python and camelCase on the wire, as in the seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from gptactions.services.interactions import InteractionKind, InteractionStatus
+
+COMPONENTS = "#/components/schemas/{model}"
+
+
+class Body(BaseModel):
+    """A response body: camelCase on the wire."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def wire(self) -> dict[str, Any]:
+        """The body as JSON-ready data, with the document's names."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Usage(Body):
+    """Token counts of one generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ConversationResponse(Body):
+    """The reply to one message, with the model that gave it, its token counts and latency."""
+
+    # The seed describes the fields it has (conversationId, reply); the document keeps its words.
+    conversation_id: str
+    reply: str
+    model: str = Field(description="The model that replied.")
+    usage: Usage
+    latency_ms: int = Field(description="Time to the reply, in ms.")
+
+
+class BackendStatus(Body):
+    """One configured backend, as `GET /status` reports it."""
+
+    name: str
+    kind: str
+    model: str
+    reachable: bool
+    last_error: str | None
+    latency_ms: int | None
+
+
+class StatusResponse(Body):
+    """The server's status, version, backends and database health."""
+
+    status: str
+    uptime: str
+    uptime_seconds: int
+    version: str = Field(description="The server's version.")
+    backend: str = Field(description="The default backend's name.")
+    model: str = Field(description="The default backend's model.")
+    database: str = Field(json_schema_extra={"enum": ["ok", "unreachable"]})
+    backends: list[BackendStatus]
+
+
+class LogItem(Body):
+    """One interaction: a conversation turn or an action call."""
+
+    timestamp: str = Field(
+        description="When it happened (RFC 3339, UTC).", json_schema_extra={"format": "date-time"}
+    )
+    user_id: str
+    message: str
+    reply: str
+    id: int
+    conversation_id: str | None
+    kind: InteractionKind
+    action: str | None
+    status: InteractionStatus
+    error: str | None
+    model: str | None
+    latency_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ActionResponse(Body):
+    """The outcome of one action (described in the document by `openapi_actions`)."""
+
+    success: bool
+    result: str
+    data: Any = None
+
+
+class OpenAPI30(GenerateJsonSchema):
+    """JSON Schema as OpenAPI 3.0.3 writes it: `nullable` for optional values, no field titles."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        """`X | None` as X with `nullable: true`."""
+        inner = self.generate_inner(schema["schema"])
+        return {**inner, "nullable": True}
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        """No titles: the document's names already say what each is."""
+        return False
