@@ -8,9 +8,18 @@ from pathlib import Path
 import gptactions
 
 PACKAGE = Path(gptactions.__file__).parent
-# Each layer may import those below it, never those above it. (`config` is to join at the bottom
-# once `Rate` has moved into it from services.limits.)
-RANKS = {"app": 0, "cli": 0, "api": 1, "runtime": 2, "services": 3, "llm": 4, "store": 4}
+# Each layer may import those below it, never those above it; `config` imports nothing of ours.
+RANKS = {
+    "app": 0,
+    "cli": 0,
+    "serving": 0,
+    "api": 1,
+    "runtime": 2,
+    "services": 3,
+    "llm": 4,
+    "store": 4,
+    "config": 5,
+}
 
 
 def _modules() -> dict[str, set[str]]:
