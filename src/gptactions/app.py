@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.add_middleware(CancelOnDisconnect)  # inside BodyGuard, so it reads a guarded body
+    # Inside BodyGuard, so it reads a guarded body.
+    app.add_middleware(CancelOnDisconnect, stopping=runtime.stopping)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.include_router(conversations.router)
     app.include_router(status.router)

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(
         default=None, ge=1, description="Connections per process; the oldest idle ones close first."
     )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds in-flight requests may finish after SIGTERM before they are ended.",
+    )
     environment: Literal["development", "production"] = "development"
 
     # Storage

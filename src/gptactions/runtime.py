@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gptactions.config import Settings
 from gptactions.llm.factory import build_router
 from gptactions.llm.redact import LogRedactor
@@ -44,6 +46,8 @@ class Runtime:
         self.status = StatusService(self.database, self.router)
         self.limiter = build_limiter(settings.rate_limit, settings.redis_url)
         self.http_log_redactor = LogRedactor(self.router.secrets)
+        # Set when the server stops: requests still running end (their replies stored).
+        self.stopping = asyncio.Event()
 
     async def open(self) -> None:
         """Migrate the database (when configured to) and start the backends."""

@@ -314,18 +314,33 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> None:
-    """Serve the app from the environment's settings with uvicorn, under the HTTP limits."""
+    """Serve the app from the environment's settings with uvicorn, under the HTTP limits.
+
+    One worker stops gracefully (`gptactions.graceful`); several workers get uvicorn's own
+    bounded grace, after which their running requests are cancelled (and stored as such).
+    """
     import uvicorn
 
+    from gptactions.graceful import GracefulServer
+
     limits = http_limits(settings, raise_open_files_limit())
-    uvicorn.run(
-        "gptactions.app:create_app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
-        proxy_headers=True,
-        http=http_protocol(limits),
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "log_config": log_config(settings.log_level),
+        "proxy_headers": True,
+        "http": http_protocol(limits),
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+    }
+    app = "gptactions.app:create_app_from_environment"
+    if settings.workers > 1:
+        uvicorn.run(app, **options)
+        return
+    config = uvicorn.Config(app, **options)
+    server = GracefulServer(config, grace=settings.shutdown_grace)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the app failed to start

@@ -1,0 +1,138 @@
+"""Graceful restarts of the real server process: SIGTERM lets requests in flight finish within
+the grace, ends open streams with an `error` event, stores partial replies, and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from tests.conftest import ADMIN_KEY, running_app
+from tests.serving import Server, serve
+from tests.upstream.faulty import FaultyUpstream
+
+pytestmark = pytest.mark.upstream
+
+API = "/api/v1/gpt"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def upstream() -> Iterator[FaultyUpstream]:
+    """A fault-injecting upstream: `slow-1` answers in a second, `drip-1` a word a second."""
+    faulty = FaultyUpstream().start()
+    try:
+        yield faulty
+    finally:
+        faulty.stop()
+
+
+def _environment(upstream: FaultyUpstream, grace: float) -> dict[str, str]:
+    backends = [
+        {"name": name, "url": upstream.url(mode), "model": name, "maxConcurrency": 16}
+        for name, mode in (("slow", "slow-1"), ("drip", "drip-1"))
+    ]
+    return {
+        "GPTACTIONS_BACKENDS": json.dumps(backends),
+        "GPTACTIONS_FALLBACK": "none",
+        "GPTACTIONS_SHUTDOWN_GRACE": str(grace),
+    }
+
+
+async def _until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def _stream(client: httpx.AsyncClient, events: list[tuple[str, Any]]) -> None:
+    """Start a streamed conversation on the dripping backend; collect its events."""
+    body = {"userId": "stream", "message": "Tell me", "model": "drip"}
+    headers = {"Accept": "text/event-stream"}
+    async with client.stream("POST", f"{API}/conversations", json=body, headers=headers) as reply:
+        assert reply.status_code == 200
+        name = ""
+        async for line in reply.aiter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+
+
+async def _logs(database_url: str) -> list[dict[str, Any]]:
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        rows: list[dict[str, Any]] = (await api.get(f"{API}/logs")).json()
+    return rows
+
+
+def _exit_code(server: Server) -> int:
+    """The server's exit status, once it has exited; its log must hold no traceback."""
+    code = server.process.wait(timeout=60)
+    assert "Traceback" not in server.log.read_text(errors="replace")
+    return code
+
+
+async def test_sigterm_lets_requests_finish_and_ends_streams(
+    tmp_path: Path, upstream: FaultyUpstream
+) -> None:
+    with serve(tmp_path, key=ADMIN_KEY, env=_environment(upstream, grace=3)) as server:
+        events: list[tuple[str, Any]] = []
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+            stream = asyncio.ensure_future(_stream(client, events))
+            await _until(lambda: events)  # the stream has begun
+            body = {"userId": "whole", "message": "Hello", "model": "slow"}
+            calls = [
+                asyncio.ensure_future(client.post(f"{API}/conversations", json=body))
+                for _ in range(10)
+            ]
+            await _until(lambda: len(upstream.requests) >= 11)
+            server.process.send_signal(signal.SIGTERM)
+            replies = await asyncio.gather(*calls)
+            await stream
+            # No new connection is accepted meanwhile.
+            with pytest.raises(httpx.TransportError):
+                await client.get("/healthz")
+        assert _exit_code(server) == 0
+
+    assert [reply.status_code for reply in replies] == [200] * 10
+    names = [name for name, _ in events]
+    assert names[0] == "token" and names[-1] == "error" and "done" not in names
+    error = events[-1][1]["error"]
+    assert error["code"] == "server_restarting" and "restarting" in error["message"]
+    received = "".join(data["text"] for name, data in events if name == "token")
+
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert sorted(row["status"] for row in rows) == ["cancelled"] + ["ok"] * 10
+    cancelled = next(row for row in rows if row["status"] == "cancelled")
+    assert cancelled["reply"] == received and received
+
+
+async def test_a_second_signal_ends_the_grace_and_still_stores_the_partial_reply(
+    tmp_path: Path, upstream: FaultyUpstream
+) -> None:
+    with serve(tmp_path, key=ADMIN_KEY, env=_environment(upstream, grace=600)) as server:
+        events: list[tuple[str, Any]] = []
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+            stream = asyncio.ensure_future(_stream(client, events))
+            await _until(lambda: events)
+            server.process.send_signal(signal.SIGTERM)
+            await _until(lambda: len(events) >= 2)  # still streaming within the grace
+            server.process.send_signal(signal.SIGINT)
+            await stream
+        assert _exit_code(server) == 0
+
+    assert events[-1][0] == "error"
+    received = "".join(data["text"] for name, data in events if name == "token")
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert [(row["status"], row["reply"]) for row in rows] == [("cancelled", received)]
