@@ -103,8 +103,18 @@ class Settings(BaseSettings):
     # The embedded model
     model_path: Path | None = None
     context_window: int = Field(default=2048, ge=256, le=131072)
-    model_threads: int | None = Field(default=None, ge=1)
-    model_queue: int = Field(default=32, ge=1, description="Requests that may wait for the model.")
+    model_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads; the cores the process may use when unset."
+    )
+    model_parallel: int = Field(
+        default=8, ge=1, le=256, description="Requests the embedded model generates at once."
+    )
+    model_queue: int = Field(
+        default=32, ge=1, description="Requests that may wait for a free sequence of the model."
+    )
+    repeat_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, description="Repetition penalty over the last 64 tokens."
+    )
 
     # Keys
     api_key: SecretStr | None = Field(

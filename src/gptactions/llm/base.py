@@ -34,6 +34,7 @@ class GenerationRequest:
     json_schema: dict[str, Any] | None = None
     choices: tuple[str, ...] | None = None
     stop: tuple[str, ...] = ()
+    repeat_penalty: float | None = None  # None: the backend's default
 
 
 def match_choice(text: str, choices: Sequence[str]) -> str | None:
@@ -67,6 +68,7 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the model had already processed (its prompt cache)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,11 @@ class BackendState:
     reachable: bool
     last_error: str | None = None
     latency_ms: float | None = None
+    # The embedded model's engine: its sequences, requests waiting, recent speed.
+    sequences: int | None = None
+    sequences_in_use: int | None = None
+    queue_depth: int | None = None
+    tokens_per_second: float | None = None
 
 
 class BackendError(Exception):

@@ -120,6 +120,8 @@ def build_backend(config: BackendConfig, settings: Settings) -> Backend:
             context_window=config.context_window or settings.context_window,
             threads=settings.model_threads,
             max_queue=settings.model_queue,
+            parallel=settings.model_parallel,
+            repeat_penalty=settings.repeat_penalty,
         )
     assert config.url is not None  # checked in backend_configs
     return OpenAIBackend(

@@ -4,30 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
+import os
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from gptactions.llm.base import (
-    BackendError,
     BackendState,
     BackendUnavailable,
     ChatMessage,
     Chunk,
     Generation,
     GenerationRequest,
+    PromptTooLong,
     Usage,
 )
+from gptactions.llm.engine import BatchEngine, Job, Outbox
+from gptactions.llm.llama_model import LlamaModel
+from gptactions.llm.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
-# Per-message overhead of the chat template (role markers, separators), counted conservatively.
-_TEMPLATE_TOKENS_PER_MESSAGE = 6
+
+def default_threads() -> int:
+    """The CPU cores this process may run on (its affinity), not half of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _quiet_llama_devnull() -> None:
@@ -129,11 +136,11 @@ def schema_grammar_is_safe(
 
 
 class LocalBackend:
-    """A llama.cpp model in this process.
+    """A llama.cpp model in this process, with continuous batching.
 
-    A `llama_cpp.Llama` is not thread-safe, so every call to it runs on one dedicated thread;
-    requests wait their turn there without blocking the event loop, and at most `max_queue` may
-    wait before new ones are refused with 503.
+    Up to `parallel` requests generate at once, batched by one scheduler thread
+    (`llm/engine.py`); at most `max_queue` more wait for a free sequence before new ones are
+    refused with 503. Each sequence has the whole `context_window`.
     """
 
     kind = "local"
@@ -146,20 +153,22 @@ class LocalBackend:
         context_window: int = 2048,
         threads: int | None = None,
         max_queue: int = 32,
+        parallel: int = 8,
+        repeat_penalty: float = 1.1,
         seed: int = 0,
     ) -> None:
         self.name = name
         self._model_path = model_path
         self.context_window = context_window
-        self._threads = threads
+        self.threads = threads or default_threads()
+        self.parallel = parallel
         self._max_queue = max_queue
+        self._repeat_penalty = repeat_penalty
         self._seed = seed
-        self._llama: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptactions-llm")
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._last_error: str | None = None
+        self._model: LlamaModel | None = None
+        self._engine: BatchEngine | None = None
         self._last_latency_ms: float | None = None
+        self._last_error: str | None = None
         self.model = model_path.name if model_path else "SmolLM2-135M-Instruct"
 
     @property
@@ -167,62 +176,69 @@ class LocalBackend:
         """The GGUF file this backend runs."""
         return self._model_path or bundled_model_path()
 
+    @property
+    def engine(self) -> BatchEngine:
+        """The running engine (the backend must be started)."""
+        if self._engine is None:
+            raise BackendUnavailable("the local model is not loaded", retry_after=5)
+        return self._engine
+
     async def start(self) -> None:
-        """Load the model file (once)."""
-        if self._llama is not None:
+        """Load the model file and start the engine (once)."""
+        if self._engine is not None:
             return
         path = self.model_path
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         self.model = path.stem
-        loop = asyncio.get_running_loop()
-        self._llama = await loop.run_in_executor(self._executor, self._load, path)
+        self._model, self._engine = await asyncio.to_thread(self._load, path)
 
-    def _load(self, path: Path) -> Any:
-        from llama_cpp import Llama
-
+    def _load(self, path: Path) -> tuple[LlamaModel, BatchEngine]:
         _quiet_llama_devnull()
         started = time.perf_counter()
-        llama = Llama(
-            model_path=str(path),
-            n_ctx=self.context_window,
-            n_threads=self._threads,
-            seed=self._seed,
-            verbose=False,
+        model = LlamaModel(path)
+        try:
+            engine = BatchEngine(
+                model,
+                parallel=self.parallel,
+                window=self.context_window,
+                threads=self.threads,
+                max_queue=self._max_queue,
+            )
+        except BaseException:
+            model.close()
+            raise
+        log.info(
+            "loaded %s in %.2fs: %d sequences of %d tokens, %d threads",
+            path.name,
+            time.perf_counter() - started,
+            self.parallel,
+            self.context_window,
+            self.threads,
         )
-        log.info("loaded %s in %.2fs", path.name, time.perf_counter() - started)
-        return llama
+        return model, engine
 
     async def close(self) -> None:
-        """Free the model and stop its thread."""
-        llama, self._llama = self._llama, None
-        if llama is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the engine and free the model."""
+        engine, self._engine = self._engine, None
+        model, self._model = self._model, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
+        if model is not None:
+            model.close()
+
+    def _require(self) -> LlamaModel:
+        if self._model is None or self._engine is None:
+            raise BackendUnavailable("the local model is not loaded", retry_after=5)
+        return self._model
 
     async def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        """Tokens the messages take, template overhead included.
+        """Tokens of the chat prompt of `messages`, template included.
 
-        Tokenizing only reads the model's vocabulary, so it runs beside a generation instead of
-        queueing behind it.
+        Tokenizing only reads the model's vocabulary, so it runs beside the engine.
         """
-        llama = self._require()
-        return await asyncio.to_thread(self._count, llama, messages)
-
-    @staticmethod
-    def _producible(llama: Any, text: str) -> bool:
-        """Whether the model's vocabulary can write `text` (some byte sequences it cannot)."""
-        encoded = text.encode("utf-8")
-        tokens = llama.tokenize(encoded, add_bos=False, special=False)
-        return bool(llama.detokenize(tokens) == encoded)
-
-    @staticmethod
-    def _count(llama: Any, messages: tuple[ChatMessage, ...]) -> int:
-        total = 0
-        for message in messages:
-            tokens = llama.tokenize(message.content.encode("utf-8"), add_bos=False, special=False)
-            total += len(tokens) + _TEMPLATE_TOKENS_PER_MESSAGE
-        return total
+        model = self._require()
+        return len(await asyncio.to_thread(model.prompt_tokens, messages))
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Generate a whole reply (through the streaming path, so cancellation stops it)."""
@@ -243,123 +259,84 @@ class LocalBackend:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Yield the reply as the model produces it; closing the iterator stops the model."""
-        llama = self._require()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Chunk | BaseException) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
+        """Yield the reply as the engine produces it; closing the iterator frees its sequence."""
+        model = self._require()
+        prompt, grammar = await asyncio.to_thread(self._prepare, model, request)
+        if len(prompt) >= self.context_window:
+            raise PromptTooLong(
+                f"the prompt takes {len(prompt)} tokens; the model's context window is "
+                f"{self.context_window}"
+            )
+        penalty = request.repeat_penalty
+        job = Job(
+            prompt=prompt,
+            max_tokens=request.max_tokens,
+            sampling=SamplingParams(
+                temperature=request.temperature,
+                repeat_penalty=self._repeat_penalty if penalty is None else penalty,
+                seed=self._seed,
+                grammar=grammar,
+            ),
+            stop=request.stop,
+            outbox=Outbox(asyncio.get_running_loop()),
+        )
+        engine = self.engine
         started = time.perf_counter()
-        future = self._submit_nowait(lambda: self._run(llama, request, emit, cancelled))
+        engine.submit(job)
+        done = False
         try:
             while True:
-                item = await queue.get()
+                item = await job.outbox.queue.get()
                 if isinstance(item, BaseException):
+                    self._last_error = item.args[0] if item.args else type(item).__name__
                     raise item
                 yield item
                 if item.done:
+                    done = True
                     self._last_latency_ms = (time.perf_counter() - started) * 1000
                     self._last_error = None
                     return
         finally:
-            cancelled.set()
-            # Wait for the model thread to notice, so the next request starts on a clean state.
-            await asyncio.shield(asyncio.wrap_future(future))
+            if not done:
+                engine.cancel(job)
 
-    def _run(
-        self,
-        llama: Any,
-        request: GenerationRequest,
-        emit: Callable[[Chunk | BaseException], None],
-        cancelled: threading.Event,
-    ) -> None:
+    @staticmethod
+    def _prepare(model: LlamaModel, request: GenerationRequest) -> tuple[list[int], str | None]:
+        """The prompt's tokens and the grammar that constrains the reply, if any.
+
+        A grammar that demands bytes the vocabulary cannot produce makes llama.cpp abort the
+        process, so choices it cannot write are left out, and a schema with such literals falls
+        back to the plain JSON grammar; callers validate either way.
+        """
+        prompt = model.prompt_tokens(request.messages)
+        choices = tuple(c for c in request.choices or () if model.producible(c))
+        if choices:
+            return prompt, choices_grammar(choices)
+        if request.json_schema is None:
+            return prompt, None
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+        if not schema_grammar_is_safe(request.json_schema, model.producible):
+            return prompt, JSON_GBNF
         try:
-            kwargs: dict[str, Any] = {
-                "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-                "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
-                "stream": True,
-                "seed": self._seed,
-            }
-            if request.stop:
-                kwargs["stop"] = list(request.stop)
-
-            # A grammar that demands bytes the vocabulary cannot produce makes llama.cpp abort
-            # the process, so choices it cannot write are left out, and a schema with such
-            # literals falls back to the plain JSON grammar; callers validate either way.
-            def producible(text: str) -> bool:
-                return self._producible(llama, text)
-
-            choices = tuple(c for c in request.choices or () if producible(c))
-            if choices:
-                from llama_cpp.llama_grammar import LlamaGrammar
-
-                kwargs["grammar"] = LlamaGrammar.from_string(
-                    choices_grammar(choices), verbose=False
-                )
-            elif request.json_schema is not None:
-                kwargs["response_format"] = (
-                    {"type": "json_object", "schema": request.json_schema}
-                    if schema_grammar_is_safe(request.json_schema, producible)
-                    else {"type": "json_object"}
-                )
-            prompt_tokens = self._count(llama, request.messages)
-            completion_tokens = 0
-            finish: str | None = None
-            for part in llama.create_chat_completion(**kwargs):
-                if cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                choice = part["choices"][0]
-                text = choice.get("delta", {}).get("content") or ""
-                if text:
-                    completion_tokens += 1
-                    emit(Chunk(text=text))
-                finish = choice.get("finish_reason") or finish
-            emit(
-                Chunk(
-                    text="",
-                    done=True,
-                    usage=Usage(prompt_tokens, completion_tokens),
-                    finish_reason=finish or "stop",
-                )
-            )
-        except Exception as exc:  # reported to the waiting request, never lost in the thread
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("local model failed")
-            emit(BackendError(f"the local model failed: {type(exc).__name__}"))
-
-    def _require(self) -> Any:
-        if self._llama is None:
-            raise BackendUnavailable("the local model is not loaded", retry_after=5)
-        return self._llama
-
-    def _submit_nowait(self, work: Callable[[], Any]) -> Any:
-        with self._waiting_lock:
-            if self._waiting >= self._max_queue:
-                raise BackendUnavailable(
-                    f"the local model has {self._waiting} requests waiting; try again shortly",
-                    retry_after=2,
-                )
-            self._waiting += 1
-        future = self._executor.submit(work)
-        future.add_done_callback(lambda _: self._done_waiting())
-        return future
-
-    def _done_waiting(self) -> None:
-        with self._waiting_lock:
-            self._waiting -= 1
+            return prompt, json_schema_to_gbnf(json.dumps(request.json_schema))
+        except Exception:  # the converter's failures: decode plain JSON instead
+            log.warning("the JSON Schema has no grammar; decoding plain JSON", exc_info=True)
+            return prompt, JSON_GBNF
 
     async def state(self) -> BackendState:
-        """Loaded or not, and the last generation's latency."""
+        """Loaded or not, the last generation's latency, and the engine's load."""
+        engine = self._engine
+        stats = engine.stats() if engine is not None else None
         return BackendState(
             name=self.name,
             kind=self.kind,
             model=self.model,
-            reachable=self._llama is not None,
-            last_error=self._last_error,
+            reachable=engine is not None,
+            last_error=self._last_error or (engine.last_error if engine else None),
             latency_ms=self._last_latency_ms,
+            sequences=stats.sequences if stats else None,
+            sequences_in_use=stats.sequences_in_use if stats else None,
+            queue_depth=stats.queue_depth if stats else None,
+            tokens_per_second=stats.tokens_per_second if stats else None,
         )

@@ -1,0 +1,430 @@
+"""Continuous batching of the embedded model: one scheduler thread, one `llama_decode` per step.
+
+The scheduler thread owns the llama.cpp context; nothing else touches it. Each step it puts one
+token of every generating sequence and a budget of prompt tokens of newly admitted requests into
+one batch, decodes it, samples every sequence that has logits, and hands the step's pieces to
+the event loop in one call. Each of the `parallel` sequences has the whole context window of its
+own (`n_ctx = parallel x window`), and keeps its tokens after its request ends, so the next
+request that shares a prefix with them (a system prompt, a conversation's history) only
+processes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from gptactions.llm.base import BackendError, BackendUnavailable, Chunk, Usage
+from gptactions.llm.llama_model import LlamaModel
+from gptactions.llm.sampling import Candidates, GrammarError, Sampler, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens decoded per step at most: a long prompt takes several steps instead of
+# freezing the other sequences' streams for all of its length.
+PROMPT_BUDGET = 256
+_RATE_WINDOW = 60.0
+
+
+class Outbox:
+    """Where a request's pieces go: a queue read on the request's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+
+
+@dataclass(eq=False)
+class Job:
+    """One request in the engine: its prompt, how to sample, and its progress."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    outbox: Outbox
+    cancelled: bool = False
+    # Progress, owned by the scheduler thread.
+    fed: int = 0  # prompt tokens in the sequence's memory
+    cached: int = 0
+    next_token: int | None = None
+    completion_tokens: int = 0
+    held: str = ""
+    sampler: Sampler | None = None
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One of the context's sequences: the tokens in its memory and the job using it."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    job: Job | None = None
+    admitted_at: int = 0
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What `GET /status` shows of the engine."""
+
+    sequences: int
+    sequences_in_use: int
+    queue_depth: int
+    tokens_per_second: float
+
+
+class BatchEngine:
+    """Runs many requests on one llama.cpp context, batched step by step."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        parallel: int = 8,
+        window: int = 2048,
+        threads: int = 1,
+        max_queue: int = 32,
+        prompt_budget: int = PROMPT_BUDGET,
+    ) -> None:
+        self.model = model
+        self.parallel = parallel
+        self.window = window
+        self.max_queue = max_queue
+        self.prompt_budget = prompt_budget
+        self.last_error: str | None = None
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = parallel * window
+        params.n_seq_max = parallel
+        params.kv_unified = False  # one KV stream per sequence: each has the full window
+        params.n_batch = params.n_ubatch = prompt_budget + parallel
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx: Any = llama_cpp.llama_init_from_model(model.model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp could not create a context for the model")
+        self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self._candidates = Candidates(model.n_vocab)
+        self._sequences = [Sequence(seq_id) for seq_id in range(parallel)]
+        self._waiting: deque[Job] = deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._admissions = 0
+        self._produced: deque[tuple[float, int]] = deque()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="gptactions-llm", daemon=True)
+        self._thread.start()
+
+    # The event loop's side
+
+    def submit(self, job: Job) -> None:
+        """Queue a job for the next free sequence; 503 when too many already wait."""
+        with self._wakeup:
+            if self._stopping:
+                raise BackendUnavailable("the local model is shutting down", retry_after=5)
+            if len(self._waiting) >= self.max_queue:
+                raise BackendUnavailable(
+                    f"the local model has {len(self._waiting)} requests waiting; try again shortly",
+                    retry_after=2,
+                )
+            self._waiting.append(job)
+            self._wakeup.notify()
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: its sequence is freed at the next step."""
+        with self._wakeup:
+            job.cancelled = True
+            self._wakeup.notify()
+
+    def stats(self) -> EngineStats:
+        """Sequences in use, queue depth, generated tokens per second over the last minute."""
+        now = time.monotonic()
+        with self._wakeup:
+            produced = sum(count for at, count in self._produced if at > now - _RATE_WINDOW)
+            waiting = len(self._waiting)
+        in_use = sum(1 for sequence in self._sequences if sequence.job is not None)
+        span = min(_RATE_WINDOW, max(now - self._started, 1.0))
+        return EngineStats(self.parallel, in_use, waiting, round(produced / span, 1))
+
+    def close(self) -> None:
+        """Stop the scheduler, fail what is left, and free the context."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        self._thread.join()
+        if self._ctx:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+    # The scheduler thread
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._stopping and not self._waiting and not self._busy():
+                    self._wakeup.wait()
+                if self._stopping:
+                    break
+                admitted = self._take_admissions()
+            deliveries: list[tuple[Job, Chunk | BaseException]] = []
+            try:
+                for sequence, job in admitted:
+                    self._admit(sequence, job, deliveries)
+                self._free_cancelled()
+                if self._busy():
+                    self._step(deliveries)
+            except Exception as exc:  # never lose the thread: fail what is running
+                log.exception("the local model's scheduler failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                for sequence in self._sequences:
+                    if sequence.job is not None:
+                        self._fail(sequence, deliveries, "the local model failed")
+            self._deliver(deliveries)
+        self._shut_down()
+
+    def _busy(self) -> bool:
+        return any(sequence.job is not None for sequence in self._sequences)
+
+    def _take_admissions(self) -> list[tuple[Sequence, Job]]:
+        """Pair waiting jobs with free sequences, each with the longest shared prefix."""
+        free = [sequence for sequence in self._sequences if sequence.job is None]
+        taken: list[tuple[Sequence, Job]] = []
+        while free and self._waiting:
+            job = self._waiting.popleft()
+            if job.cancelled:
+                continue
+            best = max(free, key=lambda s: _common_prefix(s.tokens, job.prompt))
+            free.remove(best)
+            best.job = job
+            taken.append((best, job))
+        return taken
+
+    def _admit(
+        self, sequence: Sequence, job: Job, deliveries: list[tuple[Job, Chunk | BaseException]]
+    ) -> None:
+        # At least the prompt's last token is decoded again: its logits start the reply.
+        keep = min(_common_prefix(sequence.tokens, job.prompt), len(job.prompt) - 1)
+        if keep < len(sequence.tokens):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, keep, -1):
+                llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+                keep = 0
+            del sequence.tokens[keep:]
+        job.fed = job.cached = keep
+        self._admissions += 1
+        sequence.admitted_at = self._admissions
+        try:
+            job.sampler = Sampler(self.model.vocab, self.model.n_vocab, job.sampling)
+        except GrammarError as exc:
+            sequence.job = None
+            deliveries.append((job, BackendError(f"the local model refused the request: {exc}")))
+
+    def _free_cancelled(self) -> None:
+        for sequence in self._sequences:
+            job = sequence.job
+            if job is not None and job.cancelled:
+                # The memory keeps the tokens decoded so far: a valid prefix for the next request.
+                self._release(sequence)
+
+    def _release(self, sequence: Sequence) -> None:
+        job, sequence.job = sequence.job, None
+        if job is not None and job.sampler is not None:
+            job.sampler.free()
+            job.sampler = None
+
+    def _step(self, deliveries: list[tuple[Job, Chunk | BaseException]]) -> None:
+        """One batch: a token of each generating sequence, then prompt chunks; one decode."""
+        batch = self._batch
+        count = 0
+        # Each sequence's tokens in the batch, and the index of its logits (-1: none yet).
+        fed: list[tuple[Sequence, list[int], int]] = []
+
+        def add(sequence: Sequence, token: int, position: int, logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = position
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = sequence.seq_id
+            batch.logits[count] = logits
+            count += 1
+
+        active = sorted(
+            (s for s in self._sequences if s.job is not None), key=lambda s: s.admitted_at
+        )
+        for sequence in active:
+            job = sequence.job
+            assert job is not None
+            if job.next_token is not None:
+                add(sequence, job.next_token, len(sequence.tokens), True)
+                fed.append((sequence, [job.next_token], count - 1))
+        budget = self.prompt_budget
+        for sequence in active:
+            job = sequence.job
+            assert job is not None
+            if job.fed >= len(job.prompt) or budget <= 0:
+                continue
+            chunk = job.prompt[job.fed : job.fed + budget]
+            last = job.fed + len(chunk) == len(job.prompt)
+            for offset, token in enumerate(chunk):
+                position = len(sequence.tokens) + offset
+                add(sequence, token, position, last and offset == len(chunk) - 1)
+            fed.append((sequence, chunk, count - 1 if last else -1))
+            budget -= len(chunk)
+        batch.n_tokens = count
+        status = self._decode()
+        if status != 0:
+            self.last_error = f"llama_decode returned {status}"
+            log.error("llama_decode returned %s for a batch of %s tokens", status, count)
+            for sequence, _, _ in fed:
+                llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+                sequence.tokens.clear()
+                self._fail(sequence, deliveries, "the local model failed to decode")
+            return
+        produced = 0
+        for sequence, tokens, logits_at in fed:
+            job = sequence.job
+            assert job is not None
+            sequence.tokens += tokens
+            if job.fed < len(job.prompt):
+                job.fed += len(tokens)
+            job.next_token = None
+            if logits_at >= 0:
+                produced += 1
+                self._sample(sequence, job, logits_at, deliveries)
+        if produced:
+            with self._wakeup:
+                now = time.monotonic()
+                self._produced.append((now, produced))
+                while self._produced and self._produced[0][0] < now - _RATE_WINDOW:
+                    self._produced.popleft()
+
+    def _decode(self) -> int:
+        return int(llama_cpp.llama_decode(self._ctx, self._batch))
+
+    def _sample(
+        self,
+        sequence: Sequence,
+        job: Job,
+        index: int,
+        deliveries: list[tuple[Job, Chunk | BaseException]],
+    ) -> None:
+        assert job.sampler is not None
+        try:
+            token = job.sampler.sample(self._ctx, index, self._candidates)
+        except GrammarError as exc:
+            self._fail(sequence, deliveries, f"constrained decoding failed: {exc}")
+            return
+        if self.model.is_end(token):
+            self._finish(sequence, deliveries, "stop")
+            return
+        job.sampler.accept_grammar(token)
+        job.completion_tokens += 1
+        text = job.held + job.decoder.decode(self.model.piece(token))
+        emit, job.held, stopped = _split_at_stop(text, job.stop)
+        if emit:
+            deliveries.append((job, Chunk(text=emit)))
+        if stopped:
+            job.held = ""
+            self._finish(sequence, deliveries, "stop")
+        elif job.completion_tokens >= job.max_tokens or len(sequence.tokens) + 1 >= self.window:
+            self._finish(sequence, deliveries, "length")
+        else:
+            job.next_token = token
+
+    def _finish(
+        self, sequence: Sequence, deliveries: list[tuple[Job, Chunk | BaseException]], reason: str
+    ) -> None:
+        job = sequence.job
+        assert job is not None
+        rest = job.held + job.decoder.decode(b"", final=True)
+        if rest:
+            deliveries.append((job, Chunk(text=rest)))
+        usage = Usage(len(job.prompt), job.completion_tokens, job.cached)
+        deliveries.append((job, Chunk(text="", done=True, usage=usage, finish_reason=reason)))
+        self._release(sequence)
+
+    def _fail(
+        self,
+        sequence: Sequence,
+        deliveries: list[tuple[Job, Chunk | BaseException]],
+        message: str,
+    ) -> None:
+        job = sequence.job
+        if job is not None:
+            deliveries.append((job, BackendError(message)))
+        self._release(sequence)
+
+    def _deliver(self, deliveries: list[tuple[Job, Chunk | BaseException]]) -> None:
+        """Hand the step's pieces to their event loops: one call per loop, not one per token."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Chunk | BaseException]]] = {}
+        for job, item in deliveries:
+            if not job.cancelled:
+                by_loop.setdefault(job.outbox.loop, []).append((job, item))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop is closed: its requests are gone
+                for job, _ in items:
+                    job.cancelled = True
+
+    def _shut_down(self) -> None:
+        deliveries: list[tuple[Job, Chunk | BaseException]] = []
+        with self._wakeup:
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting:
+            deliveries.append((job, BackendUnavailable("the local model stopped", retry_after=5)))
+        for sequence in self._sequences:
+            if sequence.job is not None:
+                job = sequence.job
+                self._release(sequence)
+                deliveries.append(
+                    (job, BackendUnavailable("the local model stopped", retry_after=5))
+                )
+        self._deliver(deliveries)
+
+
+def _put_all(items: list[tuple[Job, Chunk | BaseException]]) -> None:
+    for job, item in items:
+        job.outbox.queue.put_nowait(item)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    limit = min(len(a), len(b))
+    if a[:limit] == b[:limit]:
+        return limit
+    low, high = 0, limit  # binary search on equal prefixes: list slices compare in C
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
+    """(text to emit, text held back, whether a stop string ended it).
+
+    Text that could be the start of a stop string is held back until the next piece tells.
+    """
+    if not stops:
+        return text, "", False
+    found = [text.find(stop) for stop in stops if stop and stop in text]
+    if found:
+        return text[: min(found)], "", True
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
