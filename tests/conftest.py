@@ -88,8 +88,12 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def local_backend() -> Iterator[LocalBackend]:
-    """The real embedded model, loaded once for the whole run."""
-    backend = LocalBackend()
+    """The real embedded model, loaded once for the whole run.
+
+    One thread: the machine's cores are shared by parallel test runs, and llama.cpp's threads
+    wait for each other spinning, which gets very slow when the cores are oversubscribed.
+    """
+    backend = LocalBackend(threads=1)
     asyncio.run(backend.start())
     yield backend
     asyncio.run(backend.close())

@@ -25,6 +25,7 @@ def _turn(body: ConversationRequest, runtime: Runtime, *, continuing: bool) -> T
         conversation_id=body.conversationId if continuing else None,
         max_tokens=body.maxTokens,
         temperature=body.temperature,
+        repeat_penalty=body.repeatPenalty,
         model=body.model,
     )
 
@@ -37,6 +38,7 @@ def _reply(reply: Reply) -> dict[str, Any]:
         usage=Usage(
             prompt_tokens=reply.usage.prompt_tokens,
             completion_tokens=reply.usage.completion_tokens,
+            cached_tokens=reply.usage.cached_tokens,
         ),
         latency_ms=reply.latency_ms,
     ).wire()

@@ -34,6 +34,8 @@ from gptactions.api.schemas import (
     CONVERSATION_ID_MAX_LENGTH,
     CURSOR_MAX_LENGTH,
     LOGS_DEFAULT_LIMIT,
+    REPEAT_PENALTY_MAX,
+    REPEAT_PENALTY_MIN,
     TEMPERATURE_MAX,
     USER_ID_FILTER_MAX_LENGTH,
 )
@@ -170,6 +172,13 @@ def _add_components(
         "maximum": TEMPERATURE_MAX,
         "default": 0,
         "description": "Sampling temperature; 0 (the default) makes replies deterministic.",
+    }
+    request["repeatPenalty"] = {
+        "type": "number",
+        "minimum": REPEAT_PENALTY_MIN,
+        "maximum": REPEAT_PENALTY_MAX,
+        "description": "Penalty on tokens repeated from the last 64 (1: none); the embedded "
+        "model's default is GPTACTIONS_REPEAT_PENALTY.",
     }
     request["model"] = model
 

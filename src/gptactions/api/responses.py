@@ -32,6 +32,9 @@ class Usage(Body):
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens the model had already processed (prompt cache)."
+    )
 
 
 class ConversationResponse(Body):
@@ -54,6 +57,17 @@ class BackendStatus(Body):
     reachable: bool
     last_error: str | None
     latency_ms: int | None
+    # The embedded model's engine; absent for other backends.
+    sequences: int | None = Field(
+        default=None, description="Embedded model: requests it can generate at once."
+    )
+    sequences_in_use: int | None = None
+    queue_depth: int | None = Field(
+        default=None, description="Requests waiting for a free sequence."
+    )
+    tokens_per_second: float | None = Field(
+        default=None, description="Tokens generated per second over the last minute."
+    )
 
 
 class StatusResponse(Body):

@@ -20,6 +20,7 @@ MODEL_NAME_MAX_LENGTH = 100
 ACTION_NAME_MAX_LENGTH = 100
 """Longer than any action's name may be."""
 TEMPERATURE_MAX = 2.0
+REPEAT_PENALTY_MIN, REPEAT_PENALTY_MAX = 1.0, 2.0
 USER_ID_FILTER_MAX_LENGTH = 1024
 """`GET /logs?userId=`: generous, so the log stays searchable after the userId limit is lowered."""
 CURSOR_MAX_LENGTH = 200
@@ -53,6 +54,7 @@ class ConversationRequest(BaseModel):
     )
     maxTokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=TEMPERATURE_MAX)
+    repeatPenalty: float | None = Field(default=None, ge=REPEAT_PENALTY_MIN, le=REPEAT_PENALTY_MAX)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
     _user_id_not_blank = field_validator("userId")(_not_blank)

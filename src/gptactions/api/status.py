@@ -32,6 +32,10 @@ async def status(_caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
                 reachable=b.reachable,
                 last_error=b.last_error,
                 latency_ms=None if b.latency_ms is None else round(b.latency_ms),
+                sequences=b.sequences,
+                sequences_in_use=b.sequences_in_use,
+                queue_depth=b.queue_depth,
+                tokens_per_second=b.tokens_per_second,
             )
             for b in state.backends
         ],

@@ -45,7 +45,7 @@ class Candidates:
         self._data = np.zeros(n_vocab, dtype=_TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._pointer = self._data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
-        self.array = llama_cpp.llama_token_data_array(self._pointer, n_vocab, -1, False)
+        self.array: Any = llama_cpp.llama_token_data_array(self._pointer, n_vocab, -1, False)
 
     def load(self, ctx: Any, index: int) -> Any:
         """The logits of the batch's `index`-th token, unfiltered; returns the array's pointer."""
@@ -103,7 +103,7 @@ class Sampler:
             if not self.grammar:
                 self.free()
                 raise GrammarError("llama.cpp could not parse the grammar")
-        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
         self._single = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
 
     def sample(self, ctx: Any, index: int, candidates: Candidates) -> int:

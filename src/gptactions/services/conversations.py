@@ -102,7 +102,10 @@ class ConversationService:
             history, turn.message, backend.context_window - max_tokens, turn.model
         )
         request = GenerationRequest(
-            messages=messages, max_tokens=max_tokens, temperature=turn.temperature
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=turn.temperature,
+            repeat_penalty=turn.repeat_penalty,
         )
         return PreparedTurn(principal, turn, conversation_id, is_new, request)
 

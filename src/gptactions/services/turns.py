@@ -30,6 +30,7 @@ class Turn:
     conversation_id: str | None = None
     max_tokens: int | None = None
     temperature: float = 0.0
+    repeat_penalty: float | None = None
     model: str | None = None
 
 
