@@ -1,0 +1,255 @@
+"""The batched engine with the real model: identical greedy text, cancellation, queueing, failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from gptactions.llm.base import (
+    BackendError,
+    BackendUnavailable,
+    ChatMessage,
+    Chunk,
+    GenerationRequest,
+    PromptTooLong,
+)
+from gptactions.llm.engine import Job, Outbox, _split_at_stop
+from gptactions.llm.local import LocalBackend, default_threads
+from gptactions.llm.sampling import SamplingParams
+
+pytestmark = pytest.mark.model
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Count from one to ten.",
+    "Write a haiku about the sea.",
+    "Explain what a CPU does.",
+    "Name three fruits.",
+    "Tell me a story.",
+    "What is 2+2?",
+    "Describe a cat.",
+]
+# A grammar with no end: its sequence generates until it is cancelled or reaches max_tokens.
+ENDLESS = 'root ::= "x" root\n'
+
+
+def ask(text: str, max_tokens: int = 16, **kw: object) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage("user", text),),
+        max_tokens=max_tokens,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def endless_job(backend: LocalBackend, text: str = "Say x.") -> Job:
+    """A job straight into the engine that holds its sequence until cancelled."""
+    assert backend._model is not None
+    return Job(
+        prompt=backend._model.prompt_tokens((ChatMessage("user", text),)),
+        max_tokens=1000,
+        sampling=SamplingParams(grammar=ENDLESS),
+        stop=(),
+        outbox=Outbox(asyncio.get_running_loop()),
+    )
+
+
+async def first_piece(job: Job) -> Chunk | BaseException:
+    return await job.outbox.queue.get()
+
+
+def test_the_default_thread_count_is_the_cores_the_process_may_use() -> None:
+    assert default_threads() == len(os.sched_getaffinity(0))
+    assert LocalBackend().threads == default_threads()
+    assert LocalBackend(threads=3).threads == 3
+
+
+def test_stop_strings_are_held_back_while_they_may_be_starting() -> None:
+    assert _split_at_stop("Hello wor", ("world",)) == ("Hello ", "wor", False)
+    assert _split_at_stop("Hello world!", ("world",)) == ("Hello ", "", True)
+    assert _split_at_stop("Hello", ("xyz",)) == ("Hello", "", False)
+    assert _split_at_stop("ab", ()) == ("ab", "", False)
+
+
+async def test_greedy_text_is_the_same_alone_and_beside_seven_others(
+    local_backend: LocalBackend,
+) -> None:
+    requests = [ask(text, 24) for text in PROMPTS]
+    alone = [(await local_backend.generate(request)).text for request in requests]
+    together = await asyncio.gather(*(local_backend.generate(r) for r in requests))
+    assert [g.text for g in together] == alone
+    assert all(text.strip() for text in alone)
+
+
+async def test_sixteen_concurrent_requests_on_eight_sequences(local_backend: LocalBackend) -> None:
+    assert local_backend.parallel == 8
+    requests = [ask(f"Say the number {n}.", 6) for n in range(16)]
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(local_backend.generate(r) for r in requests)), timeout=600
+    )
+    assert len(answers) == 16 and all(a.usage.completion_tokens > 0 for a in answers)
+    assert local_backend.engine.stats().sequences_in_use == 0
+
+
+async def test_a_cancelled_request_frees_its_sequence_for_the_next(
+    local_backend: LocalBackend,
+) -> None:
+    engine = local_backend.engine
+    holders = [endless_job(local_backend, f"Say x {n}.") for n in range(8)]
+    try:
+        for job in holders:
+            engine.submit(job)
+        for job in holders:
+            assert isinstance(await first_piece(job), Chunk)  # all eight are generating
+        waiting = asyncio.ensure_future(local_backend.generate(ask("Say hi.", 4)))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        engine.cancel(holders.pop(3))  # the client of one went away mid-batch
+        reply = await asyncio.wait_for(waiting, timeout=300)
+        assert reply.text and reply.usage.completion_tokens > 0
+        assert all(not job.cancelled and job.completion_tokens > 0 for job in holders)
+    finally:
+        for job in holders:
+            engine.cancel(job)
+
+
+async def test_a_closed_stream_mid_batch_leaves_the_others_intact(
+    local_backend: LocalBackend,
+) -> None:
+    requests = [ask(text, 20) for text in PROMPTS[:4]]
+    alone = [(await local_backend.generate(r)).text for r in requests]
+    quitter = local_backend.stream(ask("Tell me a long story.", 400))
+    assert (await anext(quitter)).text is not None
+    others = asyncio.gather(*(local_backend.generate(r) for r in requests))
+    await quitter.aclose()
+    assert [g.text for g in await others] == alone
+
+
+async def test_a_prompt_longer_than_the_window_is_refused(local_backend: LocalBackend) -> None:
+    with pytest.raises(PromptTooLong):
+        await local_backend.generate(ask("word " * 3000, 4))
+
+
+async def test_a_grammar_request_beside_free_text(local_backend: LocalBackend) -> None:
+    free = [ask(text, 16) for text in PROMPTS[:3]]
+    alone = [(await local_backend.generate(r)).text for r in free]
+    labels = ("positive", "negative", "neutral")
+    choice = ask("Is 'I love it' positive, negative or neutral?", 8, choices=labels)
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    extract = ask("Ann is 3 years old. Give her name and age as JSON.", 40, json_schema=schema)
+    results = await asyncio.gather(
+        local_backend.generate(choice),
+        local_backend.generate(extract),
+        *(local_backend.generate(r) for r in free),
+    )
+    assert results[0].text in labels
+    import json
+
+    data = json.loads(results[1].text)
+    assert isinstance(data["name"], str) and isinstance(data["age"], int)
+    assert [g.text for g in results[2:]] == alone
+
+
+async def test_a_long_prompt_is_admitted_while_seven_sequences_stream(
+    local_backend: LocalBackend,
+) -> None:
+    engine = local_backend.engine
+    streams = [endless_job(local_backend, f"Say x {n}.") for n in range(7)]
+    try:
+        for job in streams:
+            engine.submit(job)
+        for job in streams:
+            await first_piece(job)
+        before = [job.completion_tokens for job in streams]
+        long_prompt = "Summarize this text. " + "The river runs to the sea. " * 220
+        assert await local_backend.count_tokens((ChatMessage("user", long_prompt),)) > 1200
+        reply = await asyncio.wait_for(local_backend.generate(ask(long_prompt, 2)), timeout=600)
+        assert reply.usage.completion_tokens > 0
+        # Its prompt took several steps, and each step gave every stream a token.
+        steps = reply.usage.prompt_tokens // engine.prompt_budget
+        assert steps >= 4
+        for job, start in zip(streams, before, strict=True):
+            assert job.completion_tokens - start >= steps
+    finally:
+        for job in streams:
+            engine.cancel(job)
+
+
+async def test_the_prompt_cache_reuses_a_shared_prefix(local_backend: LocalBackend) -> None:
+    system = ChatMessage("system", "You are a terse assistant. " * 20)
+    first = await local_backend.generate(
+        GenerationRequest(messages=(system, ChatMessage("user", "Hi.")), max_tokens=4)
+    )
+    second = await local_backend.generate(
+        GenerationRequest(messages=(system, ChatMessage("user", "Bye.")), max_tokens=4)
+    )
+    assert first.usage.prompt_tokens > 100
+    assert second.usage.cached_tokens > 100
+    assert second.usage.cached_tokens < second.usage.prompt_tokens
+
+
+async def test_a_decode_failure_fails_its_batch_and_the_engine_goes_on(
+    local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = local_backend.engine
+    real = engine._decode
+    calls = 0
+
+    def failing_once() -> int:
+        nonlocal calls
+        calls += 1
+        return -3 if calls == 1 else real()
+
+    monkeypatch.setattr(engine, "_decode", failing_once)
+    with pytest.raises(BackendError) as raised:
+        await local_backend.generate(ask("Say hi.", 4))
+    assert not isinstance(raised.value, BackendUnavailable)  # a 502, not a 503
+    assert (await local_backend.generate(ask("Say hi.", 4))).text
+    assert engine.last_error == "llama_decode returned -3"
+
+
+@pytest.fixture(scope="module")
+def tiny_backend() -> Iterator[LocalBackend]:
+    """One sequence, one request allowed to wait."""
+    backend = LocalBackend(parallel=1, max_queue=1, context_window=512, threads=1)
+    asyncio.run(backend.start())
+    yield backend
+    asyncio.run(backend.close())
+
+
+async def test_beyond_the_queue_requests_are_refused_with_503(tiny_backend: LocalBackend) -> None:
+    engine = tiny_backend.engine
+    holder = endless_job(tiny_backend)
+    queued = endless_job(tiny_backend, "Say hi.")
+    queued.max_tokens = 2
+    engine.submit(holder)
+    try:
+        await first_piece(holder)
+        engine.submit(queued)  # waits for the one sequence
+        with pytest.raises(BackendUnavailable) as refused:
+            await tiny_backend.generate(ask("Say hi.", 2))
+        assert refused.value.retry_after
+        state = await tiny_backend.state()
+        assert (state.sequences, state.sequences_in_use, state.queue_depth) == (1, 1, 1)
+    finally:
+        engine.cancel(holder)
+    pieces = [await asyncio.wait_for(first_piece(queued), timeout=300) for _ in range(3)]
+    assert [p.done for p in pieces if isinstance(p, Chunk)] == [False, False, True]
+    assert isinstance(pieces[-1], Chunk) and pieces[-1].finish_reason == "length"
+
+
+async def _drain(stream: AsyncIterator[Chunk]) -> str:
+    return "".join([chunk.text async for chunk in stream])
+
+
+async def test_stop_strings_end_the_reply_before_them(local_backend: LocalBackend) -> None:
+    full = (await local_backend.generate(ask("Count from one to ten.", 40))).text
+    assert "5" in full
+    cut = await _drain(local_backend.stream(ask("Count from one to ten.", 40, stop=("5",))))
+    assert cut == full[: full.index("5")]
