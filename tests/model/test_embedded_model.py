@@ -168,9 +168,9 @@ async def test_the_story_prompt_does_not_repeat_a_sentence(model_api: ApiClient)
 
 async def test_repeat_penalty_is_a_bounded_request_field(model_api: ApiClient) -> None:
     body = {"userId": "p", "message": "Count from one to ten.", "maxTokens": 30}
-    plain = await model_api.post(f"{API}/conversations", {**body, "repeatPenalty": 1.0})
-    assert plain.status_code == 200
-    assert plain.json()["reply"].count("\n") >= 5
+    for penalty in (1, 1.0, 2.0):
+        answer = await model_api.post(f"{API}/conversations", {**body, "repeatPenalty": penalty})
+        assert answer.status_code == 200 and answer.json()["reply"]
     for bad in (0.5, 2.5, "1.1"):
         refused = await model_api.post(f"{API}/conversations", {**body, "repeatPenalty": bad})
         assert refused.status_code == 400
