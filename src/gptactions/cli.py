@@ -55,6 +55,19 @@ def announce_key(new_key: NewKey) -> None:
     )
 
 
+async def _with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
+    """Run `work` with the key service; revocations reach the replicas' caches through Redis too."""
+
+    async def with_service(database: Database) -> T:
+        service = KeyService(database, redis_url=settings.redis_url)
+        try:
+            return await work(service)
+        finally:
+            await service.close()
+
+    return await _with_database(settings, with_service)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="gptactions")
 def cli() -> None:
@@ -79,9 +92,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     may_generate = settings.environment == "development"
     try:
         created = _run(
-            lambda: _with_database(
+            lambda: _with_keys(
                 settings,
-                lambda db: bootstrap_admin_key(settings, KeyService(db), may_generate=may_generate),
+                lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
             )
         )
     except NoKeys as error:
@@ -184,7 +197,7 @@ def keys_list(as_json: bool) -> None:
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by its id or visible prefix (as `keys list` shows them)."""
     try:
-        done = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).revoke(key_id)))
+        done = _run(lambda: _with_keys(Settings(), lambda keys: keys.revoke(key_id)))
     except AmbiguousKey as error:
         raise click.ClickException(str(error)) from None
     if done is None:

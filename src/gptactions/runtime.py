@@ -31,7 +31,7 @@ class Runtime:
         self.database = Database(settings.database_url)
         self.router = router or build_router(settings)
         self.registry = registry or build_registry(settings)
-        self.keys = KeyService(self.database)
+        self.keys = KeyService(self.database, redis_url=settings.redis_url)
         self.log = InteractionLog(self.database)
         self.conversations = ConversationService(
             self.database,
@@ -60,6 +60,7 @@ class Runtime:
         """Stop the backends and close the database."""
         try:
             await self.router.close()
+            await self.keys.close()
             await self.database.close()
             if self.limiter is not None:
                 await self.limiter.close()

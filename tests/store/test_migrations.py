@@ -21,7 +21,7 @@ from gptactions.services.keys import KeyService
 from gptactions.store.db import _PG_MIGRATION_LOCK, Database, alembic_config
 from gptactions.store.models import Base
 
-TABLES = {"api_keys", "conversations", "interactions"}
+TABLES = {"api_keys", "conversations", "interactions", "key_versions"}
 
 
 def _schema(connection: Connection) -> dict[str, Any]:

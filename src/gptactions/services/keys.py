@@ -6,12 +6,15 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from gptactions.services.keycache import KeyCache, KeyVersions
 from gptactions.store import queries
 from gptactions.store.db import Database
 from gptactions.store.models import ApiKey, utcnow
@@ -145,8 +148,20 @@ def _info(key: ApiKey) -> KeyInfo:
 class KeyService:
     """Creates, checks and revokes keys."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        redis_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._database = database
+        self._versions = KeyVersions(database, redis_url)
+        self.cache = KeyCache(self._versions, clock=clock)
+
+    async def close(self) -> None:
+        """Close the connection to Redis, if any."""
+        await self._versions.close()
 
     async def create(
         self,
@@ -185,12 +200,18 @@ class KeyService:
     async def authenticate(self, secret: str) -> Principal | None:
         """The principal for a key, or None when it is unknown or revoked."""
         digest = hash_key(secret)
+        cached = await self.cache.get(digest)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
         async with self._database.session() as session:
             key = await queries.key_by_hash(session, digest)
         # The lookup is by an index on the hash; the comparison below is constant-time anyway.
         if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at:
             return None
-        return Principal(key.id, key.name, key.tenant, frozenset(key.scopes.split()))
+        principal = Principal(key.id, key.name, key.tenant, frozenset(key.scopes.split()))
+        self.cache.put(digest, principal, generation)
+        return principal
 
     async def list(self) -> list[KeyInfo]:
         """Every key, without its secret."""
@@ -215,7 +236,16 @@ class KeyService:
             already = key.revoked_at is not None
             if not already:
                 key.revoked_at = utcnow()
-            return Revocation(_info(key), already)
+                await queries.bump_key_version(session)
+            revocation = Revocation(_info(key), already)
+        if not already:
+            await self._revoked()
+        return revocation
+
+    async def _revoked(self) -> None:
+        """After a revocation committed: forget cached keys here, and tell Redis's readers."""
+        self.cache.forget()
+        await self._versions.bumped()
 
     async def ensure_bootstrap_key(
         self, configured: str | None, *, may_generate: bool = True
@@ -250,16 +280,22 @@ class KeyService:
             created = await self.create("admin", scopes=SCOPES, secret=configured)
         except IntegrityError:
             return None  # another process starting together imported it first
+        revoked = False
         async with self._database.session() as session:
             for old in await queries.active_imported_keys(session):
                 if old.id != created.info.id:
                     old.revoked_at = utcnow()
+                    revoked = True
                     log.warning(
                         "GPTACTIONS_API_KEY changed: the key it imported before (%s, id %s) "
                         "is revoked",
                         old.prefix,
                         old.id,
                     )
+            if revoked:
+                await queries.bump_key_version(session)
+        if revoked:
+            await self._revoked()
         return created
 
 

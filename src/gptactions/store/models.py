@@ -73,6 +73,15 @@ class ApiKey(Base):
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class KeyVersion(Base):
+    """One row whose version every key revocation bumps: key caches compare it to forget keys."""
+
+    __tablename__ = "key_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class Conversation(Base):
     """A conversation of one user, within one tenant."""
 

@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 from sqlalchemy import func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.store.models import ApiKey, Conversation, Interaction, InteractionStatus
+from gptactions.store.models import (
+    ApiKey,
+    Conversation,
+    Interaction,
+    InteractionStatus,
+    KeyVersion,
+)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -53,6 +59,18 @@ async def active_imported_keys(session: AsyncSession) -> list[ApiKey]:
     """The imported keys (GPTACTIONS_API_KEY) not yet revoked, oldest first."""
     query = select(ApiKey).where(ApiKey.imported.is_(True), ApiKey.revoked_at.is_(None))
     return list(await session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+async def key_version(session: AsyncSession) -> int:
+    """The number every revocation bumps (0 before the first)."""
+    return int(await session.scalar(select(KeyVersion.version).where(KeyVersion.id == 1)) or 0)
+
+
+async def bump_key_version(session: AsyncSession) -> None:
+    """Tell every key cache, in this transaction, that a key was revoked."""
+    await session.execute(
+        update(KeyVersion).where(KeyVersion.id == 1).values(version=KeyVersion.version + 1)
+    )
 
 
 # --- conversations ----------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""Verified keys kept in memory, forgotten when any replica revokes a key.
+
+Every revocation bumps a version: a row of the database, and a Redis key when
+GPTACTIONS_REDIS_URL is set. The cache reads that version at most every `CHECK_INTERVAL`
+seconds, from the request that finds it due, and forgets every key when it has changed: a key
+revoked anywhere stops working everywhere within that interval and one query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gptactions.store import queries
+from gptactions.store.db import Database
+
+if TYPE_CHECKING:
+    from gptactions.services.keys import Principal
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.5
+"""Seconds a cached key is trusted without asking whether a key was revoked since."""
+MAX_KEYS = 10_000
+REDIS_VERSION_KEY = "gptactions:keys:version"
+
+
+class KeyVersions:
+    """Where the revocation version lives: the database, and Redis when configured."""
+
+    def __init__(self, database: Database, redis_url: str | None = None) -> None:
+        self._database = database
+        self._redis: Any = None
+        if redis_url:
+            import redis.asyncio as redis
+
+            self._redis = redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+
+    async def current(self) -> tuple[str, int]:
+        """The version now; from Redis when configured and reachable, else the database."""
+        if self._redis is not None:
+            try:
+                value = await self._redis.get(REDIS_VERSION_KEY)
+                return ("redis", int(value or 0))
+            except Exception as error:  # Redis down: the database's version is as good
+                log.warning("key cache: Redis unavailable (%s); asking the database", error)
+        async with self._database.session() as session:
+            return ("database", await queries.key_version(session))
+
+    async def bumped(self) -> None:
+        """Tell the Redis side too, after the database's bump committed."""
+        if self._redis is not None:
+            try:
+                await self._redis.incr(REDIS_VERSION_KEY)
+            except Exception as error:
+                log.warning(
+                    "key cache: Redis unavailable (%s); replicas reading it keep revoked keys "
+                    "until it is back",
+                    error,
+                )
+
+    async def close(self) -> None:
+        """Close the Redis connection, if any."""
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+class KeyCache:
+    """Key hash -> principal, for keys that were valid when last checked."""
+
+    def __init__(
+        self,
+        versions: KeyVersions,
+        *,
+        interval: float = CHECK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._versions = versions
+        self._interval = interval
+        self._clock = clock
+        self._keys: dict[str, Principal] = {}
+        self._version: tuple[str, int] | None = None
+        self._checked_at = -float("inf")
+        self._check: asyncio.Future[None] | None = None
+        self.generation = 0
+        """Bumped each time the cache forgets: a lookup started before must not be cached."""
+
+    async def get(self, key_hash: str) -> Principal | None:
+        """The cached principal of a key still valid, after a version check when one is due."""
+        if self._clock() - self._checked_at >= self._interval:
+            await self._refresh()
+        return self._keys.get(key_hash)
+
+    def put(self, key_hash: str, principal: Principal, generation: int) -> None:
+        """Remember a key found valid by a lookup that began at `generation`."""
+        if generation != self.generation:
+            return  # a revocation was seen meanwhile: the lookup may predate it
+        if len(self._keys) >= MAX_KEYS:
+            self._keys.clear()
+        self._keys[key_hash] = principal
+
+    def forget(self) -> None:
+        """Drop every cached key (a key was revoked)."""
+        self._keys.clear()
+        self.generation += 1
+
+    async def _refresh(self) -> None:
+        # Concurrent requests that find the check due share one query.
+        if self._check is None:
+            self._check = asyncio.ensure_future(self._read())
+        check = self._check
+        try:
+            await asyncio.shield(check)
+        finally:
+            if self._check is check and check.done():
+                self._check = None
+
+    async def _read(self) -> None:
+        started = self._clock()
+        version = await self._versions.current()
+        if version != self._version:
+            if self._version is not None:
+                self.forget()
+            self._version = version
+        self._checked_at = started
