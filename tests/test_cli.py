@@ -123,6 +123,7 @@ def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
     with sqlite3.connect(isolated / "server.db") as database:
         database.execute("UPDATE alembic_version SET version_num = '0001'")
         database.execute("ALTER TABLE api_keys DROP COLUMN imported")
+        database.execute("DROP TABLE key_versions")
     upgraded = gptactions("db", "upgrade", cwd=isolated)
     assert f"revision 0001 to {head}" in upgraded.stdout
 
