@@ -13,12 +13,13 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+from gptactions.api.openapi import build_document
 from gptactions.api.openapi_actions import (
-    action_request_schemas,
     describe_actions,
     merge_action_schemas,
     to_openapi_schema,
 )
+from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry, registry_from_file
 
 from .conftest import HAIKU_YAML
@@ -77,9 +78,8 @@ def seed() -> dict[str, Any]:
 
 
 def document_for(registry: ActionRegistry) -> dict[str, Any]:
-    document = seed()
-    merge_action_schemas(document["components"]["schemas"], registry)
-    return document
+    """The document the server serves with this registry."""
+    return build_document(Settings(), registry, ["local"])
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -252,7 +252,7 @@ def test_the_listing_shows_the_full_schemas(full_registry: ActionRegistry) -> No
     by_name = {a["name"]: a for a in listing["actions"]}
     assert by_name["haiku"]["builtin"] is False and by_name["summarize"]["builtin"] is True
     assert by_name["fancy"]["parameters"]["properties"]["mode"] == {"const": "fast"}
-    schemas = action_request_schemas(full_registry)
+    schemas = document_for(full_registry)["components"]["schemas"]
     validator = OAS30Validator(
         {"$ref": "#/components/schemas/ActionList", "components": {"schemas": schemas}}
     )

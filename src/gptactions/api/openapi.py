@@ -24,6 +24,8 @@ from gptactions.api import actions, conversations, logs, status
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.responses import (
     COMPONENTS,
+    ActionList,
+    ActionResponse,
     ConversationResponse,
     LogItem,
     OpenAPI30,
@@ -77,7 +79,10 @@ def seed_document() -> dict[str, Any]:
 def _response_schemas() -> dict[str, dict[str, Any]]:
     """The response models' schemas (OpenAPI 3.0.3), by model name, nested ones included."""
     _, defs = models_json_schema(
-        [(model, "serialization") for model in (ConversationResponse, StatusResponse, LogItem)],
+        [
+            (model, "serialization")
+            for model in (ConversationResponse, StatusResponse, LogItem, ActionResponse, ActionList)
+        ],
         ref_template=COMPONENTS,
         schema_generator=OpenAPI30,
     )

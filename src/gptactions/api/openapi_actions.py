@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from gptactions.api.responses import ActionInfo, ActionList
 from gptactions.services.actions import ActionRegistry
 
 SCHEMA_PREFIX = "#/components/schemas/"
@@ -168,8 +169,9 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
       `discriminator` on `action`;
     - `ActionRequest_<name>`: a variant: `action` fixed to the name, `parameters` referring to
     - `Action_<name>Parameters`: the action's parameter schema converted to OpenAPI 3.0.3;
-    - `ActionResponse`: the seed's `success` and `result`, plus `data` (any JSON, nullable);
-    - `ActionInfo` and `ActionList`: the answer of `GET /api/v1/gpt/actions`.
+
+    The responses (`ActionResponse`, `ActionInfo`, `ActionList`) are models in `api/responses.py`,
+    described in the document with the other response models.
 
     To merge them into a document built from the seed, call
     `merge_action_schemas(document["components"]["schemas"], registry)`: it adds what the seed
@@ -223,52 +225,6 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
         request["oneOf"] = variants
         request["discriminator"] = {"propertyName": "action", "mapping": mapping}
     schemas["ActionRequest"] = request
-    schemas["ActionResponse"] = {
-        "type": "object",
-        "required": ["success", "result"],
-        "properties": {
-            "success": {
-                "type": "boolean",
-                "description": "Whether the action produced an output of the required form.",
-            },
-            "result": {
-                "type": "string",
-                "description": "The output of the triggered GPT action. When success is false, "
-                "the reason the output could not be produced.",
-            },
-            "data": {
-                "nullable": True,
-                "description": "The parsed value of a structured output: the label or list of "
-                "labels of classify, sentiment and choice actions, the object of extract and "
-                "JSON actions; null for text.",
-            },
-        },
-    }
-    schemas["ActionInfo"] = {
-        "type": "object",
-        "required": ["name", "description", "parameters", "builtin"],
-        "properties": {
-            "name": {"type": "string", "description": "The action's name."},
-            "description": {"type": "string", "description": "What the action does."},
-            "parameters": {
-                "type": "object",
-                "properties": {},
-                "additionalProperties": True,
-                "description": "The JSON Schema (2020-12) its parameters are validated against.",
-            },
-            "builtin": {
-                "type": "boolean",
-                "description": "Whether the action is built in (false: from the actions file).",
-            },
-        },
-    }
-    schemas["ActionList"] = {
-        "type": "object",
-        "required": ["actions"],
-        "properties": {
-            "actions": {"type": "array", "items": {"$ref": SCHEMA_PREFIX + "ActionInfo"}}
-        },
-    }
     return schemas
 
 
@@ -294,14 +250,11 @@ def _add_missing(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 def describe_actions(registry: ActionRegistry) -> dict[str, Any]:
     """The answer of `GET /api/v1/gpt/actions`: every action's name, description and schema."""
-    return {
-        "actions": [
-            {
-                "name": d.name,
-                "description": d.description,
-                "parameters": d.parameters,
-                "builtin": d.builtin,
-            }
+    return ActionList(
+        actions=[
+            ActionInfo(
+                name=d.name, description=d.description, parameters=d.parameters, builtin=d.builtin
+            )
             for d in registry
         ]
-    }
+    ).wire()

@@ -105,11 +105,40 @@ class LogItem(Body):
 
 
 class ActionResponse(Body):
-    """The outcome of one action (described in the document by `openapi_actions`)."""
+    """The outcome of one action."""
 
-    success: bool
-    result: str
-    data: Any = None
+    success: bool = Field(description="Whether the action produced an output of the required form.")
+    result: str = Field(
+        description="The output of the triggered GPT action. When success is false, the reason "
+        "the output could not be produced."
+    )
+    data: Any = Field(
+        default=None,
+        description="The parsed value of a structured output: the label or list of labels of "
+        "classify, sentiment and choice actions, the object of extract and JSON actions; null "
+        "for text.",
+        json_schema_extra={"nullable": True},
+    )
+
+
+class ActionInfo(Body):
+    """One action of the registry, as `GET /api/v1/gpt/actions` lists it."""
+
+    name: str = Field(description="The action's name.")
+    description: str = Field(description="What the action does.")
+    parameters: dict[str, Any] = Field(
+        description="The JSON Schema (2020-12) its parameters are validated against.",
+        json_schema_extra={"properties": {}},
+    )
+    builtin: bool = Field(
+        description="Whether the action is built in (false: from the actions file)."
+    )
+
+
+class ActionList(Body):
+    """Every action this server runs."""
+
+    actions: list[ActionInfo]
 
 
 class OpenAPI30(GenerateJsonSchema):
