@@ -104,7 +104,10 @@ class BatchEngine:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = parallel * window
         params.n_seq_max = parallel
-        params.kv_unified = False  # one KV stream per sequence: each has the full window
+        # One KV stream per sequence: each has the full window, and a sequence's numbers do not
+        # depend on its neighbours (a unified buffer, which would let sequences share a prefix
+        # without recomputing it, changes greedy replies when other sequences run beside).
+        params.kv_unified = False
         params.n_batch = params.n_ubatch = prompt_budget + parallel
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
