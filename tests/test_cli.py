@@ -39,7 +39,7 @@ def gptactions(
 def test_help_lists_every_command(isolated: Path) -> None:
     result = gptactions("--help", cwd=isolated)
     assert result.returncode == 0
-    for command in ("serve", "keys", "db", "openapi", "chat"):
+    for command in ("serve", "keys", "db", "openapi", "chat", "users", "oauth"):
         assert command in result.stdout
 
 
@@ -181,3 +181,37 @@ def test_an_invalid_actions_file_is_a_clear_error_not_a_traceback(isolated: Path
         assert result.returncode == 1
         assert "actions.yaml" in result.stderr and "broken" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_users_and_oauth_clients(isolated: Path) -> None:
+    created = gptactions(
+        "users", "create", "--username", "alice", cwd=isolated, stdin="pw-12345678\n"
+    )
+    assert created.returncode == 0, created.stderr
+    short = gptactions("users", "create", "--username", "bob", cwd=isolated, stdin="short\n")
+    assert short.returncode != 0 and "at least 8" in short.stderr
+    listed = gptactions("users", "list", "--json", cwd=isolated)
+    assert [u["username"] for u in json.loads(listed.stdout)] == ["alice"]
+    assert gptactions("users", "disable", "alice", cwd=isolated).returncode == 0
+    assert json.loads(gptactions("users", "list", "--json", cwd=isolated).stdout)[0]["disabledAt"]
+    assert gptactions("users", "delete", "alice", cwd=isolated).returncode == 0
+    assert gptactions("users", "delete", "alice", cwd=isolated).returncode != 0
+
+    callback = "https://chat.openai.com/aip/g-abc/oauth/callback"
+    made = gptactions(
+        "oauth", "clients", "create", "--name", "GPT", "--redirect-uri", callback,
+        "--scope", "chat", cwd=isolated,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    *_, id_line, secret_line = made.stdout.splitlines()
+    client_id = id_line.removeprefix("client_id=")
+    assert id_line.startswith("client_id=") and secret_line.startswith("client_secret=gptcs_")
+    clients = json.loads(gptactions("oauth", "clients", "list", "--json", cwd=isolated).stdout)
+    assert clients[0]["clientId"] == client_id and clients[0]["redirectUris"] == [callback]
+    assert secret_line.removeprefix("client_secret=") not in json.dumps(clients)
+    assert gptactions("oauth", "clients", "revoke", client_id, cwd=isolated).returncode == 0
+    bad = gptactions(
+        "oauth", "clients", "create", "--name", "GPT", "--redirect-uri", "http://x.example/cb",
+        cwd=isolated,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "https" in bad.stderr

@@ -16,6 +16,7 @@ import yaml
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
+from gptactions.cli_users import oauth, users
 from gptactions.config import Settings
 from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.keys import (
@@ -297,6 +298,8 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
 
 
 cli.add_command(actions)
+cli.add_command(users)
+cli.add_command(oauth)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -121,6 +121,18 @@ class Settings(BaseSettings):
         default=None, description="Admin key to create at start-up instead of a random one."
     )
 
+    # OAuth (docs/gpt-actions.md)
+    oauth_access_token_lifetime: int = Field(
+        default=3600, ge=60, description="Seconds an OAuth access token is valid."
+    )
+    oauth_refresh_token_lifetime: int = Field(
+        default=30 * 86400, ge=3600, description="Seconds an OAuth refresh token is valid."
+    )
+    login_rate_limit: str | None = Field(
+        default="10/minute",
+        description="Sign-in attempts per username and per client address.",
+    )
+
     # Limits
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_user_id_length: int = Field(default=256, ge=1)
@@ -158,7 +170,7 @@ class Settings(BaseSettings):
     default_backend: str | None = None
     fallbacks: Annotated[list[str] | None, NoDecode] = None
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "login_rate_limit")
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
         if value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from gptactions.config import Settings
 from gptactions.llm.factory import build_router
@@ -13,7 +14,9 @@ from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import build_limiter
+from gptactions.services.oauth import OAuthService
 from gptactions.services.status import StatusService
+from gptactions.services.users import UserService
 from gptactions.store.db import Database
 
 
@@ -32,6 +35,17 @@ class Runtime:
         self.router = router or build_router(settings)
         self.registry = registry or build_registry(settings)
         self.keys = KeyService(self.database, redis_url=settings.redis_url)
+        self.oauth = OAuthService(
+            self.database,
+            access_lifetime=timedelta(seconds=settings.oauth_access_token_lifetime),
+            refresh_lifetime=timedelta(seconds=settings.oauth_refresh_token_lifetime),
+        )
+        self.users = UserService(
+            self.database,
+            build_limiter(
+                settings.login_rate_limit, settings.redis_url, prefix="gptactions:login:"
+            ),
+        )
         self.log = InteractionLog(self.database)
         self.conversations = ConversationService(
             self.database,
@@ -64,6 +78,7 @@ class Runtime:
             await self.database.close()
             if self.limiter is not None:
                 await self.limiter.close()
+            await self.users.close()
         finally:
             self.http_log_redactor.remove()
 

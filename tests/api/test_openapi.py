@@ -106,7 +106,10 @@ def test_every_seed_schema_and_the_security_scheme_are_kept(served: dict[str, An
         assert_schema_superset(schema, served["components"]["schemas"][name], name, served)
     scheme = served["components"]["securitySchemes"]["ApiKeyAuth"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
-    assert served["security"] == SEED["security"]
+    assert served["security"][: len(SEED["security"])] == SEED["security"]
+    oauth = served["components"]["securitySchemes"]["OAuth2"]["flows"]["authorizationCode"]
+    assert oauth["authorizationUrl"].endswith("/oauth/authorize")
+    assert {"OAuth2": []} in served["security"]
     assert served["info"]["title"] == SEED["info"]["title"]
 
 

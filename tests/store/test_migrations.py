@@ -21,7 +21,16 @@ from gptactions.services.keys import KeyService
 from gptactions.store.db import _PG_MIGRATION_LOCK, Database, alembic_config
 from gptactions.store.models import Base
 
-TABLES = {"api_keys", "conversations", "interactions", "key_versions"}
+TABLES = {
+    "api_keys",
+    "conversations",
+    "interactions",
+    "key_versions",
+    "users",
+    "oauth_clients",
+    "oauth_codes",
+    "oauth_tokens",
+}
 
 
 def _schema(connection: Connection) -> dict[str, Any]:

@@ -23,7 +23,9 @@ async def trigger_action(
     body.check_limits(runtime.settings)
     outcome = await runtime.actions.run(
         caller,
-        ActionCall(body.action, body.parameters, user_id=body.userId, model=body.model),
+        ActionCall(
+            body.action, body.parameters, user_id=caller.acting_as(body.userId), model=body.model
+        ),
     )
     return ActionResponse(success=outcome.success, result=outcome.result, data=outcome.data).wire()
 

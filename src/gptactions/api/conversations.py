@@ -12,15 +12,21 @@ from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
 from gptactions.runtime import Runtime
 from gptactions.services.conversations import Reply, Turn
+from gptactions.services.errors import Problem, invalid
 from gptactions.services.keys import Principal
 
 router = APIRouter(prefix="/api/v1/gpt")
 
 
-def _turn(body: ConversationRequest, runtime: Runtime, *, continuing: bool) -> Turn:
+def _turn(
+    body: ConversationRequest, caller: Principal, runtime: Runtime, *, continuing: bool
+) -> Turn:
+    user_id = caller.acting_as(body.userId)
+    if user_id is None:
+        raise invalid("Invalid input: userId: is required", Problem("/userId", "is required"))
     body.check_limits(runtime.settings)
     return Turn(
-        user_id=body.userId,
+        user_id=user_id,
         message=body.message,
         conversation_id=body.conversationId if continuing else None,
         max_tokens=body.maxTokens,
@@ -48,7 +54,7 @@ async def _converse(
     request: Request, body: ConversationRequest, caller: Principal, runtime: Runtime, *, new: bool
 ) -> Any:
     """A whole JSON reply, or Server-Sent Events when the client accepts them."""
-    turn = _turn(body, runtime, continuing=not new)
+    turn = _turn(body, caller, runtime, continuing=not new)
     if wants_event_stream(request):
         stream = await runtime.conversations.open_stream(caller, turn, new=new)
         return stream_reply(stream, _reply)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from gptactions.runtime import Runtime
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import Principal, parse_authorization
+from gptactions.services.oauth import ACCESS_PREFIX
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gptactions"'}
 
@@ -33,10 +34,13 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             "unauthorized",
             headers=_CHALLENGE,
         )
-    principal = await runtime.keys.authenticate(secret)
+    if secret.startswith(ACCESS_PREFIX):
+        principal = await runtime.oauth.authenticate(secret)
+    else:
+        principal = await runtime.keys.authenticate(secret)
     if principal is None:
         raise ServiceError(
-            "the API key is not valid (unknown or revoked)",
+            "the API key or access token is not valid (unknown, expired or revoked)",
             401,
             "unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="gptactions", error="invalid_token"'},

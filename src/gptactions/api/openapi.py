@@ -43,6 +43,7 @@ from gptactions.api.schemas import (
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
+from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 
 API = "/api/v1/gpt"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -92,6 +93,26 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
+def _oauth_scheme(settings: Settings) -> dict[str, Any]:
+    """The OAuth 2.0 authorization code flow of this server (docs/gpt-actions.md)."""
+    base = (settings.public_url or "").rstrip("/")
+    return {
+        "type": "oauth2",
+        "description": "Each ChatGPT user signs in as a user of this server; an access token "
+        "acts as its user only: the userId is the signed-in user's name (another value is a "
+        "403, an absent one is filled in), its conversations, its own logs. "
+        "Metadata: /.well-known/oauth-authorization-server.",
+        "flows": {
+            "authorizationCode": {
+                "authorizationUrl": f"{base}/oauth/authorize",
+                "tokenUrl": f"{base}/oauth/token",
+                "refreshUrl": f"{base}/oauth/token",
+                "scopes": dict(SCOPE_DESCRIPTIONS),
+            }
+        },
+    }
+
+
 def build_document(
     settings: Settings, registry: ActionRegistry, models: list[str]
 ) -> dict[str, Any]:
@@ -105,6 +126,8 @@ def build_document(
     doc["components"]["securitySchemes"]["ApiKeyAuth"]["description"] = (
         "An API key, as 'Bearer <key>' or the bare key. Create one with `gptactions keys create`."
     )
+    doc["components"]["securitySchemes"]["OAuth2"] = _oauth_scheme(settings)
+    doc["security"] = [*doc.get("security", []), {"OAuth2": []}]
     _add_components(doc, settings, registry, models)
     _start_conversation(doc)
     _respond(doc)

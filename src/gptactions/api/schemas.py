@@ -34,8 +34,8 @@ ECMA_WHITESPACE = (
 )
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip(ECMA_WHITESPACE):
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip(ECMA_WHITESPACE):
         raise ValueError("must not be empty or only whitespace")
     return value
 
@@ -47,7 +47,7 @@ class ConversationRequest(BaseModel):
     # written for a later version keep working.
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    userId: str
+    userId: str | None = None  # required for API keys; an OAuth token's user otherwise
     message: str
     conversationId: str | None = Field(
         default=None, min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH
@@ -88,8 +88,8 @@ class ActionRequest(BaseModel):
             _raise_first(_user_id_problems(self.userId, settings))
 
 
-def _user_id_problems(user_id: str, settings: Settings) -> list[Problem]:
-    if len(user_id) > settings.max_user_id_length:
+def _user_id_problems(user_id: str | None, settings: Settings) -> list[Problem]:
+    if user_id is not None and len(user_id) > settings.max_user_id_length:
         return [Problem("/userId", f"must be at most {settings.max_user_id_length} characters")]
     return []
 

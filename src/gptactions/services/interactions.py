@@ -191,7 +191,8 @@ class InteractionLog:
             raise invalid("since must be before until", Problem("/since", "must be before until"))
         log_filter = queries.LogFilter(
             tenant=None if principal.is_admin else principal.tenant,
-            user_id=query.user_id,
+            # An OAuth token reads only its own user's interactions.
+            user_id=principal.acting_as(query.user_id),
             conversation_id=query.conversation_id,
             since=query.since,
             until=query.until,

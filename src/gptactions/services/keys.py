@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from gptactions.services.errors import Problem, ServiceError
 from gptactions.services.keycache import KeyCache, KeyVersions
 from gptactions.store import queries
 from gptactions.store.db import Database
@@ -34,12 +35,16 @@ DEFAULT_TENANT = "default"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, tenant and scopes. `admin` implies every scope."""
+    """Who is calling: the key's id, tenant and scopes. `admin` implies every scope.
+
+    `user_id` is set for an OAuth access token: the caller then acts as that user only.
+    """
 
     key_id: str
     name: str
     tenant: str
     scopes: frozenset[str]
+    user_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -49,6 +54,20 @@ class Principal:
     def allows(self, scope: str) -> bool:
         """Whether the key may use operations of this scope."""
         return self.is_admin or scope in self.scopes
+
+    def acting_as(self, user_id: str | None, *, field: str = "userId") -> str | None:
+        """The userId a request acts as: a token's own user (another is a 403), else as given."""
+        if self.user_id is None:
+            return user_id
+        if user_id is not None and user_id != self.user_id:
+            raise ServiceError(
+                f"{field} {user_id!r} does not match the signed-in user {self.user_id!r}; "
+                f"an OAuth token acts only as its own user (omit {field} to use it)",
+                403,
+                "forbidden",
+                [Problem(f"/{field}", f"must be {self.user_id!r} or absent")],
+            )
+        return self.user_id
 
 
 TERMINAL = Principal("terminal", "terminal", DEFAULT_TENANT, frozenset(SCOPES))

@@ -102,9 +102,13 @@ class RedisRateLimiter:
         await self._redis.aclose()
 
 
-def build_limiter(rate: str | None, redis_url: str | None) -> RateLimiter | None:
+def build_limiter(
+    rate: str | None, redis_url: str | None, *, prefix: str = "gptactions:rate:"
+) -> RateLimiter | None:
     """The limiter the settings ask for, or None for no limit."""
     if not rate:
         return None
     parsed = Rate.parse(rate)
-    return RedisRateLimiter(parsed, redis_url) if redis_url else MemoryRateLimiter(parsed)
+    if redis_url:
+        return RedisRateLimiter(parsed, redis_url, prefix=prefix)
+    return MemoryRateLimiter(parsed)

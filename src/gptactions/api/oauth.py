@@ -1,0 +1,282 @@
+"""The OAuth 2.0 authorization server's endpoints: metadata, authorize, token, revoke.
+
+These answer in RFC 6749's shapes (`{"error": "invalid_grant", ...}` and redirects), which OAuth
+clients such as ChatGPT read, rather than the API's error shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from gptactions.api.deps import RuntimeDep
+from gptactions.api.pages import page
+from gptactions.runtime import Runtime
+from gptactions.services.oauth import (
+    OAUTH_SCOPES,
+    SCOPE_DESCRIPTIONS,
+    AuthorizationRequest,
+    AuthorizeError,
+    BadClient,
+    ClientCredentials,
+    TokenError,
+    ValidAuthorization,
+    with_query,
+)
+from gptactions.services.users import TooManyAttempts
+
+router = APIRouter(include_in_schema=False)
+
+_AUTHORIZE_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+)
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class _DuplicateParameter(Exception):
+    """A parameter sent twice, which RFC 6749 forbids."""
+
+
+def issuer(request: Request, runtime: Runtime) -> str:
+    """This server's URL as OAuth clients see it: GPTACTIONS_PUBLIC_URL, else the request's."""
+    if runtime.settings.public_url:
+        return runtime.settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+@router.get("/.well-known/oauth-authorization-server")
+async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """RFC 8414 authorization server metadata."""
+    base = issuer(request, runtime)
+    methods = ["client_secret_basic", "client_secret_post", "none"]
+    return JSONResponse(
+        {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/oauth/authorize",
+            "token_endpoint": f"{base}/oauth/token",
+            "revocation_endpoint": f"{base}/oauth/revoke",
+            "scopes_supported": list(OAUTH_SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods,
+            "code_challenge_methods_supported": ["S256"],
+            "service_documentation": f"{base}/docs",
+        }
+    )
+
+
+def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise _DuplicateParameter(name)
+        params[name] = value
+    return params
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded body; an empty dict for another media type."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        return {}
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return _params(parse_qsl(body, keep_blank_values=True))
+
+
+def _authorization(params: dict[str, str]) -> AuthorizationRequest:
+    return AuthorizationRequest(**{name: params.get(name) or None for name in _AUTHORIZE_PARAMS})
+
+
+def _error_page(message: str, status: int = 400) -> Response:
+    return page("error.html", status, message=message)
+
+
+def _redirect(uri: str) -> RedirectResponse:
+    # 303: the browser follows with a GET, also after the consent form's POST.
+    return RedirectResponse(uri, 303, headers=_NO_STORE)
+
+
+def _login(
+    authorization: ValidAuthorization,
+    params: dict[str, str],
+    *,
+    error: str | None = None,
+    username: str = "",
+    status: int = 200,
+) -> Response:
+    hidden = {name: params[name] for name in _AUTHORIZE_PARAMS if params.get(name)}
+    return page(
+        "login.html",
+        status,
+        client_name=authorization.client_name,
+        params=hidden,
+        error=error,
+        username=username,
+    )
+
+
+async def _validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorization | Response:
+    """The valid request, or the answer to a bad one: an error page, or a redirect with an error."""
+    request = _authorization(params)
+    try:
+        return await runtime.oauth.validate(request)
+    except BadClient as error:
+        return _error_page(str(error))
+    except AuthorizeError as error:
+        answer = {"error": error.error, "error_description": error.description}
+        if request.state:
+            answer["state"] = request.state
+        assert request.redirect_uri is not None  # validate checked it before raising this
+        return _redirect(with_query(request.redirect_uri, answer))
+
+
+@router.get("/oauth/authorize")
+async def authorize(request: Request, runtime: RuntimeDep) -> Response:
+    """The start of the authorization code grant: the sign-in form."""
+    try:
+        params = _params(request.query_params.multi_items())
+    except _DuplicateParameter as error:
+        return _error_page(f"the parameter {error} was sent more than once")
+    checked = await _validated(runtime, params)
+    if isinstance(checked, Response):
+        return checked
+    return _login(checked, params)
+
+
+@router.post("/oauth/authorize")
+async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
+    """The sign-in form's and the consent form's answers."""
+    try:
+        form = await _form(request)
+    except _DuplicateParameter as error:
+        return _error_page(f"the parameter {error} was sent more than once")
+    if form.get("step") == "consent":
+        decision = form.get("decision")
+        if decision not in ("allow", "deny") or not form.get("ticket"):
+            return _error_page("the consent form was incomplete; start again")
+        try:
+            target = await runtime.oauth.decide(form["ticket"], allow=decision == "allow")
+        except BadClient as error:
+            return _error_page(str(error))
+        return _redirect(target)
+    checked = await _validated(runtime, form)
+    if isinstance(checked, Response):
+        return checked
+    username = form.get("username", "").strip()
+    address = request.client.host if request.client else "unknown"
+    try:
+        user = await runtime.users.sign_in(username, form.get("password", ""), address=address)
+    except TooManyAttempts as error:
+        response = _login(checked, form, error=str(error), username=username, status=429)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+    if user is None:
+        return _login(
+            checked, form, error="wrong username or password", username=username, status=401
+        )
+    ticket = await runtime.oauth.open_consent(checked, user.id)
+    scopes = [(scope, SCOPE_DESCRIPTIONS[scope]) for scope in checked.scopes]
+    return page(
+        "consent.html",
+        client_name=checked.client_name,
+        username=user.username,
+        scopes=scopes,
+        ticket=ticket,
+    )
+
+
+def _credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
+    """The client's credentials from HTTP Basic (client_secret_basic) or the body."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ClientCredentials(form.get("client_id") or None, form.get("client_secret") or None)
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise TokenError("invalid_client", "malformed Basic credentials", 401) from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise TokenError("invalid_client", "malformed Basic credentials", 401)
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    if form.get("client_secret"):
+        raise TokenError("invalid_request", "use one client authentication method, not two")
+    if form.get("client_id") and form["client_id"] != client_id:
+        raise TokenError("invalid_request", "client_id differs from the Basic credentials")
+    return ClientCredentials(client_id, secret, basic=True)
+
+
+def _token_error(error: TokenError) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="gptactions"'
+    body = {"error": error.error, "error_description": error.description}
+    return JSONResponse(body, error.status, headers=headers)
+
+
+async def _token_form(request: Request) -> dict[str, str]:
+    try:
+        form = await _form(request)
+    except _DuplicateParameter as error:
+        raise TokenError("invalid_request", f"the parameter {error} was sent twice") from None
+    if not form:
+        raise TokenError(
+            "invalid_request", "send the parameters as application/x-www-form-urlencoded"
+        )
+    return form
+
+
+@router.post("/oauth/token")
+async def token(request: Request, runtime: RuntimeDep) -> Response:
+    """The token endpoint: authorization_code and refresh_token grants."""
+    try:
+        form = await _token_form(request)
+        credentials = _credentials(request, form)
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            issued = await runtime.oauth.exchange_code(
+                credentials,
+                code=form.get("code"),
+                redirect_uri=form.get("redirect_uri"),
+                code_verifier=form.get("code_verifier"),
+            )
+        elif grant == "refresh_token":
+            issued = await runtime.oauth.refresh(
+                credentials, refresh_token=form.get("refresh_token"), scope=form.get("scope")
+            )
+        elif not grant:
+            raise TokenError("invalid_request", "the grant_type parameter is required")
+        else:
+            raise TokenError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+    except TokenError as error:
+        return _token_error(error)
+    body: dict[str, Any] = issued.as_json()
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.post("/oauth/revoke")
+async def revoke(request: Request, runtime: RuntimeDep) -> Response:
+    """RFC 7009 token revocation: 200 whether or not the token was known."""
+    try:
+        form = await _token_form(request)
+        await runtime.oauth.revoke(
+            _credentials(request, form),
+            token=form.get("token"),
+            hint=form.get("token_type_hint"),
+        )
+    except TokenError as error:
+        return _token_error(error)
+    return Response(status_code=200, headers=_NO_STORE)

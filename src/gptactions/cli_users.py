@@ -1,0 +1,178 @@
+"""The `users` and `oauth clients` commands: end users and the OAuth clients they sign in to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from gptactions.config import Settings
+from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES, OAUTH_SCOPES, OAuthService
+from gptactions.services.users import InvalidUser, UserService
+from gptactions.store.db import Database
+
+T = TypeVar("T")
+
+
+def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        database = Database(Settings().database_url)
+        try:
+            await database.upgrade()
+            return await work(database)
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+def _read_password() -> str:
+    """Prompted twice on a terminal; one line of stdin otherwise (for scripts)."""
+    if sys.stdin.isatty():
+        password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@click.group()
+def users() -> None:
+    """Create, list, disable and delete the users who sign in through OAuth."""
+
+
+@users.command("create")
+@click.option("--username", required=True, help="The user's name; it is their userId.")
+def users_create(username: str) -> None:
+    """Create a user; the password is prompted for (or read as one line from stdin)."""
+    password = _read_password()
+    try:
+        info = _with_database(lambda db: UserService(db).create(username, password))
+    except InvalidUser as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(f"created user {info.username}")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def users_list(as_json: bool) -> None:
+    """List users: username, created, disabled."""
+    found = _with_database(lambda db: UserService(db).list())
+    if as_json:
+        rows = [
+            {
+                "username": u.username,
+                "createdAt": u.created_at.isoformat(),
+                "disabledAt": u.disabled_at.isoformat() if u.disabled_at else None,
+            }
+            for u in found
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'USERNAME':32} {'CREATED':17} DISABLED")
+    for u in found:
+        disabled = u.disabled_at.strftime("%Y-%m-%d %H:%M") if u.disabled_at else "-"
+        click.echo(f"{u.username:32} {u.created_at:%Y-%m-%d %H:%M} {disabled}")
+
+
+@users.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Stop a user from signing in and revoke their tokens."""
+    if _with_database(lambda db: UserService(db).disable(username)) is None:
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"disabled {username}")
+
+
+@users.command("delete")
+@click.argument("username")
+def users_delete(username: str) -> None:
+    """Delete a user's account and tokens."""
+    if _with_database(lambda db: UserService(db).delete(username)) is None:
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"deleted {username}")
+
+
+@click.group()
+def oauth() -> None:
+    """The OAuth authorization server (docs/gpt-actions.md)."""
+
+
+@oauth.group()
+def clients() -> None:
+    """Register, list and revoke OAuth clients (a GPT is one)."""
+
+
+@clients.command("create")
+@click.option("--name", required=True, help="Shown to users on the consent page.")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    required=True,
+    multiple=True,
+    help="An exact callback URL; repeat for several.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(OAUTH_SCOPES),
+    help=f"A scope the client may ask for; repeat (default: {' '.join(DEFAULT_CLIENT_SCOPES)}).",
+)
+@click.option("--public", is_flag=True, help="No secret; PKCE is then required.")
+def clients_create(
+    name: str, redirect_uris: tuple[str, ...], scopes: tuple[str, ...], public: bool
+) -> None:
+    """Register a client; client_id and client_secret are the last two lines (shown once)."""
+    chosen = scopes or DEFAULT_CLIENT_SCOPES
+    try:
+        new = _with_database(
+            lambda db: OAuthService(db).create_client(
+                name, redirect_uris, scopes=chosen, public=public
+            )
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(f"created client {new.info.name} (scopes: {' '.join(new.info.scopes)})", err=True)
+    click.echo("the secret is shown only now:", err=True)
+    click.echo(f"client_id={new.info.id}")
+    click.echo(f"client_secret={new.secret or ''}")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def clients_list(as_json: bool) -> None:
+    """List clients: id, name, scopes, redirect URIs, revoked."""
+    found = _with_database(lambda db: OAuthService(db).list_clients())
+    if as_json:
+        rows = [
+            {
+                "clientId": c.id,
+                "name": c.name,
+                "scopes": list(c.scopes),
+                "redirectUris": list(c.redirect_uris),
+                "public": c.public,
+                "createdAt": c.created_at.isoformat(),
+                "revokedAt": c.revoked_at.isoformat() if c.revoked_at else None,
+            }
+            for c in found
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for c in found:
+        revoked = f" revoked {c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else ""
+        click.echo(f"{c.id} {c.name} [{' '.join(c.scopes)}]{revoked}")
+        for uri in c.redirect_uris:
+            click.echo(f"    {uri}")
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client and every token issued to it."""
+    info = _with_database(lambda db: OAuthService(db).revoke_client(client_id))
+    if info is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    click.echo(f"revoked {info.id} ({info.name})")

@@ -1,0 +1,497 @@
+"""The OAuth 2.0 authorization server: clients, the authorization code grant, tokens.
+
+Codes, consent tickets, tokens and client secrets carry 256 random bits and are stored only as
+SHA-256 hashes, like API keys. Errors carry RFC 6749's codes; the routes shape them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+
+from gptactions.services.keys import DEFAULT_TENANT, Principal, hash_key
+from gptactions.store import accounts, queries
+from gptactions.store.db import Database
+from gptactions.store.models import OAuthClient, OAuthCode, OAuthToken, utcnow
+
+OAUTH_SCOPES = ("chat", "actions", "logs")
+DEFAULT_CLIENT_SCOPES = ("chat", "actions")
+ACCESS_PREFIX = "gpto_"
+REFRESH_PREFIX = "gptr_"
+CLIENT_SECRET_PREFIX = "gptcs_"  # noqa: S105 (a marker, not a secret)
+CODE_LIFETIME = timedelta(seconds=60)
+CONSENT_LIFETIME = timedelta(minutes=10)
+SCOPE_DESCRIPTIONS = {
+    "chat": "Talk with the assistant and continue your conversations",
+    "actions": "Run the server's actions on your behalf",
+    "logs": "Read the log of your own conversations and action calls",
+}
+
+
+class BadClient(Exception):
+    """An unknown client or unregistered redirect URI: shown on an error page, never redirected."""
+
+
+class AuthorizeError(Exception):
+    """An authorization request error that is sent back to the (valid) redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+class TokenError(Exception):
+    """A token or revocation endpoint error (RFC 6749 section 5.2)."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A client as listed: never its secret."""
+
+    id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    scopes: tuple[str, ...]
+    public: bool
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A new client; `secret` is shown once and never stored (None for a public client)."""
+
+    info: ClientInfo
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """The parameters of `/oauth/authorize`, as given."""
+
+    response_type: str | None = None
+    client_id: str | None = None
+    redirect_uri: str | None = None
+    scope: str | None = None
+    state: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidAuthorization:
+    """An authorization request that may be shown to the user."""
+
+    client_id: str
+    client_name: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str
+    code_challenge: str | None
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """How a client authenticated at the token endpoint."""
+
+    client_id: str | None
+    secret: str | None
+    basic: bool = False
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A token response (RFC 6749 section 5.1)."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scopes: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        """The response body."""
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "scope": " ".join(self.scopes),
+        }
+
+
+def with_query(uri: str, params: dict[str, str]) -> str:
+    """The redirect URI with parameters added to its query (its own query kept)."""
+    joiner = "&" if urlsplit(uri).query else ("" if uri.endswith("?") else "?")
+    return uri + joiner + urlencode(params)
+
+
+def check_redirect_uri(uri: str) -> str:
+    """A redirect URI a client may register: absolute https (http only to localhost)."""
+    parts = urlsplit(uri)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        raise ValueError(f"not a redirect URI: {uri!r} (an absolute https URL without #fragment)")
+    if parts.scheme == "http" and not local:
+        raise ValueError(f"a redirect URI must use https (http only to localhost): {uri!r}")
+    return uri
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def _client_info(client: OAuthClient) -> ClientInfo:
+    return ClientInfo(
+        id=client.id,
+        name=client.name,
+        redirect_uris=tuple(client.redirect_uris.splitlines()),
+        scopes=_scopes(client.scopes),
+        public=client.secret_hash is None,
+        created_at=queries.as_utc(client.created_at),
+        revoked_at=queries.as_utc(client.revoked_at) if client.revoked_at else None,
+    )
+
+
+def _ordered(scopes: set[str] | frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(scopes, key=OAUTH_SCOPES.index))
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code challenge of a verifier (RFC 7636)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class OAuthService:
+    """Registers clients, runs the authorization code grant, and checks access tokens."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        access_lifetime: timedelta = timedelta(hours=1),
+        refresh_lifetime: timedelta = timedelta(days=30),
+    ) -> None:
+        self._database = database
+        self._access_lifetime = access_lifetime
+        self._refresh_lifetime = refresh_lifetime
+
+    # --- clients ------------------------------------------------------------------------------
+
+    async def create_client(
+        self,
+        name: str,
+        redirect_uris: tuple[str, ...],
+        *,
+        scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES,
+        public: bool = False,
+    ) -> NewClient:
+        """Register a client; its secret is returned once."""
+        if not name.strip():
+            raise ValueError("a client needs a name")
+        if not redirect_uris:
+            raise ValueError("a client needs at least one redirect URI")
+        for uri in redirect_uris:
+            check_redirect_uri(uri)
+        unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
+        if unknown or not scopes:
+            choices = ", ".join(OAUTH_SCOPES)
+            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; use {choices}")
+        secret = None if public else CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
+        client = OAuthClient(
+            id=uuid.uuid4().hex,
+            name=name.strip(),
+            secret_hash=hash_key(secret) if secret else None,
+            redirect_uris="\n".join(dict.fromkeys(redirect_uris)),
+            scopes=" ".join(_ordered(set(scopes))),
+        )
+        async with self._database.session() as session:
+            await accounts.add_client(session, client)
+        return NewClient(_client_info(client), secret)
+
+    async def list_clients(self) -> list[ClientInfo]:
+        """Every client, without secrets."""
+        async with self._database.session() as session:
+            return [_client_info(c) for c in await accounts.list_clients(session)]
+
+    async def revoke_client(self, client_id: str) -> ClientInfo | None:
+        """Revoke a client and every token issued to it."""
+        async with self._database.session() as session:
+            client = await accounts.client_by_id(session, client_id)
+            if client is None:
+                return None
+            await accounts.revoke_client(session, client)
+            return _client_info(client)
+
+    # --- the authorization endpoint -----------------------------------------------------------
+
+    async def validate(self, request: AuthorizationRequest) -> ValidAuthorization:
+        """Check an authorization request.
+
+        A bad client or redirect URI raises BadClient (the user sees an error page); anything
+        else wrong raises AuthorizeError, which the route sends back to the redirect URI.
+        """
+        if not request.client_id:
+            raise BadClient("the request has no client_id")
+        async with self._database.session() as session:
+            client = await accounts.client_by_id(session, request.client_id)
+        if client is None or client.revoked_at is not None:
+            raise BadClient("the application asking for access is not registered here")
+        if not request.redirect_uri:
+            raise BadClient("the request has no redirect_uri")
+        if request.redirect_uri not in client.redirect_uris.splitlines():
+            raise BadClient(
+                "the redirect_uri is not one registered for this application, so this server "
+                "will not send you there"
+            )
+        if request.response_type != "code":
+            raise AuthorizeError(
+                "unsupported_response_type", "only response_type=code is supported"
+            )
+        if not request.state:
+            raise AuthorizeError("invalid_request", "the state parameter is required")
+        allowed = set(_scopes(client.scopes))
+        wanted = set(_scopes(request.scope)) if request.scope else allowed
+        unknown = wanted - set(OAUTH_SCOPES)
+        if unknown:
+            raise AuthorizeError("invalid_scope", f"unknown scope(s): {' '.join(sorted(unknown))}")
+        if not wanted <= allowed or not wanted:
+            raise AuthorizeError(
+                "invalid_scope",
+                f"this application may ask only for: {' '.join(_ordered(allowed))}",
+            )
+        if request.code_challenge is not None or request.code_challenge_method is not None:
+            if (request.code_challenge_method or "plain") != "S256":
+                raise AuthorizeError("invalid_request", "code_challenge_method must be S256")
+            if not request.code_challenge or not 43 <= len(request.code_challenge) <= 128:
+                raise AuthorizeError("invalid_request", "code_challenge must be 43-128 characters")
+        elif client.secret_hash is None:
+            raise AuthorizeError("invalid_request", "PKCE (code_challenge, S256) is required")
+        return ValidAuthorization(
+            client_id=client.id,
+            client_name=client.name,
+            redirect_uri=request.redirect_uri,
+            scopes=_ordered(wanted),
+            state=request.state,
+            code_challenge=request.code_challenge,
+        )
+
+    async def open_consent(self, authorization: ValidAuthorization, user_id: str) -> str:
+        """A one-time ticket for the consent form of a signed-in user."""
+        ticket = secrets.token_urlsafe(32)
+        await self._store_code(ticket, "consent", authorization, user_id, CONSENT_LIFETIME)
+        return ticket
+
+    async def decide(self, ticket: str, *, allow: bool) -> str:
+        """Answer the consent form: the URL to send the browser to, with a code or an error."""
+        now = utcnow()
+        async with self._database.session() as session:
+            record = await accounts.use_code(session, hash_key(ticket), "consent", now)
+        if record is None or queries.as_utc(record.expires_at) < now:
+            raise BadClient("this sign-in has expired or was already answered; start again")
+        state = {"state": record.state} if record.state else {}
+        if not allow:
+            return with_query(
+                record.redirect_uri,
+                {"error": "access_denied", "error_description": "the user denied access", **state},
+            )
+        code = secrets.token_urlsafe(32)
+        authorization = ValidAuthorization(
+            client_id=record.client_id,
+            client_name="",
+            redirect_uri=record.redirect_uri,
+            scopes=_scopes(record.scopes),
+            state=record.state or "",
+            code_challenge=record.code_challenge,
+        )
+        await self._store_code(code, "code", authorization, record.user_id, CODE_LIFETIME)
+        return with_query(record.redirect_uri, {"code": code, **state})
+
+    async def _store_code(
+        self,
+        secret: str,
+        stage: str,
+        authorization: ValidAuthorization,
+        user_id: str,
+        lifetime: timedelta,
+    ) -> None:
+        now = utcnow()
+        async with self._database.session() as session:
+            await accounts.delete_expired_codes(session, now)
+            await accounts.add_code(
+                session,
+                OAuthCode(
+                    code_hash=hash_key(secret),
+                    stage=stage,
+                    client_id=authorization.client_id,
+                    user_id=user_id,
+                    redirect_uri=authorization.redirect_uri,
+                    scopes=" ".join(authorization.scopes),
+                    state=authorization.state or None,
+                    code_challenge=authorization.code_challenge,
+                    expires_at=now + lifetime,
+                ),
+            )
+
+    # --- the token endpoint -------------------------------------------------------------------
+
+    async def _client(self, credentials: ClientCredentials) -> OAuthClient:
+        """The authenticated client; invalid_client (401) otherwise."""
+        challenge = 401
+        if not credentials.client_id:
+            raise TokenError("invalid_client", "client authentication is required", challenge)
+        async with self._database.session() as session:
+            client = await accounts.client_by_id(session, credentials.client_id)
+        if client is None or client.revoked_at is not None:
+            raise TokenError("invalid_client", "unknown client", challenge)
+        if client.secret_hash is None:
+            if credentials.secret:
+                raise TokenError("invalid_client", "a public client has no secret", challenge)
+            return client
+        given = hash_key(credentials.secret or "")
+        if not credentials.secret or not hmac.compare_digest(given, client.secret_hash):
+            raise TokenError("invalid_client", "wrong client secret", challenge)
+        return client
+
+    async def exchange_code(
+        self,
+        credentials: ClientCredentials,
+        *,
+        code: str | None,
+        redirect_uri: str | None,
+        code_verifier: str | None,
+    ) -> IssuedTokens:
+        """The authorization_code grant."""
+        client = await self._client(credentials)
+        if not code:
+            raise TokenError("invalid_request", "the code parameter is required")
+        if not redirect_uri:
+            raise TokenError("invalid_request", "the redirect_uri parameter is required")
+        now = utcnow()
+        async with self._database.session() as session:
+            record = await accounts.use_code(session, hash_key(code), "code", now)
+        if record is None:
+            raise TokenError("invalid_grant", "the code is not valid or was already used")
+        if queries.as_utc(record.expires_at) < now:
+            raise TokenError("invalid_grant", "the code has expired")
+        if record.client_id != client.id:
+            raise TokenError("invalid_grant", "the code was issued to another client")
+        if record.redirect_uri != redirect_uri:
+            raise TokenError("invalid_grant", "redirect_uri differs from the authorization's")
+        if record.code_challenge is not None:
+            if not code_verifier:
+                raise TokenError("invalid_grant", "code_verifier is required (PKCE)")
+            if not hmac.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
+                raise TokenError("invalid_grant", "code_verifier does not match code_challenge")
+        elif code_verifier:
+            raise TokenError("invalid_grant", "no code_challenge was sent for this code")
+        return await self._issue(client.id, record.user_id, _scopes(record.scopes), now)
+
+    async def refresh(
+        self, credentials: ClientCredentials, *, refresh_token: str | None, scope: str | None
+    ) -> IssuedTokens:
+        """The refresh_token grant: the old pair is revoked and a new pair issued (rotation)."""
+        client = await self._client(credentials)
+        if not refresh_token:
+            raise TokenError("invalid_request", "the refresh_token parameter is required")
+        now = utcnow()
+        async with self._database.session() as session:
+            token = await accounts.token_by_refresh_hash(session, hash_key(refresh_token))
+            if token is None or token.client_id != client.id or token.revoked_at is not None:
+                raise TokenError("invalid_grant", "the refresh token is not valid")
+            if queries.as_utc(token.refresh_expires_at) < now:
+                raise TokenError("invalid_grant", "the refresh token has expired")
+            user = await accounts.user_by_id(session, token.user_id)
+            if user is None or user.disabled_at is not None:
+                raise TokenError("invalid_grant", "the user is disabled")
+            granted = set(_scopes(token.scopes))
+            wanted = set(_scopes(scope)) if scope else granted
+            if not wanted or not wanted <= granted:
+                raise TokenError("invalid_scope", "a refresh may only narrow the scopes")
+            if not await accounts.retire_token(session, token.id, now):
+                raise TokenError("invalid_grant", "the refresh token is not valid")
+        return await self._issue(client.id, token.user_id, _ordered(wanted), now)
+
+    async def _issue(
+        self, client_id: str, user_id: str, scopes: tuple[str, ...], now: datetime
+    ) -> IssuedTokens:
+        access = ACCESS_PREFIX + secrets.token_urlsafe(32)
+        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        async with self._database.session() as session:
+            await accounts.add_token(
+                session,
+                OAuthToken(
+                    id=uuid.uuid4().hex,
+                    access_hash=hash_key(access),
+                    refresh_hash=hash_key(refresh),
+                    client_id=client_id,
+                    user_id=user_id,
+                    scopes=" ".join(scopes),
+                    created_at=now,
+                    access_expires_at=now + self._access_lifetime,
+                    refresh_expires_at=now + self._refresh_lifetime,
+                ),
+            )
+        return IssuedTokens(access, refresh, int(self._access_lifetime.total_seconds()), scopes)
+
+    async def revoke(
+        self, credentials: ClientCredentials, *, token: str | None, hint: str | None
+    ) -> None:
+        """RFC 7009: revoke the pair of an access or refresh token of this client.
+
+        An unknown token is not an error: the answer is the same, so nothing is revealed.
+        """
+        client = await self._client(credentials)
+        if not token:
+            raise TokenError("invalid_request", "the token parameter is required")
+        digest = hash_key(token)
+        async with self._database.session() as session:
+            lookups = [accounts.token_by_access_hash, accounts.token_by_refresh_hash]
+            if hint == "refresh_token":
+                lookups.reverse()
+            for lookup in lookups:
+                found = await lookup(session, digest)
+                if found is not None:
+                    if found.client_id == client.id:
+                        await accounts.retire_token(session, found.id, utcnow())
+                    return
+
+    # --- resource access ----------------------------------------------------------------------
+
+    async def authenticate(self, access_token: str) -> Principal | None:
+        """The principal acting for the token's user, or None when the token is not valid now."""
+        now = utcnow()
+        async with self._database.session() as session:
+            token = await accounts.token_by_access_hash(session, hash_key(access_token))
+            if (
+                token is None
+                or token.revoked_at is not None
+                or queries.as_utc(token.access_expires_at) <= now
+            ):
+                return None
+            user = await accounts.user_by_id(session, token.user_id)
+            client = await accounts.client_by_id(session, token.client_id)
+        if user is None or user.disabled_at is not None:
+            return None
+        if client is None or client.revoked_at is not None:
+            return None
+        return Principal(
+            key_id=client.id,
+            name=f"oauth:{client.name}",
+            tenant=DEFAULT_TENANT,
+            scopes=frozenset(_scopes(token.scopes)),
+            user_id=user.username,
+        )

@@ -1,0 +1,138 @@
+"""End users who sign in through OAuth: local accounts with argon2-hashed passwords."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from gptactions.services.limits import RateLimiter
+from gptactions.store import accounts, queries
+from gptactions.store.db import Database
+from gptactions.store.models import User, utcnow
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+_HASHER = PasswordHasher()
+# Verified against when the username is unknown, so both cases take the same time.
+_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as listed: never the password hash."""
+
+    id: str
+    username: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class InvalidUser(ValueError):
+    """A username or password that cannot be used."""
+
+
+class TooManyAttempts(Exception):
+    """Sign-in attempts passed the rate limit; `retry_after` is in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many sign-in attempts; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        username=user.username,
+        created_at=queries.as_utc(user.created_at),
+        disabled_at=queries.as_utc(user.disabled_at) if user.disabled_at else None,
+    )
+
+
+class UserService:
+    """Creates, lists, disables and deletes users, and checks their passwords."""
+
+    def __init__(self, database: Database, limiter: RateLimiter | None = None) -> None:
+        self._database = database
+        self._limiter = limiter
+
+    async def create(self, username: str, password: str) -> UserInfo:
+        """Create a user; the password is stored only as an argon2 hash."""
+        if not USERNAME.match(username):
+            raise InvalidUser(
+                "a username is 1 to 64 letters, digits and . _ @ -, starting with a letter or digit"
+            )
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidUser(f"a password must be at least {MIN_PASSWORD_LENGTH} characters long")
+        password_hash = await asyncio.to_thread(_HASHER.hash, password)
+        async with self._database.session() as session:
+            if await accounts.user_by_name(session, username) is not None:
+                raise InvalidUser(f"the user {username!r} already exists")
+            user = await accounts.add_user(
+                session, User(id=uuid.uuid4().hex, username=username, password_hash=password_hash)
+            )
+            return _info(user)
+
+    async def list(self) -> list[UserInfo]:
+        """Every user."""
+        async with self._database.session() as session:
+            return [_info(user) for user in await accounts.list_users(session)]
+
+    async def disable(self, username: str) -> UserInfo | None:
+        """Stop a user from signing in, and revoke their tokens."""
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+            if user is None:
+                return None
+            if user.disabled_at is None:
+                user.disabled_at = utcnow()
+            await accounts.revoke_user_tokens(session, user.id)
+            return _info(user)
+
+    async def delete(self, username: str) -> UserInfo | None:
+        """Delete a user's account and tokens (their conversations stay, under their userId)."""
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+            if user is None:
+                return None
+            info = _info(user)
+            await accounts.delete_user(session, user)
+            return info
+
+    async def sign_in(self, username: str, password: str, *, address: str) -> UserInfo | None:
+        """The user when the password is right and the account enabled; None otherwise.
+
+        Attempts are counted per username and per client address; past the limit this raises
+        TooManyAttempts without checking the password.
+        """
+        if self._limiter is not None:
+            for key in (f"user:{username.lower()}", f"address:{address}"):
+                decision = await self._limiter.hit(key)
+                if not decision.allowed:
+                    raise TooManyAttempts(decision.reset_after)
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        try:
+            await asyncio.to_thread(_HASHER.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if user is None or user.disabled_at is not None:
+            return None
+        return _info(user)
+
+    async def close(self) -> None:
+        """Release the attempt counter's connections."""
+        if self._limiter is not None:
+            await self._limiter.close()
+
+    async def by_id(self, user_id: str) -> UserInfo | None:
+        """The user with this id, if it exists."""
+        async with self._database.session() as session:
+            user = await accounts.user_by_id(session, user_id)
+            return _info(user) if user else None

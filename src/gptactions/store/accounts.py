@@ -1,0 +1,159 @@
+"""Queries over users and the OAuth tables; every function takes the caller's session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gptactions.store.models import OAuthClient, OAuthCode, OAuthToken, User, utcnow
+
+# --- users ------------------------------------------------------------------------------------
+
+
+async def add_user(session: AsyncSession, user: User) -> User:
+    """Store a new user."""
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def user_by_name(session: AsyncSession, username: str) -> User | None:
+    """The user with this username."""
+    return await session.scalar(select(User).where(User.username == username))
+
+
+async def user_by_id(session: AsyncSession, user_id: str) -> User | None:
+    """The user with this id."""
+    return await session.get(User, user_id)
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    """Every user, by username."""
+    return list(await session.scalars(select(User).order_by(User.username)))
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    """Delete a user and every code and token issued to them."""
+    await session.execute(delete(OAuthToken).where(OAuthToken.user_id == user.id))
+    await session.execute(delete(OAuthCode).where(OAuthCode.user_id == user.id))
+    await session.delete(user)
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: str) -> None:
+    """Revoke every live token of a user."""
+    await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+async def add_client(session: AsyncSession, client: OAuthClient) -> OAuthClient:
+    """Store a new client."""
+    session.add(client)
+    await session.flush()
+    return client
+
+
+async def client_by_id(session: AsyncSession, client_id: str) -> OAuthClient | None:
+    """The client with this id, revoked or not."""
+    return await session.get(OAuthClient, client_id)
+
+
+async def list_clients(session: AsyncSession) -> list[OAuthClient]:
+    """Every client, oldest first."""
+    return list(
+        await session.scalars(select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.id))
+    )
+
+
+async def revoke_client(session: AsyncSession, client: OAuthClient) -> None:
+    """Revoke a client and every token issued to it."""
+    now = utcnow()
+    if client.revoked_at is None:
+        client.revoked_at = now
+    await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.client_id == client.id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+# --- codes ------------------------------------------------------------------------------------
+
+
+async def add_code(session: AsyncSession, code: OAuthCode) -> None:
+    """Store a consent ticket or an authorization code."""
+    session.add(code)
+    await session.flush()
+
+
+async def use_code(
+    session: AsyncSession, code_hash: str, stage: str, now: datetime
+) -> OAuthCode | None:
+    """Mark the code used and return it; None when unknown, of another stage, or used before.
+
+    One conditional UPDATE, so two requests racing with the same code cannot both succeed.
+    """
+    result = await session.execute(
+        update(OAuthCode)
+        .where(
+            OAuthCode.code_hash == code_hash,
+            OAuthCode.stage == stage,
+            OAuthCode.used_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        return None
+    return await session.scalar(
+        select(OAuthCode)
+        .where(OAuthCode.code_hash == code_hash)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def code_by_hash(session: AsyncSession, code_hash: str) -> OAuthCode | None:
+    """The code with this hash, used or not."""
+    return await session.get(OAuthCode, code_hash)
+
+
+async def delete_expired_codes(session: AsyncSession, now: datetime) -> None:
+    """Forget codes that expired."""
+    await session.execute(delete(OAuthCode).where(OAuthCode.expires_at < now))
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def add_token(session: AsyncSession, token: OAuthToken) -> None:
+    """Store a new token pair."""
+    session.add(token)
+    await session.flush()
+
+
+async def token_by_access_hash(session: AsyncSession, access_hash: str) -> OAuthToken | None:
+    """The token pair of an access token."""
+    return await session.scalar(select(OAuthToken).where(OAuthToken.access_hash == access_hash))
+
+
+async def token_by_refresh_hash(session: AsyncSession, refresh_hash: str) -> OAuthToken | None:
+    """The token pair of a refresh token."""
+    return await session.scalar(select(OAuthToken).where(OAuthToken.refresh_hash == refresh_hash))
+
+
+async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> bool:
+    """Revoke a live token pair; False when it was already revoked (a race lost)."""
+    result = await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.id == token_id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return isinstance(result, CursorResult) and result.rowcount == 1

@@ -1,0 +1,436 @@
+"""The OAuth authorization server in-process: the grant, every bad parameter, per-user data."""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.services.oauth import pkce_challenge
+from gptactions.store.models import OAuthCode, OAuthToken, utcnow
+from tests.conftest import ApiClient, running_app
+
+CALLBACK = "https://chat.openai.com/aip/g-0123456789abcdef/oauth/callback"
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Client:
+    id: str
+    secret: str
+
+
+async def make_client(
+    api: ApiClient, *, scopes: tuple[str, ...] = ("chat", "actions", "logs")
+) -> Client:
+    new = await api.runtime.oauth.create_client("My GPT", (CALLBACK,), scopes=scopes)
+    assert new.secret
+    return Client(new.info.id, new.secret)
+
+
+def authorize_params(client: Client, **overrides: str | None) -> dict[str, str]:
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": client.id,
+        "redirect_uri": CALLBACK,
+        "scope": "chat logs",
+        "state": "xyz-state",
+    } | overrides
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+
+
+async def consent(api: ApiClient, params: dict[str, str], username: str) -> httpx.Response:
+    """Sign in through the forms, as a browser would; the consent page."""
+    page = await api.http.get("/oauth/authorize", params=params)
+    assert page.status_code == 200, page.text
+    form = hidden_fields(page.text) | {"username": username, "password": PASSWORD}
+    return await api.http.post("/oauth/authorize", data=form)
+
+
+async def code_for(
+    api: ApiClient, client: Client, username: str = "alice", **over: str | None
+) -> str:
+    answer = await consent(api, authorize_params(client, **over), username)
+    assert answer.status_code == 200, answer.text
+    decided = await api.http.post(
+        "/oauth/authorize", data=hidden_fields(answer.text) | {"decision": "allow"}
+    )
+    assert decided.status_code == 303
+    location = decided.headers["location"]
+    assert location.startswith(CALLBACK + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == ["xyz-state"]
+    return query["code"][0]
+
+
+async def exchange(api: ApiClient, client: Client, code: str, **extra: str) -> httpx.Response:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": CALLBACK,
+        "client_id": client.id,
+        "client_secret": client.secret,
+    } | extra
+    return await api.http.post("/oauth/token", data={k: v for k, v in form.items() if v})
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    token = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+async def users(api: ApiClient) -> None:
+    await api.runtime.users.create("alice", PASSWORD)
+    await api.runtime.users.create("bob", PASSWORD)
+
+
+async def test_metadata_names_the_endpoints(api: ApiClient) -> None:
+    meta = (await api.http.get("/.well-known/oauth-authorization-server")).json()
+    assert meta["issuer"] == "http://testserver"
+    assert meta["authorization_endpoint"] == "http://testserver/oauth/authorize"
+    assert meta["token_endpoint"] == "http://testserver/oauth/token"
+    assert meta["revocation_endpoint"] == "http://testserver/oauth/revoke"
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert {"client_secret_post", "client_secret_basic"} <= set(
+        meta["token_endpoint_auth_methods_supported"]
+    )
+
+
+async def test_the_whole_grant_with_both_client_authentications(
+    api: ApiClient, users: None
+) -> None:
+    client = await make_client(api)
+    # client_secret_post
+    tokens = (await exchange(api, client, await code_for(api, client))).json()
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600
+    assert tokens["scope"] == "chat logs"
+    # client_secret_basic
+    code = await code_for(api, client)
+    answer = await api.http.post(
+        "/oauth/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},
+        headers=basic(client.id, client.secret),
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    # The token acts as alice.
+    me = await api.post("/api/v1/gpt/conversations", {"message": "hi"}, key=tokens["access_token"])
+    assert me.status_code == 200, me.text
+    # Refresh rotates: the new pair works, the old refresh token does not.
+    refreshed = await api.http.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers=basic(client.id, client.secret),
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    new = refreshed.json()
+    assert new["refresh_token"] != tokens["refresh_token"]
+    again = await api.http.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers=basic(client.id, client.secret),
+    )
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    old = await api.get("/api/v1/gpt/status", key=tokens["access_token"])
+    assert old.status_code == 401
+    assert (await api.get("/api/v1/gpt/status", key=new["access_token"])).status_code == 200
+    # Revocation (RFC 7009): 200, and the token stops working; an unknown token is also a 200.
+    revoked = await api.http.post(
+        "/oauth/revoke",
+        data={"token": new["refresh_token"], "token_type_hint": "refresh_token"},
+        headers=basic(client.id, client.secret),
+    )
+    assert revoked.status_code == 200
+    assert (await api.get("/api/v1/gpt/status", key=new["access_token"])).status_code == 401
+    unknown = await api.http.post(
+        "/oauth/revoke",
+        data={"token": "nothing", "client_id": client.id, "client_secret": client.secret},
+    )
+    assert unknown.status_code == 200
+
+
+async def test_secrets_are_stored_only_as_hashes(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    code = await code_for(api, client)
+    tokens = (await exchange(api, client, code)).json()
+    path = api.runtime.settings.database_url.removeprefix("sqlite:///")
+    with open(path, "rb") as database:
+        content = database.read()
+    for secret in (client.secret, code, tokens["access_token"], tokens["refresh_token"], PASSWORD):
+        assert secret.encode() not in content
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"client_id": None}, "no client_id"),
+        ({"client_id": "0" * 32}, "not registered"),
+        ({"redirect_uri": None}, "no redirect_uri"),
+        ({"redirect_uri": "https://evil.example/callback"}, "not one registered"),
+        ({"redirect_uri": CALLBACK + "/"}, "not one registered"),
+        ({"redirect_uri": CALLBACK + "?x=1"}, "not one registered"),
+    ],
+)
+async def test_a_bad_client_or_redirect_uri_is_an_error_page(
+    api: ApiClient, overrides: dict[str, str | None], message: str
+) -> None:
+    client = await make_client(api)
+    answer = await api.http.get("/oauth/authorize", params=authorize_params(client, **overrides))
+    assert answer.status_code == 400
+    assert "location" not in answer.headers
+    assert answer.headers["content-type"].startswith("text/html")
+    assert message in answer.text
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "unsupported_response_type"),
+        ({"state": None}, "invalid_request"),
+        ({"scope": "chat admin"}, "invalid_scope"),
+        ({"scope": "everything"}, "invalid_scope"),
+        ({"code_challenge": "a" * 43, "code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
+    ],
+)
+async def test_other_bad_parameters_go_back_to_the_client(
+    api: ApiClient, overrides: dict[str, str | None], error: str
+) -> None:
+    client = await make_client(api)
+    answer = await api.http.get("/oauth/authorize", params=authorize_params(client, **overrides))
+    assert answer.status_code == 303
+    location = answer.headers["location"]
+    assert location.startswith(CALLBACK + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"] == [error]
+    if "state" not in overrides:
+        assert query["state"] == ["xyz-state"]
+
+
+async def test_a_scope_the_client_may_not_ask_for(api: ApiClient) -> None:
+    client = await make_client(api, scopes=("chat",))
+    answer = await api.http.get("/oauth/authorize", params=authorize_params(client))
+    assert parse_qs(urlsplit(answer.headers["location"]).query)["error"] == ["invalid_scope"]
+
+
+async def test_wrong_password_and_rate_limited_sign_in(
+    settings: Settings, fake: FakeBackend
+) -> None:
+    limited = settings.model_copy(update={"login_rate_limit": "3/hour"})
+    async with running_app(limited, fake) as api:
+        await api.runtime.users.create("alice", PASSWORD)
+        client = await make_client(api)
+        page = await api.http.get("/oauth/authorize", params=authorize_params(client))
+        form = hidden_fields(page.text) | {"username": "alice", "password": "wrong password"}
+        first = await api.http.post("/oauth/authorize", data=form)
+        assert first.status_code == 401 and "wrong username or password" in first.text
+        assert hidden_fields(first.text)["state"] == "xyz-state"
+        # Fixed windows: 7 attempts at 3 per hour pass the limit even across one window's end.
+        answers = [await api.http.post("/oauth/authorize", data=form) for _ in range(6)]
+        refused = [a for a in answers if a.status_code == 429]
+        assert refused, [a.status_code for a in answers]
+        assert int(refused[0].headers["retry-after"]) > 0
+        assert "too many sign-in attempts" in refused[0].text
+
+
+async def test_deny_redirects_with_access_denied(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    answer = await consent(api, authorize_params(client), "bob")
+    assert "My GPT" in answer.text and "Allow" in answer.text and "Deny" in answer.text
+    denied = await api.http.post(
+        "/oauth/authorize", data=hidden_fields(answer.text) | {"decision": "deny"}
+    )
+    query = parse_qs(urlsplit(denied.headers["location"]).query)
+    assert query["error"] == ["access_denied"] and query["state"] == ["xyz-state"]
+    # The ticket is single-use.
+    again = await api.http.post(
+        "/oauth/authorize", data=hidden_fields(answer.text) | {"decision": "allow"}
+    )
+    assert again.status_code == 400 and "location" not in again.headers
+
+
+async def test_codes_are_single_use_bound_and_expire(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    other = await make_client(api)
+    code = await code_for(api, client)
+    assert (await exchange(api, client, code)).status_code == 200
+    reused = await exchange(api, client, code)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+
+    code = await code_for(api, client)
+    stolen = await exchange(api, other, code)
+    assert stolen.json()["error"] == "invalid_grant"
+
+    code = await code_for(api, client)
+    wrong_uri = await exchange(api, client, code, redirect_uri=CALLBACK + "x")
+    assert wrong_uri.json()["error"] == "invalid_grant"
+
+    code = await code_for(api, client)
+    async with api.runtime.database.session() as session:
+        await session.execute(update(OAuthCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+    expired = await exchange(api, client, code)
+    assert expired.json()["error"] == "invalid_grant" and "expired" in expired.text
+
+
+async def test_token_endpoint_errors(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    code = await code_for(api, client)
+    wrong = await exchange(api, client, code, client_secret="gptcs_wrong")
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert wrong.headers["www-authenticate"].startswith("Basic")
+    basic_wrong = await api.http.post(
+        "/oauth/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},
+        headers=basic(client.id, "nope"),
+    )
+    assert basic_wrong.status_code == 401
+    both = await api.http.post(
+        "/oauth/token",
+        data={"grant_type": "authorization_code", "code": code, "client_secret": client.secret},
+        headers=basic(client.id, client.secret),
+    )
+    assert both.json()["error"] == "invalid_request"
+    for form, error in [
+        ({"grant_type": "password"}, "unsupported_grant_type"),
+        ({}, "invalid_request"),
+        ({"grant_type": "authorization_code", "redirect_uri": CALLBACK}, "invalid_request"),
+        ({"grant_type": "refresh_token"}, "invalid_request"),
+        ({"grant_type": "refresh_token", "refresh_token": "gptr_unknown"}, "invalid_grant"),
+    ]:
+        answer = await api.http.post(
+            "/oauth/token",
+            data=form | {"client_id": client.id, "client_secret": client.secret},
+        )
+        assert answer.status_code == 400, (form, answer.text)
+        assert answer.json()["error"] == error, form
+    as_json = await api.http.post("/oauth/token", json={"grant_type": "authorization_code"})
+    assert as_json.json()["error"] == "invalid_request"
+    # The code survived the failed attempts that did not reach it, and still works once.
+    assert (await exchange(api, client, code)).status_code == 200
+
+
+async def test_pkce_is_checked_and_required_for_public_clients(api: ApiClient, users: None) -> None:
+    public = await api.runtime.oauth.create_client(
+        "CLI", (CALLBACK,), scopes=("chat", "logs"), public=True
+    )
+    client = Client(public.info.id, "")
+    refused = await api.http.get("/oauth/authorize", params=authorize_params(client))
+    assert parse_qs(urlsplit(refused.headers["location"]).query)["error"] == ["invalid_request"]
+    verifier = "v" * 50
+    pkce = {"code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"}
+    code = await code_for(api, client, **pkce)
+    missing = await exchange(api, client, code)
+    assert missing.json()["error"] == "invalid_grant"
+    code = await code_for(api, client, **pkce)
+    wrong = await exchange(api, client, code, code_verifier="w" * 50)
+    assert wrong.json()["error"] == "invalid_grant"
+    code = await code_for(api, client, **pkce)
+    assert (await exchange(api, client, code, code_verifier=verifier)).status_code == 200
+
+
+async def test_expired_access_token_and_disabled_user(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    tokens = (await exchange(api, client, await code_for(api, client))).json()
+    assert (await api.get("/api/v1/gpt/status", key=tokens["access_token"])).status_code == 200
+    async with api.runtime.database.session() as session:
+        await session.execute(update(OAuthToken).values(access_expires_at=utcnow()))
+    assert (await api.get("/api/v1/gpt/status", key=tokens["access_token"])).status_code == 401
+    tokens = (await exchange(api, client, await code_for(api, client))).json()
+    await api.runtime.users.disable("alice")
+    assert (await api.get("/api/v1/gpt/status", key=tokens["access_token"])).status_code == 401
+
+
+async def token_for(api: ApiClient, client: Client, username: str, scope: str) -> str:
+    code = await code_for(api, client, username, scope=scope)
+    answer = (await exchange(api, client, code)).json()
+    token: str = answer["access_token"]
+    return token
+
+
+async def test_two_users_cannot_read_each_others_data(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    alice = await token_for(api, client, "alice", "chat logs")
+    bob = await token_for(api, client, "bob", "chat logs")
+    started = await api.post("/api/v1/gpt/conversations", {"message": "alice here"}, key=alice)
+    assert started.status_code == 200, started.text
+    conversation = started.json()["conversationId"]
+    await api.post("/api/v1/gpt/conversations", {"message": "bob here"}, key=bob)
+
+    # Another userId in the body is a 403 naming the mismatch; the same one is fine.
+    posing = await api.post("/api/v1/gpt/respond", {"userId": "alice", "message": "hi"}, key=bob)
+    assert posing.status_code == 403
+    assert "'alice'" in posing.json()["error"]["message"]
+    assert "'bob'" in posing.json()["error"]["message"]
+    assert posing.json()["error"]["details"][0]["pointer"] == "/userId"
+    own = await api.post("/api/v1/gpt/respond", {"userId": "bob", "message": "hi"}, key=bob)
+    assert own.status_code == 200
+    # Alice's conversation does not exist for bob.
+    stolen = await api.post(
+        "/api/v1/gpt/respond", {"message": "hi", "conversationId": conversation}, key=bob
+    )
+    assert stolen.status_code == 404
+    # Continuing without a conversationId continues bob's own.
+    assert own.json()["conversationId"] != conversation
+
+    # Logs: each sees only their own interactions.
+    def users_in(answer: httpx.Response) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return {item["userId"] for item in answer.json()}
+
+    assert users_in(await api.get("/api/v1/gpt/logs", key=alice)) == {"alice"}
+    assert users_in(await api.get("/api/v1/gpt/logs", key=bob)) == {"bob"}
+    by_conversation = await api.get(
+        "/api/v1/gpt/logs", key=bob, params={"conversationId": conversation}
+    )
+    assert by_conversation.json() == []
+    asked = await api.get("/api/v1/gpt/logs", key=bob, params={"userId": "alice"})
+    assert asked.status_code == 403
+    # The admin key still sees everyone: API keys work as before.
+    assert users_in(await api.get("/api/v1/gpt/logs")) == {"alice", "bob"}
+
+
+async def test_a_token_holds_only_the_consented_scopes(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    chat_only = await token_for(api, client, "alice", "chat")
+    answer = await api.get("/api/v1/gpt/logs", key=chat_only)
+    assert answer.status_code == 403
+    action = await api.post(
+        "/api/v1/gpt/actions", {"action": "echo", "parameters": {}}, key=chat_only
+    )
+    assert action.status_code == 403
+
+
+async def test_actions_run_as_the_tokens_user(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    token = await token_for(api, client, "alice", "actions logs")
+    listed = await api.get("/api/v1/gpt/actions", key=token)
+    name = (
+        next(iter(listed.json()["actions"]))["name"]
+        if isinstance(listed.json()["actions"], list)
+        else next(iter(listed.json()["actions"]))
+    )
+    posing = await api.post(
+        "/api/v1/gpt/actions", {"action": name, "parameters": {}, "userId": "bob"}, key=token
+    )
+    assert posing.status_code == 403
+
+
+async def test_the_admin_key_still_needs_a_user_id(api: ApiClient) -> None:
+    answer = await api.post("/api/v1/gpt/conversations", {"message": "hi"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["details"][0]["pointer"] == "/userId"
