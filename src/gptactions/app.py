@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, meta, oauth, status
+from gptactions.api import actions, conversations, logs, me, meta, oauth, status
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
 from gptactions.api.middleware import BodyGuard
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(status.router)
     app.include_router(logs.router)
     app.include_router(actions.router)
+    app.include_router(me.router)
     app.include_router(meta.router)
     app.include_router(oauth.router)
     app.openapi = lambda: meta.served_document(app)  # type: ignore[method-assign]

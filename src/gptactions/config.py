@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     oauth_refresh_token_lifetime: int = Field(
         default=30 * 86400, ge=3600, description="Seconds an OAuth refresh token is valid."
     )
+    privacy_contact: str | None = Field(
+        default=None, description="Who users write to about their data; shown on /privacy."
+    )
     login_rate_limit: str | None = Field(
         default="10/minute",
         description="Sign-in attempts per username and per client address.",

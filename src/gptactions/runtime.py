@@ -15,6 +15,7 @@ from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import build_limiter
 from gptactions.services.oauth import OAuthService
+from gptactions.services.personal import PersonalData
 from gptactions.services.status import StatusService
 from gptactions.services.users import UserService
 from gptactions.store.db import Database
@@ -40,6 +41,7 @@ class Runtime:
             access_lifetime=timedelta(seconds=settings.oauth_access_token_lifetime),
             refresh_lifetime=timedelta(seconds=settings.oauth_refresh_token_lifetime),
         )
+        self.personal = PersonalData(self.database)
         self.users = UserService(
             self.database,
             build_limiter(

@@ -28,7 +28,7 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _log_item(entry: LogEntry) -> dict[str, Any]:
+def log_item(entry: LogEntry) -> dict[str, Any]:
     return LogItem(
         timestamp=rfc3339(entry.timestamp),
         user_id=entry.user_id,
@@ -84,7 +84,7 @@ async def logs(
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
         params.append(("cursor", page.next_cursor))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-    return JSONResponse([_log_item(e) for e in page.entries], headers=headers)
+    return JSONResponse([log_item(e) for e in page.entries], headers=headers)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -280,3 +280,17 @@ async def revoke(request: Request, runtime: RuntimeDep) -> Response:
     except TokenError as error:
         return _token_error(error)
     return Response(status_code=200, headers=_NO_STORE)
+
+
+@router.get("/privacy")
+async def privacy(runtime: RuntimeDep) -> Response:
+    """The privacy page a public GPT links to, written from the server's settings."""
+    settings = runtime.settings
+    return page(
+        "privacy.html",
+        contact=settings.privacy_contact,
+        oauth=True,
+        upstream=bool(settings.upstream_url or settings.backends),
+        access_minutes=settings.oauth_access_token_lifetime // 60,
+        refresh_days=settings.oauth_refresh_token_lifetime // 86400,
+    )

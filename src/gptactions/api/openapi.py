@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, status
+from gptactions.api import actions, conversations, logs, me, status
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.responses import (
     COMPONENTS,
@@ -135,6 +135,7 @@ def build_document(
     _get_logs(doc, settings)
     _trigger_action(doc)
     _list_actions(doc)
+    _personal(doc)
     return doc
 
 
@@ -367,6 +368,53 @@ def _list_actions(doc: dict[str, Any]) -> None:
         }
     )
     _add_errors(operation, _READ_ERRORS)
+
+
+def _personal(doc: dict[str, Any]) -> None:
+    """The caller's own identity and data (docs/gpt-actions.md)."""
+    user_id = {
+        "name": "userId",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1},
+        "description": "With an API key (scope logs): whose data. An OAuth token is its own user.",
+    }
+    for path, method, summary, description, consequential in (
+        ("/me", "get", "Who am I.", "The signed-in user (OAuth), or the API key.", None),
+        (
+            "/me/export",
+            "get",
+            "Export my data.",
+            "All of the user's conversations and interactions, as JSON.",
+            None,
+        ),
+        (
+            "/me/data",
+            "delete",
+            "Erase my data.",
+            "Deletes the user's conversations and interactions; the erasure is logged without "
+            "their content.",
+            True,
+        ),
+    ):
+        operation = _operation(doc, me.router, path, method)
+        operation.update(
+            {
+                "summary": summary,
+                "description": description,
+                "responses": {
+                    "200": {
+                        "description": summary,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        )
+        if path != "/me":
+            operation["parameters"] = [user_id]
+        if consequential is not None:
+            operation["x-openai-isConsequential"] = consequential
+        _add_errors(operation, ["400", "403", *_READ_ERRORS] if path != "/me" else _READ_ERRORS)
 
 
 def _event_stream() -> dict[str, Any]:

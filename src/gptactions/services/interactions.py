@@ -207,3 +207,8 @@ class InteractionLog:
             last = rows[query.limit - 1]
             next_cursor = queries.LogCursor(queries.as_utc(last.created_at), last.id).encode()
         return LogPage(entries, next_cursor)
+
+
+def log_entry(row: Interaction) -> LogEntry:
+    """A stored interaction as the log shows it."""
+    return _entry(row)

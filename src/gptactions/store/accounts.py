@@ -7,7 +7,15 @@ from datetime import datetime
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.store.models import OAuthClient, OAuthCode, OAuthToken, User, utcnow
+from gptactions.store.models import (
+    Conversation,
+    Interaction,
+    OAuthClient,
+    OAuthCode,
+    OAuthToken,
+    User,
+    utcnow,
+)
 
 # --- users ------------------------------------------------------------------------------------
 
@@ -157,3 +165,44 @@ async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> b
         .execution_options(synchronize_session=False)
     )
     return isinstance(result, CursorResult) and result.rowcount == 1
+
+
+# --- a user's own data ------------------------------------------------------------------------
+
+
+async def user_conversations(
+    session: AsyncSession, tenant: str, user_id: str
+) -> list[Conversation]:
+    """A user's conversations in a tenant, oldest first."""
+    return list(
+        await session.scalars(
+            select(Conversation)
+            .where(Conversation.tenant == tenant, Conversation.user_id == user_id)
+            .order_by(Conversation.created_at, Conversation.id)
+        )
+    )
+
+
+async def user_interactions(session: AsyncSession, tenant: str, user_id: str) -> list[Interaction]:
+    """A user's interactions in a tenant, oldest first."""
+    return list(
+        await session.scalars(
+            select(Interaction)
+            .where(Interaction.tenant == tenant, Interaction.user_id == user_id)
+            .order_by(Interaction.created_at, Interaction.id)
+        )
+    )
+
+
+async def erase_user_data(session: AsyncSession, tenant: str, user_id: str) -> tuple[int, int]:
+    """Delete a user's interactions and conversations in a tenant; how many of each."""
+    interactions = await session.execute(
+        delete(Interaction).where(Interaction.tenant == tenant, Interaction.user_id == user_id)
+    )
+    conversations = await session.execute(
+        delete(Conversation).where(Conversation.tenant == tenant, Conversation.user_id == user_id)
+    )
+    counts = [
+        r.rowcount if isinstance(r, CursorResult) else 0 for r in (conversations, interactions)
+    ]
+    return counts[0], counts[1]
