@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         default=1024, ge=1, description="Largest maxTokens a call may ask."
     )
     default_max_tokens: int = Field(default=256, ge=1)
+    max_response_chars: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Longest /logs response, in characters (ChatGPT's limit is 100,000).",
+    )
     logs_max_limit: int = Field(default=1000, ge=1)
 
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."

@@ -18,7 +18,8 @@ from gptactions.api.schemas import (
     USER_ID_FILTER_MAX_LENGTH,
 )
 from gptactions.services.errors import Problem, invalid
-from gptactions.services.interactions import LogEntry, LogQuery
+from gptactions.services.interactions import LogEntry, LogQuery, cursor_after
+from gptactions.services.sizing import fit
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -79,12 +80,15 @@ async def logs(
             cursor=cursor,
         ),
     )
+    # ChatGPT refuses longer responses: fewer items, and the next page starts after the last.
+    items, cut_short = fit([log_item(e) for e in page.entries], runtime.settings.max_response_chars)
+    next_cursor = cursor_after(page.entries[len(items) - 1]) if cut_short else page.next_cursor
     headers = {}
-    if page.next_cursor:
+    if next_cursor:
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        params.append(("cursor", page.next_cursor))
+        params.append(("cursor", next_cursor))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-    return JSONResponse([log_item(e) for e in page.entries], headers=headers)
+    return JSONResponse(items, headers=headers)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

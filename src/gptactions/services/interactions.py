@@ -212,3 +212,8 @@ class InteractionLog:
 def log_entry(row: Interaction) -> LogEntry:
     """A stored interaction as the log shows it."""
     return _entry(row)
+
+
+def cursor_after(entry: LogEntry) -> str:
+    """The cursor of the page that starts after `entry`."""
+    return queries.LogCursor(entry.timestamp, entry.id).encode()

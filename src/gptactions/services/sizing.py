@@ -1,0 +1,62 @@
+"""ChatGPT's 100,000-character limit on a response: pages that fit, fields shortened visibly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TEXT_FIELDS = ("message", "reply", "error")
+
+
+def json_length(value: Any) -> int:
+    """Characters of `value` as the API writes it (compact, UTF-8 kept)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def marker(omitted: int) -> str:
+    """What replaces the end of a shortened field."""
+    return f"… [truncated: {omitted} characters omitted]"
+
+
+def shorten(item: dict[str, Any], budget: int) -> dict[str, Any]:
+    """The item with its longest text fields cut until it fits `budget` characters.
+
+    Each cut field ends with a visible marker and is named in `truncatedFields`.
+    """
+    item = dict(item)
+    originals = {f: item[f] for f in TEXT_FIELDS if isinstance(item.get(f), str)}
+    keep = {f: len(text) for f, text in originals.items()}
+    cut: list[str] = []
+    while json_length(item) > budget:
+        candidates = [f for f in keep if keep[f] > 0]
+        if not candidates:
+            break
+        field = max(candidates, key=lambda f: keep[f])
+        excess = json_length(item) - budget
+        # 64 more than the excess leaves room for the marker, so one cut usually suffices.
+        keep[field] = max(0, keep[field] - excess - 64)
+        text = originals[field]
+        item[field] = text[: keep[field]] + marker(len(text) - keep[field])
+        if field not in cut:
+            cut.append(field)
+        item["truncatedFields"] = cut  # measured too, on the next round
+    return item
+
+
+def fit(items: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], bool]:
+    """The leading items whose JSON array fits `budget`, and whether any was left out.
+
+    The first item is always kept, shortened when it alone is too large, so a page is never empty.
+    """
+    kept: list[dict[str, Any]] = []
+    used = 2  # the brackets
+    for item in items:
+        size = json_length(item) + (1 if kept else 0)
+        if used + size > budget:
+            if kept:
+                return kept, True
+            item = shorten(item, budget - used)
+            size = json_length(item)
+        kept.append(item)
+        used += size
+    return kept, False
