@@ -44,7 +44,7 @@ class BackendConfig(BaseModel):
     url: str | None = None
     api_key: SecretStr | None = None
     model: str | None = None
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: float = Field(default=35.0, gt=0)  # below ChatGPT's 45 s per call
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
@@ -169,7 +169,9 @@ class Settings(BaseSettings):
     )
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
-    upstream_timeout: float = Field(default=120.0, gt=0, description="Total seconds per reply.")
+    upstream_timeout: float = Field(
+        default=35.0, gt=0, description="Total seconds per reply (below ChatGPT's 45 s)."
+    )
     upstream_context_window: int = Field(default=8192, ge=256)
     upstream_max_concurrency: int = Field(default=8, ge=1)
     fallback: Literal["local", "none"] = "local"
