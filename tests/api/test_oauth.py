@@ -6,6 +6,7 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -434,3 +435,23 @@ async def test_the_admin_key_still_needs_a_user_id(api: ApiClient) -> None:
     answer = await api.post("/api/v1/gpt/conversations", {"message": "hi"})
     assert answer.status_code == 400
     assert answer.json()["error"]["details"][0]["pointer"] == "/userId"
+
+
+async def test_the_grant_on_each_database(app_factory: Any) -> None:
+    """Single-use codes and rotation rest on conditional UPDATEs: SQLite and PostgreSQL alike."""
+    async with app_factory() as api:
+        await api.runtime.users.create("alice", PASSWORD)
+        client = await make_client(api)
+        code = await code_for(api, client)
+        tokens = (await exchange(api, client, code)).json()
+        assert (await exchange(api, client, code)).json()["error"] == "invalid_grant"
+        refresh = {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": client.id,
+            "client_secret": client.secret,
+        }
+        assert (await api.http.post("/oauth/token", data=refresh)).status_code == 200
+        again = await api.http.post("/oauth/token", data=refresh)
+        assert again.json()["error"] == "invalid_grant"
+        await api.runtime.users.delete("alice")
