@@ -12,13 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from gptactions.store import queries
 from gptactions.store.db import Database
-
-if TYPE_CHECKING:
-    from gptactions.services.keys import Principal
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +23,9 @@ CHECK_INTERVAL = 0.5
 """Seconds a cached key is trusted without asking whether a key was revoked since."""
 MAX_KEYS = 10_000
 REDIS_VERSION_KEY = "gptactions:keys:version"
+
+PrincipalT = TypeVar("PrincipalT")
+"""What a verified key stands for (`services.keys.Principal`); the cache never looks inside."""
 
 
 class KeyVersions:
@@ -68,7 +68,7 @@ class KeyVersions:
             await self._redis.aclose()
 
 
-class KeyCache:
+class KeyCache(Generic[PrincipalT]):
     """Key hash -> principal, for keys that were valid when last checked."""
 
     def __init__(
@@ -81,20 +81,20 @@ class KeyCache:
         self._versions = versions
         self._interval = interval
         self._clock = clock
-        self._keys: dict[str, Principal] = {}
+        self._keys: dict[str, PrincipalT] = {}
         self._version: tuple[str, int] | None = None
         self._checked_at = -float("inf")
         self._check: asyncio.Future[None] | None = None
         self.generation = 0
         """Bumped each time the cache forgets: a lookup started before must not be cached."""
 
-    async def get(self, key_hash: str) -> Principal | None:
+    async def get(self, key_hash: str) -> PrincipalT | None:
         """The cached principal of a key still valid, after a version check when one is due."""
         if self._clock() - self._checked_at >= self._interval:
             await self._refresh()
         return self._keys.get(key_hash)
 
-    def put(self, key_hash: str, principal: Principal, generation: int) -> None:
+    def put(self, key_hash: str, principal: PrincipalT, generation: int) -> None:
         """Remember a key found valid by a lookup that began at `generation`."""
         if generation != self.generation:
             return  # a revocation was seen meanwhile: the lookup may predate it

@@ -176,7 +176,7 @@ class KeyService:
     ) -> None:
         self._database = database
         self._versions = KeyVersions(database, redis_url)
-        self.cache = KeyCache(self._versions, clock=clock)
+        self.cache: KeyCache[Principal] = KeyCache(self._versions, clock=clock)
 
     async def close(self) -> None:
         """Close the connection to Redis, if any."""
