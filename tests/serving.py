@@ -47,10 +47,12 @@ def serve(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     open_files: int | None = None,
+    ready: bool = True,
 ) -> Iterator[Server]:
     """Run `python -m gptactions serve` in `directory` until the block ends.
 
     `open_files` sets the server's limit on open files (soft and hard), as a small machine has.
+    The block starts once `/healthz` says 200, or, without `ready`, once it answers at all.
     """
     port = free_port()
     environment = (
@@ -80,7 +82,8 @@ def serve(
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited: {log.read_text(errors='replace')}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                answer = httpx.get(f"{url}/healthz", timeout=10)
+                if answer.status_code == 200 or not ready:
                     break
             except httpx.TransportError:
                 pass

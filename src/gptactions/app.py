@@ -23,11 +23,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
+        # `gptactions serve` created the first key before starting; here only
+        # GPTACTIONS_API_KEY is imported, as a generated key could not be shown.
+        await runtime.open(
+            prepare=lambda: bootstrap_admin_key(settings, runtime.keys, may_generate=False)
+        )
         try:
-            # `gptactions serve` created the first key before starting; here only
-            # GPTACTIONS_API_KEY is imported, as a generated key could not be shown.
-            await bootstrap_admin_key(settings, runtime.keys, may_generate=False)
             yield
         finally:
             await runtime.close()

@@ -30,7 +30,9 @@ from gptactions.services.keys import (
     NewKey,
     NoKeys,
 )
+from gptactions.store import outage
 from gptactions.store.db import Database, Upgrade
+from gptactions.store.outage import DatabaseUnavailable
 
 T = TypeVar("T")
 
@@ -44,8 +46,18 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
     try:
         await database.upgrade()
         return await work(database)
+    except Exception as error:
+        if isinstance(error, DatabaseUnavailable) or outage.is_unavailable(error):
+            raise DatabaseUnreachable(
+                f"the database {database.location} is unreachable: {outage.short(error)}"
+            ) from None
+        raise
     finally:
         await database.close()
+
+
+class DatabaseUnreachable(click.ClickException):
+    """The command needs the database, which does not answer."""
 
 
 def announce_key(new_key: NewKey) -> None:
@@ -100,6 +112,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         )
     except NoKeys as error:
         raise click.ClickException(str(error)) from None
+    except DatabaseUnreachable as error:
+        # A replica may boot before its database: serve, answering 503 until it is back.
+        click.echo(f"warning: {error}; serving anyway (503 until it answers)", err=True)
+        created = None
     if created is not None:
         announce_key(created)
     for name, value in overrides.items():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from gptactions.config import Settings
@@ -18,7 +21,14 @@ from gptactions.services.oauth import OAuthService
 from gptactions.services.personal import PersonalData
 from gptactions.services.status import StatusService
 from gptactions.services.users import UserService
+from gptactions.store import outage
 from gptactions.store.db import Database
+from gptactions.store.outage import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# Seconds between two attempts to prepare a database that was down at start-up.
+PREPARE_RETRY_EVERY = 2.0
 
 
 class Runtime:
@@ -65,15 +75,62 @@ class Runtime:
         # Set when the server stops: requests still running end (their replies stored).
         self.stopping = asyncio.Event()
 
-    async def open(self) -> None:
-        """Migrate the database (when configured to) and start the backends."""
+        self._preparing: asyncio.Task[None] | None = None
+
+    async def open(self, prepare: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Migrate the database (when configured to), run `prepare`, and start the backends.
+
+        A database that cannot be reached does not stop the start: requests get 503 while a
+        background task retries, and applies the pending migrations once the database is back.
+        """
         self.http_log_redactor.install()
-        if self.settings.auto_migrate:
-            await self.database.upgrade()
-        await self.router.start()
+        try:
+            if not await self._prepare_database(prepare):
+                log.warning("starting without the database: retrying in the background")
+                self._preparing = asyncio.create_task(self._prepare_when_back(prepare))
+            await self.router.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _prepare_database(self, prepare: Callable[[], Awaitable[object]] | None) -> bool:
+        """Migrate and prepare; False when the database cannot be reached."""
+        try:
+            if self.settings.auto_migrate:
+                await self.database.upgrade()
+            if prepare is not None:
+                await prepare()
+        except DatabaseUnavailable:
+            return False  # the outage log has said why
+        except Exception as error:
+            if not outage.is_unavailable(error):
+                raise
+            self.database.outage.failed(error)
+            return False
+        self.database.outage.succeeded()
+        self.database.ready = True
+        return True
+
+    async def _prepare_when_back(self, prepare: Callable[[], Awaitable[object]] | None) -> None:
+        try:
+            while True:
+                await asyncio.sleep(PREPARE_RETRY_EVERY)
+                if await self._prepare_database(prepare):
+                    return
+        except Exception:
+            log.exception("preparing the database failed")
+
+    def require_database(self) -> None:
+        """Raise `DatabaseUnavailable` while the database is not ready for requests."""
+        if not self.database.ready:
+            raise DatabaseUnavailable(self.database.location, ConnectionError("not ready yet"))
 
     async def close(self) -> None:
         """Stop the backends and close the database."""
+        if self._preparing is not None:
+            self._preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preparing
         try:
             await self.router.close()
             await self.keys.close()

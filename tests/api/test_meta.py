@@ -15,7 +15,7 @@ from tests.conftest import ADMIN_KEY, ApiClient, running_app
 async def test_health_answers_get_and_head(api: ApiClient) -> None:
     got = await api.http.get("/healthz")
     assert got.status_code == 200
-    assert got.json() == {"status": "ok"}
+    assert got.json() == {"status": "ok", "database": "ok"}
     head = await api.http.head("/healthz")
     assert head.status_code == 200
 

@@ -34,6 +34,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             "unauthorized",
             headers=_CHALLENGE,
         )
+    runtime.require_database()
     if secret.startswith(ACCESS_PREFIX):
         principal = await runtime.oauth.authenticate(secret)
     else:

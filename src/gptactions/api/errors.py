@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gptactions.llm.base import BackendError, BackendTimeout, BackendUnavailable, PromptTooLong
 from gptactions.services.errors import Problem, ServiceError, json_pointer
+from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,17 @@ async def _backend(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.message, code=code, headers=headers or None)
 
 
+async def _database(_request: Request, exc: Exception) -> JSONResponse:
+    # No traceback: the database's outage log has already said what is wrong, once.
+    assert isinstance(exc, DatabaseUnavailable)
+    return error_response(
+        503,
+        "the database is unavailable; retry shortly",
+        code="database_unavailable",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -148,5 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ServiceError, _service)
     app.add_exception_handler(BackendError, _backend)
+    app.add_exception_handler(DatabaseUnavailable, _database)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

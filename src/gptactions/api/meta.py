@@ -11,8 +11,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from gptactions.api.deps import RuntimeDep
+from gptactions.api.errors import error_response
 from gptactions.api.openapi import build_document
 from gptactions.runtime import Runtime
+from gptactions.services.errors import Problem
+from gptactions.store.outage import RETRY_AFTER
 
 CONSOLE = Path(__file__).parent.parent / "console"
 
@@ -55,9 +58,19 @@ async def openapi_yaml(request: Request) -> Response:
 
 @router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz(runtime: RuntimeDep) -> JSONResponse:
-    """Liveness and readiness for load balancers (GET or HEAD): 200 when the database answers."""
-    ok = await runtime.status.ready()
-    return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
+    """Liveness and readiness for load balancers (GET or HEAD): 200 when the database answers;
+    else 503 naming the dependency that is down."""
+    problems = await runtime.status.problems()
+    if not problems:
+        return JSONResponse({"status": "ok", "database": "ok"})
+    summary = "; ".join(f"{name} {problem}" for name, problem in problems.items())
+    return error_response(
+        503,
+        f"not ready: {summary}",
+        code="unavailable",
+        details=[Problem(f"/{name}", problem) for name, problem in problems.items()],
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
 
 
 @router.get("/docs")

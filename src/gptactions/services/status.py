@@ -45,9 +45,13 @@ class StatusService:
         self._router = router
         self._started = time.monotonic()
 
-    async def ready(self) -> bool:
-        """Whether the server can take requests: the database answers."""
-        return await self._database.ping()
+    async def problems(self) -> dict[str, str]:
+        """What keeps the server from taking requests, by dependency; empty when it is ready."""
+        if not await self._database.ping():
+            return {"database": f"unreachable: {self._database.outage.last_error}"}
+        if not self._database.ready:
+            return {"database": "migrations not applied yet"}
+        return {}
 
     async def status(self) -> Status:
         """`online` when the database answers and the default backend is reachable."""

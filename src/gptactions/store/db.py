@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import to_async_url
+from gptactions.store import outage
+from gptactions.store.outage import DatabaseUnavailable, OutageLog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: every replica must take the same advisory lock before migrating.
@@ -48,16 +50,30 @@ class Database:
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            options.update(outage.postgres_options())
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.outage = OutageLog(self.location)
+        # Whether the schema is known to be current (set by whoever applied or checked it).
+        self.ready = False
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session whose transaction commits on success and rolls back on error.
+
+        Raises `DatabaseUnavailable` when the database cannot be reached.
+        """
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except Exception as error:
+            if not outage.is_unavailable(error):
+                raise
+            self.outage.failed(error)
+            raise DatabaseUnavailable(self.location, error) from error
+        self.outage.succeeded()
 
     @property
     def location(self) -> str:
@@ -98,9 +114,11 @@ class Database:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-            return True
-        except Exception:
+        except Exception as error:
+            self.outage.failed(error)
             return False
+        self.outage.succeeded()
+        return True
 
     async def close(self) -> None:
         """Close every pooled connection."""
