@@ -7,8 +7,10 @@ import errno
 import json
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,7 +19,7 @@ import yaml
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_users import oauth, users
-from gptactions.config import Settings
+from gptactions.config import Settings, parse_duration
 from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
@@ -30,7 +32,9 @@ from gptactions.services.keys import (
     NewKey,
     NoKeys,
 )
+from gptactions.services.retention import Retention
 from gptactions.store import outage
+from gptactions.store.backup import backup_sqlite, pg_dump_command
 from gptactions.store.db import Database, Upgrade
 from gptactions.store.outage import DatabaseUnavailable
 
@@ -258,6 +262,46 @@ def db_upgrade() -> None:
         )
     else:
         click.echo(f"the database at {location} is already at revision {done.after}; nothing to do")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(path: Path) -> None:
+    """Back up SQLite to PATH while the server runs; for PostgreSQL, print the pg_dump line."""
+    database = Database(Settings().database_url)
+    if not database.is_sqlite:
+        click.echo(pg_dump_command(Settings().database_url, path))
+        return
+    try:
+        backup_sqlite(database.location, path)
+    except (FileExistsError, sqlite3.Error) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"backed up {database.location} to {path}")
+
+
+@cli.group()
+def logs() -> None:
+    """The interaction log."""
+
+
+@logs.command("purge")
+@click.option(
+    "--older-than", "older_than", required=True, help="Age of the oldest rows to keep: 30d, 12h."
+)
+def logs_purge(older_than: str) -> None:
+    """Delete interactions older than --older-than, and the conversations left empty."""
+    settings = Settings()
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--older-than") from None
+    purged = _run(
+        lambda: _with_database(settings, lambda db: Retention(db).purge_older_than(seconds))
+    )
+    click.echo(
+        f"deleted {purged.interactions} interaction(s) older than {older_than} and "
+        f"{purged.conversations} empty conversation(s)"
+    )
 
 
 @cli.command()

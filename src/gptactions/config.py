@@ -34,6 +34,17 @@ class Rate:
         return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `30d`, `12h`, `90m` or `45s`."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"not a duration: {text!r}; write e.g. 30d, 12h, 90m")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 class BackendConfig(BaseModel):
     """One named backend of `GPTACTIONS_BACKENDS` or the backends file (camelCase keys)."""
 
@@ -99,6 +110,9 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = DEFAULT_DATABASE_URL
     auto_migrate: bool = True
+    log_retention: str | None = Field(
+        default=None, description="Delete interactions older than this (30d, 12h); unset keeps all."
+    )
 
     # The embedded model
     model_path: Path | None = None
@@ -185,6 +199,13 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: str | None) -> str | None:
         if value:
             Rate.parse(value)
+        return value or None
+
+    @field_validator("log_retention")
+    @classmethod
+    def _check_retention(cls, value: str | None) -> str | None:
+        if value:
+            parse_duration(value)
         return value or None
 
     @field_validator("servers", "fallbacks", mode="before")

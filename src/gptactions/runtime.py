@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from gptactions.config import Settings
+from gptactions.config import Settings, parse_duration
 from gptactions.llm.factory import build_router
 from gptactions.llm.redact import LogRedactor
 from gptactions.llm.router import BackendRouter
@@ -19,6 +19,7 @@ from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import build_limiter
 from gptactions.services.oauth import OAuthService
 from gptactions.services.personal import PersonalData
+from gptactions.services.retention import Retention
 from gptactions.services.status import StatusService
 from gptactions.services.users import UserService
 from gptactions.store import outage
@@ -75,7 +76,10 @@ class Runtime:
         # Set when the server stops: requests still running end (their replies stored).
         self.stopping = asyncio.Event()
 
+        keep = parse_duration(settings.log_retention) if settings.log_retention else None
+        self.retention = Retention(self.database, keep)
         self._preparing: asyncio.Task[None] | None = None
+        self._purging: asyncio.Task[None] | None = None
 
     async def open(self, prepare: Callable[[], Awaitable[object]] | None = None) -> None:
         """Migrate the database (when configured to), run `prepare`, and start the backends.
@@ -89,6 +93,8 @@ class Runtime:
                 log.warning("starting without the database: retrying in the background")
                 self._preparing = asyncio.create_task(self._prepare_when_back(prepare))
             await self.router.start()
+            if self.retention.keep_seconds is not None:
+                self._purging = asyncio.create_task(self.retention.run())
         except BaseException:
             await self.close()
             raise
@@ -127,10 +133,11 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop the backends and close the database."""
-        if self._preparing is not None:
-            self._preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._preparing
+        for task in (self._preparing, self._purging):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self.router.close()
             await self.keys.close()

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import to_async_url
-from gptactions.store import outage
+from gptactions.store import outage, retention
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -54,6 +54,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
+            event.listen(
+                self.engine.sync_engine, "connect", retention.set_incremental_vacuum, insert=True
+            )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
         # Whether the schema is known to be current (set by whoever applied or checked it).

@@ -1,0 +1,39 @@
+"""Backups: SQLite's online backup API (consistent while the server writes); for PostgreSQL,
+the `pg_dump` command to run."""
+
+from __future__ import annotations
+
+import shlex
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import make_url
+
+
+def backup_sqlite(source: str, target: Path) -> None:
+    """Copy the SQLite database at `source` to `target`, page by page, while others use it."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists; name a new file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        sqlite3.connect(f"file:{source}?mode=ro", uri=True) as origin,
+        sqlite3.connect(target) as copy,
+    ):
+        origin.backup(copy)
+    origin.close()
+    copy.close()
+
+
+def pg_dump_command(url: str, target: Path) -> str:
+    """The `pg_dump` line that backs up the PostgreSQL database at `url` to `target`."""
+    parsed = make_url(url)
+    parts = ["pg_dump", "--format=custom", f"--file={target}"]
+    if parsed.host:
+        parts.append(f"--host={parsed.host}")
+    if parsed.port:
+        parts.append(f"--port={parsed.port}")
+    if parsed.username:
+        parts.append(f"--username={parsed.username}")
+    parts.append(parsed.database or "")
+    line = shlex.join(parts)
+    return f"PGPASSWORD=... {line}" if parsed.password else line

@@ -1,0 +1,150 @@
+"""Retention: old interactions go in small batches with the conversations left empty, the space
+comes back (SQLite), replicas take turns; by hand (`logs purge`), in the background, and backups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.store.db import Database
+from gptactions.store.models import Conversation, Interaction, utcnow
+from gptactions.store.retention import purge
+from tests.conftest import ADMIN_KEY, running_app
+
+from .rows import BASE_TIME, Shape, bulk_insert, interaction_rows
+
+SHAPE = Shape(conversations=50)
+
+
+async def _add_recent(database: Database) -> None:
+    """One conversation of today, with one interaction."""
+    now = utcnow()
+    async with database.session() as session:
+        await session.execute(
+            insert(Conversation),
+            [{"id": "conv-new", "tenant": "tenant-0", "user_id": "u", "updated_at": now}],
+        )
+        row = next(interaction_rows(1, SHAPE)) | {"conversation_id": "conv-new", "created_at": now}
+        await session.execute(insert(Interaction), [row])
+
+
+async def _counts(database: Database) -> tuple[int, int]:
+    async with database.session() as session:
+        interactions = await session.scalar(select(func.count()).select_from(Interaction))
+        conversations = await session.scalar(select(func.count()).select_from(Conversation))
+    return interactions or 0, conversations or 0
+
+
+async def test_purge_deletes_old_rows_in_batches_and_empty_conversations(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        database = api.runtime.database
+        await bulk_insert(database, 1200, SHAPE)  # one a second from BASE_TIME
+        await _add_recent(database)
+
+        # The first 600 go, 100 a batch; every old conversation still has rows.
+        done = await purge(database, BASE_TIME + timedelta(seconds=600), batch=100)
+        assert (done.interactions, done.conversations) == (600, 0)
+        assert await _counts(database) == (601, 51)
+
+        done = await api.runtime.retention.purge_older_than(86_400)
+        assert (done.interactions, done.conversations) == (600, 50)
+        assert await _counts(database) == (1, 1)
+        rows = (await api.get("/api/v1/gpt/logs")).json()
+        assert [row["conversationId"] for row in rows] == ["conv-new"]
+
+    if database.is_sqlite:  # a new file gives its pages back after a purge
+        with sqlite3.connect(database.location) as connection:
+            assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+            assert connection.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        connection.close()
+
+
+async def test_replicas_purging_together_delete_each_row_once(database_url: str) -> None:
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        await bulk_insert(api.runtime.database, 1000, SHAPE)
+        other = Database(database_url)  # a second replica's engine
+        try:
+            cutoff = BASE_TIME + timedelta(days=1)
+            results = await asyncio.gather(
+                purge(api.runtime.database, cutoff, batch=50), purge(other, cutoff, batch=50)
+            )
+        finally:
+            await other.close()
+        # Whichever replica got each batch, no row is counted twice and none is left.
+        assert sum(r.interactions for r in results) <= 1000
+        assert sum(r.conversations for r in results) <= 50
+        left = await _counts(api.runtime.database)
+        if left != (0, 0):  # a replica that skipped its turn leaves the rest for the next round
+            done = await purge(api.runtime.database, cutoff)
+            assert sum(r.interactions for r in results) + done.interactions == 1000
+        assert await _counts(api.runtime.database) == (0, 0)
+
+
+async def test_the_background_task_applies_the_retention(database_url: str) -> None:
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        await bulk_insert(api.runtime.database, 100, SHAPE)
+        await _add_recent(api.runtime.database)
+    keeping = Settings(database_url=database_url, api_key=ADMIN_KEY, log_retention="30d")
+    async with running_app(keeping, FakeBackend()) as api:
+        for _ in range(600):  # the first purge runs as the server starts
+            if await _counts(api.runtime.database) == (1, 1):
+                break
+            await asyncio.sleep(0.05)
+        assert await _counts(api.runtime.database) == (1, 1)
+
+
+def _gptactions(*args: str, cwd: Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
+    environment["GPTACTIONS_DATABASE_URL"] = url or f"sqlite:///{cwd / 'server.db'}"
+    return subprocess.run(
+        [sys.executable, "-m", "gptactions", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    async with running_app(Settings(database_url=url, api_key=ADMIN_KEY), FakeBackend()) as api:
+        await bulk_insert(api.runtime.database, 100, SHAPE)
+        await _add_recent(api.runtime.database)
+
+    purged = _gptactions("logs", "purge", "--older-than", "30d", cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    assert "deleted 100 interaction(s)" in purged.stdout
+    assert "50 empty conversation(s)" in purged.stdout
+    bad = _gptactions("logs", "purge", "--older-than", "soon", cwd=tmp_path)
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+    backed = _gptactions("db", "backup", "copy/backup.db", cwd=tmp_path)
+    assert backed.returncode == 0, backed.stderr
+    with sqlite3.connect(tmp_path / "copy" / "backup.db") as copy:
+        assert copy.execute("SELECT count(*) FROM interactions").fetchone()[0] == 1
+    copy.close()
+    again = _gptactions("db", "backup", "copy/backup.db", cwd=tmp_path)
+    assert again.returncode == 1 and "exists" in again.stderr
+
+    printed = _gptactions(
+        "db", "backup", "dump.pgc", cwd=tmp_path, url="postgresql://app:secret@db.local:5432/gpt"
+    )
+    assert printed.stdout.strip() == (
+        "PGPASSWORD=... pg_dump --format=custom --file=dump.pgc --host=db.local --port=5432 "
+        "--username=app gpt"
+    )
