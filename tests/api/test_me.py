@@ -82,5 +82,9 @@ async def test_the_privacy_page_comes_from_the_settings(api: ApiClient) -> None:
     assert "has not published a contact" in page.text
     assert "60 minutes" in page.text and "30 days" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "or the operator deletes it" in page.text
     api.runtime.settings.privacy_contact = "privacy@example.com"
-    assert "privacy@example.com" in (await api.http.get("/privacy")).text
+    api.runtime.settings.log_retention = "30d"
+    page = await api.http.get("/privacy")
+    assert "privacy@example.com" in page.text
+    assert "no longer than 30d after it was written" in page.text

@@ -293,4 +293,5 @@ async def privacy(runtime: RuntimeDep) -> Response:
         upstream=bool(settings.upstream_url or settings.backends),
         access_minutes=settings.oauth_access_token_lifetime // 60,
         refresh_days=settings.oauth_refresh_token_lifetime // 86400,
+        retention=settings.log_retention,
     )
