@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import to_async_url
-from gptactions.store import outage, retention
+from gptactions.store import outage, vacuum
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,7 +56,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
             event.listen(
-                self.engine.sync_engine, "connect", retention.set_incremental_vacuum, insert=True
+                self.engine.sync_engine, "connect", vacuum.set_incremental_vacuum, insert=True
             )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)

@@ -12,18 +12,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
-if TYPE_CHECKING:
-    from gptactions.store.db import Database
+from gptactions.store.db import Database
+from gptactions.store.vacuum import reclaim
 
 # Rows per batch: a batch holds the write lock for milliseconds.
 BATCH = 500
-# Pages given back after one purge at most (4 KiB each: 400 MB); the next purge goes on.
-MAX_PAGES_RECLAIMED = 100_000
 # Any constant works: every replica takes the same lock before a batch.
 _PG_PURGE_LOCK = 7_434_201_114
 
@@ -67,7 +64,7 @@ async def purge(database: Database, cutoff: datetime, *, batch: int = BATCH) -> 
             break
         await asyncio.sleep(0)  # let requests in between batches
     if database.is_sqlite and (total.interactions or total.conversations):
-        await reclaim(database)
+        await reclaim(database.engine)
     return total
 
 
@@ -87,29 +84,3 @@ async def _batch(database: Database, cutoff: datetime, batch: int) -> Purged | N
         conversations = (await connection.execute(text(_EMPTY_CONVERSATIONS), values)).rowcount
         await connection.commit()
     return Purged(interactions or 0, conversations or 0)
-
-
-async def reclaim(database: Database) -> None:
-    """Give the free pages of a SQLite file back to the file system (auto_vacuum=INCREMENTAL)."""
-    async with database.engine.connect() as connection:
-        await connection.run_sync(_incremental_vacuum)
-        await connection.commit()
-
-
-def _incremental_vacuum(connection: Connection) -> None:
-    if connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() != 2:  # not INCREMENTAL
-        return
-    free = connection.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
-    # Python's sqlite3 steps a statement without result columns once, and each step of the
-    # pragma frees one page: run it once per free page.
-    for _ in range(min(int(free), MAX_PAGES_RECLAIMED)):
-        connection.exec_driver_sql("PRAGMA incremental_vacuum")
-
-
-def set_incremental_vacuum(dbapi_connection: Any, _record: Any) -> None:
-    """Connect hook: a new SQLite file gives space back incrementally (before its first table)."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA auto_vacuum")
-    if cursor.fetchone()[0] != 2:
-        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")  # no effect once tables exist
-    cursor.close()
