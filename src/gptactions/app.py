@@ -4,22 +4,34 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from gptactions import __version__
 from gptactions.api import actions, conversations, logs, me, meta, oauth, status
+from gptactions.api import metrics as metrics_api
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
+from gptactions.api.mcp import McpEndpoint
 from gptactions.api.middleware import BodyGuard
 from gptactions.config import Settings
+from gptactions.metrics import RequestMetrics
 from gptactions.runtime import Runtime, bootstrap_admin_key
+from gptactions.tracing import Tracing, install_tracing, tracing_wanted
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app: API routes, console, OpenAPI document; the lifespan opens the runtime."""
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, span_exporter: Any = None
+) -> FastAPI:
+    """Build the app: API routes, MCP, metrics, console, OpenAPI document; the lifespan opens the
+    runtime. Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (to `span_exporter` if
+    one is given)."""
     runtime = runtime or Runtime(settings or Settings())
     settings = runtime.settings
+    mcp = McpEndpoint(runtime)
+    tracing: Tracing | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -29,9 +41,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             prepare=lambda: bootstrap_admin_key(settings, runtime.keys, may_generate=False)
         )
         try:
-            yield
+            # The MCP SDK's session manager lives as long as the app.
+            async with mcp.running():
+                yield
         finally:
             await runtime.close()
+            runtime.metrics.worker_stopped()
+            if tracing is not None:
+                tracing.close()
 
     app = FastAPI(
         title="GPT Actions API",
@@ -42,10 +59,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         redoc_url=None,
     )
     app.state.runtime = runtime
+    if tracing_wanted():
+        tracing = install_tracing(app, exporter=span_exporter)
     install_error_handlers(app)
     # Inside BodyGuard, so it reads a guarded body.
     app.add_middleware(CancelOnDisconnect, stopping=runtime.stopping)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    # Outermost, so it times everything and sees every answer, the guards' refusals included.
+    app.add_middleware(RequestMetrics, metrics=runtime.metrics, routes=app.router.routes)
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)
@@ -53,6 +74,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(me.router)
     app.include_router(meta.router)
     app.include_router(oauth.router)
+    app.include_router(metrics_api.router)
+    app.router.routes.append(
+        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
     app.openapi = lambda: meta.served_document(app)  # type: ignore[method-assign]
     app.mount(
         "/console", meta.ConsoleFiles(directory=meta.CONSOLE, check_dir=False), name="console"

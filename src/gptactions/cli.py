@@ -20,6 +20,7 @@ from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_users import oauth, users
 from gptactions.config import Settings, parse_duration
+from gptactions.metrics import shared_between_workers
 from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
@@ -125,7 +126,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
     click.echo(f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
-    serving.run(settings)
+    with shared_between_workers(settings.workers):
+        serving.run(settings)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -353,6 +355,36 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
                 continue
             conversation_id = reply.conversation_id
             click.echo(f"model> {reply.reply}")
+    finally:
+        await runtime.close()
+
+
+@cli.command("mcp")
+@click.option(
+    "--key",
+    envvar="GPTACTIONS_MCP_KEY",
+    default=None,
+    help="Act as this API key (its tenant and scopes); default: the command line's own caller.",
+)
+def mcp_stdio(key: str | None) -> None:
+    """Serve the MCP tools on standard input and output, for desktop clients."""
+    asyncio.run(_mcp_stdio(Settings(), key))
+
+
+async def _mcp_stdio(settings: Settings, key: str | None) -> None:
+    from gptactions.api.mcp import serve_stdio
+
+    runtime = Runtime(settings)
+    await runtime.open()
+    try:
+        if key is None:
+            principal = TERMINAL
+        else:
+            found = await runtime.keys.authenticate(key)
+            if found is None:
+                raise click.ClickException("the API key is not valid (unknown or revoked)")
+            principal = found
+        await serve_stdio(runtime, principal)
     finally:
         await runtime.close()
 

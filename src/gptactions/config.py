@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     )
     actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
 
+    # Observability
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token GET /metrics asks for; open when unset."
+    )
+
     # Upstream models (docs/upstreams.md)
     upstream_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible API, e.g. http://host:8000/v1."

@@ -12,6 +12,7 @@ from gptactions.config import Settings, parse_duration
 from gptactions.llm.factory import build_router
 from gptactions.llm.redact import LogRedactor
 from gptactions.llm.router import BackendRouter
+from gptactions.metrics import Metrics
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
@@ -43,6 +44,7 @@ class Runtime:
         registry: ActionRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.database = Database(settings.database_url)
         self.router = router or build_router(settings)
         self.registry = registry or build_registry(settings)
@@ -75,6 +77,10 @@ class Runtime:
         self.http_log_redactor = LogRedactor(self.router.secrets)
         # Set when the server stops: requests still running end (their replies stored).
         self.stopping = asyncio.Event()
+        # The metrics listen to what the services do; none of them imports the metrics.
+        self.database.commit_observer = self.metrics.commit_took
+        self.log.observer = self.metrics.interaction_recorded
+        self.router.observer = self.metrics
 
         keep = parse_duration(settings.log_retention) if settings.log_retention else None
         self.retention = Retention(self.database, keep)

@@ -50,6 +50,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     if runtime.limiter is not None:
         decision = await runtime.limiter.hit(principal.key_id)
         if not decision.allowed:
+            runtime.metrics.rate_limited.inc()
             raise ServiceError(
                 f"rate limit of {decision.limit} requests exceeded for this API key; "
                 f"retry in {decision.reset_after}s",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 from gptactions.llm.base import (
     Backend,
@@ -36,6 +37,19 @@ class UnknownModel(LookupError):
         super().__init__(name)
         self.name = name
         self.available = list(available)
+
+
+class RouterObserver(Protocol):
+    """What the router reports as it goes (the metrics listen): first chunks, failures, ends."""
+
+    def first_chunk(self, backend: str, seconds: float) -> None:
+        """A stream's first piece of text arrived `seconds` after the backend was asked."""
+
+    def failed(self, backend: str, error: BackendError) -> None:
+        """The backend failed a generation."""
+
+    async def settled(self, backend: Backend) -> None:
+        """A generation on the backend ended, one way or another."""
 
 
 class RoutedStream:
@@ -84,6 +98,7 @@ class BackendRouter:
         if unknown:
             raise ValueError(f"fallback backend {unknown[0]!r} is not configured")
         self.fallbacks: list[str] = list(dict.fromkeys(fallbacks))
+        self.observer: RouterObserver | None = None
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -132,13 +147,15 @@ class BackendRouter:
 
     async def generate(self, request: GenerationRequest, model: str | None = None) -> Generation:
         """Generate with the chosen backend, or the first fallback that answers."""
-        attempts = _Attempts(self.chain(model), request)
+        attempts = _Attempts(self.chain(model), request, self.observer)
         async for backend in attempts:
             try:
                 generation = await backend.generate(request)
             except BackendError as exc:
                 attempts.failed(backend, exc)
                 continue
+            finally:
+                await attempts.settled(backend)
             attempts.answered(backend)
             return generation
         raise attempts.error()
@@ -150,24 +167,32 @@ class BackendRouter:
     async def _stream_chain(
         self, chain: list[Backend], request: GenerationRequest, routed: RoutedStream
     ) -> AsyncGenerator[Chunk, None]:
-        attempts = _Attempts(chain, request)
+        attempts = _Attempts(chain, request, self.observer)
         async for backend in attempts:
-            async with aclosing(_as_generator(backend.stream(request))) as chunks:
-                try:
-                    first = await anext(chunks)
-                except BackendError as exc:
-                    attempts.failed(backend, exc)
-                    continue
-                except StopAsyncIteration:
-                    attempts.failed(backend, BackendError(f"{backend.name!r} sent nothing"))
-                    continue
-                attempts.answered(backend)
-                routed.backend, routed.model = backend.name, backend.model
-                yield first
-                # From here on the client has seen this backend's words: no more falling back.
-                async for chunk in chunks:
-                    yield chunk
-                return
+            try:
+                async with aclosing(_as_generator(backend.stream(request))) as chunks:
+                    asked = time.perf_counter()
+                    try:
+                        first = await anext(chunks)
+                    except BackendError as exc:
+                        attempts.failed(backend, exc)
+                        continue
+                    except StopAsyncIteration:
+                        attempts.failed(backend, BackendError(f"{backend.name!r} sent nothing"))
+                        continue
+                    attempts.answered(backend, first_after=time.perf_counter() - asked)
+                    routed.backend, routed.model = backend.name, backend.model
+                    yield first
+                    # From here on the client has seen this backend's words: no more falling back.
+                    try:
+                        async for chunk in chunks:
+                            yield chunk
+                    except BackendError as exc:
+                        attempts.observe_failure(backend, exc)
+                        raise
+                    return
+            finally:
+                await attempts.settled(backend)
         raise attempts.error()
 
     async def count_tokens(
@@ -193,9 +218,15 @@ class _Attempts:
     Iterating yields the chosen backend, then each fallback that can take the prompt at all.
     """
 
-    def __init__(self, chain: list[Backend], request: GenerationRequest) -> None:
+    def __init__(
+        self,
+        chain: list[Backend],
+        request: GenerationRequest,
+        observer: RouterObserver | None = None,
+    ) -> None:
         self._chain = chain
         self._request = request
+        self._observer = observer
         self._failures: list[tuple[Backend, BackendError]] = []
         self._tried = 0
 
@@ -214,13 +245,26 @@ class _Attempts:
         """Note the backend's failure; a prompt too long for the model is no reason to fall back."""
         if isinstance(error, PromptTooLong):
             raise error
+        self.observe_failure(backend, error)
         self._failures.append((backend, error))
         log.warning("backend %r failed: %s", backend.name, error.message)
 
-    def answered(self, backend: Backend) -> None:
-        """Note that the backend answered."""
+    def observe_failure(self, backend: Backend, error: BackendError) -> None:
+        """Tell the observer of a failure (also of one too late to fall back from)."""
+        if self._observer is not None:
+            self._observer.failed(backend.name, error)
+
+    def answered(self, backend: Backend, *, first_after: float | None = None) -> None:
+        """Note that the backend answered; a stream's first chunk came `first_after` seconds in."""
         if self._failures:
             log.info("answered by fallback %r", backend.name)
+        if self._observer is not None and first_after is not None:
+            self._observer.first_chunk(backend.name, first_after)
+
+    async def settled(self, backend: Backend) -> None:
+        """Note that a generation on the backend ended."""
+        if self._observer is not None:
+            await self._observer.settled(backend)
 
     def error(self) -> BackendError:
         """The one error for a request every backend failed."""

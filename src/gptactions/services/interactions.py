@@ -124,6 +124,8 @@ class InteractionLog:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        self.observer: Callable[[NewInteraction], None] | None = None
+        """Told of each interaction once it is committed (the metrics listen)."""
 
     async def record(
         self, new: NewInteraction, *, new_conversation: Conversation | None = None
@@ -156,7 +158,9 @@ class InteractionLog:
             )
             if new.conversation_id is not None and new_conversation is None:
                 await queries.touch_conversation(session, new.conversation_id, at)
-            return row.id
+        if self.observer is not None:
+            self.observer(new)
+        return row.id
 
     async def record_abandoned(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,8 @@ class Database:
         self.outage = OutageLog(self.location)
         # Whether the schema is known to be current (set by whoever applied or checked it).
         self.ready = False
+        self.commit_observer: Callable[[float], None] | None = None
+        """Told how many seconds each commit of `session` took (the metrics listen)."""
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -70,8 +72,12 @@ class Database:
         Raises `DatabaseUnavailable` when the database cannot be reached.
         """
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.sessions() as session, session.begin() as transaction:
                 yield session
+                started = time.perf_counter()
+                await transaction.commit()
+                if self.commit_observer is not None:
+                    self.commit_observer(time.perf_counter() - started)
         except Exception as error:
             if not outage.is_unavailable(error):
                 raise

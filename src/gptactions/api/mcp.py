@@ -1,0 +1,289 @@
+"""The MCP server: every action, and `converse`, as tools over streamable HTTP at /mcp or stdio.
+
+Built on the official `mcp` SDK's low-level server, because the tools come from the registry at
+run time. A tool call goes through the same services as its REST twin (so it is checked, limited
+and logged the same way); the caller is the API key of the HTTP request that carried the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from gptactions import __version__
+from gptactions.api.deps import get_principal
+from gptactions.api.errors import backend_status, error_body, error_response
+from gptactions.api.schemas import ConversationRequest
+from gptactions.llm.base import BackendError
+from gptactions.runtime import Runtime
+from gptactions.services.actions import ActionCall
+from gptactions.services.conversations import Reply, Turn
+from gptactions.services.errors import Problem, ServiceError
+from gptactions.services.keys import Principal
+
+log = logging.getLogger(__name__)
+
+CONVERSE = "converse"
+PRINCIPAL_KEY = "gptactions.principal"
+"""Where the HTTP endpoint leaves the authenticated caller in the ASGI scope."""
+
+CONVERSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "userId": {"type": "string", "minLength": 1, "description": "Who is talking."},
+        "message": {"type": "string", "minLength": 1, "description": "The user's message."},
+        "conversationId": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "description": "Continue this conversation; omit it to start a new one.",
+        },
+        "maxTokens": {"type": "integer", "minimum": 1, "description": "Most tokens to generate."},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "model": {"type": "string", "description": "A configured backend's name."},
+    },
+    "required": ["userId", "message"],
+    "additionalProperties": False,
+}
+
+PrincipalOf = Callable[[ServerRequestContext[Any, Any]], Principal | None]
+
+
+def principal_from_request(ctx: ServerRequestContext[Any, Any]) -> Principal | None:
+    """The caller the HTTP endpoint authenticated for the request carrying this message."""
+    request = ctx.request
+    if isinstance(request, Request):
+        principal = request.scope.get(PRINCIPAL_KEY)
+        if isinstance(principal, Principal):
+            return principal
+    return None
+
+
+def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]:
+    """The MCP server: the registry's actions and `converse` as tools.
+
+    A caller sees the tools its key's scopes allow. An action named `converse` stays a REST-only
+    action, as the conversation tool has that name.
+    """
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        principal = principal_of(ctx)
+        tools = []
+        if principal is not None and principal.allows("chat"):
+            tools.append(
+                types.Tool(
+                    name=CONVERSE,
+                    description="Start a conversation with the model, or continue one by its id.",
+                    input_schema=CONVERSE_SCHEMA,
+                )
+            )
+        if principal is not None and principal.allows("actions"):
+            tools.extend(
+                types.Tool(
+                    name=d.name,
+                    description=d.description,
+                    input_schema=_object_schema(d.parameters),
+                )
+                for d in runtime.registry
+                if d.name != CONVERSE
+            )
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        principal = principal_of(ctx)
+        if principal is None:
+            return _tool_error(ServiceError("an API key is required", 401, "unauthorized"))
+        name, arguments = params.name, params.arguments or {}
+        if name != CONVERSE and name not in runtime.registry:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {name!r}")
+        scope = "chat" if name == CONVERSE else "actions"
+        if not principal.allows(scope):
+            return _tool_error(
+                ServiceError(f"this API key lacks the '{scope}' scope", 403, "forbidden")
+            )
+        try:
+            if name == CONVERSE:
+                return await _converse(runtime, principal, arguments)
+            return await _run_action(runtime, principal, name, arguments)
+        except ServiceError as error:
+            return _tool_error(error)
+        except BackendError as error:
+            status, code = backend_status(error)
+            return _tool_error(ServiceError(error.message, status, code))
+
+    return Server(
+        "gptactions",
+        version=__version__,
+        instructions="Tools of a gptactions server: its actions, and `converse` to chat.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """MCP requires `type: object` at a tool schema's root; actions' schemas are objects."""
+    return parameters if parameters.get("type") == "object" else {"type": "object", **parameters}
+
+
+async def _run_action(
+    runtime: Runtime, principal: Principal, name: str, arguments: dict[str, Any]
+) -> types.CallToolResult:
+    outcome = await runtime.actions.run(principal, ActionCall(name, arguments))
+    body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+    return types.CallToolResult(
+        content=[types.TextContent(text=outcome.result)],
+        structured_content=body,
+        is_error=not outcome.success,
+    )
+
+
+async def _converse(
+    runtime: Runtime, principal: Principal, arguments: dict[str, Any]
+) -> types.CallToolResult:
+    try:
+        request = ConversationRequest.model_validate(arguments)
+    except ValidationError as error:
+        problems = [
+            Problem("/" + "/".join(str(p) for p in e["loc"]), str(e["msg"])) for e in error.errors()
+        ]
+        raise ServiceError(
+            f"Invalid input: {problems[0].pointer.lstrip('/')}: {problems[0].message}",
+            details=problems,
+        ) from None
+    request.check_limits(runtime.settings)
+    turn = Turn(
+        user_id=request.userId,
+        message=request.message,
+        conversation_id=request.conversationId,
+        max_tokens=request.maxTokens,
+        temperature=request.temperature,
+        model=request.model,
+    )
+    if request.conversationId is None:
+        reply = await runtime.conversations.start(principal, turn)
+    else:
+        reply = await runtime.conversations.respond(principal, turn)
+    return types.CallToolResult(
+        content=[types.TextContent(text=reply.reply)], structured_content=_reply(reply)
+    )
+
+
+def _reply(reply: Reply) -> dict[str, Any]:
+    return {
+        "conversationId": reply.conversation_id,
+        "reply": reply.reply,
+        "model": reply.model,
+        "usage": {
+            "promptTokens": reply.usage.prompt_tokens,
+            "completionTokens": reply.usage.completion_tokens,
+        },
+        "latencyMs": reply.latency_ms,
+    }
+
+
+def _tool_error(error: ServiceError) -> types.CallToolResult:
+    """A failed call as a tool result, so the model that called it can read why and retry."""
+    body = error_body(error.status, error.message, code=error.code, details=error.details)
+    lines = [error.message, *(f"{p.pointer}: {p.message}" for p in error.details)]
+    return types.CallToolResult(
+        content=[types.TextContent(text="\n".join(lines))],
+        structured_content=body,
+        is_error=True,
+    )
+
+
+class McpEndpoint:
+    """`/mcp`: authenticates the API key like the REST routes, then hands over to the SDK.
+
+    Stateless and answering in JSON, so any worker of a multi-process server can take any
+    request. The SDK's session manager must run inside the app's lifespan: see `running`.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.server = build_mcp_server(runtime, principal_from_request)
+        self._manager: StreamableHTTPSessionManager | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run a session manager for the app's lifetime (a manager runs only once).
+
+        The manager holds a task group, which must end in the task that began it; an app's
+        lifespan may start in one task and stop in another (test fixtures do), so the manager
+        runs in a task of its own.
+        """
+        manager = StreamableHTTPSessionManager(
+            self.server,
+            stateless=True,
+            json_response=True,
+            max_request_body_size=self.runtime.settings.max_body_bytes,
+        )
+        ready = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            async with manager.run():
+                self._manager = manager
+                ready.set()
+                try:
+                    await stop.wait()
+                finally:
+                    self._manager = None
+
+        task = asyncio.create_task(run(), name="mcp-session-manager")
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            task.result()  # raises why the manager could not start
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._manager is None:
+            response = error_response(503, "the MCP endpoint is not running")
+            await response(scope, receive, send)
+            return
+        try:
+            principal = await get_principal(Request(scope), self.runtime)
+        except ServiceError as error:
+            response = error_response(
+                error.status, error.message, code=error.code, headers=error.headers or None
+            )
+            await response(scope, receive, send)
+            return
+        token = AccessToken(
+            token=principal.key_id, client_id=principal.key_id, scopes=sorted(principal.scopes)
+        )
+        scope = {**scope, PRINCIPAL_KEY: principal, "user": AuthenticatedUser(token)}
+        await self._manager.handle_request(scope, receive, send)
+
+
+async def serve_stdio(runtime: Runtime, principal: Principal) -> None:
+    """Serve the tools on standard input and output, as `principal`, until the input ends."""
+    from mcp.server.stdio import stdio_server
+
+    server = build_mcp_server(runtime, lambda _ctx: principal)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

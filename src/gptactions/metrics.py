@@ -1,0 +1,270 @@
+"""Prometheus metrics: what the server counts, the middleware that times requests, the text page.
+
+Each app has its own registry, so apps built side by side (tests) never share counters. Under
+several workers (`gptactions serve --workers N`) `serve` points `PROMETHEUS_MULTIPROC_DIR` at a
+fresh directory before any worker starts; each worker then writes its values there and
+`GET /metrics`, whichever worker answers it, adds up every worker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gptactions.llm.base import Backend, BackendError
+    from gptactions.services.interactions import NewInteraction
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Requests take from a millisecond (status, logs) to minutes (a long reply on a CPU).
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory the workers share their values in, when serving with several workers."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+@contextmanager
+def shared_between_workers(workers: int) -> Iterator[Path | None]:
+    """While serving with several workers: the directory where they share their values.
+
+    `PROMETHEUS_MULTIPROC_DIR` when it is set (emptied of a previous run's values first), else a
+    temporary directory removed afterwards. Set before the workers start, which read it when
+    they import prometheus_client.
+    """
+    if workers <= 1:
+        yield None
+        return
+    given = multiprocess_dir()
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        for stale in given.glob("*.db"):
+            stale.unlink()
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="gptactions-metrics-") as created:
+        os.environ[MULTIPROC_ENV] = created
+        try:
+            yield Path(created)
+        finally:
+            del os.environ[MULTIPROC_ENV]
+
+
+class Metrics:
+    """The server's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "gptactions_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "gptactions_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the end of its body), by route and status.",
+            ["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gptactions_tokens",
+            "Tokens the models read (input) and wrote (output), by backend.",
+            ["backend", "direction"],
+            registry=r,
+        )
+        self.interactions = Counter(
+            "gptactions_interactions",
+            "Interactions recorded in the log, by kind and status.",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "gptactions_time_to_first_token_seconds",
+            "Time from a generation's start to its first piece of text, by backend.",
+            ["backend"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "gptactions_backend_errors",
+            "Generations that failed, by backend and kind of error.",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gptactions_model_queue_depth",
+            "Generations waiting for the model, by backend.",
+            ["backend"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.sequences_in_use = Gauge(
+            "gptactions_model_sequences_in_use",
+            "Generations the model is running now, by backend.",
+            ["backend"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "gptactions_db_commit_duration_seconds",
+            "Time to commit a database transaction.",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "gptactions_rate_limit_rejections",
+            "Requests refused with 429 because the key's rate limit was reached.",
+            registry=r,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        labels = (method, route, str(status))
+        self.http_requests.labels(*labels).inc()
+        self.http_duration.labels(*labels).observe(seconds)
+
+    def interaction_recorded(self, new: NewInteraction) -> None:
+        """Count a committed interaction and the tokens it used."""
+        self.interactions.labels(str(new.kind), str(new.status)).inc()
+        backend = new.backend or "none"
+        if new.usage.prompt_tokens:
+            self.tokens.labels(backend, "input").inc(new.usage.prompt_tokens)
+        if new.usage.completion_tokens:
+            self.tokens.labels(backend, "output").inc(new.usage.completion_tokens)
+
+    def commit_took(self, seconds: float) -> None:
+        """Time one database commit."""
+        self.commit_duration.observe(seconds)
+
+    def first_chunk(self, backend: str, seconds: float) -> None:
+        """Time a stream's first piece of text."""
+        self.first_token.labels(backend).observe(seconds)
+
+    def failed(self, backend: str, error: BackendError) -> None:
+        """Count a backend's failure by its kind: its class (`backend_timeout`, ...)."""
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+        self.backend_errors.labels(backend, kind).inc()
+
+    async def settled(self, backend: Backend) -> None:
+        """After a generation: the embedded model's queue and sequences, as they are now."""
+        await self.refresh_load([backend])
+
+    async def refresh_load(self, backends: Iterable[Backend]) -> None:
+        """Read the load of the embedded models (upstreams report none, and are not probed)."""
+        for backend in backends:
+            if backend.kind != "local":
+                continue
+            try:
+                state = await backend.state()
+            except Exception:  # a scrape never fails over one backend's state
+                log.debug("no state from backend %r", backend.name, exc_info=True)
+                continue
+            queue = getattr(state, "queue_depth", None)
+            in_use = getattr(state, "sequences_in_use", None)
+            if queue is not None:
+                self.queue_depth.labels(backend.name).set(queue)
+            if in_use is not None:
+                self.sequences_in_use.labels(backend.name).set(in_use)
+
+    def render(self) -> bytes:
+        """The text page: this process's values, or every worker's under multiprocess mode."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    @staticmethod
+    def worker_stopped() -> None:
+        """Drop this worker's live gauges from the shared values when it stops."""
+        if multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+UNMATCHED = "unmatched"
+"""The route label of requests no route matched, so unknown paths cannot grow the label set."""
+
+
+def route_template(scope: Scope, routed: Scope, routes: Iterable[BaseRoute]) -> str:
+    """The template of the route that took the request: `/api/v1/gpt/respond`, `/console/{path}`.
+
+    `routed` is the scope after the app ran (the router notes its route there); `scope` is the
+    request's own, which is matched again when a middleware answered before any routing (a 415,
+    say) or handed the router a copy. A route included from a router carries no template of its
+    own here; its path is used, which is bounded, since a route matched it.
+    """
+    route = routed.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str):
+        return template
+    for candidate in routes:
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            if isinstance(candidate, Mount):
+                return f"{candidate.path}/{{path}}"
+            template = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+            return template if isinstance(template, str) else str(scope["path"])
+    return UNMATCHED
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request: a pure ASGI middleware, cheap on the hot path."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: Iterable[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        request_scope = dict(scope)  # the router adds to `scope`; matching needs it as it came
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.observe_request(
+                scope["method"],
+                route_template(request_scope, scope, self.routes),
+                status,
+                time.perf_counter() - started,
+            )

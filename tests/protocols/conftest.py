@@ -1,0 +1,60 @@
+"""Fixtures of the protocol tests: the app served over real HTTP by uvicorn, in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+from gptactions.app import create_app
+from gptactions.config import Settings
+from gptactions.llm.base import Backend
+from gptactions.llm.router import BackendRouter
+from gptactions.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server listening on a local port: its base URL and its runtime (to make keys)."""
+
+    url: str
+    runtime: Runtime
+
+    async def key(self, *scopes: str) -> str:
+        """A new key with these scopes (the defaults when none are given)."""
+        kwargs = {"scopes": scopes} if scopes else {}
+        return (await self.runtime.keys.create("test", **kwargs)).secret
+
+
+@asynccontextmanager
+async def served(
+    settings: Settings, backend: Backend, *, span_exporter: Any = None
+) -> AsyncIterator[Served]:
+    """The app served by uvicorn on a socket that listens before the server starts.
+
+    Connections made before uvicorn accepts wait in the socket's backlog, so nothing polls.
+    """
+    runtime = Runtime(settings, router=BackendRouter([backend]))
+    app = create_app(runtime=runtime, span_exporter=span_exporter)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Answered once the lifespan has run (migrations included): the server is ready.
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/healthz")).status_code == 200
+        yield Served(url, runtime)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

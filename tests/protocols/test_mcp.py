@@ -1,0 +1,154 @@
+"""The MCP server at /mcp, through the official `mcp` SDK's client over streamable HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.llm.local import LocalBackend
+from tests.conftest import ADMIN_KEY, _KeepLoaded
+from tests.protocols.conftest import Served, served
+
+HAIKU = """\
+actions:
+  - name: haiku
+    description: Write a haiku about a topic.
+    parameters:
+      type: object
+      required: [topic]
+      properties:
+        topic: {type: string, maxLength: 200}
+    prompt: "Write a haiku about {{ topic }}."
+    output: text
+    maxTokens: 40
+"""
+
+
+@asynccontextmanager
+async def mcp_client(server: Served, key: str | None) -> AsyncIterator[Client]:
+    """The SDK's client on /mcp, sending the key as a Bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=120) as http,
+        Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+async def logged(server: Served) -> list[dict[str, Any]]:
+    """The interaction log, read through the REST API."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get(
+            "/api/v1/gpt/logs", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+    assert response.status_code == 200
+    entries: list[dict[str, Any]] = response.json()
+    return entries
+
+
+@pytest.fixture
+def actions_settings(tmp_path: Path) -> Settings:
+    """Settings with a user-defined action."""
+    path = tmp_path / "actions.yaml"
+    path.write_text(HAIKU, encoding="utf-8")
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, actions_file=path
+    )
+
+
+@pytest.mark.model
+async def test_tools_are_listed_and_called_on_the_real_model(
+    actions_settings: Settings, local_backend: LocalBackend
+) -> None:
+    async with served(actions_settings, _KeepLoaded(local_backend)) as server:  # type: ignore[arg-type]
+        async with mcp_client(server, ADMIN_KEY) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert {"converse", "summarize", "haiku"} <= set(tools)
+            assert tools["haiku"].input_schema["required"] == ["topic"]
+            assert tools["converse"].input_schema["required"] == ["userId", "message"]
+
+            text = "The cat sat on the mat. It was a sunny day and the cat was happy to be warm."
+            summary = await client.call_tool("summarize", {"text": text, "maxWords": 20})
+            assert not summary.is_error, summary.content
+            assert summary.structured_content["success"] is True
+            assert summary.content[0].text.strip()
+
+            haiku = await client.call_tool("haiku", {"topic": "the sea"})
+            assert not haiku.is_error, haiku.content
+            assert haiku.content[0].text.strip()
+
+        entries = await logged(server)
+        assert {e["action"] for e in entries if e["kind"] == "action"} == {"summarize", "haiku"}
+        assert all(e["status"] == "ok" and e["userId"] == "admin" for e in entries), entries
+
+
+async def test_converse_starts_and_continues_a_conversation(settings: Settings) -> None:
+    async with (
+        served(settings, FakeBackend(["Hello there.", "Still here."])) as server,
+        mcp_client(server, await server.key("chat")) as client,
+    ):
+        first = await client.call_tool("converse", {"userId": "ada", "message": "Hi"})
+        assert not first.is_error, first.content
+        assert first.content[0].text == "Hello there."
+        conversation = first.structured_content["conversationId"]
+        second = await client.call_tool(
+            "converse", {"userId": "ada", "message": "Still?", "conversationId": conversation}
+        )
+        assert second.structured_content["conversationId"] == conversation
+        assert second.content[0].text == "Still here."
+        entries = await logged(server)
+        assert [e["conversationId"] for e in entries] == [conversation, conversation]
+
+
+async def test_a_call_without_a_valid_key_is_refused(settings: Settings) -> None:
+    async with served(settings, FakeBackend()) as server:
+        for key in (None, "gpta_not_a_key"):
+            with pytest.raises(ExceptionGroup) as caught:
+                async with mcp_client(server, key) as client:
+                    await client.call_tool("summarize", {"text": "x"})
+            assert caught.group_contains(MCPError, depth=2)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_bad_argument_is_a_tool_error(settings: Settings) -> None:
+    async with (
+        served(settings, FakeBackend()) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        result = await client.call_tool("summarize", {"text": "x", "maxWords": "many"})
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["code"] == "invalid_request"
+        assert error["details"][0]["pointer"] == "/parameters/maxWords"
+        assert "/parameters/maxWords" in result.content[0].text
+
+        missing = await client.call_tool("converse", {"userId": "ada"})
+        assert missing.is_error
+        assert missing.structured_content["error"]["details"][0]["pointer"] == "/message"
+
+
+async def test_tools_follow_the_keys_scopes(settings: Settings) -> None:
+    async with served(settings, FakeBackend()) as server:
+        async with mcp_client(server, await server.key("chat")) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert names == {"converse"}
+            refused = await client.call_tool("summarize", {"text": "x"})
+            assert refused.is_error
+            assert refused.structured_content["error"]["code"] == "forbidden"
+        async with mcp_client(server, await server.key("actions")) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert "converse" not in names and "summarize" in names

@@ -1,0 +1,181 @@
+"""GET /metrics: Prometheus' text format, counters that move with requests, the token."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from gptactions.config import Settings
+from gptactions.llm.base import BackendTimeout
+from gptactions.llm.fake import FakeBackend
+from gptactions.metrics import Metrics
+from tests.conftest import ADMIN_KEY, ApiClient, running_app
+from tests.serving import serve
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(api: ApiClient, token: str | None = None) -> Samples:
+    """Every sample of the page, by name and labels."""
+    response = await api.get("/metrics", key=token)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def requests_of(samples: Samples, route: str, status: str) -> float:
+    key = (
+        "gptactions_http_requests_total",
+        (("method", "POST"), ("route", route), ("status", status)),
+    )
+    return samples.get(key, 0.0)
+
+
+async def test_counters_move_with_requests(api: ApiClient) -> None:
+    before = await scrape(api)
+    for _ in range(3):
+        response = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "hi"})
+        assert response.status_code == 200
+    assert (await api.post("/api/v1/gpt/conversations", {"userId": "u"})).status_code == 400
+    after = await scrape(api)
+    route = "/api/v1/gpt/conversations"
+    assert requests_of(after, route, "200") - requests_of(before, route, "200") == 3
+    assert requests_of(after, route, "400") - requests_of(before, route, "400") == 1
+    count = (
+        "gptactions_http_request_duration_seconds_count",
+        (("method", "POST"), ("route", route), ("status", "200")),
+    )
+    assert after[count] == 3
+    # Unknown paths share one label, so they cannot grow the page.
+    await api.get("/no/such/path/1")
+    await api.get("/no/such/path/2")
+    samples = await scrape(api)
+    unmatched = [
+        labels
+        for name, labels in samples
+        if name == "gptactions_http_requests_total" and ("route", "unmatched") in labels
+    ]
+    assert unmatched == [(("method", "GET"), ("route", "unmatched"), ("status", "404"))]
+
+
+async def test_the_page_is_open_without_a_token(api: ApiClient) -> None:
+    response = await api.get("/metrics", key=None)
+    assert response.status_code == 200
+
+
+async def test_the_token_protects_the_page(settings: Settings) -> None:
+    protected = settings.model_copy(update={"metrics_token": SecretStr("scrape-me-0123456789")})
+    async with running_app(protected, FakeBackend()) as api:
+        for token in (None, "wrong", await api.key()):
+            response = await api.get("/metrics", key=token)
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        assert (await api.get("/metrics", key="scrape-me-0123456789")).status_code == 200
+        assert (await api.get("/metrics", key=ADMIN_KEY)).status_code == 200
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when it is not on the page yet)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_tokens_interactions_commits_and_first_tokens_are_counted(
+    settings: Settings,
+) -> None:
+    backend = FakeBackend(["one two three", "four five"])
+    async with running_app(settings, backend) as api:
+        before = await scrape(api)
+        body = {"userId": "u", "message": "hello there"}
+        assert (await api.post("/api/v1/gpt/conversations", body)).status_code == 200
+        streamed = await api.post(
+            "/api/v1/gpt/conversations", body, headers={"Accept": "text/event-stream"}
+        )
+        assert streamed.status_code == 200
+        after = await scrape(api)
+    name = backend.name
+    output = value(after, "gptactions_tokens_total", backend=name, direction="output")
+    assert output - value(before, "gptactions_tokens_total", backend=name, direction="output") == 5
+    assert value(after, "gptactions_tokens_total", backend=name, direction="input") > 0
+    turns = value(after, "gptactions_interactions_total", kind="conversation", status="ok")
+    assert turns == 2
+    commits = value(after, "gptactions_db_commit_duration_seconds_count")
+    assert commits - value(before, "gptactions_db_commit_duration_seconds_count") >= 2
+    assert value(after, "gptactions_time_to_first_token_seconds_count", backend=name) == 1
+
+
+async def test_backend_errors_and_rate_limit_rejections_are_counted(settings: Settings) -> None:
+    limited = settings.model_copy(update={"rate_limit": "3/minute"})
+    backend = FakeBackend([BackendTimeout("too slow")])
+    async with running_app(limited, backend) as api:
+        key = await api.key()
+        body = {"userId": "u", "message": "hi"}
+        assert (await api.post("/api/v1/gpt/conversations", body, key=key)).status_code == 504
+        for _ in range(3):
+            await api.get("/api/v1/gpt/status", key=key)
+        assert (await api.get("/api/v1/gpt/status", key=key)).status_code == 429
+        samples = await scrape(api)
+    assert (
+        value(
+            samples, "gptactions_backend_errors_total", backend=backend.name, kind="backend_timeout"
+        )
+        == 1
+    )
+    assert value(samples, "gptactions_rate_limit_rejections_total") >= 1
+    assert value(samples, "gptactions_interactions_total", kind="conversation", status="error") == 1
+
+
+@pytest.mark.model
+def test_several_workers_add_up_on_one_page(isolated: Path) -> None:
+    shared = isolated / "metrics"
+    environment = {"GPTACTIONS_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with serve(isolated, key=ADMIN_KEY, env=environment) as server:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.Client(base_url=server.url, headers=headers) as client:
+            for _ in range(12):
+                # A new connection each time, so both workers get a share.
+                assert (
+                    client.get("/api/v1/gpt/status", headers={"Connection": "close"}).status_code
+                    == 200
+                )
+            pages = [client.get("/metrics", headers={"Connection": "close"}).text for _ in range(4)]
+    for page in pages:
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(page)
+            for s in family.samples
+        }
+        assert (
+            value(
+                samples,
+                "gptactions_http_requests_total",
+                method="GET",
+                route="/api/v1/gpt/status",
+                status="200",
+            )
+            == 12
+        )
+    # Each worker wrote its values to the shared directory.
+    assert len({path.stem.rsplit("_", 1)[1] for path in shared.glob("*.db")}) >= 2
+
+
+def test_the_dashboard_charts_every_metric_and_no_other() -> None:
+    path = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for expression in expressions
+        for name in re.findall(r"gptactions_\w+", expression)
+    }
+    assert used == {family.name for family in Metrics().registry.collect()}
