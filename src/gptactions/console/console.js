@@ -10,6 +10,7 @@ import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from ".
 import { initHistory, initLogs } from "./logs.js";
 import { checkResponse, exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
 import { initSchemaPanel } from "./schema-panel.js";
+import { initServer } from "./server.js";
 import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
 
 const KEY_SLOT = "gptactions.apiKey";
@@ -519,7 +520,9 @@ function wire() {
   $("snippet-copy").addEventListener("click", () => copyText($("snippet-code").textContent, "Snippet"));
 
   tabs(document.querySelector("#response-panel [role=tablist]"));
-  app.showTool = tabs(document.querySelector(".workspace [role=tablist]"));
+  app.showTool = tabs(document.querySelector(".workspace [role=tablist]"), (tab) => {
+    if (tab.id === "tool-server") app.serverFigures.load();
+  });
 }
 
 app.conversation = createConversation(app);
@@ -527,6 +530,7 @@ app.actionPicker = initActionPicker(app);
 app.schemaPanel = initSchemaPanel(app);
 app.logs = initLogs(app);
 app.history = initHistory(app);
+app.serverFigures = initServer(app);
 app.restore = (entry) => {
   if (!app.selectOperation(entry.opKey)) {
     toast(`${entry.method} ${entry.path} is no longer in the document.`);

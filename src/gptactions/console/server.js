@@ -108,7 +108,7 @@ export function initServer(app) {
         h("div", { class: "figure", "data-figure": key }, h("dt", {}, label), h("dd", {}, format(figures[key]))),
       ),
     );
-    message.textContent = `Since the server started, from ${url} (${new Date().toLocaleTimeString()}).`;
+    message.textContent = `Read from ${url} at ${new Date().toLocaleTimeString()}.`;
   }
 
   $("server-refresh").addEventListener("click", load);
