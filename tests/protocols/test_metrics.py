@@ -139,7 +139,7 @@ async def test_backend_errors_and_rate_limit_rejections_are_counted(settings: Se
 def test_several_workers_add_up_on_one_page(isolated: Path) -> None:
     shared = isolated / "metrics"
     environment = {"GPTACTIONS_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
-    with serve(isolated, key=ADMIN_KEY, env=environment) as server:
+    with serve(isolated, key=ADMIN_KEY, env=environment, timeout=300) as server:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         with httpx.Client(base_url=server.url, headers=headers) as client:
             for _ in range(12):
