@@ -168,9 +168,14 @@ async def _converse(
             f"Invalid input: {problems[0].pointer.lstrip('/')}: {problems[0].message}",
             details=problems,
         ) from None
+    user_id = principal.acting_as(request.userId)
+    if user_id is None:
+        raise ServiceError(
+            "Invalid input: userId: is required", details=[Problem("/userId", "is required")]
+        )
     request.check_limits(runtime.settings)
     turn = Turn(
-        user_id=request.userId,
+        user_id=user_id,
         message=request.message,
         conversation_id=request.conversationId,
         max_tokens=request.maxTokens,
