@@ -7,15 +7,35 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call of one of the request's tools, as the model made it; `arguments` is JSON text.
+
+    In a streamed chunk it is a piece of a call: `index` says which, `id` and `name` come with
+    its first piece, and `arguments` arrives in fragments to be joined.
+    """
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of a chat prompt."""
+    """One message of a chat prompt.
+
+    An assistant message may carry the tool calls it made, and a `tool` message answers the call
+    `tool_call_id` names.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +46,12 @@ class GenerationRequest:
     output that is exactly one of the given strings; a backend enforces them with constrained
     decoding where it can (llama.cpp grammars, OpenAI `response_format`), and the caller validates
     the result either way.
+
+    `tools` (OpenAI function tool definitions) and `tool_choice` go to upstreams as they are;
+    the embedded model decodes a forced choice ("required", or a named function) with a grammar
+    over the tools' parameters, and answers text otherwise. `response_format` is a client's own
+    OpenAI `response_format`, sent as it is to upstreams that take it (`json_schema` carries its
+    schema for the others).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -35,6 +61,11 @@ class GenerationRequest:
     choices: tuple[str, ...] | None = None
     stop: tuple[str, ...] = ()
     repeat_penalty: float | None = None  # None: the backend's default
+    top_p: float | None = None
+    seed: int | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 def match_choice(text: str, choices: Sequence[str]) -> str | None:
@@ -80,6 +111,7 @@ class Generation:
     finish_reason: str = "stop"
     backend: str = ""
     model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,7 @@ class Chunk:
     done: bool = False
     usage: Usage | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ from gptactions.llm.base import (
     Generation,
     GenerationRequest,
     PromptTooLong,
+    ToolCall,
     Usage,
 )
 from gptactions.llm.engine import BatchEngine, Job, Outbox
 from gptactions.llm.llama_model import LlamaModel
 from gptactions.llm.sampling import SamplingParams
+from gptactions.llm.tools import call_schema, calls_from_text, forced_tools
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,21 @@ def schema_grammar_is_safe(
     return all(schema_grammar_is_safe(value, producible) for value in schema.values())
 
 
+def _template_messages(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+    """Messages as the model's chat template shows them: roles and text only.
+
+    An assistant's tool calls are shown as the JSON they were written as; a tool's answer keeps
+    its own role (templates print the role's name).
+    """
+    shown = []
+    for message in messages:
+        if message.tool_calls and not message.content:
+            calls = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+            message = replace(message, content=json.dumps(calls[0] if len(calls) == 1 else calls))
+        shown.append(message)
+    return tuple(shown)
+
+
 class LocalBackend:
     """A llama.cpp model in this process, with continuous batching.
 
@@ -238,15 +256,17 @@ class LocalBackend:
         Tokenizing only reads the model's vocabulary, so it runs beside the engine.
         """
         model = self._require()
-        return len(await asyncio.to_thread(model.prompt_tokens, messages))
+        return len(await asyncio.to_thread(model.prompt_tokens, _template_messages(messages)))
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Generate a whole reply (through the streaming path, so cancellation stops it)."""
         parts: list[str] = []
+        calls: list[ToolCall] = []
         usage = Usage()
         finish = "stop"
         async for chunk in self.stream(request):
             parts.append(chunk.text)
+            calls.extend(chunk.tool_calls)
             if chunk.done:
                 usage = chunk.usage or usage
                 finish = chunk.finish_reason or finish
@@ -256,6 +276,7 @@ class LocalBackend:
             finish_reason=finish,
             backend=self.name,
             model=self.model,
+            tool_calls=tuple(calls),
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -274,12 +295,17 @@ class LocalBackend:
             sampling=SamplingParams(
                 temperature=request.temperature,
                 repeat_penalty=self._repeat_penalty if penalty is None else penalty,
-                seed=self._seed,
+                seed=self._seed if request.seed is None else request.seed,
+                top_p=0.95 if request.top_p is None else request.top_p,
                 grammar=grammar,
             ),
             stop=request.stop,
             outbox=Outbox(asyncio.get_running_loop()),
         )
+        # A forced tool call is JSON kept to the tools' parameters by the grammar; it is
+        # delivered whole, as a call, once it is complete.
+        tools = forced_tools(request.tools, request.tool_choice)
+        written: list[str] = []
         engine = self.engine
         started = time.perf_counter()
         engine.submit(job)
@@ -290,6 +316,16 @@ class LocalBackend:
                 if isinstance(item, BaseException):
                     self._last_error = item.args[0] if item.args else type(item).__name__
                     raise item
+                if tools:
+                    written.append(item.text)
+                    if not item.done:
+                        continue
+                    calls = calls_from_text("".join(written), tools)
+                    yield Chunk(text="" if calls else "".join(written), tool_calls=calls)
+                    finish = item.finish_reason
+                    if calls and finish in (None, "stop"):
+                        finish = "tool_calls"
+                    item = replace(item, text="", finish_reason=finish)
                 yield item
                 if item.done:
                     done = True
@@ -308,18 +344,20 @@ class LocalBackend:
         process, so choices it cannot write are left out, and a schema with such literals falls
         back to the plain JSON grammar; callers validate either way.
         """
-        prompt = model.prompt_tokens(request.messages)
+        prompt = model.prompt_tokens(_template_messages(request.messages))
         choices = tuple(c for c in request.choices or () if model.producible(c))
         if choices:
             return prompt, choices_grammar(choices)
-        if request.json_schema is None:
+        tools = forced_tools(request.tools, request.tool_choice)
+        schema = call_schema(tools) if tools else request.json_schema
+        if schema is None:
             return prompt, None
         from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-        if not schema_grammar_is_safe(request.json_schema, model.producible):
+        if not schema_grammar_is_safe(schema, model.producible):
             return prompt, JSON_GBNF
         try:
-            return prompt, json_schema_to_gbnf(json.dumps(request.json_schema))
+            return prompt, json_schema_to_gbnf(json.dumps(schema))
         except Exception:  # the converter's failures: decode plain JSON instead
             log.warning("the JSON Schema has no grammar; decoding plain JSON", exc_info=True)
             return prompt, JSON_GBNF

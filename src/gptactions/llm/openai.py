@@ -43,7 +43,9 @@ from gptactions.llm.openai_wire import (
     refused_feature,
     response_format,
     sse_data,
+    tool_calls_of,
     usage_of,
+    wire_message,
 )
 from gptactions.llm.redact import redact, safe_url, secrets_of
 
@@ -275,16 +277,27 @@ class OpenAIBackend:
     def _payload(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model or "default",
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [wire_message(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stream": stream,
         }
         if request.stop:
             payload["stop"] = list(request.stop)
+        if request.top_p is not None:
+            payload["top_p"] = request.top_p
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        if request.tools:
+            payload["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                payload["tool_choice"] = request.tool_choice
         schema = choices_schema(request.choices) if request.choices else request.json_schema
         style = FORMAT_STYLES[min(self._format_style, len(FORMAT_STYLES) - 1)]
-        if schema is not None and (wanted := response_format(schema, style)) is not None:
+        if request.response_format is not None and self._format_style == 0:
+            # A client's own response_format, as it wrote it; refused, it becomes a schema.
+            payload["response_format"] = request.response_format
+        elif schema is not None and (wanted := response_format(schema, style)) is not None:
             payload["response_format"] = wanted
         if stream and "stream_options" not in self._adapted:
             payload["stream_options"] = {"include_usage": True}
@@ -430,10 +443,12 @@ class OpenAIBackend:
                 for choice in event.get("choices") or []:
                     if not isinstance(choice, dict):
                         continue
-                    text = (choice.get("delta") or {}).get("content") or ""
-                    if text:
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") or ""
+                    calls = tool_calls_of(delta.get("tool_calls"), piece=True)
+                    if text or calls:
                         completion_tokens += 1
-                        yield Chunk(text=text)
+                        yield Chunk(text=text, tool_calls=calls)
                     finish = choice.get("finish_reason") or finish
         except httpx.TransportError as exc:
             raise self._broken_off(exc) from None
@@ -454,6 +469,9 @@ class OpenAIBackend:
                 f"upstream {self.name!r} answered without a choice: {self._excerpt(str(data))}"
             ) from None
         text = message.get("content") if isinstance(message, dict) else None
+        calls = tool_calls_of(message.get("tool_calls")) if isinstance(message, dict) else ()
+        if calls and text is None:
+            text = ""
         if not isinstance(text, str):
             refusal = message.get("refusal") if isinstance(message, dict) else None
             reason = f"refused: {self._excerpt(str(refusal))}" if refusal else "answered no text"
@@ -471,6 +489,7 @@ class OpenAIBackend:
             finish_reason=str(choice.get("finish_reason") or "stop"),
             backend=self.name,
             model=self.model or str(data.get("model") or ""),
+            tool_calls=calls,
         )
 
     # Slots, failures and state

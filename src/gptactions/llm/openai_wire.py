@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from gptactions.llm.base import Usage
+from gptactions.llm.base import ChatMessage, ToolCall, Usage
 
 # How to ask for structured output, in order of preference: OpenAI's structured outputs (OpenAI,
 # vLLM, Ollama, LM Studio, llama.cpp's server), the `json_object` + `schema` form that
@@ -109,3 +109,47 @@ def error_message(body: str) -> str:
             return error
         return json.dumps(error)
     return body
+
+
+def wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as Chat Completions takes it, tool calls and tool answers included."""
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        wire["content"] = message.content or None
+        wire["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def tool_calls_of(value: Any, *, piece: bool = False) -> tuple[ToolCall, ...]:
+    """The tool calls of a message (or, with `piece`, of a streamed delta), if it has any."""
+    if not isinstance(value, list):
+        return ()
+    calls = []
+    for position, item in enumerate(value):
+        if not isinstance(item, dict):
+            continue
+        function = item.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        name, arguments = function.get("name"), function.get("arguments")
+        if not piece and not isinstance(name, str):
+            continue
+        index = item.get("index", position)
+        calls.append(
+            ToolCall(
+                id=str(item.get("id") or ""),
+                name=name if isinstance(name, str) else "",
+                arguments=arguments if isinstance(arguments, str) else "",
+                index=index if isinstance(index, int) else position,
+            )
+        )
+    return tuple(calls)

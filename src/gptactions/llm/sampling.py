@@ -1,7 +1,8 @@
 """Per-request token sampling on llama.cpp's sampler chains, with the grammar fast path.
 
 A request's chain is: repetition penalty over the last tokens, then greedy at temperature 0, or
-the sampling defaults of llama-cpp-python (top-k 40, top-p 0.95, min-p 0.05) with a seeded draw.
+the sampling defaults of llama-cpp-python (top-k 40, top-p 0.95 unless the request says,
+min-p 0.05) with a seeded draw.
 A grammar, when the request has one, is not part of the chain: the chain picks a token over the
 raw logits, the grammar checks that one token, and only when it refuses does the grammar filter
 the whole vocabulary before the chain picks again (what llama.cpp's server does; the grammar
@@ -30,6 +31,7 @@ class SamplingParams:
     temperature: float = 0.0
     repeat_penalty: float = 1.1
     seed: int = 0
+    top_p: float = 0.95
     grammar: str | None = None
 
 
@@ -92,7 +94,7 @@ class Sampler:
             add(self.chain, llama_cpp.llama_sampler_init_greedy())
         else:
             add(self.chain, llama_cpp.llama_sampler_init_top_k(40))
-            add(self.chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
+            add(self.chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
             add(self.chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
             add(self.chain, llama_cpp.llama_sampler_init_temp(params.temperature))
             add(self.chain, llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
