@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, me, meta, oauth, status
+from gptactions.api import actions, conversations, logs, me, meta, oauth, openai_compat, status
 from gptactions.api import metrics as metrics_api
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
@@ -62,9 +62,11 @@ def create_app(
     if tracing_wanted():
         tracing = install_tracing(app, exporter=span_exporter)
     install_error_handlers(app)
+    guarded = ("/api/", f"{openai_compat.PREFIX}/")
     # Inside BodyGuard, so it reads a guarded body.
-    app.add_middleware(CancelOnDisconnect, stopping=runtime.stopping)
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CancelOnDisconnect, prefix=guarded, stopping=runtime.stopping)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=guarded)
+    app.add_middleware(openai_compat.OpenAIErrors)  # sees every /v1 error, the guards' too
     # Outermost, so it times everything and sees every answer, the guards' refusals included.
     app.add_middleware(RequestMetrics, metrics=runtime.metrics, routes=app.router.routes)
     app.include_router(conversations.router)
@@ -72,6 +74,7 @@ def create_app(
     app.include_router(logs.router)
     app.include_router(actions.router)
     app.include_router(me.router)
+    app.include_router(openai_compat.router)
     app.include_router(meta.router)
     app.include_router(oauth.router)
     app.include_router(metrics_api.router)

@@ -14,6 +14,7 @@ from gptactions.llm.redact import LogRedactor
 from gptactions.llm.router import BackendRouter
 from gptactions.metrics import Metrics
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
+from gptactions.services.completions import CompletionService
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService, NewKey, NoKeys
@@ -71,6 +72,12 @@ class Runtime:
         )
         self.actions = ActionService(
             self.registry, self.router, self.log, max_tokens_limit=settings.max_tokens_limit
+        )
+        self.completions = CompletionService(
+            self.router,
+            self.log,
+            default_max_tokens=settings.default_max_tokens,
+            max_tokens_limit=settings.max_tokens_limit,
         )
         self.status = StatusService(self.database, self.router)
         self.limiter = build_limiter(settings.rate_limit, settings.redis_url)

@@ -32,7 +32,11 @@ class CancelOnDisconnect:
     """
 
     def __init__(
-        self, app: ASGIApp, *, prefix: str = "/api/", stopping: asyncio.Event | None = None
+        self,
+        app: ASGIApp,
+        *,
+        prefix: str | tuple[str, ...] = "/api/",
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.app = app
         self.prefix = prefix

@@ -34,7 +34,9 @@ class BodyGuard:
     A pure ASGI middleware, so the limit holds for chunked bodies without a Content-Length too.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, prefix: str = "/api/") -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, prefix: str | tuple[str, ...] = "/api/"
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.prefix = prefix

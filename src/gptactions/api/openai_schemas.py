@@ -1,0 +1,200 @@
+"""The request body of `POST /v1/chat/completions`, as OpenAI's API defines it.
+
+Fields this server does not implement (logprobs, penalties, logit_bias…) are ignored, as they
+are by llama.cpp's server and Ollama; those that would change the answer's shape (`n` above 1,
+content other than text) are refused with a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gptactions.llm.base import ChatMessage, ToolCall
+from gptactions.services.completions import CompletionCall
+from gptactions.services.errors import Problem, invalid
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ContentPart(_Body):
+    """A part of a message's content; only text parts are understood."""
+
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(_Body):
+    """The function an assistant's tool call called, with its arguments as JSON text."""
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Body):
+    """A tool call of an earlier assistant message."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class MessageIn(_Body):
+    """One message of the conversation so far."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> MessageIn:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        return self
+
+
+class FunctionDefinition(_Body):
+    """A function the model may call."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    """A tool the model may call: a function."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    """The name of the function a `tool_choice` forces."""
+
+    name: str
+
+
+class NamedToolChoice(_Body):
+    """`{"type": "function", "function": {"name": ...}}`: call this function."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Body):
+    """The schema a `json_schema` response format asks the reply to follow."""
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    """`text`, `json_object`, or `json_schema` with its schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a json_schema response format needs json_schema")
+        return self
+
+
+class StreamOptions(_Body):
+    """Options of a streamed answer."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Body):
+    """The body of `POST /v1/chat/completions`."""
+
+    messages: list[MessageIn] = Field(min_length=1)
+    model: str | None = Field(default=None, max_length=200)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _stops(self) -> ChatCompletionRequest:
+        if isinstance(self.stop, list) and len(self.stop) > 4:
+            raise ValueError("stop: at most 4 sequences")
+        return self
+
+    def to_call(self) -> CompletionCall:
+        """The call the completion service answers."""
+        json_schema, response_format = None, None
+        if self.response_format is not None and self.response_format.type != "text":
+            response_format = self.response_format.model_dump(
+                by_alias=True, exclude_none=True, mode="json"
+            )
+            given = self.response_format.json_schema
+            json_schema = (given.schema_ if given else None) or {"type": "object"}
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        tool_choice = self.tool_choice
+        return CompletionCall(
+            messages=tuple(_message(index, m) for index, m in enumerate(self.messages)),
+            model=self.model,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=tuple(s for s in stop if s),
+            n=self.n or 1,
+            json_schema=json_schema,
+            response_format=response_format,
+            tools=tuple(t.model_dump(exclude_none=True, mode="json") for t in self.tools or ()),
+            tool_choice=(
+                tool_choice.model_dump(mode="json")
+                if isinstance(tool_choice, NamedToolChoice)
+                else tool_choice
+            ),
+            user=self.user,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a chunk carrying the usage."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _message(index: int, message: MessageIn) -> ChatMessage:
+    content = message.content
+    if isinstance(content, list):
+        unknown = next((part.type for part in content if part.type != "text"), None)
+        if unknown is not None:
+            raise invalid(
+                f"messages[{index}].content: only text parts are supported, not {unknown!r}",
+                Problem(f"/messages/{index}/content", "must be text"),
+            )
+        content = "\n".join(part.text or "" for part in content)
+    return ChatMessage(
+        role="system" if message.role == "developer" else message.role,
+        content=content or "",
+        tool_calls=tuple(
+            ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+            for call in message.tool_calls or ()
+        ),
+        tool_call_id=message.tool_call_id,
+    )

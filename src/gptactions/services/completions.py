@@ -1,0 +1,418 @@
+"""Chat completions, as OpenAI's API defines them: the rules, the generation, the log.
+
+The API under /v1 parses a client's request into a `CompletionCall`; this service checks what
+OpenAI checks (the model exists, one choice, the tool choice names a tool, the prompt and
+`max_tokens` fit the context window), generates with the chosen backend (or a fallback), and
+records each call as one interaction of kind `chat.completion`, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from gptactions.llm.base import (
+    BackendError,
+    ChatMessage,
+    Chunk,
+    Generation,
+    GenerationRequest,
+    ToolCall,
+    Usage,
+)
+from gptactions.llm.router import BackendRouter, RoutedStream
+from gptactions.services.errors import Problem, ServiceError, invalid
+from gptactions.services.interactions import InteractionRecorder, NewInteraction
+from gptactions.services.keys import Principal
+from gptactions.services.streams import ClientGone
+
+KIND = "chat.completion"
+# Names a client may give as `model` for the default backend.
+DEFAULT_MODEL_NAMES = frozenset({"", "default"})
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
+
+
+@dataclass(frozen=True)
+class CompletionCall:
+    """A chat completion as a client asked for it, already checked for form by the API."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    json_schema: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a client may name: one of the configured backends."""
+
+    id: str
+    owned_by: str
+    model: str
+    created: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished completion, recorded in the log."""
+
+    id: str
+    created: int
+    model: str
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str
+    usage: Usage
+    interaction_id: int
+
+
+@dataclass
+class PreparedCall:
+    """A call ready for the model: who asked, the backend chosen, the generation request."""
+
+    principal: Principal
+    call: CompletionCall
+    backend: str
+    request: GenerationRequest
+    id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.perf_counter)
+
+
+class CompletionService:
+    """Answers chat completions with the configured backends."""
+
+    def __init__(
+        self,
+        router: BackendRouter,
+        recorder: InteractionRecorder,
+        *,
+        default_max_tokens: int,
+        max_tokens_limit: int,
+    ) -> None:
+        self._router = router
+        self._recorder = recorder
+        self._default_max_tokens = default_max_tokens
+        self._max_tokens_limit = max_tokens_limit
+        self._created = int(time.time())
+
+    def models(self) -> list[ModelInfo]:
+        """The configured backends, the default first."""
+        names = [
+            self._router.default,
+            *(n for n in self._router.names if n != self._router.default),
+        ]
+        return [self._info(name) for name in names]
+
+    def model(self, name: str) -> ModelInfo:
+        """One model by the id `models()` lists (or its backend's model name); 404 otherwise."""
+        return self._info(self._backend_name(name))
+
+    def _info(self, name: str) -> ModelInfo:
+        backend = self._router.backends[name]
+        return ModelInfo(
+            id=name,
+            owned_by=f"gptactions:{backend.kind}",
+            model=backend.model,
+            created=self._created,
+        )
+
+    def _backend_name(self, model: str | None) -> str:
+        if model is None or model in DEFAULT_MODEL_NAMES:
+            return self._router.default
+        if model in self._router.backends:
+            return model
+        for name, backend in self._router.backends.items():
+            if backend.model == model:
+                return name
+        raise ServiceError(
+            f"The model '{model}' does not exist; available: {', '.join(self._router.names)}",
+            404,
+            "model_not_found",
+            [Problem("/model", "must name a configured backend")],
+        )
+
+    async def complete(self, principal: Principal, call: CompletionCall) -> Completion:
+        """Generate a whole completion and record it; returns once it is committed."""
+        prepared = await self.prepare(principal, call)
+        try:
+            generation = await self._router.generate(prepared.request, prepared.backend)
+        except BackendError as error:
+            await self.record(prepared, error=error)
+            raise
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await self.record(prepared, error=ClientGone(ClientGone.message))
+            raise
+        return await self.record(prepared, generation=generation)
+
+    async def open_stream(self, principal: Principal, call: CompletionCall) -> CompletionStream:
+        """Start a streamed completion; returns once its first chunk is in.
+
+        A failure before any output (every backend down, say) is raised here, and recorded, as
+        it is for a whole completion.
+        """
+        prepared = await self.prepare(principal, call)
+        chunks = self._router.stream(prepared.request, prepared.backend)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            await chunks.aclose()
+            error = BackendError("the model ended its reply before it began")
+            await self.record(prepared, error=error)
+            raise error from None
+        except BackendError as error:
+            await chunks.aclose()
+            await self.record(prepared, error=error)
+            raise
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await self.record(prepared, error=ClientGone(ClientGone.message))
+            raise
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return CompletionStream(self, prepared, chunks, first)
+
+    async def prepare(self, principal: Principal, call: CompletionCall) -> PreparedCall:
+        """Check the call against the rules and build the generation request."""
+        if call.n != 1:
+            raise invalid("Only n=1 is supported.", Problem("/n", "must be 1"))
+        if not call.messages:
+            raise invalid("messages must not be empty.", Problem("/messages", "must not be empty"))
+        _check_tool_choice(call)
+        name = self._backend_name(call.model)
+        backend = self._router.backends[name]
+        max_tokens = call.max_tokens or self._default_max_tokens
+        if max_tokens > self._max_tokens_limit:
+            raise invalid(
+                f"max_tokens is too large: {max_tokens}; at most {self._max_tokens_limit}.",
+                Problem("/max_tokens", f"must be at most {self._max_tokens_limit}"),
+            )
+        prompt_tokens = await self._router.count_tokens(call.messages, name)
+        if prompt_tokens + max_tokens > backend.context_window:
+            raise ServiceError(
+                f"This model's maximum context length is {backend.context_window} tokens. "
+                f"However, you requested {prompt_tokens + max_tokens} tokens "
+                f"({prompt_tokens} in the messages, {max_tokens} in the completion).",
+                400,
+                "context_length_exceeded",
+                [Problem("/messages", f"must fit in {backend.context_window} tokens")],
+            )
+        request = GenerationRequest(
+            messages=call.messages,
+            max_tokens=max_tokens,
+            temperature=call.temperature,
+            json_schema=call.json_schema,
+            stop=call.stop,
+            top_p=call.top_p,
+            seed=call.seed,
+            tools=call.tools,
+            tool_choice=call.tool_choice,
+            response_format=call.response_format,
+        )
+        return PreparedCall(principal, call, name, request)
+
+    async def record(
+        self,
+        prepared: PreparedCall,
+        *,
+        generation: Generation | None = None,
+        error: Exception | None = None,
+    ) -> Completion:
+        """Store the call as one interaction: `ok` with a generation, else `error`/`cancelled`."""
+        generation = generation or Generation(text="")
+        status = "ok"
+        message = None
+        if error is not None:
+            status = "cancelled" if isinstance(error, ClientGone) else "error"
+            message = (
+                error.message if isinstance(error, BackendError | ServiceError) else str(error)
+            )
+        reply = generation.text
+        if generation.tool_calls:
+            reply = json.dumps(
+                [{"name": c.name, "arguments": c.arguments} for c in generation.tool_calls],
+                ensure_ascii=False,
+            )
+        latency = round((time.perf_counter() - prepared.started) * 1000)
+        interaction = await self._recorder.record(
+            NewInteraction(
+                principal=prepared.principal,
+                kind=KIND,
+                user_id=prepared.call.user or prepared.principal.name,
+                message=_last_message(prepared.call.messages),
+                reply=reply,
+                status=status,
+                error=message,
+                backend=generation.backend or None,
+                model=generation.model or None,
+                latency_ms=latency,
+                usage=generation.usage,
+            )
+        )
+        finish = "tool_calls" if generation.tool_calls else generation.finish_reason
+        return Completion(
+            id=prepared.id,
+            created=prepared.created,
+            model=generation.backend or prepared.backend,
+            text=generation.text,
+            tool_calls=generation.tool_calls,
+            finish_reason=finish if finish in FINISH_REASONS else "stop",
+            usage=generation.usage,
+            interaction_id=interaction,
+        )
+
+
+class CompletionStream:
+    """A completion on its way: `chunks()` yields it; then `completion` is the recorded call.
+
+    However the stream ends it is recorded exactly once: `ok` when complete, `error` (with what
+    was generated) when the backend fails midway, `cancelled` when `aclose()` comes first, as it
+    does when the client goes away; closing also stops the generation.
+    """
+
+    def __init__(
+        self,
+        service: CompletionService,
+        prepared: PreparedCall,
+        chunks: RoutedStream,
+        first: Chunk,
+    ) -> None:
+        self._service = service
+        self._prepared = prepared
+        self._chunks = chunks
+        self._first = first
+        self._parts: list[str] = []
+        self._calls: dict[int, list[ToolCall]] = {}
+        self._ended = False
+        self.completion: Completion | None = None
+
+    @property
+    def id(self) -> str:
+        """The completion's id, the same in every chunk."""
+        return self._prepared.id
+
+    @property
+    def created(self) -> int:
+        """When the completion started, in Unix seconds."""
+        return self._prepared.created
+
+    @property
+    def model(self) -> str:
+        """The backend that is answering (a fallback, perhaps)."""
+        return self._chunks.backend or self._prepared.backend
+
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """The completion's pieces as they come; raises `BackendError` if it fails midway.
+
+        The last piece (`done`) is yielded once the call is recorded.
+        """
+        chunk = self._first
+        while True:
+            self._parts.append(chunk.text)
+            for call in chunk.tool_calls:
+                self._calls.setdefault(call.index, []).append(call)
+            if chunk.done:
+                break
+            if chunk.text or chunk.tool_calls:
+                yield chunk
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                await self._fail(BackendError("the model's reply ended without its last piece"))
+            except BackendError as error:
+                await self._fail(error)
+        self._ended = True
+        await self._chunks.aclose()
+        with anyio.CancelScope(shield=True):
+            self.completion = await self._service.record(
+                self._prepared, generation=self._generation(chunk.usage, chunk.finish_reason)
+            )
+        yield chunk
+
+    def _generation(self, usage: Usage | None, finish: str | None) -> Generation:
+        calls = tuple(
+            ToolCall(
+                id=next((p.id for p in pieces if p.id), ""),
+                name="".join(p.name for p in pieces),
+                arguments="".join(p.arguments for p in pieces),
+                index=index,
+            )
+            for index, pieces in sorted(self._calls.items())
+        )
+        return Generation(
+            text="".join(self._parts),
+            # Pieces are tokens, near enough, for the local model and the upstreams alike.
+            usage=usage or Usage(0, len(self._parts)),
+            finish_reason=finish or "stop",
+            backend=self._chunks.backend,
+            model=self._chunks.model,
+            tool_calls=calls,
+        )
+
+    async def _fail(self, error: BackendError) -> None:
+        self._ended = True
+        with anyio.CancelScope(shield=True):
+            await self._chunks.aclose()
+            await self._service.record(
+                self._prepared, generation=self._generation(None, None), error=error
+            )
+        raise error
+
+    async def aclose(self) -> None:
+        """Stop the generation; unless the stream ended, record the call as `cancelled`."""
+        if self._ended:
+            return
+        self._ended = True
+        with anyio.CancelScope(shield=True):
+            await self._chunks.aclose()
+            await self._service.record(
+                self._prepared,
+                generation=self._generation(None, None),
+                error=ClientGone(ClientGone.message),
+            )
+
+
+def _check_tool_choice(call: CompletionCall) -> None:
+    choice = call.tool_choice
+    if choice is None:
+        return
+    if not call.tools and choice != "none":
+        raise invalid(
+            "tool_choice is only allowed when tools are specified.",
+            Problem("/tool_choice", "needs tools"),
+        )
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        names = [(tool.get("function") or {}).get("name") for tool in call.tools]
+        if wanted not in names:
+            raise invalid(
+                f"tool_choice names the function {wanted!r}, which is not among the tools.",
+                Problem("/tool_choice", "must name one of the tools"),
+            )
+
+
+def _last_message(messages: tuple[ChatMessage, ...]) -> str:
+    """What the log shows as the call's message: the last message's text."""
+    last = messages[-1]
+    if last.content or not last.tool_calls:
+        return last.content
+    return json.dumps([{"name": c.name, "arguments": c.arguments} for c in last.tool_calls])
