@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -415,6 +416,7 @@ class OpenAIBackend:
         usage: Usage | None = None
         finish: str | None = None
         done = False
+        started_calls: set[int] = set()
         events = sse_data(response.aiter_lines())
         try:
             while True:
@@ -445,7 +447,13 @@ class OpenAIBackend:
                         continue
                     delta = choice.get("delta") or {}
                     text = delta.get("content") or ""
-                    calls = tool_calls_of(delta.get("tool_calls"), piece=True)
+                    calls = tuple(
+                        # Some servers (llama-cpp-python's) repeat the id and name in every
+                        # piece; OpenAI sends them with the first only, and clients join pieces.
+                        replace(call, id="", name="") if call.index in started_calls else call
+                        for call in tool_calls_of(delta.get("tool_calls"), piece=True)
+                    )
+                    started_calls.update(call.index for call in calls)
                     if text or calls:
                         completion_tokens += 1
                         yield Chunk(text=text, tool_calls=calls)

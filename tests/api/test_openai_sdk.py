@@ -1,0 +1,186 @@
+"""The official `openai` SDK (sync, async, streaming) against the real server and embedded model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.openai_checks import (
+    QUESTION,
+    check_bad_requests,
+    check_completion,
+    check_json_schema,
+    check_named_tool_call,
+    check_stream_joins_to_the_whole,
+)
+from tests.serving import Server, serve
+
+pytestmark = pytest.mark.model
+
+KEY = "gpta_openai_sdk_test_key_0123456789abcdefgh"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serve(tmp_path_factory.mktemp("openai-sdk"), key=KEY) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0) as sdk:
+        yield sdk
+
+
+def test_models_are_the_configured_backends(client: openai.OpenAI) -> None:
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["local"]
+    assert models.data[0].object == "model" and models.data[0].owned_by == "gptactions:local"
+    assert client.models.retrieve("local").id == "local"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+def test_a_completion_and_a_stream_that_joins_to_it(client: openai.OpenAI) -> None:
+    check_stream_joins_to_the_whole(client, "local")
+
+
+def test_the_default_model_answers_to_default_and_to_its_model_name(
+    client: openai.OpenAI,
+) -> None:
+    for name in ("default", "SmolLM2-135M-Instruct.Q4_1"):
+        completion = client.chat.completions.create(model=name, messages=QUESTION, max_tokens=4)
+        assert completion.model == "local"
+
+
+def test_a_json_schema_reply_validates(client: openai.OpenAI) -> None:
+    check_json_schema(client, "local")
+
+
+def test_a_json_object_reply_is_an_object(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="local",
+        messages=[{"role": "user", "content": "Describe Paris in JSON."}],
+        temperature=0,
+        max_tokens=40,
+        response_format={"type": "json_object"},
+    )
+    assert (completion.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_a_named_tool_call_validates_whole_and_streamed(client: openai.OpenAI) -> None:
+    check_named_tool_call(client, "local")
+    check_named_tool_call(client, "local", stream=True)
+
+
+def test_a_required_tool_choice_calls_one_of_the_tools(client: openai.OpenAI) -> None:
+    other = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+    from tests.openai_checks import WEATHER_TOOL
+
+    completion = client.chat.completions.create(
+        model="local",
+        messages=[{"role": "user", "content": "What is the weather in Tokyo?"}],
+        temperature=0,
+        max_tokens=60,
+        tools=[WEATHER_TOOL, other],  # type: ignore[list-item]
+        tool_choice="required",
+    )
+    [call] = completion.choices[0].message.tool_calls or []
+    assert call.function.name in ("get_weather", "get_time")  # type: ignore[union-attr]
+    assert completion.choices[0].finish_reason == "tool_calls"
+
+
+def test_auto_tool_choice_answers_text_and_tool_results_are_read(client: openai.OpenAI) -> None:
+    from tests.openai_checks import WEATHER_TOOL
+
+    completion = client.chat.completions.create(
+        model="local",
+        messages=[
+            {"role": "system", "content": "You are a weather assistant."},
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 degrees."},
+        ],
+        temperature=0,
+        max_tokens=20,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    )
+    assert completion.choices[0].message.tool_calls is None
+    assert completion.choices[0].message.content
+
+
+async def test_the_async_client_lists_completes_and_streams(server: Server) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY) as sdk:
+        assert [m.id async for m in sdk.models.list()] == ["local"]
+        whole = await sdk.chat.completions.create(
+            model="local",
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=12,  # type: ignore[arg-type]
+        )
+        stream = await sdk.chat.completions.create(
+            model="local",
+            messages=QUESTION,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=12,
+            stream=True,
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(pieces) == whole.choices[0].message.content
+
+
+def test_errors_are_the_sdks_exceptions(server: Server, client: openai.OpenAI) -> None:
+    check_bad_requests(client, "local")
+    with (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="gpta_wrong", max_retries=0) as bad,
+        pytest.raises(openai.AuthenticationError) as raised,
+    ):
+        bad.chat.completions.create(model="local", messages=QUESTION)  # type: ignore[arg-type]
+    assert raised.value.body == {
+        "message": "the API key is not valid (unknown or revoked)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+
+
+def test_each_call_is_one_interaction_in_the_log(server: Server, client: openai.OpenAI) -> None:
+    check_completion(client, "local")
+    logs = httpx.get(
+        f"{server.url}/api/v1/gpt/logs",
+        params={"limit": 1},
+        headers={"Authorization": f"Bearer {KEY}"},
+    ).json()
+    [entry] = logs
+    assert entry["kind"] == "chat.completion" and entry["status"] == "ok"
+    assert entry["message"] == QUESTION[0]["content"] and entry["reply"]
+    assert entry["promptTokens"] > 0 and entry["completionTokens"] > 0
+    assert entry["latencyMs"] >= 0 and entry["model"]
+
+
+def test_the_rate_limit_is_a_rate_limit_error(tmp_path: Path) -> None:
+    # A daily window, so the count cannot start over between the calls.
+    with (
+        serve(tmp_path, key=KEY, env={"GPTACTIONS_RATE_LIMIT": "2/day"}) as limited,
+        openai.OpenAI(base_url=f"{limited.url}/v1", api_key=KEY, max_retries=0) as sdk,
+    ):
+        sdk.models.list()
+        sdk.models.list()
+        with pytest.raises(openai.RateLimitError) as raised:
+            sdk.models.list()
+    assert raised.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert int(raised.value.response.headers["retry-after"]) > 0
