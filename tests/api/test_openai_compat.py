@@ -1,0 +1,263 @@
+"""The OpenAI-compatible API's rules and shapes, with the fake backend (the SDK tests use the model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gptactions.config import Settings
+from gptactions.llm.base import BackendUnavailable
+from gptactions.llm.fake import FakeBackend
+from tests.conftest import ADMIN_KEY, ApiClient, running_app
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+async def test_a_completion_in_openai_shape(api: ApiClient, fake: FakeBackend) -> None:
+    fake.replies.append("General Kenobi")
+    response = await api.post(CHAT, HELLO)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["model"] == "fake" and isinstance(body["created"], int)
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "General Kenobi", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+async def test_generation_settings_reach_the_backend(api: ApiClient, fake: FakeBackend) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = {
+        "model": "default",
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+            },
+        ],
+        "max_completion_tokens": 7,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "seed": 42,
+        "stop": "END",
+        "tools": [tool],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        "frequency_penalty": 0.1,  # not implemented: ignored
+    }
+    assert (await api.post(CHAT, body)).status_code == 200
+    request = fake.requests[-1]
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Be brief."),
+        ("user", "one\ntwo"),
+    ]
+    assert (request.max_tokens, request.temperature, request.top_p, request.seed) == (
+        7,
+        0.5,
+        0.9,
+        42,
+    )
+    assert request.stop == ("END",) and request.tools == (tool,) and request.tool_choice == "auto"
+    assert request.json_schema == schema
+    assert request.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": schema},
+    }
+
+
+async def test_tool_messages_reach_the_backend(api: ApiClient, fake: FakeBackend) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+    ]
+    assert (await api.post(CHAT, {"messages": messages})).status_code == 200
+    assistant, tool = fake.requests[-1].messages[1:]
+    assert assistant.tool_calls[0].name == "f" and assistant.tool_calls[0].id == "call_1"
+    assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "call_1", "done")
+
+
+def events(text: str) -> list[Any]:
+    blocks = [block for block in text.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in blocks)
+    return [json.loads(b[6:]) if b != "data: [DONE]" else "[DONE]" for b in blocks]
+
+
+async def test_a_stream_in_openai_shape(api: ApiClient, fake: FakeBackend) -> None:
+    fake.replies.append("one two three")
+    body = {**HELLO, "stream": True, "stream_options": {"include_usage": True}}
+    response = await api.post(CHAT, body)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    *chunks, usage_chunk, done = events(response.text)
+    assert done == "[DONE]"
+    assert all(c["object"] == "chat.completion.chunk" and c["usage"] is None for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "one two three"
+    assert chunks[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 3
+    # Without include_usage there is no usage at all.
+    plain = events((await api.post(CHAT, {**HELLO, "stream": True})).text)
+    assert plain[-1] == "[DONE]" and all("usage" not in c for c in plain[:-1])
+
+
+async def test_each_call_is_logged_in_its_tenant(api: ApiClient) -> None:
+    acme = await api.key(tenant="acme", name="acme-bot")
+    assert (await api.post(CHAT, {**HELLO, "user": "alice"}, key=acme)).status_code == 200
+    assert (await api.post(CHAT, {**HELLO, "stream": True}, key=acme)).status_code == 200
+    admin_view = (await api.get("/api/v1/gpt/logs")).json()
+    assert [(e["kind"], e["userId"], e["status"]) for e in admin_view] == [
+        ("chat.completion", "acme-bot", "ok"),
+        ("chat.completion", "alice", "ok"),
+    ]
+    assert (
+        admin_view[1]["message"] == "hello there" and admin_view[1]["reply"] == "echo: hello there"
+    )
+    other = await api.key(tenant="other")
+    assert (await api.get("/api/v1/gpt/logs", key=other)).json() == []
+
+
+async def test_models_list_and_retrieve(api: ApiClient) -> None:
+    listed = (await api.get("/v1/models")).json()
+    assert listed["object"] == "list"
+    assert [(m["id"], m["object"], m["owned_by"]) for m in listed["data"]] == [
+        ("fake", "model", "gptactions:fake")
+    ]
+    assert (await api.get("/v1/models/fake")).json()["id"] == "fake"
+    assert (await api.get("/v1/models/fake-model")).json()["id"] == "fake"  # its model's name
+    missing = await api.get("/v1/models/gpt-4o")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user"}]}, "messages[0]"),
+        ({**HELLO, "temperature": 3}, "temperature"),
+        ({**HELLO, "n": 2}, "n"),
+        ({**HELLO, "max_tokens": 5000}, "max_tokens"),
+        ({**HELLO, "tool_choice": "required"}, "tool_choice"),
+        ({**HELLO, "stop": ["a", "b", "c", "d", "e"]}, None),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content",
+        ),
+        ("not json", None),
+    ],
+)
+async def test_bad_input_is_a_400_in_openai_shape(
+    api: ApiClient, body: Any, param: str | None
+) -> None:
+    if isinstance(body, str):
+        response = await api.http.post(
+            CHAT, content=body, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+    else:
+        response = await api.post(CHAT, body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["type"] == "invalid_request_error" and error["message"]
+    if param is not None:
+        assert error["param"] == param
+
+
+async def test_a_prompt_beyond_the_context_window_is_a_400(settings: Settings) -> None:
+    async with running_app(settings, FakeBackend(context_window=64)) as api:
+        long = {"messages": [{"role": "user", "content": "word " * 100}], "max_tokens": 8}
+        response = await api.post(CHAT, long)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "context_length_exceeded"
+
+
+async def test_keys_and_scopes(api: ApiClient) -> None:
+    missing = await api.post(CHAT, HELLO, key=None)
+    assert missing.status_code == 401 and "Bearer" in missing.headers["www-authenticate"]
+    assert error_of(missing)["code"] == "invalid_api_key"
+    logs_only = await api.key(scopes=("logs",))
+    forbidden = await api.post(CHAT, HELLO, key=logs_only)
+    assert forbidden.status_code == 403
+    assert error_of(forbidden)["type"] == "permission_error"
+    assert (await api.get("/v1/models", key=logs_only)).status_code == 200
+
+
+async def test_transport_errors_are_in_openai_shape_too(api: ApiClient) -> None:
+    unknown = await api.get("/v1/embeddings")
+    assert unknown.status_code == 404 and error_of(unknown)["code"] == "unknown_url"
+    wrong_method = await api.get(CHAT)
+    assert wrong_method.status_code == 405 and error_of(wrong_method)
+    too_large = await api.post(CHAT, {**HELLO, "user": "x" * 2_000_000})
+    assert too_large.status_code == 413 and error_of(too_large)
+    not_json = await api.http.post(
+        CHAT, content="a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert not_json.status_code == 415 and error_of(not_json)
+    # The API's own routes keep the API's one error shape.
+    own = await api.post("/api/v1/gpt/conversations", {"userId": "u"})
+    assert set(own.json()["error"]) == {"code", "message", "details"}
+
+
+async def test_a_backend_failure_is_a_server_error_and_logged(
+    api: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.append(BackendUnavailable("the model is busy", retry_after=3))
+    response = await api.post(CHAT, HELLO)
+    assert response.status_code == 503 and response.headers["retry-after"] == "3"
+    assert error_of(response)["type"] == "server_error"
+    fake.replies.append(BackendUnavailable("the model is busy", retry_after=3))
+    streamed = await api.post(CHAT, {**HELLO, "stream": True})
+    assert streamed.status_code == 503
+    logged = (await api.get("/api/v1/gpt/logs")).json()
+    assert [(e["status"], e["error"]) for e in logged] == [("error", "the model is busy")] * 2
+
+
+async def test_the_rate_limit_is_a_429_in_openai_shape(settings: Settings) -> None:
+    limited = settings.model_copy(update={"rate_limit": "1/day"})
+    async with running_app(limited, FakeBackend()) as api:
+        assert (await api.get("/v1/models")).status_code == 200
+        response = await api.post(CHAT, HELLO)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
+    assert error_of(response)["code"] == "rate_limit_exceeded"
+
+
+@pytest.fixture
+async def upstream_style_api(settings: Settings) -> AsyncIterator[ApiClient]:
+    async with running_app(settings, FakeBackend(name="upstream", model="big")) as api:
+        yield api
+
+
+async def test_the_default_backend_answers_without_a_model(
+    upstream_style_api: ApiClient,
+) -> None:
+    body = {"messages": HELLO["messages"]}
+    response = await upstream_style_api.post(CHAT, body)
+    assert response.json()["model"] == "upstream"
+    by_model_name = await upstream_style_api.post(CHAT, {**body, "model": "big"})
+    assert by_model_name.json()["model"] == "upstream"
