@@ -127,14 +127,31 @@ def test_operation_ids_are_unique_and_posts_state_consequence(served: dict[str, 
 
 
 def test_errors_are_documented_with_the_error_schema(served: dict[str, Any]) -> None:
-    for item in served["paths"].values():
+    for path, item in served["paths"].items():
+        # The OpenAI-compatible API answers in OpenAI's error shape, which its clients parse.
+        schema = "OpenAIError" if path.startswith("/v1/") else "Error"
         for method, operation in item.items():
             if method not in HTTP_METHODS:
                 continue
             response = resolve(served, operation["responses"]["401"])
             assert response["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/Error"
+                "$ref": f"#/components/schemas/{schema}"
             }
+
+
+def test_the_openai_compatible_api_is_under_its_own_tag(served: dict[str, Any]) -> None:
+    tagged = {
+        (method, path)
+        for path, item in served["paths"].items()
+        for method, operation in item.items()
+        if "OpenAI-compatible" in operation.get("tags", [])
+    }
+    assert tagged == {
+        ("post", "/v1/chat/completions"),
+        ("get", "/v1/models"),
+        ("get", "/v1/models/{model}"),
+    }
+    assert [t["name"] for t in served["tags"]] == ["OpenAI-compatible"]
 
 
 async def test_every_api_route_of_the_app_is_documented(
@@ -144,7 +161,7 @@ async def test_every_api_route_of_the_app_is_documented(
 
     app = api.http._transport.app  # type: ignore[attr-defined]
     for route in app.routes:
-        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
+        if isinstance(route, APIRoute) and route.path.startswith(("/api/", "/v1/")):
             for method in route.methods:
                 assert method.lower() in served["paths"][route.path], (method, route.path)
 

@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 from gptactions import __version__
 from gptactions.api import actions, conversations, logs, me, status
 from gptactions.api.openapi_actions import merge_action_schemas
+from gptactions.api.openapi_openai import add_openai_paths
 from gptactions.api.responses import (
     COMPONENTS,
     ActionList,
@@ -136,6 +137,7 @@ def build_document(
     _trigger_action(doc)
     _list_actions(doc)
     _personal(doc)
+    add_openai_paths(doc, settings, models)
     return doc
 
 

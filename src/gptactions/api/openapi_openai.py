@@ -1,0 +1,386 @@
+"""The OpenAI-compatible API's part of the served document: /v1 under its own tag.
+
+Written against api/openai_compat.py and api/openai_schemas.py; its errors have OpenAI's shape
+(`OpenAIError`), not the API's one shape, since that is what OpenAI clients parse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from gptactions.api.openai_compat import PREFIX, TAG, router
+from gptactions.config import Settings
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+_ERRORS = {
+    "400": "Invalid request (type invalid_request_error), or a prompt beyond the context window.",
+    "401": "Missing, unknown or revoked API key (code invalid_api_key).",
+    "403": "The API key lacks the chat scope.",
+    "404": "No such model (code model_not_found).",
+    "413": "The body is larger than the server's limit.",
+    "415": "The body is not JSON.",
+    "429": "The API key's rate limit is exceeded (code rate_limit_exceeded); see Retry-After.",
+    "500": "Internal error.",
+    "502": "The model backend answered badly.",
+    "503": "Every model backend is down or saturated; retry after the Retry-After seconds.",
+    "504": "The model backend did not answer in time.",
+}
+
+
+def _operation_id(path: str, method: str) -> str:
+    """The operation id of the route that answers `method path`, so the two cannot drift."""
+    route = next(
+        r
+        for r in router.routes
+        if isinstance(r, APIRoute) and r.path == PREFIX + path and method in (r.methods or ())
+    )
+    return str(route.operation_id)
+
+
+def _errors(codes: list[str]) -> dict[str, Any]:
+    return {code: {"$ref": f"#/components/responses/OpenAIError{code}"} for code in codes}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
+    tokens = {"type": "integer", "minimum": 1, "maximum": settings.max_tokens_limit}
+    text_part = {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    }
+    tool_call = {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "enum": ["function"]},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "arguments": {"type": "string", "description": "The arguments, as JSON."},
+                },
+            },
+        },
+    }
+    usage = {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": {"type": "integer"},
+            "completion_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+        },
+    }
+    finish = {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]}
+    return {
+        "OpenAIError": {
+            "type": "object",
+            "required": ["error"],
+            "description": "OpenAI's error shape: the one errors under /v1 have.",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string", "description": "e.g. invalid_request_error."},
+                        "param": _nullable({"type": "string"}),
+                        "code": _nullable({"type": "string"}),
+                    },
+                }
+            },
+        },
+        "ChatCompletionMessage": {
+            "type": "object",
+            "required": ["role"],
+            "description": "A message. developer is read as system; only text content is read.",
+            "properties": {
+                "role": {
+                    "type": "string",
+                    "enum": ["system", "developer", "user", "assistant", "tool"],
+                },
+                "content": _nullable(
+                    {"oneOf": [{"type": "string"}, {"type": "array", "items": text_part}]}
+                ),
+                "name": {"type": "string"},
+                "tool_calls": {"type": "array", "items": tool_call},
+                "tool_call_id": {"type": "string", "description": "A tool message's call."},
+            },
+        },
+        "ChatCompletionTool": {
+            "type": "object",
+            "required": ["type", "function"],
+            "properties": {
+                "type": {"type": "string", "enum": ["function"]},
+                "function": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 64,
+                            "pattern": "^[A-Za-z0-9_-]+$",
+                        },
+                        "description": {"type": "string"},
+                        "parameters": {"type": "object", "description": "A JSON Schema."},
+                        "strict": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+        "ChatCompletionRequest": {
+            "type": "object",
+            "required": ["messages"],
+            "example": {
+                "model": models[0] if models else "default",
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": min(64, settings.max_tokens_limit),
+                "temperature": 0,
+            },
+            "properties": {
+                "model": {
+                    "type": "string",
+                    "enum": [*models, "default"],
+                    "description": "A backend's name (GET /v1/models) or its model's name; "
+                    "the default backend when absent or 'default'.",
+                },
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _ref("ChatCompletionMessage"),
+                },
+                "max_tokens": _nullable({**tokens, "description": "Most tokens to generate."}),
+                "max_completion_tokens": _nullable({**tokens, "description": "As max_tokens."}),
+                "temperature": _nullable(
+                    {"type": "number", "minimum": 0, "maximum": 2, "default": 1}
+                ),
+                "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "seed": _nullable({"type": "integer", "format": "int64"}),
+                "stop": _nullable(
+                    {
+                        "oneOf": [
+                            {"type": "string"},
+                            {"type": "array", "maxItems": 4, "items": {"type": "string"}},
+                        ]
+                    }
+                ),
+                "n": _nullable(
+                    {"type": "integer", "minimum": 1, "maximum": 1, "description": "Only 1."}
+                ),
+                "stream": _nullable(
+                    {"type": "boolean", "description": "Stream chat.completion.chunk events."}
+                ),
+                "stream_options": _nullable(
+                    {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}
+                ),
+                "response_format": _nullable(
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "description": "json_object or json_schema: grammar-constrained on "
+                        "the embedded model, passed through to upstreams.",
+                        "properties": {
+                            "type": {
+                                "type": "string",
+                                "enum": ["text", "json_object", "json_schema"],
+                            },
+                            "json_schema": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    "description": {"type": "string"},
+                                    "schema": {"type": "object"},
+                                    "strict": {"type": "boolean"},
+                                },
+                            },
+                        },
+                    }
+                ),
+                "tools": _nullable(
+                    {"type": "array", "maxItems": 128, "items": _ref("ChatCompletionTool")}
+                ),
+                "tool_choice": _nullable(
+                    {
+                        "description": "Passed through to upstreams; on the embedded model, "
+                        "'required' or a named function is answered with a call.",
+                        "oneOf": [
+                            {"type": "string", "enum": ["none", "auto", "required"]},
+                            {
+                                "type": "object",
+                                "required": ["type", "function"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["function"]},
+                                    "function": {
+                                        "type": "object",
+                                        "required": ["name"],
+                                        "properties": {"name": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        ],
+                    }
+                ),
+                "user": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 256,
+                    "description": "The end user, for the log (the key's name when absent).",
+                },
+            },
+        },
+        "ChatCompletion": {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"type": "string", "enum": ["chat.completion"]},
+                "created": {"type": "integer"},
+                "model": {"type": "string", "description": "The backend that answered."},
+                "system_fingerprint": _nullable({"type": "string"}),
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "message", "finish_reason"],
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "message": {
+                                "type": "object",
+                                "required": ["role", "content"],
+                                "properties": {
+                                    "role": {"type": "string", "enum": ["assistant"]},
+                                    "content": _nullable({"type": "string"}),
+                                    "refusal": _nullable({"type": "string"}),
+                                    "tool_calls": {"type": "array", "items": tool_call},
+                                },
+                            },
+                            "logprobs": _nullable({"type": "object"}),
+                            "finish_reason": finish,
+                        },
+                    },
+                },
+                "usage": usage,
+            },
+        },
+        "Model": {
+            "type": "object",
+            "required": ["id", "object", "created", "owned_by"],
+            "properties": {
+                "id": {"type": "string", "description": "A configured backend's name."},
+                "object": {"type": "string", "enum": ["model"]},
+                "created": {"type": "integer"},
+                "owned_by": {"type": "string"},
+            },
+        },
+        "ModelList": {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"type": "string", "enum": ["list"]},
+                "data": {"type": "array", "items": _ref("Model")},
+            },
+        },
+    }
+
+
+_STREAM = {
+    "schema": {
+        "type": "string",
+        "description": "With stream: true, Server-Sent Events in OpenAI's form: "
+        '`data: {"object": "chat.completion.chunk", ...}` events, the last with finish_reason, '
+        "then (with stream_options.include_usage) a chunk with no choices and the usage, then "
+        "`data: [DONE]`. A failure midway is an event with an OpenAI error.",
+    }
+}
+
+
+def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str]) -> None:
+    """Describe /v1 in the document, under its own tag."""
+    components = doc["components"]
+    components["schemas"].update(_schemas(settings, models))
+    components.setdefault("responses", {}).update(
+        {
+            f"OpenAIError{code}": {
+                "description": description,
+                "content": _json(_ref("OpenAIError")),
+            }
+            for code, description in _ERRORS.items()
+        }
+    )
+    doc.setdefault("tags", []).append(
+        {
+            "name": TAG,
+            "description": "OpenAI's Chat Completions and Models API: point any OpenAI client "
+            f"at {PREFIX} with one of this server's keys.",
+        }
+    )
+    always = ["401", "429", "500"]
+    doc["paths"][f"{PREFIX}/chat/completions"] = {
+        "post": {
+            "tags": [TAG],
+            "summary": "Create a chat completion (OpenAI-compatible).",
+            "description": "OpenAI's Chat Completions: messages in, a chat.completion out, or "
+            "chat.completion.chunk events with stream: true. Needs the chat scope; logged as a "
+            "chat.completion interaction.",
+            "operationId": _operation_id("/chat/completions", "POST"),
+            "x-openai-isConsequential": False,
+            "requestBody": {"required": True, "content": _json(_ref("ChatCompletionRequest"))},
+            "responses": {
+                "200": {
+                    "description": "The completion.",
+                    "content": {**_json(_ref("ChatCompletion")), "text/event-stream": _STREAM},
+                },
+                **_errors(["400", "403", "404", "413", "415", *always, "502", "503", "504"]),
+            },
+        }
+    }
+    doc["paths"][f"{PREFIX}/models"] = {
+        "get": {
+            "tags": [TAG],
+            "summary": "List the models (OpenAI-compatible).",
+            "description": "The configured backends, the default first.",
+            "operationId": _operation_id("/models", "GET"),
+            "responses": {
+                "200": {"description": "The models.", "content": _json(_ref("ModelList"))},
+                **_errors(always),
+            },
+        }
+    }
+    doc["paths"][f"{PREFIX}/models/{{model}}"] = {
+        "get": {
+            "tags": [TAG],
+            "summary": "Retrieve a model (OpenAI-compatible).",
+            "description": "One configured backend, by its name or its model's name.",
+            "operationId": _operation_id("/models/{model}", "GET"),
+            "parameters": [
+                {
+                    "name": "model",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": [*models, "default"]},
+                }
+            ],
+            "responses": {
+                "200": {"description": "The model.", "content": _json(_ref("Model"))},
+                **_errors(["404", *always]),
+            },
+        }
+    }
