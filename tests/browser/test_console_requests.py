@@ -385,3 +385,30 @@ def test_page_runs_under_a_strict_content_security_policy(console: Console) -> N
     assert console.send().startswith("200")
     page.get_by_role("tab", name="GPT Actions readiness").click()
     assert violations == []
+
+
+def test_the_openai_compatible_operations_can_be_sent(console: Console) -> None:
+    page = console.open().page
+    options = page.get_by_label("Endpoint", exact=True).locator("option").all_text_contents()
+    assert "GET /v1/models — List the models (OpenAI-compatible)." in options
+    console.choose("GET /v1/models")
+    assert console.send().startswith("200")
+    assert json.loads(console.body())["data"][0]["id"] == "local"
+    console.choose("POST /v1/chat/completions")
+    # The payload is prefilled with the document's example, which the model answers as it is.
+    prefilled = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert prefilled["messages"][0]["role"] == "user"
+    console.payload(json.dumps({**prefilled, "max_tokens": 12}))
+    assert console.send().startswith("200")
+    body = json.loads(console.body())
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+    assert "Matches the schema documented for 200" in page.locator("#schema-check").inner_text()
+    console.shot("12-openai-chat-completion")
+    # Errors under /v1 are OpenAI's, as documented, and the console reads them as such.
+    console.payload(json.dumps({**prefilled, "n": 2}))
+    assert console.send().startswith("400")
+    assert json.loads(console.body())["error"]["type"] == "invalid_request_error"
+    assert "Matches the schema documented for 400" in page.locator("#schema-check").inner_text()
+    # Their part of the document passes the GPT Actions readiness checks.
+    page.get_by_role("tab", name="GPT Actions readiness").click()
+    assert "/v1" not in page.locator("#readiness").inner_text()

@@ -51,6 +51,10 @@ def _errors(codes: list[str]) -> dict[str, Any]:
     return {code: {"$ref": f"#/components/responses/OpenAIError{code}"} for code in codes}
 
 
+# An object of any form; listing (no) properties keeps GPT Actions' importer content.
+_FREE_FORM: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": True}
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
@@ -139,7 +143,7 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                             "pattern": "^[A-Za-z0-9_-]+$",
                         },
                         "description": {"type": "string"},
-                        "parameters": {"type": "object", "description": "A JSON Schema."},
+                        "parameters": {**_FREE_FORM, "description": "A JSON Schema."},
                         "strict": {"type": "boolean"},
                     },
                 },
@@ -207,7 +211,7 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                                 "properties": {
                                     "name": {"type": "string", "minLength": 1, "maxLength": 64},
                                     "description": {"type": "string"},
-                                    "schema": {"type": "object"},
+                                    "schema": {**_FREE_FORM, "description": "A JSON Schema."},
                                     "strict": {"type": "boolean"},
                                 },
                             },
@@ -272,7 +276,7 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                                     "tool_calls": {"type": "array", "items": tool_call},
                                 },
                             },
-                            "logprobs": _nullable({"type": "object"}),
+                            "logprobs": _nullable(_FREE_FORM),
                             "finish_reason": finish,
                         },
                     },
