@@ -19,6 +19,7 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.deps import AnyCaller, ChatCaller, RuntimeDep
+from gptactions.api.errors import backend_status
 from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.sse import EventStreamResponse
 from gptactions.llm.base import BackendError, ToolCall, Usage
@@ -151,7 +152,8 @@ async def completion_events(
                     delta["tool_calls"] = [_tool_call(c, piece=True) for c in piece.tool_calls]
                 yield chunk(delta)
     except BackendError as error:
-        yield _data(openai_error(error.status, error.message, error.code))
+        status, code = backend_status(error)
+        yield _data(openai_error(status, error.message, code))
         return
     except Exception:
         log.exception("a streamed completion failed")

@@ -29,11 +29,15 @@ from gptactions.llm.base import (
 )
 from gptactions.llm.router import BackendRouter, RoutedStream
 from gptactions.services.errors import Problem, ServiceError, invalid
-from gptactions.services.interactions import InteractionRecorder, NewInteraction
+from gptactions.services.interactions import (
+    ABANDONED,
+    InteractionKind,
+    InteractionLog,
+    InteractionStatus,
+    NewInteraction,
+)
 from gptactions.services.keys import Principal
-from gptactions.services.streams import ClientGone
 
-KIND = "chat.completion"
 # Names a client may give as `model` for the default backend.
 DEFAULT_MODEL_NAMES = frozenset({"", "default"})
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
@@ -101,13 +105,13 @@ class CompletionService:
     def __init__(
         self,
         router: BackendRouter,
-        recorder: InteractionRecorder,
+        log: InteractionLog,
         *,
         default_max_tokens: int,
         max_tokens_limit: int,
     ) -> None:
         self._router = router
-        self._recorder = recorder
+        self._log = log
         self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
         self._created = int(time.time())
@@ -158,7 +162,7 @@ class CompletionService:
             raise
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):
-                await self.record(prepared, error=ClientGone(ClientGone.message))
+                await self.record(prepared, abandoned=True)
             raise
         return await self.record(prepared, generation=generation)
 
@@ -184,7 +188,7 @@ class CompletionService:
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self.record(prepared, error=ClientGone(ClientGone.message))
+                await self.record(prepared, abandoned=True)
             raise
         except BaseException:
             await chunks.aclose()
@@ -235,17 +239,17 @@ class CompletionService:
         prepared: PreparedCall,
         *,
         generation: Generation | None = None,
-        error: Exception | None = None,
+        error: BackendError | None = None,
+        abandoned: bool = False,
     ) -> Completion:
-        """Store the call as one interaction: `ok` with a generation, else `error`/`cancelled`."""
+        """Store the call as one interaction: `ok`, or `error` with the backend's failure, or
+        `cancelled` when the client went away first; with whatever was generated."""
         generation = generation or Generation(text="")
-        status = "ok"
-        message = None
-        if error is not None:
-            status = "cancelled" if isinstance(error, ClientGone) else "error"
-            message = (
-                error.message if isinstance(error, BackendError | ServiceError) else str(error)
-            )
+        status, message = InteractionStatus.OK, None
+        if abandoned:
+            status, message = InteractionStatus.CANCELLED, ABANDONED
+        elif error is not None:
+            status, message = InteractionStatus.ERROR, error.message
         reply = generation.text
         if generation.tool_calls:
             reply = json.dumps(
@@ -253,10 +257,10 @@ class CompletionService:
                 ensure_ascii=False,
             )
         latency = round((time.perf_counter() - prepared.started) * 1000)
-        interaction = await self._recorder.record(
+        interaction = await self._log.record(
             NewInteraction(
                 principal=prepared.principal,
-                kind=KIND,
+                kind=InteractionKind.CHAT_COMPLETION,
                 user_id=prepared.call.user or prepared.principal.name,
                 message=_last_message(prepared.call.messages),
                 reply=reply,
@@ -385,9 +389,7 @@ class CompletionStream:
         with anyio.CancelScope(shield=True):
             await self._chunks.aclose()
             await self._service.record(
-                self._prepared,
-                generation=self._generation(None, None),
-                error=ClientGone(ClientGone.message),
+                self._prepared, generation=self._generation(None, None), abandoned=True
             )
 
 

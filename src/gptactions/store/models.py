@@ -29,6 +29,8 @@ class InteractionKind(StrEnum):
 
     CONVERSATION = "conversation"
     ACTION = "action"
+    CHAT_COMPLETION = "chat.completion"
+    """A call of the OpenAI-compatible API's chat completions."""
 
 
 class InteractionStatus(StrEnum):
