@@ -94,6 +94,7 @@ class PreparedCall:
     call: CompletionCall
     backend: str
     request: GenerationRequest
+    user_id: str
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.perf_counter)
@@ -202,6 +203,8 @@ class CompletionService:
         if not call.messages:
             raise invalid("messages must not be empty.", Problem("/messages", "must not be empty"))
         _check_tool_choice(call)
+        # An OAuth token acts as its own user only; a key's calls are the user's it names.
+        user_id = principal.acting_as(call.user, field="user") or principal.name
         name = self._backend_name(call.model)
         backend = self._router.backends[name]
         max_tokens = call.max_tokens or self._default_max_tokens
@@ -232,7 +235,7 @@ class CompletionService:
             tool_choice=call.tool_choice,
             response_format=call.response_format,
         )
-        return PreparedCall(principal, call, name, request)
+        return PreparedCall(principal, call, name, request, user_id)
 
     async def record(
         self,
@@ -261,7 +264,7 @@ class CompletionService:
             NewInteraction(
                 principal=prepared.principal,
                 kind=InteractionKind.CHAT_COMPLETION,
-                user_id=prepared.call.user or prepared.principal.name,
+                user_id=prepared.user_id,
                 message=_last_message(prepared.call.messages),
                 reply=reply,
                 status=status,
