@@ -150,12 +150,9 @@ def test_errors_are_the_sdks_exceptions(server: Server, client: openai.OpenAI) -
         pytest.raises(openai.AuthenticationError) as raised,
     ):
         bad.chat.completions.create(model="local", messages=QUESTION)  # type: ignore[arg-type]
-    assert raised.value.body == {
-        "message": "the API key is not valid (unknown or revoked)",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "invalid_api_key",
-    }
+    body = raised.value.body
+    assert isinstance(body, dict) and "not valid" in body.pop("message")
+    assert body == {"type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
 
 
 def test_each_call_is_one_interaction_in_the_log(server: Server, client: openai.OpenAI) -> None:
