@@ -83,6 +83,12 @@ class Sampler:
         )
         self.grammar: Any = None
         add = llama_cpp.llama_sampler_chain_add
+        greedy = params.temperature <= 0
+        if greedy and params.repeat_penalty != 1.0:
+            # The penalty lowers at most the last PENALTY_LAST_N tokens, so the greedy choice
+            # after it is among the PENALTY_LAST_N + 1 best before it: the same token, without
+            # the penalty looking up the whole vocabulary (a third of the sampling time).
+            add(self.chain, llama_cpp.llama_sampler_init_top_k(PENALTY_LAST_N + 1))
         if params.repeat_penalty != 1.0:
             add(
                 self.chain,
@@ -90,7 +96,7 @@ class Sampler:
                     n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0
                 ),
             )
-        if params.temperature <= 0:
+        if greedy:
             add(self.chain, llama_cpp.llama_sampler_init_greedy())
         else:
             add(self.chain, llama_cpp.llama_sampler_init_top_k(40))
