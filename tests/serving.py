@@ -62,6 +62,9 @@ def serve(
             "GPTACTIONS_API_KEY": key,
             "GPTACTIONS_DATABASE_URL": f"sqlite:///{directory / 'server.db'}",
             "GPTACTIONS_LOG_LEVEL": "warning",
+            # As the shared test model: one thread, since parallel test runs share the cores
+            # and llama.cpp's spinning threads slow down badly when they are oversubscribed.
+            "GPTACTIONS_MODEL_THREADS": "1",
         }
         | (env or {})
     )
