@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         description="Redis for rate limits shared by replicas, e.g. redis://host:6379/0",
     )
     actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
+    template_timeout: float = Field(
+        default=2.0, gt=0, le=600, description="Seconds a user-defined prompt may take to render."
+    )
+    template_max_output: int = Field(
+        default=100_000, ge=100, description="Characters a rendered prompt may have."
+    )
 
     # Observability
     metrics_token: SecretStr | None = Field(

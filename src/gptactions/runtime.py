@@ -23,6 +23,7 @@ from gptactions.services.oauth import OAuthService
 from gptactions.services.personal import PersonalData
 from gptactions.services.retention import Retention
 from gptactions.services.status import StatusService
+from gptactions.services.templates import RenderLimits, TemplateRenderer
 from gptactions.services.users import UserService
 from gptactions.store import outage
 from gptactions.store.db import Database
@@ -70,8 +71,15 @@ class Runtime:
             system_prompt=settings.system_prompt,
             default_max_tokens=settings.default_max_tokens,
         )
+        self.templates = TemplateRenderer(
+            RenderLimits(settings.template_timeout, settings.template_max_output)
+        )
         self.actions = ActionService(
-            self.registry, self.router, self.log, max_tokens_limit=settings.max_tokens_limit
+            self.registry,
+            self.router,
+            self.log,
+            max_tokens_limit=settings.max_tokens_limit,
+            templates=self.templates,
         )
         self.completions = CompletionService(
             self.router,
@@ -154,6 +162,7 @@ class Runtime:
         try:
             await self.router.close()
             await self.keys.close()
+            await self.templates.close()
             await self.database.close()
             if self.limiter is not None:
                 await self.limiter.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from gptactions.services.actions import (
     ActionRegistry,
     registry_from_file,
 )
+from gptactions.services.templates import TemplateRenderer
 
 HAIKU_YAML = """\
 actions:
@@ -48,21 +49,29 @@ def registry() -> ActionRegistry:
     return registry_from_file(None)
 
 
+@pytest.fixture(scope="session")
+def templates() -> Iterator[TemplateRenderer]:
+    """A renderer of prompt templates, its worker processes shared by the whole run."""
+    renderer = TemplateRenderer()
+    yield renderer
+    renderer.shutdown()
+
+
 @pytest.fixture
-def fake_context() -> Callable[..., tuple[ActionContext, FakeBackend]]:
+def fake_context(templates: TemplateRenderer) -> Callable[..., tuple[ActionContext, FakeBackend]]:
     """A context whose model answers with the given canned replies, in order."""
 
     def make(*replies: str | BaseException) -> tuple[ActionContext, FakeBackend]:
         backend = FakeBackend(replies)
-        return ActionContext(BackendRouter([backend])), backend
+        return ActionContext(BackendRouter([backend]), templates=templates), backend
 
     return make
 
 
 @pytest.fixture(scope="module")
-def model_context(local_backend: LocalBackend) -> ActionContext:
+def model_context(local_backend: LocalBackend, templates: TemplateRenderer) -> ActionContext:
     """A context over the real embedded model, loaded once for the run."""
-    return ActionContext(BackendRouter([local_backend]))
+    return ActionContext(BackendRouter([local_backend]), templates=templates)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import jsonschema
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
 from gptactions.services.errors import Problem, json_pointer
+from gptactions.services.templates import TemplateRenderer
 
 ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 """What an action's name may be: it appears in URLs' bodies, schema names and the OpenAPI enum."""
@@ -19,12 +20,14 @@ ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 @dataclass(frozen=True)
 class ActionContext:
-    """What a handler may use: the model router, the model the request named, and the most
-    tokens any one generation may take (the server's `max_tokens_limit`)."""
+    """What a handler may use: the model router, the model the request named, the most tokens
+    any one generation may take (the server's `max_tokens_limit`), and the renderer of prompt
+    templates (needed by user-defined actions only)."""
 
     router: BackendRouter
     model: str | None = None
     max_tokens: int | None = None
+    templates: TemplateRenderer | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from gptactions.services.interactions import (
     NewInteraction,
 )
 from gptactions.services.keys import Principal
+from gptactions.services.templates import TemplateRenderer
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class ActionService:
         log: InteractionLog,
         *,
         max_tokens_limit: int | None = None,
+        templates: TemplateRenderer | None = None,
     ) -> None:
         self.registry = registry
+        self._templates = templates
         self._router = router
         self._max_tokens = max_tokens_limit
         self._log = log
@@ -80,7 +83,7 @@ class ActionService:
         """Run the action; the outcome is returned once its interaction is committed."""
         definition = self.check(call)
         started = time.perf_counter()
-        context = ActionContext(self._router, call.model, self._max_tokens)
+        context = ActionContext(self._router, call.model, self._max_tokens, self._templates)
         try:
             outcome = await definition.handler(context, call.parameters)
         except BackendError as error:

@@ -18,7 +18,6 @@ import jinja2
 import jinja2.meta
 import jsonschema
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gptactions.llm.base import ChatMessage
 from gptactions.services.actions.output import (
@@ -33,6 +32,13 @@ from gptactions.services.actions.registry import (
     ActionContext,
     ActionDefinition,
     ActionOutcome,
+)
+from gptactions.services.errors import Problem, ServiceError
+from gptactions.services.templates import (
+    TemplateFailed,
+    TemplateLimitExceeded,
+    forbidden_statement,
+    template_environment,
 )
 
 DEFAULT_MAX_TOKENS = 256
@@ -69,29 +75,21 @@ class ActionsFileError(ValueError):
         self.problem = problem
 
 
-def template_environment() -> ImmutableSandboxedEnvironment:
-    """The Jinja2 environment prompts render in: sandboxed, strict about undefined names, no
-    autoescaping (prompts are not HTML), and without the helper globals a prompt has no use for."""
-    environment = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-    for name in ("lipsum", "cycler", "joiner"):
-        environment.globals.pop(name, None)
-    return environment
-
-
+# Templates are parsed and checked here, at load time; they render in `services.templates`.
 _ENVIRONMENT = template_environment()
 
 
 @dataclass(frozen=True)
 class PromptAction:
-    """The handler of a user-defined action: render the templates, ask the model, check the form."""
+    """The handler of a user-defined action: render the templates, ask the model, check the form.
+
+    The templates render in worker processes (`services.templates`), within the server's time
+    and output bounds.
+    """
 
     name: str
-    prompt: jinja2.Template
-    system: jinja2.Template | None
+    prompt: str
+    system: str | None
     output: OutputSpec
     max_tokens: int
     temperature: float
@@ -100,13 +98,25 @@ class PromptAction:
     async def __call__(self, ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
         """Run the action with parameters already valid against its schema."""
         values = {**self.defaults, **params}
+        sources = [self.prompt] if self.system is None else [self.prompt, self.system]
+        if ctx.templates is None:
+            raise RuntimeError("user-defined actions need a template renderer in their context")
         try:
-            messages = [ChatMessage("user", self.prompt.render(values))]
-            if self.system is not None:
-                messages.insert(0, ChatMessage("system", self.system.render(values)))
-        except jinja2.TemplateError as exc:
+            rendered = await ctx.templates.render(sources, values)
+        except TemplateLimitExceeded as exc:
+            # The parameters made the prompt too costly: the caller's to change, so a 400.
+            raise ServiceError(
+                f"the prompt of action {self.name} cannot be rendered with these parameters: {exc}",
+                400,
+                "template_limit",
+                [Problem("/parameters", str(exc))],
+            ) from None
+        except TemplateFailed as exc:
             # A template that fails at run time is a fault of the file, reported without a trace.
             return ActionOutcome(False, f"the prompt of action {self.name} failed to render: {exc}")
+        messages = [ChatMessage("user", rendered[0])]
+        if self.system is not None:
+            messages.insert(0, ChatMessage("system", rendered[1]))
         return await generate_output(
             ctx, messages, self.output, max_tokens=self.max_tokens, temperature=self.temperature
         )
@@ -278,7 +288,7 @@ def _output(value: Any, fail: Fail) -> OutputSpec:
 
 def _template(
     source: Any, key: str, declared: set[str], fail: Fail, *, required: bool
-) -> jinja2.Template | None:
+) -> str | None:
     if source is None and not required:
         return None
     if not isinstance(source, str) or not source.strip():
@@ -287,6 +297,13 @@ def _template(
         parsed = _ENVIRONMENT.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise fail(f"'{key}' is not a valid template (line {exc.lineno}): {exc.message}") from None
+    forbidden = forbidden_statement(parsed)
+    if forbidden is not None:
+        statement, line = forbidden
+        raise fail(
+            f"'{key}' uses {{% {statement} %}} (line {line}); a prompt is one self-contained "
+            "template and cannot include, import or extend another"
+        )
     unknown = sorted(
         jinja2.meta.find_undeclared_variables(parsed) - declared - set(_ENVIRONMENT.globals)
     )
@@ -295,4 +312,4 @@ def _template(
             f"'{key}' uses {unknown[0]!r}, which is not one of the parameters' properties"
             + (f" ({', '.join(sorted(declared))})" if declared else " (there are none)")
         )
-    return _ENVIRONMENT.from_string(source)
+    return source
