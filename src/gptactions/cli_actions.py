@@ -98,7 +98,7 @@ def run(
         raise click.UsageError(str(error)) from None
     try:
         outcome = asyncio.run(_run(runtime, call))
-    except BackendError as error:
+    except (BackendError, ServiceError) as error:  # ServiceError: a template past its bounds
         raise click.ClickException(error.message) from None
     if as_json:
         body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}

@@ -227,3 +227,17 @@ def test_actions_check_reports_an_include(write_file: WriteFile) -> None:
         f"Error: {path}: action reach: 'prompt' uses {{% include %}} (line 1); a prompt is one "
         "self-contained template and cannot include, import or extend another\n"
     )
+
+
+def test_actions_run_reports_a_template_past_its_bounds(write_file: WriteFile) -> None:
+    path = write_file("actions.yaml", _actions_yaml(repetition=COSTLY["repetition"]))
+    result = CliRunner().invoke(
+        cli,
+        ["actions", "run", "repetition", "--param", "n=1000"],
+        env={"GPTACTIONS_ACTIONS_FILE": str(path), "GPTACTIONS_TEMPLATE_MAX_OUTPUT": "100"},
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: the prompt of action repetition cannot be rendered with these parameters: "
+        "the rendered prompt is longer than 100 characters\n"
+    )
