@@ -20,6 +20,7 @@ from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_users import oauth, users
 from gptactions.config import Settings, parse_duration
+from gptactions.llm.factory import BackendConfigError, backend_configs
 from gptactions.metrics import shared_between_workers
 from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.keys import (
@@ -105,6 +106,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = Settings(**overrides)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
+    try:
+        backend_configs(settings)  # and so do inconsistent backends, or credentials in a URL
+    except BackendConfigError as error:
+        raise click.ClickException(str(error)) from None
     # Done once here, before any worker starts, so workers never race to migrate or create keys;
     # each worker's start-up then finds the key and generates none.
     may_generate = settings.environment == "development"

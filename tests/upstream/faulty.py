@@ -14,6 +14,7 @@ The first path segment picks the behaviour, so one server plays every kind of up
 - `midway`: streams two words, then closes the connection before the reply ends.
 - `error-event`: streams a word, then an `{"error": ...}` event.
 - `echo-auth`: 401 whose message repeats the Authorization header it was sent.
+- `echo-prompt`: 400 whose message quotes the request's last message, as some upstreams do.
 - `reasoning`: 400 to `max_tokens` and to `temperature`, as OpenAI's reasoning models answer.
 - `no-stream-options`: 400 naming `stream_options` when asked for it; else like `ok`.
 
@@ -169,6 +170,11 @@ class FaultyUpstream:
             return
         if name in ("500", "503", "400"):
             await _send_json(writer, int(name), _error(f"the upstream failed with {name}"))
+            return
+        if mode == "echo-prompt":
+            messages = received.body.get("messages") or [{}]
+            quoted = str(messages[-1].get("content", ""))
+            await _send_json(writer, 400, _error(f"cannot complete the prompt {quoted!r}"))
             return
         if name == "echo":
             # A careless upstream that repeats the credentials it was sent.

@@ -55,7 +55,16 @@ class BackendStatus(Body):
     kind: str
     model: str
     reachable: bool
-    last_error: str | None
+    state: str = Field(
+        description=(
+            "ok; failing: it answers, but its last request failed; unreachable; checking: the "
+            "start-up check is still under way."
+        ),
+        json_schema_extra={"enum": ["ok", "failing", "unreachable", "checking"]},
+    )
+    last_error: str | None = Field(
+        description="The last failure's message; for admin keys only (null for the others)."
+    )
     latency_ms: int | None
     # The embedded model's engine; absent for other backends.
     sequences: int | None = Field(

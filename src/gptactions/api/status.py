@@ -13,9 +13,9 @@ router = APIRouter(prefix="/api/v1/gpt")
 
 
 @router.get("/status", operation_id="getStatus")
-async def status(_caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
+async def status(caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
     """Retrieve server or service status."""
-    state = await runtime.status.status()
+    state = await runtime.status.status(caller)
     return StatusResponse(
         status=state.status,
         uptime=state.uptime,
@@ -30,6 +30,7 @@ async def status(_caller: AnyCaller, runtime: RuntimeDep) -> dict[str, Any]:
                 kind=b.kind,
                 model=b.model,
                 reachable=b.reachable,
+                state=b.state,
                 last_error=b.last_error,
                 latency_ms=None if b.latency_ms is None else round(b.latency_ms),
                 sequences=b.sequences,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -127,7 +127,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class BackendState:
-    """What `GET /status` reports of a backend."""
+    """What `GET /status` reports of a backend.
+
+    `checked` is false while a backend has not been checked yet (an upstream's start-up probe is
+    under way). `last_error` may hold what an upstream answered, which can quote a request (and
+    so another tenant's words): `for_caller` hides it, and `state` still tells that it failed.
+    """
 
     name: str
     kind: str
@@ -140,6 +145,24 @@ class BackendState:
     sequences_in_use: int | None = None
     queue_depth: int | None = None
     tokens_per_second: float | None = None
+    checked: bool = True
+    error_hidden: bool = False
+
+    @property
+    def state(self) -> str:
+        """`ok`, `failing` (it answers, but its last request failed), `unreachable`, or
+        `checking` (not checked yet)."""
+        if not self.checked:
+            return "checking"
+        if not self.reachable:
+            return "unreachable"
+        return "failing" if self.last_error or self.error_hidden else "ok"
+
+    def for_caller(self, *, details: bool) -> BackendState:
+        """The state as a caller may see it: without the last error's text unless `details`."""
+        if details or self.last_error is None:
+            return self
+        return replace(self, last_error=None, error_hidden=True)
 
 
 class BackendError(Exception):

@@ -14,6 +14,7 @@ The rules, documented in docs/upstreams.md:
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -22,6 +23,7 @@ from gptactions.config import BackendConfig, Settings
 from gptactions.llm.base import Backend
 from gptactions.llm.local import LocalBackend
 from gptactions.llm.openai import OpenAIBackend
+from gptactions.llm.redact import safe_url
 from gptactions.llm.router import BackendRouter
 
 LOCAL_NAME = "local"
@@ -83,11 +85,35 @@ def backend_configs(settings: Settings) -> list[BackendConfig]:
         seen.add(config.name)
         if config.kind == "openai" and not config.url:
             raise BackendConfigError(f"backend {config.name!r} of kind openai needs a url")
+        if config.url and _has_userinfo(config.url):
+            raise BackendConfigError(_userinfo_problem(config))
     has_local = any(config.kind == "local" for config in configs)
     wants_local = not configs or (settings.fallback != "none" and settings.fallbacks is None)
     if not has_local and LOCAL_NAME not in seen and (wants_local or _named_local(settings)):
         configs.append(BackendConfig(name=LOCAL_NAME, kind="local"))
     return configs
+
+
+def _has_userinfo(url: str) -> bool:
+    """Whether a URL carries a user name or password (`https://user:key@host/v1`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in url
+    return parts.username is not None or parts.password is not None
+
+
+def _userinfo_problem(config: BackendConfig) -> str:
+    """Why a URL with credentials is refused, naming the setting, never the credentials."""
+    if config.name == UPSTREAM_NAME:
+        setting, key = "GPTACTIONS_UPSTREAM_URL", "GPTACTIONS_UPSTREAM_API_KEY"
+    else:
+        setting, key = f"the url of backend {config.name!r}", "its apiKey"
+    return (
+        f"{setting} ({safe_url(config.url or '')}) holds credentials before its '@': they would "
+        f"be sent as HTTP Basic authentication and shown wherever the URL is; remove them from "
+        f"the URL and put the API key in {key}"
+    )
 
 
 def _named_local(settings: Settings) -> bool:

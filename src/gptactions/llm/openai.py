@@ -10,6 +10,7 @@ at all `BackendUnreachable`, and a reply that takes longer than the total timeou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -107,6 +108,7 @@ class OpenAIBackend:
         backoff_max: float = 8.0,
         max_concurrency: int = 8,
         queue_timeout: float = 5.0,
+        probe_timeout: float = 3.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
@@ -124,6 +126,7 @@ class OpenAIBackend:
         self.backoff_max = backoff_max
         self.max_concurrency = max_concurrency
         self.queue_timeout = queue_timeout
+        self.probe_timeout = probe_timeout
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -134,6 +137,7 @@ class OpenAIBackend:
         self._last_error: str | None = None
         self._last_latency_ms: float | None = None
         self._last_contact = 0.0
+        self._checking: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -144,21 +148,39 @@ class OpenAIBackend:
     # Lifecycle
 
     async def start(self) -> None:
-        """Open the connection pool and, when no model was named, ask the upstream for one.
+        """Open the connection pool and check the upstream, in the background.
 
-        An upstream that is down at start-up is not fatal: it is reported in the state, and the
+        The check (`GET /models` with a short timeout) tells `GET /status` at once whether the
+        upstream answers, and names the model when the configuration did not; start-up does not
+        wait for it. An upstream that is down is not fatal: it is reported in the state, and the
         router falls back until it comes back.
         """
         if self._client is None:
             self._client = self._new_client()
-        if not self.model:
-            await self._discover_model()
+        if self._checking is None:
+            self._checking = asyncio.create_task(self._check(), name=f"check upstream {self.name}")
+
+    async def checked(self) -> None:
+        """Wait until the start-up check is over (at once if there is none)."""
+        if self._checking is not None:
+            await asyncio.shield(self._checking)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Stop the start-up check if it still runs, and close the connection pool."""
+        checking, self._checking = self._checking, None
+        if checking is not None and not checking.done():
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    async def _check(self) -> None:
+        await self._probe()
+        if not self.model:
+            # llama.cpp's server and LM Studio answer with their loaded model whatever the name.
+            self.model = "default"
 
     def _new_client(self) -> httpx.AsyncClient:
         headers = {"Accept": "application/json"}
@@ -188,23 +210,6 @@ class OpenAIBackend:
         if self._client is None:
             self._client = self._new_client()
         return self._client
-
-    async def _discover_model(self) -> None:
-        try:
-            response = await self._http.get("/models", timeout=self.connect_timeout)
-            response.raise_for_status()
-            data = response.json().get("data") or []
-            self.model = str(data[0]["id"]) if data else ""
-            self._record_success(None)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            problem = f"could not list the upstream's models: {self._describe(exc)}"
-            unreachable = isinstance(exc, httpx.TransportError) and not isinstance(exc, _BROKEN)
-            self._record_failure(
-                BackendUnreachable(problem) if unreachable else BackendError(problem)
-            )
-        if not self.model:
-            # llama.cpp's server and LM Studio answer with their loaded model whatever the name.
-            self.model = "default"
 
     # The Backend protocol
 
@@ -261,8 +266,9 @@ class OpenAIBackend:
 
     async def state(self) -> BackendState:
         """Reachable or not, the last error and latency; probes `GET /models` when idle."""
+        checking = self._checking is not None and not self._checking.done()
         idle = time.monotonic() - self._last_contact > _STATE_PROBE_INTERVAL
-        if idle and self._client is not None:
+        if idle and self._client is not None and not checking:
             await self._probe()
         return BackendState(
             name=self.name,
@@ -271,6 +277,7 @@ class OpenAIBackend:
             reachable=bool(self._reachable),
             last_error=self._last_error,
             latency_ms=self._last_latency_ms,
+            checked=not checking,
         )
 
     # Requests
@@ -313,6 +320,9 @@ class OpenAIBackend:
         self, request: GenerationRequest, *, stream: bool, deadline: float
     ) -> httpx.Response:
         """Send the request, retried and adapted until the upstream starts answering."""
+        if not self.model:
+            async with asyncio.timeout_at(deadline):
+                await self.checked()  # the start-up check names the model (it is short)
         attempt = 0
         while True:
             payload = self._payload(request, stream=stream)
@@ -585,21 +595,44 @@ class OpenAIBackend:
         log.warning("upstream %r: %s", self.name, message)
 
     async def _probe(self) -> None:
+        """`GET /models` with a short timeout: whether the upstream answers, how fast, and its
+        first model when the configuration named none."""
         started = time.perf_counter()
         try:
-            response = await self._http.get("/models", timeout=min(self.connect_timeout, 3.0))
+            timeout = min(self.connect_timeout, self.probe_timeout)
+            response = await self._http.get("/models", timeout=timeout)
         except httpx.HTTPError as exc:
-            self._reachable = False
-            self._last_error = f"upstream {self.name!r} is unreachable: {self._describe(exc)}"
-            self._last_contact = time.monotonic()
+            if isinstance(exc, httpx.TransportError) and not isinstance(exc, _BROKEN):
+                problem: BackendError = BackendUnreachable(
+                    f"upstream {self.name!r} is unreachable: {self._describe(exc)}"
+                )
+            else:  # it answered, if badly
+                problem = BackendError(
+                    f"upstream {self.name!r} failed to list its models: " + self._describe(exc)
+                )
+            self._record_failure(problem)
             return
-        self._last_contact = time.monotonic()
+        came_back = self._reachable is False
         self._reachable = True
+        self._last_contact = time.monotonic()
         if response.status_code >= 400 and response.status_code != 404:
             # Some upstreams do not list models (404); any other failure is worth reporting.
             self._last_error = f"upstream {self.name!r} answered {response.status_code} to /models"
-        elif self._last_latency_ms is None:
+            return
+        if came_back:
+            self._last_error = None
+        if self._last_latency_ms is None:
             self._last_latency_ms = (time.perf_counter() - started) * 1000
+        if not self.model and response.status_code < 400:
+            self.model = _first_model(response)
+
+
+def _first_model(response: httpx.Response) -> str:
+    """The id of the first model an upstream's `/models` lists, or nothing."""
+    try:
+        return str(response.json()["data"][0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
 
 
 class _FeatureRefused(Exception):

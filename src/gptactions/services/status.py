@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gptactions import __version__
 from gptactions.llm.base import BackendState
 from gptactions.llm.router import BackendRouter
+from gptactions.services.keys import Principal
 from gptactions.store.db import Database
 
 
@@ -53,8 +54,12 @@ class StatusService:
             return {"database": "migrations not applied yet"}
         return {}
 
-    async def status(self) -> Status:
-        """`online` when the database answers and the default backend is reachable."""
+    async def status(self, caller: Principal) -> Status:
+        """`online` when the database answers and a backend is reachable.
+
+        Only admin keys see the backends' errors: an upstream's error text may quote the request
+        that caused it, which may be another tenant's.
+        """
         database_ok = await self._database.ping()
         states = await self._router.states()
         default = states[0]
@@ -68,5 +73,5 @@ class StatusService:
             backend=default.name,
             model=default.model,
             database="ok" if database_ok else "unreachable",
-            backends=states,
+            backends=[state.for_caller(details=caller.is_admin) for state in states],
         )
