@@ -47,6 +47,7 @@ from gptactions.llm.openai_wire import (
     sse_data,
     tool_calls_of,
     usage_of,
+    well_formed,
     wire_message,
 )
 from gptactions.llm.redact import redact, safe_url, secrets_of
@@ -466,7 +467,7 @@ class OpenAIBackend:
                     started_calls.update(call.index for call in calls)
                     if text or calls:
                         completion_tokens += 1
-                        yield Chunk(text=text, tool_calls=calls)
+                        yield Chunk(text=well_formed(str(text)), tool_calls=calls)
                     finish = choice.get("finish_reason") or finish
         except httpx.TransportError as exc:
             raise self._broken_off(exc) from None
@@ -494,6 +495,7 @@ class OpenAIBackend:
             refusal = message.get("refusal") if isinstance(message, dict) else None
             reason = f"refused: {self._excerpt(str(refusal))}" if refusal else "answered no text"
             raise BackendError(f"upstream {self.name!r} {reason}")
+        text = well_formed(text)
         if request.choices:
             # Unwrap the `{"choice": ...}` the schema asked for; an answer that names none of
             # the choices is left as it is, for the caller's validation to judge.
@@ -567,7 +569,7 @@ class OpenAIBackend:
         return self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
     def _excerpt(self, text: str) -> str:
-        text = " ".join(text.split())
+        text = " ".join(well_formed(text).split())
         if len(text) > _MAX_UPSTREAM_MESSAGE:
             text = text[:_MAX_UPSTREAM_MESSAGE] + "…"
         return self._scrub(text) or "(empty answer)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from email.utils import parsedate_to_datetime
@@ -153,3 +154,12 @@ def tool_calls_of(value: Any, *, piece: bool = False) -> tuple[ToolCall, ...]:
             )
         )
     return tuple(calls)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """The text with any unpaired UTF-16 surrogate (which JSON's `\\ud800` escape can carry, and
+    UTF-8 cannot) replaced by U+FFFD, so that it can be stored and sent on."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)

@@ -7,7 +7,7 @@ import uuid
 
 from gptactions.llm.base import BackendError, ChatMessage, GenerationRequest
 from gptactions.llm.router import BackendRouter, UnknownModel
-from gptactions.services.errors import Problem, invalid, not_found, unknown_model
+from gptactions.services.errors import Problem, check_text, invalid, not_found, unknown_model
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
 from gptactions.services.streams import ReplyStream
@@ -87,6 +87,12 @@ class ConversationService:
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
         """Resolve the conversation and build the prompt that fits the model's context window."""
+        check_text(
+            ("/userId", turn.user_id),
+            ("/message", turn.message),
+            ("/conversationId", turn.conversation_id),
+            ("/model", turn.model),
+        )
         try:
             backend = self._router.resolve(turn.model)
         except UnknownModel as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,57 @@ class ServiceError(Exception):
 def invalid(message: str, *problems: Problem) -> ServiceError:
     """A 400 for input the API cannot accept."""
     return ServiceError(message, 400, "invalid_request", list(problems))
+
+
+def invalid_input(*problems: Problem) -> ServiceError:
+    """A 400 whose message names the first problem: `Invalid input: message: must not ...`."""
+    first = problems[0]
+    where = first.pointer.lstrip("/")
+    return invalid(f"Invalid input: {where + ': ' if where else ''}{first.message}", *problems)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+UNPAIRED_SURROGATE = "must not contain an unpaired UTF-16 surrogate (\\ud800 to \\udfff)"
+
+
+def has_unpaired_surrogate(text: str) -> bool:
+    """Whether the text holds a lone surrogate: UTF-8 cannot encode it, so no database stores it
+    and no answer can carry it (JSON's `"\\ud800"` escape makes one)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def unpaired_surrogates(value: Any, pointer: str = "") -> list[Problem]:
+    """A problem for each string of a JSON value (keys included) with an unpaired surrogate.
+
+    Iterative, so that a value nested as deeply as the JSON parser allows is walked too.
+    """
+    problems: list[Problem] = []
+    pending: list[tuple[str, Any]] = [(pointer, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            if has_unpaired_surrogate(item):
+                problems.append(Problem(where, UNPAIRED_SURROGATE))
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                if isinstance(key, str) and has_unpaired_surrogate(key):
+                    # The pointer cannot name such a key: it could not be sent back either.
+                    problems.append(Problem(where, "a member's name " + UNPAIRED_SURROGATE))
+                    continue
+                pending.append((where + json_pointer([key]), member))
+        elif isinstance(item, list | tuple):
+            pending.extend((f"{where}/{index}", member) for index, member in enumerate(item))
+    problems.sort(key=lambda problem: problem.pointer)
+    return problems
+
+
+def check_text(*fields: tuple[str, Any]) -> None:
+    """A 400 when a field (a pointer and its value) holds an unpaired surrogate anywhere."""
+    problems = [
+        problem for pointer, value in fields for problem in unpaired_surrogates(value, pointer)
+    ]
+    if problems:
+        raise invalid_input(*problems)
 
 
 def not_found(message: str) -> ServiceError:

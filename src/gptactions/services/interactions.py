@@ -9,7 +9,7 @@ from datetime import datetime
 import anyio
 
 from gptactions.llm.base import Usage
-from gptactions.services.errors import Problem, invalid
+from gptactions.services.errors import Problem, check_text, invalid, invalid_input
 from gptactions.services.keys import Principal
 from gptactions.store import queries
 from gptactions.store.db import Database
@@ -96,6 +96,19 @@ class LogQuery:
     until: datetime | None = None
     limit: int = 100
     cursor: str | None = None
+
+
+def _in_utc(moment: datetime | None, pointer: str) -> datetime | None:
+    """The time in UTC (a time without an offset is UTC already); a 400 when UTC has no such
+    time (9999-12-31T23:00-05:00 is in the year 10000)."""
+    if moment is None:
+        return None
+    try:
+        return queries.as_utc(moment)
+    except OverflowError:
+        raise invalid_input(
+            Problem(pointer, "must be a time between years 1 and 9999 once converted to UTC")
+        ) from None
 
 
 def _entry(row: Interaction) -> LogEntry:
@@ -185,21 +198,27 @@ class InteractionLog:
 
     async def page(self, principal: Principal, query: LogQuery) -> LogPage:
         """The caller's tenant's interactions (every tenant's for an admin key), newest first."""
+        check_text(
+            ("/userId", query.user_id),
+            ("/conversationId", query.conversation_id),
+            ("/cursor", query.cursor),
+        )
         cursor = None
         if query.cursor:
             try:
                 cursor = queries.LogCursor.decode(query.cursor)
             except ValueError as error:
                 raise invalid(str(error), Problem("/cursor", str(error))) from None
-        if query.since and query.until and query.since >= query.until:
+        since, until = _in_utc(query.since, "/since"), _in_utc(query.until, "/until")
+        if since and until and since >= until:
             raise invalid("since must be before until", Problem("/since", "must be before until"))
         log_filter = queries.LogFilter(
             tenant=None if principal.is_admin else principal.tenant,
             # An OAuth token reads only its own user's interactions.
             user_id=principal.acting_as(query.user_id),
             conversation_id=query.conversation_id,
-            since=query.since,
-            until=query.until,
+            since=since,
+            until=until,
             cursor=cursor,
             limit=query.limit,
         )

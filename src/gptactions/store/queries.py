@@ -131,6 +131,10 @@ async def conversation_turns(session: AsyncSession, conversation_id: str) -> lis
     )
 
 
+MAX_ID = 2**63 - 1
+"""The largest id either database can hold (a signed 64-bit integer)."""
+
+
 @dataclass(frozen=True)
 class LogCursor:
     """Where a page of the log ends: the last row's time and id."""
@@ -145,12 +149,18 @@ class LogCursor:
 
     @classmethod
     def decode(cls, token: str) -> LogCursor:
-        """Parse a token made by `encode`; ValueError when it is not one."""
+        """Parse a token made by `encode`; ValueError when it is not one.
+
+        Whatever a client makes of the token, what comes out fits the database: an id of at most
+        63 bits (SQLite's integer, PostgreSQL's bigint) and a time that exists in UTC.
+        """
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             moment, _, ident = raw.partition("|")
+            if not (ident.isascii() and ident.isdigit()) or not 0 < int(ident) <= MAX_ID:
+                raise ValueError(ident)
             return cls(as_utc(datetime.fromisoformat(moment)), int(ident))
-        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
             raise ValueError("not a cursor returned by this server") from exc
 
 

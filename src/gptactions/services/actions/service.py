@@ -18,7 +18,7 @@ from gptactions.services.actions.registry import (
     ActionRegistry,
     UnknownAction,
 )
-from gptactions.services.errors import Problem, invalid, unknown_model
+from gptactions.services.errors import Problem, check_text, invalid, unknown_model
 from gptactions.services.interactions import (
     InteractionKind,
     InteractionLog,
@@ -68,6 +68,12 @@ class ActionService:
 
     def check(self, call: ActionCall) -> ActionDefinition:
         """The call's action, once its parameters and model are known good; a 400 if not."""
+        check_text(
+            ("/action", call.action),
+            ("/parameters", call.parameters),
+            ("/userId", call.user_id),
+            ("/model", call.model),
+        )
         definition = self.definition(call.action)
         problems = self.registry.validate(call.action, call.parameters)
         if problems:
