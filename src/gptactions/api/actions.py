@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gptactions.api.deps import ActionsCaller, RuntimeDep
+from gptactions.api.deps import ActionBody, ActionsCaller, RuntimeDep
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.responses import ActionResponse
-from gptactions.api.schemas import ActionRequest
 from gptactions.services.actions import ActionCall
 
 router = APIRouter(prefix="/api/v1/gpt")
@@ -17,7 +16,7 @@ router = APIRouter(prefix="/api/v1/gpt")
 
 @router.post("/actions", operation_id="triggerAction")
 async def trigger_action(
-    body: ActionRequest, caller: ActionsCaller, runtime: RuntimeDep
+    caller: ActionsCaller, body: ActionBody, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Trigger a specific GPT action."""
     body.check_limits(runtime.settings)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from gptactions.api.deps import ChatCaller, RuntimeDep
+from gptactions.api.deps import ChatCaller, ConversationBody, RuntimeDep
 from gptactions.api.responses import ConversationResponse, Usage
 from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
@@ -65,7 +65,7 @@ async def _converse(
 
 @router.post("/conversations", operation_id="startConversation")
 async def start_conversation(
-    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+    request: Request, caller: ChatCaller, body: ConversationBody, runtime: RuntimeDep
 ) -> Any:
     """Start a new GPT conversation."""
     return await _converse(request, body, caller, runtime, new=True)
@@ -73,7 +73,7 @@ async def start_conversation(
 
 @router.post("/respond", operation_id="respond")
 async def respond(
-    request: Request, body: ConversationRequest, caller: ChatCaller, runtime: RuntimeDep
+    request: Request, caller: ChatCaller, body: ConversationBody, runtime: RuntimeDep
 ) -> Any:
     """Process a user input and return GPT's response."""
     return await _converse(request, body, caller, runtime, new=False)

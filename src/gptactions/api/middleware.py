@@ -1,4 +1,9 @@
-"""Request guards that run before routing: body size (413) and body media type (415)."""
+"""A request guard that runs before routing: the body's size (413).
+
+It is the one check made before the caller's key: a body over the limit is refused from its
+Content-Length without being read. Everything else about a body (its media type, its JSON, its
+fields) is judged after the key, by `deps.json_body`.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,8 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the body is larger than {limit} bytes")
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and "+json" in media)
-
-
 class BodyGuard:
-    """Refuses API bodies that are larger than the limit or not JSON, before anything parses them.
+    """Refuses API bodies that are larger than the limit, before anything reads them.
 
     A pure ASGI middleware, so the limit holds for chunked bodies without a Content-Length too.
     """
@@ -53,19 +53,6 @@ class BodyGuard:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
-            return
-        # A body without a Content-Type is read as JSON (a bad one is then a 400, not a 415);
-        # a body that says it is something else is refused.
-        content_type = headers.get("content-type")
-        if content_type is None:
-            assumed = (b"content-type", b"application/json")
-            scope = {**scope, "headers": [*scope["headers"], assumed]}
-        elif length != "0" and not _is_json(content_type):
-            await _reject(
-                send,
-                415,
-                f"the body must be JSON (Content-Type: application/json), got {content_type}",
-            )
             return
 
         received = 0
