@@ -70,9 +70,15 @@ class BackendStatus(Body):
     sequences: int | None = Field(
         default=None, description="Embedded model: requests it can generate at once."
     )
-    sequences_in_use: int | None = None
+    sequences_in_use: int | None = Field(
+        default=None, description="Embedded model: requests being generated now."
+    )
     queue_depth: int | None = Field(
-        default=None, description="Requests waiting for a free sequence."
+        default=None,
+        description=(
+            "Embedded model: requests waiting for a free sequence, not counting those being "
+            "generated (sequencesInUse); at GPTACTIONS_MODEL_QUEUE the next one is a 503."
+        ),
     )
     tokens_per_second: float | None = Field(
         default=None, description="Tokens generated per second over the last minute."
