@@ -197,7 +197,7 @@ FORBIDDEN = {
 }
 
 
-@hypothesis_settings(max_examples=30)
+@hypothesis_settings(max_examples=30, deadline=None)
 @given(
     which=st.sampled_from(sorted(FORBIDDEN)),
     before=st.text(alphabet="abc \n.", max_size=10),

@@ -122,7 +122,7 @@ def _b64(data: bytes, urlsafe: bool) -> str:
     return (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(data).decode("ascii")
 
 
-@hypothesis_settings(max_examples=200)
+@hypothesis_settings(max_examples=200, deadline=None)
 @given(
     secret=SECRETS,
     before=st.binary(max_size=5),
@@ -142,7 +142,7 @@ def test_a_secret_is_scrubbed_inside_any_base64_text(
     assert sum(len(part) for part in survived) <= (len(before) + len(after) + 2) * 4 // 3 + 8
 
 
-@hypothesis_settings(max_examples=200)
+@hypothesis_settings(max_examples=200, deadline=None)
 @given(secret=SECRETS, form=st.sampled_from(["raw", "quote", "quote_plus", "lower", "b64"]))
 def test_a_secret_is_scrubbed_in_every_form(secret: str, form: str) -> None:
     shown = {
@@ -186,7 +186,7 @@ def _with_userinfo(user: str, password: str | None) -> str:
     return f"https://{userinfo}@upstream.example.com:8443/v1"
 
 
-@hypothesis_settings(max_examples=50)
+@hypothesis_settings(max_examples=50, deadline=None)
 @given(userinfo=USERINFO, where=st.sampled_from(["upstream", "backends", "file"]))
 def test_credentials_in_an_upstream_url_are_refused_without_being_shown(
     tmp_path_factory: pytest.TempPathFactory, userinfo: tuple[str, str | None], where: str
