@@ -407,7 +407,16 @@ def _personal(doc: dict[str, Any]) -> None:
                 "responses": {
                     "200": {
                         "description": summary,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": {
+                            "application/json": {
+                                # Free-form for now; GPT imports need `properties` on objects.
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {},
+                                    "additionalProperties": True,
+                                }
+                            }
+                        },
                     }
                 },
             }
