@@ -208,6 +208,40 @@ async def test_keys_and_scopes(api: ApiClient) -> None:
     assert (await api.get("/v1/models", key=logs_only)).status_code == 200
 
 
+async def test_the_key_is_checked_before_the_body_is_read(api: ApiClient) -> None:
+    malformed = await api.http.post(
+        CHAT, content="{not json", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 401 and error_of(malformed)["code"] == "invalid_api_key"
+    with_key = await api.http.post(
+        CHAT,
+        content="{not json",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert with_key.status_code == 400 and error_of(with_key)
+
+
+@pytest.mark.parametrize("where", ["content", "user", "stop"])
+async def test_a_lone_surrogate_is_a_400_before_the_model_runs(
+    api: ApiClient, fake: FakeBackend, where: str
+) -> None:
+    message: dict[str, Any] = {"role": "user", "content": "hi"}
+    body: dict[str, Any] = {"model": "fake", "messages": [message]}
+    if where == "content":
+        message["content"] = "SURROGATE"
+    else:
+        body[where] = "SURROGATE"
+    # A JSON escape of a lone UTF-16 surrogate: valid JSON, not storable text.
+    raw = json.dumps(body).replace("SURROGATE", "a\\ud800b")
+    response = await api.http.post(
+        CHAT,
+        content=raw,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert response.status_code == 400 and error_of(response)["type"] == "invalid_request_error"
+    assert fake.requests == []
+
+
 async def test_transport_errors_are_in_openai_shape_too(api: ApiClient) -> None:
     unknown = await api.get("/v1/embeddings")
     assert unknown.status_code == 404 and error_of(unknown)["code"] == "unknown_url"
@@ -216,7 +250,12 @@ async def test_transport_errors_are_in_openai_shape_too(api: ApiClient) -> None:
     too_large = await api.post(CHAT, {**HELLO, "user": "x" * 2_000_000})
     assert too_large.status_code == 413 and error_of(too_large)
     not_json = await api.http.post(
-        CHAT, content="a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        CHAT,
+        content="a=b",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": f"Bearer {ADMIN_KEY}",
+        },
     )
     assert not_json.status_code == 415 and error_of(not_json)
     # The API's own routes keep the API's one error shape.

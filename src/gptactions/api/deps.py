@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.schemas import ActionRequest, ConversationRequest
 from gptactions.runtime import Runtime
 from gptactions.services.errors import ServiceError, check_text
@@ -145,3 +146,4 @@ def _parse_json(raw: bytes) -> Any:
 
 ConversationBody = Annotated[ConversationRequest, json_body(ConversationRequest)]
 ActionBody = Annotated[ActionRequest, json_body(ActionRequest)]
+ChatCompletionBody = Annotated[ChatCompletionRequest, json_body(ChatCompletionRequest)]

@@ -18,9 +18,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptactions.api.deps import AnyCaller, ChatCaller, RuntimeDep
+from gptactions.api.deps import AnyCaller, ChatCaller, ChatCompletionBody, RuntimeDep
 from gptactions.api.errors import backend_status
-from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.sse import EventStreamResponse
 from gptactions.llm.base import BackendError, ToolCall, Usage
 from gptactions.services.completions import Completion, CompletionStream, ModelInfo
@@ -46,7 +45,7 @@ async def retrieve_model(model: str, _caller: AnyCaller, runtime: RuntimeDep) ->
 
 @router.post("/chat/completions", operation_id="createChatCompletion")
 async def create_chat_completion(
-    body: ChatCompletionRequest, caller: ChatCaller, runtime: RuntimeDep
+    body: ChatCompletionBody, caller: ChatCaller, runtime: RuntimeDep
 ) -> Any:
     """Create a chat completion, whole or streamed (`stream: true`), as OpenAI's API does."""
     call = body.to_call()
