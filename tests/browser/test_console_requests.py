@@ -213,7 +213,7 @@ def test_failures_read_as_sentences(console: Console) -> None:
     assert "Something broke." in failure.inner_text()
     assert "status-5xx" in str(page.locator("#status-code").get_attribute("class"))
     page.route("https://api.yourdomain.com/**", lambda route: route.abort("connectionrefused"))
-    page.get_by_label("Server").select_option("https://api.yourdomain.com")
+    page.get_by_role("combobox", name="Server").select_option("https://api.yourdomain.com")
     assert console.send() == "No response"
     assert "Could not reach the server" in failure.inner_text()
     assert "null" not in failure.inner_text()
