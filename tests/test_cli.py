@@ -111,6 +111,9 @@ def test_db_upgrade_and_openapi(isolated: Path) -> None:
     assert document["servers"][0]["url"] == "https://gpt.example.org"
 
 
+REVISION_0001_TABLES = {"alembic_version", "api_keys", "conversations", "interactions"}
+
+
 def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     created = gptactions("db", "upgrade", cwd=isolated)
@@ -123,7 +126,13 @@ def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
     with sqlite3.connect(isolated / "server.db") as database:
         database.execute("UPDATE alembic_version SET version_num = '0001'")
         database.execute("ALTER TABLE api_keys DROP COLUMN imported")
-        database.execute("DROP TABLE key_versions")
+        # Back to revision 0001's tables: every table a later revision created goes.
+        tables = database.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for (table,) in tables:
+            if table not in REVISION_0001_TABLES:
+                database.execute(f'DROP TABLE "{table}"')
     upgraded = gptactions("db", "upgrade", cwd=isolated)
     assert f"revision 0001 to {head}" in upgraded.stdout
 
