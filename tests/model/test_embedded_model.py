@@ -188,6 +188,10 @@ async def test_a_continued_conversation_reuses_its_cached_prompt(model_api: ApiC
     )
     usage = followed.json()["usage"]
     assert usage["cachedTokens"] >= started.json()["usage"]["promptTokens"] - 1
+    logged = await model_api.get(f"{API}/logs", params={"conversationId": conversation})
+    turns = {item["message"]: item for item in logged.json()["items"]}
+    assert turns["Another."]["cachedTokens"] == usage["cachedTokens"]
+    assert turns["Another."]["promptTokens"] == usage["promptTokens"]
     status = (await model_api.get(f"{API}/status")).json()
     local = status["backends"][0]
     assert local["sequences"] == 8 and local["sequencesInUse"] == 0

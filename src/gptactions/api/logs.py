@@ -45,6 +45,7 @@ def log_item(entry: LogEntry) -> dict[str, Any]:
         latency_ms=entry.latency_ms,
         prompt_tokens=entry.prompt_tokens,
         completion_tokens=entry.completion_tokens,
+        cached_tokens=entry.cached_tokens,
     ).wire()
 
 

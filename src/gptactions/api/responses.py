@@ -117,6 +117,11 @@ class LogItem(Body):
     latency_ms: int
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = Field(
+        default=0,
+        description="Prompt tokens the model had already processed (its prompt cache); "
+        "included in promptTokens.",
+    )
 
 
 class ActionResponse(Body):

@@ -76,6 +76,7 @@ class LogEntry:
     latency_ms: int
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def _entry(row: Interaction) -> LogEntry:
         latency_ms=row.latency_ms,
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
     )
 
 
@@ -167,6 +169,7 @@ class InteractionLog:
                     latency_ms=new.latency_ms,
                     prompt_tokens=new.usage.prompt_tokens,
                     completion_tokens=new.usage.completion_tokens,
+                    cached_tokens=new.usage.cached_tokens,
                 ),
             )
             if new.conversation_id is not None and new_conversation is None:
