@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import pytest
 
 from gptactions.llm.base import ChatMessage, GenerationRequest
+from gptactions.llm.llama_model import extra_buffers_safe
 from gptactions.llm.local import LocalBackend, bundled_model_path
 from tests.conftest import ApiClient
 
@@ -189,10 +191,22 @@ async def test_a_continued_conversation_reuses_its_cached_prompt(model_api: ApiC
     usage = followed.json()["usage"]
     assert usage["cachedTokens"] >= started.json()["usage"]["promptTokens"] - 1
     logged = await model_api.get(f"{API}/logs", params={"conversationId": conversation})
-    turns = {item["message"]: item for item in logged.json()["items"]}
+    turns = {item["message"]: item for item in logged.json()}
     assert turns["Another."]["cachedTokens"] == usage["cachedTokens"]
     assert turns["Another."]["promptTokens"] == usage["promptTokens"]
     status = (await model_api.get(f"{API}/status")).json()
     local = status["backends"][0]
     assert local["sequences"] == 8 and local["sequencesInUse"] == 0
     assert local["queueDepth"] == 0 and local["tokensPerSecond"] > 0
+
+
+def test_extra_buffers_are_off_only_on_a_cpu_with_amx(tmp_path: Path) -> None:
+    """llama.cpp's AMX kernels crash on the first multi-token batch (llama-cpp-python 0.3.36 on
+    Sapphire Rapids); everywhere else the repacking buffers stay on."""
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile amx_int8\n")
+    plain = tmp_path / "plain"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not extra_buffers_safe(amx)
+    assert extra_buffers_safe(plain)
+    assert extra_buffers_safe(tmp_path / "missing")

@@ -43,12 +43,38 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
+def _cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU advertises Intel AMX (Sapphire Rapids and later)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines()
+    )
+
+
+def extra_buffers_safe(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether llama.cpp may place weights in its "extra" CPU buffer types.
+
+    On a CPU with AMX, a source build of llama.cpp (what pip builds) compiles its AMX kernels
+    and moves Q4_0/Q4_1/Q8_0/K-quant weights into the AMX buffer; in llama-cpp-python 0.3.36
+    `ggml_backend_amx_mul_mat` then crashes the process (SIGSEGV) on the first batch of more than
+    one token, seen on Sapphire Rapids virtual machines. Without the extra buffers the weights
+    stay in ordinary memory and the AVX-512 kernels run them. Elsewhere the extra buffers hold
+    the repacked Q4_0/IQ4_NL weights that make AVX2 faster, so they stay on.
+    """
+    return not _cpu_has_amx(cpuinfo)
+
+
 class LlamaModel:
     """The weights and vocabulary of one GGUF file, loaded once and shared by its contexts."""
 
     def __init__(self, path: Path) -> None:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
+        if not extra_buffers_safe():
+            params.use_extra_bufts = False
         self.path = path
         self.model: Any = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
