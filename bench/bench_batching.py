@@ -29,6 +29,7 @@ import httpx
 from common import BENCH_KEY, free_port, ratio, report, server
 
 from gptactions.config import Settings
+from gptactions.llm.llama_model import extra_buffers_safe
 from gptactions.llm.local import bundled_model_path, default_threads
 
 TOPICS = [
@@ -174,6 +175,8 @@ def llama_server(binary: str, threads: int, parallel: int, window: int) -> Itera
                 "-c",
                 str(parallel * window),
                 "--no-webui",
+                # The same weights placement as ours: no extra buffer types where they crash.
+                *([] if extra_buffers_safe() else ["--no-repack"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
