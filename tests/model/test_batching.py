@@ -194,6 +194,35 @@ async def test_the_prompt_cache_reuses_a_shared_prefix(local_backend: LocalBacke
     assert second.usage.cached_tokens < second.usage.prompt_tokens
 
 
+async def test_a_busy_sequence_lends_its_prefix_and_the_reply_is_unchanged(
+    local_backend: LocalBackend,
+) -> None:
+    """A request admitted while another holds the shared system prompt copies that memory
+    instead of decoding it again, and answers exactly what it answers from scratch."""
+    engine = local_backend.engine
+    assert engine is not None
+    system = ChatMessage("system", "You answer questions about geography, briefly. " * 12)
+    question = GenerationRequest(
+        messages=(system, ChatMessage("user", "What is the capital of Italy?")), max_tokens=12
+    )
+    fresh = [await local_backend.generate(question)]
+    holder = endless_job(local_backend)
+    assert local_backend._model is not None
+    holder.prompt = local_backend._model.prompt_tokens(
+        (system, ChatMessage("user", "Say x forever."))
+    )
+    engine.submit(holder)
+    try:
+        assert not isinstance(await first_piece(holder), BaseException)
+        # The holder took the sequence that decoded `fresh` (the longest shared prefix), so no
+        # free sequence holds this system prompt: the question must borrow it from the holder.
+        lent = await local_backend.generate(question)
+    finally:
+        engine.cancel(holder)
+    assert lent.usage.cached_tokens > 100
+    assert lent.text == fresh[0].text
+
+
 async def test_a_decode_failure_fails_its_batch_and_the_engine_goes_on(
     local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

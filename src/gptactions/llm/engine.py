@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # Prompt tokens decoded per step at most: a long prompt takes several steps instead of
 # freezing the other sequences' streams for all of its length.
 PROMPT_BUDGET = 256
+# A sequence copies another's memory (the whole stream, then trimmed to the shared prefix) when
+# that saves at least this many prompt tokens: copying a stream costs about as much as
+# decoding a few tokens, and saves decoding the shared system prompt again in each sequence.
+COPY_MIN_TOKENS = 16
 _RATE_WINDOW = 60.0
 
 
@@ -216,7 +220,16 @@ class BatchEngine:
         self, sequence: Sequence, job: Job, deliveries: list[tuple[Job, Chunk | BaseException]]
     ) -> None:
         # At least the prompt's last token is decoded again: its logits start the reply.
-        keep = min(_common_prefix(sequence.tokens, job.prompt), len(job.prompt) - 1)
+        limit = len(job.prompt) - 1
+        keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
+        donor = self._donor(sequence, job.prompt, keep)
+        if donor is not None:
+            # Another sequence (busy or not) holds a longer prefix of this prompt: copy its
+            # memory, then cut it to what is shared. The copy happens at the next decode, before
+            # that batch's tokens are written, so it is the donor's memory as of now.
+            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, sequence.seq_id, -1, -1)
+            sequence.tokens = list(donor.tokens)
+            keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
         if keep < len(sequence.tokens):
             if not llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, keep, -1):
                 llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
@@ -230,6 +243,19 @@ class BatchEngine:
         except GrammarError as exc:
             sequence.job = None
             deliveries.append((job, BackendError(f"the local model refused the request: {exc}")))
+
+    def _donor(self, sequence: Sequence, prompt: list[int], have: int) -> Sequence | None:
+        """The sequence whose memory shares the longest prefix with `prompt`, when copying it
+        saves at least COPY_MIN_TOKENS over what `sequence` already holds."""
+        best: Sequence | None = None
+        best_shared = have + COPY_MIN_TOKENS - 1
+        for other in self._sequences:
+            if other is sequence:
+                continue
+            shared = min(_common_prefix(other.tokens, prompt), len(prompt) - 1)
+            if shared > best_shared:
+                best, best_shared = other, shared
+        return best
 
     def _free_cancelled(self) -> None:
         for sequence in self._sequences:
