@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from common import BENCH_KEY, free_port, ratio, report
+from common import BENCH_KEY, free_port, gptactions_env, process_server, ratio, report
 
 HERE = Path(__file__).resolve()
 
@@ -62,40 +61,17 @@ def serve(kind: str, port: int) -> None:
 def server(kind: str, directory: str) -> Iterator[tuple[str, int]]:
     """One server subprocess; yields its URL and process id once `/healthz` answers."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-    env.update(
-        GPTACTIONS_DATABASE_URL=f"sqlite:///{directory}/{kind}.db",
-        GPTACTIONS_API_KEY=BENCH_KEY,
-        GPTACTIONS_LOG_LEVEL="warning",
-    )
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE), "--serve", kind, "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"the {kind} server did not start:\n{log.read()}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            yield url, process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [sys.executable, str(HERE), "--serve", kind, "--port", str(port)]
+    env = gptactions_env(f"sqlite:///{directory}/{kind}.db")
+    with process_server(f"the {kind} server", command, port, _healthy, env=env, timeout=60) as (
+        url,
+        process,
+    ):
+        yield url, process.pid
+
+
+def _healthy(url: str) -> bool:
+    return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
 
 
 def cpu_seconds(pid: int) -> float:

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
@@ -30,29 +30,36 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(database_url: str, **settings: str) -> Iterator[str]:
-    """`gptactions serve` in a subprocess (the embedded model included); yields its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-    env.update(
-        GPTACTIONS_DATABASE_URL=database_url,
-        GPTACTIONS_API_KEY=BENCH_KEY,
-        GPTACTIONS_PORT=str(port),
-        GPTACTIONS_LOG_LEVEL="warning",
-        **{f"GPTACTIONS_{name.upper()}": value for name, value in settings.items()},
-    )
+def process_server(
+    name: str,
+    command: Sequence[str],
+    port: int,
+    ready: Callable[[str], bool],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Any server in a subprocess on `port`: yields its base URL and process once `ready(url)`
+    says so; stops it afterwards (SIGTERM, then SIGKILL after 20 s)."""
     # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe blocks it.
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gptactions", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, process, log)
-            yield url
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{name} exited:\n{log.read()[-3000:]}")
+                try:
+                    if ready(url):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} at {url} did not become ready in {timeout}s")
+                time.sleep(0.2)
+            yield url, process
         finally:
             process.terminate()
             try:
@@ -62,23 +69,36 @@ def server(database_url: str, **settings: str) -> Iterator[str]:
                 process.wait()
 
 
-def _wait_ready(
-    url: str, process: subprocess.Popen[bytes], log: IO[str], timeout: float = 120
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"the server exited:\n{log.read()}")
-        try:
-            headers = {"Authorization": f"Bearer {BENCH_KEY}"}
-            response = httpx.get(f"{url}/api/v1/gpt/status", headers=headers, timeout=2)
-            if response.status_code == 200 and response.json()["status"] == "online":
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the server at {url} did not become ready in {timeout}s")
+def gptactions_env(database_url: str, port: int | None = None, **settings: str) -> dict[str, str]:
+    """The environment of a `gptactions serve` subprocess: this one's, minus its GPTACTIONS_*,
+    plus the bench key, the database and `settings` (`model_threads="2"` is
+    GPTACTIONS_MODEL_THREADS=2)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
+    env.update(
+        GPTACTIONS_DATABASE_URL=database_url,
+        GPTACTIONS_API_KEY=BENCH_KEY,
+        GPTACTIONS_LOG_LEVEL="warning",
+        **{f"GPTACTIONS_{name.upper()}": value for name, value in settings.items()},
+    )
+    if port is not None:
+        env["GPTACTIONS_PORT"] = str(port)
+    return env
+
+
+def _online(url: str) -> bool:
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    response = httpx.get(f"{url}/api/v1/gpt/status", headers=headers, timeout=2)
+    return response.status_code == 200 and response.json()["status"] == "online"
+
+
+@contextmanager
+def server(database_url: str, **settings: str) -> Iterator[str]:
+    """`gptactions serve` in a subprocess (the embedded model included); yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "gptactions", "serve"]
+    env = gptactions_env(database_url, port, **settings)
+    with process_server("the server", command, port, _online, env=env) as (url, _):
+        yield url
 
 
 def summary(seconds: Sequence[float]) -> dict[str, float]:
