@@ -16,22 +16,9 @@ from mcp.client.streamable_http import streamable_http_client
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
+from tests.actions.conftest import HAIKU_YAML as HAIKU
 from tests.conftest import ADMIN_KEY, _KeepLoaded
 from tests.protocols.conftest import Served, served
-
-HAIKU = """\
-actions:
-  - name: haiku
-    description: Write a haiku about a topic.
-    parameters:
-      type: object
-      required: [topic]
-      properties:
-        topic: {type: string, maxLength: 200}
-    prompt: "Write a haiku about {{ topic }}."
-    output: text
-    maxTokens: 40
-"""
 
 
 @asynccontextmanager
