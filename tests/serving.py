@@ -102,3 +102,19 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def run_cli(server: Server, *args: str, stdin: str | None = None) -> str:
+    """Run the command line against a running server's database; its standard output."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
+    environment["GPTACTIONS_DATABASE_URL"] = f"sqlite:///{server.log.parent / 'server.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "gptactions", *args],
+        env=environment,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout

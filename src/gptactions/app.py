@@ -10,7 +10,17 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, me, meta, oauth, openai_compat, status
+from gptactions.api import (
+    actions,
+    conversations,
+    logs,
+    me,
+    meta,
+    oauth,
+    oidc,
+    openai_compat,
+    status,
+)
 from gptactions.api import metrics as metrics_api
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
@@ -77,6 +87,7 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(meta.router)
     app.include_router(oauth.router)
+    app.include_router(oidc.router)
     app.include_router(metrics_api.router)
     app.router.routes.append(
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)

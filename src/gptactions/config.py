@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -149,6 +150,30 @@ class Settings(BaseSettings):
         default="10/minute",
         description="Sign-in attempts per username and per client address.",
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect provider users sign in with, e.g. https://accounts.google.com.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None, description="This server's id at the provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="This server's secret at the provider (none for a public client)."
+    )
+    oidc_scopes: str = Field(
+        default="openid email profile", description="Scopes asked of the provider (with openid)."
+    )
+    oidc_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Email domains allowed to sign in through the provider; any when empty.",
+    )
+    oidc_username_claim: str = Field(
+        default="email",
+        description="ID token claim that names a new user (email, preferred_username).",
+    )
+    oidc_name: str | None = Field(
+        default=None, description='Provider name on the "Sign in with" button; the issuer\'s host.'
+    )
 
     # Limits
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -219,7 +244,35 @@ class Settings(BaseSettings):
             parse_duration(value)
         return value or None
 
-    @field_validator("servers", "fallbacks", mode="before")
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _check_issuer(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+            if not parts.netloc or not (
+                parts.scheme == "https" or (parts.scheme == "http" and local)
+            ):
+                raise ValueError(
+                    f"the OIDC issuer must be an https URL (http only to localhost): {value!r}"
+                )
+        return value.rstrip("/") if value else None
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _check_oidc_scopes(cls, value: str) -> str:
+        if "openid" not in value.split():
+            raise ValueError("GPTACTIONS_OIDC_SCOPES must include openid")
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("GPTACTIONS_OIDC_ISSUER needs GPTACTIONS_OIDC_CLIENT_ID")
+        self.oidc_allowed_domains = [d.lower().lstrip("@") for d in self.oidc_allowed_domains]
+        return self
+
+    @field_validator("servers", "fallbacks", "oidc_allowed_domains", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Lists from the environment: a JSON list, or comma separated."""

@@ -20,6 +20,7 @@ from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import build_limiter
 from gptactions.services.oauth import OAuthService
+from gptactions.services.oidc import OidcConfig, OidcService
 from gptactions.services.personal import PersonalData
 from gptactions.services.retention import Retention
 from gptactions.services.status import StatusService
@@ -63,6 +64,8 @@ class Runtime:
                 settings.login_rate_limit, settings.redis_url, prefix="gptactions:login:"
             ),
         )
+        oidc = OidcConfig.from_settings(settings)
+        self.oidc = OidcService(oidc, self.database, self.users) if oidc else None
         self.log = InteractionLog(self.database)
         self.conversations = ConversationService(
             self.database,
@@ -167,6 +170,8 @@ class Runtime:
             if self.limiter is not None:
                 await self.limiter.close()
             await self.users.close()
+            if self.oidc is not None:
+                await self.oidc.close()
         finally:
             self.http_log_redactor.remove()
 

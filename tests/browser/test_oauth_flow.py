@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from tests.serving import Server
+from tests.serving import Server, run_cli
 
 GPT_CALLBACK = "https://chat.openai.com/aip/g-5f1c2e9a0b7d4e3f/oauth/callback"
 PASSWORD = "a long enough password"
 
 
-def gptactions(server: Server, *args: str, stdin: str | None = None) -> str:
-    """Run the command line against the running server's database."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-    environment["GPTACTIONS_DATABASE_URL"] = f"sqlite:///{server.log.parent / 'server.db'}"
-    result = subprocess.run(
-        [sys.executable, "-m", "gptactions", *args],
-        env=environment,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def gpt_client(server: Server) -> tuple[str, str]:
     """A user, alice, and a client registered with the CLI as a GPT's builder would."""
-    gptactions(server, "users", "create", "--username", "alice", stdin=PASSWORD + "\n")
-    out = gptactions(
+    run_cli(server, "users", "create", "--username", "alice", stdin=PASSWORD + "\n")
+    out = run_cli(
         server,
         "oauth", "clients", "create", "--name", "Trip planner GPT",
         "--redirect-uri", GPT_CALLBACK, "--scope", "chat", "--scope", "logs",

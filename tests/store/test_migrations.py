@@ -30,6 +30,8 @@ TABLES = {
     "oauth_clients",
     "oauth_codes",
     "oauth_tokens",
+    "user_identities",
+    "oidc_logins",
 }
 
 

@@ -28,7 +28,7 @@ from gptactions.services.oauth import (
     ValidAuthorization,
     with_query,
 )
-from gptactions.services.users import TooManyAttempts
+from gptactions.services.users import TooManyAttempts, UserInfo
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,7 +78,8 @@ async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
-def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+def unique_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Parameters by name; _DuplicateParameter when one is sent twice."""
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
@@ -93,23 +94,31 @@ async def _form(request: Request) -> dict[str, str]:
     if media != "application/x-www-form-urlencoded":
         return {}
     body = (await request.body()).decode("utf-8", errors="replace")
-    return _params(parse_qsl(body, keep_blank_values=True))
+    return unique_params(parse_qsl(body, keep_blank_values=True))
+
+
+def authorize_params(params: dict[str, str]) -> dict[str, str]:
+    """The authorization request's own parameters, without the forms' fields."""
+    return {name: params[name] for name in _AUTHORIZE_PARAMS if params.get(name)}
 
 
 def _authorization(params: dict[str, str]) -> AuthorizationRequest:
     return AuthorizationRequest(**{name: params.get(name) or None for name in _AUTHORIZE_PARAMS})
 
 
-def _error_page(message: str, status: int = 400) -> Response:
+def error_page(message: str, status: int = 400) -> Response:
+    """The page shown instead of any redirect when the sign-in cannot go on."""
     return page("error.html", status, message=message)
 
 
-def _redirect(uri: str) -> RedirectResponse:
+def see_other(uri: str) -> RedirectResponse:
+    """A 303 redirect that is never cached."""
     # 303: the browser follows with a GET, also after the consent form's POST.
     return RedirectResponse(uri, 303, headers=_NO_STORE)
 
 
 def _login(
+    runtime: Runtime,
     authorization: ValidAuthorization,
     params: dict[str, str],
     *,
@@ -117,7 +126,7 @@ def _login(
     username: str = "",
     status: int = 200,
 ) -> Response:
-    hidden = {name: params[name] for name in _AUTHORIZE_PARAMS if params.get(name)}
+    hidden = authorize_params(params)
     return page(
         "login.html",
         status,
@@ -125,35 +134,36 @@ def _login(
         params=hidden,
         error=error,
         username=username,
+        provider=runtime.oidc.config.name if runtime.oidc else None,
     )
 
 
-async def _validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorization | Response:
+async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorization | Response:
     """The valid request, or the answer to a bad one: an error page, or a redirect with an error."""
     request = _authorization(params)
     try:
         return await runtime.oauth.validate(request)
     except BadClient as error:
-        return _error_page(str(error))
+        return error_page(str(error))
     except AuthorizeError as error:
         answer = {"error": error.error, "error_description": error.description}
         if request.state:
             answer["state"] = request.state
         assert request.redirect_uri is not None  # validate checked it before raising this
-        return _redirect(with_query(request.redirect_uri, answer))
+        return see_other(with_query(request.redirect_uri, answer))
 
 
 @router.get("/oauth/authorize")
 async def authorize(request: Request, runtime: RuntimeDep) -> Response:
     """The start of the authorization code grant: the sign-in form."""
     try:
-        params = _params(request.query_params.multi_items())
+        params = unique_params(request.query_params.multi_items())
     except _DuplicateParameter as error:
-        return _error_page(f"the parameter {error} was sent more than once")
-    checked = await _validated(runtime, params)
+        return error_page(f"the parameter {error} was sent more than once")
+    checked = await validated(runtime, params)
     if isinstance(checked, Response):
         return checked
-    return _login(checked, params)
+    return _login(runtime, checked, params)
 
 
 @router.post("/oauth/authorize")
@@ -162,17 +172,17 @@ async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     try:
         form = await _form(request)
     except _DuplicateParameter as error:
-        return _error_page(f"the parameter {error} was sent more than once")
+        return error_page(f"the parameter {error} was sent more than once")
     if form.get("step") == "consent":
         decision = form.get("decision")
         if decision not in ("allow", "deny") or not form.get("ticket"):
-            return _error_page("the consent form was incomplete; start again")
+            return error_page("the consent form was incomplete; start again")
         try:
             target = await runtime.oauth.decide(form["ticket"], allow=decision == "allow")
         except BadClient as error:
-            return _error_page(str(error))
-        return _redirect(target)
-    checked = await _validated(runtime, form)
+            return error_page(str(error))
+        return see_other(target)
+    checked = await validated(runtime, form)
     if isinstance(checked, Response):
         return checked
     username = form.get("username", "").strip()
@@ -180,13 +190,23 @@ async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     try:
         user = await runtime.users.sign_in(username, form.get("password", ""), address=address)
     except TooManyAttempts as error:
-        response = _login(checked, form, error=str(error), username=username, status=429)
+        response = _login(runtime, checked, form, error=str(error), username=username, status=429)
         response.headers["Retry-After"] = str(error.retry_after)
         return response
     if user is None:
         return _login(
-            checked, form, error="wrong username or password", username=username, status=401
+            runtime,
+            checked,
+            form,
+            error="wrong username or password",
+            username=username,
+            status=401,
         )
+    return await consent_page(runtime, checked, user)
+
+
+async def consent_page(runtime: Runtime, checked: ValidAuthorization, user: UserInfo) -> Response:
+    """The consent form of a signed-in user, with a one-time ticket."""
     ticket = await runtime.oauth.open_consent(checked, user.id)
     scopes = [(scope, SCOPE_DESCRIPTIONS[scope]) for scope in checked.scopes]
     return page(

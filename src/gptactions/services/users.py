@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -10,17 +11,21 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
 
 from gptactions.services.limits import RateLimiter
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
-from gptactions.store.models import User, utcnow
+from gptactions.store.models import User, UserIdentity, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
 _HASHER = PasswordHasher()
 # Verified against when the username is unknown, so both cases take the same time.
 _DUMMY_HASH = _HASHER.hash("not a password of anyone")
+# The password hash of a user who signs in only through an OpenID Connect provider: argon2
+# refuses it as a hash, so no password ever matches it.
+NO_PASSWORD = "!external"  # noqa: S105 (a marker that is no hash, not a secret)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,22 @@ class TooManyAttempts(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many sign-in attempts; try again in {retry_after} s")
         self.retry_after = retry_after
+
+
+class UserDisabled(Exception):
+    """The account exists but was disabled by an administrator."""
+
+
+def external_usernames(wanted: str | None, issuer: str, subject: str) -> tuple[str, str]:
+    """The username to give a new user from a provider, and the one to take when it is taken.
+
+    The first is the claim itself when it is a valid username; the second adds a tag derived
+    from the identity, so a provider's user never takes over a local account of the same name.
+    """
+    tag = hashlib.sha256(f"{issuer} {subject}".encode()).hexdigest()[:8]
+    base = re.sub(r"[^A-Za-z0-9._@-]+", "-", wanted or "").lstrip("._@-")[:55]
+    fallback = f"{base}-{tag}" if base else f"user-{tag}"
+    return (base if base and USERNAME.match(base) else fallback), fallback
 
 
 def _info(user: User) -> UserInfo:
@@ -125,6 +146,42 @@ class UserService:
         if user is None or user.disabled_at is not None:
             return None
         return _info(user)
+
+    async def sign_in_external(
+        self, issuer: str, subject: str, wanted_username: str | None
+    ) -> UserInfo:
+        """The user linked to a provider's subject, created (and linked) on first sign-in.
+
+        Raises UserDisabled for a disabled account. The link is by issuer and subject, never by
+        name or email: those can change at the provider, or name someone else here.
+        """
+        for _attempt in range(2):
+            try:
+                return await self._external(issuer, subject, wanted_username)
+            except IntegrityError:
+                continue  # a concurrent first sign-in of the same identity (or name) won
+        raise InvalidUser("could not create a user for this identity; try again")
+
+    async def _external(self, issuer: str, subject: str, wanted: str | None) -> UserInfo:
+        async with self._database.session() as session:
+            user = await accounts.user_by_identity(session, issuer, subject)
+            if user is None:
+                first, fallback = external_usernames(wanted, issuer, subject)
+                username = first
+                if await accounts.user_by_name(session, first) is not None:
+                    username = fallback
+                user = await accounts.add_user(
+                    session, User(id=uuid.uuid4().hex, username=username, password_hash=NO_PASSWORD)
+                )
+                await accounts.add_identity(
+                    session,
+                    UserIdentity(
+                        id=uuid.uuid4().hex, issuer=issuer, subject=subject, user_id=user.id
+                    ),
+                )
+            if user.disabled_at is not None:
+                raise UserDisabled(f"the account {user.username!r} is disabled")
+            return _info(user)
 
     async def close(self) -> None:
         """Release the attempt counter's connections."""

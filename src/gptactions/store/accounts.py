@@ -13,7 +13,9 @@ from gptactions.store.models import (
     OAuthClient,
     OAuthCode,
     OAuthToken,
+    OidcLogin,
     User,
+    UserIdentity,
     utcnow,
 )
 
@@ -46,6 +48,7 @@ async def delete_user(session: AsyncSession, user: User) -> None:
     """Delete a user and every code and token issued to them."""
     await session.execute(delete(OAuthToken).where(OAuthToken.user_id == user.id))
     await session.execute(delete(OAuthCode).where(OAuthCode.user_id == user.id))
+    await session.execute(delete(UserIdentity).where(UserIdentity.user_id == user.id))
     await session.delete(user)
 
 
@@ -55,6 +58,48 @@ async def revoke_user_tokens(session: AsyncSession, user_id: str) -> None:
         update(OAuthToken)
         .where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+    )
+
+
+# --- identities at an OpenID Connect provider ------------------------------------------------
+
+
+async def user_by_identity(session: AsyncSession, issuer: str, subject: str) -> User | None:
+    """The user linked to this subject of this provider."""
+    return await session.scalar(
+        select(User)
+        .join(UserIdentity, UserIdentity.user_id == User.id)
+        .where(UserIdentity.issuer == issuer, UserIdentity.subject == subject)
+    )
+
+
+async def add_identity(session: AsyncSession, identity: UserIdentity) -> None:
+    """Link a provider's subject to a user."""
+    session.add(identity)
+    await session.flush()
+
+
+async def add_oidc_login(session: AsyncSession, login: OidcLogin, now: datetime) -> None:
+    """Store a sign-in sent to the provider, forgetting those that expired."""
+    await session.execute(delete(OidcLogin).where(OidcLogin.expires_at < now))
+    session.add(login)
+    await session.flush()
+
+
+async def use_oidc_login(session: AsyncSession, state_hash: str, now: datetime) -> OidcLogin | None:
+    """Mark a sign-in returned and return it; None when unknown or returned before (one UPDATE)."""
+    result = await session.execute(
+        update(OidcLogin)
+        .where(OidcLogin.state_hash == state_hash, OidcLogin.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        return None
+    return await session.scalar(
+        select(OidcLogin)
+        .where(OidcLogin.state_hash == state_hash)
+        .execution_options(populate_existing=True)
     )
 
 

@@ -1,0 +1,89 @@
+"""Sign-in through an OpenID Connect provider: leaving our sign-in form, and coming back.
+
+`GET /oauth/oidc/start` takes the parameters of our own `/oauth/authorize` (the sign-in page's
+"Sign in with" button sends them), checks them, and sends the browser to the provider with a
+cookie binding the sign-in to it. `GET /oauth/oidc/callback` is where the provider sends it back;
+a good answer continues to the consent page as a local sign-in does. Every failure is an error
+page: nothing here redirects anywhere but to the provider and to our own pages.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gptactions.api.deps import RuntimeDep
+from gptactions.api.oauth import (
+    _DuplicateParameter,
+    authorize_params,
+    consent_page,
+    error_page,
+    issuer,
+    see_other,
+    unique_params,
+    validated,
+)
+from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
+
+router = APIRouter(include_in_schema=False)
+
+CALLBACK_PATH = "/oauth/oidc/callback"
+COOKIE = "gptactions_oidc_state"
+COOKIE_PATH = "/oauth/oidc/"
+_NOT_CONFIGURED = "signing in through a provider is not configured on this server"
+
+
+@router.get("/oauth/oidc/start")
+async def start(request: Request, runtime: RuntimeDep) -> Response:
+    """Send the browser to the OpenID Connect provider to sign in."""
+    if runtime.oidc is None:
+        return error_page(_NOT_CONFIGURED, 404)
+    try:
+        params = unique_params(request.query_params.multi_items())
+    except _DuplicateParameter as error:
+        return error_page(f"the parameter {error} was sent more than once")
+    checked = await validated(runtime, params)
+    if isinstance(checked, Response):
+        return checked
+    base = issuer(request, runtime)
+    try:
+        started = await runtime.oidc.start(authorize_params(params), base + CALLBACK_PATH)
+    except OidcError as error:
+        return error_page(str(error), error.status)
+    response = see_other(started.url)
+    response.set_cookie(
+        COOKIE,
+        started.state,
+        max_age=int(SIGN_IN_LIFETIME.total_seconds()),
+        path=COOKIE_PATH,
+        secure=base.startswith("https://"),
+        httponly=True,
+        samesite="lax",  # sent on the provider's top-level redirect back to us
+    )
+    return response
+
+
+@router.get(CALLBACK_PATH)
+async def callback(request: Request, runtime: RuntimeDep) -> Response:
+    """The provider's answer: on success, the consent page for the signed-in user."""
+    if runtime.oidc is None:
+        return error_page(_NOT_CONFIGURED, 404)
+    query = request.query_params
+    try:
+        returned = await runtime.oidc.finish(
+            state=query.get("state"),
+            browser_state=request.cookies.get(COOKIE),
+            code=query.get("code"),
+            error=query.get("error"),
+            error_description=query.get("error_description"),
+        )
+    except OidcError as error:
+        response = error_page(str(error), error.status)
+    else:
+        checked = await validated(runtime, returned.request)
+        if isinstance(checked, Response):
+            response = checked
+        else:
+            response = await consent_page(runtime, checked, returned.user)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
