@@ -78,8 +78,7 @@ async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
-def unique_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Parameters by name; _DuplicateParameter when one is sent twice."""
+def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
@@ -94,7 +93,7 @@ async def _form(request: Request) -> dict[str, str]:
     if media != "application/x-www-form-urlencoded":
         return {}
     body = (await request.body()).decode("utf-8", errors="replace")
-    return unique_params(parse_qsl(body, keep_blank_values=True))
+    return _params(parse_qsl(body, keep_blank_values=True))
 
 
 def authorize_params(params: dict[str, str]) -> dict[str, str]:
@@ -153,17 +152,27 @@ async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorizat
         return see_other(with_query(request.redirect_uri, answer))
 
 
-@router.get("/oauth/authorize")
-async def authorize(request: Request, runtime: RuntimeDep) -> Response:
-    """The start of the authorization code grant: the sign-in form."""
+async def validated_query(
+    request: Request, runtime: Runtime
+) -> tuple[ValidAuthorization, dict[str, str]] | Response:
+    """The authorization request in the query string and its parameters, or the answer to it."""
     try:
-        params = unique_params(request.query_params.multi_items())
+        params = _params(request.query_params.multi_items())
     except _DuplicateParameter as error:
         return error_page(f"the parameter {error} was sent more than once")
     checked = await validated(runtime, params)
     if isinstance(checked, Response):
         return checked
-    return _login(runtime, checked, params)
+    return checked, params
+
+
+@router.get("/oauth/authorize")
+async def authorize(request: Request, runtime: RuntimeDep) -> Response:
+    """The start of the authorization code grant: the sign-in form."""
+    checked = await validated_query(request, runtime)
+    if isinstance(checked, Response):
+        return checked
+    return _login(runtime, *checked)
 
 
 @router.post("/oauth/authorize")

@@ -14,14 +14,13 @@ from fastapi.responses import Response
 
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.oauth import (
-    _DuplicateParameter,
     authorize_params,
     consent_page,
     error_page,
     issuer,
     see_other,
-    unique_params,
     validated,
+    validated_query,
 )
 from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
 
@@ -38,13 +37,10 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
     """Send the browser to the OpenID Connect provider to sign in."""
     if runtime.oidc is None:
         return error_page(_NOT_CONFIGURED, 404)
-    try:
-        params = unique_params(request.query_params.multi_items())
-    except _DuplicateParameter as error:
-        return error_page(f"the parameter {error} was sent more than once")
-    checked = await validated(runtime, params)
+    checked = await validated_query(request, runtime)
     if isinstance(checked, Response):
         return checked
+    _, params = checked
     base = issuer(request, runtime)
     try:
         started = await runtime.oidc.start(authorize_params(params), base + CALLBACK_PATH)
