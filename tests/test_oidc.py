@@ -310,12 +310,15 @@ def test_oidc_settings_are_checked(tmp_path: Path) -> None:
     assert settings.oidc_allowed_domains == ["a.com"]
 
 
-async def test_an_unreachable_provider_is_an_error_page(tmp_path: Path) -> None:
+async def test_an_unreachable_provider_is_an_error_page_and_starts_are_limited(
+    tmp_path: Path,
+) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'test.db'}",
         api_key=API_KEY,
         oidc_issuer=f"http://127.0.0.1:{free_port()}",
         oidc_client_id="gptactions",
+        login_rate_limit="2/minute",
     )
     async with running_app(settings, FakeBackend()) as api:
         client = await api.runtime.oauth.create_client("GPT", (GPT_CALLBACK,))
@@ -328,9 +331,15 @@ async def test_an_unreachable_provider_is_an_error_page(tmp_path: Path) -> None:
         login = await api.http.get("/oauth/authorize", params=params)
         assert "Sign in with 127.0.0.1" in login.text
         page = await api.http.get("/oauth/oidc/start", params=params)
-    assert page.status_code == 502
+        again = await api.http.get("/oauth/oidc/start", params=params)
+        limited = await api.http.get("/oauth/oidc/start", params=params)
+        privacy = await api.http.get("/privacy")
+    assert page.status_code == again.status_code == 502
     assert "127.0.0.1 could not be reached" in page.text
     assert "location" not in page.headers
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert "too many sign-in attempts" in limited.text
+    assert "If you sign in with 127.0.0.1" in privacy.text
 
 
 async def test_without_a_provider_there_is_no_provider_sign_in(api: ApiClient) -> None:

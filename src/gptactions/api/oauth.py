@@ -323,4 +323,6 @@ async def privacy(runtime: RuntimeDep) -> Response:
         access_minutes=settings.oauth_access_token_lifetime // 60,
         refresh_days=settings.oauth_refresh_token_lifetime // 86400,
         retention=settings.log_retention,
+        provider=runtime.oidc.config.name if runtime.oidc else None,
+        username_claim=settings.oidc_username_claim,
     )

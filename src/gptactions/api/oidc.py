@@ -23,6 +23,7 @@ from gptactions.api.oauth import (
     validated_query,
 )
 from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
+from gptactions.services.users import TooManyAttempts
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,10 +43,17 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
         return checked
     _, params = checked
     base = issuer(request, runtime)
+    address = request.client.host if request.client else "unknown"
     try:
-        started = await runtime.oidc.start(authorize_params(params), base + CALLBACK_PATH)
+        started = await runtime.oidc.start(
+            authorize_params(params), base + CALLBACK_PATH, address=address
+        )
     except OidcError as error:
         return error_page(str(error), error.status)
+    except TooManyAttempts as error:
+        response = error_page(str(error), 429)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     response = see_other(started.url)
     response.set_cookie(
         COOKIE,

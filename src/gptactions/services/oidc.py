@@ -174,8 +174,13 @@ class OidcService:
             timeout=PROVIDER_TIMEOUT,
         )
 
-    async def start(self, request: dict[str, str], callback: str) -> StartedSignIn:
-        """Remember the sign-in and return the provider's authorization URL for it."""
+    async def start(self, request: dict[str, str], callback: str, *, address: str) -> StartedSignIn:
+        """Remember the sign-in and return the provider's authorization URL for it.
+
+        Counted against the client address's sign-in attempts (TooManyAttempts past the limit),
+        since each one stores a row until it expires.
+        """
+        await self._users.throttle(f"oidc:{address}")
         metadata = await self.metadata()
         state = secrets.token_urlsafe(32)
         nonce = secrets.token_urlsafe(32)

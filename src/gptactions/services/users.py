@@ -131,11 +131,7 @@ class UserService:
         Attempts are counted per username and per client address; past the limit this raises
         TooManyAttempts without checking the password.
         """
-        if self._limiter is not None:
-            for key in (f"user:{username.lower()}", f"address:{address}"):
-                decision = await self._limiter.hit(key)
-                if not decision.allowed:
-                    raise TooManyAttempts(decision.reset_after)
+        await self.throttle(f"user:{username.lower()}", f"address:{address}")
         async with self._database.session() as session:
             user = await accounts.user_by_name(session, username)
         stored = user.password_hash if user is not None else _DUMMY_HASH
@@ -146,6 +142,15 @@ class UserService:
         if user is None or user.disabled_at is not None:
             return None
         return _info(user)
+
+    async def throttle(self, *keys: str) -> None:
+        """Count a sign-in attempt under each key; TooManyAttempts past the limit of one."""
+        if self._limiter is None:
+            return
+        for key in keys:
+            decision = await self._limiter.hit(key)
+            if not decision.allowed:
+                raise TooManyAttempts(decision.reset_after)
 
     async def sign_in_external(
         self, issuer: str, subject: str, wanted_username: str | None
