@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.users import external_usernames
+from gptactions.services.users import UserDisabled, external_usernames
 from tests.conftest import ApiClient, running_app
 from tests.oidc_provider import Identity, LocalProvider, serve_provider
 from tests.serving import Server, free_port, run_cli, serve
@@ -352,3 +353,22 @@ async def test_without_a_provider_there_is_no_provider_sign_in(api: ApiClient) -
         page = await api.http.get(path, params=params)
         assert page.status_code == 404
         assert "not configured" in page.text
+
+
+async def test_provider_users_are_linked_by_issuer_and_subject(app_factory: Any) -> None:
+    async with app_factory() as api:
+        users = api.runtime.users
+        await users.create("erin@example.com", "a long password")
+        first = await users.sign_in_external("https://idp.one", "s-1", "erin@example.com")
+        assert first.username.startswith("erin@example.com-")  # the local erin keeps her name
+        again = await users.sign_in_external("https://idp.one", "s-1", "renamed@example.com")
+        assert again.id == first.id
+        other_issuer = await users.sign_in_external("https://idp.two", "s-1", None)
+        assert other_issuer.id != first.id and other_issuer.username.startswith("user-")
+        assert await users.sign_in("erin@example.com", "a long password", address="a")
+        await users.disable(first.username)
+        with pytest.raises(UserDisabled):
+            await users.sign_in_external("https://idp.one", "s-1", "erin@example.com")
+        await users.delete(first.username)
+        recreated = await users.sign_in_external("https://idp.one", "s-1", "erin@example.com")
+        assert recreated.id != first.id and recreated.disabled_at is None
