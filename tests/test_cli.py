@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 import yaml
+from alembic import command as alembic_command
 from alembic.script import ScriptDirectory
 from openapi_spec_validator import validate
 
@@ -123,16 +125,16 @@ def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
     )
     assert "already at revision" in again.stdout and "created" not in again.stdout
 
+    # Back to revision 0001 through every migration's own downgrade.
+    engine = sqlalchemy.create_engine(f"sqlite:///{isolated / 'server.db'}")
+    with engine.begin() as connection:
+        alembic_command.downgrade(alembic_config(connection), "0001")
+    engine.dispose()
     with sqlite3.connect(isolated / "server.db") as database:
-        database.execute("UPDATE alembic_version SET version_num = '0001'")
-        database.execute("ALTER TABLE api_keys DROP COLUMN imported")
-        # Back to revision 0001's tables: every table a later revision created goes.
         tables = database.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
-        for (table,) in tables:
-            if table not in REVISION_0001_TABLES:
-                database.execute(f'DROP TABLE "{table}"')
+    assert {table for (table,) in tables} == REVISION_0001_TABLES
     upgraded = gptactions("db", "upgrade", cwd=isolated)
     assert f"revision 0001 to {head}" in upgraded.stdout
 
