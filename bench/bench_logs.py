@@ -1,5 +1,9 @@
 """GET /logs on 1,000,000 interactions against the same on 10,000: the indexes keep it flat.
 
+Searches (`q`) look for a word held by NEEDLES rows in either database, so that the ratio shows
+how the search scales with the table (it should not), and for a word in every row, which costs
+what reading that word's entries costs (on SQLite, it grows with the rows that hold it).
+
 Rows are bulk-inserted (executemany on SQLite, COPY on PostgreSQL), never through the API; the
 requests go through the whole app in-process (routing, auth, service, store), so the ratio
 isolates how the queries scale with the table. Run: .venv/bin/python bench/bench_logs.py
@@ -38,6 +42,7 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 TENANTS, USERS, CONVERSATIONS = 10, 50, 500  # conversation c: tenant c % 10, user c % 50
 TENANT, USER = "tenant-3", "user-13"  # user-13's conversations are all in tenant-3
 PAGES, LIMIT = 10, 100
+NEEDLES = 200  # rows holding the word "needle", whatever the table's size
 PG = ("127.0.0.1", 5432)
 COLUMNS = (
     "created_at", "tenant", "key_id", "user_id", "conversation_id", "kind", "action", "message",
@@ -46,13 +51,24 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def needle_every(count: int) -> int:
+    """Row n holds "needle" when n % this == 13: NEEDLES rows, all of TENANT's USER.
+
+    A multiple of 50 (USERS, and CONVERSATIONS' divisor), so that n % 50 == 13 puts each in
+    conversation c with c % 50 == 13: user-13, tenant-3.
+    """
+    return max(50, count // NEEDLES // 50 * 50)
+
+
 def interactions(count: int, moment: Callable[[datetime], Any]) -> Iterator[tuple[Any, ...]]:
     """`count` rows in COLUMNS order, one second apart, spread over the conversations."""
+    every = needle_every(count)
     for n in range(count):
         c = n % CONVERSATIONS
+        message = f"message {n} needle" if n % every == 13 else f"message {n}"
         yield (
             moment(BASE_TIME + timedelta(seconds=n)), f"tenant-{c % TENANTS}", None,
-            f"user-{c % USERS}", f"conv-{c}", "conversation", None, f"message {n}",
+            f"user-{c % USERS}", f"conv-{c}", "conversation", None, message,
             f"reply {n} " + "x" * 80, "ok", None, "fake", "fake-model", 12, 30, 20,
         )  # fmt: skip
 
@@ -77,17 +93,15 @@ def sqlite_moment(moment: datetime) -> str:
 
 
 def fill_sqlite(path: Path, count: int) -> None:
-    """Drop the indexes, executemany the rows, rebuild the indexes (faster than keeping them)."""
+    """Drop the indexes and the search's triggers, executemany the rows, rebuild the indexes and
+    the search's (faster than keeping them up to date row by row)."""
     with sqlite3.connect(path) as db:
-        indexes = [sql for (sql,) in db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'interactions'"
-            " AND sql IS NOT NULL"
-        )]  # fmt: skip
-        for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'interactions'"
-            " AND sql IS NOT NULL"
-        ).fetchall():
-            db.execute(f"DROP INDEX {name}")
+        kept = db.execute(
+            "SELECT name, type, sql FROM sqlite_master WHERE type IN ('index', 'trigger')"
+            " AND tbl_name = 'interactions' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, kind, _sql in kept:
+            db.execute(f"DROP {kind.upper()} {name}")
         db.executemany(
             "INSERT INTO conversations (id, tenant, user_id, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -98,8 +112,9 @@ def fill_sqlite(path: Path, count: int) -> None:
             f"INSERT INTO interactions ({', '.join(COLUMNS)}) VALUES ({marks})",
             interactions(count, sqlite_moment),
         )
-        for sql in indexes:
+        for _name, _kind, sql in kept:
             db.execute(sql)
+        db.execute("INSERT INTO interactions_fts (interactions_fts) VALUES ('rebuild')")
         db.execute("ANALYZE")
 
 
@@ -206,6 +221,9 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "admin (all tenants)": (page(admin=True), 60),
     f"{PAGES} pages via cursor": (walk, 15),
     "a page 80% deep (cursor)": (page(deep=True), 60),
+    f"q: a word in {NEEDLES} rows": (page(q="needle"), 60),
+    "q + userId": (page(q="needle", userId=USER), 60),
+    "q: a word in every row": (page(q="message"), 15),
 }
 
 

@@ -134,6 +134,8 @@ def test_db_upgrade_says_what_it_did(isolated: Path) -> None:
         tables = database.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
+        triggers = database.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert triggers.fetchall() == []  # the search's, which keep its FTS5 table in step
     assert {table for (table,) in tables} == REVISION_0001_TABLES
     upgraded = gptactions("db", "upgrade", cwd=isolated)
     assert f"revision 0001 to {head}" in upgraded.stdout

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import errno
+import io
 import json
 import os
 import socket
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import yaml
@@ -23,6 +26,8 @@ from gptactions.config import Settings, parse_duration
 from gptactions.llm.factory import BackendConfigError, backend_configs
 from gptactions.metrics import shared_between_workers
 from gptactions.runtime import Runtime, bootstrap_admin_key
+from gptactions.services.errors import ServiceError
+from gptactions.services.interactions import InteractionLog, LogEntry, LogQuery
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
@@ -309,6 +314,89 @@ def logs_purge(older_than: str) -> None:
         f"deleted {purged.interactions} interaction(s) older than {older_than} and "
         f"{purged.conversations} empty conversation(s)"
     )
+
+
+class _Moment(click.ParamType):
+    """A time in ISO 8601; without an offset, UTC."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            example = "2026-01-31 or 2026-01-31T12:00:00Z"
+            self.fail(f"{value!r} is not a time like {example}", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@logs.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="One JSON object per line, or CSV with a header.",
+)
+@click.option("--since", type=_Moment(), help="Only interactions at or after this time.")
+@click.option("--until", type=_Moment(), help="Only interactions before this time.")
+@click.option("--user", "user_id", help="Only this user's interactions.")
+@click.option("--tenant", help="Only this tenant's interactions (default: every tenant).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+def logs_export(
+    fmt: str,
+    since: datetime | None,
+    until: datetime | None,
+    user_id: str | None,
+    tenant: str | None,
+    output: Path | None,
+) -> None:
+    """Write the interaction log, newest first, a page at a time (any size fits in memory)."""
+    settings = Settings()
+    query = LogQuery(user_id=user_id, since=since, until=until)
+
+    async def export(database: Database) -> int:
+        entries = InteractionLog(database).export(query, tenant=tenant)
+        if output is not None:
+            with output.open("w", encoding="utf-8", newline="") as stream:
+                return await _write_export(entries, fmt, stream)
+        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            return await _write_export(entries, fmt, stream)
+        finally:
+            stream.flush()
+            stream.detach()  # standard output stays open for click
+
+    try:
+        count = _run(lambda: _with_database(settings, export))
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"exported {count} interaction(s)", err=True)
+
+
+async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: IO[str]) -> int:
+    """Write each entry as it comes; how many there were."""
+    from gptactions.api.logs import EXPORT_FIELDS, export_item
+
+    writer = csv.DictWriter(stream, EXPORT_FIELDS) if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    count = 0
+    async for entry in entries:
+        item = export_item(entry)
+        if writer is not None:
+            writer.writerow(item)
+        else:
+            stream.write(json.dumps(item, ensure_ascii=False) + "\n")
+        count += 1
+    return count
 
 
 @cli.command()

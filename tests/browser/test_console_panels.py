@@ -228,6 +228,48 @@ def test_logs_table_filters_and_pages(console: Console) -> None:
     assert form.get_by_label("conversationId").input_value().startswith("conv")
 
 
+def test_logs_search_box_with_filters_and_pages(console: Console) -> None:
+    user = f"browser-search-{uuid.uuid4().hex[:8]}"
+    word = f"zebra{uuid.uuid4().hex[:6]}"
+    headers = {"Authorization": f"Bearer {console.server.key}"}
+    for message in (f"First {word} question.", "Nothing to find here.", f"Second {word}?"):
+        answer = httpx.post(
+            f"{console.server.url}/api/v1/gpt/conversations",
+            json={"userId": user, "message": message, "maxTokens": 4},
+            headers=headers,
+            timeout=120,
+        )
+        assert answer.status_code == 200
+    page = console.page
+    console.open()
+    page.get_by_role("tab", name="Logs").click()
+    form = page.locator("#logs-form")
+    search = form.get_by_label("Search messages and replies")
+    assert search.get_attribute("type") == "search"
+    search.fill(word.upper())
+    form.get_by_label("userId").fill(user)
+    form.get_by_label("limit").fill("1")
+    search.press("Enter")  # Enter in the box loads, as the button does
+    table = page.locator("#logs-table")
+    page.wait_for_function(
+        "() => document.querySelector('#logs-page').textContent.includes('more after this')"
+    )
+    assert table.locator("tbody tr").count() == 1
+    assert f"Second {word}?" in table.inner_text()
+    page.get_by_role("button", name="Next page →").click()
+    page.wait_for_function(
+        "() => document.querySelector('#logs-page').textContent.startsWith('Page 2')"
+    )
+    assert f"First {word} question." in table.inner_text()
+    assert page.get_by_role("button", name="Next page →").is_disabled()
+    # A search without a word is the server's 400, shown in the pane.
+    search.fill("!!!")
+    page.get_by_role("button", name="Load logs").click()
+    message = page.locator("#logs-message")
+    message.get_by_text("400").wait_for()
+    assert "at least one word" in message.inner_text()
+
+
 def test_logs_need_the_key(console: Console) -> None:
     page = console.open(key=False).page
     page.get_by_role("tab", name="Logs").click()

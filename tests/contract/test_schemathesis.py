@@ -59,9 +59,10 @@ def test_every_operation_keeps_the_contract(server: Server, method: str, path: s
     operation = loaded[path][method]
 
     # A log cursor is an opaque token the server hands out: a made-up one is rightly a 400,
-    # though any string fits its schema. So is, for a chat completion, a tool_choice naming a
-    # function that tools lack, or messages beyond the context window, which no schema can
-    # say. Every other check still runs on these operations.
+    # though any string fits its schema. So is a search (q) without a letter or digit and, for
+    # a chat completion, a tool_choice naming a function that tools lack, or messages beyond
+    # the context window, which no schema can say. Every other check still runs on these
+    # operations.
     excluded = [positive_data_acceptance] if path.endswith(("/logs", "/chat/completions")) else []
 
     @given(case=operation.as_strategy())

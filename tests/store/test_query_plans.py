@@ -112,3 +112,43 @@ async def test_a_later_page_seeks_the_index_to_its_cursor(loaded: ApiClient) -> 
         or ("SEARCH interactions USING" in line and "created_at<" in line)
     ]
     assert bounded, plan
+
+
+# Searches: the numbers of "message n" are words found in one row each; "message" is in every
+# row. (tenant, filters, whether the full-text index must be the way in.) SQLite always looks the
+# words up in its FTS5 index, then each row by its id; PostgreSQL takes its GIN index for a rare
+# word, and may walk a time or conversation index instead when that reads fewer rows.
+SEARCHES = [
+    (SMALL, {"q": "40"}, True),
+    (SMALL, {"q": "40", "userId": "user-40"}, True),
+    (LARGE, {"q": "607"}, True),
+    (LARGE, {"q": "reply 607", "userId": "user-7"}, True),
+    (LARGE, {"q": "607", "conversationId": "conv-607"}, False),
+    (LARGE, {"q": "message"}, False),
+    (None, {"q": "4711"}, True),  # an admin key: every tenant
+]
+
+
+async def test_each_search_uses_an_index(loaded: ApiClient) -> None:
+    keys = {t: await loaded.key(tenant=t, scopes=("logs",)) for t in (SMALL, LARGE)}
+    sqlite = loaded.runtime.database.is_sqlite
+    misses = []
+    for tenant, params, full_text in SEARCHES:
+        key = ADMIN_KEY if tenant is None else keys[tenant]
+        plan = await _plan_of_logs(loaded, key, {"limit": 100, **params})
+        if sqlite:
+            expected = ["VIRTUAL TABLE INDEX 0:M", "INTEGER PRIMARY KEY"]
+        else:
+            expected = ["ix_interactions_search"] if full_text else ["Index"]
+        if not all(part in plan for part in expected):
+            misses.append(f"{tenant} {params}: expected {expected} in\n{plan}")
+        _assert_no_full_scan(plan)
+    assert misses == [], "\n\n".join(misses)
+
+
+async def test_a_later_page_of_a_search_starts_at_its_cursor(loaded: ApiClient) -> None:
+    key = await loaded.key(tenant=LARGE, scopes=("logs",))
+    first = await loaded.get("/api/v1/gpt/logs", key, params={"limit": 50, "q": "message"})
+    cursor = first.headers["link"].split("cursor=", 1)[1].split(">", 1)[0]
+    plan = await _plan_of_logs(loaded, key, {"limit": 50, "q": "message", "cursor": cursor})
+    _assert_no_full_scan(plan)

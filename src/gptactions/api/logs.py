@@ -30,6 +30,7 @@ def rfc3339(moment: datetime) -> str:
 
 
 def log_item(entry: LogEntry) -> dict[str, Any]:
+    """An interaction as GET /logs lists it."""
     return LogItem(
         timestamp=rfc3339(entry.timestamp),
         user_id=entry.user_id,
@@ -49,6 +50,18 @@ def log_item(entry: LogEntry) -> dict[str, Any]:
     ).wire()
 
 
+EXPORT_FIELDS = (
+    *(field.alias or name for name, field in LogItem.model_fields.items()),
+    "tenant",
+)
+"""The fields of `gptactions logs export`: GET /logs's, and the tenant (an export spans them)."""
+
+
+def export_item(entry: LogEntry) -> dict[str, Any]:
+    """An interaction as `gptactions logs export` writes it."""
+    return {**log_item(entry), "tenant": entry.tenant}
+
+
 @router.get("/logs", operation_id="getLogs")
 async def logs(
     request: Request,
@@ -62,6 +75,7 @@ async def logs(
     until: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
+    q: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""
     if limit > runtime.settings.logs_max_limit:
@@ -79,6 +93,7 @@ async def logs(
             until=_aware(until),
             limit=limit,
             cursor=cursor,
+            q=q,
         ),
     )
     # ChatGPT refuses longer responses: fewer items, and the next page starts after the last.

@@ -44,6 +44,7 @@ from gptactions.api.schemas import (
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
+from gptactions.services.interactions import SEARCH_MAX_LENGTH, SEARCH_MAX_WORDS
 from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 
 API = "/api/v1/gpt"
@@ -496,5 +497,13 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             "cursor",
             text(CURSOR_MAX_LENGTH),
             "The next page's cursor, from the Link header.",
+        ),
+        query(
+            "q",
+            text(SEARCH_MAX_LENGTH),
+            "Full-text search: only interactions whose message or reply holds every one of "
+            f"these words (at most {SEARCH_MAX_WORDS}; letters and digits, any case, whole "
+            "words; punctuation separates words and is otherwise ignored). Combines with the "
+            "other filters and the cursor.",
         ),
     ]

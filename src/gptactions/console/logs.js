@@ -49,9 +49,33 @@ export function initLogs(app) {
       $("logs-message").textContent = "This document has no GET …/logs operation.";
       return;
     }
-    const filters = op.parameters.filter((p) => p.in === "query" && p.name !== "cursor");
-    $("logs-fields").replaceChildren(...filters.map((p) => paramField(app.doc, p, "logs")));
+    const query = op.parameters.filter((p) => p.in === "query" && p.name !== "cursor");
+    const search = query.find((p) => p.name === "q");
+    const filters = query.filter((p) => p !== search);
+    $("logs-fields").replaceChildren(
+      ...(search ? [searchField(search)] : []),
+      ...filters.map((p) => paramField(app.doc, p, "logs")),
+    );
     $("logs-message").textContent = "Choose filters and press Load logs (needs the API key).";
+  }
+
+  /** The full-text search (the `q` parameter) as a search box above the other filters. */
+  function searchField(param) {
+    const id = "logs-search";
+    return h("div", { class: "field logs-search" },
+      h("label", { for: id }, "Search messages and replies"),
+      h("input", {
+        id,
+        type: "search",
+        name: "q",
+        dataset: { name: "q", in: "query" },
+        maxlength: param.schema && param.schema.maxLength,
+        placeholder: "Words to find, e.g. refund invoice",
+        autocomplete: "off",
+        "aria-describedby": `${id}-help`,
+      }),
+      h("p", { class: "help", id: `${id}-help` }, "Rows whose message or reply holds every word; combines with the filters below."),
+    );
   }
 
   function firstPageUrl() {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -11,7 +11,7 @@ import anyio
 from gptactions.llm.base import Usage
 from gptactions.services.errors import Problem, check_text, invalid, invalid_input
 from gptactions.services.keys import Principal
-from gptactions.store import queries
+from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
     Conversation,
@@ -23,6 +23,8 @@ from gptactions.store.models import (
 
 __all__ = [
     "ABANDONED",
+    "SEARCH_MAX_LENGTH",
+    "SEARCH_MAX_WORDS",
     "InteractionKind",
     "InteractionLog",
     "InteractionStatus",
@@ -34,6 +36,13 @@ __all__ = [
 
 ABANDONED = "the client disconnected before the reply was complete"
 """The error recorded for an interaction whose client went away first."""
+
+SEARCH_MAX_LENGTH = 200
+"""`GET /logs?q=`: the most characters a search may have."""
+SEARCH_MAX_WORDS = 16
+"""`GET /logs?q=`: the most words a search may have (each must be found)."""
+EXPORT_PAGE = 1_000
+"""Rows an export reads per query: its memory stays that of one page, whatever the log's size."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,22 @@ class LogQuery:
     until: datetime | None = None
     limit: int = 100
     cursor: str | None = None
+    q: str | None = None
+    """Words that the message or reply must hold (each of them), as typed."""
+
+
+def checked_search(q: str | None) -> str | None:
+    """A search as typed, once it is known to hold words within bounds (a 400 otherwise)."""
+    if q is None:
+        return None
+    if len(q) > SEARCH_MAX_LENGTH:
+        raise invalid_input(Problem("/q", f"must be at most {SEARCH_MAX_LENGTH} characters"))
+    found = search.words(q)
+    if not found:
+        raise invalid_input(Problem("/q", "must hold at least one word (letters or digits)"))
+    if len(found) > SEARCH_MAX_WORDS:
+        raise invalid_input(Problem("/q", f"must hold at most {SEARCH_MAX_WORDS} different words"))
+    return q
 
 
 def _in_utc(moment: datetime | None, pointer: str) -> datetime | None:
@@ -201,30 +226,9 @@ class InteractionLog:
 
     async def page(self, principal: Principal, query: LogQuery) -> LogPage:
         """The caller's tenant's interactions (every tenant's for an admin key), newest first."""
-        check_text(
-            ("/userId", query.user_id),
-            ("/conversationId", query.conversation_id),
-            ("/cursor", query.cursor),
-        )
-        cursor = None
-        if query.cursor:
-            try:
-                cursor = queries.LogCursor.decode(query.cursor)
-            except ValueError as error:
-                raise invalid(str(error), Problem("/cursor", str(error))) from None
-        since, until = _in_utc(query.since, "/since"), _in_utc(query.until, "/until")
-        if since and until and since >= until:
-            raise invalid("since must be before until", Problem("/since", "must be before until"))
-        log_filter = queries.LogFilter(
-            tenant=None if principal.is_admin else principal.tenant,
-            # An OAuth token reads only its own user's interactions.
-            user_id=principal.acting_as(query.user_id),
-            conversation_id=query.conversation_id,
-            since=since,
-            until=until,
-            cursor=cursor,
-            limit=query.limit,
-        )
+        log_filter = _filter(query, tenant=None if principal.is_admin else principal.tenant)
+        # An OAuth token reads only its own user's interactions.
+        log_filter = replace(log_filter, user_id=principal.acting_as(query.user_id))
         async with self._database.session() as session:
             rows = await queries.list_interactions(session, log_filter)
         entries = [_entry(row) for row in rows[: query.limit]]
@@ -233,6 +237,53 @@ class InteractionLog:
             last = rows[query.limit - 1]
             next_cursor = queries.LogCursor(queries.as_utc(last.created_at), last.id).encode()
         return LogPage(entries, next_cursor)
+
+    async def export(
+        self, query: LogQuery, *, tenant: str | None = None, page_size: int = EXPORT_PAGE
+    ) -> AsyncIterator[LogEntry]:
+        """Every interaction matching `query` (in `tenant`, or all), newest first, for the
+        operator: read a page at a time, each page seeking the time index past the last, so a
+        log of any size is exported in the memory of one page."""
+        log_filter = replace(_filter(query, tenant=tenant), limit=page_size, cursor=None)
+        while True:
+            async with self._database.session() as session:
+                rows = await queries.list_interactions(session, log_filter)
+            for row in rows[:page_size]:
+                yield _entry(row)
+            if len(rows) <= page_size:
+                return
+            last = rows[page_size - 1]
+            cursor = queries.LogCursor(queries.as_utc(last.created_at), last.id)
+            log_filter = replace(log_filter, cursor=cursor)
+
+
+def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
+    """The store's filter for a caller's query: each field checked, a 400 for a bad one."""
+    check_text(
+        ("/userId", query.user_id),
+        ("/conversationId", query.conversation_id),
+        ("/cursor", query.cursor),
+        ("/q", query.q),
+    )
+    cursor = None
+    if query.cursor:
+        try:
+            cursor = queries.LogCursor.decode(query.cursor)
+        except ValueError as error:
+            raise invalid(str(error), Problem("/cursor", str(error))) from None
+    since, until = _in_utc(query.since, "/since"), _in_utc(query.until, "/until")
+    if since and until and since >= until:
+        raise invalid("since must be before until", Problem("/since", "must be before until"))
+    return queries.LogFilter(
+        tenant=tenant,
+        user_id=query.user_id,
+        conversation_id=query.conversation_id,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=query.limit,
+        search=checked_search(query.q),
+    )
 
 
 def log_entry(row: Interaction) -> LogEntry:

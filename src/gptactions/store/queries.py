@@ -6,10 +6,12 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gptactions.store import search
 from gptactions.store.models import (
     ApiKey,
     Conversation,
@@ -175,11 +177,15 @@ class LogFilter:
     until: datetime | None = None
     cursor: LogCursor | None = None
     limit: int = 100
+    search: str | None = None
+    """Words that the message and reply must hold, every one (full-text search)."""
 
 
 async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Interaction]:
     """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page."""
-    conditions = []
+    conditions: list[Any] = []
+    if query.search is not None:
+        conditions.append(search.matching(session.get_bind().dialect.name, query.search))
     if query.tenant is not None:
         conditions.append(Interaction.tenant == query.tenant)
     if query.user_id is not None:

@@ -1,0 +1,77 @@
+"""Full-text search over interactions' message and reply.
+
+SQLite: an FTS5 table with external content (it stores only the index; the text stays in
+`interactions`), kept in step by triggers. PostgreSQL: a GIN index over the `tsvector` of the
+same text, matched with `plainto_tsquery`. Both use the `simple` way of splitting words (no
+stemming, no stop words: the log holds every language) and match every word given.
+
+The migration that creates them (0007) spells the same SQL: keep the two in step, or the
+PostgreSQL planner no longer recognises the index's expression (tests/store/test_query_plans.py
+fails when it does not).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, TextClause, select, table, text
+
+from gptactions.store.models import Interaction
+
+FTS_TABLE = "interactions_fts"
+PG_INDEX = "ix_interactions_search"
+# PostgreSQL refuses a tsvector over 1 MB: a row's text is indexed up to this many characters of
+# message and of reply (far above the default message limit), so no insert can fail on it.
+PG_INDEXED_CHARS = 100_000
+PG_DOCUMENT = (
+    f"to_tsvector('simple'::regconfig, left(message, {PG_INDEXED_CHARS}) || ' ' || "
+    f"left(reply, {PG_INDEXED_CHARS}))"
+)
+SQLITE_TOKENIZER = "unicode61 remove_diacritics 0"
+
+SCHEMA_NAMES = frozenset(
+    {
+        FTS_TABLE,
+        *(f"{FTS_TABLE}_{shadow}" for shadow in ("data", "idx", "docsize", "config")),
+        PG_INDEX,
+    }
+)
+"""What search adds to the schema outside the models (a virtual table and its shadow tables, an
+expression index): comparisons of the schema with the models leave these out."""
+
+
+# A word as FTS5's unicode61 splits text: letters and digits (`_` and the rest separate words).
+_WORD = re.compile(r"[^\W_]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def words(search: str) -> list[str]:
+    """The different words of a search, lowercased, in order."""
+    return list(dict.fromkeys(word.lower() for word in _WORD.findall(search)))
+
+
+def fts5_query(words: Sequence[str]) -> str:
+    """Every word quoted, so that FTS5 reads none of them as syntax (AND, NEAR, *, column:)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def matching(dialect: str, search: str) -> ColumnElement[bool] | TextClause:
+    """The condition that an interaction's message and reply, together, hold every word of
+    `search`, each database splitting the search into words as it splits the stored text (so
+    an e-mail address is one word to PostgreSQL, three to SQLite, and found by both).
+
+    SQLite looks the words up in the FTS5 index, then each row by its id; PostgreSQL's planner
+    picks between the GIN index and a walk of a time index, by how common the words are.
+    """
+    if dialect == "sqlite":
+        match = text(f"{FTS_TABLE} MATCH :search_words")
+        found = (
+            select(text("rowid"))
+            .select_from(table(FTS_TABLE))
+            .where(match.bindparams(search_words=fts5_query(words(search))))
+        )
+        return Interaction.id.in_(found)
+    # plainto_tsquery reads no operator; PostgreSQL's text holds no NUL.
+    match = text(f"{PG_DOCUMENT} @@ plainto_tsquery('simple'::regconfig, :search_words)")
+    return match.bindparams(search_words=_CONTROL.sub(" ", search))
