@@ -316,7 +316,7 @@ def logs_purge(older_than: str) -> None:
     )
 
 
-class _Moment(click.ParamType):
+class _Moment(click.ParamType[datetime]):
     """A time in ISO 8601; without an offset, UTC."""
 
     name = "time"

@@ -115,14 +115,15 @@ async def test_a_later_page_seeks_the_index_to_its_cursor(loaded: ApiClient) -> 
 
 
 # Searches: the numbers of "message n" are words found in one row each; "message" is in every
-# row. (tenant, filters, whether the full-text index must be the way in.) SQLite always looks the
-# words up in its FTS5 index, then each row by its id; PostgreSQL takes its GIN index for a rare
-# word, and may walk a time or conversation index instead when that reads fewer rows.
+# row. (tenant, filters, whether the search is all that narrows the rows.) SQLite looks the words
+# up in its FTS5 index, then takes each row by its id, or checks the rows of a narrower index
+# against them. PostgreSQL takes its GIN index when the search narrows most; with a user's or a
+# small tenant's few hundred rows it may rather read those through their index and check each.
 SEARCHES = [
-    (SMALL, {"q": "40"}, True),
-    (SMALL, {"q": "40", "userId": "user-40"}, True),
+    (SMALL, {"q": "40"}, False),
+    (SMALL, {"q": "40", "userId": "user-40"}, False),
     (LARGE, {"q": "607"}, True),
-    (LARGE, {"q": "reply 607", "userId": "user-7"}, True),
+    (LARGE, {"q": "reply 607", "userId": "user-7"}, False),
     (LARGE, {"q": "607", "conversationId": "conv-607"}, False),
     (LARGE, {"q": "message"}, False),
     (None, {"q": "4711"}, True),  # an admin key: every tenant
@@ -133,13 +134,14 @@ async def test_each_search_uses_an_index(loaded: ApiClient) -> None:
     keys = {t: await loaded.key(tenant=t, scopes=("logs",)) for t in (SMALL, LARGE)}
     sqlite = loaded.runtime.database.is_sqlite
     misses = []
-    for tenant, params, full_text in SEARCHES:
+    for tenant, params, search_narrows in SEARCHES:
         key = ADMIN_KEY if tenant is None else keys[tenant]
         plan = await _plan_of_logs(loaded, key, {"limit": 100, **params})
         if sqlite:
-            expected = ["VIRTUAL TABLE INDEX 0:M", "INTEGER PRIMARY KEY"]
+            expected = ["VIRTUAL TABLE INDEX 0:M"]
+            expected += ["USING INTEGER PRIMARY KEY"] if search_narrows else []
         else:
-            expected = ["ix_interactions_search"] if full_text else ["Index"]
+            expected = ["ix_interactions_search"] if search_narrows else ["Index"]
         if not all(part in plan for part in expected):
             misses.append(f"{tenant} {params}: expected {expected} in\n{plan}")
         _assert_no_full_scan(plan)
