@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev browser lint bench clean
+.PHONY: run test install install-dev browser nginx lint bench clean
 
 # A stamp per dependency set, so a changed pyproject.toml reinstalls and an unchanged one does not.
 $(VENV)/.installed: pyproject.toml
@@ -33,11 +33,18 @@ browser:
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
 	fi
 
-## The whole test suite: lint and types, then every test (real model, SQLite, PostgreSQL, Redis, Chromium).
-test: install-dev browser
+## nginx for the cluster tests (Debian's package), started by the tests themselves, never as a service.
+nginx:
+	@if [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; fi; \
+	fi
+
+## The whole test suite: lint and types, then every test (real model, SQLite, PostgreSQL, Redis, Chromium, nginx).
+test: install-dev browser nginx
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -W error
+	TEST_REQUIRE_NGINX=1 $(BIN)/python -m pytest -W error
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench

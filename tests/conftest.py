@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,28 @@ from gptactions.runtime import Runtime
 from gptactions.services.keys import DEFAULT_SCOPES
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 ADMIN_KEY = "gpta_test_admin_key_0123456789abcdefghijklmnop"
+
+
+def reachable(host: str, port: int) -> bool:
+    """Whether something answers on `host`:`port`."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def postgres_reachable() -> bool:
     """Whether the PostgreSQL server of the machine answers."""
-    try:
-        with socket.create_connection((PG_HOST, PG_PORT), timeout=1):
-            return True
-    except OSError:
-        return False
+    return reachable(PG_HOST, PG_PORT)
+
+
+def redis_reachable() -> bool:
+    """Whether the Redis server of the machine answers."""
+    return reachable(REDIS_HOST, REDIS_PORT)
 
 
 @pytest.fixture(autouse=True)
@@ -46,11 +58,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    if not postgres_reachable():
-        pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped when the block ends."""
     import asyncpg
 
     name = f"gptactions_test_{uuid.uuid4().hex[:12]}"
@@ -69,6 +79,15 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if not postgres_reachable():
+        pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -53,7 +53,7 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
     try:
         await database.upgrade()
         return await work(database)

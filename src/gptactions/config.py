@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     log_retention: str | None = Field(
         default=None, description="Delete interactions older than this (30d, 12h); unset keeps all."
     )
+    sqlite_busy_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a SQLite statement waits for another's lock before a 503.",
+    )
 
     # The embedded model
     model_path: Path | None = None

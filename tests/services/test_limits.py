@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -11,18 +10,7 @@ import pytest
 from gptactions.config import Rate, Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.services.limits import MemoryRateLimiter, RedisRateLimiter
-from tests.conftest import ADMIN_KEY, running_app
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
+from tests.conftest import ADMIN_KEY, REDIS_URL, redis_reachable, running_app
 
 needs_redis = pytest.mark.skipif(
     not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,11 @@ from gptactions.store.outage import DatabaseUnavailable, OutageLog
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: every replica must take the same advisory lock before migrating.
 _PG_MIGRATION_LOCK = 7_434_201_113
+# Seconds a SQLite statement waits for another connection's lock before failing (503).
+DEFAULT_BUSY_TIMEOUT = 5.0
+# Migrations wait longer for another process's: a big one may take minutes, and a replica that
+# gave up would not start.
+_MIGRATION_BUSY_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -41,19 +47,22 @@ class Upgrade:
 class Database:
     """An engine and its session factory."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.url = to_async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.busy_timeout = busy_timeout
         options: dict[str, Any] = {}
         if self.is_sqlite:
             _ensure_sqlite_directory(self.url)
-            options["connect_args"] = {"timeout": 30}
+            options["connect_args"] = {"timeout": busy_timeout}
         else:
             options.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             options.update(outage.postgres_options())
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(
+                self.engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout)
+            )
             # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
             event.listen(
                 self.engine.sync_engine, "connect", vacuum.set_incremental_vacuum, insert=True
@@ -98,6 +107,7 @@ class Database:
             if self.is_sqlite:
                 # The write lock from the start: a second process (or engine) waits here, then
                 # finds the migrations applied, instead of racing to create the same tables.
+                await connection.exec_driver_sql(_busy_pragma(_MIGRATION_BUSY_TIMEOUT))
                 await connection.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 await connection.execute(
@@ -107,7 +117,9 @@ class Database:
                 done = await connection.run_sync(_run_upgrade)
                 await connection.commit()
             finally:
-                if not self.is_sqlite:
+                if self.is_sqlite:  # the connection goes back to the pool: requests wait less
+                    await connection.exec_driver_sql(_busy_pragma(self.busy_timeout))
+                else:
                     # A failed migration leaves the transaction aborted: roll it back so the
                     # unlock runs (the lock is the session's, it would outlive the transaction)
                     # and the migration's own error is the one raised.
@@ -154,10 +166,14 @@ def _run_upgrade(connection: Connection) -> Upgrade:
     return Upgrade(before, _revision(connection))
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _busy_pragma(seconds: float) -> str:
+    return f"PRAGMA busy_timeout={round(seconds * 1000)}"
+
+
+def _sqlite_pragmas(busy_timeout: float, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # The busy timeout first, so that what follows waits for other connections' locks.
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(_busy_pragma(busy_timeout))
     # WAL is a property of the file: switch only once. The switch needs the database to itself,
     # and SQLite does not wait for that, so connections opening together retry for a while.
     cursor.execute("PRAGMA journal_mode")
