@@ -94,11 +94,37 @@ def _online(url: str) -> bool:
 @contextmanager
 def server(database_url: str, **settings: str) -> Iterator[str]:
     """`gptactions serve` in a subprocess (the embedded model included); yields its base URL."""
+    with server_process(database_url, **settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    database_url: str, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like `server`, also yielding the process (to watch its memory, say)."""
     port = free_port()
     command = [sys.executable, "-m", "gptactions", "serve"]
     env = gptactions_env(database_url, port, **settings)
-    with process_server("the server", command, port, _online, env=env) as (url, _):
-        yield url
+    with process_server("the server", command, port, _online, env=env) as running:
+        yield running
+
+
+@contextmanager
+def mock_upstream() -> Iterator[Any]:
+    """An OpenAI-compatible upstream that answers at once, in a thread of this process.
+
+    It is the test suite's (tests/upstream/faulty.py); `.url()` is the base URL of a backend.
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from tests.upstream.faulty import FaultyUpstream
+
+    upstream = FaultyUpstream().start()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
 
 
 def summary(seconds: Sequence[float]) -> dict[str, float]:
