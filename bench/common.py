@@ -120,11 +120,8 @@ def mock_upstream() -> Iterator[Any]:
         sys.path.append(str(ROOT))
     from tests.upstream.faulty import FaultyUpstream
 
-    upstream = FaultyUpstream().start()
-    try:
+    with FaultyUpstream() as upstream:
         yield upstream
-    finally:
-        upstream.stop()
 
 
 def summary(seconds: Sequence[float]) -> dict[str, float]:

@@ -95,19 +95,33 @@ def serve(
             time.sleep(0.2)
         yield Server(url, key, log, process)
     finally:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """End a process that may still run: SIGTERM, and SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_cli(server: Server, *args: str, stdin: str | None = None) -> str:
     """Run the command line against a running server's database; its standard output."""
+    database_url = f"sqlite:///{server.log.parent / 'server.db'}"
+    return gptactions_cli(*args, database_url=database_url, stdin=stdin)
+
+
+def gptactions_cli(
+    *args: str, database_url: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
+    """`gptactions ARGS` in a process of its own, on `database_url` (and the GPTACTIONS_* of
+    `env`), as an operator runs it; its standard output."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-    environment["GPTACTIONS_DATABASE_URL"] = f"sqlite:///{server.log.parent / 'server.db'}"
+    environment |= {"GPTACTIONS_DATABASE_URL": database_url} | (env or {})
     result = subprocess.run(
         [sys.executable, "-m", "gptactions", *args],
         env=environment,

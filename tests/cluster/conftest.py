@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from tests.conftest import (
     postgres_reachable,
     redis_reachable,
 )
-from tests.serving import Server, serve
+from tests.serving import Server, gptactions_cli, serve
 from tests.upstream.faulty import FaultyUpstream
 
 # Seconds a word of the `drip` backend takes: a stream long enough to see it arrive in pieces.
@@ -64,20 +62,10 @@ class Cluster:
             await keys.close()
             await database.close()
 
-    def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *arguments: str) -> str:
         """`gptactions ARGUMENTS` as an operator runs it, on the cluster's database and Redis."""
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-        environment |= {
-            "GPTACTIONS_DATABASE_URL": self.database_url,
-            "GPTACTIONS_REDIS_URL": REDIS_URL,
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "gptactions", *arguments],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
+        return gptactions_cli(
+            *arguments, database_url=self.database_url, env={"GPTACTIONS_REDIS_URL": REDIS_URL}
         )
 
 
@@ -105,11 +93,8 @@ def services() -> None:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FaultyUpstream]:
     """An OpenAI-compatible upstream that answers at once (or, for `drip`, word by word)."""
-    faulty = FaultyUpstream().start()
-    try:
+    with FaultyUpstream() as faulty:
         yield faulty
-    finally:
-        faulty.stop()
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.serving import free_port
+from tests.serving import free_port, stop
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "nginx.conf.template"
 # Set by `make test`: there, a missing nginx is a failure, not a skip.
@@ -133,12 +133,7 @@ def run_nginx(binary: str, directory: Path, replicas: list[str]) -> Iterator[Ngi
         _wait_until_it_proxies(nginx)
         yield nginx
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         output.close()
 
 

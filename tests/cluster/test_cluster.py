@@ -115,7 +115,7 @@ async def test_a_revoked_key_is_refused_by_every_replica_within_a_second(
         # Each replica has verified the key, and keeps it in its cache.
         assert [(await c.get(f"{API}/logs")).status_code for c in clients] == [200, 200]
         revocation = await asyncio.to_thread(cluster.cli, "keys", "revoke", created.info.id)
-        assert "revoked" in revocation.stdout
+        assert "revoked" in revocation
         revoked_at = time.monotonic()  # the command has committed and told Redis
         answers = await asyncio.gather(*(_until_refused(c, revoked_at) for c in clients))
     finally:

@@ -76,6 +76,12 @@ class FaultyUpstream:
             raise RuntimeError("the faulty upstream did not start")
         return self
 
+    def __enter__(self) -> FaultyUpstream:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Stop serving and join the thread."""
         if self._loop is not None:
