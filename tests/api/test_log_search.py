@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from gptactions.services.interactions import SEARCH_MAX_LENGTH, SEARCH_MAX_WORDS
 from gptactions.services.retention import Retention
-from gptactions.store import queries
+from gptactions.store import queries, search
 from gptactions.store.db import Database, alembic_config
 from gptactions.store.models import Interaction, utcnow
 from tests.api.test_me import token
@@ -24,6 +24,12 @@ from tests.store.rows import BASE_TIME
 
 Factory = Callable[..., Any]
 LOGS = "/api/v1/gpt/logs"
+
+
+# SQLite reads few matches by id, many by walking a time index: both ways, whatever the count.
+BOTH_SQLITE_PLANS = pytest.mark.parametrize(
+    "few_matches", [search.SQLITE_FEW_MATCHES, 0], ids=["by-id", "walk"]
+)
 
 
 def row(n: int, message: str, reply: str = "", **fields: Any) -> dict[str, Any]:
@@ -71,7 +77,11 @@ ROWS = [
 ]
 
 
-async def test_every_word_in_message_or_reply_in_any_case(app_factory: Factory) -> None:
+@BOTH_SQLITE_PLANS
+async def test_every_word_in_message_or_reply_in_any_case(
+    app_factory: Factory, few_matches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "SQLITE_FEW_MATCHES", few_matches)
     async with app_factory() as api:
         await store(api.runtime.database, ROWS)
         assert await found(api, "refund") == ["refund and invoice", "Where is my refund?"]
@@ -156,7 +166,11 @@ def _next_link(response: Any) -> str | None:
     return match.group(1)
 
 
-async def test_search_with_filters_pages_through_the_link_header(app_factory: Factory) -> None:
+@BOTH_SQLITE_PLANS
+async def test_search_with_filters_pages_through_the_link_header(
+    app_factory: Factory, few_matches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "SQLITE_FEW_MATCHES", few_matches)
     # 60 rows, 3 users; every third row mentions the word, so do some replies.
     rows = [
         row(
@@ -197,7 +211,11 @@ async def test_search_with_filters_pages_through_the_link_header(app_factory: Fa
     ]
 
 
-async def test_a_tenants_key_finds_only_its_own_tenants_rows(app_factory: Factory) -> None:
+@BOTH_SQLITE_PLANS
+async def test_a_tenants_key_finds_only_its_own_tenants_rows(
+    app_factory: Factory, few_matches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "SQLITE_FEW_MATCHES", few_matches)
     async with app_factory() as api:
         await store(
             api.runtime.database,

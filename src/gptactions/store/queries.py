@@ -185,7 +185,7 @@ async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Int
     """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page."""
     conditions: list[Any] = []
     if query.search is not None:
-        conditions.append(search.matching(session.get_bind().dialect.name, query.search))
+        conditions.append(await search.matching(session, query.search))
     if query.tenant is not None:
         conditions.append(Interaction.tenant == query.tenant)
     if query.user_id is not None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, TextClause, select, table, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store.models import Interaction
 
@@ -56,22 +57,42 @@ def fts5_query(words: Sequence[str]) -> str:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
-def matching(dialect: str, search: str) -> ColumnElement[bool] | TextClause:
+_SQLITE_COUNT = (
+    "SELECT count(*) FROM (SELECT rowid FROM interactions_fts"
+    " WHERE interactions_fts MATCH :search_words LIMIT :most)"
+)
+_SQLITE_WALK = (
+    "+interactions.id IN (SELECT rowid FROM interactions_fts"
+    " WHERE interactions_fts MATCH :search_words)"
+)
+SQLITE_FEW_MATCHES = 10_000
+"""Up to this many rows holding the words, SQLite reads each of them by its id and keeps the
+newest; beyond, reading them all would cost more than walking the filter's time index newest
+first and keeping the rows whose id the FTS5 index listed (a list it builds without reading a
+row), which stops at the page's end. A count that stops past this number picks the plan."""
+
+
+async def matching(session: AsyncSession, search: str) -> ColumnElement[bool] | TextClause:
     """The condition that an interaction's message and reply, together, hold every word of
     `search`, each database splitting the search into words as it splits the stored text (so
     an e-mail address is one word to PostgreSQL, three to SQLite, and found by both).
 
-    SQLite looks the words up in the FTS5 index, then each row by its id; PostgreSQL's planner
-    picks between the GIN index and a walk of a time index, by how common the words are.
+    PostgreSQL's planner picks between the GIN index and a walk of a time index by how common
+    the words are (its statistics say); SQLite's cannot tell, so it is told (SQLITE_FEW_MATCHES).
     """
-    if dialect == "sqlite":
-        match = text(f"{FTS_TABLE} MATCH :search_words")
-        found = (
+    if session.get_bind().dialect.name != "sqlite":
+        # plainto_tsquery reads no operator; PostgreSQL's text holds no NUL.
+        match = text(f"{PG_DOCUMENT} @@ plainto_tsquery('simple'::regconfig, :search_words)")
+        return match.bindparams(search_words=_CONTROL.sub(" ", search))
+    query = fts5_query(words(search))
+    counted = await session.scalar(
+        text(_SQLITE_COUNT), {"search_words": query, "most": SQLITE_FEW_MATCHES + 1}
+    )
+    if (counted or 0) <= SQLITE_FEW_MATCHES:
+        return Interaction.id.in_(
             select(text("rowid"))
             .select_from(table(FTS_TABLE))
-            .where(match.bindparams(search_words=fts5_query(words(search))))
+            .where(text(f"{FTS_TABLE} MATCH :search_words").bindparams(search_words=query))
         )
-        return Interaction.id.in_(found)
-    # plainto_tsquery reads no operator; PostgreSQL's text holds no NUL.
-    match = text(f"{PG_DOCUMENT} @@ plainto_tsquery('simple'::regconfig, :search_words)")
-    return match.bindparams(search_words=_CONTROL.sub(" ", search))
+    # `+`: not the id's index (the rowid), so that SQLite walks a time index instead.
+    return text(_SQLITE_WALK).bindparams(search_words=query)
