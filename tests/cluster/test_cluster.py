@@ -1,6 +1,7 @@
 """Two replicas on one PostgreSQL and Redis behind nginx: conversations, rate limits and
-revocations span the replicas, streams pass through unbuffered, and a replica killed with
-SIGKILL under load loses no acknowledged interaction while the other keeps serving."""
+revocations (API keys with `gptactions keys revoke`, OAuth access tokens through one replica)
+span the replicas, streams pass through unbuffered, and a replica killed with SIGKILL under load
+loses no acknowledged interaction while the other keeps serving."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from gptactions.services.oauth import OAuthService
+from gptactions.services.users import UserService
+from gptactions.store.db import Database
+from tests.api.test_oauth import PASSWORD, code_for, exchange, make_client
 from tests.cluster.conftest import DRIP_SECONDS, Cluster, start_cluster
 from tests.upstream.faulty import REPLY, FaultyUpstream
 
@@ -26,6 +33,7 @@ API = "/api/v1/gpt"
 RATE = 20
 # How long a revoked key may still work on any replica.
 REVOCATION_BOUND = 1.0
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +146,33 @@ async def _until_refused(client: httpx.AsyncClient, revoked_at: float) -> list[t
             late.append((round(sent, 3), status))
             return late
         await asyncio.sleep(0.02)
+
+
+async def test_an_access_token_revoked_through_one_replica_is_refused_by_the_other(
+    cluster: Cluster,
+) -> None:
+    (a, b), username = cluster.replicas, f"user-{uuid.uuid4().hex[:8]}"
+    database = Database(cluster.database_url)
+    oauth = OAuthService(database, access_lifetime=HOUR, refresh_lifetime=HOUR)
+    try:
+        await UserService(database).create(username, PASSWORD)
+        async with httpx.AsyncClient(base_url=a.url, timeout=60) as on_a:
+            # The whole grant through replica a, as ChatGPT would go through it.
+            through_a = SimpleNamespace(http=on_a, runtime=SimpleNamespace(oauth=oauth))
+            client = await make_client(through_a)
+            code = await code_for(through_a, client, username)
+            granted = await exchange(through_a, client, code)
+            access = granted.json()["access_token"]
+            bearer = {"Authorization": f"Bearer {access}"}
+            async with cluster.client(access, b.url) as on_b:
+                assert (await on_a.get(f"{API}/logs", headers=bearer)).status_code == 200
+                assert (await on_b.get(f"{API}/logs")).status_code == 200
+                form = {"token": access, "client_id": client.id, "client_secret": client.secret}
+                assert (await on_a.post("/oauth/revoke", data=form)).status_code == 200
+                late = await _until_refused(on_b, time.monotonic())
+    finally:
+        await database.close()
+    assert late == [], f"b accepted the token more than {REVOCATION_BOUND} s after: {late}"
 
 
 async def test_streams_pass_through_nginx_as_they_are_generated(cluster: Cluster) -> None:
