@@ -113,6 +113,53 @@ def test_db_upgrade_and_openapi(isolated: Path) -> None:
     assert document["servers"][0]["url"] == "https://gpt.example.org"
 
 
+def test_openapi_for_some_scopes_and_its_readiness_check(isolated: Path) -> None:
+    gpt = json.loads(
+        gptactions("openapi", "--format", "json", "--scopes", "chat,actions", cwd=isolated).stdout
+    )
+    validate(gpt)
+    assert "/api/v1/gpt/logs" not in gpt["paths"] and "/api/v1/gpt/respond" in gpt["paths"]
+    assert gpt["servers"] == [{"url": "http://127.0.0.1:8000", "description": "This server"}]
+    refused = gptactions("openapi", "--scopes", "chat,root", cwd=isolated)
+    assert refused.returncode == 2 and "unknown scope(s): root" in refused.stderr
+
+    # Unconfigured: a readable list of what to fix, and exit 1.
+    checked = gptactions("openapi", "--check", cwd=isolated)
+    assert checked.returncode == 1, checked.stderr
+    assert "error: [servers] No https server URL (found http://127.0.0.1:8000)." in checked.stdout
+    assert "warning: [logs] The document offers GET /api/v1/gpt/logs" in checked.stdout
+    assert "fix: Set GPTACTIONS_PRIVACY_CONTACT" in checked.stdout
+    assert checked.stdout.rstrip().endswith("(1 error(s), 2 warning(s)).")
+    # A key a GPT could be given, holding logs, is named.
+    assert gptactions("keys", "create", "--name", "my-gpt", cwd=isolated).returncode == 0
+    checked = gptactions("openapi", "--check", "--scopes", "chat,actions", cwd=isolated)
+    assert "The key 'my-gpt' has the `logs` scope" in checked.stdout
+
+    # Configured for a public GPT: ready, exit 0.
+    ready = {
+        "GPTACTIONS_PUBLIC_URL": "https://gpt.example.org",
+        "GPTACTIONS_PRIVACY_CONTACT": "privacy@example.org",
+        "GPTACTIONS_UPSTREAM_TIMEOUT": "30",
+    }
+    isolated_ready = isolated / "ready"
+    isolated_ready.mkdir()
+    checked = gptactions(
+        "openapi", "--check", "--scopes", "chat,actions", cwd=isolated_ready, env=ready
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("Ready")
+    slow = gptactions(
+        "openapi",
+        "--check",
+        "--scopes",
+        "chat,actions",
+        cwd=isolated_ready,
+        env=ready
+        | {"GPTACTIONS_UPSTREAM_URL": "http://127.0.0.1:9/v1", "GPTACTIONS_UPSTREAM_TIMEOUT": "90"},
+    )
+    assert slow.returncode == 1 and "GPTACTIONS_UPSTREAM_TIMEOUT is 90 s" in slow.stdout
+
+
 REVISION_0001_TABLES = {"alembic_version", "api_keys", "conversations", "interactions"}
 
 

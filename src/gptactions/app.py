@@ -24,6 +24,7 @@ from gptactions.api import (
 from gptactions.api import metrics as metrics_api
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
+from gptactions.api.forwarded import ForwardedHeaders
 from gptactions.api.mcp import McpEndpoint
 from gptactions.api.middleware import BodyGuard
 from gptactions.config import Settings
@@ -79,6 +80,8 @@ def create_app(
     app.add_middleware(openai_compat.OpenAIErrors)  # sees every /v1 error, the guards' too
     # Outermost, so it times everything and sees every answer, the guards' refusals included.
     app.add_middleware(RequestMetrics, metrics=runtime.metrics, routes=app.router.routes)
+    # Around everything: the client, scheme and host of a trusted proxy's request, for all.
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)

@@ -401,14 +401,38 @@ async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: IO[s
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
-def openapi(fmt: str) -> None:
-    """Print the OpenAPI document this server serves."""
+@click.option(
+    "--scopes",
+    default=None,
+    help="Only the operations these scopes can call, e.g. chat,actions (what a GPT imports).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check it against ChatGPT's rules and the settings instead; exit 1 on any finding.",
+)
+def openapi(fmt: str, scopes: str | None, check: bool) -> None:
+    """Print the OpenAPI document this server serves (or check its GPT Actions readiness)."""
+    from gptactions.api import readiness
+    from gptactions.api.document import document_view, parse_scopes
+    from gptactions.api.forwarded import local_origin
     from gptactions.api.openapi import build_document
     from gptactions.llm.factory import build_router
 
     settings = Settings()
-    document = build_document(settings, load_registry(settings), build_router(settings).names)
-    if fmt == "json":
+    try:
+        wanted = parse_scopes(scopes)
+    except ServiceError as error:
+        raise click.BadParameter(str(error), param_hint="--scopes") from None
+    built = build_document(settings, load_registry(settings), build_router(settings).names)
+    document = document_view(built, settings, origin=local_origin(settings), scopes=wanted)
+    if check:
+        keys = _run(lambda: _with_database(settings, lambda db: KeyService(db).list()))
+        findings = readiness.check(document, settings, readiness.gpt_keys(keys))
+        click.echo("\n".join(readiness.lines(findings)))
+        if findings:
+            raise SystemExit(1)
+    elif fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -87,6 +88,13 @@ class Settings(BaseSettings):
     servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra server URLs for the OpenAPI document (JSON list or comma separated).",
+    )
+    trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = (
+        Field(
+            default_factory=list,
+            description="Proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-* headers are "
+            "believed; none when unset.",
+        )
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_header_bytes: int = Field(
@@ -250,6 +258,15 @@ class Settings(BaseSettings):
             parse_duration(value)
         return value or None
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        """IPs and CIDRs: a JSON list, or comma separated; a bare IP is a network of one."""
+        items = _split(value)
+        if isinstance(items, list):
+            return [ipaddress.ip_network(str(item).strip(), strict=False) for item in items]
+        return items
+
     @field_validator("oidc_issuer")
     @classmethod
     def _check_issuer(cls, value: str | None) -> str | None:
@@ -281,12 +298,16 @@ class Settings(BaseSettings):
     @field_validator("servers", "fallbacks", "oidc_allowed_domains", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
-        """Lists from the environment: a JSON list, or comma separated."""
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _split(value)
+
+
+def _split(value: object) -> object:
+    """A list from the environment: a JSON list, or comma separated."""
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 def to_async_url(url: str) -> str:

@@ -331,7 +331,8 @@ def run(settings: Settings) -> None:
         "workers": settings.workers,
         "log_level": settings.log_level,
         "log_config": log_config(settings.log_level),
-        "proxy_headers": True,
+        # Proxy headers are read by api/forwarded.py, from GPTACTIONS_TRUSTED_PROXIES only.
+        "proxy_headers": False,
         "http": http_protocol(limits),
         "timeout_graceful_shutdown": settings.shutdown_grace,
     }

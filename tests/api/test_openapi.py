@@ -169,7 +169,9 @@ async def test_every_api_route_of_the_app_is_documented(
 def test_servers_come_from_configuration() -> None:
     registry = build_registry(Settings())
     default = build_document(Settings(), registry, ["local"])
-    assert default["servers"] == SEED["servers"]
+    # Never the seed's placeholders: where the server listens (the served one: the request's URL).
+    assert default["servers"] == [{"url": "http://127.0.0.1:8000", "description": "This server"}]
+    assert default["servers"] != SEED["servers"]
     configured = build_document(
         Settings(public_url="https://gpt.example.org/", servers=["https://sandbox.example.org"]),
         registry,

@@ -154,6 +154,12 @@ def test_action_and_logs_endpoints(console: Console) -> None:
 
 
 def test_failures_read_as_sentences(console: Console) -> None:
+    def with_another_server(route: Any) -> None:
+        document = route.fetch().json()
+        document["servers"].append({"url": "https://api.unreachable.example"})
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(document))
+
+    console.page.route("**/openapi.json", with_another_server)
     page = console.open(key=False).page
     console.choose("GET /api/v1/gpt/status")
     assert console.send().startswith("401")
@@ -212,8 +218,8 @@ def test_failures_read_as_sentences(console: Console) -> None:
     assert console.send().startswith("500")
     assert "Something broke." in failure.inner_text()
     assert "status-5xx" in str(page.locator("#status-code").get_attribute("class"))
-    page.route("https://api.yourdomain.com/**", lambda route: route.abort("connectionrefused"))
-    page.get_by_role("combobox", name="Server").select_option("https://api.yourdomain.com")
+    page.route("https://api.unreachable.example/**", lambda route: route.abort("connectionrefused"))
+    page.get_by_role("combobox", name="Server").select_option("https://api.unreachable.example")
     assert console.send() == "No response"
     assert "Could not reach the server" in failure.inner_text()
     assert "null" not in failure.inner_text()

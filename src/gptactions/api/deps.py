@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -71,15 +70,25 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     return principal
 
 
-def require(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that lets only keys holding `scope` (or admin) through; 403 otherwise."""
+class Require:
+    """A dependency that lets only callers holding `scope` (or admin) through; 403 otherwise.
 
-    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.allows(scope):
-            raise ServiceError(f"this API key lacks the '{scope}' scope", 403, "forbidden")
+    A class, so the document can tell which scope each route needs (`api/document.py`).
+    """
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        """The caller, when it holds the scope."""
+        if not principal.allows(self.scope):
+            raise ServiceError(f"this API key lacks the '{self.scope}' scope", 403, "forbidden")
         return principal
 
-    return check
+
+def require(scope: str) -> Require:
+    """The dependency that checks for `scope`."""
+    return Require(scope)
 
 
 ChatCaller = Annotated[Principal, Depends(require("chat"))]

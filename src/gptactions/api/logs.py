@@ -30,7 +30,12 @@ def rfc3339(moment: datetime) -> str:
 
 
 def log_item(entry: LogEntry) -> dict[str, Any]:
-    """An interaction as GET /logs lists it."""
+    """One interaction as /logs answers it."""
+    return log_model(entry).wire()
+
+
+def log_model(entry: LogEntry) -> LogItem:
+    """One interaction, as the model that describes it."""
     return LogItem(
         timestamp=rfc3339(entry.timestamp),
         user_id=entry.user_id,
@@ -47,7 +52,7 @@ def log_item(entry: LogEntry) -> dict[str, Any]:
         prompt_tokens=entry.prompt_tokens,
         completion_tokens=entry.completion_tokens,
         cached_tokens=entry.cached_tokens,
-    ).wire()
+    )
 
 
 EXPORT_FIELDS = (

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from gptactions.api.deps import AnyCaller, RuntimeDep
-from gptactions.api.logs import log_item, rfc3339
+from gptactions.api.logs import log_model, rfc3339
+from gptactions.api.responses import Erasure, ExportedConversation, MeResponse, MyDataExport
 from gptactions.api.schemas import USER_ID_FILTER_MAX_LENGTH
 
 router = APIRouter(prefix="/api/v1/gpt")
@@ -18,39 +19,43 @@ UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTE
 @router.get("/me", operation_id="getMe")
 async def me(caller: AnyCaller) -> dict[str, Any]:
     """Who the caller is: the signed-in user of an OAuth token, or an API key."""
-    return {
-        "userId": caller.user_id,
-        "authentication": "oauth" if caller.user_id is not None else "apiKey",
-        "name": caller.name,
-        "tenant": caller.tenant,
-        "scopes": sorted(caller.scopes),
-    }
+    return MeResponse(
+        user_id=caller.user_id,
+        authentication="oauth" if caller.user_id is not None else "apiKey",
+        name=caller.name,
+        tenant=caller.tenant,
+        scopes=sorted(caller.scopes),
+    ).wire()
 
 
 @router.get("/me/export", operation_id="exportMyData")
-async def export(caller: AnyCaller, runtime: RuntimeDep, userId: UserIdQuery = None) -> Any:
+async def export(
+    caller: AnyCaller, runtime: RuntimeDep, userId: UserIdQuery = None
+) -> dict[str, Any]:
     """Everything stored about the user: their conversations and interactions."""
     data = await runtime.personal.export(caller, userId)
-    return {
-        "userId": data.user_id,
-        "conversations": [
-            {
-                "conversationId": c.id,
-                "createdAt": rfc3339(c.created_at),
-                "updatedAt": rfc3339(c.updated_at),
-            }
+    return MyDataExport(
+        user_id=data.user_id,
+        conversations=[
+            ExportedConversation(
+                conversation_id=c.id,
+                created_at=rfc3339(c.created_at),
+                updated_at=rfc3339(c.updated_at),
+            )
             for c in data.conversations
         ],
-        "interactions": [log_item(entry) for entry in data.interactions],
-    }
+        interactions=[log_model(entry) for entry in data.interactions],
+    ).wire()
 
 
 @router.delete("/me/data", operation_id="deleteMyData")
-async def erase(caller: AnyCaller, runtime: RuntimeDep, userId: UserIdQuery = None) -> Any:
+async def erase(
+    caller: AnyCaller, runtime: RuntimeDep, userId: UserIdQuery = None
+) -> dict[str, Any]:
     """Erase the user's conversations and interactions (the erasure is logged, not the content)."""
     erased = await runtime.personal.erase(caller, userId)
-    return {
-        "userId": erased.user_id,
-        "deletedConversations": erased.conversations,
-        "deletedInteractions": erased.interactions,
-    }
+    return Erasure(
+        user_id=erased.user_id,
+        deleted_conversations=erased.conversations,
+        deleted_interactions=erased.interactions,
+    ).wire()

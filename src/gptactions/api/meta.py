@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from gptactions.api.deps import RuntimeDep
+from gptactions.api import readiness
+from gptactions.api.deps import RuntimeDep, get_principal, is_json
+from gptactions.api.document import document_view, parse_scopes
 from gptactions.api.errors import error_response
+from gptactions.api.forwarded import public_origin
 from gptactions.api.openapi import build_document
+from gptactions.api.readiness import GptKey
 from gptactions.runtime import Runtime
-from gptactions.services.errors import Problem
+from gptactions.services.errors import Problem, ServiceError, invalid
 from gptactions.store.outage import RETRY_AFTER
 
 CONSOLE = Path(__file__).parent.parent / "console"
@@ -43,17 +48,78 @@ def served_document(app: FastAPI) -> dict[str, Any]:
     return document
 
 
+ScopesQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Only the operations these scopes can call, e.g. chat,actions (for a GPT).",
+    ),
+]
+
+
+def caller_document(request: Request, scopes: str | None) -> dict[str, Any]:
+    """The document for this request: its own URL as the server, narrowed to `scopes`."""
+    runtime: Runtime = request.app.state.runtime
+    return document_view(
+        served_document(request.app),
+        runtime.settings,
+        origin=public_origin(request, runtime.settings),
+        scopes=parse_scopes(scopes),
+    )
+
+
 @router.get("/openapi.json")
-async def openapi_json(request: Request) -> JSONResponse:
+async def openapi_json(request: Request, scopes: ScopesQuery = None) -> JSONResponse:
     """The OpenAPI document, as JSON."""
-    return JSONResponse(served_document(request.app))
+    return JSONResponse(caller_document(request, scopes))
 
 
 @router.get("/openapi.yaml")
-async def openapi_yaml(request: Request) -> Response:
+async def openapi_yaml(request: Request, scopes: ScopesQuery = None) -> Response:
     """The OpenAPI document, as YAML."""
-    text = yaml.safe_dump(served_document(request.app), sort_keys=False, allow_unicode=True)
+    document = caller_document(request, scopes)
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return Response(text, media_type="application/yaml")
+
+
+@router.post("/openapi/check")
+async def openapi_check(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """GPT Actions readiness of the OpenAPI document in the body, with the server's settings.
+
+    With a key, also the keys a GPT could be given that hold `logs`: every such key for an admin
+    key, the caller's own otherwise.
+    """
+    gpt_keys: list[GptKey] = []
+    if request.headers.get("authorization"):
+        caller = await get_principal(request, runtime)
+        if caller.is_admin:
+            gpt_keys = readiness.gpt_keys(await runtime.keys.list())
+        elif caller.user_id is None:
+            gpt_keys = [GptKey(caller.name, caller.scopes)]
+    document = await _json_object(request, runtime.settings.max_body_bytes)
+    try:
+        findings = readiness.check(document, runtime.settings, gpt_keys)
+    except (AttributeError, TypeError, ValueError):
+        raise invalid("the body is not an OpenAPI document this check can read") from None
+    return JSONResponse(readiness.report(findings))
+
+
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, read up to `limit` bytes (413 past it, 400 if not an object)."""
+    if not is_json(request.headers.get("content-type") or "application/json"):
+        raise ServiceError("the body must be JSON", 415, "unsupported_media_type")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ServiceError(f"the body is larger than {limit} bytes", 413, "payload_too_large")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise invalid("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise invalid("the body must be an OpenAPI document (a JSON object)")
+    return value
 
 
 @router.api_route("/healthz", methods=["GET", "HEAD"])

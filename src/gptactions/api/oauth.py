@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gptactions.api.deps import RuntimeDep
+from gptactions.api.forwarded import public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
 from gptactions.services.oauth import (
@@ -50,9 +51,7 @@ class _DuplicateParameter(Exception):
 
 def issuer(request: Request, runtime: Runtime) -> str:
     """This server's URL as OAuth clients see it: GPTACTIONS_PUBLIC_URL, else the request's."""
-    if runtime.settings.public_url:
-        return runtime.settings.public_url.rstrip("/")
-    return str(request.base_url).rstrip("/")
+    return public_origin(request, runtime.settings)
 
 
 @router.get("/.well-known/oauth-authorization-server")

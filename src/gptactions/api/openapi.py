@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
 from gptactions.api import actions, conversations, logs, me, status
+from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
 from gptactions.api.responses import (
@@ -28,7 +29,10 @@ from gptactions.api.responses import (
     ActionList,
     ActionResponse,
     ConversationResponse,
+    Erasure,
     LogItem,
+    MeResponse,
+    MyDataExport,
     OpenAPI30,
     StatusResponse,
 )
@@ -84,7 +88,16 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
     _, defs = models_json_schema(
         [
             (model, "serialization")
-            for model in (ConversationResponse, StatusResponse, LogItem, ActionResponse, ActionList)
+            for model in (
+                ConversationResponse,
+                StatusResponse,
+                LogItem,
+                ActionResponse,
+                ActionList,
+                MeResponse,
+                MyDataExport,
+                Erasure,
+            )
         ],
         ref_template=COMPONENTS,
         schema_generator=OpenAPI30,
@@ -95,9 +108,9 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def _oauth_scheme(settings: Settings) -> dict[str, Any]:
-    """The OAuth 2.0 authorization code flow of this server (docs/gpt-actions.md)."""
-    base = (settings.public_url or "").rstrip("/")
+def oauth_scheme(origin: str) -> dict[str, Any]:
+    """The OAuth 2.0 authorization code flow of the server at `origin` (docs/gpt-actions.md)."""
+    base = origin.rstrip("/")
     return {
         "type": "oauth2",
         "description": "Each ChatGPT user signs in as a user of this server; an access token "
@@ -116,36 +129,42 @@ def _oauth_scheme(settings: Settings) -> dict[str, Any]:
 
 
 def build_document(
-    settings: Settings, registry: ActionRegistry, models: list[str]
+    settings: Settings, registry: ActionRegistry, models: list[str], origin: str | None = None
 ) -> dict[str, Any]:
     """The document this server serves at /openapi.json and /openapi.yaml.
 
-    `models` are the configured backends' names, which a request may give as `model`.
+    `models` are the configured backends' names, which a request may give as `model`; `origin`
+    is the server's URL when GPTACTIONS_PUBLIC_URL is unset (by default, where it listens; the
+    served document puts the request's own URL there, see `api/document.py`).
     """
+    origin = origin or local_origin(settings)
     doc = copy.deepcopy(seed_document())
     doc["info"]["x-server-version"] = __version__
-    doc["servers"] = _servers(settings)
+    doc["servers"] = servers_for(settings, origin)
     doc["components"]["securitySchemes"]["ApiKeyAuth"]["description"] = (
         "An API key, as 'Bearer <key>' or the bare key. Create one with `gptactions keys create`."
     )
-    doc["components"]["securitySchemes"]["OAuth2"] = _oauth_scheme(settings)
+    doc["components"]["securitySchemes"]["OAuth2"] = oauth_scheme(settings.public_url or origin)
     doc["security"] = [*doc.get("security", []), {"OAuth2": []}]
     _add_components(doc, settings, registry, models)
     _start_conversation(doc)
     _respond(doc)
     _get_status(doc)
     _get_logs(doc, settings)
-    _trigger_action(doc)
+    _trigger_action(doc, registry)
     _list_actions(doc)
     _personal(doc)
     add_openai_paths(doc, settings, models)
     return doc
 
 
-def _servers(settings: Settings) -> list[dict[str, str]]:
-    urls = [u for u in [settings.public_url, *settings.servers] if u]
-    if not urls:
-        return copy.deepcopy(seed_document()["servers"])
+def servers_for(settings: Settings, origin: str) -> list[dict[str, str]]:
+    """The document's servers: GPTACTIONS_PUBLIC_URL (else `origin`), then GPTACTIONS_SERVERS.
+
+    Never the seed's placeholders: a document naming a host that does not exist sends every
+    client (Swagger UI, Postman, a GPT) there.
+    """
+    urls = [settings.public_url or origin, *settings.servers]
     return [
         {"url": url.rstrip("/") or "/", "description": "This server" if i == 0 else "Server"}
         for i, url in enumerate(dict.fromkeys(urls))
@@ -172,7 +191,8 @@ def _add_components(
 ) -> None:
     """The request limits, the response models, the actions' schemas and the error shape."""
     schemas = doc["components"]["schemas"]
-    inline = {StatusResponse.__name__, LogItem.__name__}  # the seed describes these in place
+    # The seed describes these in place; LogItem is also a component, for the user's export.
+    inline = {StatusResponse.__name__}
     for name, schema in _response_schemas().items():
         if name not in inline:
             _merge(schemas.setdefault(name, {}), schema)
@@ -321,6 +341,7 @@ def _get_status(doc: dict[str, Any]) -> None:
     operation = _operation(doc, status.router, "/status", "get")
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     _merge(schema, _response_schemas()[StatusResponse.__name__])
+    operation["x-openai-isConsequential"] = False
     _add_errors(operation, _READ_ERRORS)
 
 
@@ -340,17 +361,20 @@ def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
     }
     item = answer["content"]["application/json"]["schema"]["items"]
     _merge(item, _response_schemas()[LogItem.__name__])
+    operation["x-openai-isConsequential"] = False
     _add_errors(operation, ["400", "401", "403", "429", "500"])
 
 
-def _trigger_action(doc: dict[str, Any]) -> None:
+def _trigger_action(doc: dict[str, Any], registry: ActionRegistry) -> None:
     operation = _operation(doc, actions.router, "/actions", "post")
     operation["description"] = (
         "Runs a named action (listed by GET /api/v1/gpt/actions) with its parameters. When the "
         "model's output cannot be brought into the action's form, the answer is still 200, "
         "with success false and the reason in result. Unknown action or bad parameters: 400."
     )
-    operation["x-openai-isConsequential"] = False
+    # One operation runs every action: when one of them is consequential, ChatGPT asks the user
+    # before each call of the operation (docs/actions.md).
+    operation["x-openai-isConsequential"] = any(d.consequential for d in registry)
     _add_errors(operation, ["400", *_MODEL_ERRORS])
 
 
@@ -359,6 +383,7 @@ def _list_actions(doc: dict[str, Any]) -> None:
     operation.update(
         {
             "summary": "List the available actions.",
+            "x-openai-isConsequential": False,
             "description": "Every action's name, description and parameter schema.",
             "responses": {
                 "200": {
@@ -382,14 +407,22 @@ def _personal(doc: dict[str, Any]) -> None:
         "schema": {"type": "string", "minLength": 1},
         "description": "With an API key (scope logs): whose data. An OAuth token is its own user.",
     }
-    for path, method, summary, description, consequential in (
-        ("/me", "get", "Who am I.", "The signed-in user (OAuth), or the API key.", None),
+    for path, method, summary, description, model, consequential in (
+        (
+            "/me",
+            "get",
+            "Who am I.",
+            "The signed-in user (OAuth), or the API key.",
+            MeResponse,
+            False,
+        ),
         (
             "/me/export",
             "get",
             "Export my data.",
             "All of the user's conversations and interactions, as JSON.",
-            None,
+            MyDataExport,
+            False,
         ),
         (
             "/me/data",
@@ -397,6 +430,7 @@ def _personal(doc: dict[str, Any]) -> None:
             "Erase my data.",
             "Deletes the user's conversations and interactions; the erasure is logged without "
             "their content.",
+            Erasure,
             True,
         ),
     ):
@@ -409,14 +443,7 @@ def _personal(doc: dict[str, Any]) -> None:
                     "200": {
                         "description": summary,
                         "content": {
-                            "application/json": {
-                                # Free-form for now; GPT imports need `properties` on objects.
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {},
-                                    "additionalProperties": True,
-                                }
-                            }
+                            "application/json": {"schema": {"$ref": SCHEMA_PREFIX + model.__name__}}
                         },
                     }
                 },
@@ -424,8 +451,7 @@ def _personal(doc: dict[str, Any]) -> None:
         )
         if path != "/me":
             operation["parameters"] = [user_id]
-        if consequential is not None:
-            operation["x-openai-isConsequential"] = consequential
+        operation["x-openai-isConsequential"] = consequential
         _add_errors(operation, ["400", "403", *_READ_ERRORS] if path != "/me" else _READ_ERRORS)
 
 

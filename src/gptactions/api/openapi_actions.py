@@ -188,9 +188,10 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
         parameters = to_openapi_schema(definition.parameters)
         parameters.setdefault("description", f"Parameters of the {definition.name} action.")
         schemas[params_name] = parameters
+        confirm = " ChatGPT asks the user before running it." if definition.consequential else ""
         schemas[variant_name] = {
             "type": "object",
-            "description": definition.description,
+            "description": definition.description + confirm,
             "required": ["action", "parameters"],
             "properties": {
                 "action": {"type": "string", "enum": [definition.name]},
@@ -253,7 +254,11 @@ def describe_actions(registry: ActionRegistry) -> dict[str, Any]:
     return ActionList(
         actions=[
             ActionInfo(
-                name=d.name, description=d.description, parameters=d.parameters, builtin=d.builtin
+                name=d.name,
+                description=d.description,
+                parameters=d.parameters,
+                builtin=d.builtin,
+                consequential=d.consequential,
             )
             for d in registry
         ]

@@ -153,12 +153,56 @@ class ActionInfo(Body):
     builtin: bool = Field(
         description="Whether the action is built in (false: from the actions file)."
     )
+    consequential: bool = Field(
+        default=False,
+        description="Whether ChatGPT must have the user confirm each call (`consequential: "
+        "true` in the actions file).",
+    )
 
 
 class ActionList(Body):
     """Every action this server runs."""
 
     actions: list[ActionInfo]
+
+
+# The caller's own identity and data (/me, docs/gpt-actions.md).
+
+
+class MeResponse(Body):
+    """Who the caller is: the signed-in user of an OAuth token, or an API key."""
+
+    user_id: str | None = Field(
+        description="The signed-in user's name (OAuth); null for an API key."
+    )
+    authentication: str = Field(json_schema_extra={"enum": ["oauth", "apiKey"]})
+    name: str = Field(description="The API key's name, or oauth:<client> for a token.")
+    tenant: str
+    scopes: list[str] = Field(description="What the key or token may do.")
+
+
+class ExportedConversation(Body):
+    """One of the user's conversations; its turns are among the interactions."""
+
+    conversation_id: str
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class MyDataExport(Body):
+    """Everything stored about the user."""
+
+    user_id: str
+    conversations: list[ExportedConversation]
+    interactions: list[LogItem]
+
+
+class Erasure(Body):
+    """What erasing the user's data deleted."""
+
+    user_id: str
+    deleted_conversations: int
+    deleted_interactions: int
 
 
 class OpenAPI30(GenerateJsonSchema):

@@ -9,8 +9,10 @@ import { paramField, readParams, writeParams } from "./fields.js";
 import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from "./format.js";
 import { initHistory, initLogs } from "./logs.js";
 import { checkResponse, exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
+import { renderReadiness } from "./readiness.js";
 import { initSchemaPanel } from "./schema-panel.js";
 import { initServer } from "./server.js";
+import { initSignIn } from "./signin.js";
 import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
 
 const KEY_SLOT = "gptactions.apiKey";
@@ -59,6 +61,14 @@ function saveKey() {
   else store.del(keep, KEY_SLOT);
   updateSnippets();
 }
+
+/** Use `value` (a key or an OAuth access token) for every request from now on. */
+app.setKey = (value) => {
+  $("api-key").value = value;
+  saveKey();
+  renderReadiness(app);
+  app.actionPicker.refresh();
+};
 
 function forgetKey() {
   store.del(localStorage, KEY_SLOT);
@@ -456,7 +466,10 @@ function wire() {
     $("api-key").closest(".field").classList.remove("attention");
     $("key-note").textContent = KEY_NOTE;
     clearTimeout(keyTimer);
-    keyTimer = setTimeout(() => app.actionPicker.refresh(), 400);
+    keyTimer = setTimeout(() => {
+      app.actionPicker.refresh();
+      renderReadiness(app);
+    }, 400);
   });
   $("key-remember").addEventListener("change", saveKey);
   $("key-forget").addEventListener("click", forgetKey);
@@ -550,4 +563,5 @@ app.restore = (entry) => {
   $("send").focus({ preventScroll: true });
 };
 wire();
+app.signIn = initSignIn(app);
 loadDocument();

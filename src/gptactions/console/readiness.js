@@ -1,144 +1,130 @@
-// "GPT Actions readiness": checks of the served document against what ChatGPT's GPT Actions
-// import expects. Each finding names where it is (a JSON pointer) and what to change, so a
-// user can fix the document without reading OpenAI's documentation first.
+// "GPT Actions readiness": the server checks the document this page loaded, with its own
+// settings, against ChatGPT's rules (POST /openapi/check: one implementation, which
+// `gptactions openapi --check` prints too). This module shows the findings, the URL a GPT
+// should import, and how to fill ChatGPT's OAuth form from the server's metadata.
 
-import { HTTP_METHODS, deref } from "./openapi.js";
+import { $, copyText, h, withCode } from "./dom.js";
+import { describeFailure, sendRequest } from "./transport.js";
 
-const SUMMARY_LIMIT = 300;
-const PARAMETER_DESCRIPTION_LIMIT = 700;
+/** The scopes a public GPT needs: never `logs`, which reads the log. */
+export const GPT_SCOPES = "chat,actions";
 
-const esc = (key) => String(key).replace(/~/g, "~0").replace(/\//g, "~1");
+let generation = 0;
 
-/** Walk every schema reachable in the document (inline and under components), once each. */
-function eachSchema(doc, visit) {
-  const seen = new Set();
-  const walk = (node, pointer) => {
-    if (!node || typeof node !== "object" || seen.has(node)) return;
-    seen.add(node);
-    if (node.$ref) return; // the target is visited at its own place under components
-    visit(node, pointer);
-    for (const [key, sub] of Object.entries(node.properties || {})) walk(sub, `${pointer}/properties/${esc(key)}`);
-    if (node.items) walk(node.items, `${pointer}/items`);
-    if (node.additionalProperties && typeof node.additionalProperties === "object") {
-      walk(node.additionalProperties, `${pointer}/additionalProperties`);
-    }
-    for (const kw of ["oneOf", "anyOf", "allOf"]) {
-      (node[kw] || []).forEach((sub, i) => walk(sub, `${pointer}/${kw}/${i}`));
-    }
-    if (node.not) walk(node.not, `${pointer}/not`);
-  };
-  for (const [name, schema] of Object.entries(doc?.components?.schemas || {})) {
-    walk(schema, `/components/schemas/${esc(name)}`);
+/** Ask the server to check `app.doc` (with the key, if any, for the keys' scopes); then show it. */
+export async function renderReadiness(app) {
+  if (!app.doc) return;
+  const mine = ++generation;
+  const pane = $("readiness");
+  pane.setAttribute("aria-busy", "true");
+  const [result, meta] = await Promise.all([
+    sendRequest({
+      url: "/openapi/check", method: "POST",
+      headers: { ...app.authHeaders(), "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(app.doc),
+    }),
+    oauthMetadata(),
+  ]);
+  if (mine !== generation) return; // a newer check (another key, another document) is under way
+  pane.removeAttribute("aria-busy");
+  if (result.networkError || result.status >= 400 || !result.json) {
+    const f = describeFailure(result, "POST", "/openapi/check");
+    showCount(app, null);
+    pane.replaceChildren(h("p", { class: "verdict bad" }, `Could not check the document: ${f.title} — ${f.message}`), guide(meta));
+  } else {
+    showCount(app, result.json.findings);
+    pane.replaceChildren(...verdict(result.json), guide(meta));
   }
-  const walkContent = (content, pointer) => {
-    for (const [media, obj] of Object.entries(content || {})) {
-      if (obj && obj.schema) walk(obj.schema, `${pointer}/content/${esc(media)}/schema`);
-    }
-  };
-  const components = doc?.components || {};
-  for (const [name, resp] of Object.entries(components.responses || {})) walkContent(resp?.content, `/components/responses/${esc(name)}`);
-  for (const [name, body] of Object.entries(components.requestBodies || {})) walkContent(body?.content, `/components/requestBodies/${esc(name)}`);
-  for (const [name, param] of Object.entries(components.parameters || {})) {
-    if (param && param.schema) walk(param.schema, `/components/parameters/${esc(name)}/schema`);
+  pane.dataset.checked = String(Number(pane.dataset.checked || 0) + 1); // for scripts and tests
+}
+
+let metadata;
+async function oauthMetadata() {
+  if (metadata === undefined) {
+    const result = await sendRequest({ url: "/.well-known/oauth-authorization-server", method: "GET", headers: { Accept: "application/json" } });
+    metadata = result.status === 200 && result.json ? result.json : null;
   }
-  for (const [path, item] of Object.entries(doc?.paths || {})) {
-    for (const method of HTTP_METHODS) {
-      const op = item?.[method];
-      if (!op) continue;
-      const base = `/paths/${esc(path)}/${method}`;
-      (op.parameters || []).forEach((p, i) => p && p.schema && walk(p.schema, `${base}/parameters/${i}/schema`));
-      if (op.requestBody && !op.requestBody.$ref) walkContent(op.requestBody.content, `${base}/requestBody`);
-      for (const [code, resp] of Object.entries(op.responses || {})) {
-        if (resp && !resp.$ref) walkContent(resp.content, `${base}/responses/${esc(code)}`);
-      }
-    }
+  return metadata;
+}
+
+function levelOf(findings) {
+  if (!findings) return "bad";
+  return findings.length ? (findings.some((f) => f.level === "error") ? "bad" : "warn") : "good";
+}
+
+/** The tab's counter and the chip in the status bar. */
+function showCount(app, findings) {
+  const state = levelOf(findings);
+  const count = $("readiness-count");
+  count.textContent = findings ? (findings.length ? String(findings.length) : "✓") : "?";
+  count.className = `count ${state}`;
+  count.setAttribute("aria-label", findings ? (findings.length ? `${findings.length} to fix` : "ready") : "not checked");
+  const chip = $("readiness-chip");
+  if (chip) {
+    chip.replaceChildren(
+      h("button", { type: "button", class: `chip ${state}`, onclick: () => app.showTool("tool-readiness") },
+        !findings ? "GPT Actions: not checked" : findings.length ? `GPT Actions: ${findings.length} to fix` : "GPT Actions: ready"),
+    );
   }
 }
 
-/** The checks, in the order the panel lists them. */
-export const RULES = [
-  ["operationId", "Every operation has a unique operationId"],
-  ["servers", "Exactly one server, with an https URL"],
-  ["lengths", "Summaries and descriptions ≤ 300 characters, parameter descriptions ≤ 700"],
-  ["properties", "Every object schema lists its properties"],
-  ["explode", "No exploded array query parameters"],
-  ["consequential", "POST operations state x-openai-isConsequential"],
-];
-
-/**
- * Findings for the document: [{rule, level: "error"|"warning", pointer, message, fix}].
- * An empty list means ChatGPT should import the document as it is.
- */
-export function checkReadiness(doc) {
-  const findings = [];
-  const add = (rule, level, pointer, message, fix) => findings.push({ rule, level, pointer, message, fix });
-
-  // One server, reachable over https: ChatGPT calls only one base URL and refuses plain http.
-  const servers = Array.isArray(doc?.servers) ? doc.servers : [];
-  const https = servers.filter((s) => /^https:\/\//i.test(String(s?.url || "")));
-  if (servers.length === 0) {
-    add("servers", "error", "/servers", "The document names no server.", "Add one `servers` entry with the public https URL of this API.");
-  } else if (https.length === 0) {
-    add("servers", "error", "/servers", `No https server URL (found ${servers.map((s) => s.url).join(", ")}).`,
-      "ChatGPT only calls https URLs: set the server URL to the public https address (GPTACTIONS_PUBLIC_URL).");
-  } else if (servers.length > 1) {
-    add("servers", "error", "/servers", `${servers.length} servers are listed; GPT Actions needs exactly one.`,
-      `Keep only ${https[0].url} in \`servers\`.`);
-  }
-
-  const operationIds = new Map();
-  for (const [path, rawItem] of Object.entries(doc?.paths || {})) {
-    const item = deref(doc, rawItem) || {};
-    for (const method of HTTP_METHODS) {
-      const op = item[method];
-      if (!op) continue;
-      const base = `/paths/${esc(path)}/${method}`;
-      const label = `${method.toUpperCase()} ${path}`;
-      if (!op.operationId) {
-        add("operationId", "error", base, `${label} has no operationId.`, "Give it a unique operationId; ChatGPT names the action's function after it.");
-      } else if (operationIds.has(op.operationId)) {
-        add("operationId", "error", `${base}/operationId`, `operationId "${op.operationId}" is used by ${operationIds.get(op.operationId)} and ${label}.`,
-          "Make every operationId unique.");
-      } else {
-        operationIds.set(op.operationId, label);
-      }
-      for (const field of ["summary", "description"]) {
-        const text = op[field];
-        if (typeof text === "string" && text.length > SUMMARY_LIMIT) {
-          add("lengths", "error", `${base}/${field}`, `The ${field} of ${label} is ${text.length} characters long.`,
-            `Shorten it to at most ${SUMMARY_LIMIT} characters.`);
-        }
-      }
-      if (method === "post" && !("x-openai-isConsequential" in op)) {
-        add("consequential", "warning", base, `${label} does not state x-openai-isConsequential.`,
-          "Add `x-openai-isConsequential: false` (or true when every call must be confirmed by the user).");
-      }
-      const params = [...(item.parameters || []), ...(op.parameters || [])];
-      params.forEach((rawParam) => {
-        const param = deref(doc, rawParam) || {};
-        const at = `${base}/parameters/${esc(param.name || "?")}`;
-        if (typeof param.description === "string" && param.description.length > PARAMETER_DESCRIPTION_LIMIT) {
-          add("lengths", "error", `${at}/description`, `The description of parameter "${param.name}" is ${param.description.length} characters long.`,
-            `Shorten it to at most ${PARAMETER_DESCRIPTION_LIMIT} characters.`);
-        }
-        const schema = deref(doc, param.schema) || {};
-        const isArray = schema.type === "array" || (Array.isArray(schema.type) && schema.type.includes("array"));
-        const style = param.style || "form";
-        const explode = param.explode ?? style === "form";
-        if (param.in === "query" && isArray && explode) {
-          add("explode", "error", at, `Query parameter "${param.name}" is an exploded array (?${param.name}=a&${param.name}=b).`,
-            "ChatGPT cannot send exploded arrays: set `explode: false` or take a single value.");
-        }
-      });
-    }
-  }
-
-  eachSchema(doc, (schema, pointer) => {
-    const isObject = schema.type === "object" || (Array.isArray(schema.type) && schema.type.includes("object"));
-    if (isObject && !schema.properties && !schema.oneOf && !schema.anyOf && !schema.allOf) {
-      add("properties", "error", pointer, "An object schema without `properties`.",
-        "List its properties (an empty `properties: {}` with `additionalProperties: true` for free-form objects).");
-    }
+function verdict({ rules, findings }) {
+  const state = levelOf(findings);
+  const headline = findings.length
+    ? h("p", { class: `verdict ${state}` }, `${findings.length} thing${findings.length === 1 ? "" : "s"} to fix before importing this document into a GPT.`)
+    : h("p", { class: "verdict good" }, "Ready: ChatGPT's GPT Actions can import this document as it is.");
+  const items = rules.map(({ rule, title }) => {
+    const mine = findings.filter((f) => f.rule === rule);
+    const ruleState = mine.length ? levelOf(mine) : "good";
+    return h("li", { class: `rule ${ruleState}`, dataset: { rule } },
+      h("span", { class: "rule-icon", "aria-hidden": "true" }, mine.length ? (ruleState === "bad" ? "✗" : "!") : "✓"),
+      h("div", {},
+        h("p", { class: "rule-title" }, title, h("span", { class: "sr-only" }, mine.length ? ` — ${mine.length} to fix` : " — passes")),
+        mine.length
+          ? h("ul", { class: "findings" }, mine.map((f) => h("li", { class: `finding ${f.level}` },
+              h("p", {}, ...withCode(f.message)), h("p", { class: "fix" }, h("strong", {}, "Fix: "), ...withCode(f.fix)), h("code", { class: "pointer" }, f.pointer))))
+          : null,
+      ),
+    );
   });
-  return findings;
+  return [headline, h("ol", { class: "rules" }, items)];
+}
+
+function row(label, value, note) {
+  return h("tr", {}, h("th", { scope: "row" }, label), h("td", {}, value, note ? h("span", { class: "muted" }, ` ${note}`) : null));
+}
+
+const copyable = (text, what) =>
+  h("span", { class: "copyable" }, h("code", {}, text), " ", h("button", { type: "button", class: "ghost small", onclick: () => copyText(text, what) }, "Copy"));
+
+/** What to import, and ChatGPT's Authentication dialog filled from the server's OAuth metadata. */
+function guide(meta) {
+  const importUrl = `${location.origin}/openapi.json?scopes=${GPT_SCOPES}`;
+  const parts = [
+    h("h3", {}, "Import it into a GPT"),
+    h("p", {}, "In the GPT editor choose Actions → Import from URL and give ", copyable(importUrl, "Import URL"),
+      ": only what the ", h("code", {}, "chat"), " and ", h("code", {}, "actions"), " scopes can call, so the GPT never sees ", h("code", {}, "/logs"),
+      ". ChatGPT calls only https servers: serve this over https (GPTACTIONS_PUBLIC_URL). Privacy policy: ",
+      copyable(`${location.origin}/privacy`, "Privacy URL"), "."),
+  ];
+  if (!meta) return h("section", { class: "gpt-guide" }, ...parts);
+  const methods = meta.token_endpoint_auth_methods_supported || [];
+  parts.push(
+    h("h3", {}, "Authentication: OAuth"),
+    h("p", {}, "Each ChatGPT user then signs in as a user of this server (", h("code", {}, "gptactions users create --username NAME"),
+      ") and sees only their own conversations. Register the GPT as a client once ChatGPT has shown its callback URL:"),
+    h("pre", { class: "code" }, `gptactions oauth clients create --name "My GPT" \\\n  --redirect-uri https://chat.openai.com/aip/g-XXXX/oauth/callback \\\n  --scope chat --scope actions`),
+    h("table", { class: "kv oauth-form", "aria-label": "ChatGPT's OAuth form" }, h("tbody", {},
+      row("Client ID", h("code", {}, "client_id=…"), "the line the command prints"),
+      row("Client Secret", h("code", {}, "client_secret=…"), "printed once, with it"),
+      row("Authorization URL", copyable(meta.authorization_endpoint, "Authorization URL")),
+      row("Token URL", copyable(meta.token_endpoint, "Token URL")),
+      row("Scope", copyable(GPT_SCOPES.replace(",", " "), "Scope"), `(of ${(meta.scopes_supported || []).join(", ")}; add logs only for the user's own log)`),
+      row("Token Exchange Method", "Default (POST request)",
+        `(client_secret_post${methods.includes("client_secret_basic") ? "; “Basic authorization header” works too" : ""})`),
+    )),
+    h("p", { class: "muted" }, "From ", h("a", { href: "/.well-known/oauth-authorization-server" }, "/.well-known/oauth-authorization-server"),
+      " (issuer ", h("code", {}, meta.issuer), ")."),
+  );
+  return h("section", { class: "gpt-guide" }, ...parts);
 }

@@ -4,7 +4,7 @@
 import { $, copyText, download, h } from "./dom.js";
 import { escapeHtml, jsonNodes, nodesToHtml, nodesToText, yamlNodes } from "./format.js";
 import { HTTP_METHODS } from "./openapi.js";
-import { RULES, checkReadiness } from "./readiness.js";
+import { renderReadiness } from "./readiness.js";
 
 // Which parts of the document fold: the big sections, each path, each operation, each schema.
 function groupAt(path, value) {
@@ -84,48 +84,4 @@ export function initSchemaPanel(app) {
     app.selectOperation(use.dataset.op, { focus: true });
   });
   return { render, markCurrent, text: () => text };
-}
-
-/** Fill the readiness pane, the tab's counter and the chip in the status bar. */
-export function renderReadiness(app) {
-  const findings = checkReadiness(app.doc);
-  const errors = findings.filter((f) => f.level === "error").length;
-  const count = $("readiness-count");
-  count.textContent = findings.length ? String(findings.length) : "✓";
-  count.className = `count ${findings.length ? (errors ? "bad" : "warn") : "good"}`;
-  count.setAttribute("aria-label", findings.length ? `${findings.length} to fix` : "ready");
-
-  const chip = $("readiness-chip");
-  if (chip) {
-    chip.replaceChildren(
-      h("button", { type: "button", class: `chip ${findings.length ? (errors ? "bad" : "warn") : "good"}`, onclick: () => app.showTool("tool-readiness") },
-        findings.length ? `GPT Actions: ${findings.length} to fix` : "GPT Actions: ready"),
-    );
-  }
-
-  const docUrl = `${location.origin}/openapi.json`;
-  const pane = $("readiness");
-  const headline = findings.length
-    ? h("p", { class: `verdict ${errors ? "bad" : "warn"}` }, `${findings.length} thing${findings.length === 1 ? "" : "s"} to fix before importing this document into a GPT.`)
-    : h("p", { class: "verdict good" }, "Ready: ChatGPT's GPT Actions can import this document as it is.");
-  const rules = RULES.map(([rule, title]) => {
-    const mine = findings.filter((f) => f.rule === rule);
-    const state = mine.length ? (mine.some((f) => f.level === "error") ? "bad" : "warn") : "good";
-    return h("li", { class: `rule ${state}`, dataset: { rule } },
-      h("span", { class: "rule-icon", "aria-hidden": "true" }, mine.length ? (state === "bad" ? "✗" : "!") : "✓"),
-      h("div", {},
-        h("p", { class: "rule-title" }, title, h("span", { class: "sr-only" }, mine.length ? ` — ${mine.length} to fix` : " — passes")),
-        mine.length
-          ? h("ul", { class: "findings" }, mine.map((f) => h("li", { class: `finding ${f.level}` },
-              h("p", {}, f.message), h("p", { class: "fix" }, h("strong", {}, "Fix: "), f.fix), h("code", { class: "pointer" }, f.pointer))))
-          : null,
-      ),
-    );
-  });
-  pane.replaceChildren(
-    headline,
-    h("ol", { class: "rules" }, rules),
-    h("p", { class: "muted" }, "In the GPT editor choose Actions → Import from URL and give ", h("code", {}, docUrl),
-      " once the document names your public https server (GPTACTIONS_PUBLIC_URL)."),
-  );
 }

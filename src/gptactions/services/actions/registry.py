@@ -49,7 +49,9 @@ Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]
 class ActionDefinition:
     """A named action: what it does, what parameters it takes, and the code that runs it.
 
-    `overrides` marks a user-defined action that replaces the built-in of the same name.
+    `overrides` marks a user-defined action that replaces the built-in of the same name;
+    `consequential` one whose calls ChatGPT must have the user confirm (the built-ins only read
+    and write nothing outside the log, so they are not).
     """
 
     name: str
@@ -58,6 +60,7 @@ class ActionDefinition:
     handler: Handler
     builtin: bool = True
     overrides: bool = False
+    consequential: bool = False
 
 
 class UnknownAction(LookupError):

@@ -55,6 +55,7 @@ ENTRY_KEYS = frozenset(
         "maxTokens",
         "temperature",
         "override",
+        "consequential",
     }
 )
 EMPTY_PARAMETERS: dict[str, Any] = {
@@ -208,6 +209,9 @@ def _parse_entry(path: Path, index: int, entry: Any) -> ActionDefinition:
     override = entry.get("override", False)
     if not isinstance(override, bool):
         raise fail("'override' must be true or false")
+    consequential = entry.get("consequential", False)
+    if not isinstance(consequential, bool):
+        raise fail("'consequential' must be true or false")
 
     declared = set(parameters.get("properties", {}))
     prompt = _template(entry.get("prompt"), "prompt", declared, fail, required=True)
@@ -228,6 +232,7 @@ def _parse_entry(path: Path, index: int, entry: Any) -> ActionDefinition:
         handler=handler,
         builtin=False,
         overrides=override,
+        consequential=consequential,
     )
 
 

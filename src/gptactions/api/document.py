@@ -1,0 +1,160 @@
+"""The document as one caller gets it: this server's URL as they reach it, and, when asked,
+only the operations some scopes can call (`/openapi.json?scopes=chat,actions`).
+
+A public GPT imports the document and offers every operation in it to the model; the scopes
+keep `/logs` (and anything else a GPT's key cannot call) out of it. Which scope an operation
+needs is read from its route's dependencies (`deps.Require`), not kept in a second list.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from gptactions.api import actions, conversations, logs, me, openai_compat, status
+from gptactions.api.deps import Require
+from gptactions.api.openapi import oauth_scheme, servers_for
+from gptactions.config import Settings
+from gptactions.services.errors import Problem, invalid
+from gptactions.services.keys import SCOPES
+
+_ROUTERS = (
+    conversations.router,
+    status.router,
+    logs.router,
+    actions.router,
+    me.router,
+    openai_compat.router,
+)
+_NOT_OPERATIONS = {"parameters", "servers", "summary", "description"}
+
+
+def parse_scopes(text: str | None) -> frozenset[str] | None:
+    """`chat,actions` (commas or spaces) as a set; None when absent; a 400 for an unknown one."""
+    if text is None:
+        return None
+    names = [name for name in text.replace(",", " ").split() if name]
+    unknown = sorted(set(names) - set(SCOPES))
+    if unknown or not names:
+        problem = (
+            f"unknown scope(s): {', '.join(unknown)}" if unknown else "name at least one scope"
+        )
+        raise invalid(
+            f"{problem}; the scopes are {', '.join(SCOPES)}",
+            Problem("/scopes", f"must be a comma-separated list of {', '.join(SCOPES)}"),
+        )
+    return frozenset(names)
+
+
+def _requirements(dependant: Dependant) -> Iterator[str]:
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, Require):
+            yield dependency.call.scope
+        yield from _requirements(dependency)
+
+
+@cache
+def operation_scopes() -> dict[tuple[str, str], frozenset[str]]:
+    """For each (path, method) of the API, the scopes its route requires (empty: any caller)."""
+    found: dict[tuple[str, str], frozenset[str]] = {}
+    for router in _ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                needs = frozenset(_requirements(route.dependant))
+                for method in route.methods or ():
+                    found[(route.path, method.lower())] = needs
+    return found
+
+
+def callable_with(path: str, method: str, scopes: frozenset[str]) -> bool:
+    """Whether a caller holding `scopes` may call the operation (admin may call every one)."""
+    needs = operation_scopes().get((path, method))
+    if needs is None:
+        return False
+    return "admin" in scopes or needs <= scopes
+
+
+def document_view(
+    document: dict[str, Any],
+    settings: Settings,
+    *,
+    origin: str,
+    scopes: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """`document` for a caller who reaches this server at `origin`, narrowed to `scopes`.
+
+    The built document is shared: this copies what it changes and never writes into it.
+    """
+    view = dict(document)
+    view["servers"] = servers_for(settings, origin)
+    components = dict(document.get("components", {}))
+    schemes = dict(components.get("securitySchemes", {}))
+    if "OAuth2" in schemes:
+        schemes["OAuth2"] = oauth_scheme(settings.public_url or origin)
+    components["securitySchemes"] = schemes
+    view["components"] = components
+    if scopes is None:
+        return view
+    paths: dict[str, Any] = {}
+    for path, item in document.get("paths", {}).items():
+        kept = {
+            method: operation
+            for method, operation in item.items()
+            if method in _NOT_OPERATIONS or callable_with(path, method, scopes)
+        }
+        if set(kept) - _NOT_OPERATIONS:
+            paths[path] = kept
+    view["paths"] = paths
+    _prune(view)
+    view["info"] = {
+        **document.get("info", {}),
+        "x-scopes": sorted(scopes, key=SCOPES.index),
+    }
+    return view
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            yield ref
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _prune(view: dict[str, Any]) -> None:
+    """Drop the components and tags no kept operation refers to, directly or through others."""
+    components = view["components"]
+    reached: set[str] = set()
+    pending = list(_refs(view["paths"]))
+    while pending:
+        ref = pending.pop()
+        if ref in reached or not ref.startswith("#/components/"):
+            continue
+        reached.add(ref)
+        _, _, section, name = ref.split("/", 3)
+        pending.extend(_refs(components.get(section, {}).get(name)))
+    for section in ("schemas", "responses", "parameters", "requestBodies"):
+        if section in components:
+            components[section] = {
+                name: schema
+                for name, schema in components[section].items()
+                if f"#/components/{section}/{name}" in reached
+            }
+    used = {
+        tag
+        for item in view["paths"].values()
+        for method, operation in item.items()
+        if method not in _NOT_OPERATIONS
+        for tag in operation.get("tags", [])
+    }
+    if "tags" in view:
+        view["tags"] = [copy.copy(tag) for tag in view["tags"] if tag.get("name") in used]

@@ -1,0 +1,143 @@
+// "Sign in": the console as an OAuth client of its own server. The authorization code grant with
+// PKCE (S256), from the browser, against the endpoints in /.well-known/oauth-authorization-server;
+// the access token then goes where a key would, so every request is sent as the signed-in user.
+// The console is a public client (no secret): gptactions oauth clients create --public
+// --redirect-uri <this page's URL>.
+
+import { $, h, toast } from "./dom.js";
+import { sendRequest } from "./transport.js";
+
+const CLIENT_SLOT = "gptactions.oauthClient";
+const PENDING_SLOT = "gptactions.oauthPending";
+const REFRESH_SLOT = "gptactions.oauthRefresh";
+
+const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
+const redirectUri = () => `${location.origin}${location.pathname}`;
+
+async function metadata() {
+  const result = await sendRequest({ url: "/.well-known/oauth-authorization-server", method: "GET", headers: { Accept: "application/json" } });
+  if (result.status !== 200 || !result.json) throw new Error("the server's OAuth metadata could not be read");
+  return result.json;
+}
+
+const form = (fields) => new URLSearchParams(fields).toString();
+const FORM = { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" };
+
+export function initSignIn(app) {
+  const box = $("signin");
+  const status = $("signin-status");
+  const clientField = $("oauth-client");
+  clientField.value = app.store.get(localStorage, CLIENT_SLOT) || "";
+  $("oauth-redirect").textContent = redirectUri();
+
+  function say(text, bad = false) {
+    status.textContent = text;
+    status.classList.toggle("field-error", bad);
+    if (text) box.open = true;
+  }
+
+  async function start(event) {
+    event.preventDefault();
+    const clientId = clientField.value.trim();
+    if (!clientId) {
+      say("Paste the console's OAuth client ID first.", true);
+      clientField.focus();
+      return;
+    }
+    if (!window.crypto || !crypto.subtle) {
+      say("Signing in needs https (or localhost): the browser offers PKCE's SHA-256 only there.", true);
+      return;
+    }
+    app.store.set(localStorage, CLIENT_SLOT, clientId);
+    let meta;
+    try {
+      meta = await metadata();
+    } catch (err) {
+      say(`Cannot sign in: ${err.message}.`, true);
+      return;
+    }
+    const verifier = random(48);
+    const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+    const state = random(16);
+    app.store.set(sessionStorage, PENDING_SLOT, JSON.stringify({ state, verifier, clientId, redirectUri: redirectUri() }));
+    const query = form({
+      response_type: "code", client_id: clientId, redirect_uri: redirectUri(), state,
+      code_challenge: challenge, code_challenge_method: "S256",
+    });
+    location.assign(`${meta.authorization_endpoint}?${query}`);
+  }
+
+  /** Back from /oauth/authorize with ?code=…&state=… (or ?error=…): exchange the code. */
+  async function finish() {
+    const params = new URLSearchParams(location.search);
+    if (!params.has("state") || !(params.has("code") || params.has("error"))) return;
+    history.replaceState(null, "", redirectUri()); // the code is single-use: keep it out of history
+    const pending = JSON.parse(app.store.get(sessionStorage, PENDING_SLOT) || "null");
+    app.store.del(sessionStorage, PENDING_SLOT);
+    if (!pending || pending.state !== params.get("state")) {
+      say("The sign-in answer does not match a sign-in started here; start again.", true);
+      return;
+    }
+    if (params.has("error")) {
+      say(`Not signed in: ${params.get("error_description") || params.get("error")}.`, true);
+      return;
+    }
+    const meta = await metadata();
+    const result = await sendRequest({
+      url: meta.token_endpoint, method: "POST", headers: FORM,
+      body: form({
+        grant_type: "authorization_code", code: params.get("code"), redirect_uri: pending.redirectUri,
+        client_id: pending.clientId, code_verifier: pending.verifier,
+      }),
+    });
+    if (result.status !== 200 || !result.json || !result.json.access_token) {
+      const why = result.json ? result.json.error_description || result.json.error : result.networkError || result.status;
+      say(`The token exchange failed: ${why}.`, true);
+      return;
+    }
+    app.store.set(sessionStorage, REFRESH_SLOT, result.json.refresh_token || "");
+    app.setKey(result.json.access_token);
+    await showWho();
+    toast("Signed in");
+  }
+
+  /** "Signed in as alice" when the key in use is an OAuth token. */
+  async function showWho() {
+    const token = app.key();
+    const signedIn = token.startsWith("gpto_");
+    $("signout").hidden = !signedIn;
+    $("signin-form").hidden = signedIn;
+    if (!signedIn) return;
+    const result = await sendRequest({ url: "/api/v1/gpt/me", method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
+    if (result.status === 200 && result.json) {
+      say(`Signed in as ${result.json.userId} (OAuth; scopes ${result.json.scopes.join(", ")}). Requests are sent with this user's access token.`);
+    } else {
+      say("The access token is no longer valid (expired or revoked): sign in again.", true);
+      $("signout").hidden = true;
+      $("signin-form").hidden = false;
+    }
+  }
+
+  async function signOut() {
+    const token = app.key();
+    const clientId = app.store.get(localStorage, CLIENT_SLOT) || "";
+    try {
+      const meta = await metadata();
+      if (meta.revocation_endpoint && clientId) {
+        await sendRequest({ url: meta.revocation_endpoint, method: "POST", headers: FORM, body: form({ token, client_id: clientId }) });
+      }
+    } finally {
+      app.store.del(sessionStorage, REFRESH_SLOT);
+      app.setKey("");
+      say("Signed out; the token is revoked.");
+      $("signout").hidden = true;
+      $("signin-form").hidden = false;
+    }
+  }
+
+  $("signin-form").addEventListener("submit", start);
+  $("signout").addEventListener("click", signOut);
+  box.hidden = false;
+  return { ready: finish().then(showWho).catch((err) => say(`Cannot sign in: ${err.message}.`, true)), showWho };
+}
