@@ -52,6 +52,7 @@ async def test_the_list_has_every_action_with_its_schema(app: ApiClient) -> None
             "properties": {"topic": {"type": "string", "maxLength": 200}},
         },
         "builtin": False,
+        "consequential": False,
     }
     assert actions["classify"]["builtin"] is True
     assert actions["classify"]["parameters"]["required"] == ["text", "labels"]
