@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.browser.conftest import Console
-from tests.browser.test_oauth_flow import PASSWORD, gptactions
-from tests.serving import Server
+from tests.browser.test_oauth_flow import PASSWORD
+from tests.serving import Server, run_cli
 
 pytestmark = pytest.mark.browser
 
@@ -20,8 +20,8 @@ USER = "carol-console"
 @pytest.fixture(scope="module")
 def console_client(server: Server) -> str:
     """A user and the console's public client, registered with the CLI as the docs say."""
-    gptactions(server, "users", "create", "--username", USER, stdin=PASSWORD + "\n")
-    out = gptactions(
+    run_cli(server, "users", "create", "--username", USER, stdin=PASSWORD + "\n")
+    out = run_cli(
         server,
         "oauth", "clients", "create", "--name", "Console", "--public",
         "--redirect-uri", server.url + "/",
