@@ -2,14 +2,14 @@
 // PKCE (S256), from the browser, against the endpoints in /.well-known/oauth-authorization-server;
 // the access token then goes where a key would, so every request is sent as the signed-in user.
 // The console is a public client (no secret): gptactions oauth clients create --public
-// --redirect-uri <this page's URL>.
+// --redirect-uri <this page's URL>. Only the access token is kept (for the tab, as a key is);
+// the refresh token is not stored, so signing in again after an hour is the way to go on.
 
 import { $, h, toast } from "./dom.js";
 import { sendRequest } from "./transport.js";
 
 const CLIENT_SLOT = "gptactions.oauthClient";
 const PENDING_SLOT = "gptactions.oauthPending";
-const REFRESH_SLOT = "gptactions.oauthRefresh";
 
 const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
@@ -96,7 +96,6 @@ export function initSignIn(app) {
       say(`The token exchange failed: ${why}.`, true);
       return;
     }
-    app.store.set(sessionStorage, REFRESH_SLOT, result.json.refresh_token || "");
     app.setKey(result.json.access_token);
     await showWho();
     toast("Signed in");
@@ -128,7 +127,6 @@ export function initSignIn(app) {
         await sendRequest({ url: meta.revocation_endpoint, method: "POST", headers: FORM, body: form({ token, client_id: clientId }) });
       }
     } finally {
-      app.store.del(sessionStorage, REFRESH_SLOT);
       app.setKey("");
       say("Signed out; the token is revoked.");
       $("signout").hidden = true;
