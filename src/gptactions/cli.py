@@ -53,7 +53,7 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    database = Database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
+    database = Database.from_settings(settings)
     try:
         await database.upgrade()
         return await work(database)
@@ -259,7 +259,7 @@ def db_upgrade() -> None:
     settings = Settings()
 
     async def upgrade() -> tuple[str, Upgrade]:
-        database = Database(settings.database_url)
+        database = Database.from_settings(settings)
         try:
             return database.location, await database.upgrade()
         finally:

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
     async def run() -> T:
-        database = Database(Settings().database_url)
+        database = Database.from_settings(Settings())
         try:
             await database.upgrade()
             return await work(database)

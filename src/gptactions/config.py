@@ -128,6 +128,23 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds a SQLite statement waits for another's lock before a 503.",
     )
+    database_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Pooled connections per process: 4 on SQLite (beside its one writer), "
+        "10 on PostgreSQL when unset.",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="PostgreSQL: connections opened past the pool under load, closed after use.",
+    )
+    sqlite_synchronous: Literal["extra", "full", "normal", "off"] = Field(
+        default="full",
+        description="SQLite's durability: full survives a power cut; normal only a crash.",
+    )
 
     # The embedded model
     model_path: Path | None = None
@@ -250,6 +267,11 @@ class Settings(BaseSettings):
         if value:
             Rate.parse(value)
         return value or None
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_retention")
     @classmethod

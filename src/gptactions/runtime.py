@@ -48,7 +48,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.database = Database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
+        self.database = Database.from_settings(settings)
         self.router = router or build_router(settings)
         self.registry = registry or build_registry(settings)
         self.keys = KeyService(self.database, redis_url=settings.redis_url)

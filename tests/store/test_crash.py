@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -11,6 +13,7 @@ from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from tests.conftest import ADMIN_KEY, running_app
 from tests.serving import serve
+from tests.upstream.faulty import FaultyUpstream
 
 
 @pytest.mark.model
@@ -34,3 +37,63 @@ async def test_replies_sent_survive_the_server_being_killed(
     async with running_app(settings, FakeBackend()) as api:
         rows = (await api.get("/api/v1/gpt/logs", params={"userId": "crash"})).json()
     assert [(row["conversationId"], row["reply"]) for row in reversed(rows)] == sent
+
+
+CLIENTS = 32
+KILL_AFTER = 64
+"""Replies acknowledged before the kill: about two seconds of load on this machine, with the
+other clients' requests in flight (an event to wait for, not a time)."""
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("run", range(5))
+async def test_replies_sent_under_load_survive_the_server_being_killed(
+    database_url: str, tmp_path: Path, run: int
+) -> None:
+    upstream = FaultyUpstream().start()
+    acknowledged: list[str] = []
+    enough = asyncio.Event()
+    environment = {
+        "GPTACTIONS_DATABASE_URL": database_url,
+        "GPTACTIONS_BACKENDS": json.dumps([{"name": "up", "url": upstream.url("ok")}]),
+        "GPTACTIONS_FALLBACK": "none",
+    }
+
+    async def client(http: httpx.AsyncClient, n: int) -> None:
+        body = {"userId": f"load{n}", "message": "hello"}
+        while True:
+            try:
+                response = await http.post("/api/v1/gpt/conversations", json=body)
+            except httpx.TransportError:
+                return  # the server is gone
+            assert response.status_code == 200, response.text
+            acknowledged.append(response.json()["conversationId"])
+            if len(acknowledged) >= KILL_AFTER:
+                enough.set()
+
+    try:
+        with serve(tmp_path, key=ADMIN_KEY, env=environment) as server:
+            headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            limits = httpx.Limits(max_connections=CLIENTS)
+            async with httpx.AsyncClient(
+                base_url=server.url, headers=headers, timeout=60, limits=limits
+            ) as http:
+                clients = [asyncio.create_task(client(http, n)) for n in range(CLIENTS)]
+                await enough.wait()
+                server.process.kill()  # mid-load: no shutdown, only what was committed remains
+                await asyncio.gather(*clients)
+            server.process.wait(timeout=30)
+    finally:
+        upstream.stop()
+
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        stored: set[str] = set()
+        url: str | None = "/api/v1/gpt/logs?limit=1000"
+        while url:  # every page, following the Link header
+            page = await api.get(url)
+            assert page.status_code == 200, page.text
+            stored.update(row["conversationId"] for row in page.json())
+            url = page.links.get("next", {}).get("url")
+    assert len(acknowledged) >= KILL_AFTER
+    assert set(acknowledged) <= stored

@@ -139,7 +139,7 @@ class ConversationService:
                 if conversation is None:
                     return _new_conversation_id(), True, []
             turns = await queries.conversation_turns(session, conversation.id)
-        return conversation.id, False, [(t.message, t.reply) for t in turns]
+        return conversation.id, False, turns
 
     async def _fit(
         self, history: list[tuple[str, str]], message: str, budget: int, model: str | None

@@ -20,6 +20,7 @@ from gptactions.store.models import (
     InteractionStatus,
     utcnow,
 )
+from gptactions.store.writer import Write
 
 __all__ = [
     "ABANDONED",
@@ -137,7 +138,7 @@ def _in_utc(moment: datetime | None, pointer: str) -> datetime | None:
         ) from None
 
 
-def _entry(row: Interaction) -> LogEntry:
+def _entry(row: Interaction | queries.LogRow) -> LogEntry:
     return LogEntry(
         id=row.id,
         timestamp=queries.as_utc(row.created_at),
@@ -170,38 +171,44 @@ class InteractionLog:
     async def record(
         self, new: NewInteraction, *, new_conversation: Conversation | None = None
     ) -> int:
-        """Store the interaction (and its new conversation) in one committed transaction."""
+        """Store the interaction (and its new conversation) in one committed transaction.
+
+        The transaction is a group commit shared with concurrent requests (`store/writer.py`);
+        this returns once it has committed.
+        """
         at = new.at or utcnow()
-        async with self._database.session() as session:
-            if new_conversation is not None:
-                await queries.add_conversation(session, new_conversation)
-            row = await queries.add_interaction(
-                session,
-                Interaction(
-                    created_at=at,
-                    tenant=new.principal.tenant,
-                    key_id=new.principal.key_id,
-                    user_id=new.user_id,
-                    conversation_id=new.conversation_id,
-                    kind=new.kind,
-                    action=new.action,
-                    message=new.message,
-                    reply=new.reply,
-                    status=new.status,
-                    error=new.error,
-                    backend=new.backend,
-                    model=new.model,
-                    latency_ms=new.latency_ms,
-                    prompt_tokens=new.usage.prompt_tokens,
-                    completion_tokens=new.usage.completion_tokens,
-                    cached_tokens=new.usage.cached_tokens,
-                ),
-            )
-            if new.conversation_id is not None and new_conversation is None:
-                await queries.touch_conversation(session, new.conversation_id, at)
+        conversation = None
+        if new_conversation is not None:
+            conversation = {
+                "id": new_conversation.id,
+                "tenant": new_conversation.tenant,
+                "user_id": new_conversation.user_id,
+                "created_at": new_conversation.created_at or at,
+                "updated_at": new_conversation.updated_at or at,
+            }
+        interaction = {
+            "created_at": at,
+            "tenant": new.principal.tenant,
+            "key_id": new.principal.key_id,
+            "user_id": new.user_id,
+            "conversation_id": new.conversation_id,
+            "kind": str(new.kind),
+            "action": new.action,
+            "message": new.message,
+            "reply": new.reply,
+            "status": str(new.status),
+            "error": new.error,
+            "backend": new.backend,
+            "model": new.model,
+            "latency_ms": new.latency_ms,
+            "prompt_tokens": new.usage.prompt_tokens,
+            "completion_tokens": new.usage.completion_tokens,
+            "cached_tokens": new.usage.cached_tokens,
+        }
+        ident = await self._database.write(Write(interaction, conversation))
         if self.observer is not None:
             self.observer(new)
-        return row.id
+        return ident
 
     async def record_abandoned(
         self,

@@ -1,8 +1,14 @@
-"""The database: an async engine for SQLite (WAL) or PostgreSQL, and migrations at start-up."""
+"""The database: async engines for SQLite (WAL) or PostgreSQL, the group writer, and migrations.
+
+SQLite gets the Datasette pattern: one long-lived connection that only the group writer uses
+(`store/writer.py`: the interactions of concurrent requests, one commit per batch) and a small
+fixed pool of connections for everything else (reads, and the rare writes of keys and users),
+none of them opened per request. PostgreSQL gets one pool, sized from the settings, that the
+writer shares.
+"""
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,9 +28,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from gptactions.config import to_async_url
+from gptactions.config import Settings, to_async_url
 from gptactions.store import outage, vacuum
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
+from gptactions.store.writer import GroupWriter, Write
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: every replica must take the same advisory lock before migrating.
@@ -34,6 +41,12 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 # Migrations wait longer for another process's: a big one may take minutes, and a replica that
 # gave up would not start.
 _MIGRATION_BUSY_TIMEOUT = 600.0
+# Connections of the pool when the settings do not say (SQLite: besides the writer's own).
+SQLITE_POOL_SIZE = 4
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 10
+# Seconds a request waits for a free pooled SQLite connection under load before a 503.
+SQLITE_POOL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -45,34 +58,92 @@ class Upgrade:
 
 
 class Database:
-    """An engine and its session factory."""
+    """The engines, the session factory, and the group writer."""
 
-    def __init__(self, url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int | None = None,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        max_overflow: int = POSTGRES_MAX_OVERFLOW,
+        sqlite_synchronous: str = "full",
+    ) -> None:
         self.url = to_async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.busy_timeout = busy_timeout
-        options: dict[str, Any] = {}
         if self.is_sqlite:
             _ensure_sqlite_directory(self.url)
-            options["connect_args"] = {"timeout": busy_timeout}
+            self.engine: AsyncEngine = self._sqlite_engine(
+                pool_size or SQLITE_POOL_SIZE, sqlite_synchronous
+            )
+            # The writer's one connection: opened once, kept for the life of the process.
+            self.writer_engine = self._sqlite_engine(1, sqlite_synchronous)
         else:
-            options.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-            options.update(outage.postgres_options())
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        if self.is_sqlite:
-            event.listen(
-                self.engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout)
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=pool_size or POSTGRES_POOL_SIZE,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                **outage.postgres_options(),
             )
-            # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
-            event.listen(
-                self.engine.sync_engine, "connect", vacuum.set_incremental_vacuum, insert=True
-            )
+            self.writer_engine = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
         # Whether the schema is known to be current (set by whoever applied or checked it).
         self.ready = False
         self.commit_observer: Callable[[float], None] | None = None
-        """Told how many seconds each commit of `session` took (the metrics listen)."""
+        """Told how many seconds each commit took (the metrics listen)."""
+        self.writer = GroupWriter(
+            self.writer_engine,
+            committed=self._committed,
+            failed=self._unavailable,
+            succeeded=self.outage.succeeded,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The database of `settings`, with its pool sizes and durability."""
+        return cls(
+            settings.database_url,
+            busy_timeout=settings.sqlite_busy_timeout,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+
+    def _sqlite_engine(self, connections: int, synchronous: str) -> AsyncEngine:
+        """A SQLite engine whose pool holds `connections`, never more, never closed on return."""
+        engine = create_async_engine(
+            self.url,
+            connect_args={"timeout": self.busy_timeout},
+            pool_size=connections,
+            max_overflow=0,
+            pool_timeout=SQLITE_POOL_TIMEOUT,
+        )
+        event.listen(engine.sync_engine, "connect", _SqlitePragmas(synchronous, self.busy_timeout))
+        # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
+        event.listen(engine.sync_engine, "connect", vacuum.set_incremental_vacuum, insert=True)
+        return engine
+
+    def _committed(self, seconds: float) -> None:
+        if self.commit_observer is not None:
+            self.commit_observer(seconds)
+
+    def _unavailable(self, error: BaseException) -> BaseException:
+        """What callers raise for `error`: `DatabaseUnavailable` (logged quietly) or itself."""
+        if not outage.is_unavailable(error):
+            return error
+        self.outage.failed(error)
+        return DatabaseUnavailable(self.location, error)
+
+    async def write(self, write: Write) -> int:
+        """Store an interaction (and its new conversation) with the next group commit.
+
+        Returns the interaction's id once its transaction has committed. Raises
+        `DatabaseUnavailable` when the database cannot be reached.
+        """
+        return await self.writer.write(write)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -85,13 +156,12 @@ class Database:
                 yield session
                 started = time.perf_counter()
                 await transaction.commit()
-                if self.commit_observer is not None:
-                    self.commit_observer(time.perf_counter() - started)
+                self._committed(time.perf_counter() - started)
         except Exception as error:
-            if not outage.is_unavailable(error):
+            unavailable = self._unavailable(error)
+            if unavailable is error:
                 raise
-            self.outage.failed(error)
-            raise DatabaseUnavailable(self.location, error) from error
+            raise unavailable from error
         self.outage.succeeded()
 
     @property
@@ -143,8 +213,13 @@ class Database:
         return True
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Commit what the writer holds, then close every pooled connection."""
+        try:
+            await self.writer.close()
+        finally:
+            await self.engine.dispose()
+            if self.writer_engine is not self.engine:
+                await self.writer_engine.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -170,7 +245,27 @@ def _busy_pragma(seconds: float) -> str:
     return f"PRAGMA busy_timeout={round(seconds * 1000)}"
 
 
-def _sqlite_pragmas(busy_timeout: float, dbapi_connection: Any, _record: Any) -> None:
+class _SqlitePragmas:
+    """Sets each new SQLite connection up: waits for locks, WAL, durability, foreign keys.
+
+    `synchronous=FULL` (the default) makes a commit durable against a power cut, not only a
+    killed process; with group commit its fsync is paid once per batch, not once per request.
+    """
+
+    def __init__(self, synchronous: str, busy_timeout: float) -> None:
+        if synchronous.lower() not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"not a SQLite synchronous mode: {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+
+    def __call__(self, dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, self.synchronous, self.busy_timeout)
+
+
+SQLITE_SYNCHRONOUS = ("extra", "full", "normal", "off")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, synchronous: str, busy_timeout: float) -> None:
     cursor = dbapi_connection.cursor()
     # The busy timeout first, so that what follows waits for other connections' locks.
     cursor.execute(_busy_pragma(busy_timeout))
@@ -187,7 +282,7 @@ def _sqlite_pragmas(busy_timeout: float, dbapi_connection: Any, _record: Any) ->
                 if "locked" not in str(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -1,4 +1,5 @@
-"""Queries over the tables; every function takes the session of the caller's transaction."""
+"""Queries over the tables; every function takes the session (or connection) of the caller's
+transaction."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, bindparam, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gptactions.store import search
 from gptactions.store.models import (
@@ -78,13 +79,6 @@ async def bump_key_version(session: AsyncSession) -> None:
 # --- conversations ----------------------------------------------------------------------------
 
 
-async def add_conversation(session: AsyncSession, conversation: Conversation) -> Conversation:
-    """Store a new conversation."""
-    session.add(conversation)
-    await session.flush()
-    return conversation
-
-
 async def conversation_by_id(session: AsyncSession, conversation_id: str) -> Conversation | None:
     """The conversation with this id, whoever owns it."""
     return await session.get(Conversation, conversation_id)
@@ -102,35 +96,51 @@ async def latest_conversation(
     )
 
 
-async def touch_conversation(session: AsyncSession, conversation_id: str, at: datetime) -> None:
-    """Mark the conversation active at `at`."""
-    await session.execute(
-        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=at)
+# --- the group writer's statements (store/writer.py): SQL Core, many rows at once --------------
+
+
+async def insert_conversations(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Store new conversations (each row has every column)."""
+    await connection.execute(insert(Conversation), rows)
+
+
+async def insert_interactions(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
+    statement = insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True)
+    result = await connection.execute(statement, rows)
+    return [int(ident) for ident in result.scalars()]
+
+
+async def touch_conversations(
+    connection: AsyncConnection, touches: list[tuple[str, datetime]]
+) -> None:
+    """Mark each conversation active at its time."""
+    statement = (
+        update(Conversation)
+        .where(Conversation.id == bindparam("conversation"))
+        .values(updated_at=bindparam("at"))
     )
+    await connection.execute(statement, [{"conversation": c, "at": at} for c, at in touches])
 
 
 # --- interactions -----------------------------------------------------------------------------
 
 
-async def add_interaction(session: AsyncSession, interaction: Interaction) -> Interaction:
-    """Store one interaction."""
-    session.add(interaction)
-    await session.flush()
-    return interaction
+async def conversation_turns(session: AsyncSession, conversation_id: str) -> list[tuple[str, str]]:
+    """The conversation's successful turns as (message, reply), oldest first.
 
-
-async def conversation_turns(session: AsyncSession, conversation_id: str) -> list[Interaction]:
-    """The conversation's successful turns, oldest first."""
-    return list(
-        await session.scalars(
-            select(Interaction)
-            .where(
-                Interaction.conversation_id == conversation_id,
-                Interaction.status == InteractionStatus.OK,
-            )
-            .order_by(Interaction.id)
+    Only the two columns, as plain tuples: this runs on every turn, and building ORM objects
+    for a long history was a good part of its cost.
+    """
+    result = await session.execute(
+        select(Interaction.message, Interaction.reply)
+        .where(
+            Interaction.conversation_id == conversation_id,
+            Interaction.status == InteractionStatus.OK,
         )
+        .order_by(Interaction.id)
     )
+    return [(message, reply) for message, reply in result.tuples()]
 
 
 MAX_ID = 2**63 - 1
@@ -166,6 +176,10 @@ class LogCursor:
             raise ValueError("not a cursor returned by this server") from exc
 
 
+LogRow = Row[Any]
+"""A row of `interactions` as the log reads it: its columns by name, as on the ORM object."""
+
+
 @dataclass(frozen=True)
 class LogFilter:
     """What `GET /logs` asks for; `tenant=None` means every tenant (admin keys)."""
@@ -181,8 +195,12 @@ class LogFilter:
     """Words that the message and reply must hold, every one (full-text search)."""
 
 
-async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Interaction]:
-    """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page."""
+async def list_interactions(session: AsyncSession, query: LogFilter) -> list[LogRow]:
+    """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page.
+
+    Rows of the table's columns (SQL Core), not ORM objects: the log page reads up to a
+    thousand of them, and only reads them.
+    """
     conditions: list[Any] = []
     if query.search is not None:
         conditions.append(await search.matching(session, query.search))
@@ -208,9 +226,9 @@ async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Int
             )
         )
     statement = (
-        select(Interaction)
+        select(*Interaction.__table__.columns)
         .where(*conditions)
         .order_by(Interaction.created_at.desc(), Interaction.id.desc())
         .limit(query.limit + 1)
     )
-    return list(await session.scalars(statement))
+    return list(await session.execute(statement))

@@ -1,0 +1,182 @@
+"""Group commit: one writer per process commits the interactions of concurrent requests together.
+
+Each request hands its rows to the writer and waits. The writer takes everything waiting, writes
+it in one transaction (multi-row inserts) and commits once, then wakes each request with its own
+row's id. While one batch commits, the next one gathers, so under load 32 requests share one
+commit (one fsync on SQLite) instead of making 32; alone, a request waits for its own commit only.
+
+A batch whose transaction fails fails every request in it, and nothing in it is acknowledged;
+the writer goes on with the next batch. One exception: a constraint one row breaks (its
+conversation deleted meanwhile, say) is that row's fault, not its neighbours', so the batch is
+then written again one request per transaction, and only the faulty one fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exc as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gptactions.store import queries
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+"""The most requests one transaction commits (SQLAlchemy splits its inserts further if needed)."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """One request's rows: an interaction, and the conversation it creates or continues.
+
+    `conversation` is a new conversation's row, inserted in the same transaction before the
+    interaction; otherwise the interaction's existing conversation, if any, is marked active.
+    """
+
+    interaction: dict[str, Any]
+    conversation: dict[str, Any] | None = None
+
+    @property
+    def touches(self) -> tuple[str, datetime] | None:
+        """The existing conversation to mark active, and when."""
+        conversation_id = self.interaction.get("conversation_id")
+        if self.conversation is not None or conversation_id is None:
+            return None
+        return conversation_id, self.interaction["created_at"]
+
+
+@dataclass
+class _Pending:
+    write: Write
+    done: asyncio.Future[int]
+
+
+class _Stop:
+    """Put in the queue by `close`: everything before it is written, then the writer ends."""
+
+
+class GroupWriter:
+    """Commits the writes of concurrent requests in shared transactions, one batch at a time.
+
+    `committed` is told how many seconds each commit took; `failed` maps a batch's error to
+    what its requests raise (the database's outage handling), and `succeeded` is told of each
+    commit that worked.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        committed: Callable[[float], None],
+        failed: Callable[[BaseException], BaseException],
+        succeeded: Callable[[], None],
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._engine = engine
+        self._committed = committed
+        self._failed = failed
+        self._succeeded = succeeded
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending | _Stop] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        """How many transactions the writer committed or tried (tests read it)."""
+
+    async def write(self, write: Write) -> int:
+        """Store `write` in the next batch; returns its interaction's id once committed.
+
+        The request's own row is committed when this returns. Cancelling the caller does not
+        take the write back: once handed over, it is committed with its batch.
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._running_queue(loop)
+        pending = _Pending(write, loop.create_future())
+        queue.put_nowait(pending)
+        return await pending.done
+
+    def _running_queue(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[_Pending | _Stop]:
+        """The queue of the writer task of this event loop, started on first use."""
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._run(self._queue), name="gptactions-writer")
+        assert self._queue is not None
+        return self._queue
+
+    async def close(self) -> None:
+        """Write everything handed over so far, then stop the writer (graceful shutdown)."""
+        task, queue = self._task, self._queue
+        self._task = self._queue = None
+        if task is None or queue is None or task.done():
+            return
+        if task.get_loop() is not asyncio.get_running_loop():
+            task.cancel()  # a loop that is gone: nothing of it can be awaited any more
+            return
+        queue.put_nowait(_Stop())
+        await task
+
+    async def _run(self, queue: asyncio.Queue[_Pending | _Stop]) -> None:
+        while True:
+            first = await queue.get()
+            batch: list[_Pending] = []
+            stop = isinstance(first, _Stop)
+            if isinstance(first, _Pending):
+                batch.append(first)
+            while not stop and len(batch) < self._max_batch and not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, _Stop):
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._commit(batch)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """Write and commit one batch; wake each request with its id or the batch's error."""
+        try:
+            ids = await self._transaction([pending.write for pending in batch])
+        except sa.IntegrityError as error:
+            if len(batch) == 1:
+                _fail(batch, error)
+                return
+            log.warning("a batch broke a constraint (%s); writing its requests one by one", error)
+            for pending in batch:
+                await self._commit([pending])
+            return
+        except Exception as error:
+            _fail(batch, self._failed(error))
+            return
+        self._succeeded()
+        for pending, ident in zip(batch, ids, strict=True):
+            if not pending.done.done():
+                pending.done.set_result(ident)
+
+    async def _transaction(self, writes: list[Write]) -> list[int]:
+        self.batches += 1
+        async with self._engine.connect() as connection:
+            async with connection.begin() as transaction:
+                conversations = [w.conversation for w in writes if w.conversation is not None]
+                if conversations:
+                    await queries.insert_conversations(connection, conversations)
+                ids = await queries.insert_interactions(connection, [w.interaction for w in writes])
+                touches = [t for t in (w.touches for w in writes) if t is not None]
+                if touches:
+                    await queries.touch_conversations(connection, touches)
+                started = time.perf_counter()
+                await transaction.commit()
+            self._committed(time.perf_counter() - started)
+        return ids
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(error)

@@ -1,0 +1,188 @@
+"""Group commit: concurrent interactions share one transaction; a failed one fails its batch only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.services.interactions import InteractionKind, InteractionLog, NewInteraction
+from gptactions.services.keys import Principal
+from gptactions.store import queries
+from gptactions.store.db import Database
+from gptactions.store.models import Conversation, utcnow
+from tests.conftest import ADMIN_KEY, running_app
+
+PRINCIPAL = Principal("key1", "test", "default", frozenset({"admin"}))
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database on SQLite and on PostgreSQL."""
+    database = Database(database_url)
+    await database.upgrade()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def _turn(n: int, conversation_id: str | None = None) -> NewInteraction:
+    return NewInteraction(
+        principal=PRINCIPAL,
+        kind=InteractionKind.CONVERSATION,
+        user_id="u",
+        message=f"m{n}",
+        reply=f"r{n}",
+        conversation_id=conversation_id,
+    )
+
+
+def _conversation(conversation_id: str) -> Conversation:
+    now = utcnow()
+    return Conversation(
+        id=conversation_id, tenant="default", user_id="u", created_at=now, updated_at=now
+    )
+
+
+async def _messages(database: Database) -> list[str]:
+    async with database.session() as session:
+        rows = await session.execute(text("SELECT message FROM interactions ORDER BY id"))
+        return [row[0] for row in rows]
+
+
+async def test_concurrent_interactions_share_one_commit(database: Database) -> None:
+    log = InteractionLog(database)
+    ids = await asyncio.gather(
+        *(
+            log.record(_turn(n, f"conv_{n}"), new_conversation=_conversation(f"conv_{n}"))
+            for n in range(32)
+        )
+    )
+    # All 32 were handed over before the writer ran: one transaction, one commit.
+    assert database.writer.batches == 1
+    assert len(set(ids)) == 32
+    async with database.session() as session:
+        rows = await session.execute(text("SELECT id, message, conversation_id FROM interactions"))
+        stored = {row[0]: (row[1], row[2]) for row in rows}
+    # Each request got its own row's id, and its conversation went in with it.
+    assert stored == {ident: (f"m{n}", f"conv_{n}") for n, ident in enumerate(ids)}
+
+
+async def test_a_continued_conversation_is_marked_active(database: Database) -> None:
+    log = InteractionLog(database)
+    first = _conversation("conv_a")
+    await log.record(_turn(1, "conv_a"), new_conversation=first)
+    later = _turn(2, "conv_a")
+    await log.record(later)
+    async with database.session() as session:
+        conversation = await queries.conversation_by_id(session, "conv_a")
+    assert conversation is not None
+    assert queries.as_utc(conversation.updated_at) > queries.as_utc(first.updated_at)
+
+
+async def test_a_row_breaking_a_constraint_fails_alone(database: Database) -> None:
+    log = InteractionLog(database)
+    results = await asyncio.gather(
+        log.record(_turn(1)),
+        log.record(_turn(2, "conv_missing")),  # no such conversation: a foreign key violation
+        log.record(_turn(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert isinstance(results[1], Exception)
+    assert await _messages(database) == ["m1", "m3"]
+
+
+async def test_a_failed_batch_fails_exactly_its_requests_then_the_writer_recovers(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = InteractionLog(database)
+    insert = queries.insert_interactions
+    failed: list[int] = []
+
+    async def fail_once(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
+        if not failed:
+            failed.append(len(rows))
+            raise RuntimeError("the disk failed")
+        return await insert(connection, rows)
+
+    monkeypatch.setattr(queries, "insert_interactions", fail_once)
+    first = await asyncio.gather(*(log.record(_turn(n)) for n in range(3)), return_exceptions=True)
+    assert failed == [3]
+    assert all(isinstance(result, RuntimeError) for result in first)
+    # The next batch is written: the writer went on.
+    second = await asyncio.gather(*(log.record(_turn(n)) for n in range(3, 5)))
+    assert all(isinstance(ident, int) for ident in second)
+    assert await _messages(database) == ["m3", "m4"]
+
+
+async def test_a_failed_commit_answers_its_requests_500_and_acknowledges_none(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert = queries.insert_interactions
+    failed: list[list[str]] = []
+
+    async def fail_first(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
+        if not failed:
+            failed.append([row["message"] for row in rows])
+            raise RuntimeError("the disk failed")
+        return await insert(connection, rows)
+
+    monkeypatch.setattr(queries, "insert_interactions", fail_first)
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        bodies = [{"userId": "u", "message": f"m{n}"} for n in range(8)]
+        responses = await asyncio.gather(
+            *(api.post("/api/v1/gpt/conversations", body) for body in bodies)
+        )
+        refused = [b["message"] for b, r in zip(bodies, responses, strict=True) if r.is_error]
+        for response in responses:
+            if response.is_error:
+                assert response.status_code == 500
+                assert set(response.json()["error"]) == {"code", "message", "details"}
+            else:
+                assert response.status_code == 200, response.text
+        # Exactly the requests of the failed batch failed, and none of them was stored.
+        assert sorted(refused) == sorted(failed[0])
+        logs = (await api.get("/api/v1/gpt/logs", params={"limit": 100})).json()
+        assert sorted(row["message"] for row in logs) == sorted(
+            b["message"] for b in bodies if b["message"] not in refused
+        )
+        again = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "again"})
+        assert again.status_code == 200, again.text
+
+
+async def test_closing_the_database_commits_what_the_writer_holds(database_url: str) -> None:
+    database = Database(database_url)
+    await database.upgrade()
+    log = InteractionLog(database)
+    pending = [asyncio.ensure_future(log.record(_turn(n))) for n in range(5)]
+    await asyncio.sleep(0)  # each hands its row to the writer
+    await database.close()
+    assert all(isinstance(await task, int) for task in pending)
+    reopened = Database(database_url)
+    try:
+        assert sorted(await _messages(reopened)) == [f"m{n}" for n in range(5)]
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_commits_are_durable_by_default(settings: Settings) -> None:
+    database = Database.from_settings(settings)
+    relaxed = Database.from_settings(settings.model_copy(update={"sqlite_synchronous": "normal"}))
+    try:
+        for db, expected in ((database, 2), (relaxed, 1)):  # FULL is 2, NORMAL is 1
+            async with db.session() as session:
+                assert await session.scalar(text("PRAGMA synchronous")) == expected
+            async with db.writer_engine.connect() as connection:
+                assert await connection.scalar(text("PRAGMA synchronous")) == expected
+    finally:
+        await database.close()
+        await relaxed.close()
