@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import BENCH_KEY, ratio, report, summary
+from common import BENCH_KEY, postgres_databases, postgres_reachable, ratio, report, summary
 from sqlalchemy import func, select
 
 from gptactions.app import create_app
@@ -43,7 +41,6 @@ TENANTS, USERS, CONVERSATIONS = 10, 50, 500  # conversation c: tenant c % 10, us
 TENANT, USER = "tenant-3", "user-13"  # user-13's conversations are all in tenant-3
 PAGES, LIMIT = 10, 100
 NEEDLES = 200  # rows holding the word "needle", whatever the table's size
-PG = ("127.0.0.1", 5432)
 COLUMNS = (
     "created_at", "tenant", "key_id", "user_id", "conversation_id", "kind", "action", "message",
     "reply", "status", "error", "backend", "model", "latency_ms", "prompt_tokens",
@@ -245,32 +242,6 @@ async def measure(urls: dict[str, str]) -> dict[str, dict[str, dict[str, float]]
                 raise RuntimeError(f"{name}: the databases returned {counts} rows")
             results[name] = {size: summary(t) for size, t in timings.items()}
         return results
-
-
-def postgres_reachable() -> bool:
-    """Whether the PostgreSQL of the machine answers."""
-    try:
-        with socket.create_connection(PG, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@asynccontextmanager
-async def postgres_databases(names: list[str]) -> AsyncIterator[dict[str, str]]:
-    """Fresh PostgreSQL databases, dropped afterwards."""
-    import asyncpg
-
-    admin = await asyncpg.connect(host=PG[0], port=PG[1], user="postgres", database="postgres")
-    created = {name: f"gptactions_bench_{name}_{uuid.uuid4().hex[:8]}" for name in names}
-    try:
-        for database in created.values():
-            await admin.execute(f'CREATE DATABASE "{database}"')
-        yield {n: f"postgresql://postgres@{PG[0]}:{PG[1]}/{d}" for n, d in created.items()}
-    finally:
-        for database in created.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 async def prepare(engine: str, urls: dict[str, str], sizes: dict[str, int]) -> float:

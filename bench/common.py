@@ -10,8 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_KEY = "gpta_bench_admin_key_0123456789abcdefghijklmnop"
+PG = ("127.0.0.1", 5432)
 
 
 def free_port() -> int:
@@ -149,3 +151,29 @@ def report(name: str, header: Sequence[str], rows: Sequence[Sequence[Any]], resu
         if index == 0:
             print("  ".join("-" * width for width in widths))
     print(json.dumps({"benchmark": name, **results}, sort_keys=True))
+
+
+def postgres_reachable() -> bool:
+    """Whether the PostgreSQL of the machine answers."""
+    try:
+        with socket.create_connection(PG, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@asynccontextmanager
+async def postgres_databases(names: list[str]) -> AsyncIterator[dict[str, str]]:
+    """Fresh PostgreSQL databases, dropped afterwards."""
+    import asyncpg
+
+    admin = await asyncpg.connect(host=PG[0], port=PG[1], user="postgres", database="postgres")
+    created = {name: f"gptactions_bench_{name}_{uuid.uuid4().hex[:8]}" for name in names}
+    try:
+        for database in created.values():
+            await admin.execute(f'CREATE DATABASE "{database}"')
+        yield {n: f"postgresql://postgres@{PG[0]}:{PG[1]}/{d}" for n, d in created.items()}
+    finally:
+        for database in created.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()

@@ -166,7 +166,7 @@ async def test_closing_the_database_commits_what_the_writer_holds(database_url: 
     pending = [asyncio.ensure_future(log.record(_turn(n))) for n in range(5)]
     await asyncio.sleep(0)  # each hands its row to the writer
     await database.close()
-    assert all(isinstance(await task, int) for task in pending)
+    assert all(isinstance(ident, int) for ident in await asyncio.gather(*pending))
     reopened = Database(database_url)
     try:
         assert sorted(await _messages(reopened)) == [f"m{n}" for n in range(5)]

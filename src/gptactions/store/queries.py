@@ -106,6 +106,14 @@ async def insert_conversations(connection: AsyncConnection, rows: list[dict[str,
 
 async def insert_interactions(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
     """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
+    if connection.dialect.name == "sqlite":
+        # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one
+        # above the largest, and the writer's transaction holds the write lock), but does not
+        # promise the order of RETURNING: sorting the ids gives each row its own. Asking
+        # SQLAlchemy to keep the order instead makes it insert one row at a time on SQLite.
+        result = await connection.execute(insert(Interaction).returning(Interaction.id), rows)
+        return sorted(int(ident) for ident in result.scalars())
+    # PostgreSQL: one INSERT ... SELECT ordered by a sentinel, which keeps the order.
     statement = insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True)
     result = await connection.execute(statement, rows)
     return [int(ident) for ident in result.scalars()]
@@ -140,7 +148,7 @@ async def conversation_turns(session: AsyncSession, conversation_id: str) -> lis
         )
         .order_by(Interaction.id)
     )
-    return [(message, reply) for message, reply in result.tuples()]
+    return [(message, reply) for message, reply in result]
 
 
 MAX_ID = 2**63 - 1

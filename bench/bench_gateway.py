@@ -1,0 +1,363 @@
+"""gptactions in front of an instant upstream, against bare Starlette and LiteLLM's proxy.
+
+Started in this order, one at a time, each in its own process: an instant OpenAI-compatible mock
+upstream, a bare Starlette echo app, `gptactions serve` pointed at the mock (SQLite, then
+PostgreSQL when 127.0.0.1:5432 answers; with `--workers 2` also two workers on SQLite), and
+LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra). Each is driven
+by the same load generator, wrk when installed, else this script's own asyncio client (raw
+keep-alive HTTP/1.1, lighter than httpx), at 1 and 32 connections. Printed: p50, p99 and req/s;
+each req/s as a ratio to bare Starlette's and to LiteLLM's; the p50 gptactions adds at c=1 over
+the mock alone. Run: .venv/bin/python bench/bench_gateway.py [--quick] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from common import (
+    BENCH_KEY,
+    free_port,
+    postgres_databases,
+    postgres_reachable,
+    process_server,
+    ratio,
+    report,
+    server,
+)
+
+HERE = Path(__file__).resolve()
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "mock",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the mock."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+).encode()
+MODELS = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
+CHAT = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}]}
+CONVERSE = {"userId": "bench", "message": "Say hello."}
+CONVERSATIONS = "/api/v1/gpt/conversations"
+
+
+# --- the servers (each runs in its own process) ------------------------------------------------
+
+
+def serve_mock(port: int) -> None:
+    """An instant OpenAI-compatible upstream: raw asyncio, keep-alive, a fixed answer."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                body = MODELS if head.startswith(b"GET") else COMPLETION
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+        writer.close()
+
+    async def main() -> None:
+        listener = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        async with listener:
+            await listener.serve_forever()
+
+    asyncio.run(main())
+
+
+def serve_echo(port: int) -> None:
+    """Bare Starlette: parse the JSON body, answer it back (the Python ceiling here)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"echo": await request.json()})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def _answers(url: str, path: str) -> bool:
+    """Whether `url` answers `GET path` with anything but a server error."""
+    return httpx.get(url + path, timeout=2).status_code < 500
+
+
+@contextmanager
+def own_server(name: str, flag: str) -> Iterator[str]:
+    """This script's mock upstream or echo app in a subprocess; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, str(HERE), flag, str(port)]
+    with process_server(name, command, port, lambda url: _answers(url, "/v1/models")) as (url, _):
+        yield url
+
+
+@contextmanager
+def litellm(mock_url: str, directory: str) -> Iterator[str]:
+    """LiteLLM's proxy (1 worker, no database) in front of the mock; yields its base URL."""
+    config = Path(directory) / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: mock\n"
+        "    litellm_params:\n"
+        "      model: openai/mock\n"
+        f"      api_base: {mock_url}\n"
+        "      api_key: none\n"
+    )
+    port = free_port()
+    binary = shutil.which("litellm") or str(Path(sys.executable).parent / "litellm")
+    args = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    ready = functools.partial(_answers, path="/health/liveliness")
+    with process_server("LiteLLM", args, port, ready, timeout=180) as (url, _):
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database's URL, dropped afterwards (one event loop for both)."""
+    loop = asyncio.new_event_loop()
+    databases = postgres_databases(["gateway"])
+    try:
+        yield loop.run_until_complete(databases.__aenter__())["gateway"]
+    finally:
+        loop.run_until_complete(databases.__aexit__(None, None, None))
+        loop.close()
+
+
+# --- the load generators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one run measured."""
+
+    p50_ms: float
+    p99_ms: float
+    rps: float
+
+
+def _request(url: str, path: str, body: dict[str, object], headers: dict[str, str]) -> bytes:
+    host = url.split("://", 1)[1]
+    payload = json.dumps(body).encode()
+    lines = [f"POST {path} HTTP/1.1", f"host: {host}", "content-type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"content-length: {len(payload)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def _asyncio_load(
+    url: str, path: str, body: dict[str, object], headers: dict[str, str], c: int, seconds: float
+) -> Load:
+    """`c` keep-alive connections sending one request after the other for `seconds`."""
+    request = _request(url, path, body, headers)
+    host, port = url.split("://", 1)[1].split(":")
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(c)))
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{errors} answers to {url}{path} were not 200")
+    ordered = sorted(latencies)
+    return Load(
+        p50_ms=round(ordered[len(ordered) // 2] * 1000, 2),
+        p99_ms=round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+        rps=round(len(ordered) / elapsed, 1),
+    )
+
+
+_WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = {body}
+{headers}
+"""
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_load(
+    url: str, path: str, body: dict[str, object], headers: dict[str, str], c: int, seconds: float
+) -> Load:
+    """wrk -t1 with a Lua script for the POST; its latency percentiles and req/s."""
+    every = {"Content-Type": "application/json", **headers}
+    lines = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in every.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT.format(body=json.dumps(json.dumps(body)), headers=lines))
+    try:
+        duration = f"-d{max(1, round(seconds))}s"
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{c}", duration, "--latency", "-s", script.name, url + path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    if "Non-2xx" in output:
+        raise RuntimeError(f"wrk saw errors from {url}{path}:\n{output}")
+
+    def percentile(name: str) -> float:
+        match = re.search(rf"^\s*{name}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        assert match, output
+        return round(float(match.group(1)) * _WRK_UNITS[match.group(2)], 2)
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert rps, output
+    return Load(percentile("50"), percentile("99"), round(float(rps.group(1)), 1))
+
+
+def drive(
+    url: str, path: str, body: dict[str, object], c: int, seconds: float, key: str | None = None
+) -> Load:
+    """Warm up briefly, then measure with wrk when installed, else the asyncio client."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    asyncio.run(_asyncio_load(url, path, body, headers, c, min(1.0, seconds / 4)))
+    if shutil.which("wrk"):
+        return _wrk_load(url, path, body, headers, c, seconds)
+    return asyncio.run(_asyncio_load(url, path, body, headers, c, seconds))
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Measure every target at c=1 and c=32, one at a time; print the table and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement: a smoke run")
+    parser.add_argument("--workers", type=int, default=1, help="also gptactions with N workers")
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--serve-mock", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_mock:
+        return serve_mock(args.serve_mock)
+    if args.serve_echo:
+        return serve_echo(args.serve_echo)
+    seconds = 1.0 if args.quick else args.seconds
+    levels = (1, 32)
+    results: dict[str, dict[int, Load]] = {}
+
+    def measure(name: str, url: str, path: str, body: dict[str, object], key: str | None) -> None:
+        results[name] = {c: drive(url, path, body, c, seconds, key) for c in levels}
+        print(f"measured {name}", file=sys.stderr)
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        own_server("the mock upstream", "--serve-mock") as mock_url,
+    ):
+        measure("mock upstream", mock_url, "/v1/chat/completions", CHAT, None)
+        with own_server("bare Starlette", "--serve-echo") as echo_url:
+            measure("bare Starlette", echo_url, "/echo", CONVERSE, None)
+        backends = json.dumps([{"name": "mock", "url": f"{mock_url}/v1"}])
+        upstream = {"backends": backends, "fallback": "none"}
+        targets = [("gptactions SQLite", f"sqlite:///{tmp}/gateway.db", 1)]
+        if args.workers > 1:
+            targets.append(
+                (f"gptactions SQLite x{args.workers}", f"sqlite:///{tmp}/w.db", args.workers)
+            )
+        for name, database, workers in targets:
+            with server(database, workers=str(workers), **upstream) as url:
+                measure(name, url, CONVERSATIONS, CONVERSE, BENCH_KEY)
+        if not args.no_postgres and postgres_reachable():
+            with postgres_database() as database, server(database, **upstream) as url:
+                measure("gptactions PostgreSQL", url, CONVERSATIONS, CONVERSE, BENCH_KEY)
+        else:
+            print("PostgreSQL: skipped (not reachable, or --no-postgres)", file=sys.stderr)
+        if importlib.util.find_spec("litellm") is not None:
+            with litellm(f"{mock_url}/v1", tmp) as url:
+                measure("LiteLLM proxy", url, "/chat/completions", CHAT, None)
+        else:
+            print("LiteLLM: skipped (install the `bench` extra)", file=sys.stderr)
+
+    starlette, lite = results["bare Starlette"], results.get("LiteLLM proxy")
+    rows = []
+    for name, by_level in results.items():
+        for c, load in by_level.items():
+            rows.append(
+                [
+                    name,
+                    c,
+                    load.p50_ms,
+                    load.p99_ms,
+                    load.rps,
+                    ratio(load.rps, starlette[c].rps),
+                    ratio(load.rps, lite[c].rps) if lite else "-",
+                ]
+            )
+    header = ["target", "c", "p50 ms", "p99 ms", "req/s", "x Starlette", "x LiteLLM"]
+    mock_p50 = results["mock upstream"][1].p50_ms
+    added = {
+        name: round(by_level[1].p50_ms - mock_p50, 2)
+        for name, by_level in results.items()
+        if name.startswith("gptactions")
+    }
+    summary_ = {
+        "generator": "wrk" if shutil.which("wrk") else "asyncio",
+        "seconds": seconds,
+        "added_p50_ms_c1": added,
+        "results": {
+            name: {str(c): vars(load) for c, load in by_level.items()}
+            for name, by_level in results.items()
+        },
+    }
+    if args.workers > 1:
+        one, many = results["gptactions SQLite"][32], results[f"gptactions SQLite x{args.workers}"]
+        summary_["workers_ratio_c32"] = ratio(many[32].rps, one.rps)
+    if "gptactions PostgreSQL" in results:
+        pg, sqlite = results["gptactions PostgreSQL"][32], results["gptactions SQLite"][32]
+        summary_["postgres_vs_sqlite_c32"] = ratio(pg.rps, sqlite.rps)
+    report("gateway", header, rows, summary_)
+    for name, ms in added.items():
+        print(f"{name}: adds {ms} ms at c=1 (p50) over the mock alone")
+    return None
+
+
+if __name__ == "__main__":
+    main()
