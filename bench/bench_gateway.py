@@ -69,7 +69,11 @@ CONVERSATIONS = "/api/v1/gpt/conversations"
 
 
 def serve_mock(port: int) -> None:
-    """An instant OpenAI-compatible upstream: raw asyncio, keep-alive, a fixed answer."""
+    """An instant OpenAI-compatible upstream: raw asyncio, keep-alive, a fixed answer.
+
+    Its own process, unlike common.mock_upstream's thread: here the mock is measured alone at
+    thousands of requests per second, and must not share a GIL with the load generator.
+    """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
