@@ -44,6 +44,9 @@ def server(provider: LocalProvider, tmp_path_factory: pytest.TempPathFactory) ->
         "GPTACTIONS_OIDC_CLIENT_SECRET": PROVIDER_SECRET,
         "GPTACTIONS_OIDC_NAME": "Example ID",
         "GPTACTIONS_OIDC_ALLOWED_DOMAINS": "example.com, Example.org",
+        # Every test here signs in from 127.0.0.1: the default 10/minute per address would
+        # refuse the later ones. The limit itself has its own test below.
+        "GPTACTIONS_LOGIN_RATE_LIMIT": "1000/minute",
     }
     with serve(tmp_path_factory.mktemp("oidc-server"), key=API_KEY, env=env, timeout=180) as up:
         provider.redirect_uri = f"{up.url}/oauth/oidc/callback"
