@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,8 @@ from tests.api.test_me import token
 from tests.api.test_oauth import PASSWORD
 from tests.conftest import ADMIN_KEY, ApiClient
 from tests.store.rows import BASE_TIME
+from tests.store.rows import interaction_row as row
+from tests.store.test_log_pages import next_link
 
 Factory = Callable[..., Any]
 LOGS = "/api/v1/gpt/logs"
@@ -30,29 +31,6 @@ LOGS = "/api/v1/gpt/logs"
 BOTH_SQLITE_PLANS = pytest.mark.parametrize(
     "few_matches", [search.SQLITE_FEW_MATCHES, 0], ids=["by-id", "walk"]
 )
-
-
-def row(n: int, message: str, reply: str = "", **fields: Any) -> dict[str, Any]:
-    """An interaction `n` seconds after BASE_TIME."""
-    return {
-        "created_at": BASE_TIME + timedelta(seconds=n),
-        "tenant": "default",
-        "key_id": None,
-        "user_id": "someone",
-        "conversation_id": None,
-        "kind": "conversation",
-        "action": None,
-        "message": message,
-        "reply": reply,
-        "status": "ok",
-        "error": None,
-        "backend": "fake",
-        "model": "fake-model",
-        "latency_ms": 1,
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        **fields,
-    }
 
 
 async def store(database: Database, rows: list[dict[str, Any]]) -> None:
@@ -157,15 +135,6 @@ async def test_the_longest_search_allowed_is_answered(app_factory: Factory) -> N
         assert await found(api, "w" * SEARCH_MAX_LENGTH) == []
 
 
-def _next_link(response: Any) -> str | None:
-    link = response.headers.get("link")
-    if link is None:
-        return None
-    match = re.fullmatch(r'<([^>]+)>; rel="next"', link)
-    assert match, link
-    return match.group(1)
-
-
 @BOTH_SQLITE_PLANS
 async def test_search_with_filters_pages_through_the_link_header(
     app_factory: Factory, few_matches: int, monkeypatch: pytest.MonkeyPatch
@@ -190,7 +159,7 @@ async def test_search_with_filters_pages_through_the_link_header(
         while True:
             assert response.status_code == 200, response.text
             pages.append([int(item["message"].split()[1]) for item in response.json()])
-            link = _next_link(response)
+            link = next_link(response)
             if link is None:
                 break
             assert "q=needle" in link and "userId=user-1" in link

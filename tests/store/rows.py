@@ -33,28 +33,42 @@ class Shape:
         return f"tenant-{conversation % self.tenants}"
 
 
+def interaction_row(seconds: int, message: str, reply: str = "", **fields: Any) -> dict[str, Any]:
+    """One interaction `seconds` after BASE_TIME, of user `someone` in tenant `default`, unless
+    `fields` say otherwise."""
+    return {
+        "created_at": BASE_TIME + timedelta(seconds=seconds),
+        "tenant": "default",
+        "key_id": None,
+        "user_id": "someone",
+        "conversation_id": None,
+        "kind": "conversation",
+        "action": None,
+        "message": message,
+        "reply": reply,
+        "status": "ok",
+        "error": None,
+        "backend": "fake",
+        "model": "fake-model",
+        "latency_ms": 1,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        **fields,
+    }
+
+
 def interaction_rows(count: int, shape: Shape = Shape()) -> Iterator[dict[str, Any]]:
     """`count` interactions; `rows_per_timestamp` consecutive rows share one `created_at`."""
     for n in range(count):
         conversation = n % shape.conversations
-        yield {
-            "created_at": BASE_TIME + timedelta(seconds=n // shape.rows_per_timestamp),
-            "tenant": shape.tenant(conversation),
-            "key_id": None,
-            "user_id": f"user-{conversation % shape.users}",
-            "conversation_id": f"conv-{conversation}",
-            "kind": "conversation",
-            "action": None,
-            "message": f"message {n}",
-            "reply": f"reply {n}",
-            "status": "ok",
-            "error": None,
-            "backend": "fake",
-            "model": "fake-model",
-            "latency_ms": 1,
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-        }
+        yield interaction_row(
+            n // shape.rows_per_timestamp,
+            f"message {n}",
+            f"reply {n}",
+            tenant=shape.tenant(conversation),
+            user_id=f"user-{conversation % shape.users}",
+            conversation_id=f"conv-{conversation}",
+        )
 
 
 def conversation_rows(shape: Shape) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from gptactions.store.models import Interaction
 from tests.conftest import ADMIN_KEY
 from tests.test_cli import gptactions
 
-from .rows import BASE_TIME, Shape, bulk_insert
+from .rows import BASE_TIME, Shape, bulk_insert, interaction_row
 
 Factory = Callable[..., Any]
 # 25 rows share each timestamp and ids do not follow time: only (time, id) orders the pages.
@@ -106,24 +106,18 @@ async def test_the_command_writes_jsonl_and_csv_like_get_logs(
             await session.execute(
                 insert(Interaction),
                 [
-                    {
-                        "created_at": BASE_TIME + timedelta(seconds=n),
-                        "tenant": f"tenant-{n % 2}",
-                        "key_id": None,
-                        "user_id": f"user-{n}",
-                        "conversation_id": None,
-                        "kind": "action" if n % 2 else "conversation",
-                        "action": "summarize" if n % 2 else None,
-                        "message": message,
-                        "reply": f"reply {n}",
-                        "status": "ok",
-                        "error": None,
-                        "backend": "fake",
-                        "model": "fake-model",
-                        "latency_ms": n,
-                        "prompt_tokens": 2 * n,
-                        "completion_tokens": 3 * n,
-                    }
+                    interaction_row(
+                        n,
+                        message,
+                        f"reply {n}",
+                        tenant=f"tenant-{n % 2}",
+                        user_id=f"user-{n}",
+                        kind="action" if n % 2 else "conversation",
+                        action="summarize" if n % 2 else None,
+                        latency_ms=n,
+                        prompt_tokens=2 * n,
+                        completion_tokens=3 * n,
+                    )
                     for n, message in enumerate(TRICKY)
                 ],
             )

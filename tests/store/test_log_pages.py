@@ -30,7 +30,7 @@ def _sort_key(row: dict[str, Any]) -> tuple[int, int]:
     return (_n(row) // SHAPE.rows_per_timestamp, row["id"])
 
 
-def _next_link(response: Any) -> str | None:
+def next_link(response: Any) -> str | None:
     link = response.headers.get("link")
     if link is None:
         return None
@@ -46,7 +46,7 @@ async def _walk(api: ApiClient, key: str, params: dict[str, Any]) -> list[list[d
     while len(pages) < 1000:  # a cursor that does not advance must fail, not hang
         assert response.status_code == 200, response.text
         pages.append(response.json())
-        link = _next_link(response)
+        link = next_link(response)
         if link is None:
             return pages
         assert f"limit={params['limit']}" in link
@@ -96,7 +96,7 @@ async def test_rows_written_while_paging_do_not_shift_later_pages(app_factory: F
 
 
 def _cursor(response: Any) -> str:
-    link = _next_link(response)
+    link = next_link(response)
     assert link is not None
     match = re.search(r"[?&]cursor=([^&]+)", link)
     assert match
