@@ -5,9 +5,11 @@ Revises: 0006
 
 SQLite: an FTS5 table with external content, kept in step by triggers, filled from the rows
 already stored. PostgreSQL: a GIN index over the rows' tsvector (built from the rows already
-stored; the build holds writes to `interactions` back until it ends, about a minute per few
-million rows). The SQL is spelled out here, as migrations are history; `store/search.py` uses
-the same names and expression.
+stored; the build holds writes to `interactions` back until it ends). The SQL is spelled out
+here, as migrations are history; `store/search.py` uses the same names and expression.
+
+A later migration that rebuilds `interactions` on SQLite (batch mode's copy-and-move) drops the
+triggers with the old table: it must create them again, or the index stops following the rows.
 """
 
 from alembic import op
