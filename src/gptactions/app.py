@@ -27,6 +27,7 @@ from gptactions.api.errors import install_error_handlers
 from gptactions.api.forwarded import ForwardedHeaders
 from gptactions.api.mcp import McpEndpoint
 from gptactions.api.middleware import BodyGuard
+from gptactions.api.rejections import RecordRejections
 from gptactions.config import Settings
 from gptactions.metrics import RequestMetrics
 from gptactions.runtime import Runtime, bootstrap_admin_key
@@ -75,8 +76,15 @@ def create_app(
     install_error_handlers(app)
     guarded = ("/api/", f"{openai_compat.PREFIX}/")
     # Inside BodyGuard, so it reads a guarded body.
-    app.add_middleware(CancelOnDisconnect, prefix=guarded, stopping=runtime.stopping)
+    app.add_middleware(
+        CancelOnDisconnect,
+        prefix=guarded,
+        stopping=runtime.stopping,
+        deadline=settings.request_deadline,
+    )
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=guarded)
+    # Outside BodyGuard, so that its 413s are recorded too.
+    app.add_middleware(RecordRejections, runtime=runtime)
     app.add_middleware(openai_compat.OpenAIErrors)  # sees every /v1 error, the guards' too
     # Outermost, so it times everything and sees every answer, the guards' refusals included.
     app.add_middleware(RequestMetrics, metrics=runtime.metrics, routes=app.router.routes)

@@ -217,7 +217,13 @@ class Settings(BaseSettings):
     max_response_chars: int = Field(
         default=100_000,
         ge=1000,
-        description="Longest /logs response, in characters (ChatGPT's limit is 100,000).",
+        description="Longest /api/v1/gpt JSON response, in characters (ChatGPT's is 100,000).",
+    )
+    request_deadline: float = Field(
+        default=40.0,
+        gt=0,
+        le=3600,
+        description="Seconds an /api/v1/gpt request may take from arrival to answer (ChatGPT: 45).",
     )
     logs_max_limit: int = Field(default=1000, ge=1)
 

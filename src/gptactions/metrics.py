@@ -146,6 +146,13 @@ class Metrics:
             "Requests refused with 429 because the key's rate limit was reached.",
             registry=r,
         )
+        self.unauthenticated_rejections = Counter(
+            "gptactions_unauthenticated_rejections",
+            "/api/v1/gpt requests refused without a valid key or token (not in the log), by "
+            "status.",
+            ["status"],
+            registry=r,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""

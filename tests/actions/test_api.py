@@ -100,7 +100,7 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
         {"pointer": "/parameters/topic", "message": "is required"}
     ]
     assert fake.requests == []
-    assert await _logs(app) == []
+    assert [entry["kind"] for entry in await _logs(app)] == ["rejected", "rejected"]
 
 
 async def test_a_structured_result_is_also_parsed_in_data_and_logged(
@@ -112,7 +112,13 @@ async def test_a_structured_result_is_also_parsed_in_data_and_logged(
         f"{API}/actions", {"action": "classify", "parameters": params, "userId": "ann"}
     )
     assert response.status_code == 200
-    assert response.json() == {"success": True, "result": "sports", "data": "sports"}
+    assert response.json() == {
+        "success": True,
+        "result": "sports",
+        "data": "sports",
+        "finishReason": "stop",
+        "truncated": False,
+    }
     [entry] = await _logs(app)
     assert (entry["kind"], entry["action"], entry["userId"], entry["status"]) == (
         "action",

@@ -209,6 +209,25 @@ def checked(page: Any, at_least: int = 1) -> None:
     )
 
 
+def load_logs(console: Console, **filters: str) -> Any:
+    """Open the Logs tab at 1280 px, fill in the filters, load, and wait for the table's rows."""
+    page = console.page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    console.open()
+    page.get_by_role("tab", name="Logs").click()
+    form = page.locator("#logs-form")
+    for name, value in filters.items():
+        field = form.get_by_label(name)
+        if field.evaluate("el => el.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+    page.get_by_role("button", name="Load logs").click()
+    table = page.locator("#logs-table")
+    table.locator("tbody tr").first.wait_for()
+    return table
+
+
 def test_logs_table_filters_and_pages(console: Console) -> None:
     user = f"browser-logs-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {console.server.key}"}
@@ -221,15 +240,8 @@ def test_logs_table_filters_and_pages(console: Console) -> None:
         )
         assert answer.status_code == 200
     page = console.page
-    page.set_viewport_size({"width": 1280, "height": 900})
-    console.open()
-    page.get_by_role("tab", name="Logs").click()
+    table = load_logs(console, userId=user, limit="2")
     form = page.locator("#logs-form")
-    form.get_by_label("userId").fill(user)
-    form.get_by_label("limit").fill("2")
-    page.get_by_role("button", name="Load logs").click()
-    table = page.locator("#logs-table")
-    table.locator("tbody tr").first.wait_for()
     assert table.locator("tbody tr").count() == 2
     assert "Page 1" in page.locator("#logs-page").inner_text()
     heads = table.locator("thead th").all_text_contents()
@@ -363,3 +375,28 @@ def test_themes_and_narrow_screens(console: Console, width: int, scheme: str) ->
     ]
     assert (sum(channels) < 150) == (scheme == "dark"), background
     console.shot(f"13-{width}px-{scheme}")
+
+
+def test_a_rejected_request_is_in_the_logs_and_can_be_sent_again(console: Console) -> None:
+    user = f"browser-rejected-{uuid.uuid4().hex[:8]}"
+    sent = {"userId": user, "message": "Hello", "maxTokens": 0}  # maxTokens must be >= 1
+    answer = httpx.post(
+        f"{console.server.url}/api/v1/gpt/conversations",
+        json=sent,
+        headers={"Authorization": f"Bearer {console.server.key}"},
+        timeout=60,
+    )
+    assert answer.status_code == 400
+    page = console.page
+    table = load_logs(console, userId=user, kind="rejected")
+    assert table.locator("tbody tr").count() == 1
+    heads = table.locator("thead th").all_text_contents()
+    assert {"HTTP", "Endpoint"} <= set(heads)
+    row = table.locator("tbody tr").first
+    assert "400" in row.inner_text() and "POST /api/v1/gpt/conversations" in row.inner_text()
+    console.shot("11-logs-rejected")
+    row.get_by_role("button", name="Re-send this POST /api/v1/gpt/conversations request").click()
+    endpoint = page.get_by_label("Endpoint", exact=True)
+    assert endpoint.input_value() == "post /api/v1/gpt/conversations"
+    payload = page.get_by_label("Request Payload", exact=True).input_value()
+    assert json.loads(payload) == sent

@@ -6,27 +6,42 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gptactions.api.deps import ActionBody, ActionsCaller, RuntimeDep
+from gptactions.api.deps import ActionBody, ActionsCaller, Deadline, RuntimeDep
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.responses import ActionResponse
 from gptactions.services.actions import ActionCall
+from gptactions.services.interactions import FinishReason
+from gptactions.services.sizing import cap
 
 router = APIRouter(prefix="/api/v1/gpt")
 
 
 @router.post("/actions", operation_id="triggerAction")
 async def trigger_action(
-    caller: ActionsCaller, body: ActionBody, runtime: RuntimeDep
+    caller: ActionsCaller, body: ActionBody, runtime: RuntimeDep, deadline: Deadline
 ) -> dict[str, Any]:
     """Trigger a specific GPT action."""
     body.check_limits(runtime.settings)
     outcome = await runtime.actions.run(
         caller,
         ActionCall(
-            body.action, body.parameters, user_id=caller.acting_as(body.userId), model=body.model
+            body.action,
+            body.parameters,
+            user_id=caller.acting_as(body.userId),
+            model=body.model,
+            deadline=deadline,
         ),
     )
-    return ActionResponse(success=outcome.success, result=outcome.result, data=outcome.data).wire()
+    finish = FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None
+    answer = ActionResponse(
+        success=outcome.success,
+        result=outcome.result,
+        data=outcome.data,
+        finish_reason=finish,
+        truncated=finish in (FinishReason.LENGTH, FinishReason.DEADLINE),
+    ).wire()
+    # The parsed value repeats the result's text: it goes first when the answer is too long.
+    return cap(answer, runtime.settings.max_response_chars, ("result",), dropped=("data",))
 
 
 @router.get("/actions", operation_id="listActions")

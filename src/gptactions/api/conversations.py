@@ -6,20 +6,27 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from gptactions.api.deps import ChatCaller, ConversationBody, RuntimeDep
+from gptactions.api.deps import ChatCaller, ConversationBody, Deadline, RuntimeDep
 from gptactions.api.responses import ConversationResponse, Usage
 from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
 from gptactions.runtime import Runtime
 from gptactions.services.conversations import Reply, Turn
 from gptactions.services.errors import Problem, invalid
+from gptactions.services.interactions import FinishReason
 from gptactions.services.keys import Principal
+from gptactions.services.sizing import cap
 
 router = APIRouter(prefix="/api/v1/gpt")
 
 
 def _turn(
-    body: ConversationRequest, caller: Principal, runtime: Runtime, *, continuing: bool
+    body: ConversationRequest,
+    caller: Principal,
+    runtime: Runtime,
+    deadline: float | None,
+    *,
+    continuing: bool,
 ) -> Turn:
     user_id = caller.acting_as(body.userId)
     if user_id is None:
@@ -33,11 +40,13 @@ def _turn(
         temperature=body.temperature,
         repeat_penalty=body.repeatPenalty,
         model=body.model,
+        deadline=deadline,
     )
 
 
-def _reply(reply: Reply) -> dict[str, Any]:
-    return ConversationResponse(
+def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
+    """The answer's body (and a stream's `done` event), within the response size limit."""
+    body = ConversationResponse(
         conversation_id=reply.conversation_id,
         reply=reply.reply,
         model=reply.model,
@@ -47,33 +56,51 @@ def _reply(reply: Reply) -> dict[str, Any]:
             cached_tokens=reply.usage.cached_tokens,
         ),
         latency_ms=reply.latency_ms,
+        finish_reason=reply.finish_reason,
+        truncated=reply.finish_reason in (FinishReason.LENGTH, FinishReason.DEADLINE),
     ).wire()
+    return cap(body, max_chars, ("reply",))
 
 
 async def _converse(
-    request: Request, body: ConversationRequest, caller: Principal, runtime: Runtime, *, new: bool
+    request: Request,
+    body: ConversationRequest,
+    caller: Principal,
+    runtime: Runtime,
+    deadline: float | None,
+    *,
+    new: bool,
 ) -> Any:
     """A whole JSON reply, or Server-Sent Events when the client accepts them."""
-    turn = _turn(body, caller, runtime, continuing=not new)
+    turn = _turn(body, caller, runtime, deadline, continuing=not new)
+    max_chars = runtime.settings.max_response_chars
     if wants_event_stream(request):
         stream = await runtime.conversations.open_stream(caller, turn, new=new)
-        return stream_reply(stream, _reply)
+        return stream_reply(stream, lambda reply: _reply(reply, max_chars))
     if new:
-        return _reply(await runtime.conversations.start(caller, turn))
-    return _reply(await runtime.conversations.respond(caller, turn))
+        return _reply(await runtime.conversations.start(caller, turn), max_chars)
+    return _reply(await runtime.conversations.respond(caller, turn), max_chars)
 
 
 @router.post("/conversations", operation_id="startConversation")
 async def start_conversation(
-    request: Request, caller: ChatCaller, body: ConversationBody, runtime: RuntimeDep
+    request: Request,
+    caller: ChatCaller,
+    body: ConversationBody,
+    runtime: RuntimeDep,
+    deadline: Deadline,
 ) -> Any:
     """Start a new GPT conversation."""
-    return await _converse(request, body, caller, runtime, new=True)
+    return await _converse(request, body, caller, runtime, deadline, new=True)
 
 
 @router.post("/respond", operation_id="respond")
 async def respond(
-    request: Request, caller: ChatCaller, body: ConversationBody, runtime: RuntimeDep
+    request: Request,
+    caller: ChatCaller,
+    body: ConversationBody,
+    runtime: RuntimeDep,
+    deadline: Deadline,
 ) -> Any:
     """Process a user input and return GPT's response."""
-    return await _converse(request, body, caller, runtime, new=False)
+    return await _converse(request, body, caller, runtime, deadline, new=False)

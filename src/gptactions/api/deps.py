@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from gptactions.api.disconnect import generation_deadline
 from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.schemas import ActionRequest, ConversationRequest
 from gptactions.runtime import Runtime
@@ -32,6 +33,13 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+async def identify(runtime: Runtime, secret: str) -> Principal | None:
+    """Whose API key or OAuth access token `secret` is; None when it is not a valid one."""
+    if secret.startswith(ACCESS_PREFIX):
+        return await runtime.oauth.authenticate(secret)
+    return await runtime.keys.authenticate(secret)
+
+
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from the key in the Authorization header; 401 without a valid key."""
     secret = parse_authorization(request.headers.get("authorization"))
@@ -43,10 +51,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             headers=_CHALLENGE,
         )
     runtime.require_database()
-    if secret.startswith(ACCESS_PREFIX):
-        principal = await runtime.oauth.authenticate(secret)
-    else:
-        principal = await runtime.keys.authenticate(secret)
+    principal = await identify(runtime, secret)
     if principal is None:
         raise ServiceError(
             "the API key or access token is not valid (unknown, expired or revoked)",
@@ -95,6 +100,12 @@ def require(scope: str) -> Require:
     return Require(scope)
 
 
+def deadline(request: Request) -> float | None:
+    """The loop time by which the request's generation must end (GPTACTIONS_REQUEST_DEADLINE)."""
+    return generation_deadline(request.scope)
+
+
+Deadline = Annotated[float | None, Depends(deadline)]
 ChatCaller = Annotated[Principal, Depends(require("chat"))]
 ActionsCaller = Annotated[Principal, Depends(require("actions"))]
 LogsCaller = Annotated[Principal, Depends(require("logs"))]

@@ -1,5 +1,6 @@
 """Cancel a request's work when its client goes away, so an abandoned reply stops generating;
-and when the server stops, so a request still running at the end of the grace ends cleanly."""
+when the server stops, so a request still running at the end of the grace ends cleanly; and at
+its deadline (GPTACTIONS_REQUEST_DEADLINE), so ChatGPT gets an answer before it gives up."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ from gptactions.api.sse import MEDIA_TYPE, event
 
 RESTARTING = "the server is restarting; retry shortly"
 RESTARTING_RETRY_AFTER = 1
+PAST_DEADLINE = "the request could not be answered before its deadline; retry shortly"
+PAST_DEADLINE_RETRY_AFTER = 5
+
+
+def deadline_margin(deadline: float) -> float:
+    """Seconds before a request's deadline at which its generation ends: the time left to store
+    the reply and send it (a tenth of the deadline, at most 2 s)."""
+    return min(2.0, deadline / 10)
+
+
+def generation_deadline(scope: Scope) -> float | None:
+    """The loop time by which the request's generation must end; None without a deadline."""
+    until: float | None = scope.get("state", {}).get("generate_until")
+    return until
 
 
 class CancelOnDisconnect:
@@ -29,6 +44,11 @@ class CancelOnDisconnect:
     stores what was generated as a `cancelled` interaction. A request cut short by the server
     stopping then gets a 503 that says the server is restarting, or, when its event stream had
     begun, a last `error` event that says so.
+
+    Requests under `deadline_prefix` have `deadline` seconds from arrival to answer: the time
+    their generation must end by goes into the scope's state (`generation_deadline`), and the
+    services end it there. Should anything else hold a POST up (the database, say), it is
+    cancelled shortly before the deadline and answered 503 with Retry-After.
     """
 
     def __init__(
@@ -37,12 +57,27 @@ class CancelOnDisconnect:
         *,
         prefix: str | tuple[str, ...] = "/api/",
         stopping: asyncio.Event | None = None,
+        deadline: float | None = None,
+        deadline_prefix: str = "/api/v1/gpt/",
     ) -> None:
         self.app = app
         self.prefix = prefix
         self.stopping = stopping
+        self.deadline = deadline
+        self.deadline_prefix = deadline_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer_by: float | None = None
+        if (
+            self.deadline is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith(self.deadline_prefix)
+        ):
+            answer_by = asyncio.get_running_loop().time() + self.deadline
+            margin = deadline_margin(self.deadline)
+            scope.setdefault("state", {})["generate_until"] = answer_by - margin
+            # The last resort fires after the generation's end, before the answer is due.
+            answer_by -= margin / 4
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
@@ -56,6 +91,7 @@ class CancelOnDisconnect:
         started = False
         streaming = False
         stopped = False
+        late = False
 
         async def app_send(message: Message) -> None:
             nonlocal responded, started, streaming
@@ -98,7 +134,20 @@ class CancelOnDisconnect:
                     stopped = True
                     cancel_scope.cancel()
 
-            watchers = [asyncio.ensure_future(watch()), asyncio.ensure_future(watch_stopping())]
+            async def watch_deadline() -> None:
+                nonlocal late
+                if answer_by is None:
+                    return
+                await asyncio.sleep(max(0.0, answer_by - asyncio.get_running_loop().time()))
+                if not started:
+                    late = True
+                    cancel_scope.cancel()
+
+            watchers = [
+                asyncio.ensure_future(watch()),
+                asyncio.ensure_future(watch_stopping()),
+                asyncio.ensure_future(watch_deadline()),
+            ]
             try:
                 await self.app(scope, app_receive, app_send)
             finally:
@@ -107,14 +156,21 @@ class CancelOnDisconnect:
         # Outside the cancelled scope: wait for the watchers without swallowing a cancellation
         # that is meant for this task.
         await asyncio.wait(watchers)
-        if stopped and not responded and not disconnected.is_set():
-            with suppress(OSError):  # the client left meanwhile
-                await _restarting(send, started=started, streaming=streaming)
+        if disconnected.is_set() or responded:
+            return
+        with suppress(OSError):  # the client left meanwhile
+            if stopped:
+                body = error_body(503, RESTARTING, code="server_restarting")
+                await _cut_short(send, body, RESTARTING_RETRY_AFTER, started, streaming)
+            elif late:
+                body = error_body(503, PAST_DEADLINE, code="deadline_exceeded")
+                await _cut_short(send, body, PAST_DEADLINE_RETRY_AFTER, started, streaming)
 
 
-async def _restarting(send: Send, *, started: bool, streaming: bool) -> None:
-    """Tell the client the server is restarting, however far its answer had gone."""
-    body = error_body(503, RESTARTING, code="server_restarting")
+async def _cut_short(
+    send: Send, body: dict[str, object], retry_after: int, started: bool, streaming: bool
+) -> None:
+    """Tell the client why its request ended early, however far its answer had gone."""
     if not started:
         content = json.dumps(body).encode()
         await send(
@@ -124,7 +180,7 @@ async def _restarting(send: Send, *, started: bool, streaming: bool) -> None:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(content)).encode()),
-                    (b"retry-after", str(RESTARTING_RETRY_AFTER).encode()),
+                    (b"retry-after", str(retry_after).encode()),
                 ],
             }
         )

@@ -11,7 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gptactions.llm.base import BackendError, BackendTimeout, BackendUnavailable, PromptTooLong
+from gptactions.llm.base import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    DeadlineReached,
+    PromptTooLong,
+)
 from gptactions.services.errors import Problem, ServiceError, json_pointer
 from gptactions.store.outage import DatabaseUnavailable
 
@@ -38,6 +44,7 @@ _CODES = {
 # 502 for one that answered with something unusable.
 BACKEND_STATUSES: dict[type[BackendError], tuple[int, str]] = {
     PromptTooLong: (400, "prompt_too_long"),
+    DeadlineReached: (503, "deadline_exceeded"),
     BackendUnavailable: (503, "backend_unavailable"),
     BackendTimeout: (504, "backend_timeout"),
     BackendError: (502, "bad_gateway"),

@@ -18,7 +18,7 @@ from gptactions.api.schemas import (
     USER_ID_FILTER_MAX_LENGTH,
 )
 from gptactions.services.errors import Problem, invalid
-from gptactions.services.interactions import LogEntry, LogQuery, cursor_after
+from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
 from gptactions.services.sizing import fit
 
 router = APIRouter(prefix="/api/v1/gpt")
@@ -52,11 +52,18 @@ def log_model(entry: LogEntry) -> LogItem:
         prompt_tokens=entry.prompt_tokens,
         completion_tokens=entry.completion_tokens,
         cached_tokens=entry.cached_tokens,
+        finish_reason=entry.finish_reason,
+        http_status=entry.http_status,
+        endpoint=entry.endpoint,
     )
 
 
 EXPORT_FIELDS = (
-    *(field.alias or name for name, field in LogItem.model_fields.items()),
+    *(
+        field.alias or name
+        for name, field in LogItem.model_fields.items()
+        if name != "truncated_fields"  # only /logs shortens rows
+    ),
     "tenant",
 )
 """The fields of `gptactions logs export`: GET /logs's, and the tenant (an export spans them)."""
@@ -81,6 +88,7 @@ async def logs(
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
     q: Annotated[str | None, Query()] = None,
+    kind: Annotated[InteractionKind | None, Query()] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""
     if limit > runtime.settings.logs_max_limit:
@@ -99,6 +107,7 @@ async def logs(
             limit=limit,
             cursor=cursor,
             q=q,
+            kind=kind,
         ),
     )
     # ChatGPT refuses longer responses: fewer items, and the next page starts after the last.

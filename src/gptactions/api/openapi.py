@@ -48,7 +48,11 @@ from gptactions.api.schemas import (
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
-from gptactions.services.interactions import SEARCH_MAX_LENGTH, SEARCH_MAX_WORDS
+from gptactions.services.interactions import (
+    SEARCH_MAX_LENGTH,
+    SEARCH_MAX_WORDS,
+    InteractionKind,
+)
 from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 
 API = "/api/v1/gpt"
@@ -66,7 +70,8 @@ _ERRORS = {
     "415": "The body is not JSON.",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
-    "503": "Every model backend is down or saturated; retry after the Retry-After seconds.",
+    "503": "Every model backend is down or saturated, or the request's deadline came before "
+    "the model began; retry after the Retry-After seconds.",
     "504": "The model backend did not answer in time.",
 }
 # What can go wrong once a call reaches the model, besides invalid input.
@@ -463,8 +468,9 @@ def _event_stream() -> dict[str, Any]:
             "description": (
                 "Server-Sent Events. `token` events carry the reply as it is generated "
                 '(`data: {"text": "..."}`); a final `done` event carries the stored turn '
-                "(conversationId, reply, model, usage, latencyMs, as the JSON answer); a failure "
-                "after the stream began is an `error` event with the API's error shape "
+                "(conversationId, reply, model, usage, latencyMs, finishReason, truncated, as the "
+                "JSON answer; finishReason deadline when the request's deadline ended it); a "
+                "failure after the stream began is an `error` event with the API's error shape "
                 '(`data: {"error": {"code": "...", "message": "..."}}`) instead of `done`. '
                 "Failures before the first token are answered as plain JSON errors."
             ),
@@ -531,5 +537,10 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             f"these words (at most {SEARCH_MAX_WORDS}; letters and digits, any case, whole "
             "words; punctuation separates words and is otherwise ignored). Combines with the "
             "other filters and the cursor.",
+        ),
+        query(
+            "kind",
+            {"type": "string", "enum": [kind.value for kind in InteractionKind]},
+            "Only interactions of this kind (rejected: requests refused before the model).",
         ),
     ]

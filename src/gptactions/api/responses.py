@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from gptactions.services.interactions import InteractionKind, InteractionStatus
+from gptactions.services.interactions import FinishReason, InteractionKind, InteractionStatus
 
 COMPONENTS = "#/components/schemas/{model}"
 
@@ -27,6 +27,35 @@ class Body(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class Shortenable(Body):
+    """A body whose long text fields may be shortened to fit GPTACTIONS_MAX_RESPONSE_CHARS."""
+
+    truncated_fields: list[str] | None = Field(
+        default=None,
+        description="The fields shortened to fit the response size limit "
+        "(GPTACTIONS_MAX_RESPONSE_CHARS), each ending with a visible '… [truncated: N characters "
+        "omitted]' marker; absent when none was.",
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The body as JSON-ready data; `truncatedFields` only when some were."""
+        data = super().wire()
+        if data.get("truncatedFields") is None:
+            data.pop("truncatedFields", None)
+        return data
+
+
+FINISH_REASON = (
+    "How the reply ended: stop (the model ended it), length (maxTokens or the model's context "
+    "window), deadline (GPTACTIONS_REQUEST_DEADLINE came first: the reply so far), cancelled "
+    "(the client went away)."
+)
+TRUNCATED = (
+    "Whether the reply is not the model's whole answer: cut by maxTokens or the deadline "
+    "(finishReason length or deadline), or shortened to fit the response size limit."
+)
+
+
 class Usage(Body):
     """Token counts of one generation."""
 
@@ -37,7 +66,7 @@ class Usage(Body):
     )
 
 
-class ConversationResponse(Body):
+class ConversationResponse(Shortenable):
     """The reply to one message, with the model that gave it, its token counts and latency."""
 
     # The seed describes the fields it has (conversationId, reply); the document keeps its words.
@@ -46,6 +75,8 @@ class ConversationResponse(Body):
     model: str = Field(description="The model that replied.")
     usage: Usage
     latency_ms: int = Field(description="Time to the reply, in ms.")
+    finish_reason: FinishReason = Field(description=FINISH_REASON)
+    truncated: bool = Field(description=TRUNCATED)
 
 
 class BackendStatus(Body):
@@ -98,8 +129,9 @@ class StatusResponse(Body):
     backends: list[BackendStatus]
 
 
-class LogItem(Body):
-    """One interaction: a conversation turn or an action call."""
+class LogItem(Shortenable):
+    """One interaction: a conversation turn, an action call, or a request refused before the
+    model (kind rejected: message is the body it sent, reply the error it got)."""
 
     timestamp: str = Field(
         description="When it happened (RFC 3339, UTC).", json_schema_extra={"format": "date-time"}
@@ -122,9 +154,19 @@ class LogItem(Body):
         description="Prompt tokens the model had already processed (its prompt cache); "
         "included in promptTokens.",
     )
+    finish_reason: FinishReason | None = Field(
+        default=None, description=FINISH_REASON + " Null when no model generated."
+    )
+    http_status: int | None = Field(
+        default=None, description="The HTTP status a rejected request was answered with."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="The method and path a rejected request called, e.g. POST /api/v1/gpt/respond.",
+    )
 
 
-class ActionResponse(Body):
+class ActionResponse(Shortenable):
     """The outcome of one action."""
 
     success: bool = Field(description="Whether the action produced an output of the required form.")
@@ -139,6 +181,10 @@ class ActionResponse(Body):
         "for text.",
         json_schema_extra={"nullable": True},
     )
+    finish_reason: FinishReason | None = Field(
+        default=None, description=FINISH_REASON + " Null when no model generated."
+    )
+    truncated: bool = Field(default=False, description=TRUNCATED)
 
 
 class ActionInfo(Body):

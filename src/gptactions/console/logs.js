@@ -1,5 +1,6 @@
 // The logs view (GET /logs as a table, its filters from the document, paging through the
-// `Link: <…>; rel="next"` header) and the history of requests sent from this browser.
+// `Link: <…>; rel="next"` header; a rejected request can be put back into the request form)
+// and the history of requests sent from this browser.
 
 import { $, h, timeAgo } from "./dom.js";
 import { paramField, readParams } from "./fields.js";
@@ -14,6 +15,9 @@ const COLUMNS = [
   ["message", "Message"],
   ["reply", "Reply"],
   ["status", "Status"],
+  ["httpStatus", "HTTP"],
+  ["endpoint", "Endpoint"],
+  ["finishReason", "Finish"],
   ["latencyMs", "Latency"],
   ["tokens", "Tokens in / out"],
 ];
@@ -113,6 +117,10 @@ export function initLogs(app) {
   function cell(key, row) {
     const value = row[key];
     switch (key) {
+      case "kind":
+        return h("td", { class: "nowrap" }, value ?? "", row.kind === "rejected" && row.endpoint
+          ? [" ", h("button", { type: "button", class: "link", "aria-label": `Re-send this ${row.endpoint} request from the request form`, onclick: () => resend(row) }, "Re-send")]
+          : null);
       case "timestamp":
         return h("td", { class: "nowrap" }, h("time", { datetime: value, title: value }, formatTime(value)));
       case "conversationId":
@@ -163,7 +171,9 @@ export function initLogs(app) {
   function renderTable(rows) {
     const table = $("logs-table");
     table.hidden = rows.length === 0;
-    const present = (key) => rows.some((r) => (key === "tokens" ? r.promptTokens !== undefined : r[key] !== undefined));
+    // Columns of some kinds only (a rejection's status and endpoint) show when a row has them.
+    const sparse = new Set(["httpStatus", "endpoint", "finishReason"]);
+    const present = (key) => rows.some((r) => (key === "tokens" ? r.promptTokens !== undefined : sparse.has(key) ? r[key] != null : r[key] !== undefined));
     const known = new Set([...COLUMNS.map(([k]) => k), "promptTokens", "completionTokens"]);
     const extra = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !known.has(k));
     const columns = [...COLUMNS.filter(([k]) => present(k)), ...extra.map((k) => [k, k])];
@@ -179,6 +189,14 @@ export function initLogs(app) {
       ),
     );
     updateScrollCue();
+  }
+
+  /** Put a rejected request back into the request form, its body as it was sent. */
+  function resend(row) {
+    const [method, target] = row.endpoint.split(" ");
+    const [path, query = ""] = target.split("?");
+    const params = Object.fromEntries([...new URLSearchParams(query)].map(([k, v]) => [`query:${k}`, v]));
+    app.restore({ opKey: `${method.toLowerCase()} ${path}`, method, path, server: app.serverUrl(), params, payload: method === "GET" ? "" : row.message, stream: false });
   }
 
   function filterConversation(id) {

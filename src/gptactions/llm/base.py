@@ -66,6 +66,9 @@ class GenerationRequest:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    deadline: float | None = None
+    """The event loop's time (`loop.time()`) by which the generation must end; see
+    `BackendRouter.generate`."""
 
 
 def match_choice(text: str, choices: Sequence[str]) -> str | None:
@@ -184,6 +187,15 @@ class BackendUnreachable(BackendUnavailable):
 
 class BackendTimeout(BackendError):
     """The total time allowed for a generation passed (504)."""
+
+
+DEADLINE_RETRY_AFTER = 5
+"""Seconds a request refused at its deadline (it never reached the model) is told to wait."""
+
+
+class DeadlineReached(BackendUnavailable):
+    """The request's deadline came before the model began its reply (queued, or waiting for an
+    upstream): nothing to answer with but a 503 and when to retry."""
 
 
 class PromptTooLong(BackendError):

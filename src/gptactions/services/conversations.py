@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from gptactions.llm.base import BackendError, ChatMessage, GenerationRequest
+from gptactions.llm.base import (
+    DEADLINE_RETRY_AFTER,
+    BackendError,
+    ChatMessage,
+    DeadlineReached,
+    GenerationRequest,
+)
 from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.errors import Problem, check_text, invalid, not_found, unknown_model
 from gptactions.services.interactions import InteractionLog
@@ -50,12 +56,22 @@ class ConversationService:
         """Start a reply that is delivered piece by piece (`new`: start a conversation).
 
         Returns once the first piece is in, so a failure before any output (every backend down,
-        say) is raised here, and recorded, like it is for a whole reply.
+        say, or the deadline) is raised here, and recorded, like it is for a whole reply.
         """
         prepared = await self.prepare(principal, turn, new=new)
         chunks = self._router.stream(prepared.request, turn.model)
         try:
-            first = await anext(chunks)
+            async with asyncio.timeout_at(turn.deadline):
+                first = await anext(chunks)
+        except TimeoutError:
+            await chunks.aclose()
+            error = DeadlineReached(
+                "the model did not begin its reply before the request's deadline; "
+                "try again shortly",
+                retry_after=DEADLINE_RETRY_AFTER,
+            )
+            await self._turns.fail(prepared, error)
+            raise error from None
         except StopAsyncIteration:
             await chunks.aclose()
             error = BackendError("the model ended its reply before it began")
@@ -112,6 +128,7 @@ class ConversationService:
             max_tokens=max_tokens,
             temperature=turn.temperature,
             repeat_penalty=turn.repeat_penalty,
+            deadline=turn.deadline,
         )
         return PreparedTurn(principal, turn, conversation_id, is_new, request)
 

@@ -15,6 +15,7 @@ from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
     Conversation,
+    FinishReason,
     Interaction,
     InteractionKind,
     InteractionStatus,
@@ -26,6 +27,7 @@ __all__ = [
     "ABANDONED",
     "SEARCH_MAX_LENGTH",
     "SEARCH_MAX_WORDS",
+    "FinishReason",
     "InteractionKind",
     "InteractionLog",
     "InteractionStatus",
@@ -64,6 +66,9 @@ class NewInteraction:
     latency_ms: int = 0
     usage: Usage = field(default_factory=Usage)
     at: datetime | None = None
+    finish_reason: FinishReason | None = None
+    http_status: int | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,9 @@ class LogEntry:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    finish_reason: FinishReason | None = None
+    http_status: int | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class LogQuery:
     cursor: str | None = None
     q: str | None = None
     """Words that the message or reply must hold (each of them), as typed."""
+    kind: InteractionKind | None = None
 
 
 def checked_search(q: str | None) -> str | None:
@@ -157,6 +166,9 @@ def _entry(row: Interaction | queries.LogRow) -> LogEntry:
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
         cached_tokens=row.cached_tokens,
+        finish_reason=FinishReason(row.finish_reason) if row.finish_reason else None,
+        http_status=row.http_status,
+        endpoint=row.endpoint,
     )
 
 
@@ -204,6 +216,9 @@ class InteractionLog:
             "prompt_tokens": new.usage.prompt_tokens,
             "completion_tokens": new.usage.completion_tokens,
             "cached_tokens": new.usage.cached_tokens,
+            "finish_reason": str(new.finish_reason) if new.finish_reason else None,
+            "http_status": new.http_status,
+            "endpoint": new.endpoint,
         }
         ident = await self._database.write(Write(interaction, conversation))
         if self.observer is not None:
@@ -227,7 +242,12 @@ class InteractionLog:
             if close is not None:
                 await close()
             await self.record(
-                replace(new, status=InteractionStatus.CANCELLED, error=ABANDONED),
+                replace(
+                    new,
+                    status=InteractionStatus.CANCELLED,
+                    error=ABANDONED,
+                    finish_reason=FinishReason.CANCELLED,
+                ),
                 new_conversation=new_conversation,
             )
 
@@ -290,6 +310,7 @@ def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
         cursor=cursor,
         limit=query.limit,
         search=checked_search(query.q),
+        kind=query.kind,
     )
 
 

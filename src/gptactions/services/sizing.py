@@ -13,18 +13,20 @@ def json_length(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def marker(omitted: int) -> str:
+def marker(omitted: int, unit: str = "characters") -> str:
     """What replaces the end of a shortened field."""
-    return f"… [truncated: {omitted} characters omitted]"
+    return f"… [truncated: {omitted} {unit} omitted]"
 
 
-def shorten(item: dict[str, Any], budget: int) -> dict[str, Any]:
-    """The item with its longest text fields cut until it fits `budget` characters.
+def shorten(
+    item: dict[str, Any], budget: int, fields: tuple[str, ...] = TEXT_FIELDS
+) -> dict[str, Any]:
+    """The item with its longest text `fields` cut until it fits `budget` characters.
 
     Each cut field ends with a visible marker and is named in `truncatedFields`.
     """
     item = dict(item)
-    originals = {f: item[f] for f in TEXT_FIELDS if isinstance(item.get(f), str)}
+    originals = {f: item[f] for f in fields if isinstance(item.get(f), str)}
     keep = {f: len(text) for f, text in originals.items()}
     cut: list[str] = []
     while json_length(item) > budget:
@@ -60,3 +62,29 @@ def fit(items: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]],
         kept.append(item)
         used += size
     return kept, False
+
+
+def cap(
+    body: dict[str, Any], budget: int, fields: tuple[str, ...], dropped: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A reply's body within `budget` characters: first the `dropped` fields (a parsed value
+    the text also holds) become null, then the text `fields` are shortened; each is named in
+    `truncatedFields`, and `truncated` (when the body has it) becomes true."""
+    if json_length(body) <= budget:
+        return body
+    body = dict(body)
+    cut = [f for f in dropped if body.get(f) is not None]
+    for name in cut:
+        body[name] = None
+    if cut:
+        body["truncatedFields"] = cut
+    if json_length(body) > budget:
+        rest = {key: value for key, value in body.items() if key != "truncatedFields"}
+        # Room for the dropped fields' names, which `shorten` does not know of.
+        body = shorten(rest, budget - sum(len(name) + 3 for name in cut), fields)
+        names = [*cut, *body.get("truncatedFields", [])]
+        if names:
+            body["truncatedFields"] = names
+    if "truncated" in body:
+        body["truncated"] = True
+    return body

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 import anyio
 
 from gptactions.llm.base import BackendError, Chunk, Generation, Usage
 from gptactions.llm.router import RoutedStream
+from gptactions.services.interactions import FinishReason
 from gptactions.services.turns import PreparedTurn, Reply, TurnRecorder
 
 
 class ReplyStream:
     """A reply on its way: `pieces()` yields its text; then `reply` is the stored turn.
 
-    However the stream ends, the turn is stored exactly once: `ok` when the reply is complete,
+    However the stream ends, the turn is stored exactly once: `ok` when the reply is complete
+    or the request's deadline came first (finish reason `deadline`, with what was generated),
     `error` (with the error and what was generated) when the backend fails midway, and
     `cancelled` (with what was generated) when `aclose()` comes first, as it does when the client
     goes away. Closing also stops the backend's generation.
@@ -33,6 +36,7 @@ class ReplyStream:
         self._first = first
         self._parts: list[str] = []
         self._usage: Usage | None = None
+        self._finish: str | None = None
         self._ended = False
         self.reply: Reply | None = None
 
@@ -60,9 +64,14 @@ class ReplyStream:
                 yield chunk.text
             if chunk.done:
                 self._usage = chunk.usage or Usage()
+                self._finish = chunk.finish_reason
                 break
             try:
-                chunk = await anext(self._chunks)
+                async with asyncio.timeout_at(self._prepared.request.deadline):
+                    chunk = await anext(self._chunks)
+            except TimeoutError:
+                self._finish = FinishReason.DEADLINE
+                break
             except StopAsyncIteration:
                 await self._end(BackendError("the model's reply ended without its last piece"))
             except BackendError as error:
@@ -95,6 +104,7 @@ class ReplyStream:
             text="".join(self._parts),
             # Pieces are tokens, near enough, for the local model and the upstreams alike.
             usage=self._usage or Usage(0, len(self._parts)),
+            finish_reason=self._finish or "stop",
             backend=self.backend,
             model=self.model,
         )

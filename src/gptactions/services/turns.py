@@ -10,8 +10,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from gptactions.llm.base import BackendError, Generation, GenerationRequest, Usage
+from gptactions.llm.base import (
+    DEADLINE_RETRY_AFTER,
+    BackendError,
+    DeadlineReached,
+    Generation,
+    GenerationRequest,
+    Usage,
+)
 from gptactions.services.interactions import (
+    FinishReason,
     InteractionKind,
     InteractionLog,
     InteractionStatus,
@@ -32,6 +40,8 @@ class Turn:
     temperature: float = 0.0
     repeat_penalty: float | None = None
     model: str | None = None
+    deadline: float | None = None
+    """The loop time by which the reply must end (`GenerationRequest.deadline`)."""
 
 
 @dataclass
@@ -61,6 +71,7 @@ class Reply:
     backend: str
     model: str
     latency_ms: int
+    finish_reason: FinishReason = FinishReason.STOP
 
 
 class TurnRecorder:
@@ -74,6 +85,11 @@ class TurnRecorder:
         reply = generation.text.strip()
         if not reply:
             error = BackendError("the model returned an empty reply")
+            if generation.finish_reason == FinishReason.DEADLINE:
+                error = DeadlineReached(
+                    "the model had written nothing by the request's deadline; try again shortly",
+                    retry_after=DEADLINE_RETRY_AFTER,
+                )
             await self.fail(prepared, error)
             raise error
         latency = prepared.elapsed_ms()
@@ -87,6 +103,7 @@ class TurnRecorder:
             backend=generation.backend,
             model=generation.model,
             latency_ms=latency,
+            finish_reason=FinishReason.of(generation.finish_reason),
         )
 
     async def fail(
@@ -94,7 +111,9 @@ class TurnRecorder:
     ) -> None:
         """Store a turn the backend failed, with whatever it generated before."""
         new, conversation = _interaction(prepared, partial or Generation(""), prepared.elapsed_ms())
-        failed = replace(new, status=InteractionStatus.ERROR, error=error.message)
+        failed = replace(
+            new, status=InteractionStatus.ERROR, error=error.message, finish_reason=None
+        )
         await self._log.record(failed, new_conversation=conversation)
 
     async def abandon(
@@ -135,5 +154,6 @@ def _interaction(
         latency_ms=latency_ms,
         usage=generation.usage,
         at=now,
+        finish_reason=FinishReason.of(generation.finish_reason),
     )
     return new, conversation

@@ -32,6 +32,10 @@ class InteractionKind(StrEnum):
     ACTION = "action"
     CHAT_COMPLETION = "chat.completion"
     """A call of the OpenAI-compatible API's chat completions."""
+    REJECTED = "rejected"
+    """A request refused before the model (400, 403, 404, 413, 415, 429): `message` holds the
+    body it sent (bounded), `reply` the error it got, `http_status` the status, `endpoint` the
+    method and path it called."""
 
 
 class InteractionStatus(StrEnum):
@@ -45,6 +49,29 @@ class InteractionStatus(StrEnum):
     """An action ran but its output could not be brought into the promised form."""
     CANCELLED = "cancelled"
     """The client went away first; `reply` holds what was generated until then."""
+    REJECTED = "rejected"
+    """Refused before the model: `http_status` says how, `error` why."""
+
+
+class FinishReason(StrEnum):
+    """How a model's reply ended."""
+
+    STOP = "stop"
+    """The model ended it (or a stop string did)."""
+    LENGTH = "length"
+    """It reached maxTokens or the model's context window."""
+    DEADLINE = "deadline"
+    """The request's deadline (GPTACTIONS_REQUEST_DEADLINE) came first: the reply so far."""
+    CANCELLED = "cancelled"
+    """The client went away (or the server stopped) first."""
+
+    @classmethod
+    def of(cls, reason: str | None) -> FinishReason:
+        """A backend's finish reason in these terms (`tool_calls`, `content_filter`: stop)."""
+        try:
+            return cls(reason or "stop")
+        except ValueError:
+            return cls.STOP
 
 
 class Base(DeclarativeBase):
@@ -126,6 +153,9 @@ class Interaction(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    finish_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)  # FinishReason
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # of a rejection
+    endpoint: Mapped[str | None] = mapped_column(String(300), nullable=True)  # of a rejection
 
     __table_args__ = (
         Index("ix_interactions_tenant_created", "tenant", "created_at", "id"),

@@ -201,6 +201,7 @@ class LogFilter:
     limit: int = 100
     search: str | None = None
     """Words that the message and reply must hold, every one (full-text search)."""
+    kind: str | None = None
 
 
 async def list_interactions(session: AsyncSession, query: LogFilter) -> list[LogRow]:
@@ -218,6 +219,8 @@ async def list_interactions(session: AsyncSession, query: LogFilter) -> list[Log
         conditions.append(Interaction.user_id == query.user_id)
     if query.conversation_id is not None:
         conditions.append(Interaction.conversation_id == query.conversation_id)
+    if query.kind is not None:
+        conditions.append(Interaction.kind == query.kind)
     if query.since is not None:
         conditions.append(Interaction.created_at >= as_utc(query.since))
     if query.until is not None:

@@ -184,6 +184,7 @@ async def generate_output(
                 messages=conversation,
                 max_tokens=await _fit(ctx, conversation, max_tokens),
                 temperature=temperature,
+                deadline=ctx.deadline,
                 **output_request_fields(output),
             ),
             ctx.model,
@@ -193,6 +194,8 @@ async def generate_output(
             checked = check_output(output, generation.text)
         except OutputProblem as exc:
             problem = str(exc)
+            if generation.finish_reason == "deadline":
+                break  # no time is left for another attempt
             # The retry shows the model its reply and what is wrong with it, so that a
             # deterministic model does not simply say the same thing again.
             conversation = (
@@ -208,6 +211,7 @@ async def generate_output(
             usage=usage,
             backend=generation.backend,
             model=generation.model,
+            finish_reason=generation.finish_reason,
         )
     assert generation is not None  # the loop ran at least once
     return ActionOutcome(
@@ -216,6 +220,7 @@ async def generate_output(
         usage=usage,
         backend=generation.backend,
         model=generation.model,
+        finish_reason=generation.finish_reason,
     )
 
 

@@ -21,18 +21,21 @@ ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 @dataclass(frozen=True)
 class ActionContext:
     """What a handler may use: the model router, the model the request named, the most tokens
-    any one generation may take (the server's `max_tokens_limit`), and the renderer of prompt
-    templates (needed by user-defined actions only)."""
+    any one generation may take (the server's `max_tokens_limit`), the renderer of prompt
+    templates (needed by user-defined actions only), and the loop time by which generation must
+    end (`GenerationRequest.deadline`)."""
 
     router: BackendRouter
     model: str | None = None
     max_tokens: int | None = None
     templates: TemplateRenderer | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
 class ActionOutcome:
-    """What a handler returns. `data` holds the parsed value of structured outputs."""
+    """What a handler returns. `data` holds the parsed value of structured outputs;
+    `finish_reason` how the model's last generation ended (None when no model generated)."""
 
     success: bool
     result: str
@@ -40,6 +43,7 @@ class ActionOutcome:
     usage: Usage = field(default_factory=Usage)
     backend: str = ""
     model: str = ""
+    finish_reason: str | None = None
 
 
 Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]

@@ -20,6 +20,7 @@ from gptactions.services.actions.registry import (
 )
 from gptactions.services.errors import Problem, check_text, invalid, unknown_model
 from gptactions.services.interactions import (
+    FinishReason,
     InteractionKind,
     InteractionLog,
     InteractionStatus,
@@ -37,6 +38,8 @@ class ActionCall:
     parameters: dict[str, Any]
     user_id: str | None = None
     model: str | None = None
+    deadline: float | None = None
+    """The loop time by which generation must end (`GenerationRequest.deadline`)."""
 
 
 class ActionService:
@@ -89,7 +92,9 @@ class ActionService:
         """Run the action; the outcome is returned once its interaction is committed."""
         definition = self.check(call)
         started = time.perf_counter()
-        context = ActionContext(self._router, call.model, self._max_tokens, self._templates)
+        context = ActionContext(
+            self._router, call.model, self._max_tokens, self._templates, call.deadline
+        )
         try:
             outcome = await definition.handler(context, call.parameters)
         except BackendError as error:
@@ -127,6 +132,7 @@ def _interaction(
         model=outcome.model or None,
         latency_ms=round((time.perf_counter() - started) * 1000),
         usage=outcome.usage,
+        finish_reason=FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None,
     )
 
 
