@@ -55,7 +55,7 @@ async def test_export_and_erase_own_data_only(
     assert erased.json() == {
         "userId": "alice",
         "deletedConversations": 1,
-        "deletedInteractions": 1,
+        "deletedInteractions": 2,  # her message, and her refused export (kind rejected)
     }
     assert "erased the data of user 'alice'" in caplog.text
     assert "alice secret" not in caplog.text

@@ -64,8 +64,10 @@ async def test_each_refusal_before_the_model_is_logged_with_the_body_it_sent(
         assert by_status[403]["endpoint"] == "GET /api/v1/gpt/logs"
         assert by_status[403]["userId"] == "chat-only"  # no userId sent: the key's name
         assert by_status[415]["message"] == "userId=u"
-        # Refused from its Content-Length, unread: its size is what the log can say.
-        assert by_status[413]["message"].endswith("bytes omitted]")
+        # Refused from its Content-Length before the app read it: its start is kept all the same.
+        kept, _, rest = by_status[413]["message"].partition("… [truncated: ")
+        assert kept.startswith('{"userId"') and len(kept.encode()) == MAX_BODY_BYTES
+        assert rest.endswith(" bytes omitted]")
         # The other operations' interactions are not among them, and they are among all.
         everything = (await api.get(f"{API}/logs", key=key)).json()
         assert {item["kind"] for item in everything} == {"rejected"}

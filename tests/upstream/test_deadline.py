@@ -12,31 +12,31 @@ from gptactions.llm.openai import OpenAIBackend
 from gptactions.llm.router import BackendRouter
 from tests.conftest import ADMIN_KEY
 
-from .faulty import FaultyUpstream
+from .faulty import REPLY, FaultyUpstream
 from .test_streaming_api import SSE, events, served
 
 API = "/api/v1/gpt"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def quick(settings: Settings) -> Settings:
-    return settings.model_copy(update={"request_deadline": 2.0})
+def quick(settings: Settings, seconds: float = 2.0) -> Settings:
+    return settings.model_copy(update={"request_deadline": seconds})
 
 
 @pytest.mark.upstream
 async def test_a_slow_upstream_reply_is_cut_at_the_deadline(
     settings: Settings, faulty: FaultyUpstream
 ) -> None:
-    # One word every half second: the reply is far from done when the deadline comes.
-    upstream = OpenAIBackend(name="upstream", base_url=faulty.url("drip-0.5"), model="m")
-    async with served(quick(settings), BackendRouter([upstream])) as client:
+    # One word a second: the reply (five words) is far from done when the deadline comes.
+    upstream = OpenAIBackend(name="upstream", base_url=faulty.url("drip-1.0"), model="m")
+    async with served(quick(settings, 3.0), BackendRouter([upstream])) as client:
         answer = await client.post(
             f"{API}/conversations", json={"userId": "u", "message": "hi"}, headers=AUTH
         )
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["finishReason"] == "deadline" and body["truncated"] is True
-        assert body["reply"] and len(body["reply"].split()) < 6
+        assert body["reply"] and REPLY.startswith(body["reply"]) and body["reply"] != REPLY
         assert faulty.wait_for_disconnects(1)  # the upstream request was closed
         (entry, *_) = (await client.get(f"{API}/logs", headers=AUTH)).json()
         assert entry["status"] == "ok" and entry["finishReason"] == "deadline"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,9 @@ from gptactions.services.rejections import (
 )
 
 log = logging.getLogger(__name__)
+
+_READ_TIMEOUT = 1.0
+"""Seconds spent at most reading the start of a refused body the app did not read."""
 
 
 class RecordRejections:
@@ -44,17 +48,28 @@ class RecordRejections:
         arrived = loop.time()
         body = bytearray()
         size = 0
+        ended = False
         status = 0
         held: list[Message] = []
 
         async def body_receive() -> Message:
-            nonlocal size
+            nonlocal size, ended
             message = await receive()
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 body.extend(chunk[: max(0, MAX_BODY_BYTES - len(body))])
+                ended = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                ended = True
             return message
+
+        async def read_unread_body() -> None:
+            """What the app refused without reading (a 415, a 429): its start, for the log."""
+            with suppress(TimeoutError):
+                async with asyncio.timeout(_READ_TIMEOUT):
+                    while not ended and len(body) < MAX_BODY_BYTES:
+                        await body_receive()
 
         async def holding_send(message: Message) -> None:
             nonlocal status
@@ -65,32 +80,33 @@ class RecordRejections:
                 return
             held.append(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                answer = b"".join(m.get("body", b"") for m in held[1:])
-                query = scope.get("query_string", b"").decode("latin-1")
-                rejection = Rejection(
-                    method=scope["method"],
-                    path=scope["path"] + (f"?{query}" if query else ""),
-                    status=status,
-                    body=bytes(body),
-                    body_size=max(size, _announced(scope)),
-                    answer=answer,
-                    latency_ms=round((loop.time() - arrived) * 1000),
-                )
-                await self._record(scope, rejection)
+                principal = await self._caller(scope) if status != 401 else None
+                if principal is None:
+                    self.runtime.metrics.unauthenticated_rejections.labels(str(status)).inc()
+                else:
+                    await read_unread_body()
+                    await self._record(principal, rejection(status))
                 for kept in held:
                     await send(kept)
                 held.clear()
 
+        def rejection(status: int) -> Rejection:
+            answer = b"".join(m.get("body", b"") for m in held[1:])
+            query = scope.get("query_string", b"").decode("latin-1")
+            return Rejection(
+                method=scope["method"],
+                path=scope["path"] + (f"?{query}" if query else ""),
+                status=status,
+                body=bytes(body),
+                body_size=max(size, _announced(scope)),
+                answer=answer,
+                latency_ms=round((loop.time() - arrived) * 1000),
+            )
+
         await self.app(scope, body_receive, holding_send)
 
-    async def _record(self, scope: Scope, rejection: Rejection) -> None:
-        """Record the refusal of an authenticated caller; count the others."""
-        principal = None
-        if rejection.status != 401:
-            principal = await self._caller(scope)
-        if principal is None:
-            self.runtime.metrics.unauthenticated_rejections.labels(str(rejection.status)).inc()
-            return
+    async def _record(self, principal: Principal, rejection: Rejection) -> None:
+        """Record the refusal in the caller's log."""
         try:
             await self.runtime.log.record(rejected_interaction(principal, rejection))
         except Exception:  # the refusal is answered all the same

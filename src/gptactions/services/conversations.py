@@ -65,13 +65,13 @@ class ConversationService:
                 first = await anext(chunks)
         except TimeoutError:
             await chunks.aclose()
-            error = DeadlineReached(
+            late = DeadlineReached(
                 "the model did not begin its reply before the request's deadline; "
                 "try again shortly",
                 retry_after=DEADLINE_RETRY_AFTER,
             )
-            await self._turns.fail(prepared, error)
-            raise error from None
+            await self._turns.fail(prepared, late)
+            raise late from None
         except StopAsyncIteration:
             await chunks.aclose()
             error = BackendError("the model ended its reply before it began")
