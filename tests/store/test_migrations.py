@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -115,6 +116,27 @@ async def test_upgrade_twice_is_a_no_op_that_keeps_the_data(database: Database) 
 
     assert await _versions(database) == [_head()]
     assert [key.id for key in await KeyService(database).list()] == [created.info.id]
+    async with database.engine.connect() as connection:
+        assert await connection.run_sync(_differences) == []
+
+
+async def test_undoing_0008_keeps_the_search_triggers(database: Database) -> None:
+    """0008 alters `interactions` in place: a rebuild would drop 0007's triggers on SQLite."""
+    await database.upgrade()
+
+    def downgrade_to_0007(connection: Connection) -> list[str]:
+        alembic_command.downgrade(alembic_config(connection), "0007")
+        if connection.dialect.name != "sqlite":
+            return []
+        rows = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        return sorted(row[0] for row in rows)
+
+    async with database.engine.begin() as connection:
+        triggers = await connection.run_sync(downgrade_to_0007)
+    assert await _versions(database) == ["0007"]
+    if database.is_sqlite:
+        assert triggers == [f"{FTS_TABLE}_{event}" for event in ("delete", "insert", "update")]
+    await database.upgrade()
     async with database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
 

@@ -18,15 +18,20 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both databases (SQLite has DROP COLUMN since 3.35): batch mode would
+# rebuild the table on SQLite and lose 0007's search triggers with it.
+COLUMNS = (
+    sa.Column("finish_reason", sa.String(20), nullable=True),
+    sa.Column("http_status", sa.Integer(), nullable=True),
+    sa.Column("endpoint", sa.String(300), nullable=True),
+)
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("interactions") as batch:
-        batch.add_column(sa.Column("finish_reason", sa.String(20), nullable=True))
-        batch.add_column(sa.Column("http_status", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("endpoint", sa.String(300), nullable=True))
+    for column in COLUMNS:
+        op.add_column("interactions", column)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("interactions") as batch:
-        batch.drop_column("endpoint")
-        batch.drop_column("http_status")
-        batch.drop_column("finish_reason")
+    for column in reversed(COLUMNS):
+        op.drop_column("interactions", column.name)
