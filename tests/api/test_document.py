@@ -388,6 +388,7 @@ def test_settings_rules_find_long_timeouts_and_long_answers() -> None:
         upstream_url="http://127.0.0.1:9/v1",
         upstream_timeout=60,
         template_timeout=50,
+        request_deadline=44,
         max_response_chars=250_000,
         privacy_contact="privacy@example.org",
     )
@@ -398,3 +399,5 @@ def test_settings_rules_find_long_timeouts_and_long_answers() -> None:
     assert "GPTACTIONS_TEMPLATE_TIMEOUT is 50 s" in messages
     assert "250,000" in messages
     assert readiness.check_settings(Settings(privacy_contact="p@example.org")) == []
+    late = readiness.check_settings(Settings(privacy_contact="p@x.org", request_deadline=50))
+    assert [f.message.split(" is ")[0] for f in late] == ["GPTACTIONS_REQUEST_DEADLINE"]

@@ -364,9 +364,7 @@ def check_settings(settings: Settings, gpt_keys: Sequence[GptKey] = ()) -> list[
     if settings.upstream_url:
         timeouts.append(("GPTACTIONS_UPSTREAM_TIMEOUT", settings.upstream_timeout))
     timeouts += [(f"the timeout of backend {b.name!r}", b.timeout) for b in settings.backends]
-    deadline = getattr(settings, "request_deadline", None)
-    if isinstance(deadline, int | float):
-        timeouts.append(("GPTACTIONS_REQUEST_DEADLINE", float(deadline)))
+    timeouts.append(("GPTACTIONS_REQUEST_DEADLINE", settings.request_deadline))
     timeouts.append(("GPTACTIONS_TEMPLATE_TIMEOUT", settings.template_timeout))
     for name, seconds in timeouts:
         if seconds > ROUND_TRIP_SECONDS:
@@ -386,8 +384,8 @@ def check_settings(settings: Settings, gpt_keys: Sequence[GptKey] = ()) -> list[
                 "size",
                 "warning",
                 "/settings",
-                f"GPTACTIONS_MAX_RESPONSE_CHARS is {settings.max_response_chars:,}: /logs may "
-                f"answer with more than ChatGPT's {CHATGPT_MAX_CHARS:,} characters.",
+                f"GPTACTIONS_MAX_RESPONSE_CHARS is {settings.max_response_chars:,}: answers may "
+                f"be longer than ChatGPT's {CHATGPT_MAX_CHARS:,} characters.",
                 f"Set it to {CHATGPT_MAX_CHARS:,} or less.",
             )
         )
