@@ -178,6 +178,11 @@ async def test_every_reply_says_how_it_ended(settings: Settings) -> None:
         cut = (await api.post(f"{API}/conversations", {"userId": "u", "message": "a"})).json()
         assert cut["finishReason"] == "length" and cut["truncated"] is True
         assert (await latest_log(api))["finishReason"] == "length"
+        # The OpenAI-compatible API's calls say it in the log too.
+        chat = {"model": "fake", "messages": [{"role": "user", "content": "a"}], "stream": True}
+        assert (await api.post("/v1/chat/completions", chat)).status_code == 200
+        logged = await latest_log(api)
+        assert logged["kind"] == "chat.completion" and logged["finishReason"] == "length"
 
 
 async def test_a_reply_longer_than_the_response_limit_is_shortened_visibly(

@@ -31,6 +31,7 @@ from gptactions.llm.router import BackendRouter, RoutedStream
 from gptactions.services.errors import Problem, ServiceError, invalid
 from gptactions.services.interactions import (
     ABANDONED,
+    FinishReason,
     InteractionKind,
     InteractionLog,
     InteractionStatus,
@@ -273,6 +274,7 @@ class CompletionService:
                 model=generation.model or None,
                 latency_ms=latency,
                 usage=generation.usage,
+                finish_reason=_logged_finish(generation, status),
             )
         )
         finish = "tool_calls" if generation.tool_calls else generation.finish_reason
@@ -421,3 +423,12 @@ def _last_message(messages: tuple[ChatMessage, ...]) -> str:
     if last.content or not last.tool_calls:
         return last.content
     return json.dumps([{"name": c.name, "arguments": c.arguments} for c in last.tool_calls])
+
+
+def _logged_finish(generation: Generation, status: InteractionStatus) -> FinishReason | None:
+    """How the reply ended, as the log says it: none for a failure."""
+    if status == InteractionStatus.CANCELLED:
+        return FinishReason.CANCELLED
+    if status != InteractionStatus.OK:
+        return None
+    return FinishReason.of(generation.finish_reason)
