@@ -5,6 +5,11 @@ OpenAI itself, vLLM, Ollama, llama.cpp's server and LM Studio all speak the same
 backend errors: an answer we cannot use (a broken connection included) is a `BackendError`, an
 upstream that is saturated is `BackendUnavailable` (with a retry delay), one that cannot be reached
 at all `BackendUnreachable`, and a reply that takes longer than the total timeout `BackendTimeout`.
+
+The client is aiohttp's: one `ClientSession` per backend, its connections kept alive. httpx's
+connection pool was the bottleneck under concurrency (at 32 concurrent requests against an
+instant upstream, a bare route calling it managed about a sixth of what the same route did with
+aiohttp); bench/bench_gateway.py measures the whole path.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import SecretStr
+from yarl import URL
 
 from gptactions.llm.base import (
     BackendError,
@@ -67,7 +73,9 @@ _UNAVAILABLE_STATUSES = frozenset({429, 503})
 _TIMEOUT_STATUSES = frozenset({408, 504})
 
 # Transport failures after the upstream accepted the connection: it is there, but broke its answer.
-_BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+# (A refused or unresolvable connection is a `ClientConnectorError`, which `_transport_failure`
+# tells apart first; both are `ClientOSError`s.)
+_BROKEN = (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)
 
 _STATE_PROBE_INTERVAL = 15.0
 _MAX_UPSTREAM_MESSAGE = 300
@@ -110,7 +118,6 @@ class OpenAIBackend:
         max_concurrency: int = 8,
         queue_timeout: float = 5.0,
         probe_timeout: float = 3.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -128,8 +135,13 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.queue_timeout = queue_timeout
         self.probe_timeout = probe_timeout
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
+        base = URL(self.base_url)
+        if self._api_key is not None and self._api_key.get_secret_value():
+            # The key is the Authorization; aiohttp refuses credentials in the URL beside it.
+            base = base.with_user(None)
+        self._chat_url = base.joinpath("chat/completions")
+        self._models_url = base.joinpath("models")
         self._slots = asyncio.Semaphore(max_concurrency)
         # What this upstream refused, learnt from its answers: see `_refused_feature`.
         self._adapted: set[str] = set()
@@ -175,7 +187,7 @@ class OpenAIBackend:
                 await checking
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     async def _check(self) -> None:
         await self._probe()
@@ -183,31 +195,24 @@ class OpenAIBackend:
             # llama.cpp's server and LM Studio answer with their loaded model whatever the name.
             self.model = "default"
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self) -> aiohttp.ClientSession:
         headers = {"Accept": "application/json"}
         if self._api_key is not None and self._api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        timeout = httpx.Timeout(
-            connect=self.connect_timeout,
-            read=self.read_timeout,
-            write=self.read_timeout,
-            pool=self.queue_timeout + self.connect_timeout,
+        timeout = aiohttp.ClientTimeout(
+            total=None,  # the total timeout is ours: `total_timeout`, across retries
+            # Waiting for a pooled connection counts, as httpx's pool timeout did.
+            connect=self.queue_timeout + self.connect_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=self.read_timeout,
         )
-        limits = httpx.Limits(
-            max_connections=self.max_concurrency + 2,
-            max_keepalive_connections=self.max_concurrency,
-        )
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=timeout,
-            limits=limits,
-            transport=self._transport,
-            follow_redirects=False,
+        connector = aiohttp.TCPConnector(limit=self.max_concurrency + 2, limit_per_host=0)
+        return aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=connector, trust_env=True
         )
 
     @property
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         if self._client is None:
             self._client = self._new_client()
         return self._client
@@ -319,7 +324,7 @@ class OpenAIBackend:
 
     async def _open(
         self, request: GenerationRequest, *, stream: bool, deadline: float
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
         """Send the request, retried and adapted until the upstream starts answering."""
         if not self.model:
             async with asyncio.timeout_at(deadline):
@@ -340,48 +345,35 @@ class OpenAIBackend:
                 else:
                     self._adapted.add(refused.feature)
 
-    async def _send(self, payload: dict[str, Any]) -> httpx.Response:
+    async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         """One attempt: the response once its status says the upstream is answering."""
-        http = self._http
         try:
-            response = await http.send(
-                http.build_request("POST", "/chat/completions", json=payload), stream=True
-            )
-        except httpx.TimeoutException as exc:
-            raise self._transport_timeout(exc) from None
-        except _BROKEN as exc:
-            # Retried like a 5xx: the upstream is there, but this answer is lost.
-            raise _RetryableFailure(
-                BackendError(
-                    f"upstream {self.name!r} broke off the connection before answering: "
-                    + self._describe(exc)
-                )
-            ) from None
-        except httpx.TransportError as exc:
-            raise self._connection_failure(exc) from None
-        if response.status_code < 400:
+            response = await self._http.post(self._chat_url, json=payload, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_failure(exc) from None
+        if response.status < 400:
             return response
         try:
-            body = (await response.aread()).decode("utf-8", "replace")
-        except httpx.HTTPError:
+            body = (await response.read()).decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError):
             body = ""
         finally:
-            await response.aclose()
+            response.release()
         # llama-cpp-python's server answers 500 to a request it cannot validate.
-        if response.status_code in (400, 422, 500):
+        if response.status in (400, 422, 500):
             feature = refused_feature(payload, body)
             if feature is not None:
                 raise _FeatureRefused(feature)
-        raise self._status_failure(response.status_code, response.headers, body)
+        raise self._status_failure(response.status, response.headers, body)
 
-    async def _read_json(self, response: httpx.Response) -> Any:
+    async def _read_json(self, response: aiohttp.ClientResponse) -> Any:
         """The decoded body of a non-streamed answer."""
         try:
-            body = await response.aread()
-        except httpx.TransportError as exc:
+            body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._broken_off(exc) from None
         finally:
-            await response.aclose()
+            response.release()
         try:
             return json.loads(body)
         except ValueError:
@@ -417,10 +409,11 @@ class OpenAIBackend:
                 async for chunk in chunks:
                     yield chunk
         finally:
-            await response.aclose()
+            # Back to the pool when the answer was read to its end; closed when it was not.
+            response.release()
 
     async def _read_stream(
-        self, response: httpx.Response, request: GenerationRequest, deadline: float
+        self, response: aiohttp.ClientResponse, request: GenerationRequest, deadline: float
     ) -> AsyncGenerator[Chunk, None]:
         """Parse the Server-Sent Events of a streamed completion into chunks."""
         completion_tokens = 0
@@ -428,7 +421,7 @@ class OpenAIBackend:
         finish: str | None = None
         done = False
         started_calls: set[int] = set()
-        events = sse_data(response.aiter_lines())
+        events = sse_data(_lines(response))
         try:
             while True:
                 try:
@@ -469,7 +462,7 @@ class OpenAIBackend:
                         completion_tokens += 1
                         yield Chunk(text=well_formed(str(text)), tool_calls=calls)
                     finish = choice.get("finish_reason") or finish
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise self._broken_off(exc) from None
         finally:
             await events.aclose()
@@ -518,7 +511,7 @@ class OpenAIBackend:
         return _Slot(self, deadline)
 
     def _status_failure(
-        self, status: int, headers: httpx.Headers, body: str
+        self, status: int, headers: Mapping[str, str], body: str
     ) -> _RetryableFailure | BackendError:
         retry_after = parse_retry_after(headers.get("retry-after"))
         detail = self._excerpt(error_message(body))
@@ -534,21 +527,33 @@ class OpenAIBackend:
             return _RetryableFailure(error, retry_after)
         return error
 
-    def _connection_failure(self, exc: Exception) -> _RetryableFailure:
+    def _connection_failure(self, exc: BaseException) -> _RetryableFailure:
         error = BackendUnreachable(
             f"upstream {self.name!r} is unreachable: {self._describe(exc)}", retry_after=5.0
         )
         return _RetryableFailure(error)
 
-    def _transport_timeout(self, exc: httpx.TimeoutException) -> _RetryableFailure | BackendError:
-        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+    def _transport_failure(self, exc: BaseException) -> _RetryableFailure | BackendError:
+        """What a failure to send a request and get its status means."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
             return self._connection_failure(exc)
-        # A read timeout is not retried: the upstream may still be working on the first attempt.
-        return self._read_timeout()
+        if isinstance(exc, TimeoutError):
+            # A read timeout is not retried: the upstream may still be working on the first
+            # attempt. (aiohttp's read timeouts are `TimeoutError`s too.)
+            return self._read_timeout()
+        if isinstance(exc, _BROKEN):
+            # Retried like a 5xx: the upstream is there, but this answer is lost.
+            return _RetryableFailure(
+                BackendError(
+                    f"upstream {self.name!r} broke off the connection before answering: "
+                    + self._describe(exc)
+                )
+            )
+        return self._connection_failure(exc)
 
-    def _broken_off(self, exc: httpx.TransportError) -> BackendError:
+    def _broken_off(self, exc: BaseException) -> BackendError:
         """What a transport failure while reading an answer means: a timeout, or a 502."""
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, TimeoutError):
             return self._read_timeout()
         return BackendError(f"upstream {self.name!r} stopped midway: {self._describe(exc)}")
 
@@ -601,10 +606,14 @@ class OpenAIBackend:
         first model when the configuration named none."""
         started = time.perf_counter()
         try:
-            timeout = min(self.connect_timeout, self.probe_timeout)
-            response = await self._http.get("/models", timeout=timeout)
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.TransportError) and not isinstance(exc, _BROKEN):
+            timeout = aiohttp.ClientTimeout(total=min(self.connect_timeout, self.probe_timeout))
+            async with self._http.get(
+                self._models_url, timeout=timeout, allow_redirects=False
+            ) as response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            unreachable = isinstance(exc, aiohttp.ClientConnectorError | TimeoutError)
+            if unreachable or not isinstance(exc, _BROKEN):
                 problem: BackendError = BackendUnreachable(
                     f"upstream {self.name!r} is unreachable: {self._describe(exc)}"
                 )
@@ -617,22 +626,33 @@ class OpenAIBackend:
         came_back = self._reachable is False
         self._reachable = True
         self._last_contact = time.monotonic()
-        if response.status_code >= 400 and response.status_code != 404:
+        if status >= 400 and status != 404:
             # Some upstreams do not list models (404); any other failure is worth reporting.
-            self._last_error = f"upstream {self.name!r} answered {response.status_code} to /models"
+            self._last_error = f"upstream {self.name!r} answered {status} to /models"
             return
         if came_back:
             self._last_error = None
         if self._last_latency_ms is None:
             self._last_latency_ms = (time.perf_counter() - started) * 1000
-        if not self.model and response.status_code < 400:
-            self.model = _first_model(response)
+        if not self.model and status < 400:
+            self.model = _first_model(body)
 
 
-def _first_model(response: httpx.Response) -> str:
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The lines of a streamed body as they arrive, without their line ends; any length."""
+    rest = b""
+    async for piece in response.content.iter_any():
+        *lines, rest = (rest + piece).split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+    if rest:
+        yield rest.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+def _first_model(body: bytes) -> str:
     """The id of the first model an upstream's `/models` lists, or nothing."""
     try:
-        return str(response.json()["data"][0]["id"])
+        return str(json.loads(body)["data"][0]["id"])
     except (ValueError, KeyError, IndexError, TypeError):
         return ""
 
