@@ -20,6 +20,7 @@ from gptactions.api import (
     oidc,
     openai_compat,
     status,
+    usage,
 )
 from gptactions.api import metrics as metrics_api
 from gptactions.api.disconnect import CancelOnDisconnect
@@ -93,6 +94,7 @@ def create_app(
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)
+    app.include_router(usage.router)
     app.include_router(actions.router)
     app.include_router(me.router)
     app.include_router(openai_compat.router)

@@ -174,19 +174,51 @@ def keys() -> None:
 )
 @click.option("--admin", is_flag=True, help="Every scope, and every tenant's logs.")
 @click.option("--tenant", default=DEFAULT_TENANT, show_default=True, help="The key's tenant.")
-def keys_create(name: str, scopes: tuple[str, ...], admin: bool, tenant: str) -> None:
+@click.option(
+    "--rate-limit",
+    default=None,
+    metavar="N/PERIOD",
+    help="Requests per period for this key, e.g. 60/minute (default: GPTACTIONS_RATE_LIMIT).",
+)
+@click.option(
+    "--token-limit",
+    default=None,
+    metavar="N/PERIOD",
+    help="Tokens per period for this key, e.g. 100000/day (default: GPTACTIONS_TOKEN_LIMIT).",
+)
+def keys_create(
+    name: str,
+    scopes: tuple[str, ...],
+    admin: bool,
+    tenant: str,
+    rate_limit: str | None,
+    token_limit: str | None,
+) -> None:
     """Create a key and print it; it is shown only this once (alone on the last line)."""
     chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
     try:
         new = _run(
             lambda: _with_database(
-                Settings(), lambda db: KeyService(db).create(name, scopes=chosen, tenant=tenant)
+                Settings(),
+                lambda db: KeyService(db).create(
+                    name,
+                    scopes=chosen,
+                    tenant=tenant,
+                    rate_limit=rate_limit,
+                    token_limit=token_limit,
+                ),
             )
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     info = new.info
     click.echo(f"created key {info.prefix}… ({info.name}, tenant {info.tenant})", err=True)
+    if info.rate_limit or info.token_limit:
+        click.echo(
+            f"limits: {info.rate_limit or 'the server rate limit'} requests, "
+            f"{info.token_limit or 'the server token limit'} tokens",
+            err=True,
+        )
     click.echo(f"scopes: {' '.join(info.scopes)}; it is shown only now:", err=True)
     click.echo(new.secret)
 
@@ -199,6 +231,8 @@ def _key_json(key: KeyInfo) -> dict[str, Any]:
         "tenant": key.tenant,
         "scopes": list(key.scopes),
         "imported": key.imported,
+        "rateLimit": key.rate_limit,
+        "tokenLimit": key.token_limit,
         "createdAt": key.created_at.isoformat(),
         "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
     }
@@ -207,16 +241,31 @@ def _key_json(key: KeyInfo) -> dict[str, Any]:
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_list(as_json: bool) -> None:
-    """List keys: id, prefix, name, tenant, scopes, created, revoked."""
+    """List keys: id, prefix, name, tenant, scopes, own limits, created, revoked.
+
+    A limit shown as `-` is the server's (GPTACTIONS_RATE_LIMIT, GPTACTIONS_TOKEN_LIMIT).
+    """
     found = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).list()))
     if as_json:
         click.echo(json.dumps([_key_json(k) for k in found], indent=2))
         return
-    rows = [("ID", "PREFIX", "NAME", "TENANT", "SCOPES", "CREATED", "REVOKED")]
+    rows = [("ID", "PREFIX", "NAME", "TENANT", "SCOPES", "RATE", "TOKENS", "CREATED", "REVOKED")]
     for k in found:
         revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
         created = f"{k.created_at:%Y-%m-%d %H:%M}"
-        rows.append((k.id, k.prefix, k.name, k.tenant, " ".join(k.scopes), created, revoked))
+        rows.append(
+            (
+                k.id,
+                k.prefix,
+                k.name,
+                k.tenant,
+                " ".join(k.scopes),
+                k.rate_limit or "-",
+                k.token_limit or "-",
+                created,
+                revoked,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

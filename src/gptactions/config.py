@@ -22,7 +22,11 @@ _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 @dataclass(frozen=True)
 class Rate:
-    """At most `limit` requests per `period` seconds (`GPTACTIONS_RATE_LIMIT`)."""
+    """At most `limit` requests (or tokens) per `period` seconds.
+
+    `GPTACTIONS_RATE_LIMIT`, `GPTACTIONS_TOKEN_LIMIT`, and a key's own `--rate-limit` and
+    `--token-limit`.
+    """
 
     limit: int
     period: int
@@ -34,6 +38,11 @@ class Rate:
         if not match or int(match.group(1)) < 1:
             raise ValueError(f"not a rate: {text!r}; write e.g. 60/minute")
         return cls(int(match.group(1)), _PERIODS[match.group(2)])
+
+    def __str__(self) -> str:
+        """The rate as it is written: `20000/minute`."""
+        names = {seconds: name for name, seconds in _PERIODS.items()}
+        return f"{self.limit}/{names.get(self.period, f'{self.period}s')}"
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -233,9 +242,13 @@ class Settings(BaseSettings):
     rate_limit: str | None = Field(
         default=None, description="Requests per key, e.g. 60/minute; none when unset."
     )
+    token_limit: str | None = Field(
+        default=None,
+        description="Tokens (prompt + completion) per key, e.g. 1000000/day; none when unset.",
+    )
     redis_url: str | None = Field(
         default=None,
-        description="Redis for rate limits shared by replicas, e.g. redis://host:6379/0",
+        description="Redis for rate and token limits shared by replicas, e.g. redis://host:6379/0",
     )
     actions_file: Path | None = Field(default=None, description="YAML or TOML file of actions.")
     template_timeout: float = Field(
@@ -267,7 +280,7 @@ class Settings(BaseSettings):
     default_backend: str | None = None
     fallbacks: Annotated[list[str] | None, NoDecode] = None
 
-    @field_validator("rate_limit", "login_rate_limit")
+    @field_validator("rate_limit", "login_rate_limit", "token_limit")
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
         if value:

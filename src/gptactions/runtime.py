@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from gptactions.config import Settings, parse_duration
+from gptactions.config import Rate, Settings, parse_duration
 from gptactions.llm.factory import build_router
 from gptactions.llm.redact import LogRedactor
 from gptactions.llm.router import BackendRouter
@@ -18,13 +18,14 @@ from gptactions.services.completions import CompletionService
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import KeyService, NewKey, NoKeys
-from gptactions.services.limits import build_limiter
+from gptactions.services.limits import RateLimiter, TokenQuota, build_counter, build_limiter
 from gptactions.services.oauth import OAuthService
 from gptactions.services.oidc import OidcConfig, OidcService
 from gptactions.services.personal import PersonalData
 from gptactions.services.retention import Retention
 from gptactions.services.status import StatusService
 from gptactions.services.templates import RenderLimits, TemplateRenderer
+from gptactions.services.usage import UsageService
 from gptactions.services.users import UserService
 from gptactions.store import outage
 from gptactions.store.db import Database
@@ -66,7 +67,13 @@ class Runtime:
         )
         oidc = OidcConfig.from_settings(settings)
         self.oidc = OidcService(oidc, self.database, self.users) if oidc else None
-        self.log = InteractionLog(self.database)
+        # Requests and tokens per key (or OAuth user), in Redis when configured; a key's own
+        # limits replace the server's, so the counter exists even when neither is set.
+        self._counter = build_counter(settings.redis_url)
+        rate, tokens = settings.rate_limit, settings.token_limit
+        self.limiter = RateLimiter(Rate.parse(rate) if rate else None, self._counter)
+        self.quota = TokenQuota(Rate.parse(tokens) if tokens else None, self._counter)
+        self.log = InteractionLog(self.database, quota=self.quota)
         self.conversations = ConversationService(
             self.database,
             self.router,
@@ -91,7 +98,7 @@ class Runtime:
             max_tokens_limit=settings.max_tokens_limit,
         )
         self.status = StatusService(self.database, self.router)
-        self.limiter = build_limiter(settings.rate_limit, settings.redis_url)
+        self.usage = UsageService(self.database)
         self.http_log_redactor = LogRedactor(self.router.secrets)
         # Set when the server stops: requests still running end (their replies stored).
         self.stopping = asyncio.Event()
@@ -167,8 +174,7 @@ class Runtime:
             await self.keys.close()
             await self.templates.close()
             await self.database.close()
-            if self.limiter is not None:
-                await self.limiter.close()
+            await self._counter.close()
             await self.users.close()
             if self.oidc is not None:
                 await self.oidc.close()

@@ -36,6 +36,7 @@ OPERATIONS = [
     ("POST", "/api/v1/gpt/respond"),
     ("GET", "/api/v1/gpt/status"),
     ("GET", "/api/v1/gpt/logs"),
+    ("GET", "/api/v1/gpt/usage"),
     ("POST", "/api/v1/gpt/actions"),
     ("GET", "/api/v1/gpt/actions"),
     ("POST", "/v1/chat/completions"),
@@ -61,9 +62,14 @@ def test_every_operation_keeps_the_contract(server: Server, method: str, path: s
     # A log cursor is an opaque token the server hands out: a made-up one is rightly a 400,
     # though any string fits its schema. So is a search (q) without a letter or digit and, for
     # a chat completion, a tool_choice naming a function that tools lack, or messages beyond
-    # the context window, which no schema can say. Every other check still runs on these
-    # operations.
-    excluded = [positive_data_acceptance] if path.endswith(("/logs", "/chat/completions")) else []
+    # the context window, which no schema can say; nor can it say that a usage window's since
+    # must come before its until, or that window and since exclude each other. Every other
+    # check still runs on these operations.
+    excluded = (
+        [positive_data_acceptance]
+        if path.endswith(("/logs", "/usage", "/chat/completions"))
+        else []
+    )
 
     @given(case=operation.as_strategy())
     @settings(

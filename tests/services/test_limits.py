@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from gptactions.config import Rate, Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.limits import MemoryRateLimiter, RedisRateLimiter
+from gptactions.services.limits import MemoryCounter, RateLimiter, RedisCounter
 from tests.conftest import ADMIN_KEY, REDIS_URL, redis_reachable, running_app
 
 needs_redis = pytest.mark.skipif(
@@ -34,10 +35,32 @@ def test_bad_rates_are_refused_by_the_settings(text: str) -> None:
             Settings(rate_limit=text)
 
 
+def test_rates_print_as_they_are_written() -> None:
+    assert [str(Rate.parse(text)) for text in ("20000/minute", "5/seconds", "1/day")] == [
+        "20000/minute",
+        "5/second",
+        "1/day",
+    ]
+
+
+async def allowed(limiter: RateLimiter, name: str, rate: Rate | None = None) -> bool:
+    decision = await limiter.hit(name, rate)
+    assert decision is not None
+    return decision.allowed
+
+
 async def test_memory_limiter_counts_per_key() -> None:
-    limiter = MemoryRateLimiter(Rate(2, 3600))
-    assert [(await limiter.hit("a")).allowed for _ in range(3)] == [True, True, False]
-    assert (await limiter.hit("b")).allowed
+    limiter = RateLimiter(Rate(2, 3600), MemoryCounter())
+    assert [await allowed(limiter, "a") for _ in range(3)] == [True, True, False]
+    assert await allowed(limiter, "b")
+
+
+async def test_a_rate_given_for_a_call_replaces_the_default() -> None:
+    limiter = RateLimiter(Rate(1, 3600), MemoryCounter())
+    own = Rate(3, 3600)
+    assert [await allowed(limiter, "a", own) for _ in range(4)] == [True, True, True, False]
+    assert [await allowed(limiter, "b") for _ in range(2)] == [True, False]
+    assert await RateLimiter(None, MemoryCounter()).hit("a") is None
 
 
 async def test_the_api_answers_429_with_retry_after(tmp_path: Path) -> None:
@@ -59,11 +82,11 @@ async def test_the_api_answers_429_with_retry_after(tmp_path: Path) -> None:
 async def test_redis_limits_are_shared_by_replicas(tmp_path: Path) -> None:
     prefix = f"gptactions:test:{uuid.uuid4().hex}:"
     first, second = (
-        RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix),
-        RedisRateLimiter(Rate(3, 3600), REDIS_URL, prefix=prefix),
+        RateLimiter(Rate(3, 3600), RedisCounter(REDIS_URL, prefix=prefix)),
+        RateLimiter(Rate(3, 3600), RedisCounter(REDIS_URL, prefix=prefix)),
     )
     try:
-        results = [(await limiter.hit("key")).allowed for limiter in (first, second, first, second)]
+        results = [await allowed(limiter, "key") for limiter in (first, second, first, second)]
     finally:
         await first.close()
         await second.close()
@@ -89,9 +112,15 @@ async def test_two_apps_on_one_redis_share_a_key_budget(tmp_path: Path) -> None:
     assert codes == [200, 200, 200, 200, 429]
 
 
-async def test_an_unreachable_redis_lets_requests_through() -> None:
-    limiter = RedisRateLimiter(Rate(1, 60), "redis://127.0.0.1:1/0")
-    try:
-        assert all([(await limiter.hit("k")).allowed for _ in range(3)])
-    finally:
-        await limiter.close()
+async def test_an_unreachable_redis_counts_in_the_process_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = RateLimiter(Rate(2, 60), RedisCounter("redis://127.0.0.1:1/0", prefix="x:"))
+    with caplog.at_level(logging.WARNING, logger="gptactions.services.limits"):
+        try:
+            results = [await allowed(limiter, "k") for _ in range(4)]
+        finally:
+            await limiter.close()
+    assert results == [True, True, False, False]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "counting in this process" in warnings[0]

@@ -157,3 +157,30 @@ async def test_a_later_page_of_a_search_starts_at_its_cursor(loaded: ApiClient) 
     cursor = first.headers["link"].split("cursor=", 1)[1].split(">", 1)[0]
     plan = await _plan_of_logs(loaded, key, {"limit": 50, "q": "message", "cursor": cursor})
     _assert_no_full_scan(plan)
+
+
+async def test_each_usage_query_is_an_indexed_aggregate(loaded: ApiClient) -> None:
+    # Ten minutes of the log (600 of the 20,000 rows): a tenant's, a user's, every tenant's.
+    window = {"since": "2026-01-01T00:16:40Z", "until": "2026-01-01T00:26:40Z"}
+    small = await loaded.key(tenant=SMALL, scopes=("logs",))
+    database = loaded.runtime.database
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM interactions" in statement:
+            captured.append((statement, parameters))
+
+    for key, params in ((small, {}), (small, {"userId": "user-40"}), (ADMIN_KEY, {})):
+        captured.clear()
+        event.listen(database.engine.sync_engine, "before_cursor_execute", capture)
+        try:
+            response = await loaded.get("/api/v1/gpt/usage", key, params={**window, **params})
+        finally:
+            event.remove(database.engine.sync_engine, "before_cursor_execute", capture)
+        assert response.status_code == 200, response.text
+        assert response.json()["total"]["requests"] > 0, params
+        assert len(captured) == 3  # the total, per key, per user: each one aggregate query
+        for statement, parameters in captured:
+            plan = await _explain(database, statement, parameters)
+            assert "ix_interactions_" in plan, plan
+            _assert_no_full_scan(plan)

@@ -15,6 +15,7 @@ from gptactions.api.schemas import ActionRequest, ConversationRequest
 from gptactions.runtime import Runtime
 from gptactions.services.errors import ServiceError, check_text
 from gptactions.services.keys import Principal, parse_authorization
+from gptactions.services.limits import check_rate
 from gptactions.services.oauth import ACCESS_PREFIX
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gptactions"'}
@@ -60,22 +61,11 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="gptactions", error="invalid_token"'},
         )
     request.state.principal = principal
-    if runtime.limiter is not None:
-        decision = await runtime.limiter.hit(principal.key_id)
-        if not decision.allowed:
-            runtime.metrics.rate_limited.inc()
-            raise ServiceError(
-                f"rate limit of {decision.limit} requests exceeded for this API key; "
-                f"retry in {decision.reset_after}s",
-                429,
-                "rate_limited",
-                headers={
-                    "Retry-After": str(decision.reset_after),
-                    "RateLimit-Limit": str(decision.limit),
-                    "RateLimit-Remaining": "0",
-                    "RateLimit-Reset": str(decision.reset_after),
-                },
-            )
+    try:
+        await check_rate(runtime.limiter, principal)
+    except ServiceError:
+        runtime.metrics.rate_limited.inc()
+        raise
     return principal
 
 

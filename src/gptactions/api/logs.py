@@ -16,8 +16,8 @@ from gptactions.api.schemas import (
     CURSOR_MAX_LENGTH,
     LOGS_DEFAULT_LIMIT,
     USER_ID_FILTER_MAX_LENGTH,
+    check_limit,
 )
-from gptactions.services.errors import Problem, invalid
 from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
 from gptactions.services.sizing import fit
 
@@ -25,8 +25,9 @@ router = APIRouter(prefix="/api/v1/gpt")
 
 
 def rfc3339(moment: datetime) -> str:
-    """`2026-11-25T18:03:04.123Z`: UTC, millisecond precision."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """`2026-11-25T18:03:04.123Z`: a time in UTC, millisecond precision, a four-digit year
+    (`0171-…`, which strftime's %Y does not pad)."""
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def log_item(entry: LogEntry) -> dict[str, Any]:
@@ -91,12 +92,7 @@ async def logs(
     kind: Annotated[InteractionKind | None, Query()] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""
-    if limit > runtime.settings.logs_max_limit:
-        maximum = runtime.settings.logs_max_limit
-        raise invalid(
-            f"Invalid input: limit: must be at most {maximum}",
-            Problem("/limit", f"query parameter limit: must be at most {maximum}"),
-        )
+    check_limit(limit, runtime.settings.logs_max_limit)
     page = await runtime.log.page(
         caller,
         LogQuery(

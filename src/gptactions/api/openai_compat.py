@@ -181,6 +181,7 @@ _CODES = {
     "forbidden": "insufficient_permissions",
     "not_found": "unknown_url",
     "rate_limited": "rate_limit_exceeded",
+    "token_limit_exceeded": "rate_limit_exceeded",
 }
 
 

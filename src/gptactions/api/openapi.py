@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, me, status
+from gptactions.api import actions, conversations, logs, me, status, usage
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
@@ -35,6 +35,7 @@ from gptactions.api.responses import (
     MyDataExport,
     OpenAPI30,
     StatusResponse,
+    UsageResponse,
 )
 from gptactions.api.schemas import (
     ACTION_NAME_MAX_LENGTH,
@@ -66,7 +67,8 @@ _ERRORS = {
     "404": "Not found.",
     "405": "Method not allowed.",
     "413": "The body is larger than the server's limit.",
-    "429": "The API key's rate limit is exceeded; retry after the Retry-After seconds.",
+    "429": "The key's (or OAuth user's) rate or token limit is reached (code rate_limited or "
+    "token_limit_exceeded; the message names the limit); retry after the Retry-After seconds.",
     "415": "The body is not JSON.",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
@@ -102,6 +104,7 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
                 MeResponse,
                 MyDataExport,
                 Erasure,
+                UsageResponse,
             )
         ],
         ref_template=COMPONENTS,
@@ -156,6 +159,7 @@ def build_document(
     _respond(doc)
     _get_status(doc)
     _get_logs(doc, settings)
+    _get_usage(doc, settings)
     _trigger_action(doc, registry)
     _list_actions(doc)
     _personal(doc)
@@ -370,6 +374,73 @@ def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
     _add_errors(operation, ["400", "401", "403", "429", "500"])
 
 
+def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
+    operation = _operation(doc, usage.router, "/usage", "get")
+    operation.update(
+        {
+            "summary": "Usage per key and per user.",
+            "description": "Requests and tokens from the log per key and per user, most "
+            "tokens first, over since..until (until: now) or `window` (default 24h). A key "
+            "sees its tenant's usage (admin: all), an OAuth token its own user's.",
+            "parameters": [
+                _query("since", {"type": "string", "format": "date-time"}, "Window start."),
+                _query("until", {"type": "string", "format": "date-time"}, "Window end."),
+                _query(
+                    "window",
+                    {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smhd]$"},
+                    "The window's length, ending now or at until: 90m, 24h, 7d (not with since).",
+                    example="24h",
+                ),
+                _query(
+                    "userId",
+                    {"type": "string", "minLength": 1, "maxLength": USER_ID_FILTER_MAX_LENGTH},
+                    "Only this user's usage.",
+                ),
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit},
+                    f"Most keys and most users listed (default {LOGS_DEFAULT_LIMIT}).",
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The window's usage.",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": SCHEMA_PREFIX + UsageResponse.__name__},
+                            "example": _USAGE_EXAMPLE,
+                        }
+                    },
+                }
+            },
+        }
+    )
+    _add_errors(operation, ["400", "403", *_READ_ERRORS])
+
+
+def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+        **extra,
+    }
+
+
+_SUMS_EXAMPLE = {"requests": 12, "promptTokens": 2400, "completionTokens": 610, "totalTokens": 3010}
+_USAGE_EXAMPLE = {
+    "since": "2026-11-24T18:00:00.000Z",
+    "until": "2026-11-25T18:00:00.000Z",
+    "total": _SUMS_EXAMPLE,
+    "keys": [{"keyId": "9f2c0d4e5a6b7c8d9e0f1a2b3c4d5e6f", "name": "support-gpt", **_SUMS_EXAMPLE}],
+    "users": [{"tenant": "default", "userId": "alice", **_SUMS_EXAMPLE}],
+    "truncated": False,
+}
+
+
 def _trigger_action(doc: dict[str, Any], registry: ActionRegistry) -> None:
     operation = _operation(doc, actions.router, "/actions", "post")
     operation["description"] = (
@@ -486,36 +557,27 @@ def _event_stream() -> dict[str, Any]:
 
 
 def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
-
     def text(max_length: int) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": max_length}
 
     return [
-        query("userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."),
-        query(
+        _query("userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."),
+        _query(
             "conversationId",
             text(CONVERSATION_ID_MAX_LENGTH),
             "Only this conversation's interactions.",
         ),
-        query(
+        _query(
             "since",
             {"type": "string", "format": "date-time"},
             "Only interactions at or after this time (RFC 3339).",
         ),
-        query(
+        _query(
             "until",
             {"type": "string", "format": "date-time"},
             "Only interactions before this time (RFC 3339).",
         ),
-        query(
+        _query(
             "limit",
             {
                 "type": "integer",
@@ -525,12 +587,12 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             },
             "Most items to return.",
         ),
-        query(
+        _query(
             "cursor",
             text(CURSOR_MAX_LENGTH),
             "The next page's cursor, from the Link header.",
         ),
-        query(
+        _query(
             "q",
             text(SEARCH_MAX_LENGTH),
             "Full-text search: only interactions whose message or reply holds every one of "

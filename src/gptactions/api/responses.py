@@ -251,6 +251,48 @@ class Erasure(Body):
     deleted_interactions: int
 
 
+class UsageSums(Body):
+    """Requests and tokens summed over the window."""
+
+    requests: int = Field(description="Interactions recorded, whatever their status.")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int = Field(description="Prompt and completion tokens.")
+
+
+class KeyUsage(UsageSums):
+    """One API key's usage (or an OAuth client's, for its users' calls)."""
+
+    key_id: str | None = Field(description="The key's id; null for the command line's calls.")
+    name: str | None = Field(description="The key's name; null when the key is unknown here.")
+
+
+class UserUsage(UsageSums):
+    """One user's usage, within a tenant."""
+
+    tenant: str
+    user_id: str
+
+
+class UsageResponse(Body):
+    """Requests and tokens per key and per user over a window of the log, the most tokens first."""
+
+    since: str = Field(
+        description="Start of the window (RFC 3339, UTC), included.",
+        json_schema_extra={"format": "date-time"},
+    )
+    until: str = Field(
+        description="End of the window (RFC 3339, UTC), excluded.",
+        json_schema_extra={"format": "date-time"},
+    )
+    total: UsageSums
+    keys: list[KeyUsage]
+    users: list[UserUsage]
+    truncated: bool = Field(
+        description="Whether more keys or users used the window than `limit` lets through."
+    )
+
+
 class OpenAPI30(GenerateJsonSchema):
     """JSON Schema as OpenAPI 3.0.3 writes it: `nullable` for optional values, no field titles."""
 

@@ -26,6 +26,16 @@ USER_ID_FILTER_MAX_LENGTH = 1024
 CURSOR_MAX_LENGTH = 200
 LOGS_DEFAULT_LIMIT = 100
 
+
+def check_limit(limit: int, maximum: int) -> None:
+    """A 400 for a `limit` query parameter above `maximum` (GPTACTIONS_LOGS_MAX_LIMIT)."""
+    if limit > maximum:
+        raise invalid(
+            f"Invalid input: limit: must be at most {maximum}",
+            Problem("/limit", f"query parameter limit: must be at most {maximum}"),
+        )
+
+
 # What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
 # server and every client that reads the document agree on what a blank field is.
 ECMA_WHITESPACE = (

@@ -14,6 +14,7 @@ import { initSchemaPanel } from "./schema-panel.js";
 import { initServer } from "./server.js";
 import { initSignIn } from "./signin.js";
 import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
+import { initUsage } from "./usage.js";
 
 const KEY_SLOT = "gptactions.apiKey";
 const ENDPOINT_SLOT = "gptactions.endpoint";
@@ -535,6 +536,7 @@ function wire() {
   tabs(document.querySelector("#response-panel [role=tablist]"));
   app.showTool = tabs(document.querySelector(".workspace [role=tablist]"), (tab) => {
     if (tab.id === "tool-server") app.serverFigures.load();
+    if (tab.id === "tool-usage") app.usage.load();
   });
 }
 
@@ -544,6 +546,7 @@ app.schemaPanel = initSchemaPanel(app);
 app.logs = initLogs(app);
 app.history = initHistory(app);
 app.serverFigures = initServer(app);
+app.usage = initUsage(app);
 app.restore = (entry) => {
   if (!app.selectOperation(entry.opKey)) {
     toast(`${entry.method} ${entry.path} is no longer in the document.`);

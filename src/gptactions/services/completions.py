@@ -199,6 +199,7 @@ class CompletionService:
 
     async def prepare(self, principal: Principal, call: CompletionCall) -> PreparedCall:
         """Check the call against the rules and build the generation request."""
+        await self._log.admit(principal)
         if call.n != 1:
             raise invalid("Only n=1 is supported.", Problem("/n", "must be 1"))
         if not call.messages:

@@ -38,6 +38,7 @@ class ConversationService:
     ) -> None:
         self._database = database
         self._router = router
+        self._log = log
         self._turns = TurnRecorder(log)
         self._system_prompt = system_prompt
         self._default_max_tokens = default_max_tokens
@@ -103,6 +104,7 @@ class ConversationService:
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
         """Resolve the conversation and build the prompt that fits the model's context window."""
+        await self._log.admit(principal)
         check_text(
             ("/userId", turn.user_id),
             ("/message", turn.message),

@@ -11,6 +11,7 @@ import anyio
 from gptactions.llm.base import Usage
 from gptactions.services.errors import Problem, check_text, invalid, invalid_input
 from gptactions.services.keys import Principal
+from gptactions.services.limits import TokenQuota
 from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
@@ -134,7 +135,7 @@ def checked_search(q: str | None) -> str | None:
     return q
 
 
-def _in_utc(moment: datetime | None, pointer: str) -> datetime | None:
+def in_utc(moment: datetime | None, pointer: str) -> datetime | None:
     """The time in UTC (a time without an offset is UTC already); a 400 when UTC has no such
     time (9999-12-31T23:00-05:00 is in the year 10000)."""
     if moment is None:
@@ -175,10 +176,19 @@ def _entry(row: Interaction | queries.LogRow) -> LogEntry:
 class InteractionLog:
     """The log of interactions: writes each one, and reads them back a page at a time."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, quota: TokenQuota | None = None) -> None:
         self._database = database
+        self._quota = quota
         self.observer: Callable[[NewInteraction], None] | None = None
         """Told of each interaction once it is committed (the metrics listen)."""
+
+    async def admit(self, principal: Principal) -> None:
+        """Refuse (429) a caller whose token limit is used up, before anything is generated.
+
+        Every service that generates calls this first; `record` counts each reply's tokens.
+        """
+        if self._quota is not None:
+            await self._quota.check(principal)
 
     async def record(
         self, new: NewInteraction, *, new_conversation: Conversation | None = None
@@ -221,6 +231,10 @@ class InteractionLog:
             "endpoint": new.endpoint,
         }
         ident = await self._database.write(Write(interaction, conversation))
+        if self._quota is not None:
+            await self._quota.charge(
+                new.principal, new.usage.prompt_tokens + new.usage.completion_tokens
+            )
         if self.observer is not None:
             self.observer(new)
         return ident
@@ -298,7 +312,7 @@ def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
             cursor = queries.LogCursor.decode(query.cursor)
         except ValueError as error:
             raise invalid(str(error), Problem("/cursor", str(error))) from None
-    since, until = _in_utc(query.since, "/since"), _in_utc(query.until, "/until")
+    since, until = in_utc(query.since, "/since"), in_utc(query.until, "/until")
     if since and until and since >= until:
         raise invalid("since must be before until", Problem("/since", "must be before until"))
     return queries.LogFilter(

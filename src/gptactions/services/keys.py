@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from gptactions.config import Rate
 from gptactions.services.errors import Problem, ServiceError
 from gptactions.services.keycache import KeyCache, KeyVersions
 from gptactions.store import queries
@@ -38,6 +39,7 @@ class Principal:
     """Who is calling: the key's id, tenant and scopes. `admin` implies every scope.
 
     `user_id` is set for an OAuth access token: the caller then acts as that user only.
+    `rate_limit` and `token_limit` are the key's own limits, which replace the server's.
     """
 
     key_id: str
@@ -45,6 +47,8 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     user_id: str | None = None
+    rate_limit: Rate | None = None
+    token_limit: Rate | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -86,6 +90,8 @@ class KeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     imported: bool = False
+    rate_limit: str | None = None  # the key's own limits (`60/minute`); None: the server's
+    token_limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,22 @@ def _info(key: ApiKey) -> KeyInfo:
         created_at=queries.as_utc(key.created_at),
         revoked_at=queries.as_utc(key.revoked_at) if key.revoked_at else None,
         imported=key.imported,
+        rate_limit=key.rate_limit,
+        token_limit=key.token_limit,
     )
+
+
+def _rate(text: str | None, what: str) -> Rate | None:
+    """A key's own limit, parsed; a ValueError that names the option when it is not a rate."""
+    if text is None:
+        return None
+    try:
+        return Rate.parse(text)
+    except ValueError:
+        raise ValueError(
+            f"{what} {text!r} is not a rate: write a count per second, minute, hour or day, "
+            "e.g. 60/minute or 100000/day"
+        ) from None
 
 
 class KeyService:
@@ -189,8 +210,14 @@ class KeyService:
         scopes: tuple[str, ...] = DEFAULT_SCOPES,
         tenant: str = DEFAULT_TENANT,
         secret: str | None = None,
+        rate_limit: str | None = None,
+        token_limit: str | None = None,
     ) -> NewKey:
-        """Create a key; `secret` imports a key chosen elsewhere, listed by a hash fragment."""
+        """Create a key; `secret` imports a key chosen elsewhere, listed by a hash fragment.
+
+        `rate_limit` and `token_limit` (`60/minute`, `100000/day`) replace the server's limits
+        for this key.
+        """
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:
             raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
@@ -198,6 +225,7 @@ class KeyService:
             raise ValueError("a key needs a name")
         if not tenant.strip():
             raise ValueError("a key needs a tenant")
+        rate, tokens = _rate(rate_limit, "rate limit"), _rate(token_limit, "token limit")
         imported = secret is not None
         secret = secret or generate_secret()
         if len(secret) < 20:
@@ -211,6 +239,8 @@ class KeyService:
             tenant=tenant.strip(),
             scopes=" ".join(sorted(set(scopes), key=SCOPES.index)),
             imported=imported,
+            rate_limit=str(rate) if rate else None,
+            token_limit=str(tokens) if tokens else None,
         )
         async with self._database.session() as session:
             await queries.add_key(session, record)
@@ -228,7 +258,14 @@ class KeyService:
         # The lookup is by an index on the hash; the comparison below is constant-time anyway.
         if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at:
             return None
-        principal = Principal(key.id, key.name, key.tenant, frozenset(key.scopes.split()))
+        principal = Principal(
+            key.id,
+            key.name,
+            key.tenant,
+            frozenset(key.scopes.split()),
+            rate_limit=_rate(key.rate_limit, "rate limit"),
+            token_limit=_rate(key.token_limit, "token limit"),
+        )
         self.cache.put(digest, principal, generation)
         return principal
 

@@ -149,7 +149,7 @@ class UserService:
             return
         for key in keys:
             decision = await self._limiter.hit(key)
-            if not decision.allowed:
+            if decision is not None and not decision.allowed:
                 raise TooManyAttempts(decision.reset_after)
 
     async def sign_in_external(

@@ -88,6 +88,7 @@ class ApiKey(Base):
     `prefix` is the key's first characters for a generated key, a fragment of its hash for an
     imported one (a human-chosen key's first characters would give half of it away).
     `imported` marks the key GPTACTIONS_API_KEY brought in: the next one replaces it.
+    `rate_limit` and `token_limit` are the key's own limits (`gptactions keys create`).
     """
 
     __tablename__ = "api_keys"
@@ -101,6 +102,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The key's own limits (`60/minute`, `100000/day`), in place of the server's; NULL: none.
+    rate_limit: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    token_limit: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class KeyVersion(Base):

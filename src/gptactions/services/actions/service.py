@@ -90,6 +90,7 @@ class ActionService:
 
     async def run(self, principal: Principal, call: ActionCall) -> ActionOutcome:
         """Run the action; the outcome is returned once its interaction is committed."""
+        await self._log.admit(principal)
         definition = self.check(call)
         started = time.perf_counter()
         context = ActionContext(

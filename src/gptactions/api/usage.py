@@ -1,0 +1,60 @@
+"""GET /api/v1/gpt/usage: requests and tokens per key and per user over a window of the log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from gptactions.api.deps import LogsCaller, RuntimeDep
+from gptactions.api.logs import rfc3339
+from gptactions.api.responses import KeyUsage, UsageResponse, UsageSums, UserUsage
+from gptactions.api.schemas import LOGS_DEFAULT_LIMIT, USER_ID_FILTER_MAX_LENGTH, check_limit
+from gptactions.services import usage
+
+router = APIRouter(prefix="/api/v1/gpt")
+
+WINDOW_MAX_LENGTH = 16
+
+
+def _sums(sums: usage.UsageSums) -> dict[str, int]:
+    return {
+        "requests": sums.requests,
+        "prompt_tokens": sums.prompt_tokens,
+        "completion_tokens": sums.completion_tokens,
+        "total_tokens": sums.total_tokens,
+    }
+
+
+def usage_body(report: usage.UsageReport) -> dict[str, Any]:
+    """The report as the document describes it."""
+    return UsageResponse(
+        since=rfc3339(report.since),
+        until=rfc3339(report.until),
+        total=UsageSums(**_sums(report.total)),
+        keys=[KeyUsage(key_id=k.key_id, name=k.name, **_sums(k.sums)) for k in report.keys],
+        users=[
+            UserUsage(tenant=u.tenant, user_id=u.user_id, **_sums(u.sums)) for u in report.users
+        ],
+        truncated=report.truncated,
+    ).wire()
+
+
+@router.get("/usage", operation_id="getUsage")
+async def get_usage(
+    caller: LogsCaller,
+    runtime: RuntimeDep,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    window: Annotated[str | None, Query(min_length=1, max_length=WINDOW_MAX_LENGTH)] = None,
+    userId: Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
+    limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
+) -> Any:
+    """Requests and tokens per key and per user over a window of the log."""
+    check_limit(limit, runtime.settings.logs_max_limit)
+    report = await runtime.usage.report(
+        caller,
+        usage.UsageQuery(since=since, until=until, window=window, user_id=userId, limit=limit),
+    )
+    return usage_body(report)
