@@ -65,6 +65,20 @@ async def test_each_tenant_sees_only_its_own_usage(api: ApiClient) -> None:
     assert [k["name"] for k in theirs["keys"]] == ["other-gpt"]
 
 
+async def test_requests_refused_before_the_model_count_as_rejected(api: ApiClient) -> None:
+    key = await api.key()
+    used = await converse(api, key, "ada")
+    refused = await api.post(f"{API}/conversations", {"userId": "ada", "message": ""}, key)
+    assert refused.status_code == 400
+
+    seen = report(await api.get(f"{API}/usage", key))
+
+    ada = seen["users"][0]
+    assert (ada["userId"], ada["requests"], ada["rejected"]) == ("ada", 2, 1)
+    assert ada["totalTokens"] == used
+    assert (seen["total"]["requests"], seen["total"]["rejected"]) == (2, 1)
+
+
 async def test_an_oauth_token_sees_only_its_own_user(api: ApiClient) -> None:
     await api.runtime.users.create("alice", PASSWORD)
     await api.runtime.users.create("bob", PASSWORD)

@@ -32,7 +32,7 @@ def test_the_usage_tab_lists_keys_and_users(console: Console) -> None:
     row.wait_for()
 
     cells = [str(text).strip() for text in row.locator("td").all_text_contents()]
-    sums = [1, usage["promptTokens"], usage["completionTokens"], tokens]
+    sums = [1, 0, usage["promptTokens"], usage["completionTokens"], tokens]
     assert cells == [user, "default", *(f"{n:,}" for n in sums)]
     keys = console.page.locator("#usage-tables table", has_text="Per key")
     assert keys.locator("tbody tr").count() >= 1

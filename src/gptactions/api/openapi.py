@@ -24,6 +24,7 @@ from gptactions.api import actions, conversations, logs, me, status, usage
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
+from gptactions.api.openapi_query import USAGE_EXAMPLE, query_parameter, usage_parameters
 from gptactions.api.responses import (
     COMPONENTS,
     ActionList,
@@ -382,33 +383,14 @@ def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
             "description": "Requests and tokens from the log per key and per user, most "
             "tokens first, over since..until (until: now) or `window` (default 24h). A key "
             "sees its tenant's usage (admin: all), an OAuth token its own user's.",
-            "parameters": [
-                _query("since", {"type": "string", "format": "date-time"}, "Window start."),
-                _query("until", {"type": "string", "format": "date-time"}, "Window end."),
-                _query(
-                    "window",
-                    {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smhd]$"},
-                    "The window's length, ending now or at until: 90m, 24h, 7d (not with since).",
-                    example="24h",
-                ),
-                _query(
-                    "userId",
-                    {"type": "string", "minLength": 1, "maxLength": USER_ID_FILTER_MAX_LENGTH},
-                    "Only this user's usage.",
-                ),
-                _query(
-                    "limit",
-                    {"type": "integer", "minimum": 1, "maximum": settings.logs_max_limit},
-                    f"Most keys and most users listed (default {LOGS_DEFAULT_LIMIT}).",
-                ),
-            ],
+            "parameters": usage_parameters(settings),
             "responses": {
                 "200": {
                     "description": "The window's usage.",
                     "content": {
                         "application/json": {
                             "schema": {"$ref": SCHEMA_PREFIX + UsageResponse.__name__},
-                            "example": _USAGE_EXAMPLE,
+                            "example": USAGE_EXAMPLE,
                         }
                     },
                 }
@@ -416,29 +398,6 @@ def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
         }
     )
     _add_errors(operation, ["400", "403", *_READ_ERRORS])
-
-
-def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    """An optional query parameter."""
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-        **extra,
-    }
-
-
-_SUMS_EXAMPLE = {"requests": 12, "promptTokens": 2400, "completionTokens": 610, "totalTokens": 3010}
-_USAGE_EXAMPLE = {
-    "since": "2026-11-24T18:00:00.000Z",
-    "until": "2026-11-25T18:00:00.000Z",
-    "total": _SUMS_EXAMPLE,
-    "keys": [{"keyId": "9f2c0d4e5a6b7c8d9e0f1a2b3c4d5e6f", "name": "support-gpt", **_SUMS_EXAMPLE}],
-    "users": [{"tenant": "default", "userId": "alice", **_SUMS_EXAMPLE}],
-    "truncated": False,
-}
 
 
 def _trigger_action(doc: dict[str, Any], registry: ActionRegistry) -> None:
@@ -561,23 +520,25 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
         return {"type": "string", "minLength": 1, "maxLength": max_length}
 
     return [
-        _query("userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."),
-        _query(
+        query_parameter(
+            "userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."
+        ),
+        query_parameter(
             "conversationId",
             text(CONVERSATION_ID_MAX_LENGTH),
             "Only this conversation's interactions.",
         ),
-        _query(
+        query_parameter(
             "since",
             {"type": "string", "format": "date-time"},
             "Only interactions at or after this time (RFC 3339).",
         ),
-        _query(
+        query_parameter(
             "until",
             {"type": "string", "format": "date-time"},
             "Only interactions before this time (RFC 3339).",
         ),
-        _query(
+        query_parameter(
             "limit",
             {
                 "type": "integer",
@@ -587,12 +548,12 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             },
             "Most items to return.",
         ),
-        _query(
+        query_parameter(
             "cursor",
             text(CURSOR_MAX_LENGTH),
             "The next page's cursor, from the Link header.",
         ),
-        _query(
+        query_parameter(
             "q",
             text(SEARCH_MAX_LENGTH),
             "Full-text search: only interactions whose message or reply holds every one of "
@@ -600,7 +561,7 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
             "words; punctuation separates words and is otherwise ignored). Combines with the "
             "other filters and the cursor.",
         ),
-        query(
+        query_parameter(
             "kind",
             {"type": "string", "enum": [kind.value for kind in InteractionKind]},
             "Only interactions of this kind (rejected: requests refused before the model).",

@@ -254,7 +254,10 @@ class Erasure(Body):
 class UsageSums(Body):
     """Requests and tokens summed over the window."""
 
-    requests: int = Field(description="Interactions recorded, whatever their status.")
+    requests: int = Field(description="Interactions in the log, whatever their status.")
+    rejected: int = Field(
+        description="Of those, requests refused before the model (a 4xx, a limit's 429 say)."
+    )
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int = Field(description="Prompt and completion tokens.")

@@ -21,6 +21,7 @@ WINDOW_MAX_LENGTH = 16
 def _sums(sums: usage.UsageSums) -> dict[str, int]:
     return {
         "requests": sums.requests,
+        "rejected": sums.rejected,
         "prompt_tokens": sums.prompt_tokens,
         "completion_tokens": sums.completion_tokens,
         "total_tokens": sums.total_tokens,

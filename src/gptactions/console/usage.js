@@ -8,6 +8,7 @@ const count = (n) => Math.round(Number(n) || 0).toLocaleString("en");
 
 const SUMS = [
   ["requests", "Requests"],
+  ["rejected", "Rejected"],
   ["promptTokens", "Tokens in"],
   ["completionTokens", "Tokens out"],
   ["totalTokens", "Tokens"],

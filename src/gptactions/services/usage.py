@@ -34,9 +34,11 @@ class UsageQuery:
 
 @dataclass(frozen=True)
 class UsageSums:
-    """Requests and tokens of one key, one user, or everything."""
+    """Requests and tokens of one key, one user, or everything; `rejected` of the requests were
+    refused before the model."""
 
     requests: int
+    rejected: int
     prompt_tokens: int
     completion_tokens: int
 
@@ -77,7 +79,7 @@ class UsageReport:
 
 
 def _sums(row: store.UsageRow) -> UsageSums:
-    return UsageSums(row.requests, row.prompt_tokens, row.completion_tokens)
+    return UsageSums(row.requests, row.rejected, row.prompt_tokens, row.completion_tokens)
 
 
 def _window(query: UsageQuery, now: datetime) -> tuple[datetime, datetime]:

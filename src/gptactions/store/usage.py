@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.store.models import ApiKey, Interaction, OAuthClient
+from gptactions.store.models import ApiKey, Interaction, InteractionStatus, OAuthClient
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class UsageRow:
     tenant: str | None
     user_id: str | None
     requests: int
+    rejected: int
     prompt_tokens: int
     completion_tokens: int
 
@@ -49,8 +50,10 @@ def _conditions(query: UsageFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
+_REJECTED = case((Interaction.status == InteractionStatus.REJECTED, 1), else_=0)
 _SUMS = (
     func.count().label("requests"),
+    func.coalesce(func.sum(_REJECTED), 0).label("rejected"),
     func.coalesce(func.sum(Interaction.prompt_tokens), 0).label("prompt_tokens"),
     func.coalesce(func.sum(Interaction.completion_tokens), 0).label("completion_tokens"),
 )
@@ -62,6 +65,7 @@ def _row(values: Any, **group: str | None) -> UsageRow:
         tenant=group.get("tenant"),
         user_id=group.get("user_id"),
         requests=int(values.requests),
+        rejected=int(values.rejected),
         prompt_tokens=int(values.prompt_tokens),
         completion_tokens=int(values.completion_tokens),
     )
