@@ -20,7 +20,7 @@ API = "/api/v1/gpt"
 async def test_a_request_still_queued_at_its_deadline_is_a_503_with_retry_after(
     settings: Settings, local_backend: LocalBackend
 ) -> None:
-    quick = settings.model_copy(update={"request_deadline": 2.0})
+    quick = settings.model_copy(update={"request_deadline": 3.0})
     engine = local_backend.engine
     holders = [endless_job(local_backend, f"Say x {n}.") for n in range(local_backend.parallel)]
     async with running_app(quick, _KeepLoaded(local_backend)) as api:  # type: ignore[arg-type]

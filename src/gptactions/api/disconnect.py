@@ -22,8 +22,8 @@ PAST_DEADLINE_RETRY_AFTER = 5
 
 def deadline_margin(deadline: float) -> float:
     """Seconds before a request's deadline at which its generation ends: the time left to store
-    the reply and send it (a tenth of the deadline, at most 2 s)."""
-    return min(2.0, deadline / 10)
+    the reply and send it (a quarter of the deadline, at most 2 s)."""
+    return min(2.0, deadline / 4)
 
 
 def generation_deadline(scope: Scope) -> float | None:
