@@ -59,6 +59,18 @@ COMPLETION = json.dumps(
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 ).encode()
+# gptactions streams from its backends under a request deadline: the same answer as events.
+STREAMED = b"".join(
+    b"data: " + json.dumps(event).encode() + b"\n\n"
+    for event in (
+        {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock", "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": "Hello from the mock."},
+             "finish_reason": None}]},
+        {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "mock", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+    )
+) + b"data: [DONE]\n\n"  # fmt: skip
 MODELS = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
 CHAT = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}]}
 CONVERSE = {"userId": "bench", "message": "Say hello."}
@@ -80,12 +92,15 @@ def serve_mock(port: int) -> None:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length.group(1)))
-                body = MODELS if head.startswith(b"GET") else COMPLETION
+                request = await reader.readexactly(int(length.group(1))) if length else b""
+                kind, body = b"application/json", COMPLETION
+                if head.startswith(b"GET"):
+                    body = MODELS
+                elif re.search(rb'"stream":\s*true', request):
+                    kind, body = b"text/event-stream", STREAMED
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                    b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (kind, len(body), body)
                 )
         writer.close()
 

@@ -21,6 +21,7 @@ import logging
 import math
 import random
 import time
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import replace
@@ -142,6 +143,7 @@ class OpenAIBackend:
             base = base.with_user(None)
         self._chat_url = base.joinpath("chat/completions")
         self._models_url = base.joinpath("models")
+        self._proxy = _environment_proxy(base)
         self._slots = asyncio.Semaphore(max_concurrency)
         # What this upstream refused, learnt from its answers: see `_refused_feature`.
         self._adapted: set[str] = set()
@@ -207,9 +209,9 @@ class OpenAIBackend:
             sock_read=self.read_timeout,
         )
         connector = aiohttp.TCPConnector(limit=self.max_concurrency + 2, limit_per_host=0)
-        return aiohttp.ClientSession(
-            headers=headers, timeout=timeout, connector=connector, trust_env=True
-        )
+        # Not `trust_env`: aiohttp would then look up netrc and the proxy variables in a
+        # thread on every request; the proxy is looked up once instead (`_proxy`).
+        return aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector)
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -348,7 +350,9 @@ class OpenAIBackend:
     async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         """One attempt: the response once its status says the upstream is answering."""
         try:
-            response = await self._http.post(self._chat_url, json=payload, allow_redirects=False)
+            response = await self._http.post(
+                self._chat_url, json=payload, allow_redirects=False, proxy=self._proxy
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_failure(exc) from None
         if response.status < 400:
@@ -608,7 +612,7 @@ class OpenAIBackend:
         try:
             timeout = aiohttp.ClientTimeout(total=min(self.connect_timeout, self.probe_timeout))
             async with self._http.get(
-                self._models_url, timeout=timeout, allow_redirects=False
+                self._models_url, timeout=timeout, allow_redirects=False, proxy=self._proxy
             ) as response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -636,6 +640,13 @@ class OpenAIBackend:
             self._last_latency_ms = (time.perf_counter() - started) * 1000
         if not self.model and status < 400:
             self.model = _first_model(body)
+
+
+def _environment_proxy(url: URL) -> str | None:
+    """The proxy HTTP_PROXY / HTTPS_PROXY name for `url`, unless NO_PROXY exempts its host."""
+    if not url.host or urllib.request.proxy_bypass(url.host):
+        return None
+    return urllib.request.getproxies().get(url.scheme)
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
