@@ -275,3 +275,28 @@ def test_users_and_oauth_clients(isolated: Path) -> None:
         cwd=isolated,
     )  # fmt: skip
     assert bad.returncode != 0 and "https" in bad.stderr
+
+
+def test_a_reader_that_stops_early_is_not_a_database_outage(isolated: Path) -> None:
+    """`gptactions logs export | head -1`: the closed pipe ends the command quietly, without
+    blaming the database."""
+    assert gptactions("keys", "create", "--name", "ci", cwd=isolated).returncode == 0
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
+    environment["GPTACTIONS_DATABASE_URL"] = f"sqlite:///{isolated / 'server.db'}"
+    for command in (("keys", "list"), ("logs", "export", "--format", "csv")):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before the command writes its first line
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "gptactions", *command],
+                cwd=isolated,
+                env=environment,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            os.close(write_end)
+        assert result.returncode == 1, result.stderr
+        assert "unreachable" not in result.stderr and "Traceback" not in result.stderr

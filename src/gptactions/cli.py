@@ -57,6 +57,9 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
     try:
         await database.upgrade()
         return await work(database)
+    except BrokenPipeError:
+        # Standard output's reader went away (`| head`), not the database: click exits quietly.
+        raise
     except Exception as error:
         if isinstance(error, DatabaseUnavailable) or outage.is_unavailable(error):
             raise DatabaseUnreachable(

@@ -48,8 +48,19 @@ async def test_invalid_input_is_400_naming_the_field(
     assert pointer.lstrip("/") in payload["error"]["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"null", b""])
-async def test_a_body_that_is_not_a_json_object_is_400(api: ApiClient, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "Invalid input: the body is not valid JSON: "),
+        (b"[1, 2]", "Invalid input: the body must be a JSON object"),
+        (b'"text"', "Invalid input: the body must be a JSON object"),
+        (b"null", "Invalid input: the body must be a JSON object"),
+        (b"", "Invalid input: a JSON object is required as the body"),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_is_400(
+    api: ApiClient, raw: bytes, message: str
+) -> None:
     response = await api.http.post(
         f"{API}/conversations",
         content=raw,
@@ -60,6 +71,14 @@ async def test_a_body_that_is_not_a_json_object_is_400(api: ApiClient, raw: byte
     )
     assert response.status_code == 400
     assert_error_shape(response.json(), "invalid_request")
+    # In JSON's words, not Python's ("a valid dictionary or instance of ConversationRequest").
+    assert response.json()["error"]["message"].startswith(message)
+
+
+async def test_a_non_object_field_is_named_in_json_words(api: ApiClient) -> None:
+    response = await api.post(f"{API}/actions", {"action": "summarize", "parameters": "text"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Invalid input: parameters: must be a JSON object"
 
 
 async def test_a_body_that_is_not_json_is_415(api: ApiClient) -> None:
@@ -118,6 +137,12 @@ async def test_bad_log_queries_are_400(api: ApiClient, query: str) -> None:
     response = await api.get(f"{API}/logs?{query}")
     assert response.status_code == 400
     assert_error_shape(response.json(), "invalid_request")
+    error = response.json()["error"]
+    if query.startswith(("limit", "since")):
+        name = query.split("=")[0]
+        # The message names the parameter once, as its detail does.
+        assert error["message"] == "Invalid input: " + error["details"][0]["message"]
+        assert error["message"].startswith(f"Invalid input: query parameter {name}: ")
 
 
 async def test_a_json_body_without_a_content_type_is_read_as_json(api: ApiClient) -> None:

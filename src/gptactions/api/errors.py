@@ -18,7 +18,7 @@ from gptactions.llm.base import (
     DeadlineReached,
     PromptTooLong,
 )
-from gptactions.services.errors import Problem, ServiceError, json_pointer
+from gptactions.services.errors import Problem, ServiceError, invalid_input, json_pointer
 from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -99,23 +99,28 @@ def _problem(error: dict[str, Any]) -> Problem:
     message = str(error.get("msg", "is invalid"))
     if error.get("type") == "json_invalid":
         return Problem("", "the body is not valid JSON: " + str(error.get("ctx", {}).get("error")))
+    pointer = _pointer(location)
     if error.get("type") == "missing":
-        message = "is required"
+        message = "a JSON object is required as the body" if not pointer else "is required"
+    elif error.get("type") in _NOT_AN_OBJECT:
+        # Pydantic says "a valid dictionary or instance of ConversationRequest": Python's words.
+        message = "the body must be a JSON object" if not pointer else "must be a JSON object"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if where == "query":
         message = f"query parameter {location[-1]!s}: {message}"
-    return Problem(_pointer(location), message)
+    return Problem(pointer, message)
+
+
+# Pydantic's error types for a value that is not a JSON object where one is expected.
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [_problem(dict(error)) for error in exc.errors()]
-    first = problems[0] if problems else Problem("", "invalid input")
-    summary = (
-        first.message if not first.pointer else f"{first.pointer.lstrip('/')}: {first.message}"
-    )
-    return error_response(400, f"Invalid input: {summary}", details=problems)
+    error = invalid_input(*(problems or [Problem("", "invalid input")]))
+    return error_response(400, error.message, details=problems)
 
 
 async def _service(_request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gptactions.config import Settings
-from gptactions.services.errors import Problem, invalid
+from gptactions.services.errors import Problem, invalid_input
 
 CONVERSATION_ID_MAX_LENGTH = 64
 """Longer than any id the server makes (`conv_` and 32 hex digits)."""
@@ -30,10 +30,7 @@ LOGS_DEFAULT_LIMIT = 100
 def check_limit(limit: int, maximum: int) -> None:
     """A 400 for a `limit` query parameter above `maximum` (GPTACTIONS_LOGS_MAX_LIMIT)."""
     if limit > maximum:
-        raise invalid(
-            f"Invalid input: limit: must be at most {maximum}",
-            Problem("/limit", f"query parameter limit: must be at most {maximum}"),
-        )
+        raise invalid_input(Problem("/limit", f"query parameter limit: must be at most {maximum}"))
 
 
 # What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
@@ -107,5 +104,4 @@ def _user_id_problems(user_id: str | None, settings: Settings) -> list[Problem]:
 def _raise_first(problems: list[Problem]) -> None:
     """A 400 listing every problem, summed up by the first."""
     if problems:
-        first = problems[0]
-        raise invalid(f"Invalid input: {first.pointer.lstrip('/')}: {first.message}", *problems)
+        raise invalid_input(*problems)

@@ -45,8 +45,10 @@ def invalid(message: str, *problems: Problem) -> ServiceError:
 def invalid_input(*problems: Problem) -> ServiceError:
     """A 400 whose message names the first problem: `Invalid input: message: must not ...`."""
     first = problems[0]
-    where = first.pointer.lstrip("/")
-    return invalid(f"Invalid input: {where + ': ' if where else ''}{first.message}", *problems)
+    # A query parameter's problem names it already ("query parameter limit: ...").
+    named = not first.pointer or first.message.startswith("query parameter ")
+    where = "" if named else first.pointer.lstrip("/") + ": "
+    return invalid(f"Invalid input: {where}{first.message}", *problems)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
