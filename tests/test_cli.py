@@ -252,6 +252,8 @@ def test_users_and_oauth_clients(isolated: Path) -> None:
     assert short.returncode != 0 and "at least 8" in short.stderr
     listed = gptactions("users", "list", "--json", cwd=isolated)
     assert [u["username"] for u in json.loads(listed.stdout)] == ["alice"]
+    header, row = gptactions("users", "list", cwd=isolated).stdout.splitlines()
+    assert header.index("DISABLED") == row.rindex(" -") + 1  # the columns line up
     assert gptactions("users", "disable", "alice", cwd=isolated).returncode == 0
     assert json.loads(gptactions("users", "list", "--json", cwd=isolated).stdout)[0]["disabledAt"]
     assert gptactions("users", "delete", "alice", cwd=isolated).returncode == 0

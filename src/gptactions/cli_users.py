@@ -71,7 +71,7 @@ def users_list(as_json: bool) -> None:
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'USERNAME':32} {'CREATED':17} DISABLED")
+    click.echo(f"{'USERNAME':32} {'CREATED':16} DISABLED")
     for u in found:
         disabled = u.disabled_at.strftime("%Y-%m-%d %H:%M") if u.disabled_at else "-"
         click.echo(f"{u.username:32} {u.created_at:%Y-%m-%d %H:%M} {disabled}")

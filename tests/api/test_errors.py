@@ -156,3 +156,14 @@ async def test_a_json_body_without_a_content_type_is_read_as_json(api: ApiClient
         "POST", f"{API}/conversations", content=b"userId=u", headers=headers
     )
     assert (await api.http.send(garbage)).status_code == 400
+
+
+async def test_a_bad_time_says_how_to_write_one(api: ApiClient) -> None:
+    # An offset pasted into a URL: its + is read as a space.
+    response = await api.get(f"{API}/logs?since=2026-11-26T00:00:00+01:00")
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("Invalid input: query parameter since: ")
+    assert "2026-01-31T12:00:00Z" in message and "%2B" in message
+    fine = await api.get(f"{API}/logs?since=2026-11-26T00:00:00%2B01:00")
+    assert fine.status_code == 200, fine.text

@@ -108,8 +108,14 @@ def _problem(error: dict[str, Any]) -> Problem:
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if where == "query":
+        if str(error.get("type", "")).startswith(("datetime_", "date_")):
+            # "+01:00" pasted into a URL arrives as " 01:00": the parser's words do not say so.
+            message += f"; write a time like {TIME_EXAMPLE}, with a + offset as %2B in a URL"
         message = f"query parameter {location[-1]!s}: {message}"
     return Problem(pointer, message)
+
+
+TIME_EXAMPLE = "2026-01-31T12:00:00Z"
 
 
 # Pydantic's error types for a value that is not a JSON object where one is expected.
