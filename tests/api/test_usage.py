@@ -179,3 +179,8 @@ async def test_the_document_describes_usage_with_an_example(api: ApiClient) -> N
         "users",
     }
     assert "429" in operation["responses"] and "400" in operation["responses"]
+    assert operation["x-openai-isConsequential"] is False
+    # A GPT's document without the logs scope leaves usage out, as it does /logs.
+    gpt = (await api.get("/openapi.json?scopes=chat,actions", None)).json()
+    reader = (await api.get("/openapi.json?scopes=logs", None)).json()
+    assert f"{API}/usage" not in gpt["paths"] and f"{API}/usage" in reader["paths"]

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from gptactions.api import actions, conversations, logs, me, openai_compat, status
+from gptactions.api import actions, conversations, logs, me, openai_compat, status, usage
 from gptactions.api.deps import Require
 from gptactions.api.openapi import oauth_scheme, servers_for
 from gptactions.config import Settings
@@ -27,6 +27,7 @@ _ROUTERS = (
     conversations.router,
     status.router,
     logs.router,
+    usage.router,
     actions.router,
     me.router,
     openai_compat.router,

@@ -384,6 +384,7 @@ def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
             "tokens first, over since..until (until: now) or `window` (default 24h). A key "
             "sees its tenant's usage (admin: all), an OAuth token its own user's.",
             "parameters": usage_parameters(settings),
+            "x-openai-isConsequential": False,
             "responses": {
                 "200": {
                     "description": "The window's usage.",
