@@ -50,7 +50,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "tests.upstream.llama_cpp_server",  # llama_cpp.server, safe on AMX CPUs
         "--model",
         str(bundled_model_path()),
         "--host",
