@@ -7,7 +7,8 @@ LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra
 by the same load generator, wrk when installed, else this script's own asyncio client (raw
 keep-alive HTTP/1.1, lighter than httpx), at 1 and 32 connections. Printed: p50, p99 and req/s;
 each req/s as a ratio to bare Starlette's and to LiteLLM's; the p50 gptactions adds at c=1 over
-the mock alone. Run: .venv/bin/python bench/bench_gateway.py [--quick] [--workers 2]
+the mock alone. Run: .venv/bin/python bench/bench_gateway.py [--quick] [--workers 2], with
+LITELLM=/path/to/its/venv/bin/litellm for LiteLLM installed in a virtualenv of its own.
 """
 
 from __future__ import annotations
@@ -141,6 +142,17 @@ def own_server(name: str, flag: str) -> Iterator[str]:
         yield url
 
 
+def litellm_binary() -> str | None:
+    """LiteLLM's `litellm` command: `LITELLM` (LiteLLM in a virtualenv of its own, as its
+    dependencies advise), else this environment's (the `bench` extra), else none."""
+    named = os.environ.get("LITELLM")
+    if named:
+        return named
+    if importlib.util.find_spec("litellm") is not None:
+        return shutil.which("litellm") or str(Path(sys.executable).parent / "litellm")
+    return None
+
+
 @contextmanager
 def litellm(mock_url: str, directory: str) -> Iterator[str]:
     """LiteLLM's proxy (1 worker, no database) in front of the mock; yields its base URL."""
@@ -154,7 +166,8 @@ def litellm(mock_url: str, directory: str) -> Iterator[str]:
         "      api_key: none\n"
     )
     port = free_port()
-    binary = shutil.which("litellm") or str(Path(sys.executable).parent / "litellm")
+    binary = litellm_binary()
+    assert binary is not None
     args = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
     ready = functools.partial(_answers, path="/health/liveliness")
     with process_server("LiteLLM", args, port, ready, timeout=180) as (url, _):
@@ -329,11 +342,15 @@ def main() -> None:
                 measure("gptactions PostgreSQL", url, CONVERSATIONS, CONVERSE, BENCH_KEY)
         else:
             print("PostgreSQL: skipped (not reachable, or --no-postgres)", file=sys.stderr)
-        if importlib.util.find_spec("litellm") is not None:
+        if litellm_binary() is not None:
             with litellm(f"{mock_url}/v1", tmp) as url:
                 measure("LiteLLM proxy", url, "/chat/completions", CHAT, None)
         else:
-            print("LiteLLM: skipped (install the `bench` extra)", file=sys.stderr)
+            print(
+                "LiteLLM: skipped (set LITELLM to its `litellm` command, or install the "
+                "`bench` extra)",
+                file=sys.stderr,
+            )
 
     starlette, lite = results["bare Starlette"], results.get("LiteLLM proxy")
     rows = []
