@@ -56,6 +56,14 @@ async def test_invalid_input_is_400_naming_the_field(
         (b'"text"', "Invalid input: the body must be a JSON object"),
         (b"null", "Invalid input: the body must be a JSON object"),
         (b"", "Invalid input: a JSON object is required as the body"),
+        (
+            b'{"userId": "u", "message": "m", "temperature": NaN}',
+            "Invalid input: the body is not valid JSON: NaN is not a JSON number",
+        ),
+        (
+            b'{"userId": "u", "message": "m", "maxTokens": -Infinity}',
+            "Invalid input: the body is not valid JSON: -Infinity is not a JSON number",
+        ),
     ],
 )
 async def test_a_body_that_is_not_a_json_object_is_400(

@@ -141,16 +141,27 @@ def is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and "+json" in media)
 
 
+class _NotJson(ValueError):
+    """A token Python's parser accepts and JSON does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, which JSON (RFC 8259) does not have; no check compares them.
+    raise _NotJson(f"{name} is not a JSON number")
+
+
 def _parse_json(raw: bytes) -> Any:
     """The JSON value of a body; the same 400s FastAPI gives for a missing or malformed one."""
     if not raw.strip():
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "required"}])
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
         reason = f"{error.msg} (line {error.lineno}, column {error.colno})"
     except UnicodeDecodeError:
         reason = "it is not UTF-8"
+    except _NotJson as error:
+        reason = str(error)
     except RecursionError:
         reason = "it is nested too deeply"
     raise RequestValidationError(
