@@ -133,6 +133,9 @@ def _answers(url: str, path: str) -> bool:
     return httpx.get(url + path, timeout=2).status_code < 500
 
 
+LITELLM_KEY = "sk-bench-0123456789abcdefghijklmnopqrstuv"
+
+
 @contextmanager
 def own_server(name: str, flag: str) -> Iterator[str]:
     """This script's mock upstream or echo app in a subprocess; yields its base URL."""
@@ -164,13 +167,16 @@ def litellm(mock_url: str, directory: str) -> Iterator[str]:
         "      model: openai/mock\n"
         f"      api_base: {mock_url}\n"
         "      api_key: none\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"  # it refuses to start without one, as we would
     )
     port = free_port()
     binary = litellm_binary()
     assert binary is not None
     args = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
     ready = functools.partial(_answers, path="/health/liveliness")
-    with process_server("LiteLLM", args, port, ready, timeout=180) as (url, _):
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no fetch from GitHub at start
+    with process_server("LiteLLM", args, port, ready, env=env, timeout=180) as (url, _):
         yield url
 
 
@@ -344,7 +350,7 @@ def main() -> None:
             print("PostgreSQL: skipped (not reachable, or --no-postgres)", file=sys.stderr)
         if litellm_binary() is not None:
             with litellm(f"{mock_url}/v1", tmp) as url:
-                measure("LiteLLM proxy", url, "/chat/completions", CHAT, None)
+                measure("LiteLLM proxy", url, "/chat/completions", CHAT, LITELLM_KEY)
         else:
             print(
                 "LiteLLM: skipped (set LITELLM to its `litellm` command, or install the "
