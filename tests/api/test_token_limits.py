@@ -59,7 +59,11 @@ async def test_a_key_over_its_token_limit_is_refused_before_the_model_runs(
         assert refused.json()["error"]["message"].endswith(" s")
         # Reading is not generating: the key still reads its logs and usage.
         assert (await api.get(f"{API}/logs", key)).status_code == 200
-        assert (await api.get(f"{API}/usage", key)).status_code == 200
+        usage = await api.get(f"{API}/usage", key)
+        assert usage.status_code == 200
+        # The refusal is in the log, as a rejected request that used no tokens.
+        assert usage.json()["total"]["rejected"] == 1
+        assert usage.json()["total"]["totalTokens"] == used
         # Another key has its own window.
         other = await api.key()
         assert (await api.post(f"{API}/conversations", TURN, other)).status_code == 200
