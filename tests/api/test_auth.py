@@ -46,6 +46,14 @@ async def test_every_operation_needs_a_valid_key(
     assert response.json()["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", "bearer"])
+async def test_a_header_without_a_key_says_a_key_is_required(api: ApiClient, header: str) -> None:
+    # `-H "Authorization: Bearer $KEY"` with KEY unset sends "Bearer": not a wrong key, no key.
+    response = await api.http.get(f"{API}/status", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["error"]["message"].startswith("an API key is required")
+
+
 @pytest.mark.parametrize("header", [f"Bearer {ADMIN_KEY}", ADMIN_KEY, f"bearer   {ADMIN_KEY}  "])
 async def test_bearer_and_bare_keys_are_accepted(api: ApiClient, header: str) -> None:
     response = await api.http.get(f"{API}/status", headers={"Authorization": header})

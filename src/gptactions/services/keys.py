@@ -152,7 +152,8 @@ def parse_authorization(header: str | None) -> str | None:
         return None
     value = header.strip()
     scheme, _, rest = value.partition(" ")
-    if rest and scheme.lower() == "bearer":
+    if scheme.lower() == "bearer":
+        # "Bearer" alone is an unset $KEY in `-H "Authorization: Bearer $KEY"`: no key at all.
         value = rest.strip()
     return value or None
 
