@@ -302,3 +302,27 @@ def test_a_reader_that_stops_early_is_not_a_database_outage(isolated: Path) -> N
             os.close(write_end)
         assert result.returncode == 1, result.stderr
         assert "unreachable" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("keys", "list"),
+        ("users", "list"),
+        ("oauth", "clients", "list"),
+        ("actions", "run", "sentiment", "--param", "text=fine"),
+    ],
+)
+def test_a_database_that_does_not_answer_is_one_line_not_a_traceback(
+    isolated: Path, command: tuple[str, ...]
+) -> None:
+    with socket.socket() as unused:  # a port nothing listens on: the connection is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    url = f"postgresql://gptactions:secret-password@127.0.0.1:{port}/nothing"
+    result = gptactions(*command, cwd=isolated, env={"GPTACTIONS_DATABASE_URL": url})
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]  # `actions run` logs the outage first, as a server does
+    assert last.startswith("Error: the database postgresql+asyncpg://gptactions:***@")
+    assert "is unreachable: " in last and "Connect call failed" in last
+    assert "Traceback" not in result.stderr and "secret-password" not in result.stderr

@@ -21,6 +21,7 @@ import yaml
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
+from gptactions.cli_database import DatabaseUnreachable, with_database
 from gptactions.cli_users import oauth, users
 from gptactions.config import Settings, parse_duration
 from gptactions.llm.factory import BackendConfigError, backend_configs
@@ -40,38 +41,14 @@ from gptactions.services.keys import (
     NoKeys,
 )
 from gptactions.services.retention import Retention
-from gptactions.store import outage
 from gptactions.store.backup import backup_sqlite, pg_dump_command
 from gptactions.store.db import Database, Upgrade
-from gptactions.store.outage import DatabaseUnavailable
 
 T = TypeVar("T")
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(work())
-
-
-async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    database = Database.from_settings(settings)
-    try:
-        await database.upgrade()
-        return await work(database)
-    except BrokenPipeError:
-        # Standard output's reader went away (`| head`), not the database: click exits quietly.
-        raise
-    except Exception as error:
-        if isinstance(error, DatabaseUnavailable) or outage.is_unavailable(error):
-            raise DatabaseUnreachable(
-                f"the database {database.location} is unreachable: {outage.short(error)}"
-            ) from None
-        raise
-    finally:
-        await database.close()
-
-
-class DatabaseUnreachable(click.ClickException):
-    """The command needs the database, which does not answer."""
 
 
 def announce_key(new_key: NewKey) -> None:
@@ -92,7 +69,7 @@ async def _with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[
         finally:
             await service.close()
 
-    return await _with_database(settings, with_service)
+    return await with_database(settings, with_service)
 
 
 @click.group()
@@ -201,7 +178,7 @@ def keys_create(
     chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
     try:
         new = _run(
-            lambda: _with_database(
+            lambda: with_database(
                 Settings(),
                 lambda db: KeyService(db).create(
                     name,
@@ -248,7 +225,7 @@ def keys_list(as_json: bool) -> None:
 
     A limit shown as `-` is the server's (GPTACTIONS_RATE_LIMIT, GPTACTIONS_TOKEN_LIMIT).
     """
-    found = _run(lambda: _with_database(Settings(), lambda db: KeyService(db).list()))
+    found = _run(lambda: with_database(Settings(), lambda db: KeyService(db).list()))
     if as_json:
         click.echo(json.dumps([_key_json(k) for k in found], indent=2))
         return
@@ -360,7 +337,7 @@ def logs_purge(older_than: str) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--older-than") from None
     purged = _run(
-        lambda: _with_database(settings, lambda db: Retention(db).purge_older_than(seconds))
+        lambda: with_database(settings, lambda db: Retention(db).purge_older_than(seconds))
     )
     click.echo(
         f"deleted {purged.interactions} interaction(s) older than {older_than} and "
@@ -427,7 +404,7 @@ def logs_export(
             stream.detach()  # standard output stays open for click
 
     try:
-        count = _run(lambda: _with_database(settings, export))
+        count = _run(lambda: with_database(settings, export))
     except ServiceError as error:
         raise click.ClickException(error.message) from None
     click.echo(f"exported {count} interaction(s)", err=True)
@@ -479,7 +456,7 @@ def openapi(fmt: str, scopes: str | None, check: bool) -> None:
     built = build_document(settings, load_registry(settings), build_router(settings).names)
     document = document_view(built, settings, origin=local_origin(settings), scopes=wanted)
     if check:
-        keys = _run(lambda: _with_database(settings, lambda db: KeyService(db).list()))
+        keys = _run(lambda: with_database(settings, lambda db: KeyService(db).list()))
         findings = readiness.check(document, settings, readiness.gpt_keys(keys))
         click.echo("\n".join(readiness.lines(findings)))
         if findings:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from gptactions.api.openapi_actions import describe_actions
+from gptactions.cli_database import unreachable
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
@@ -24,6 +25,7 @@ from gptactions.services.actions import (
 )
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import TERMINAL
+from gptactions.store.outage import DatabaseUnavailable
 
 
 def load_registry(settings: Settings) -> ActionRegistry:
@@ -100,6 +102,8 @@ def run(
         outcome = asyncio.run(_run(runtime, call))
     except (BackendError, ServiceError) as error:  # ServiceError: a template past its bounds
         raise click.ClickException(error.message) from None
+    except DatabaseUnavailable as error:  # the run is logged, so it needs the database
+        raise unreachable(error.location, error) from None
     if as_json:
         body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
@@ -112,6 +116,7 @@ def run(
 async def _run(runtime: Runtime, call: ActionCall) -> ActionOutcome:
     try:
         await runtime.open()
+        runtime.require_database()  # the run is logged: no database, no asking the model
         return await runtime.actions.run(TERMINAL, call)
     finally:
         await runtime.close()

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import click
 
+from gptactions.cli_database import with_database
 from gptactions.config import Settings
 from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES, OAUTH_SCOPES, OAuthService
 from gptactions.services.users import InvalidUser, UserService
@@ -19,15 +20,7 @@ T = TypeVar("T")
 
 
 def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
-    async def run() -> T:
-        database = Database.from_settings(Settings())
-        try:
-            await database.upgrade()
-            return await work(database)
-        finally:
-            await database.close()
-
-    return asyncio.run(run())
+    return asyncio.run(with_database(Settings(), work))
 
 
 def _read_password() -> str:

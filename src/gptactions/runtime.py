@@ -160,7 +160,8 @@ class Runtime:
     def require_database(self) -> None:
         """Raise `DatabaseUnavailable` while the database is not ready for requests."""
         if not self.database.ready:
-            raise DatabaseUnavailable(self.database.location, ConnectionError("not ready yet"))
+            why = self.database.outage.last_error or "not ready yet"
+            raise DatabaseUnavailable(self.database.location, ConnectionError(why))
 
     async def close(self) -> None:
         """Stop the backends and close the database."""

@@ -38,6 +38,7 @@ class DatabaseUnavailable(Exception):
     def __init__(self, location: str, cause: BaseException) -> None:
         super().__init__(f"the database is unavailable: {short(cause)}")
         self.location = location
+        self.cause = cause
         self.retry_after = RETRY_AFTER
 
 
