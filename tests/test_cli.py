@@ -326,3 +326,15 @@ def test_a_database_that_does_not_answer_is_one_line_not_a_traceback(
     assert last.startswith("Error: the database postgresql+asyncpg://gptactions:***@")
     assert "is unreachable: " in last and "Connect call failed" in last
     assert "Traceback" not in result.stderr and "secret-password" not in result.stderr
+
+
+def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
+    env = {"GPTACTIONS_PORT": "eighty", "GPTACTIONS_RATE_LIMIT": "lots"}
+    result = gptactions("keys", "list", cwd=isolated, env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: invalid settings (environment or .env):",
+        "  GPTACTIONS_PORT: Input should be a valid integer, unable to parse string as an integer",
+        "  GPTACTIONS_RATE_LIMIT: not a rate: 'lots'; write e.g. 60/minute",
+    ]

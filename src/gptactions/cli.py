@@ -18,12 +18,13 @@ from typing import IO, Any, TypeVar
 
 import click
 import yaml
+from pydantic import ValidationError
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, with_database
 from gptactions.cli_users import oauth, users
-from gptactions.config import Settings, parse_duration
+from gptactions.config import Settings, describe_invalid_settings, parse_duration
 from gptactions.llm.factory import BackendConfigError, backend_configs
 from gptactions.metrics import shared_between_workers
 from gptactions.runtime import Runtime, bootstrap_admin_key
@@ -542,7 +543,14 @@ cli.add_command(oauth)
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the `gptactions` command."""
-    return cli.main(args=argv, prog_name="gptactions")
+    try:
+        return cli.main(args=argv, prog_name="gptactions")
+    except ValidationError as error:
+        if error.title != Settings.__name__:
+            raise
+        # A mistyped GPTACTIONS_* variable: say which, not pydantic's traceback.
+        click.echo(f"Error: {describe_invalid_settings(error)}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -74,6 +82,17 @@ class BackendConfig(BaseModel):
     queue_timeout: float = Field(default=5.0, ge=0)
     context_window: int | None = Field(default=None, ge=256)
     model_path: Path | None = None
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """What is wrong with the settings, a line per variable; never their values (keys, URLs)."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        field, *path = problem["loc"] or ("?",)
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"  GPTACTIONS_{str(field).upper()}{where}: {message}")
+    return "\n".join(["invalid settings (environment or .env):", *lines])
 
 
 class Settings(BaseSettings):
