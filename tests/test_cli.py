@@ -250,6 +250,8 @@ def test_users_and_oauth_clients(isolated: Path) -> None:
     assert created.returncode == 0, created.stderr
     short = gptactions("users", "create", "--username", "bob", cwd=isolated, stdin="short\n")
     assert short.returncode != 0 and "at least 8" in short.stderr
+    silent = gptactions("users", "create", "--username", "bob", cwd=isolated, stdin="")
+    assert silent.returncode != 0 and "no password on standard input" in silent.stderr
     listed = gptactions("users", "list", "--json", cwd=isolated)
     assert [u["username"] for u in json.loads(listed.stdout)] == ["alice"]
     header, row = gptactions("users", "list", cwd=isolated).stdout.splitlines()

@@ -28,7 +28,10 @@ def _read_password() -> str:
     if sys.stdin.isatty():
         password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         return password
-    return sys.stdin.readline().rstrip("\r\n")
+    line = sys.stdin.readline()
+    if not line:  # standard input is empty or closed: not a password too short
+        raise click.UsageError("no password on standard input: pipe it as a line, or use a tty")
+    return line.rstrip("\r\n")
 
 
 @click.group()
