@@ -87,6 +87,9 @@ async def test_a_reply_still_running_at_the_deadline_is_answered_with_what_it_ha
         entry = await latest_log(api)
         assert entry["status"] == "ok" and entry["finishReason"] == "deadline"
         assert entry["reply"] == "Hello there"
+        # The backend's count of the prompt, though its last chunk (with the usage) never came.
+        assert body["usage"]["promptTokens"] == entry["promptTokens"] > 0
+        assert entry["completionTokens"] == 2
         # The turn is part of the conversation: /respond continues it.
         backend.pieces = ("More",)
         follow = await api.post(
@@ -126,7 +129,9 @@ async def test_a_stream_at_its_deadline_ends_with_a_done_event_saying_so(
         done = received[-1][1]
         assert done["reply"] == "Hello world"
         assert done["finishReason"] == "deadline" and done["truncated"] is True
-        assert (await latest_log(api))["finishReason"] == "deadline"
+        entry = await latest_log(api)
+        assert entry["finishReason"] == "deadline"
+        assert done["usage"]["promptTokens"] == entry["promptTokens"] > 0
 
 
 async def test_a_stream_that_never_began_is_a_503_before_any_event(settings: Settings) -> None:

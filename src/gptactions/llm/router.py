@@ -66,7 +66,22 @@ class RoutedStream:
     def __init__(self, router: BackendRouter, chain: list[Backend], request: GenerationRequest):
         self.backend = ""
         self.model = ""
+        self._router = router
+        self._request = request
         self._chunks = router._stream_chain(chain, request, self)
+
+    async def usage_so_far(self, pieces: int) -> Usage:
+        """The usage of a stream cut before its last chunk (which carries the real one): the
+        prompt counted by the answering backend, and a token per piece received (near enough,
+        for the local model and the upstreams alike)."""
+        if not self.backend:
+            return Usage(0, pieces)
+        try:
+            prompt = await self._router.count_tokens(self._request.messages, self.backend)
+        except Exception:  # the count is for the log: never lose the turn over it
+            log.warning("could not count the prompt's tokens on %s", self.backend, exc_info=True)
+            prompt = 0
+        return Usage(prompt, pieces)
 
     def __aiter__(self) -> RoutedStream:
         return self
@@ -199,8 +214,7 @@ class BackendRouter:
             await stream.aclose()
         return Generation(
             text="".join(parts),
-            # Pieces are tokens, near enough, for the local model and the upstreams alike.
-            usage=(last.usage if last else None) or Usage(0, len(parts)),
+            usage=(last.usage if last else None) or await stream.usage_so_far(len(parts)),
             finish_reason=(last.finish_reason or "stop") if last else "deadline",
             backend=stream.backend,
             model=stream.model,

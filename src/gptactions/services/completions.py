@@ -354,11 +354,11 @@ class CompletionStream:
         await self._chunks.aclose()
         with anyio.CancelScope(shield=True):
             self.completion = await self._service.record(
-                self._prepared, generation=self._generation(chunk.usage, chunk.finish_reason)
+                self._prepared, generation=await self._generation(chunk.usage, chunk.finish_reason)
             )
         yield chunk
 
-    def _generation(self, usage: Usage | None, finish: str | None) -> Generation:
+    async def _generation(self, usage: Usage | None, finish: str | None) -> Generation:
         calls = tuple(
             ToolCall(
                 id=next((p.id for p in pieces if p.id), ""),
@@ -370,8 +370,7 @@ class CompletionStream:
         )
         return Generation(
             text="".join(self._parts),
-            # Pieces are tokens, near enough, for the local model and the upstreams alike.
-            usage=usage or Usage(0, len(self._parts)),
+            usage=usage or await self._chunks.usage_so_far(len(self._parts)),
             finish_reason=finish or "stop",
             backend=self._chunks.backend,
             model=self._chunks.model,
@@ -383,7 +382,7 @@ class CompletionStream:
         with anyio.CancelScope(shield=True):
             await self._chunks.aclose()
             await self._service.record(
-                self._prepared, generation=self._generation(None, None), error=error
+                self._prepared, generation=await self._generation(None, None), error=error
             )
         raise error
 
@@ -395,7 +394,7 @@ class CompletionStream:
         with anyio.CancelScope(shield=True):
             await self._chunks.aclose()
             await self._service.record(
-                self._prepared, generation=self._generation(None, None), abandoned=True
+                self._prepared, generation=await self._generation(None, None), abandoned=True
             )
 
 

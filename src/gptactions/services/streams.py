@@ -81,14 +81,14 @@ class ReplyStream:
         # Stores the turn (an empty reply is stored as an error and raised); the whole reply is
         # in, so it is stored even if the client leaves meanwhile.
         with anyio.CancelScope(shield=True):
-            self.reply = await self._turns.complete(self._prepared, self._generated())
+            self.reply = await self._turns.complete(self._prepared, await self._generated())
 
     async def _end(self, error: BackendError) -> None:
         """Store the failed turn with what was generated, then raise the error."""
         self._ended = True
         with anyio.CancelScope(shield=True):
             await self._chunks.aclose()
-            await self._turns.fail(self._prepared, error, self._generated())
+            await self._turns.fail(self._prepared, error, await self._generated())
         raise error
 
     async def aclose(self) -> None:
@@ -96,14 +96,15 @@ class ReplyStream:
         if self._ended:
             return
         self._ended = True
-        await self._turns.abandon(self._prepared, self._generated(), close=self._chunks.aclose)
+        with anyio.CancelScope(shield=True):  # a client that left must not lose the row
+            generated = await self._generated()
+        await self._turns.abandon(self._prepared, generated, close=self._chunks.aclose)
 
-    def _generated(self) -> Generation:
+    async def _generated(self) -> Generation:
         """What the backend has generated so far."""
         return Generation(
             text="".join(self._parts),
-            # Pieces are tokens, near enough, for the local model and the upstreams alike.
-            usage=self._usage or Usage(0, len(self._parts)),
+            usage=self._usage or await self._chunks.usage_so_far(len(self._parts)),
             finish_reason=self._finish or "stop",
             backend=self.backend,
             model=self.model,
