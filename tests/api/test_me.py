@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
 from tests.api.test_oauth import PASSWORD, code_for, exchange, make_client
-from tests.conftest import ADMIN_KEY, ApiClient
+from tests.conftest import ADMIN_KEY, ApiClient, running_app
 
 
 async def token(api: ApiClient, username: str) -> str:
@@ -88,3 +91,79 @@ async def test_the_privacy_page_comes_from_the_settings(api: ApiClient) -> None:
     page = await api.http.get("/privacy")
     assert "privacy@example.com" in page.text
     assert "no longer than 30d after it was written" in page.text
+
+
+async def export_pages(api: ApiClient, user: str, key: str | None = None) -> list[dict[str, Any]]:
+    """Every page of a user's export, following the Link header; each checked to fit the limit."""
+    limit = api.runtime.settings.max_response_chars
+    pages: list[dict[str, Any]] = []
+    url: str | None = f"/api/v1/gpt/me/export?userId={user}"
+    while url:
+        answer = await api.get(url, key=key) if key else await api.get(url)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.text) <= limit
+        pages.append(answer.json())
+        link = answer.headers.get("link")
+        url = link.split(";")[0].strip("<>") if link else None
+        assert len(pages) < 200
+    return pages
+
+
+async def test_a_large_export_comes_in_pages_within_the_limit(
+    settings: Settings, fake: FakeBackend, database_url: str
+) -> None:
+    tight = settings.model_copy(
+        update={
+            "database_url": database_url,  # both databases: the pages seek row values
+            "max_response_chars": 4_000,
+            "max_message_length": 9_000,
+        }
+    )
+    async with running_app(tight, fake) as api:
+        conversations = set()
+        for n in range(25):
+            answer = await api.post(
+                "/api/v1/gpt/conversations", {"userId": "u", "message": f"{n:03d} " + "m" * 300}
+            )
+            assert answer.status_code == 200, answer.text
+            conversations.add(answer.json()["conversationId"])
+        # One row longer than a page: shortened with a marker, never dropped.
+        long = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "L" * 8_000})
+        conversations.add(long.json()["conversationId"])
+        await api.post("/api/v1/gpt/conversations", {"userId": "other", "message": "not u's"})
+
+        pages = await export_pages(api, "u")
+        assert len(pages) > 3
+        exported = [c["conversationId"] for page in pages for c in page["conversations"]]
+        interactions = [i for page in pages for i in page["interactions"]]
+        assert sorted(exported) == sorted(conversations)  # each once, none of another user's
+        ids = [i["id"] for i in interactions]
+        assert len(ids) == len(set(ids)) == 26
+        assert {i["userId"] for i in interactions} == {"u"}
+        messages = {i["message"][:3] for i in interactions if i["message"][0] != "L"}
+        assert messages == {f"{n:03d}" for n in range(25)}
+        (shortened,) = [i for i in interactions if i["message"][0] == "L"]
+        assert "message" in shortened["truncatedFields"] and "[truncated:" in shortened["message"]
+
+        garbled = await api.get("/api/v1/gpt/me/export", params={"userId": "u", "cursor": "x!"})
+        assert garbled.status_code == 400
+        assert garbled.json()["error"]["details"][0]["pointer"] == "/cursor"
+
+
+async def test_each_page_of_an_export_is_the_tokens_own_user(
+    api: ApiClient, tokens: tuple[str, str]
+) -> None:
+    alice, bob = tokens
+    await api.post("/api/v1/gpt/conversations", {"message": "alice secret"}, key=alice)
+    await api.post("/api/v1/gpt/conversations", {"message": "bob secret"}, key=bob)
+    whole = await api.get("/api/v1/gpt/me/export", key=alice)
+    assert "link" not in whole.headers
+    api.runtime.settings.max_response_chars = len(whole.text) - 1  # now two pages
+    pages = await export_pages(api, "alice", key=alice)
+    assert len(pages) >= 2 and {p["userId"] for p in pages} == {"alice"}
+    assert [i["message"] for p in pages for i in p["interactions"]] == ["alice secret"]
+    # Bob following a cursor of Alice's pages still reads Bob's data only.
+    first = await api.get("/api/v1/gpt/me/export", key=alice)
+    cursor = first.headers["link"].split("cursor=")[1].split(">")[0]
+    hers = await api.get(f"/api/v1/gpt/me/export?cursor={cursor}", key=bob)
+    assert hers.status_code == 200 and "alice" not in hers.text

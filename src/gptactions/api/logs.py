@@ -109,12 +109,16 @@ async def logs(
     # ChatGPT refuses longer responses: fewer items, and the next page starts after the last.
     items, cut_short = fit([log_item(e) for e in page.entries], runtime.settings.max_response_chars)
     next_cursor = cursor_after(page.entries[len(items) - 1]) if cut_short else page.next_cursor
-    headers = {}
-    if next_cursor:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        params.append(("cursor", next_cursor))
-        headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-    return JSONResponse(items, headers=headers)
+    return JSONResponse(items, headers=next_link(request, next_cursor))
+
+
+def next_link(request: Request, cursor: str | None) -> dict[str, str]:
+    """The `Link` header to the page at `cursor` (the same query otherwise); none without one."""
+    if not cursor:
+        return {}
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    params.append(("cursor", cursor))
+    return {"Link": f'<{request.url.path}?{urlencode(params)}>; rel="next"'}
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import AnyCaller, RuntimeDep
-from gptactions.api.logs import log_model, rfc3339
+from gptactions.api.logs import log_item, next_link, rfc3339
 from gptactions.api.responses import Erasure, ExportedConversation, MeResponse, MyDataExport
-from gptactions.api.schemas import USER_ID_FILTER_MAX_LENGTH
+from gptactions.api.schemas import CURSOR_MAX_LENGTH, USER_ID_FILTER_MAX_LENGTH
+from gptactions.services.personal import conversations_after, interactions_after
+from gptactions.services.sizing import fit, json_length
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -30,22 +33,42 @@ async def me(caller: AnyCaller) -> dict[str, Any]:
 
 @router.get("/me/export", operation_id="exportMyData")
 async def export(
-    caller: AnyCaller, runtime: RuntimeDep, userId: UserIdQuery = None
-) -> dict[str, Any]:
-    """Everything stored about the user: their conversations and interactions."""
-    data = await runtime.personal.export(caller, userId)
-    return MyDataExport(
-        user_id=data.user_id,
-        conversations=[
-            ExportedConversation(
-                conversation_id=c.id,
-                created_at=rfc3339(c.created_at),
-                updated_at=rfc3339(c.updated_at),
-            )
-            for c in data.conversations
-        ],
-        interactions=[log_model(entry) for entry in data.interactions],
-    ).wire()
+    request: Request,
+    caller: AnyCaller,
+    runtime: RuntimeDep,
+    userId: UserIdQuery = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
+) -> JSONResponse:
+    """Everything stored about the user: their conversations, then their interactions, in pages
+    within GPTACTIONS_MAX_RESPONSE_CHARS, the next one in the Link header (as /logs)."""
+    data = await runtime.personal.export(caller, userId, cursor)
+    budget = runtime.settings.max_response_chars
+    body = MyDataExport(user_id=data.user_id, conversations=[], interactions=[]).wire()
+    rows = [
+        ExportedConversation(
+            conversation_id=c.id,
+            created_at=rfc3339(c.created_at),
+            updated_at=rfc3339(c.updated_at),
+        ).wire()
+        for c in data.conversations
+    ]
+    # Each list's brackets are counted by `fit` as well as in the empty body.
+    body["conversations"], cut_short = fit(rows, budget - json_length(body) + 2)
+    next_cursor: str | None = None
+    if cut_short or data.more_conversations:
+        last = data.conversations[len(body["conversations"]) - 1]
+        next_cursor = conversations_after(last)
+    else:
+        room = budget - json_length(body) + 2
+        items = [log_item(entry) for entry in data.interactions]
+        if items and body["conversations"] and json_length(items[:1]) > room:
+            # Conversations filled this page: the interactions start on the next one.
+            next_cursor = interactions_after(None)
+        else:
+            body["interactions"], cut_short = fit(items, room)
+            if cut_short or data.more_interactions:
+                next_cursor = interactions_after(data.interactions[len(body["interactions"]) - 1])
+    return JSONResponse(body, headers=next_link(request, next_cursor))
 
 
 @router.delete("/me/data", operation_id="deleteMyData")

@@ -363,16 +363,21 @@ def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
     )
     operation["parameters"] = _log_parameters(settings)
     answer = operation["responses"]["200"]
-    answer["headers"] = {
+    answer["headers"] = _next_page_header()
+    item = answer["content"]["application/json"]["schema"]["items"]
+    _merge(item, _response_schemas()[LogItem.__name__])
+    operation["x-openai-isConsequential"] = False
+    _add_errors(operation, ["400", "401", "403", "429", "500"])
+
+
+def _next_page_header() -> dict[str, Any]:
+    """The `Link` header of a paged answer."""
+    return {
         "Link": {
             "description": 'The next page: <url>; rel="next". Absent on the last page.',
             "schema": {"type": "string"},
         }
     }
-    item = answer["content"]["application/json"]["schema"]["items"]
-    _merge(item, _response_schemas()[LogItem.__name__])
-    operation["x-openai-isConsequential"] = False
-    _add_errors(operation, ["400", "401", "403", "429", "500"])
 
 
 def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
@@ -456,7 +461,9 @@ def _personal(doc: dict[str, Any]) -> None:
             "/me/export",
             "get",
             "Export my data.",
-            "All of the user's conversations and interactions, as JSON.",
+            "All of the user's conversations, then all of their interactions, each newest "
+            "first, in pages that fit the response size limit: the next page is in the Link "
+            'header (rel="next"); following it to the end gives every row exactly once.',
             MyDataExport,
             False,
         ),
@@ -487,6 +494,15 @@ def _personal(doc: dict[str, Any]) -> None:
         )
         if path != "/me":
             operation["parameters"] = [user_id]
+        if path == "/me/export":
+            operation["parameters"].append(
+                query_parameter(
+                    "cursor",
+                    {"type": "string", "minLength": 1, "maxLength": CURSOR_MAX_LENGTH},
+                    "The next page's cursor, from the Link header.",
+                )
+            )
+            operation["responses"]["200"]["headers"] = _next_page_header()
         operation["x-openai-isConsequential"] = consequential
         _add_errors(operation, ["400", "403", *_READ_ERRORS] if path != "/me" else _READ_ERRORS)
 

@@ -236,7 +236,10 @@ class ExportedConversation(Body):
 
 
 class MyDataExport(Body):
-    """Everything stored about the user."""
+    """A page of everything stored about the user: their conversations, then their interactions,
+    each newest first. A page holds what fits the response size limit
+    (GPTACTIONS_MAX_RESPONSE_CHARS); the next page is in the Link header (rel="next"), absent on
+    the last. Following it gives every conversation and interaction exactly once."""
 
     user_id: str
     conversations: list[ExportedConversation]

@@ -328,7 +328,7 @@ def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
     )
 
 
-def log_entry(row: Interaction) -> LogEntry:
+def log_entry(row: Interaction | queries.LogRow) -> LogEntry:
     """A stored interaction as the log shows it."""
     return _entry(row)
 

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from gptactions.services.errors import Problem, ServiceError, invalid
-from gptactions.services.interactions import LogEntry, log_entry
+from gptactions.services.errors import Problem, ServiceError, check_text, invalid
+from gptactions.services.interactions import LogEntry, cursor_after, log_entry
 from gptactions.services.keys import Principal
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
@@ -24,13 +24,31 @@ class StoredConversation:
     updated_at: datetime
 
 
+EXPORT_ROWS = 500
+"""Rows an export page reads of each kind; the API keeps those that fit its size limit."""
+
+
 @dataclass(frozen=True)
 class Export:
-    """Everything stored about one user."""
+    """A page of what is stored about one user: their conversations, then their interactions,
+    each newest first. `more_*` says whether rows are left after those read."""
 
     user_id: str
     conversations: list[StoredConversation]
+    more_conversations: bool
     interactions: list[LogEntry]
+    more_interactions: bool
+
+
+def conversations_after(conversation: StoredConversation) -> str:
+    """The export cursor of the page that starts after `conversation`."""
+    return "c" + queries.ConversationCursor(conversation.created_at, conversation.id).encode()
+
+
+def interactions_after(entry: LogEntry | None) -> str:
+    """The export cursor of the page that starts after `entry` (with the first interaction
+    when None)."""
+    return "i" + (cursor_after(entry) if entry is not None else "")
 
 
 @dataclass(frozen=True)
@@ -63,19 +81,51 @@ class PersonalData:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def export(self, principal: Principal, user_id: str | None) -> Export:
-        """Every conversation and interaction of the user."""
+    async def export(
+        self, principal: Principal, user_id: str | None, cursor: str | None, rows: int = EXPORT_ROWS
+    ) -> Export:
+        """A page of the user's conversations and interactions, from `cursor` (a 400 when it is
+        not one that `conversations_after` or `interactions_after` made)."""
         user = whose(principal, user_id)
+        check_text(("/cursor", cursor))
+        conversations: list[StoredConversation] = []
+        more_conversations = False
+        phase, token = (cursor[:1], cursor[1:]) if cursor else ("c", "")
+        try:
+            if phase not in ("c", "i"):
+                raise ValueError("not a cursor returned by this server")
+            after_conversation = (
+                queries.ConversationCursor.decode(token) if phase == "c" and token else None
+            )
+            after_interaction = queries.LogCursor.decode(token) if phase == "i" and token else None
+        except ValueError as error:
+            raise invalid(str(error), Problem("/cursor", str(error))) from None
         async with self._database.session() as session:
-            conversations = await accounts.user_conversations(session, principal.tenant, user)
-            rows = await accounts.user_interactions(session, principal.tenant, user)
+            if phase == "c":
+                found = await accounts.user_conversations(
+                    session, principal.tenant, user, after_conversation, rows
+                )
+                more_conversations = len(found) > rows
+                conversations = [
+                    StoredConversation(
+                        c.id, queries.as_utc(c.created_at), queries.as_utc(c.updated_at)
+                    )
+                    for c in found[:rows]
+                ]
+            interactions: list[queries.LogRow] = []
+            if not more_conversations:
+                interactions = await queries.list_interactions(
+                    session,
+                    queries.LogFilter(
+                        tenant=principal.tenant, user_id=user, cursor=after_interaction, limit=rows
+                    ),
+                )
         return Export(
             user_id=user,
-            conversations=[
-                StoredConversation(c.id, queries.as_utc(c.created_at), queries.as_utc(c.updated_at))
-                for c in conversations
-            ],
-            interactions=[log_entry(row) for row in rows],
+            conversations=conversations,
+            more_conversations=more_conversations,
+            interactions=[log_entry(row) for row in interactions[:rows]],
+            more_interactions=len(interactions) > rows,
         )
 
     async def erase(self, principal: Principal, user_id: str | None) -> Erasure:

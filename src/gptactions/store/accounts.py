@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store.models import (
@@ -18,6 +18,7 @@ from gptactions.store.models import (
     UserIdentity,
     utcnow,
 )
+from gptactions.store.queries import ConversationCursor, as_utc
 
 # --- users ------------------------------------------------------------------------------------
 
@@ -216,25 +217,25 @@ async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> b
 
 
 async def user_conversations(
-    session: AsyncSession, tenant: str, user_id: str
+    session: AsyncSession, tenant: str, user_id: str, after: ConversationCursor | None, limit: int
 ) -> list[Conversation]:
-    """A user's conversations in a tenant, oldest first."""
+    """A user's conversations in a tenant, newest first, from after `after`; `limit + 1` of
+    them, to see a next page."""
+    conditions = [Conversation.tenant == tenant, Conversation.user_id == user_id]
+    if after is not None:
+        conditions.append(
+            tuple_(Conversation.created_at, Conversation.id)
+            < tuple_(
+                literal(as_utc(after.created_at), Conversation.created_at.type),
+                literal(after.id, Conversation.id.type),
+            )
+        )
     return list(
         await session.scalars(
             select(Conversation)
-            .where(Conversation.tenant == tenant, Conversation.user_id == user_id)
-            .order_by(Conversation.created_at, Conversation.id)
-        )
-    )
-
-
-async def user_interactions(session: AsyncSession, tenant: str, user_id: str) -> list[Interaction]:
-    """A user's interactions in a tenant, oldest first."""
-    return list(
-        await session.scalars(
-            select(Interaction)
-            .where(Interaction.tenant == tenant, Interaction.user_id == user_id)
-            .order_by(Interaction.created_at, Interaction.id)
+            .where(*conditions)
+            .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+            .limit(limit + 1)
         )
     )
 

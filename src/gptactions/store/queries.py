@@ -154,6 +154,25 @@ async def conversation_turns(session: AsyncSession, conversation_id: str) -> lis
 MAX_ID = 2**63 - 1
 """The largest id either database can hold (a signed 64-bit integer)."""
 
+CONVERSATION_ID_LENGTH = 40
+"""The longest conversation id the table holds."""
+
+
+def _pack(moment: datetime, ident: str) -> str:
+    """An opaque cursor token for a row's time and id."""
+    raw = f"{as_utc(moment).isoformat()}|{ident}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unpack(token: str) -> tuple[datetime, str]:
+    """The time and id of a token made by `_pack`; ValueError when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        moment, _, ident = raw.partition("|")
+        return as_utc(datetime.fromisoformat(moment)), ident
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise ValueError("not a cursor returned by this server") from exc
+
 
 @dataclass(frozen=True)
 class LogCursor:
@@ -164,8 +183,7 @@ class LogCursor:
 
     def encode(self) -> str:
         """An opaque token for the `cursor` query parameter."""
-        raw = f"{as_utc(self.created_at).isoformat()}|{self.id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return _pack(self.created_at, str(self.id))
 
     @classmethod
     def decode(cls, token: str) -> LogCursor:
@@ -174,14 +192,30 @@ class LogCursor:
         Whatever a client makes of the token, what comes out fits the database: an id of at most
         63 bits (SQLite's integer, PostgreSQL's bigint) and a time that exists in UTC.
         """
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            moment, _, ident = raw.partition("|")
-            if not (ident.isascii() and ident.isdigit()) or not 0 < int(ident) <= MAX_ID:
-                raise ValueError(ident)
-            return cls(as_utc(datetime.fromisoformat(moment)), int(ident))
-        except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-            raise ValueError("not a cursor returned by this server") from exc
+        moment, ident = _unpack(token)
+        if not (ident.isascii() and ident.isdigit()) or not 0 < int(ident) <= MAX_ID:
+            raise ValueError("not a cursor returned by this server")
+        return cls(moment, int(ident))
+
+
+@dataclass(frozen=True)
+class ConversationCursor:
+    """Where a page of a user's conversations ends: the last one's creation time and id."""
+
+    created_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        """An opaque token for the `cursor` query parameter."""
+        return _pack(self.created_at, self.id)
+
+    @classmethod
+    def decode(cls, token: str) -> ConversationCursor:
+        """Parse a token made by `encode`; ValueError when it is not one."""
+        moment, ident = _unpack(token)
+        if not ident or len(ident) > CONVERSATION_ID_LENGTH or not ident.isascii():
+            raise ValueError("not a cursor returned by this server")
+        return cls(moment, ident)
 
 
 LogRow = Row[Any]
