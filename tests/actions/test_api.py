@@ -226,3 +226,61 @@ async def test_every_action_through_the_api_with_the_real_model(
             action,
             body["result"],
         )
+
+
+def many_actions(count: int, length: int) -> str:
+    """An actions file of `count` actions whose descriptions are `length` characters long."""
+    entries = [
+        f"  - name: act{n:02d}\n"
+        f"    description: {chr(ord('a') + n % 26) * length}\n"
+        "    parameters: {type: object, properties: {topic: {type: string, maxLength: 20}}}\n"
+        '    prompt: "About {{ topic }}."\n'
+        "    output: text\n"
+        for n in range(count)
+    ]
+    return "actions:\n" + "".join(entries)
+
+
+async def test_a_long_list_comes_in_pages_within_the_limit(
+    settings: Settings, fake: FakeBackend, write_file: WriteFile
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "actions_file": write_file("actions.yaml", many_actions(12, 600)),
+            "max_response_chars": 2_500,
+        }
+    )
+    async with running_app(configured, fake) as api:
+        expected = sorted(d.name for d in api.runtime.registry)
+        seen: list[str] = []
+        url: str | None = f"{API}/actions"
+        while url:
+            answer = await api.get(url)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.text) <= 2_500
+            actions = answer.json()["actions"]
+            assert actions and all("truncatedFields" not in a for a in actions)
+            seen += [a["name"] for a in actions]
+            link = answer.headers.get("link")
+            url = link.split(";")[0].strip("<>") if link else None
+        assert seen == expected  # every action once, in order
+        bad = await api.get(f"{API}/actions?cursor=not%20a%20name")
+        assert bad.status_code == 400 and bad.json()["error"]["details"][0]["pointer"] == "/cursor"
+
+
+async def test_a_single_oversized_description_is_shortened_with_a_marker(
+    settings: Settings, fake: FakeBackend, write_file: WriteFile
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "actions_file": write_file("actions.yaml", many_actions(1, 5_000)),
+            "max_response_chars": 2_000,
+        }
+    )
+    async with running_app(configured, fake) as api:
+        answer = await api.get(f"{API}/actions")
+        assert len(answer.text) <= 2_000
+        listed = answer.json()["actions"][0]  # alone on its page; the built-ins follow
+        assert listed["name"] == "act00" and listed["truncatedFields"] == ["description"]
+        assert listed["description"].startswith("a" * 100)
+        assert "[truncated:" in listed["description"]

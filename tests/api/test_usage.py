@@ -184,3 +184,19 @@ async def test_the_document_describes_usage_with_an_example(api: ApiClient) -> N
     gpt = (await api.get("/openapi.json?scopes=chat,actions", None)).json()
     reader = (await api.get("/openapi.json?scopes=logs", None)).json()
     assert f"{API}/usage" not in gpt["paths"] and f"{API}/usage" in reader["paths"]
+
+
+async def test_many_users_with_long_names_stay_within_the_size_limit(api: ApiClient) -> None:
+    key = await api.key()
+    for n in range(24):
+        await converse(api, key, f"{n:02d}" + "u" * 250, times=1 + n % 3)
+    whole = report(await api.get(f"{API}/usage", key))
+    assert len(whole["users"]) == 24 and whole["truncated"] is False
+    api.runtime.settings.max_response_chars = 4_000
+    answer = await api.get(f"{API}/usage", key)
+    capped = report(answer)
+    assert len(answer.text) <= 4_000
+    assert capped["truncated"] is True and 0 < len(capped["users"]) < 24
+    # The users kept are those with the most tokens, as in the whole report; totals unchanged.
+    assert capped["users"] == whole["users"][: len(capped["users"])]
+    assert capped["total"] == whole["total"] and capped["keys"] == whole["keys"]

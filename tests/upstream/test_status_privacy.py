@@ -230,3 +230,20 @@ def test_serve_refuses_credentials_in_the_upstream_url(isolated: Path) -> None:
         "they would be sent as HTTP Basic authentication and shown wherever the URL is; remove "
         "them from the URL and put the API key in GPTACTIONS_UPSTREAM_API_KEY\n"
     )
+
+
+async def test_a_long_upstream_error_is_shortened_to_the_size_limit(
+    settings: Settings, faulty: FaultyUpstream
+) -> None:
+    async with running_app(settings, _upstream(faulty.url("echo-prompt"), model="m")) as api:
+        body = {"userId": "alice", "message": PRIVATE + " " + "x" * 2_000}
+        assert (await api.post(f"{API}/conversations", body)).status_code == 502
+        whole, text = await _backend_report(api, ADMIN_KEY)
+        # The error is bounded where it is made; many backends could still pass the limit.
+        assert len(whole["lastError"]) > 200 and "truncatedFields" not in whole
+        limit = len(text) - 150
+        api.runtime.settings.max_response_chars = limit
+        report, text = await _backend_report(api, ADMIN_KEY)
+        assert len(text) <= limit
+        assert report["truncatedFields"] == ["lastError"] and "[truncated:" in report["lastError"]
+        assert report["lastError"].startswith(whole["lastError"][:40])

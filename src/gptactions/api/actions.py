@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import ActionBody, ActionsCaller, Deadline, RuntimeDep
+from gptactions.api.logs import next_link
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.responses import ActionResponse
 from gptactions.services.actions import ActionCall
+from gptactions.services.actions.registry import ACTION_NAME_PATTERN
 from gptactions.services.interactions import FinishReason
-from gptactions.services.sizing import cap
+from gptactions.services.sizing import cap, fit, json_length
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -45,6 +48,21 @@ async def trigger_action(
 
 
 @router.get("/actions", operation_id="listActions")
-async def list_actions(caller: ActionsCaller, runtime: RuntimeDep) -> dict[str, Any]:
-    """List the available actions, with their descriptions and parameter schemas."""
-    return describe_actions(runtime.registry)
+async def list_actions(
+    request: Request,
+    caller: ActionsCaller,
+    runtime: RuntimeDep,
+    cursor: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=f"^{ACTION_NAME_PATTERN.pattern}$")
+    ] = None,
+) -> JSONResponse:
+    """List the available actions, with their descriptions and parameter schemas, by name, in
+    pages within GPTACTIONS_MAX_RESPONSE_CHARS (the next one in the Link header, as /logs)."""
+    listed = describe_actions(runtime.registry)
+    rows = [a for a in listed["actions"] if cursor is None or a["name"] > cursor]
+    empty = json_length({**listed, "actions": []})
+    listed["actions"], cut_short = fit(
+        rows, runtime.settings.max_response_chars - empty + 2, ("description",)
+    )
+    next_cursor = listed["actions"][-1]["name"] if cut_short else None
+    return JSONResponse(listed, headers=next_link(request, next_cursor))

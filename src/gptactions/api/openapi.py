@@ -425,10 +425,20 @@ def _list_actions(doc: dict[str, Any]) -> None:
         {
             "summary": "List the available actions.",
             "x-openai-isConsequential": False,
-            "description": "Every action's name, description and parameter schema.",
+            "description": "Every action's name, description and parameter schema, by name, "
+            "in pages that fit the response size limit: the next page is in the Link header "
+            '(rel="next").',
+            "parameters": [
+                query_parameter(
+                    "cursor",
+                    {"type": "string", "minLength": 1, "maxLength": 64},
+                    "The next page's cursor, from the Link header.",
+                )
+            ],
             "responses": {
                 "200": {
                     "description": "The actions.",
+                    "headers": _next_page_header(),
                     "content": {
                         "application/json": {"schema": {"$ref": SCHEMA_PREFIX + "ActionList"}}
                     },
@@ -436,7 +446,7 @@ def _list_actions(doc: dict[str, Any]) -> None:
             },
         }
     )
-    _add_errors(operation, _READ_ERRORS)
+    _add_errors(operation, ["400", *_READ_ERRORS])
 
 
 def _personal(doc: dict[str, Any]) -> None:

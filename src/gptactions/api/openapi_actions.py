@@ -251,15 +251,17 @@ def _add_missing(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 def describe_actions(registry: ActionRegistry) -> dict[str, Any]:
     """The answer of `GET /api/v1/gpt/actions`: every action's name, description and schema."""
-    return ActionList(
-        actions=[
+    listed = ActionList(actions=[])
+    return {
+        **listed.wire(),
+        "actions": [
             ActionInfo(
                 name=d.name,
                 description=d.description,
                 parameters=d.parameters,
                 builtin=d.builtin,
                 consequential=d.consequential,
-            )
+            ).wire()  # `truncatedFields` only when shortened
             for d in registry
-        ]
-    ).wire()
+        ],
+    }

@@ -79,8 +79,9 @@ class ConversationResponse(Shortenable):
     truncated: bool = Field(description=TRUNCATED)
 
 
-class BackendStatus(Body):
-    """One configured backend, as `GET /status` reports it."""
+class BackendStatus(Shortenable):
+    """One configured backend, as `GET /status` reports it (`lastError` shortened, named in
+    `truncatedFields`, when the status would pass the response size limit)."""
 
     name: str
     kind: str
@@ -116,7 +117,7 @@ class BackendStatus(Body):
     )
 
 
-class StatusResponse(Body):
+class StatusResponse(Shortenable):
     """The server's status, version, backends and database health."""
 
     status: str
@@ -187,8 +188,9 @@ class ActionResponse(Shortenable):
     truncated: bool = Field(default=False, description=TRUNCATED)
 
 
-class ActionInfo(Body):
-    """One action of the registry, as `GET /api/v1/gpt/actions` lists it."""
+class ActionInfo(Shortenable):
+    """One action of the registry, as `GET /api/v1/gpt/actions` lists it (its description
+    shortened, named in `truncatedFields`, only when the action alone passes the size limit)."""
 
     name: str = Field(description="The action's name.")
     description: str = Field(description="What the action does.")
@@ -207,7 +209,8 @@ class ActionInfo(Body):
 
 
 class ActionList(Body):
-    """Every action this server runs."""
+    """The actions this server runs, by name, as many as fit the response size limit
+    (GPTACTIONS_MAX_RESPONSE_CHARS); the next page is in the Link header (rel="next")."""
 
     actions: list[ActionInfo]
 
@@ -295,7 +298,9 @@ class UsageResponse(Body):
     keys: list[KeyUsage]
     users: list[UserUsage]
     truncated: bool = Field(
-        description="Whether more keys or users used the window than `limit` lets through."
+        description="Whether more keys or users used the window than `limit` lets through, "
+        "or than fit the response size limit (GPTACTIONS_MAX_RESPONSE_CHARS): the users with "
+        "the fewest tokens are left out first, then the keys; `total` still counts them."
     )
 
 

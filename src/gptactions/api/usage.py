@@ -12,6 +12,7 @@ from gptactions.api.logs import rfc3339
 from gptactions.api.responses import KeyUsage, UsageResponse, UsageSums, UserUsage
 from gptactions.api.schemas import LOGS_DEFAULT_LIMIT, USER_ID_FILTER_MAX_LENGTH, check_limit
 from gptactions.services import usage
+from gptactions.services.sizing import fit, json_length
 
 router = APIRouter(prefix="/api/v1/gpt")
 
@@ -58,4 +59,20 @@ async def get_usage(
         caller,
         usage.UsageQuery(since=since, until=until, window=window, user_id=userId, limit=limit),
     )
-    return usage_body(report)
+    return within(usage_body(report), runtime.settings.max_response_chars)
+
+
+def within(body: dict[str, Any], budget: int) -> dict[str, Any]:
+    """The usage body within `budget` characters: the users with the fewest tokens are left out
+    first, then the keys, and `truncated` becomes true (the totals still count everyone)."""
+    if json_length(body) <= budget:
+        return body
+    body = {**body, "truncated": True}
+    for name in ("users", "keys"):
+        rows, body[name] = body[name], []
+        room = budget - json_length(body) + 2
+        kept, _ = fit(rows, room)
+        body[name] = kept if json_length(kept) <= room else []
+        if body[name]:
+            break
+    return body

@@ -45,10 +45,13 @@ def shorten(
     return item
 
 
-def fit(items: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], bool]:
+def fit(
+    items: list[dict[str, Any]], budget: int, fields: tuple[str, ...] = TEXT_FIELDS
+) -> tuple[list[dict[str, Any]], bool]:
     """The leading items whose JSON array fits `budget`, and whether any was left out.
 
-    The first item is always kept, shortened when it alone is too large, so a page is never empty.
+    The first item is always kept, its text `fields` shortened when it alone is too large, so a
+    page is never empty.
     """
     kept: list[dict[str, Any]] = []
     used = 2  # the brackets
@@ -57,7 +60,7 @@ def fit(items: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]],
         if used + size > budget:
             if kept:
                 return kept, True
-            item = shorten(item, budget - used)
+            item = shorten(item, budget - used, fields)
             size = json_length(item)
         kept.append(item)
         used += size
