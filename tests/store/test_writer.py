@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
@@ -107,11 +108,11 @@ async def test_a_failed_batch_fails_exactly_its_requests_then_the_writer_recover
     insert = queries.insert_interactions
     failed: list[int] = []
 
-    async def fail_once(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
+    def fail_once(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
         if not failed:
             failed.append(len(rows))
             raise RuntimeError("the disk failed")
-        return await insert(connection, rows)
+        return insert(connection, rows)
 
     monkeypatch.setattr(queries, "insert_interactions", fail_once)
     first = await asyncio.gather(*(log.record(_turn(n)) for n in range(3)), return_exceptions=True)
@@ -129,11 +130,11 @@ async def test_a_failed_commit_answers_its_requests_500_and_acknowledges_none(
     insert = queries.insert_interactions
     failed: list[list[str]] = []
 
-    async def fail_first(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
+    def fail_first(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
         if not failed:
             failed.append([row["message"] for row in rows])
             raise RuntimeError("the disk failed")
-        return await insert(connection, rows)
+        return insert(connection, rows)
 
     monkeypatch.setattr(queries, "insert_interactions", fail_first)
     settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
@@ -181,8 +182,9 @@ async def test_sqlite_commits_are_durable_by_default(settings: Settings) -> None
         for db, expected in ((database, 2), (relaxed, 1)):  # FULL is 2, NORMAL is 1
             async with db.session() as session:
                 assert await session.scalar(text("PRAGMA synchronous")) == expected
-            async with db.writer_engine.connect() as connection:
-                assert await connection.scalar(text("PRAGMA synchronous")) == expected
+            assert isinstance(db.writer_engine, Engine)  # SQLite's writer: its own thread's
+            with db.writer_engine.connect() as connection:
+                assert connection.scalar(text("PRAGMA synchronous")) == expected
     finally:
         await database.close()
         await relaxed.close()

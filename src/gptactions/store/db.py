@@ -1,7 +1,8 @@
 """The database: async engines for SQLite (WAL) or PostgreSQL, the group writer, and migrations.
 
 SQLite gets the Datasette pattern: one long-lived connection that only the group writer uses
-(`store/writer.py`: the interactions of concurrent requests, one commit per batch) and a small
+(`store/writer.py`: the interactions of concurrent requests, one commit per batch; a plain
+sqlite3 connection in the writer's own thread, not aiosqlite) and a small
 fixed pool of connections for everything else (reads, and the rare writes of keys and users),
 none of them opened per request. PostgreSQL gets one pool, sized from the settings, that the
 writer shares.
@@ -19,8 +20,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import event, make_url, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -77,8 +78,11 @@ class Database:
             self.engine: AsyncEngine = self._sqlite_engine(
                 pool_size or SQLITE_POOL_SIZE, sqlite_synchronous
             )
-            # The writer's one connection: opened once, kept for the life of the process.
-            self.writer_engine = self._sqlite_engine(1, sqlite_synchronous)
+            # The writer's one connection: opened once, kept for the life of the process, used
+            # only by the writer's thread (synchronous: a batch is one hand-off to that thread).
+            self.writer_engine: AsyncEngine | Engine = self._sqlite_writer_engine(
+                sqlite_synchronous
+            )
         else:
             self.engine = create_async_engine(
                 self.url,
@@ -121,10 +125,26 @@ class Database:
             max_overflow=0,
             pool_timeout=SQLITE_POOL_TIMEOUT,
         )
-        event.listen(engine.sync_engine, "connect", _SqlitePragmas(synchronous, self.busy_timeout))
-        # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
-        event.listen(engine.sync_engine, "connect", vacuum.set_incremental_vacuum, insert=True)
+        self._sqlite_hooks(engine.sync_engine, synchronous)
         return engine
+
+    def _sqlite_writer_engine(self, synchronous: str) -> Engine:
+        """The group writer's synchronous engine: one connection, never closed on return."""
+        engine = create_engine(
+            make_url(self.url).set(drivername="sqlite"),
+            # Opened in the writer's thread, and only used there (or, idle, to be closed).
+            connect_args={"timeout": self.busy_timeout, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=SQLITE_POOL_TIMEOUT,
+        )
+        self._sqlite_hooks(engine, synchronous)
+        return engine
+
+    def _sqlite_hooks(self, engine: Engine, synchronous: str) -> None:
+        event.listen(engine, "connect", _SqlitePragmas(synchronous, self.busy_timeout))
+        # Before the pragmas: switching to WAL writes the header, fixing the vacuum mode.
+        event.listen(engine, "connect", vacuum.set_incremental_vacuum, insert=True)
 
     def _committed(self, seconds: float) -> None:
         if self.commit_observer is not None:
@@ -218,8 +238,7 @@ class Database:
             await self.writer.close()
         finally:
             await self.engine.dispose()
-            if self.writer_engine is not self.engine:
-                await self.writer_engine.dispose()
+            self.writer.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, literal, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store import search
 from gptactions.store.models import (
@@ -97,38 +98,38 @@ async def latest_conversation(
 
 
 # --- the group writer's statements (store/writer.py): SQL Core, many rows at once --------------
+# Synchronous: on SQLite the writer's thread runs them on its own connection; on PostgreSQL the
+# writer runs them through `AsyncConnection.run_sync`.
 
 
-async def insert_conversations(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+def insert_conversations(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Store new conversations (each row has every column)."""
-    await connection.execute(insert(Conversation), rows)
+    connection.execute(insert(Conversation), rows)
 
 
-async def insert_interactions(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+def insert_interactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
     if connection.dialect.name == "sqlite":
         # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one
         # above the largest, and the writer's transaction holds the write lock), but does not
         # promise the order of RETURNING: sorting the ids gives each row its own. Asking
         # SQLAlchemy to keep the order instead makes it insert one row at a time on SQLite.
-        result = await connection.execute(insert(Interaction).returning(Interaction.id), rows)
+        result = connection.execute(insert(Interaction).returning(Interaction.id), rows)
         return sorted(int(ident) for ident in result.scalars())
     # PostgreSQL: one INSERT ... SELECT ordered by a sentinel, which keeps the order.
     statement = insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True)
-    result = await connection.execute(statement, rows)
+    result = connection.execute(statement, rows)
     return [int(ident) for ident in result.scalars()]
 
 
-async def touch_conversations(
-    connection: AsyncConnection, touches: list[tuple[str, datetime]]
-) -> None:
+def touch_conversations(connection: Connection, touches: list[tuple[str, datetime]]) -> None:
     """Mark each conversation active at its time."""
     statement = (
         update(Conversation)
         .where(Conversation.id == bindparam("conversation"))
         .values(updated_at=bindparam("at"))
     )
-    await connection.execute(statement, [{"conversation": c, "at": at} for c, at in touches])
+    connection.execute(statement, [{"conversation": c, "at": at} for c, at in touches])
 
 
 # --- interactions -----------------------------------------------------------------------------

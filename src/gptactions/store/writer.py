@@ -9,6 +9,12 @@ A batch whose transaction fails fails every request in it, and nothing in it is 
 the writer goes on with the next batch. One exception: a constraint one row breaks (its
 conversation deleted meanwhile, say) is that row's fault, not its neighbours', so the batch is
 then written again one request per transaction, and only the faulty one fails.
+
+On SQLite the writer owns a plain (synchronous) connection in a thread of its own, and a batch
+is ONE hand-off to that thread: its inserts, its update and its commit run there together. Through
+aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
+was about a fifth of the event loop's time at one request at a time. PostgreSQL keeps its async
+pool (asyncpg); the same batch function runs there on the async connection.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gptactions.store import queries
@@ -65,14 +73,15 @@ class _Stop:
 class GroupWriter:
     """Commits the writes of concurrent requests in shared transactions, one batch at a time.
 
-    `committed` is told how many seconds each commit took; `failed` maps a batch's error to
-    what its requests raise (the database's outage handling), and `succeeded` is told of each
-    commit that worked.
+    `engine` is an async engine (PostgreSQL), or a synchronous one (SQLite) whose connection
+    only the writer's own thread uses. `committed` is told how many seconds each commit took;
+    `failed` maps a batch's error to what its requests raise (the database's outage handling),
+    and `succeeded` is told of each commit that worked.
     """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: AsyncEngine | Engine,
         *,
         committed: Callable[[float], None],
         failed: Callable[[BaseException], BaseException],
@@ -86,6 +95,7 @@ class GroupWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | _Stop] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self.batches = 0
         """How many transactions the writer committed or tried (tests read it)."""
 
@@ -120,6 +130,14 @@ class GroupWriter:
             return
         queue.put_nowait(_Stop())
         await task
+
+    def dispose(self) -> None:
+        """Close the writer's own connection and thread (after `close`)."""
+        if isinstance(self._engine, Engine):
+            self._engine.dispose()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
     async def _run(self, queue: asyncio.Queue[_Pending | _Stop]) -> None:
         while True:
@@ -161,19 +179,42 @@ class GroupWriter:
 
     async def _transaction(self, writes: list[Write]) -> list[int]:
         self.batches += 1
-        async with self._engine.connect() as connection:
-            async with connection.begin() as transaction:
-                conversations = [w.conversation for w in writes if w.conversation is not None]
-                if conversations:
-                    await queries.insert_conversations(connection, conversations)
-                ids = await queries.insert_interactions(connection, [w.interaction for w in writes])
-                touches = [t for t in (w.touches for w in writes) if t is not None]
-                if touches:
-                    await queries.touch_conversations(connection, touches)
-                started = time.perf_counter()
-                await transaction.commit()
-            self._committed(time.perf_counter() - started)
+        if isinstance(self._engine, AsyncEngine):
+            async with self._engine.connect() as connection:
+                ids, seconds = await connection.run_sync(_write_batch, writes)
+        else:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
+            loop = asyncio.get_running_loop()
+            ids, seconds = await loop.run_in_executor(
+                self._thread, _write_batch_on, self._engine, writes
+            )
+        self._committed(seconds)
         return ids
+
+
+def _write_batch_on(engine: Engine, writes: list[Write]) -> tuple[list[int], float]:
+    """In the writer's thread: the batch on the writer's one connection."""
+    with engine.connect() as connection:
+        return _write_batch(connection, writes)
+
+
+def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
+    """One transaction: the batch's conversations, interactions and touches, then the commit.
+
+    Returns the interactions' ids and how many seconds the commit took.
+    """
+    with connection.begin() as transaction:
+        conversations = [w.conversation for w in writes if w.conversation is not None]
+        if conversations:
+            queries.insert_conversations(connection, conversations)
+        ids = queries.insert_interactions(connection, [w.interaction for w in writes])
+        touches = [t for t in (w.touches for w in writes) if t is not None]
+        if touches:
+            queries.touch_conversations(connection, touches)
+        started = time.perf_counter()
+        transaction.commit()
+    return ids, time.perf_counter() - started
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
