@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
+from gptactions.app import create_app
+from gptactions.config import Settings
 from gptactions.llm.base import BackendError, BackendUnavailable
 from gptactions.llm.fake import FakeBackend
 from tests.conftest import ApiClient
@@ -174,3 +180,34 @@ async def test_an_unknown_model_is_400_listing_the_names(api: ApiClient) -> None
     )
     assert response.status_code == 400
     assert "fake" in response.json()["error"]["message"]
+
+
+def test_no_route_dependency_runs_in_the_thread_pool(settings: Settings) -> None:
+    """FastAPI runs a plain `def` dependency in its thread pool: two thread hand-offs per request.
+
+    Every dependency of every route is a coroutine (or an object with an `async __call__`).
+    """
+    app = create_app(settings)
+    plain: set[str] = set()
+
+    def walk(dependant: Dependant) -> None:
+        for dependency in dependant.dependencies:
+            call = dependency.call
+            method = type(call).__call__ if not inspect.isfunction(call) else None
+            if not (inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(method)):
+                plain.add(getattr(call, "__qualname__", repr(call)))
+            walk(dependency)
+
+    def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            included = getattr(route, "original_router", None)  # app.include_router's wrapper
+            if included is not None:
+                yield from api_routes(included.routes)
+
+    routes = list(api_routes(app.routes))
+    assert any(route.path.endswith("/conversations") for route in routes)
+    for route in routes:
+        walk(route.dependant)
+    assert plain == set()

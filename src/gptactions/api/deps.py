@@ -90,8 +90,11 @@ def require(scope: str) -> Require:
     return Require(scope)
 
 
-def deadline(request: Request) -> float | None:
-    """The loop time by which the request's generation must end (GPTACTIONS_REQUEST_DEADLINE)."""
+async def deadline(request: Request) -> float | None:
+    """The loop time by which the request's generation must end (GPTACTIONS_REQUEST_DEADLINE).
+
+    `async` for the reason `get_runtime` is: a plain `def` went through the thread pool.
+    """
     return generation_deadline(request.scope)
 
 
