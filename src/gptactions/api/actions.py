@@ -47,13 +47,17 @@ async def trigger_action(
     return cap(answer, runtime.settings.max_response_chars, ("result",), dropped=("data",))
 
 
+CURSOR_PATTERN = f"^{ACTION_NAME_PATTERN.pattern}$"
+"""What `GET /actions` takes as its cursor (an action's name); the document says the same."""
+
+
 @router.get("/actions", operation_id="listActions")
 async def list_actions(
     request: Request,
     caller: ActionsCaller,
     runtime: RuntimeDep,
     cursor: Annotated[
-        str | None, Query(min_length=1, max_length=64, pattern=f"^{ACTION_NAME_PATTERN.pattern}$")
+        str | None, Query(min_length=1, max_length=64, pattern=CURSOR_PATTERN)
     ] = None,
 ) -> JSONResponse:
     """List the available actions, with their descriptions and parameter schemas, by name, in

@@ -431,7 +431,12 @@ def _list_actions(doc: dict[str, Any]) -> None:
             "parameters": [
                 query_parameter(
                     "cursor",
-                    {"type": "string", "minLength": 1, "maxLength": 64},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 64,
+                        "pattern": actions.CURSOR_PATTERN,
+                    },
                     "The next page's cursor, from the Link header.",
                 )
             ],
