@@ -132,6 +132,39 @@ def console(browser: Any, server: Server) -> Iterator[Console]:
         yield opened
 
 
+@dataclass
+class ChatGPTTab:
+    """A browser tab where ChatGPT's OAuth callback is intercepted: the URLs it was sent to, and
+    every page error and console error on the way."""
+
+    page: Any
+    landed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def chatgpt_tab(browser: Any) -> Iterator[ChatGPTTab]:
+    """A new tab whose visits to chat.openai.com are answered here and recorded; closed after."""
+    context = browser.new_context()
+    tab = ChatGPTTab(context.new_page())
+    tab.page.set_default_timeout(60_000)
+    tab.page.on("pageerror", lambda error: tab.problems.append(str(error)))
+    tab.page.on(
+        "console",
+        lambda message: tab.problems.append(message.text) if message.type == "error" else None,
+    )
+
+    def back_in_chatgpt(route: Any) -> None:
+        tab.landed.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p>back in ChatGPT</p>")
+
+    tab.page.route("https://chat.openai.com/**", back_in_chatgpt)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
 def status_number(text: str) -> int:
     """200 from "200 OK"."""
     match = re.match(r"\d{3}", text)

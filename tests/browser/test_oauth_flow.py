@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.browser.conftest import chatgpt_tab
 from tests.serving import Server, run_cli
 
 GPT_CALLBACK = "https://chat.openai.com/aip/g-5f1c2e9a0b7d4e3f/oauth/callback"
@@ -32,22 +33,6 @@ def gpt_client(server: Server) -> tuple[str, str]:
 
 def sign_in_and_allow(browser: Any, server: Server, client_id: str, state: str) -> str:
     """ChatGPT sends the user to /oauth/authorize; the user signs in and allows; the code."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "console",
-        lambda message: problems.append(message.text) if message.type == "error" else None,
-    )
-    landed: list[str] = []
-
-    def callback(route: Any) -> None:
-        landed.append(route.request.url)
-        route.fulfill(status=200, content_type="text/html", body="<p>back in ChatGPT</p>")
-
-    page.route("https://chat.openai.com/**", callback)
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -55,7 +40,8 @@ def sign_in_and_allow(browser: Any, server: Server, client_id: str, state: str) 
         "scope": "chat logs",
         "state": state,
     }
-    try:
+    with chatgpt_tab(browser) as tab:
+        page = tab.page
         page.goto(f"{server.url}/oauth/authorize?{urlencode(params)}")
         page.get_by_label("Username", exact=True).fill("alice")
         page.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -64,8 +50,7 @@ def sign_in_and_allow(browser: Any, server: Server, client_id: str, state: str) 
         assert page.get_by_role("button", name="Deny", exact=True).is_visible()
         page.get_by_role("button", name="Allow", exact=True).click()
         page.wait_for_url(GPT_CALLBACK + "?**")
-    finally:
-        context.close()
+    problems, landed = tab.problems, tab.landed
     assert problems == [], problems
     assert len(landed) == 1 and landed[0].startswith(GPT_CALLBACK + "?")
     query = parse_qs(urlsplit(landed[0]).query)

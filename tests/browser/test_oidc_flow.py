@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.browser.conftest import chatgpt_tab
 from tests.oidc_provider import Identity, LocalProvider, serve_provider
 from tests.serving import Server, run_cli, serve
 
@@ -50,22 +51,6 @@ def test_a_gpt_user_signs_in_with_the_provider(
     secret = out[-1].removeprefix("client_secret=")
     provider.identity = Identity("browser-subject", "dana@example.com")
 
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "console",
-        lambda message: problems.append(message.text) if message.type == "error" else None,
-    )
-    landed: list[str] = []
-
-    def back_in_chatgpt(route: Any) -> None:
-        landed.append(route.request.url)
-        route.fulfill(status=200, content_type="text/html", body="<p>back in ChatGPT</p>")
-
-    page.route("https://chat.openai.com/**", back_in_chatgpt)
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -73,15 +58,15 @@ def test_a_gpt_user_signs_in_with_the_provider(
         "scope": "chat",
         "state": "browser-state",
     }
-    try:
+    with chatgpt_tab(browser) as tab:
+        page = tab.page
         page.goto(f"{oidc_server.url}/oauth/authorize?{urlencode(params)}")
         page.get_by_role("button", name="Sign in with Example ID", exact=True).click()
         page.get_by_text("Signed in as").wait_for()
         assert page.get_by_text("dana@example.com").is_visible()
         page.get_by_role("button", name="Allow", exact=True).click()
         page.wait_for_url(GPT_CALLBACK + "?**")
-    finally:
-        context.close()
+    problems, landed = tab.problems, tab.landed
     assert problems == [], problems
     assert provider.refusals == []
     query = parse_qs(urlsplit(landed[0]).query)
