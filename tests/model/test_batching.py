@@ -172,13 +172,62 @@ async def test_a_long_prompt_is_admitted_while_seven_sequences_stream(
         reply = await asyncio.wait_for(local_backend.generate(ask(long_prompt, 2)), timeout=600)
         assert reply.usage.completion_tokens > 0
         # Its prompt took several steps, and each step gave every stream a token.
-        steps = reply.usage.prompt_tokens // engine.prompt_budget
+        steps = reply.usage.prompt_tokens // engine.shared_prompt_budget
         assert steps >= 4
         for job, start in zip(streams, before, strict=True):
             assert job.completion_tokens - start >= steps
     finally:
         for job in streams:
             engine.cancel(job)
+
+
+async def test_a_burst_of_requests_gets_first_tokens_in_turn_not_all_after_the_last_prompt(
+    local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four new prompts at once: the first is answered after its own prompt, not after all four."""
+    engine = local_backend.engine
+    model = local_backend._model
+    assert model is not None
+    steps = 0
+    first_step: dict[int, int] = {}
+    real_decode, real_deliver = engine._decode, engine._deliver
+
+    def counting_decode() -> int:
+        nonlocal steps
+        steps += 1
+        return real_decode()
+
+    def recording_deliver(deliveries: list[tuple[Job, Chunk | BaseException]]) -> None:
+        for job, item in deliveries:
+            if isinstance(item, Chunk) and (item.text or item.done):
+                first_step.setdefault(id(job), steps)
+        real_deliver(deliveries)
+
+    monkeypatch.setattr(engine, "_decode", counting_decode)
+    monkeypatch.setattr(engine, "_deliver", recording_deliver)
+    topics = ["a red kite", "an old map", "a quiet harbour", "the first snow"]
+    jobs = [
+        Job(
+            prompt=model.prompt_tokens(
+                (ChatMessage("user", f"Describe {topic} in {n + 3} careful sentences, slowly."),)
+            ),
+            max_tokens=2,
+            sampling=SamplingParams(),
+            stop=(),
+            outbox=Outbox(asyncio.get_running_loop()),
+        )
+        for n, topic in enumerate(topics)
+    ]
+    assert sum(len(job.prompt) for job in jobs) > engine.shared_prompt_budget * 2
+    with engine._wakeup:  # the scheduler sees the four together
+        for job in jobs:
+            engine.submit(job)
+    for job in jobs:
+        while not (await job.outbox.queue.get()).done:  # type: ignore[union-attr]
+            pass
+    order = [first_step[id(job)] for job in jobs]
+    assert order == sorted(order)
+    assert order[0] < order[-1]  # the first did not wait for the last one's prompt
 
 
 async def test_the_prompt_cache_reuses_a_shared_prefix(local_backend: LocalBackend) -> None:

@@ -28,9 +28,14 @@ from gptactions.llm.sampling import Candidates, GrammarError, Sampler, SamplingP
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens decoded per step at most: a long prompt takes several steps instead of
-# freezing the other sequences' streams for all of its length.
+# Prompt tokens decoded per step at most, when one request has the engine to itself.
 PROMPT_BUDGET = 256
+# ... and when other sequences share the step: a long prompt then takes several steps instead of
+# freezing the others' streams for all of its length, and a burst of new requests gets its first
+# tokens one request after another (first come, first served) instead of all at once after the
+# last prompt. Prompt tokens cost about as much in four steps as in one (each step reads the
+# weights once more: a few milliseconds), so the budget is small.
+SHARED_PROMPT_BUDGET = 64
 # A sequence copies another's memory (the whole stream, then trimmed to the shared prefix) when
 # that saves at least this many prompt tokens: copying a stream costs about as much as
 # decoding a few tokens, and saves decoding the shared system prompt again in each sequence.
@@ -98,12 +103,14 @@ class BatchEngine:
         threads: int = 1,
         max_queue: int = 32,
         prompt_budget: int = PROMPT_BUDGET,
+        shared_prompt_budget: int = SHARED_PROMPT_BUDGET,
     ) -> None:
         self.model = model
         self.parallel = parallel
         self.window = window
         self.max_queue = max_queue
         self.prompt_budget = prompt_budget
+        self.shared_prompt_budget = min(shared_prompt_budget, prompt_budget)
         self.last_error: str | None = None
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = parallel * window
@@ -295,7 +302,7 @@ class BatchEngine:
             if job.next_token is not None:
                 add(sequence, job.next_token, len(sequence.tokens), True)
                 fed.append((sequence, [job.next_token], count - 1))
-        budget = self.prompt_budget
+        budget = self.prompt_budget if len(active) == 1 else self.shared_prompt_budget
         for sequence in active:
             job = sequence.job
             assert job is not None
