@@ -4,6 +4,12 @@ The same streamed requests (`POST /conversations` with `Accept: text/event-strea
 `gptactions serve` with continuous batching (`GPTACTIONS_MODEL_PARALLEL=8`) and to the same
 server with `GPTACTIONS_MODEL_PARALLEL=1` (one request at a time), at 1, 4, 8 and 16 concurrent
 clients and 64 and 256 new tokens; each client sends `--rounds` requests one after the other.
+Every request is a new prompt (a topic and a place no earlier request of that server had) after
+the shared system prompt: what new users send, so no server answers from a cached prompt.
+All servers run side by side (idle when not driven) and each load point is repeated `--repeats`
+times, the servers taking turns in a rotating order; tokens/s is the median of the repeats, and
+the time to first token's p50/p95 are over every request of every repeat. A slow minute of the
+machine then falls on all of them instead of on whichever ran at that moment.
 When `LLAMA_SERVER` names a `llama-server` binary (llama.cpp's C++ server), the same requests
 go to it too (`--parallel 8`, the same threads, model, prompts and sampling: greedy, repetition
 penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference.
@@ -21,8 +27,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from common import BENCH_KEY, free_port, process_server, ratio, report, server
@@ -49,6 +56,15 @@ TOPICS = [
     "a library at midnight",
     "a boy who builds a kite",
 ]
+PLACES = [
+    "Paris", "a desert", "the sea", "a forest", "Tokyo", "a small town", "space", "an island",
+    "the mountains", "a castle", "a harbour", "the jungle", "a farm", "Venice", "the Arctic",
+    "a city of glass", "a river boat", "a circus", "a school", "a market", "the year 3000",
+    "ancient Rome", "a lighthouse", "a cave", "the clouds", "a tiny planet", "a museum",
+    "a railway station", "an orchard", "a coral reef", "a snowy pass", "a busy kitchen",
+    "a windmill", "a quiet monastery", "a theatre", "a vineyard", "a canyon", "a bazaar",
+    "a frozen lake", "a treehouse",
+]  # fmt: skip
 SYSTEM = Settings().system_prompt
 
 
@@ -65,7 +81,9 @@ Send = Callable[[httpx.AsyncClient, int, int], Awaitable[Result]]
 
 
 def prompt(index: int) -> str:
-    return f"Write a long story about {TOPICS[index % len(TOPICS)]}."
+    """The `index`-th prompt: 640 different ones before they repeat."""
+    place = PLACES[(index // len(TOPICS)) % len(PLACES)]
+    return f"Write a long story about {TOPICS[index % len(TOPICS)]}, set in {place}."
 
 
 async def send_gptactions(client: httpx.AsyncClient, index: int, max_tokens: int) -> Result:
@@ -125,27 +143,40 @@ async def send_llama_server(client: httpx.AsyncClient, index: int, max_tokens: i
     return Result(tokens or deltas, ttft, time.perf_counter() - started)
 
 
+@dataclass
+class Load:
+    """One run of a load point on one server: tokens/s of wall time, and every request's TTFT."""
+
+    tokens_per_second: float
+    ttfts: list[float]
+
+
 async def load(
-    url: str, send: Send, clients: int, max_tokens: int, rounds: int
-) -> dict[str, float]:
-    """`clients` concurrent clients, each sending `rounds` requests in turn."""
+    url: str, send: Send, clients: int, max_tokens: int, rounds: int, first: int = 0
+) -> Load:
+    """`clients` concurrent clients, each sending `rounds` requests in turn, with the prompts
+    `first`, `first + 1`, ..."""
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
         async def one_client(number: int) -> list[Result]:
             return [
-                await send(client, number * rounds + turn, max_tokens) for turn in range(rounds)
+                await send(client, first + number * rounds + turn, max_tokens)
+                for turn in range(rounds)
             ]
 
         started = time.perf_counter()
         per_client = await asyncio.gather(*(one_client(n) for n in range(clients)))
         wall = time.perf_counter() - started
     results = [r for client_results in per_client for r in client_results]
-    ttfts = sorted(r.ttft for r in results)
-    tokens = sum(r.tokens for r in results)
+    return Load(round(sum(r.tokens for r in results) / wall, 1), [r.ttft for r in results])
+
+
+def summarize(loads: list[Load]) -> dict[str, Any]:
+    """The repeats of one load point on one server."""
+    ttfts = sorted(t for one in loads for t in one.ttfts)
     return {
-        "tokens": tokens,
-        "seconds": round(wall, 2),
-        "tokens_per_second": round(tokens / wall, 1),
+        "tokens_per_second": round(statistics.median(one.tokens_per_second for one in loads), 1),
+        "repeats_tokens_per_second": [one.tokens_per_second for one in loads],
         "ttft_p50_ms": round(statistics.median(ttfts) * 1000),
         "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))] * 1000),
     }
@@ -184,15 +215,36 @@ def _llama_ready(url: str) -> bool:
 
 
 async def run_matrix(
-    url: str, send: Send, clients: list[int], sizes: list[int], rounds: int
-) -> dict[str, dict[str, float]]:
-    await load(url, send, 1, 8, 1)  # warm-up
-    out: dict[str, dict[str, float]] = {}
+    servers: dict[str, tuple[str, Send]],
+    clients: list[int],
+    sizes: list[int],
+    rounds: int,
+    repeats: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every load point `repeats` times on every server, the servers taking turns."""
+    names = list(servers)
+    for url, send in servers.values():
+        await load(url, send, 1, 8, 1, first=len(TOPICS) * len(PLACES) - 1)  # warm-up
+    loads: dict[str, dict[str, list[Load]]] = {name: {} for name in names}
+    first = 0
     for size in sizes:
         for count in clients:
-            out[f"{count}x{size}"] = await load(url, send, count, size, rounds)
-            print(f"  {count} clients, {size} tokens: {out[f'{count}x{size}']}", flush=True)
-    return out
+            key = f"{count}x{size}"
+            for repeat in range(repeats):
+                turn = names[repeat % len(names) :] + names[: repeat % len(names)]
+                for name in turn:  # the same new prompts for each server
+                    url, send = servers[name]
+                    one = await load(url, send, count, size, rounds, first)
+                    loads[name].setdefault(key, []).append(one)
+                    print(
+                        f"  {name}, {count} clients, {size} tokens, repeat {repeat + 1}: "
+                        f"{one.tokens_per_second} tok/s",
+                        flush=True,
+                    )
+                first += count * rounds
+    if first > len(TOPICS) * len(PLACES):
+        print(f"note: {first} requests per server, so some prompts came twice")
+    return {name: {key: summarize(runs) for key, runs in loads[name].items()} for name in names}
 
 
 def main() -> None:
@@ -200,7 +252,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", default="1,4,8,16")
     parser.add_argument("--max-tokens", default="64,256")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="requests per client, in turn")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each load point")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
@@ -209,13 +262,12 @@ def main() -> None:
     window = Settings().context_window
     binary = os.environ.get("LLAMA_SERVER")
 
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        servers: dict[str, tuple[str, Send]] = {}
         for name, parallel in (
             (f"batched (parallel={args.parallel})", args.parallel),
             ("parallel=1", 1),
         ):
-            print(f"{name}:", flush=True)
             settings = {
                 "model_threads": str(args.threads),
                 "model_parallel": str(parallel),
@@ -223,19 +275,15 @@ def main() -> None:
                 "request_deadline": "1800",
                 "model_queue": "64",
             }
-            with server(f"sqlite:///{tmp}/{parallel}.db", **settings) as url:
-                runs[name] = asyncio.run(
-                    run_matrix(url, send_gptactions, clients, sizes, args.rounds)
-                )
-    if binary:
-        name = f"llama-server (--parallel {args.parallel})"
-        print(f"{name}:", flush=True)
-        with llama_server(binary, args.threads, args.parallel, window) as url:
-            runs[name] = asyncio.run(
-                run_matrix(url, send_llama_server, clients, sizes, args.rounds)
-            )
-    else:
-        print("LLAMA_SERVER is not set: no llama-server reference in this run")
+            url = stack.enter_context(server(f"sqlite:///{tmp}/{parallel}.db", **settings))
+            servers[name] = (url, send_gptactions)
+        if binary:
+            name = f"llama-server (--parallel {args.parallel})"
+            url = stack.enter_context(llama_server(binary, args.threads, args.parallel, window))
+            servers[name] = (url, send_llama_server)
+        else:
+            print("LLAMA_SERVER is not set: no llama-server reference in this run")
+        runs = asyncio.run(run_matrix(servers, clients, sizes, args.rounds, args.repeats))
 
     names = list(runs)
     rows = []
@@ -273,7 +321,13 @@ def main() -> None:
         "batching",
         header,
         rows,
-        {"threads": args.threads, "rounds": args.rounds, "runs": runs, "targets": targets},
+        {
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "repeats": args.repeats,
+            "runs": runs,
+            "targets": targets,
+        },
     )
     for label, value in targets.items():
         print(f"{label}: {value}")
