@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import logging
 import threading
 import time
@@ -36,9 +37,9 @@ PROMPT_BUDGET = 256
 # last prompt. Prompt tokens cost about as much in four steps as in one (each step reads the
 # weights once more: a few milliseconds), so the budget is small.
 SHARED_PROMPT_BUDGET = 64
-# A sequence copies another's memory (the whole stream, then trimmed to the shared prefix) when
-# that saves at least this many prompt tokens: copying a stream costs about as much as
-# decoding a few tokens, and saves decoding the shared system prompt again in each sequence.
+# A sequence copies another's memory (all of it, then trimmed to the shared prefix) when that
+# saves at least this many prompt tokens: copying costs about as much as decoding a token or
+# two, and saves decoding the shared system prompt again in each sequence.
 COPY_MIN_TOKENS = 16
 _RATE_WINDOW = 60.0
 
@@ -128,6 +129,7 @@ class BatchEngine:
         self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._candidates = Candidates(model.n_vocab)
+        self._state: Any = (ctypes.c_uint8 * 0)()  # a sequence's memory, when one is copied
         self._sequences = [Sequence(seq_id) for seq_id in range(parallel)]
         self._waiting: deque[Job] = deque()
         self._wakeup = threading.Condition()
@@ -231,11 +233,10 @@ class BatchEngine:
         keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
         donor = self._donor(sequence, job.prompt, keep)
         if donor is not None:
-            # Another sequence (busy or not) holds a longer prefix of this prompt: copy its
-            # memory, then cut it to what is shared. The copy happens at the next decode, before
-            # that batch's tokens are written, so it is the donor's memory as of now.
-            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, sequence.seq_id, -1, -1)
-            sequence.tokens = list(donor.tokens)
+            # Another sequence (busy or not) holds a longer prefix of this prompt: its memory
+            # becomes this one's too, cut below to what is shared.
+            if self._copy_memory(donor, sequence):
+                sequence.tokens = list(donor.tokens)
             keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
         if keep < len(sequence.tokens):
             if not llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, keep, -1):
@@ -250,6 +251,26 @@ class BatchEngine:
         except GrammarError as exc:
             sequence.job = None
             deliveries.append((job, BackendError(f"the local model refused the request: {exc}")))
+
+    def _copy_memory(self, donor: Sequence, sequence: Sequence) -> bool:
+        """Copy the donor's memory into `sequence` (whose own is dropped either way), now.
+
+        Through llama.cpp's per-sequence state: only the donor's cells are copied (a few MB for
+        a few hundred tokens), where `llama_memory_seq_cp` between two streams copies the whole
+        stream, used or not (47 MB of a 2,048-token window for this model), at the next decode.
+        """
+        size = int(llama_cpp.llama_state_seq_get_size(self._ctx, donor.seq_id))
+        if len(self._state) < size:
+            self._state = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, self._state, size, donor.seq_id)
+        if written and llama_cpp.llama_state_seq_set_data(
+            self._ctx, self._state, written, sequence.seq_id
+        ):
+            return True
+        log.warning("copying sequence %s's memory to %s failed", donor.seq_id, sequence.seq_id)
+        llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        sequence.tokens.clear()
+        return False
 
     def _donor(self, sequence: Sequence, prompt: list[int], have: int) -> Sequence | None:
         """The sequence whose memory shares the longest prefix with `prompt`, when copying it
