@@ -73,7 +73,9 @@ def create_app(
     )
     app.state.runtime = runtime
     if tracing_wanted():
-        tracing = install_tracing(app, exporter=span_exporter)
+        # Here, before the lifespan starts the backends: their aiohttp sessions are traced only
+        # when made after it.
+        tracing = install_tracing(app, exporter=span_exporter, secrets=runtime.router.secrets)
     install_error_handlers(app)
     guarded = ("/api/", f"{openai_compat.PREFIX}/")
     # Inside BodyGuard, so it reads a guarded body.

@@ -1,20 +1,30 @@
 """OpenTelemetry traces, on when OTEL_EXPORTER_OTLP_ENDPOINT is set and never imported otherwise.
 
-The SDK, the OTLP exporter and the FastAPI and httpx instrumentations come with the `otel` extra
-(`pip install 'gptactions[otel]'`). Spans go to the endpoint over OTLP/HTTP; the standard
-`OTEL_*` variables (service name, headers, sampling) apply as usual.
+The SDK, the OTLP exporter and the FastAPI, httpx and aiohttp instrumentations come with the
+`otel` extra (`pip install 'gptactions[otel]'`). Spans go to the endpoint over OTLP/HTTP; the
+standard `OTEL_*` variables (service name, headers, sampling) apply as usual.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gptactions import __version__
+from gptactions.llm.redact import redact
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter as _SpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.util.types import Attributes
+else:
+    # The SDK is imported only when tracing is installed; the class below is an exporter by its
+    # methods, which mypy checks against the SDK's as if it were a subclass.
+    _SpanExporter = object
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 UNTRACED_PATHS = "/metrics,/healthz"
@@ -37,25 +47,30 @@ class Tracing:
     provider: Any
     app: Any
     httpx_instrumentor: Any
+    aiohttp_instrumentor: Any
 
     def close(self) -> None:
         """Flush the spans still buffered and undo the instrumentation."""
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+        self.aiohttp_instrumentor.uninstrument()
         self.httpx_instrumentor.uninstrument()
         FastAPIInstrumentor.uninstrument_app(self.app)
         self.provider.shutdown()
 
 
-def install_tracing(app: FastAPI, *, exporter: Any = None) -> Tracing:
-    """Trace the app's requests and its outgoing httpx calls.
+def install_tracing(app: FastAPI, *, exporter: Any = None, secrets: Iterable[str] = ()) -> Tracing:
+    """Trace the app's requests and its outgoing httpx and aiohttp calls (those to upstreams).
 
     Spans go to `exporter` when one is given (tests pass an in-memory one), else over OTLP to
     the configured endpoint, through a provider that also becomes the process's global one so
-    the spans of the libraries underneath (the MCP SDK's) join the same traces.
+    the spans of the libraries underneath (the MCP SDK's) join the same traces. `secrets` (the
+    backends' keys) are replaced by `***` wherever they show in a span. aiohttp sessions are
+    traced only when made after this: call it before the backends start.
     """
     try:
         from opentelemetry import trace
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
         from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -71,14 +86,97 @@ def install_tracing(app: FastAPI, *, exporter: Any = None) -> Tracing:
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attributes[SERVICE_NAME] = "gptactions"
     provider = TracerProvider(resource=Resource.create(attributes))
+    secrets = frozenset(secrets)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        otlp = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(otlp, secrets)))
         trace.set_tracer_provider(provider)
     else:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(exporter, secrets)))
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_PATHS)
     httpx_instrumentor = HTTPXClientInstrumentor()
     httpx_instrumentor.instrument(tracer_provider=provider)
-    return Tracing(provider, app, httpx_instrumentor)
+    # Patches `ClientSession.__init__`: each session made from now on traces its requests and
+    # sends `traceparent`. Like httpx's, it strips credentials from the URLs it records.
+    aiohttp_instrumentor = AioHttpClientInstrumentor()
+    aiohttp_instrumentor.instrument(tracer_provider=provider)
+    return Tracing(provider, app, httpx_instrumentor, aiohttp_instrumentor)
+
+
+class RedactingExporter(_SpanExporter):
+    """Hands spans to `exporter` with every secret in them replaced by `***`.
+
+    The instrumentations record no headers by default, but the standard
+    `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*` variables can make them record an upstream's
+    `Authorization`, and a recorded exception may quote what the library was sent. The secrets
+    are the same the logs are scrubbed of, in every form (`secrets_of`).
+    """
+
+    def __init__(self, exporter: _SpanExporter, secrets: frozenset[str]) -> None:
+        self.exporter = exporter
+        self.secrets = secrets
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export the spans, redacted."""
+        if self.secrets:
+            spans = [self._redacted(span) for span in spans]
+        return self.exporter.export(spans)
+
+    def shutdown(self) -> None:
+        """Shut the exporter down."""
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export what the exporter holds."""
+        return bool(self.exporter.force_flush(timeout_millis))
+
+    def _redacted(self, span: ReadableSpan) -> ReadableSpan:
+        """The span itself when it holds no secret, else a copy without them."""
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.trace import Status
+
+        name = redact(span.name, self.secrets)
+        attributes = self._attributes(span.attributes)
+        events = [(event, self._attributes(event.attributes)) for event in span.events]
+        description = span.status.description
+        status = Status(span.status.status_code, description and redact(description, self.secrets))
+        if (
+            name == span.name
+            and attributes is None
+            and all(scrubbed is None for _, scrubbed in events)
+            and status.description == description
+        ):
+            return span
+        return ReadableSpan(
+            name=name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes if attributes is None else attributes,
+            events=[
+                event if scrubbed is None else Event(event.name, scrubbed, event.timestamp)
+                for event, scrubbed in events
+            ],
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _attributes(self, attributes: Attributes) -> dict[str, Any] | None:
+        """The attributes with their secrets redacted, or None when they hold none."""
+        if not attributes:
+            return None
+        scrubbed = {key: self._value(value) for key, value in attributes.items()}
+        return scrubbed if scrubbed != dict(attributes) else None
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, tuple | list):
+            return tuple(self._value(item) for item in value)
+        return value

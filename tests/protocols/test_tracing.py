@@ -9,12 +9,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+from pydantic import SecretStr
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
+from gptactions.llm.openai import OpenAIBackend
+from gptactions.llm.redact import secrets_of
+from gptactions.tracing import RedactingExporter
 from tests.conftest import ADMIN_KEY
 from tests.protocols.conftest import served
+from tests.upstream.faulty import FaultyUpstream
+
+UPSTREAM_KEY = "sk-tracing-UPSTREAM-SECRET-271828"
 
 PROBE = """
 import json, sys
@@ -72,3 +82,81 @@ async def test_with_the_endpoint_requests_make_spans(
     status = [s for s in calls if str(s.attributes.get("http.url")).endswith("/api/v1/gpt/status")]
     assert len(status) == 1
     assert status[0].context.trace_id == routes[0].context.trace_id
+
+
+@pytest.mark.upstream
+async def test_upstream_calls_are_client_spans_of_the_request_and_carry_the_trace(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    # Every request header recorded, the Authorization sent to the upstream included: what an
+    # operator may ask for, and what must come out without the key.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
+    exporter = InMemorySpanExporter()
+    with FaultyUpstream() as upstream:
+        backend = OpenAIBackend(name="upstream", base_url=upstream.url("ok"), api_key=UPSTREAM_KEY)
+        async with served(settings, backend, span_exporter=exporter) as server:
+            await backend.checked()  # the start-up probe, a trace of its own, is over
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                response = await client.post(
+                    "/api/v1/gpt/conversations",
+                    json={"userId": "tracing", "message": "Hello?", "maxTokens": 8},
+                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                )
+            assert response.status_code == 200, response.text
+            spans = exporter.get_finished_spans()
+        completions = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+    [route] = [
+        s
+        for s in spans
+        if s.kind.name == "SERVER" and s.attributes.get("http.route") == "/api/v1/gpt/conversations"
+    ]
+    trace_id = route.context.trace_id
+    calls = [
+        s
+        for s in spans
+        if s.kind.name == "CLIENT"
+        and s.context.trace_id == trace_id
+        and str(s.attributes.get("http.url", s.attributes.get("url.full"))).endswith(
+            "/chat/completions"
+        )
+    ]
+    assert len(calls) == 1
+    # A descendant of the request's server span (through the spans of the middleware between).
+    by_id = {s.context.span_id: s for s in spans}
+    ancestor = calls[0]
+    while ancestor.parent is not None and ancestor.context.span_id != route.context.span_id:
+        ancestor = by_id[ancestor.parent.span_id]
+    assert ancestor is route
+    # The upstream is told the trace, with the client span as the parent of its own.
+    assert len(completions) == 1
+    version, sent_trace, sent_parent, _flags = completions[0].headers["traceparent"].split("-")
+    assert (version, sent_trace) == ("00", f"{trace_id:032x}")
+    assert sent_parent == f"{calls[0].context.span_id:016x}"
+    assert completions[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    # Recorded, but not the key: in no attribute, event or status of any span.
+    assert calls[0].attributes["http.request.header.authorization"] == ("Bearer ***",)
+    exported = json.dumps([json.loads(s.to_json()) for s in spans])
+    assert "UPSTREAM-SECRET" not in exported
+
+
+def test_secrets_are_redacted_from_every_part_of_a_span() -> None:
+    exporter = InMemorySpanExporter()
+    secrets = secrets_of(SecretStr(UPSTREAM_KEY), "https://upstream.example/v1")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(exporter, secrets)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("clean", attributes={"http.method": "POST"}):
+        pass
+    with tracer.start_as_current_span(f"leaky {UPSTREAM_KEY}") as span:
+        span.set_attribute("keys", [UPSTREAM_KEY, "other"])
+        span.record_exception(RuntimeError(f"the upstream refused Bearer {UPSTREAM_KEY}"))
+        span.set_status(Status(StatusCode.ERROR, f"refused {UPSTREAM_KEY}"))
+    provider.shutdown()
+    clean, leaky = exporter.get_finished_spans()
+    assert clean.name == "clean" and clean.attributes == {"http.method": "POST"}
+    assert leaky.name == "leaky ***"
+    assert leaky.attributes["keys"] == ("***", "other")
+    assert leaky.events[0].attributes["exception.message"] == "the upstream refused Bearer ***"
+    assert leaky.status.description == "refused ***"
+    assert "UPSTREAM-SECRET" not in leaky.to_json()
