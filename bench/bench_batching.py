@@ -12,7 +12,9 @@ the time to first token's p50/p95 are over every request of every repeat. A slow
 machine then falls on all of them instead of on whichever ran at that moment.
 When `LLAMA_SERVER` names a `llama-server` binary (llama.cpp's C++ server), the same requests
 go to it too (`--parallel 8`, the same threads, model, prompts and sampling: greedy, repetition
-penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference.
+penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference: once with its
+default flash attention (`-fa auto`, on) and once with it off, as gptactions runs
+(`--llama-flash-attn`).
 Printed: completion tokens per second of wall time, and time to first token (p50, p95).
 Run: .venv/bin/python bench/bench_batching.py   (LLAMA_SERVER=/path/to/llama-server)
 """
@@ -183,7 +185,9 @@ def summarize(loads: list[Load]) -> dict[str, Any]:
 
 
 @contextmanager
-def llama_server(binary: str, threads: int, parallel: int, window: int) -> Iterator[str]:
+def llama_server(
+    binary: str, threads: int, parallel: int, window: int, flash_attention: str
+) -> Iterator[str]:
     """llama.cpp's own server on the same model file."""
     port = free_port()
     command = [
@@ -203,6 +207,8 @@ def llama_server(binary: str, threads: int, parallel: int, window: int) -> Itera
         "-c",
         str(parallel * window),
         "--no-webui",
+        "--flash-attn",
+        flash_attention,
         # The same weights placement as ours: no extra buffer types where they crash.
         *([] if extra_buffers_safe() else ["--no-repack"]),
     ]
@@ -256,6 +262,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each load point")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument(
+        "--llama-flash-attn",
+        default="auto,off",
+        help="llama-server's --flash-attn, one server per value: auto is its default (on, on "
+        "a CPU), off is what gptactions runs with (GPTACTIONS_MODEL_FLASH_ATTENTION)",
+    )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     sizes = [int(s) for s in args.max_tokens.split(",")]
@@ -277,11 +289,15 @@ def main() -> None:
             }
             url = stack.enter_context(server(f"sqlite:///{tmp}/{parallel}.db", **settings))
             servers[name] = (url, send_gptactions)
-        if binary:
-            name = f"llama-server (--parallel {args.parallel})"
-            url = stack.enter_context(llama_server(binary, args.threads, args.parallel, window))
+        references = []
+        for flash_attention in args.llama_flash_attn.split(",") if binary else []:
+            name = f"llama-server (--parallel {args.parallel} -fa {flash_attention})"
+            url = stack.enter_context(
+                llama_server(binary or "", args.threads, args.parallel, window, flash_attention)
+            )
             servers[name] = (url, send_llama_server)
-        else:
+            references.append(name)
+        if not binary:
             print("LLAMA_SERVER is not set: no llama-server reference in this run")
         runs = asyncio.run(run_matrix(servers, clients, sizes, args.rounds, args.repeats))
 
@@ -309,13 +325,17 @@ def main() -> None:
         targets[f"8 clients {size} tok: TTFT p50 / 1 client (<= 3)"] = ratio(
             b8["ttft_p50_ms"], b1["ttft_p50_ms"]
         )
-        if binary:
-            reference = runs[names[2]]
-            targets[f"8 clients {size} tok: batched / llama-server (>= 1.0)"] = ratio(
+        for name in references:
+            reference = runs[name]
+            label = name.removeprefix("llama-server ")
+            targets[f"8 clients {size} tok: batched / llama-server {label} (>= 1.0)"] = ratio(
                 b8["tokens_per_second"], reference[f"8x{size}"]["tokens_per_second"]
             )
-            targets[f"1 client {size} tok: batched / llama-server (>= 0.95)"] = ratio(
+            targets[f"1 client {size} tok: batched / llama-server {label} (>= 0.95)"] = ratio(
                 b1["tokens_per_second"], reference[f"1x{size}"]["tokens_per_second"]
+            )
+            targets[f"8 clients {size} tok: llama-server {label} TTFT p50 / 1 client"] = ratio(
+                reference[f"8x{size}"]["ttft_p50_ms"], reference[f"1x{size}"]["ttft_p50_ms"]
             )
     report(
         "batching",
