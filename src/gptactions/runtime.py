@@ -37,6 +37,32 @@ log = logging.getLogger(__name__)
 PREPARE_RETRY_EVERY = 2.0
 
 
+class Stopping(asyncio.Event):
+    """Set when the server stops (at the end of the shutdown grace); also calls back those
+    registered, so each running request can be cut short without a task of its own waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: set[Callable[[], object]] = set()
+
+    def set(self) -> None:
+        """Set the event and call every registered callback."""
+        super().set()
+        for callback in list(self._callbacks):
+            callback()
+
+    def on_set(self, callback: Callable[[], object]) -> None:
+        """Call `callback` when the event is set (at once when it is already)."""
+        if self.is_set():
+            callback()
+        else:
+            self._callbacks.add(callback)
+
+    def forget(self, callback: Callable[[], object]) -> None:
+        """No longer call `callback`."""
+        self._callbacks.discard(callback)
+
+
 class Runtime:
     """Everything a request needs. Built without I/O; `open` connects and loads, `close` frees."""
 
@@ -101,7 +127,7 @@ class Runtime:
         self.usage = UsageService(self.database)
         self.http_log_redactor = LogRedactor(self.router.secrets)
         # Set when the server stops: requests still running end (their replies stored).
-        self.stopping = asyncio.Event()
+        self.stopping = Stopping()
         # The metrics listen to what the services do; none of them imports the metrics.
         self.database.commit_observer = self.metrics.commit_took
         self.log.observer = self.metrics.interaction_recorded

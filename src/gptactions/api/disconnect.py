@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.errors import error_body
 from gptactions.api.sse import MEDIA_TYPE, event
+from gptactions.runtime import Stopping
 
 RESTARTING = "the server is restarting; retry shortly"
 RESTARTING_RETRY_AFTER = 1
@@ -56,7 +57,7 @@ class CancelOnDisconnect:
         app: ASGIApp,
         *,
         prefix: str | tuple[str, ...] = "/api/",
-        stopping: asyncio.Event | None = None,
+        stopping: Stopping | None = None,
         deadline: float | None = None,
         deadline_prefix: str = "/api/v1/gpt/",
     ) -> None:
@@ -67,13 +68,14 @@ class CancelOnDisconnect:
         self.deadline_prefix = deadline_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
         answer_by: float | None = None
         if (
             self.deadline is not None
             and scope["type"] == "http"
             and scope["path"].startswith(self.deadline_prefix)
         ):
-            answer_by = asyncio.get_running_loop().time() + self.deadline
+            answer_by = loop.time() + self.deadline
             margin = deadline_margin(self.deadline)
             scope.setdefault("state", {})["generate_until"] = answer_by - margin
             # The last resort fires after the generation's end, before the answer is due.
@@ -85,13 +87,17 @@ class CancelOnDisconnect:
         ):
             await self.app(scope, receive, send)
             return
-        body_read = asyncio.Event()
-        disconnected = asyncio.Event()
+        # On the hot path of every POST: one task watches the client (from the end of the
+        # body on); the deadline is a timer and the server's stop a callback, not tasks.
+        disconnected = False
+        body_read = False
         responded = False
         started = False
         streaming = False
         stopped = False
         late = False
+        watcher: asyncio.Task[None] | None = None
+        gone = asyncio.Event()
 
         async def app_send(message: Message) -> None:
             nonlocal responded, started, streaming
@@ -104,59 +110,58 @@ class CancelOnDisconnect:
             await send(message)
 
         async def app_receive() -> Message:
-            if body_read.is_set():
-                await disconnected.wait()
+            nonlocal body_read, watcher
+            if body_read:
+                await gone.wait()
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.disconnect":
-                disconnected.set()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                body_read.set()
+                body_read = True
+                client_gone()
+            elif not message.get("more_body", False):
+                body_read = True
+                watcher = loop.create_task(watch())
             return message
 
         with anyio.CancelScope() as cancel_scope:
 
-            async def watch() -> None:
-                await body_read.wait()
-                if not disconnected.is_set():
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    disconnected.set()
+            def client_gone() -> None:
+                nonlocal disconnected
+                disconnected = True
+                gone.set()
                 if not responded:
                     cancel_scope.cancel()
 
-            async def watch_stopping() -> None:
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                client_gone()
+
+            def stop() -> None:
                 nonlocal stopped
-                if self.stopping is None:
-                    return
-                await self.stopping.wait()
                 if not responded:
                     stopped = True
                     cancel_scope.cancel()
 
-            async def watch_deadline() -> None:
+            def too_late() -> None:
                 nonlocal late
-                if answer_by is None:
-                    return
-                await asyncio.sleep(max(0.0, answer_by - asyncio.get_running_loop().time()))
                 if not started:
                     late = True
                     cancel_scope.cancel()
 
-            watchers = [
-                asyncio.ensure_future(watch()),
-                asyncio.ensure_future(watch_stopping()),
-                asyncio.ensure_future(watch_deadline()),
-            ]
+            timer = loop.call_at(answer_by, too_late) if answer_by is not None else None
+            if self.stopping is not None:
+                self.stopping.on_set(stop)
             try:
                 await self.app(scope, app_receive, app_send)
             finally:
-                for watcher in watchers:
+                if timer is not None:
+                    timer.cancel()
+                if self.stopping is not None:
+                    self.stopping.forget(stop)
+                if watcher is not None:
                     watcher.cancel()
-        # Outside the cancelled scope: wait for the watchers without swallowing a cancellation
-        # that is meant for this task.
-        await asyncio.wait(watchers)
-        if disconnected.is_set() or responded:
+        if disconnected or responded:
             return
         with suppress(OSError):  # the client left meanwhile
             if stopped:
