@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import ActionBody, ActionsCaller, Deadline, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.logs import next_link
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.responses import ActionResponse
@@ -16,7 +17,7 @@ from gptactions.services.actions.registry import ACTION_NAME_PATTERN
 from gptactions.services.interactions import FinishReason
 from gptactions.services.sizing import cap, fit, json_length
 
-router = APIRouter(prefix="/api/v1/gpt")
+router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
 
 @router.post("/actions", operation_id="triggerAction")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gptactions.api.deps import ChatCaller, ConversationBody, Deadline, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.responses import ConversationResponse, Usage
 from gptactions.api.schemas import ConversationRequest
 from gptactions.api.sse import stream_reply, wants_event_stream
@@ -17,7 +18,7 @@ from gptactions.services.interactions import FinishReason
 from gptactions.services.keys import Principal
 from gptactions.services.sizing import cap
 
-router = APIRouter(prefix="/api/v1/gpt")
+router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
 
 def _turn(

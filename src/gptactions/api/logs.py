@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.responses import LogItem
 from gptactions.api.schemas import (
     CONVERSATION_ID_MAX_LENGTH,
@@ -21,7 +22,7 @@ from gptactions.api.schemas import (
 from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
 from gptactions.services.sizing import fit
 
-router = APIRouter(prefix="/api/v1/gpt")
+router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
 
 def rfc3339(moment: datetime) -> str:

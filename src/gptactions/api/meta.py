@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gptactions.api import readiness
 from gptactions.api.deps import RuntimeDep, get_principal, is_json
+from gptactions.api.direct import DirectRoute
 from gptactions.api.document import document_view, parse_scopes
 from gptactions.api.errors import error_response
 from gptactions.api.forwarded import public_origin
@@ -35,7 +36,7 @@ CONSOLE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DirectRoute)
 
 
 def served_document(app: FastAPI) -> dict[str, Any]:

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gptactions.api.deps import RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.metrics import CONTENT_TYPE
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import parse_authorization
 
-router = APIRouter()
+router = APIRouter(route_class=DirectRoute)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gptactions.api.deps import RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.forwarded import public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
@@ -31,7 +32,7 @@ from gptactions.services.oauth import (
 )
 from gptactions.services.users import TooManyAttempts, UserInfo
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DirectRoute)
 
 _AUTHORIZE_PARAMS = (
     "response_type",

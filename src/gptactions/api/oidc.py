@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gptactions.api.deps import RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.oauth import (
     authorize_params,
     consent_page,
@@ -25,7 +26,7 @@ from gptactions.api.oauth import (
 from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
 from gptactions.services.users import TooManyAttempts
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DirectRoute)
 
 CALLBACK_PATH = "/oauth/oidc/callback"
 COOKIE = "gptactions_oidc_state"

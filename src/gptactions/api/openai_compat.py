@@ -19,6 +19,7 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.deps import AnyCaller, ChatCaller, ChatCompletionBody, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.errors import backend_status
 from gptactions.api.sse import EventStreamResponse
 from gptactions.llm.base import BackendError, ToolCall, Usage
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/v1"
 TAG = "OpenAI-compatible"
-router = APIRouter(prefix=PREFIX, tags=[TAG])
+router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=DirectRoute)
 
 
 @router.get("/models", operation_id="listModels")

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from gptactions.api.deps import AnyCaller, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.responses import BackendStatus, StatusResponse
 from gptactions.services.sizing import cap, json_length, shorten
 
-router = APIRouter(prefix="/api/v1/gpt")
+router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
 
 @router.get("/status", operation_id="getStatus")

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
+from gptactions.api.direct import DirectRoute
 from gptactions.api.logs import rfc3339
 from gptactions.api.responses import KeyUsage, UsageResponse, UsageSums, UserUsage
 from gptactions.api.schemas import LOGS_DEFAULT_LIMIT, USER_ID_FILTER_MAX_LENGTH, check_limit
 from gptactions.services import usage
 from gptactions.services.sizing import fit, json_length
 
-router = APIRouter(prefix="/api/v1/gpt")
+router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
 WINDOW_MAX_LENGTH = 16
 
