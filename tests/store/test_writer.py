@@ -12,11 +12,16 @@ from sqlalchemy.engine import Engine
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.interactions import InteractionKind, InteractionLog, NewInteraction
+from gptactions.services.interactions import (
+    InteractionKind,
+    InteractionLog,
+    NewConversation,
+    NewInteraction,
+)
 from gptactions.services.keys import Principal
 from gptactions.store import queries
 from gptactions.store.db import Database
-from gptactions.store.models import Conversation, utcnow
+from gptactions.store.models import utcnow
 from tests.conftest import ADMIN_KEY, running_app
 
 PRINCIPAL = Principal("key1", "test", "default", frozenset({"admin"}))
@@ -45,9 +50,9 @@ def _turn(n: int, conversation_id: str | None = None) -> NewInteraction:
     )
 
 
-def _conversation(conversation_id: str) -> Conversation:
+def _conversation(conversation_id: str) -> NewConversation:
     now = utcnow()
-    return Conversation(
+    return NewConversation(
         id=conversation_id, tenant="default", user_id="u", created_at=now, updated_at=now
     )
 

@@ -425,14 +425,9 @@ class OpenAIBackend:
         finish: str | None = None
         done = False
         started_calls: set[int] = set()
-        events = sse_data(_lines(response))
+        events = sse_data(_lines(response, deadline))
         try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        data = await anext(events)
-                except StopAsyncIteration:
-                    break
+            async for data in events:
                 if data.strip() == "[DONE]":
                     done = True
                     break
@@ -649,10 +644,21 @@ def _environment_proxy(url: URL) -> str | None:
     return urllib.request.getproxies().get(url.scheme)
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The lines of a streamed body as they arrive, without their line ends; any length."""
+async def _lines(response: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
+    """The lines of a streamed body as they arrive, without their line ends; any length.
+
+    Each wait for more of the body ends at `deadline` (TimeoutError). What has arrived already
+    is read without a wait, and without a timer: a fast upstream's whole answer often has.
+    """
+    content = response.content
     rest = b""
-    async for piece in response.content.iter_any():
+    while True:
+        piece = content.read_nowait()
+        if not piece and not content.at_eof():
+            async with asyncio.timeout_at(deadline):
+                piece = await content.readany()
+        if not piece:
+            break
         *lines, rest = (rest + piece).split(b"\n")
         for line in lines:
             yield line.removesuffix(b"\r").decode("utf-8", "replace")
@@ -688,6 +694,9 @@ class _Slot:
         wait = backend.queue_timeout
         if self._deadline is not None:
             wait = min(wait, self._deadline - asyncio.get_running_loop().time())
+        if not backend._slots.locked():
+            await backend._slots.acquire()  # free: taken at once, no timer needed
+            return
         try:
             async with asyncio.timeout(max(wait, 0.0)):
                 await backend._slots.acquire()

@@ -67,23 +67,34 @@ def unpaired_surrogates(value: Any, pointer: str = "") -> list[Problem]:
     Iterative, so that a value nested as deeply as the JSON parser allows is walked too.
     """
     problems: list[Problem] = []
-    pending: list[tuple[str, Any]] = [(pointer, value)]
+    # (the parent's pointer, the member's name or index, the member): a member's own pointer
+    # is only written out for a container or a string with a problem, not for every string.
+    pending: list[tuple[str, Any, Any]] = [(pointer, _ROOT, value)]
     while pending:
-        where, item = pending.pop()
+        parent, part, item = pending.pop()
         if isinstance(item, str):
             if has_unpaired_surrogate(item):
-                problems.append(Problem(where, UNPAIRED_SURROGATE))
+                problems.append(Problem(_member(parent, part), UNPAIRED_SURROGATE))
         elif isinstance(item, dict):
+            where = _member(parent, part)
             for key, member in item.items():
                 if isinstance(key, str) and has_unpaired_surrogate(key):
                     # The pointer cannot name such a key: it could not be sent back either.
                     problems.append(Problem(where, "a member's name " + UNPAIRED_SURROGATE))
                     continue
-                pending.append((where + json_pointer([key]), member))
+                pending.append((where, key, member))
         elif isinstance(item, list | tuple):
-            pending.extend((f"{where}/{index}", member) for index, member in enumerate(item))
+            where = _member(parent, part)
+            pending.extend((where, index, member) for index, member in enumerate(item))
     problems.sort(key=lambda problem: problem.pointer)
     return problems
+
+
+_ROOT = object()
+
+
+def _member(parent: str, part: Any) -> str:
+    return parent if part is _ROOT else parent + json_pointer([part])
 
 
 def check_text(*fields: tuple[str, Any]) -> None:

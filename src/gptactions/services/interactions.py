@@ -15,7 +15,6 @@ from gptactions.services.limits import TokenQuota
 from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
-    Conversation,
     FinishReason,
     Interaction,
     InteractionKind,
@@ -35,6 +34,7 @@ __all__ = [
     "LogEntry",
     "LogPage",
     "LogQuery",
+    "NewConversation",
     "NewInteraction",
 ]
 
@@ -70,6 +70,18 @@ class NewInteraction:
     finish_reason: FinishReason | None = None
     http_status: int | None = None
     endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """A conversation to create with its first interaction (a plain record: an ORM object was
+    a measurable part of each turn's cost)."""
+
+    id: str
+    tenant: str
+    user_id: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +203,7 @@ class InteractionLog:
             await self._quota.check(principal)
 
     async def record(
-        self, new: NewInteraction, *, new_conversation: Conversation | None = None
+        self, new: NewInteraction, *, new_conversation: NewConversation | None = None
     ) -> int:
         """Store the interaction (and its new conversation) in one committed transaction.
 
@@ -243,7 +255,7 @@ class InteractionLog:
         self,
         new: NewInteraction,
         *,
-        new_conversation: Conversation | None = None,
+        new_conversation: NewConversation | None = None,
         close: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """Record an interaction its client abandoned, as `cancelled`.

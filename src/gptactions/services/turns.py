@@ -23,10 +23,11 @@ from gptactions.services.interactions import (
     InteractionKind,
     InteractionLog,
     InteractionStatus,
+    NewConversation,
     NewInteraction,
 )
 from gptactions.services.keys import Principal
-from gptactions.store.models import Conversation, utcnow
+from gptactions.store.models import utcnow
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,12 @@ class TurnRecorder:
 
 def _interaction(
     prepared: PreparedTurn, generation: Generation, latency_ms: int
-) -> tuple[NewInteraction, Conversation | None]:
+) -> tuple[NewInteraction, NewConversation | None]:
     """The turn as an `ok` interaction of the log, and its conversation when it is new."""
     now = utcnow()
     conversation = None
     if prepared.is_new:
-        conversation = Conversation(
+        conversation = NewConversation(
             id=prepared.conversation_id,
             tenant=prepared.principal.tenant,
             user_id=prepared.turn.user_id,
