@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,11 +37,16 @@ from gptactions.tracing import Tracing, install_tracing, tracing_wanted
 
 
 def create_app(
-    settings: Settings | None = None, *, runtime: Runtime | None = None, span_exporter: Any = None
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    span_exporter: Any = None,
+    serving: bool = False,
 ) -> FastAPI:
     """Build the app: API routes, MCP, metrics, console, OpenAPI document; the lifespan opens the
     runtime. Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (to `span_exporter` if
-    one is given)."""
+    one is given). `serving`: the app is the process's one app (`gptactions serve`), whose
+    start-up objects are set aside from the garbage collector once it has started."""
     runtime = runtime or Runtime(settings or Settings())
     settings = runtime.settings
     mcp = McpEndpoint(runtime)
@@ -53,6 +59,8 @@ def create_app(
         await runtime.open(
             prepare=lambda: bootstrap_admin_key(settings, runtime.keys, may_generate=False)
         )
+        if serving:
+            settle_garbage_collector()
         try:
             # The MCP SDK's session manager lives as long as the app.
             async with mcp.running():
@@ -114,6 +122,24 @@ def create_app(
     return app
 
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between two collections of the youngest generation (Python's default: 700)."""
+
+
+def settle_garbage_collector() -> None:
+    """Set start-up's objects aside from the garbage collector, and collect less often.
+
+    What start-up built (modules, the ORM's and pydantic's tables, the routes) lives as long as
+    the process: frozen, it is no longer walked by every full collection, each of which took
+    ~70 ms over its ~200,000 objects, a fifth of the server's time under load. And at Python's
+    default threshold the young generation was collected every few requests, walking the
+    objects of the requests in flight each time and promoting them towards the old ones.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def create_app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` and multi-worker serving: settings from the environment."""
-    return create_app(Settings())
+    return create_app(Settings(), serving=True)
