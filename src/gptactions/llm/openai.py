@@ -425,7 +425,8 @@ class OpenAIBackend:
         finish: str | None = None
         done = False
         started_calls: set[int] = set()
-        events = sse_data(_lines(response, deadline))
+        lines = _lines(response, deadline)
+        events = sse_data(lines)
         try:
             async for data in events:
                 if data.strip() == "[DONE]":
@@ -464,7 +465,9 @@ class OpenAIBackend:
         except aiohttp.ClientError as exc:
             raise self._broken_off(exc) from None
         finally:
+            # Both, explicitly: a generator left to be finalized costs the loop a wake-up.
             await events.aclose()
+            await lines.aclose()
         if not done and finish is None:
             raise BackendError(f"upstream {self.name!r} stopped midway, before the reply ended")
         if usage is None:
@@ -644,7 +647,7 @@ def _environment_proxy(url: URL) -> str | None:
     return urllib.request.getproxies().get(url.scheme)
 
 
-async def _lines(response: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
+async def _lines(response: aiohttp.ClientResponse, deadline: float) -> AsyncGenerator[str, None]:
     """The lines of a streamed body as they arrive, without their line ends; any length.
 
     Each wait for more of the body ends at `deadline` (TimeoutError). What has arrived already

@@ -10,21 +10,25 @@ the writer goes on with the next batch. One exception: a constraint one row brea
 conversation deleted meanwhile, say) is that row's fault, not its neighbours', so the batch is
 then written again one request per transaction, and only the faulty one fails.
 
-On SQLite the writer owns a plain (synchronous) connection in a thread of its own, and a batch
-is ONE hand-off to that thread: its inserts, its update and its commit run there together. Through
-aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
-was about a fifth of the event loop's time at one request at a time. PostgreSQL keeps its async
-pool (asyncpg); the same batch function runs there on the async connection.
+On SQLite the writer owns a plain (synchronous) connection in a thread of its own, kept open, and
+a batch is ONE hand-off to that thread: its inserts, its update and its commit run there together,
+and one callback per batch wakes its requests. Through aiosqlite each statement (BEGIN, each INSERT,
+the UPDATE, COMMIT) crossed threads and back, which was about a fifth of the event loop's time at
+one request at a time; a writer task between the requests and the thread cost two more wake-ups of
+the loop per batch. The batch starts at the loop's next turn, so the writes of requests that
+reached the writer together share it. PostgreSQL keeps its async pool (asyncpg) and a writer task;
+the same batch function runs there on the async connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +70,18 @@ class _Pending:
     done: asyncio.Future[int]
 
 
+@dataclass
+class _Outcome:
+    """What became of one transaction of the writer thread: its ids, or the error to raise
+    (`as_is`, else what the database's outage handling makes of it)."""
+
+    batch: list[_Pending]
+    ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    error: BaseException | None = None
+    as_is: bool = True
+
+
 class _Stop:
     """Put in the queue by `close`: everything before it is written, then the writer ends."""
 
@@ -96,6 +112,14 @@ class GroupWriter:
         self._queue: asyncio.Queue[_Pending | _Stop] | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
+        # SQLite: the writes waiting for the next batch, whether a batch is being written, the
+        # loop the requests wait in, and who waits for the writer to be idle (`close`).
+        self._waiting: list[_Pending] = []
+        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._connection: Connection | None = None
+        """The writer thread's own connection, kept open between batches."""
         self.batches = 0
         """How many transactions the writer committed or tried (tests read it)."""
 
@@ -106,10 +130,89 @@ class GroupWriter:
         take the write back: once handed over, it is committed with its batch.
         """
         loop = asyncio.get_running_loop()
-        queue = self._running_queue(loop)
         pending = _Pending(write, loop.create_future())
-        queue.put_nowait(pending)
+        if isinstance(self._engine, AsyncEngine):
+            self._running_queue(loop).put_nowait(pending)
+        else:
+            self._hand_over(loop, pending)
         return await pending.done
+
+    # SQLite: the writer thread, fed from the loop by callbacks
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        if self._loop is not loop:  # a new event loop (tests run several): start afresh
+            self._loop, self._waiting, self._busy, self._idle = loop, [], False, None
+        self._waiting.append(pending)
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._next_batch, loop)
+
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: send the waiting writes to the writer thread, or note that it is idle."""
+        if loop is not self._loop:
+            return
+        batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+        if not batch:
+            self._busy = False
+            if self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
+        self._thread.submit(self._write_in_thread, loop, batch)
+
+    def _write_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """In the writer's thread: the batch's transaction (or, when one of its rows breaks a
+        constraint, one per request); then one callback to the loop with the outcomes."""
+        outcomes: list[_Outcome] = []
+        try:
+            outcomes.append(_Outcome(batch, *self._sqlite_transaction(batch)))
+        except sa.IntegrityError as error:
+            if len(batch) == 1:
+                outcomes.append(_Outcome(batch, error=error))
+            else:
+                log.warning(
+                    "a batch broke a constraint (%s); writing its requests one by one", error
+                )
+                for pending in batch:
+                    try:
+                        outcomes.append(_Outcome([pending], *self._sqlite_transaction([pending])))
+                    except sa.IntegrityError as alone:
+                        outcomes.append(_Outcome([pending], error=alone))
+                    except Exception as failure:
+                        outcomes.append(_Outcome([pending], error=failure, as_is=False))
+        except Exception as error:
+            outcomes.append(_Outcome(batch, error=error, as_is=False))
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._settle, loop, outcomes)
+
+    def _sqlite_transaction(self, batch: list[_Pending]) -> tuple[list[int], float]:
+        self.batches += 1
+        assert isinstance(self._engine, Engine)
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        try:
+            return _write_batch(self._connection, [pending.write for pending in batch])
+        except Exception:
+            # Start the next batch on a fresh connection, whatever state this one is in.
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
+        """On the loop: wake each request of the batch, then start the next one."""
+        for outcome in outcomes:
+            if outcome.error is not None:
+                error = outcome.error if outcome.as_is else self._failed(outcome.error)
+                _fail(outcome.batch, error)
+                continue
+            self._committed(outcome.seconds)
+            self._succeeded()
+            for pending, ident in zip(outcome.batch, outcome.ids, strict=True):
+                if not pending.done.done():
+                    pending.done.set_result(ident)
+        self._next_batch(loop)
 
     def _running_queue(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[_Pending | _Stop]:
         """The queue of the writer task of this event loop, started on first use."""
@@ -121,6 +224,11 @@ class GroupWriter:
 
     async def close(self) -> None:
         """Write everything handed over so far, then stop the writer (graceful shutdown)."""
+        loop = asyncio.get_running_loop()
+        if self._busy and self._loop is loop:
+            if self._idle is None or self._idle.done():
+                self._idle = loop.create_future()
+            await asyncio.shield(self._idle)
         task, queue = self._task, self._queue
         self._task = self._queue = None
         if task is None or queue is None or task.done():
@@ -133,11 +241,15 @@ class GroupWriter:
 
     def dispose(self) -> None:
         """Close the writer's own connection and thread (after `close`)."""
-        if isinstance(self._engine, Engine):
-            self._engine.dispose()
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+        if isinstance(self._engine, Engine):
+            self._engine.dispose()
 
     async def _run(self, queue: asyncio.Queue[_Pending | _Stop]) -> None:
         while True:
@@ -179,24 +291,11 @@ class GroupWriter:
 
     async def _transaction(self, writes: list[Write]) -> list[int]:
         self.batches += 1
-        if isinstance(self._engine, AsyncEngine):
-            async with self._engine.connect() as connection:
-                ids, seconds = await connection.run_sync(_write_batch, writes)
-        else:
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
-            loop = asyncio.get_running_loop()
-            ids, seconds = await loop.run_in_executor(
-                self._thread, _write_batch_on, self._engine, writes
-            )
+        assert isinstance(self._engine, AsyncEngine)
+        async with self._engine.connect() as connection:
+            ids, seconds = await connection.run_sync(_write_batch, writes)
         self._committed(seconds)
         return ids
-
-
-def _write_batch_on(engine: Engine, writes: list[Write]) -> tuple[list[int], float]:
-    """In the writer's thread: the batch on the writer's one connection."""
-    with engine.connect() as connection:
-        return _write_batch(connection, writes)
 
 
 def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
