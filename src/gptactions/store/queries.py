@@ -102,9 +102,22 @@ async def latest_conversation(
 # writer runs them through `AsyncConnection.run_sync`.
 
 
+# Built once: a statement's cache key is worked out anew for each new object, on every write.
+_INSERT_CONVERSATIONS = insert(Conversation)
+_INSERT_INTERACTIONS_SQLITE = insert(Interaction).returning(Interaction.id)
+_INSERT_INTERACTIONS_ORDERED = insert(Interaction).returning(
+    Interaction.id, sort_by_parameter_order=True
+)
+_TOUCH_CONVERSATIONS = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("conversation"))
+    .values(updated_at=bindparam("at"))
+)
+
+
 def insert_conversations(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Store new conversations (each row has every column)."""
-    connection.execute(insert(Conversation), rows)
+    connection.execute(_INSERT_CONVERSATIONS, rows)
 
 
 def insert_interactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -114,22 +127,16 @@ def insert_interactions(connection: Connection, rows: list[dict[str, Any]]) -> l
         # above the largest, and the writer's transaction holds the write lock), but does not
         # promise the order of RETURNING: sorting the ids gives each row its own. Asking
         # SQLAlchemy to keep the order instead makes it insert one row at a time on SQLite.
-        result = connection.execute(insert(Interaction).returning(Interaction.id), rows)
+        result = connection.execute(_INSERT_INTERACTIONS_SQLITE, rows)
         return sorted(int(ident) for ident in result.scalars())
     # PostgreSQL: one INSERT ... SELECT ordered by a sentinel, which keeps the order.
-    statement = insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True)
-    result = connection.execute(statement, rows)
+    result = connection.execute(_INSERT_INTERACTIONS_ORDERED, rows)
     return [int(ident) for ident in result.scalars()]
 
 
 def touch_conversations(connection: Connection, touches: list[tuple[str, datetime]]) -> None:
     """Mark each conversation active at its time."""
-    statement = (
-        update(Conversation)
-        .where(Conversation.id == bindparam("conversation"))
-        .values(updated_at=bindparam("at"))
-    )
-    connection.execute(statement, [{"conversation": c, "at": at} for c, at in touches])
+    connection.execute(_TOUCH_CONVERSATIONS, [{"conversation": c, "at": at} for c, at in touches])
 
 
 # --- interactions -----------------------------------------------------------------------------
