@@ -153,12 +153,21 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        # Bounded: methods, route templates and statuses are (see `route_template`).
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        labels = (method, route, str(status))
-        self.http_requests.labels(*labels).inc()
-        self.http_duration.labels(*labels).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            # `labels()` checks its values and takes a lock each time: once per combination.
+            labels = (method, route, str(status))
+            children = self.http_requests.labels(*labels), self.http_duration.labels(*labels)
+            self._request_children[key] = children
+        requests, duration = children
+        requests.inc()
+        duration.observe(seconds)
 
     def interaction_recorded(self, new: NewInteraction) -> None:
         """Count a committed interaction and the tokens it used."""

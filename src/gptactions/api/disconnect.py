@@ -97,7 +97,7 @@ class CancelOnDisconnect:
         stopped = False
         late = False
         watcher: asyncio.Task[None] | None = None
-        gone = asyncio.Event()
+        gone: asyncio.Event | None = None  # made only when the app listens after the body
 
         async def app_send(message: Message) -> None:
             nonlocal responded, started, streaming
@@ -110,9 +110,11 @@ class CancelOnDisconnect:
             await send(message)
 
         async def app_receive() -> Message:
-            nonlocal body_read, watcher
+            nonlocal body_read, watcher, gone
             if body_read:
-                await gone.wait()
+                if not disconnected:
+                    gone = gone or asyncio.Event()
+                    await gone.wait()
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -128,7 +130,8 @@ class CancelOnDisconnect:
             def client_gone() -> None:
                 nonlocal disconnected
                 disconnected = True
-                gone.set()
+                if gone is not None:
+                    gone.set()
                 if not responded:
                     cancel_scope.cancel()
 
