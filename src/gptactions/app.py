@@ -71,6 +71,7 @@ def create_app(
             if tracing is not None:
                 tracing.close()
 
+    traced = tracing_wanted()
     app = FastAPI(
         title="GPT Actions API",
         version=__version__,
@@ -78,9 +79,11 @@ def create_app(
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        # Untraced, FastAPI need not look for OpenTelemetry providers on every request.
+        telemetry=None if traced else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    if tracing_wanted():
+    if traced:
         # Here, before the lifespan starts the backends: their aiohttp sessions are traced only
         # when made after it.
         tracing = install_tracing(app, exporter=span_exporter, secrets=runtime.router.secrets)

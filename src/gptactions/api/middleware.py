@@ -49,8 +49,10 @@ class BodyGuard:
         ):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        length = headers.get("content-length")
+        length = None  # the last Content-Length, as a dict of the headers would keep it
+        for name, value in scope["headers"]:
+            if name.lower() == b"content-length":
+                length = value.decode("latin-1")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
             return

@@ -159,7 +159,10 @@ class GroupWriter:
             return
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
-        self._thread.submit(self._write_in_thread, loop, batch)
+        try:
+            self._thread.submit(self._write_in_thread, loop, batch)
+        except RuntimeError as error:  # the interpreter is shutting down
+            self._settle(loop, [_Outcome(batch, error=error, as_is=False)])
 
     def _write_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         """In the writer's thread: the batch's transaction (or, when one of its rows breaks a
