@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from gptactions.services.interactions import (
 from gptactions.services.keys import Principal
 from gptactions.store import queries
 from gptactions.store.db import Database
-from gptactions.store.models import utcnow
+from gptactions.store.models import Interaction, utcnow
 from tests.conftest import ADMIN_KEY, running_app
 
 PRINCIPAL = Principal("key1", "test", "default", frozenset({"admin"}))
@@ -91,6 +92,39 @@ async def test_a_continued_conversation_is_marked_active(database: Database) -> 
         conversation = await queries.conversation_by_id(session, "conv_a")
     assert conversation is not None
     assert queries.as_utc(conversation.updated_at) > queries.as_utc(first.updated_at)
+
+
+async def test_written_rows_read_back_exactly(database: Database) -> None:
+    """SQLite's writer writes through the driver: every column reads back as written (times to
+    the microsecond, as SQLAlchemy stores them)."""
+    log = InteractionLog(database)
+    conversation = _conversation("conv_x")
+    turn = replace(_turn(7, "conv_x"), at=utcnow(), latency_ms=12, action="act")
+    ident = await log.record(turn, new_conversation=conversation)
+    later = replace(_turn(8, "conv_x"), at=utcnow())
+    await log.record(later)
+    async with database.session() as session:
+        stored = await session.get(Interaction, ident)
+        touched = await queries.conversation_by_id(session, "conv_x")
+    assert stored is not None and touched is not None
+    assert turn.at is not None and later.at is not None
+    assert queries.as_utc(stored.created_at) == turn.at
+    assert (stored.message, stored.reply, stored.action, stored.latency_ms) == (
+        "m7",
+        "r7",
+        "act",
+        12,
+    )
+    assert (stored.tenant, stored.key_id, stored.user_id, stored.kind) == (
+        "default",
+        "key1",
+        "u",
+        "conversation",
+    )
+    assert (stored.error, stored.http_status, stored.endpoint) == (None, None, None)
+    assert conversation.created_at is not None
+    assert queries.as_utc(touched.created_at) == conversation.created_at
+    assert queries.as_utc(touched.updated_at) == later.at
 
 
 async def test_a_row_breaking_a_constraint_fails_alone(database: Database) -> None:

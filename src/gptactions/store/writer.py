@@ -12,12 +12,15 @@ then written again one request per transaction, and only the faulty one fails.
 
 On SQLite the writer owns a plain (synchronous) connection in a thread of its own, kept open, and
 a batch is ONE hand-off to that thread: its inserts, its update and its commit run there together,
-and one callback per batch wakes its requests. Through aiosqlite each statement (BEGIN, each INSERT,
-the UPDATE, COMMIT) crossed threads and back, which was about a fifth of the event loop's time at
-one request at a time; a writer task between the requests and the thread cost two more wake-ups of
-the loop per batch. The batch starts at the loop's next turn, so the writes of requests that
-reached the writer together share it. PostgreSQL keeps its async pool (asyncpg) and a writer task;
-the same batch function runs there on the async connection.
+straight on the driver's `sqlite3` connection (SQL written once in `queries`), and one callback per
+batch wakes its requests. SQLAlchemy's statement machinery there held the GIL for ~0.2 ms a batch,
+on the path of every reply; the driver's errors are still raised as SQLAlchemy's. Through
+aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
+was about a fifth of the event loop's time at one request at a time; a writer task between the
+requests and the thread cost two more wake-ups of the loop per batch. The batch starts at the
+loop's next turn, so the writes of requests that reached the writer together share it. PostgreSQL
+keeps its async pool (asyncpg), a writer task and SQLAlchemy's statements, run there on the async
+connection.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +39,7 @@ from typing import Any
 from sqlalchemy import exc as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from gptactions.store import queries
 
@@ -118,8 +123,8 @@ class GroupWriter:
         self._busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
-        self._connection: Connection | None = None
-        """The writer thread's own connection, kept open between batches."""
+        self._connection: PoolProxiedConnection | None = None
+        """The writer thread's own (driver) connection, kept open between batches."""
         self.batches = 0
         """How many transactions the writer committed or tried (tests read it)."""
 
@@ -193,9 +198,11 @@ class GroupWriter:
         self.batches += 1
         assert isinstance(self._engine, Engine)
         if self._connection is None:
-            self._connection = self._engine.connect()
+            self._connection = self._engine.raw_connection()
+        connection = self._connection.driver_connection
+        assert isinstance(connection, sqlite3.Connection)
         try:
-            return _write_batch(self._connection, [pending.write for pending in batch])
+            return _write_sqlite_batch(connection, [pending.write for pending in batch])
         except Exception:
             # Start the next batch on a fresh connection, whatever state this one is in.
             connection, self._connection = self._connection, None
@@ -316,6 +323,30 @@ def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int]
             queries.touch_conversations(connection, touches)
         started = time.perf_counter()
         transaction.commit()
+    return ids, time.perf_counter() - started
+
+
+def _write_sqlite_batch(
+    connection: sqlite3.Connection, writes: list[Write]
+) -> tuple[list[int], float]:
+    """`_write_batch` on the driver's SQLite connection, its errors raised as SQLAlchemy's."""
+    try:
+        try:
+            conversations = [w.conversation for w in writes if w.conversation is not None]
+            if conversations:
+                queries.insert_conversations(connection, conversations)
+            ids = queries.insert_interactions(connection, [w.interaction for w in writes])
+            touches = [t for t in (w.touches for w in writes) if t is not None]
+            if touches:
+                queries.touch_conversations(connection, touches)
+            started = time.perf_counter()
+            connection.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.rollback()
+            raise
+    except sqlite3.Error as error:
+        raise sa.DBAPIError.instance(None, None, error, sqlite3.Error) from error
     return ids, time.perf_counter() - started
 
 
