@@ -162,9 +162,18 @@ async def load(
 
         async def one_client(number: int) -> list[Result]:
             return [
-                await send(client, first + number * rounds + turn, max_tokens)
+                await send_again_once(client, first + number * rounds + turn)
                 for turn in range(rounds)
             ]
+
+        async def send_again_once(client: httpx.AsyncClient, index: int) -> Result:
+            # llama-server now and then drops a new keep-alive connection before answering (seen
+            # here once in ~200 requests); the request is sent again, and said so.
+            try:
+                return await send(client, index, max_tokens)
+            except httpx.RemoteProtocolError as error:
+                print(f"  note: {url} dropped request {index} ({error}); sent it again")
+                return await send(client, index, max_tokens)
 
         started = time.perf_counter()
         per_client = await asyncio.gather(*(one_client(n) for n in range(clients)))
