@@ -189,10 +189,6 @@ class Settings(BaseSettings):
     repeat_penalty: float = Field(
         default=1.1, ge=1.0, le=2.0, description="Repetition penalty over the last 64 tokens."
     )
-    model_flash_attention: Literal["off", "on", "auto"] = Field(
-        default="off",
-        description="llama.cpp's flash attention: off is faster on a CPU; auto for a GPU build.",
-    )
 
     # Keys
     api_key: SecretStr | None = Field(

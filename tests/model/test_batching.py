@@ -331,19 +331,3 @@ async def test_stop_strings_end_the_reply_before_them(local_backend: LocalBacken
     assert "5" in full
     cut = await _drain(local_backend.stream(ask("Count from one to ten.", 40, stop=("5",))))
     assert cut == full[: full.index("5")]
-
-
-def test_flash_attention_is_off_unless_the_setting_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off by default (slower on a CPU); GPTACTIONS_MODEL_FLASH_ATTENTION reaches the backend."""
-    from gptactions.config import Settings
-    from gptactions.llm.factory import backend_configs, build_backend
-
-    monkeypatch.delenv("GPTACTIONS_MODEL_FLASH_ATTENTION", raising=False)
-    default = Settings()
-    assert build_backend(backend_configs(default)[0], default).flash_attention == "off"  # type: ignore[attr-defined]
-    monkeypatch.setenv("GPTACTIONS_MODEL_FLASH_ATTENTION", "auto")
-    chosen = Settings()
-    assert build_backend(backend_configs(chosen)[0], chosen).flash_attention == "auto"  # type: ignore[attr-defined]
-    monkeypatch.setenv("GPTACTIONS_MODEL_FLASH_ATTENTION", "fast")
-    with pytest.raises(ValueError):
-        Settings()

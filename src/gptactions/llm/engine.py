@@ -42,15 +42,6 @@ SHARED_PROMPT_BUDGET = 64
 # two, and saves decoding the shared system prompt again in each sequence.
 COPY_MIN_TOKENS = 16
 _RATE_WINDOW = 60.0
-# llama.cpp's flash attention. On a CPU it is slower here, not faster: measured on this model
-# with 8 sequences (2 threads, the best of 20 runs, bench/README.md), one token 13 ms off against
-# 17 on (llama.cpp's default "auto" turns it on), 8 tokens 50 against 58, 8 prompts of 16 tokens
-# 433 against 701 ms, and 8 tokens at 1,500 tokens of context 77 against 171 ms.
-_FLASH_ATTENTION = {
-    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
-}
 
 
 class Outbox:
@@ -114,7 +105,6 @@ class BatchEngine:
         max_queue: int = 32,
         prompt_budget: int = PROMPT_BUDGET,
         shared_prompt_budget: int = SHARED_PROMPT_BUDGET,
-        flash_attention: str = "off",
     ) -> None:
         self.model = model
         self.parallel = parallel
@@ -133,7 +123,6 @@ class BatchEngine:
         params.n_batch = params.n_ubatch = prompt_budget + parallel
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
-        params.flash_attn_type = _FLASH_ATTENTION[flash_attention]
         self._ctx: Any = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context for the model")

@@ -148,7 +148,6 @@ def build_backend(config: BackendConfig, settings: Settings) -> Backend:
             max_queue=settings.model_queue,
             parallel=settings.model_parallel,
             repeat_penalty=settings.repeat_penalty,
-            flash_attention=settings.model_flash_attention,
         )
     assert config.url is not None  # checked in backend_configs
     return OpenAIBackend(

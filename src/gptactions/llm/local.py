@@ -174,7 +174,6 @@ class LocalBackend:
         parallel: int = 8,
         repeat_penalty: float = 1.1,
         seed: int = 0,
-        flash_attention: str = "off",
     ) -> None:
         self.name = name
         self._model_path = model_path
@@ -184,7 +183,6 @@ class LocalBackend:
         self._max_queue = max_queue
         self._repeat_penalty = repeat_penalty
         self._seed = seed
-        self.flash_attention = flash_attention
         self._model: LlamaModel | None = None
         self._engine: BatchEngine | None = None
         self._last_latency_ms: float | None = None
@@ -224,7 +222,6 @@ class LocalBackend:
                 window=self.context_window,
                 threads=self.threads,
                 max_queue=self._max_queue,
-                flash_attention=self.flash_attention,
             )
         except BaseException:
             model.close()
