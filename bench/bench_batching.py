@@ -12,9 +12,9 @@ the time to first token's p50/p95 are over every request of every repeat. A slow
 machine then falls on all of them instead of on whichever ran at that moment.
 When `LLAMA_SERVER` names a `llama-server` binary (llama.cpp's C++ server), the same requests
 go to it too (`--parallel 8`, the same threads, model, prompts and sampling: greedy, repetition
-penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference: once with its
-default flash attention (`-fa auto`, on) and once with it off, as gptactions runs
-(`--llama-flash-attn`).
+penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference, at its
+default flash attention (`-fa auto`), as gptactions runs; `--llama-flash-attn auto,off` adds
+one with it off.
 Printed: completion tokens per second of wall time, and time to first token (p50, p95).
 Run: .venv/bin/python bench/bench_batching.py   (LLAMA_SERVER=/path/to/llama-server)
 """
@@ -273,9 +273,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument(
         "--llama-flash-attn",
-        default="auto,off",
-        help="llama-server's --flash-attn, one server per value: auto is its default (on, on "
-        "a CPU), off is what gptactions runs with (GPTACTIONS_MODEL_FLASH_ATTENTION)",
+        default="auto",
+        help="llama-server's --flash-attn, one server per value (auto,off: two servers); auto "
+        "is its default and gptactions' (llama.cpp's own default for the context)",
     )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
