@@ -314,10 +314,11 @@ class BatchEngine:
             batch.logits[count] = logits
             count += 1
 
-        active = sorted(
-            (s for s in self._sequences if s.job is not None), key=lambda s: s.admitted_at
-        )
-        for sequence in active:
+        # Generating tokens go in sequence order (llama.cpp lays a batch's streams out by it),
+        # prompts by arrival (first come, first served).
+        generating = [s for s in self._sequences if s.job is not None]
+        active = sorted(generating, key=lambda s: s.admitted_at)
+        for sequence in generating:
             job = sequence.job
             assert job is not None
             if job.next_token is not None:
