@@ -314,8 +314,9 @@ class BatchEngine:
             batch.logits[count] = logits
             count += 1
 
-        # Generating tokens go in sequence order (llama.cpp lays a batch's streams out by it),
-        # prompts by arrival (first come, first served).
+        # Generating tokens go in sequence order: in arrival order, which differs when requests
+        # took sequences by shared prefix, a step cost ~30% more (bench/README.md). Prompts go
+        # by arrival (first come, first served).
         generating = [s for s in self._sequences if s.job is not None]
         active = sorted(generating, key=lambda s: s.admitted_at)
         for sequence in generating:
