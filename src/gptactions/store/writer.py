@@ -212,6 +212,11 @@ class GroupWriter:
 
     def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
         """On the loop: wake each request of the batch, then start the next one."""
+        self._wake(outcomes)
+        self._next_batch(loop)
+
+    def _wake(self, outcomes: list[_Outcome]) -> None:
+        """On the loop: each request gets its id, or its transaction's error."""
         for outcome in outcomes:
             if outcome.error is not None:
                 error = outcome.error if outcome.as_is else self._failed(outcome.error)
@@ -222,7 +227,6 @@ class GroupWriter:
             for pending, ident in zip(outcome.batch, outcome.ids, strict=True):
                 if not pending.done.done():
                     pending.done.set_result(ident)
-        self._next_batch(loop)
 
     def _running_queue(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[_Pending | _Stop]:
         """The queue of the writer task of this event loop, started on first use."""
@@ -282,30 +286,25 @@ class GroupWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         """Write and commit one batch; wake each request with its id or the batch's error."""
         try:
-            ids = await self._transaction([pending.write for pending in batch])
+            ids, seconds = await self._transaction([pending.write for pending in batch])
         except sa.IntegrityError as error:
             if len(batch) == 1:
-                _fail(batch, error)
+                self._wake([_Outcome(batch, error=error)])
                 return
             log.warning("a batch broke a constraint (%s); writing its requests one by one", error)
             for pending in batch:
                 await self._commit([pending])
             return
         except Exception as error:
-            _fail(batch, self._failed(error))
+            self._wake([_Outcome(batch, error=error, as_is=False)])
             return
-        self._succeeded()
-        for pending, ident in zip(batch, ids, strict=True):
-            if not pending.done.done():
-                pending.done.set_result(ident)
+        self._wake([_Outcome(batch, ids, seconds)])
 
-    async def _transaction(self, writes: list[Write]) -> list[int]:
+    async def _transaction(self, writes: list[Write]) -> tuple[list[int], float]:
         self.batches += 1
         assert isinstance(self._engine, AsyncEngine)
         async with self._engine.connect() as connection:
-            ids, seconds = await connection.run_sync(_write_batch, writes)
-        self._committed(seconds)
-        return ids
+            return await connection.run_sync(_write_batch, writes)
 
 
 def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
@@ -314,16 +313,22 @@ def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int]
     Returns the interactions' ids and how many seconds the commit took.
     """
     with connection.begin() as transaction:
-        conversations = [w.conversation for w in writes if w.conversation is not None]
-        if conversations:
-            queries.insert_conversations(connection, conversations)
-        ids = queries.insert_interactions(connection, [w.interaction for w in writes])
-        touches = [t for t in (w.touches for w in writes) if t is not None]
-        if touches:
-            queries.touch_conversations(connection, touches)
+        ids = _write_rows(connection, writes)
         started = time.perf_counter()
         transaction.commit()
     return ids, time.perf_counter() - started
+
+
+def _write_rows(connection: queries.Writable, writes: list[Write]) -> list[int]:
+    """The batch's conversations, interactions and touches, in that order; the interactions' ids."""
+    conversations = [w.conversation for w in writes if w.conversation is not None]
+    if conversations:
+        queries.insert_conversations(connection, conversations)
+    ids = queries.insert_interactions(connection, [w.interaction for w in writes])
+    touches = [t for t in (w.touches for w in writes) if t is not None]
+    if touches:
+        queries.touch_conversations(connection, touches)
+    return ids
 
 
 def _write_sqlite_batch(
@@ -332,13 +337,7 @@ def _write_sqlite_batch(
     """`_write_batch` on the driver's SQLite connection, its errors raised as SQLAlchemy's."""
     try:
         try:
-            conversations = [w.conversation for w in writes if w.conversation is not None]
-            if conversations:
-                queries.insert_conversations(connection, conversations)
-            ids = queries.insert_interactions(connection, [w.interaction for w in writes])
-            touches = [t for t in (w.touches for w in writes) if t is not None]
-            if touches:
-                queries.touch_conversations(connection, touches)
+            ids = _write_rows(connection, writes)
             started = time.perf_counter()
             connection.commit()
         except BaseException:
