@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
-from gptactions.api import actions, conversations, logs, me, status, usage
+from gptactions.api import actions, conversations, logs, me, sse, status, usage
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
@@ -523,26 +523,30 @@ def _personal(doc: dict[str, Any]) -> None:
 
 
 def _event_stream() -> dict[str, Any]:
-    """The `text/event-stream` answer of the conversation operations."""
+    """The `text/event-stream` answer of the conversation operations.
+
+    The wire example is in the description: `example` would have to match the schema, which
+    describes one event.
+    """
     return {
-        "schema": {
-            "type": "string",
-            "description": (
+        "schema": sse.event_schema(
+            ["token", "done", "error"],
+            (
                 "Server-Sent Events. `token` events carry the reply as it is generated "
                 '(`data: {"text": "..."}`); a final `done` event carries the stored turn '
                 "(conversationId, reply, model, usage, latencyMs, finishReason, truncated, as the "
                 "JSON answer; finishReason deadline when the request's deadline ended it); a "
                 "failure after the stream began is an `error` event with the API's error shape "
                 '(`data: {"error": {"code": "...", "message": "..."}}`) instead of `done`. '
-                "Failures before the first token are answered as plain JSON errors."
+                "Failures before the first token are answered as plain JSON errors.\n\n"
+                "```\n"
+                'event: token\ndata: {"text": "Hello"}\n\n'
+                'event: token\ndata: {"text": "!"}\n\n'
+                'event: done\ndata: {"conversationId": "conv_0f3c", "reply": "Hello!", '
+                '"model": "SmolLM2-135M-Instruct", '
+                '"usage": {"promptTokens": 21, "completionTokens": 2}, "latencyMs": 180}\n'
+                "```"
             ),
-        },
-        "example": (
-            'event: token\ndata: {"text": "Hello"}\n\n'
-            'event: token\ndata: {"text": "!"}\n\n'
-            'event: done\ndata: {"conversationId": "conv_0f3c", "reply": "Hello!", '
-            '"model": "SmolLM2-135M-Instruct", '
-            '"usage": {"promptTokens": 21, "completionTokens": 2}, "latencyMs": 180}\n\n'
         ),
     }
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
+from gptactions.api import sse
 from gptactions.api.openai_compat import PREFIX, TAG, router
 from gptactions.config import Settings
 
@@ -306,13 +307,14 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
 
 
 _STREAM = {
-    "schema": {
-        "type": "string",
-        "description": "With stream: true, Server-Sent Events in OpenAI's form: "
+    # OpenAI's events have no `event:` line, so each is a `message`.
+    "schema": sse.event_schema(
+        ["message"],
+        "With stream: true, Server-Sent Events in OpenAI's form: "
         '`data: {"object": "chat.completion.chunk", ...}` events, the last with finish_reason, '
         "then (with stream_options.include_usage) a chunk with no choices and the usage, then "
         "`data: [DONE]`. A failure midway is an event with an OpenAI error.",
-    }
+    )
 }
 
 

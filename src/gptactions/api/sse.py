@@ -50,6 +50,24 @@ def wants_event_stream(request: Request) -> bool:
     return False
 
 
+def event_schema(names: list[str], description: str) -> dict[str, Any]:
+    """The document's schema of one event of a stream, as Open API 3.2 describes events.
+
+    A 3.0 document has no `itemSchema`, so its `schema` describes each event (the reading of
+    Open API tools such as schemathesis): the `event` field (`message` where the line is left
+    out, as in OpenAI's streams) and the `data` line, JSON whose shape `description` gives.
+    """
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": names},
+            "data": {"type": "string", "description": "One JSON value (one line)."},
+        },
+    }
+
+
 def event(name: str, data: dict[str, Any]) -> bytes:
     """One event in the wire format."""
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
