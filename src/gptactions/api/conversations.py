@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from gptactions.api.deps import ChatCaller, ConversationBody, Deadline, RuntimeDep
 from gptactions.api.direct import DirectRoute
@@ -45,9 +45,8 @@ def _turn(
     )
 
 
-def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
-    """The answer's body (and a stream's `done` event), within the response size limit."""
-    body = ConversationResponse(
+def _body(reply: Reply) -> ConversationResponse:
+    return ConversationResponse(
         conversation_id=reply.conversation_id,
         reply=reply.reply,
         model=reply.model,
@@ -59,8 +58,21 @@ def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
         latency_ms=reply.latency_ms,
         finish_reason=reply.finish_reason,
         truncated=reply.finish_reason in (FinishReason.LENGTH, FinishReason.DEADLINE),
-    ).wire()
-    return cap(body, max_chars, ("reply",))
+    )
+
+
+def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
+    """The answer's body (and a stream's `done` event), within the response size limit."""
+    return cap(_body(reply).wire(), max_chars, ("reply",))
+
+
+def _answer(reply: Reply, max_chars: int) -> Response | dict[str, Any]:
+    """The JSON answer: written once, straight from the model, when it fits the size limit
+    (UTF-8 bytes are never fewer than characters); else shortened by `_reply`."""
+    written = _body(reply).model_dump_json(by_alias=True, exclude={"truncated_fields"})
+    if len(written) > max_chars:
+        return _reply(reply, max_chars)
+    return Response(written, media_type="application/json")
 
 
 async def _converse(
@@ -79,8 +91,8 @@ async def _converse(
         stream = await runtime.conversations.open_stream(caller, turn, new=new)
         return stream_reply(stream, lambda reply: _reply(reply, max_chars))
     if new:
-        return _reply(await runtime.conversations.start(caller, turn), max_chars)
-    return _reply(await runtime.conversations.respond(caller, turn), max_chars)
+        return _answer(await runtime.conversations.start(caller, turn), max_chars)
+    return _answer(await runtime.conversations.respond(caller, turn), max_chars)
 
 
 @router.post("/conversations", operation_id="startConversation")

@@ -8,9 +8,13 @@ from typing import Any
 TEXT_FIELDS = ("message", "reply", "error")
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One encoder for every measure: `json.dumps` with options builds a new one per call."""
+
+
 def json_length(value: Any) -> int:
     """Characters of `value` as the API writes it (compact, UTF-8 kept)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return len(_COMPACT.encode(value))
 
 
 def marker(omitted: int, unit: str = "characters") -> str:
