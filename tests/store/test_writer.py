@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +230,27 @@ async def test_sqlite_commits_are_durable_by_default(settings: Settings) -> None
     finally:
         await database.close()
         await relaxed.close()
+
+
+async def test_sqlite_writers_of_several_processes_take_turns_through_a_lock_file(
+    tmp_path: Path,
+) -> None:
+    """Another process's writer holding the lock file: this one's batch waits for it, then
+    commits; SQLite's busy handler (which polls in sleeps of milliseconds) is not what orders
+    them."""
+    database = Database(f"sqlite:///{tmp_path}/turns.db")
+    await database.upgrade()
+    log = InteractionLog(database)
+    other = os.open(tmp_path / "turns.db-writer.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        await log.record(_turn(0))  # the writer opens the lock file with its first batch
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiting = asyncio.ensure_future(log.record(_turn(1)))
+        done, _ = await asyncio.wait([waiting], timeout=0.5)
+        assert not done  # held off by the other "process", not failed
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert isinstance(await waiting, int)
+        assert await _messages(database) == ["m0", "m1"]
+    finally:
+        os.close(other)
+        await database.close()

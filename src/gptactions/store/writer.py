@@ -13,24 +13,27 @@ then written again one request per transaction, and only the faulty one fails.
 On SQLite the writer owns a plain (synchronous) connection in a thread of its own, kept open, and
 a batch is ONE hand-off to that thread: its inserts, its update and its commit run there together,
 straight on the driver's `sqlite3` connection (SQL written once in `queries`), and one callback per
-batch wakes its requests. SQLAlchemy's statement machinery there held the GIL for ~0.2 ms a batch,
-on the path of every reply; the driver's errors are still raised as SQLAlchemy's. Through
+batch wakes its requests. SQLAlchemy's statement machinery there held the GIL for ~0.2 ms a
+batch, on the path of every reply; the driver's errors are still raised as SQLAlchemy's. Through
 aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
 was about a fifth of the event loop's time at one request at a time; a writer task between the
 requests and the thread cost two more wake-ups of the loop per batch. The batch starts at the
-loop's next turn, so the writes of requests that reached the writer together share it. PostgreSQL
-keeps its async pool (asyncpg), a writer task and SQLAlchemy's statements, run there on the async
-connection.
+loop's next turn, so the writes of requests that reached the writer together share it. The
+writers of several processes on one file (workers) take turns through a lock file beside it
+(`_turn`). PostgreSQL keeps its async pool (asyncpg), a writer task and SQLAlchemy's statements,
+run there on the async connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,6 +126,12 @@ class GroupWriter:
         self._busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
+        database = engine.url.database if isinstance(engine, Engine) else None
+        self._lock_path: str | None = None
+        """SQLite: the file the writers of every process serving this database take turns on."""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            self._lock_path = f"{database}-writer.lock"
+        self._lock_file: int | None = None
         self._connection: PoolProxiedConnection | None = None
         """The writer thread's own (driver) connection, kept open between batches."""
         self.batches = 0
@@ -202,13 +211,38 @@ class GroupWriter:
         connection = self._connection.driver_connection
         assert isinstance(connection, sqlite3.Connection)
         try:
-            return _write_sqlite_batch(connection, [pending.write for pending in batch])
+            with self._turn():
+                return _write_sqlite_batch(connection, [pending.write for pending in batch])
         except Exception:
             # Start the next batch on a fresh connection, whatever state this one is in.
             connection, self._connection = self._connection, None
             with contextlib.suppress(Exception):
                 connection.close()
             raise
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """In the writer thread: the writers of every process serving one SQLite file (workers,
+        or replicas on one disk) take turns through a lock file, waiting in the kernel and woken
+        as soon as it is free. Without it they meet at SQLite's write lock, whose busy handler
+        polls in sleeps of 1, 2, 5... ms while a batch holds that lock for a fraction of a
+        millisecond: two workers served no more than one. SQLite's own lock still decides what
+        is correct; the lock file only orders the waiting, so a file that cannot be opened (a
+        read-only directory) costs speed, not writes."""
+        if self._lock_file is None and self._lock_path is not None:
+            try:
+                self._lock_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as error:
+                log.warning("writers cannot take turns through %s: %s", self._lock_path, error)
+                self._lock_path = None
+        if self._lock_file is None:
+            yield
+            return
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
         """On the loop: wake each request of the batch, then start the next one."""
@@ -262,6 +296,9 @@ class GroupWriter:
             with contextlib.suppress(Exception):
                 self._connection.close()
             self._connection = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
         if isinstance(self._engine, Engine):
             self._engine.dispose()
 
