@@ -14,7 +14,8 @@ When `LLAMA_SERVER` names a `llama-server` binary (llama.cpp's C++ server), the 
 go to it too (`--parallel 8`, the same threads, model, prompts and sampling: greedy, repetition
 penalty 1.1 over 64 tokens) through its `/v1/chat/completions`, as the reference, at its
 default flash attention (`-fa auto`), as gptactions runs; `--llama-flash-attn auto,off` adds
-one with it off.
+one with it off; `--llama-one` adds llama-server with `--parallel 1`, whose ratio to its
+`--parallel 8` says how much batching gains on this CPU at all.
 Printed: completion tokens per second of wall time, and time to first token (p50, p95).
 Every client of a load point starts at once: a burst, whose first tokens wait for the prompts
 ahead of them (the CPU processes ~400 prompt tokens/s here, so of 8 new prompts the median one
@@ -318,6 +319,12 @@ def main() -> None:
         help="llama-server's --flash-attn, one server per value (auto,off: two servers); auto "
         "is its default and gptactions' (llama.cpp's own default for the context)",
     )
+    parser.add_argument(
+        "--llama-one",
+        action="store_true",
+        help="also llama-server --parallel 1: how much llama.cpp's own batching gains on this CPU "
+        "at 8 clients, the ceiling of the batched / parallel=1 target",
+    )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     sizes = [int(s) for s in args.max_tokens.split(",")]
@@ -347,6 +354,14 @@ def main() -> None:
             )
             servers[name] = (url, send_llama_server)
             references.append(name)
+        one_at_a_time = None
+        if binary and args.llama_one:
+            one_at_a_time = "llama-server (--parallel 1)"
+            flash_attention = args.llama_flash_attn.split(",")[0]
+            url = stack.enter_context(
+                llama_server(binary, args.threads, 1, window, flash_attention)
+            )
+            servers[one_at_a_time] = (url, send_llama_server)
         if not binary:
             print("LLAMA_SERVER is not set: no llama-server reference in this run")
         runs = asyncio.run(run_matrix(servers, clients, sizes, args.rounds, args.repeats))
@@ -394,6 +409,11 @@ def main() -> None:
             targets[f"1 client {size} tok: batched / llama-server {label} (>= 0.95)"] = ratio(
                 b1["tokens_per_second"], reference[f"1x{size}"]["tokens_per_second"]
             )
+            if one_at_a_time is not None:
+                targets[f"8 clients {size} tok: llama-server {label} / --parallel 1"] = ratio(
+                    reference[f"8x{size}"]["tokens_per_second"],
+                    runs[one_at_a_time][f"8x{size}"]["tokens_per_second"],
+                )
             for arrivals, suffix in (("arrivals spread", " spread"), ("burst", "")):
                 targets[
                     f"8 clients {size} tok, {arrivals}: llama-server {label} TTFT p50 / 1 client"
