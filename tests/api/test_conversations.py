@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from gptactions.api.responses import ConversationResponse, Usage
 from gptactions.app import create_app
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError, BackendUnavailable
@@ -211,3 +213,23 @@ def test_no_route_dependency_runs_in_the_thread_pool(settings: Settings) -> None
     for route in routes:
         walk(route.dependant)
     assert plain == set()
+
+
+@pytest.mark.parametrize("cut", [None, ["reply"]])
+def test_a_body_written_as_json_text_is_its_wire_data(cut: list[str] | None) -> None:
+    """The JSON answer is written straight from the model; the size limit counts the same
+    characters as for the wire data (`truncatedFields` only when some were)."""
+    body = ConversationResponse(
+        conversation_id="conv_1",
+        reply='héllo\n"quoted" \u2028 ✓',
+        model="m",
+        usage=Usage(prompt_tokens=1, completion_tokens=2),
+        latency_ms=3,
+        finish_reason="stop",
+        truncated=cut is not None,
+        truncated_fields=cut,
+    )
+    written = body.wire_json()
+    assert json.loads(written) == body.wire()
+    assert len(written) == len(json.dumps(body.wire(), ensure_ascii=False, separators=(",", ":")))
+    assert ("truncatedFields" in written) == (cut is not None)

@@ -61,17 +61,22 @@ def _body(reply: Reply) -> ConversationResponse:
     )
 
 
+def _capped(body: ConversationResponse, max_chars: int) -> dict[str, Any]:
+    return cap(body.wire(), max_chars, ("reply",))
+
+
 def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
     """The answer's body (and a stream's `done` event), within the response size limit."""
-    return cap(_body(reply).wire(), max_chars, ("reply",))
+    return _capped(_body(reply), max_chars)
 
 
 def _answer(reply: Reply, max_chars: int) -> Response | dict[str, Any]:
-    """The JSON answer: written once, straight from the model, when it fits the size limit
-    (UTF-8 bytes are never fewer than characters); else shortened by `_reply`."""
-    written = _body(reply).model_dump_json(by_alias=True, exclude={"truncated_fields"})
+    """The JSON answer: written once, straight from the model, when its text fits the size
+    limit; else shortened as `_reply` does."""
+    body = _body(reply)
+    written = body.wire_json()
     if len(written) > max_chars:
-        return _reply(reply, max_chars)
+        return _capped(body, max_chars)
     return Response(written, media_type="application/json")
 
 

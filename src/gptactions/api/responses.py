@@ -44,6 +44,11 @@ class Shortenable(Body):
             data.pop("truncatedFields", None)
         return data
 
+    def wire_json(self) -> str:
+        """The body as the JSON text `wire()` would be written as."""
+        unset = {"truncated_fields"} if self.truncated_fields is None else None
+        return self.model_dump_json(by_alias=True, exclude=unset)
+
 
 FINISH_REASON = (
     "How the reply ended: stop (the model ended it), length (maxTokens or the model's context "
