@@ -254,6 +254,11 @@ def _llama_ready(url: str) -> bool:
     return httpx.get(f"{url}/health", timeout=2).status_code == 200
 
 
+def in_turn(names: list[str], repeat: int) -> list[str]:
+    """The servers in the order of this repeat: each starts in turn."""
+    return names[repeat % len(names) :] + names[: repeat % len(names)]
+
+
 async def run_matrix(
     servers: dict[str, tuple[str, Send]],
     clients: list[int],
@@ -271,8 +276,7 @@ async def run_matrix(
         for count in clients:
             key = f"{count}x{size}"
             for repeat in range(repeats):
-                turn = names[repeat % len(names) :] + names[: repeat % len(names)]
-                for name in turn:  # the same new prompts for each server
+                for name in in_turn(names, repeat):  # the same new prompts for each server
                     url, send = servers[name]
                     one = await load(url, send, count, size, rounds, first)
                     loads[name].setdefault(key, []).append(one)
@@ -286,8 +290,7 @@ async def run_matrix(
                 continue
             # The same clients with arrivals spread over one request's duration at the burst.
             for repeat in range(repeats):
-                turn = names[repeat % len(names) :] + names[: repeat % len(names)]
-                for name in turn:
+                for name in in_turn(names, repeat):
                     url, send = servers[name]
                     spread = statistics.median(t for one in loads[name][key] for t in one.seconds)
                     one = await load(url, send, count, size, rounds + 1, first, spread)
