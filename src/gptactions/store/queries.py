@@ -131,13 +131,12 @@ _INTERACTIONS = Interaction.metadata.tables["interactions"]
 
 
 @functools.cache
-def _sqlite_insert(table: Table, columns: tuple[str, ...], rows: int, returning: bool) -> str:
-    """`INSERT INTO table (columns) VALUES (?, ...), ... [RETURNING id]` for `rows` rows."""
+def _sqlite_insert(table: Table, columns: tuple[str, ...], rows: int) -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...), ...` for `rows` rows."""
     one = "(" + ", ".join("?" * len(columns)) + ")"
     values = ", ".join([one] * rows)
-    tail = f" RETURNING {table.c.id.name}" if returning else ""
     # Names from the table's own columns only (a row with another key is a KeyError before this).
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}{tail}"  # noqa: S608
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}"  # noqa: S608
 
 
 @functools.cache
@@ -166,7 +165,7 @@ def insert_conversations(connection: Writable, rows: list[dict[str, Any]]) -> No
     if isinstance(connection, sqlite3.Connection):
         table = _CONVERSATIONS
         columns, values = _sqlite_values(table, rows)
-        connection.execute(_sqlite_insert(table, columns, len(rows), False), values)
+        connection.execute(_sqlite_insert(table, columns, len(rows)), values)
         return
     connection.execute(_INSERT_CONVERSATIONS, rows)
 
@@ -176,12 +175,16 @@ def insert_interactions(connection: Writable, rows: list[dict[str, Any]]) -> lis
     # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one above
     # the largest, and the writer's transaction holds the write lock), but does not promise the
     # order of RETURNING: sorting the ids gives each row its own. Asking SQLAlchemy to keep the
-    # order instead makes it insert one row at a time on SQLite.
+    # order instead makes it insert one row at a time on SQLite. The writer's own connection
+    # reads no RETURNING at all: the last row's id gives the others, and the insert stays one
+    # step of SQLite (each step gives up the GIL, and getting it back from a busy event loop
+    # can take milliseconds while this process holds the database's write lock).
     if isinstance(connection, sqlite3.Connection):
         table = _INTERACTIONS
         columns, values = _sqlite_values(table, rows)
-        cursor = connection.execute(_sqlite_insert(table, columns, len(rows), True), values)
-        return sorted(int(ident) for (ident,) in cursor.fetchall())
+        last = connection.execute(_sqlite_insert(table, columns, len(rows)), values).lastrowid
+        assert last is not None
+        return list(range(last - len(rows) + 1, last + 1))
     if connection.dialect.name == "sqlite":
         result = connection.execute(_INSERT_INTERACTIONS_SQLITE, rows)
         return sorted(int(ident) for ident in result.scalars())
