@@ -36,7 +36,7 @@ def upstream() -> Iterator[FaultyUpstream]:
         faulty.stop()
 
 
-def _environment(upstream: FaultyUpstream, grace: float) -> dict[str, str]:
+def _environment(upstream: FaultyUpstream, grace: float, workers: int) -> dict[str, str]:
     backends = [
         {"name": name, "url": upstream.url(mode), "model": name, "maxConcurrency": 16}
         for name, mode in (("slow", "slow-1"), ("drip", "drip-1"))
@@ -45,6 +45,7 @@ def _environment(upstream: FaultyUpstream, grace: float) -> dict[str, str]:
         "GPTACTIONS_BACKENDS": json.dumps(backends),
         "GPTACTIONS_FALLBACK": "none",
         "GPTACTIONS_SHUTDOWN_GRACE": str(grace),
+        "GPTACTIONS_WORKERS": str(workers),
     }
 
 
@@ -83,10 +84,16 @@ def _exit_code(server: Server) -> int:
     return code
 
 
+# One server process, and two workers under the supervisor, which forwards the signals.
+WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
+
+
+@WORKERS
 async def test_sigterm_lets_requests_finish_and_ends_streams(
-    tmp_path: Path, upstream: FaultyUpstream
+    tmp_path: Path, upstream: FaultyUpstream, workers: int
 ) -> None:
-    with serve(tmp_path, key=ADMIN_KEY, env=_environment(upstream, grace=3)) as server:
+    environment = _environment(upstream, grace=3, workers=workers)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
         events: list[tuple[str, Any]] = []
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
             stream = asyncio.ensure_future(_stream(client, events))
@@ -118,10 +125,12 @@ async def test_sigterm_lets_requests_finish_and_ends_streams(
     assert cancelled["reply"] == received and received
 
 
+@WORKERS
 async def test_a_second_signal_ends_the_grace_and_still_stores_the_partial_reply(
-    tmp_path: Path, upstream: FaultyUpstream
+    tmp_path: Path, upstream: FaultyUpstream, workers: int
 ) -> None:
-    with serve(tmp_path, key=ADMIN_KEY, env=_environment(upstream, grace=600)) as server:
+    environment = _environment(upstream, grace=600, workers=workers)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
         events: list[tuple[str, Any]] = []
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
             stream = asyncio.ensure_future(_stream(client, events))

@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import resource
+import socket
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -313,22 +314,16 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
-def run(settings: Settings) -> None:
-    """Serve the app from the environment's settings with uvicorn, under the HTTP limits.
+APP = "gptactions.app:create_app_from_environment"
 
-    One worker stops gracefully (`gptactions.graceful`); several workers get uvicorn's own
-    bounded grace, after which their running requests are cancelled (and stored as such).
-    """
-    import uvicorn
 
-    from gptactions.graceful import GracefulServer
-
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for one server process, under the HTTP limits."""
     limits = http_limits(settings, raise_open_files_limit())
-    options: dict[str, Any] = {
+    return {
         "factory": True,
         "host": settings.host,
         "port": settings.port,
-        "workers": settings.workers,
         "log_level": settings.log_level,
         "log_config": log_config(settings.log_level),
         # Proxy headers are read by api/forwarded.py, from GPTACTIONS_TRUSTED_PROXIES only.
@@ -336,12 +331,35 @@ def run(settings: Settings) -> None:
         "http": http_protocol(limits),
         "timeout_graceful_shutdown": settings.shutdown_grace,
     }
-    app = "gptactions.app:create_app_from_environment"
+
+
+def run(settings: Settings) -> None:
+    """Serve the app from the environment's settings with uvicorn, under the HTTP limits.
+
+    Each server process stops gracefully (`gptactions.graceful`). Several workers each listen on
+    a socket of their own, under a supervisor (`gptactions.workers`); where the system cannot
+    share a port that way, uvicorn's own supervisor runs them, without the graceful stop.
+    """
+    from gptactions import workers
+
     if settings.workers > 1:
-        uvicorn.run(app, **options)
+        if workers.supported():
+            raise SystemExit(workers.Supervisor(settings).run())
+        import uvicorn
+
+        uvicorn.run(APP, workers=settings.workers, **uvicorn_options(settings))
         return
-    config = uvicorn.Config(app, **options)
+    serve_one(settings)
+
+
+def serve_one(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """One server process, stopping gracefully; exits 3 when the app fails to start."""
+    import uvicorn
+
+    from gptactions.graceful import GracefulServer
+
+    config = uvicorn.Config(APP, **uvicorn_options(settings))
     server = GracefulServer(config, grace=settings.shutdown_grace)
-    server.run()
+    server.run(sockets)
     if not server.started:
         raise SystemExit(3)  # as uvicorn.run: the app failed to start

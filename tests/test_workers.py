@@ -1,0 +1,107 @@
+"""Several workers: each listens on a socket of its own, gets a share of the connections, is
+replaced when it dies, and stops gracefully with the others (tests/test_graceful.py runs its
+tests with two workers too)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gptactions.workers import supported
+from tests.conftest import ADMIN_KEY
+from tests.serving import Server, serve
+
+pytestmark = pytest.mark.skipif(not supported(), reason="needs SO_REUSEPORT (Linux, the BSDs)")
+
+# /proc/net/tcp's states
+LISTEN, ESTABLISHED = "0A", "01"
+
+
+def _sockets(port: int, state: str) -> set[str]:
+    """The inodes of the IPv4 TCP sockets on local `port` in `state`."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _owners(server: Server, port: int, state: str) -> Counter[int]:
+    """How many of those sockets each worker process holds."""
+    inodes = _sockets(port, state)
+    owners: Counter[int] = Counter()
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    for pid in map(int, children.read_text().split()):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    owners[pid] += 1
+        except FileNotFoundError:  # a worker that just ended
+            continue
+    return owners
+
+
+def _until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _port(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Server]:
+    with serve(tmp_path, key=ADMIN_KEY, env={"GPTACTIONS_WORKERS": "2"}, timeout=300) as server:
+        port = _port(server)
+        _until(lambda: len(_owners(server, port, LISTEN)) == 2)  # both have started
+        yield server
+
+
+def test_each_worker_listens_on_its_own_socket_and_gets_connections(two_workers: Server) -> None:
+    port = _port(two_workers)
+    assert list(_owners(two_workers, port, LISTEN).values()) == [1, 1]
+    clients = [httpx.Client(base_url=two_workers.url) for _ in range(32)]
+    try:
+        for client in clients:
+            assert client.get("/healthz").status_code == 200  # each keeps its connection open
+        # The kernel spread the 32 connections over both sockets (all on one: 1 in 2**31).
+        shares = _owners(two_workers, port, ESTABLISHED)
+        assert len(shares) == 2 and sum(shares.values()) == 32, shares
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_worker_that_dies_is_replaced(two_workers: Server) -> None:
+    port = _port(two_workers)
+    first, second = _owners(two_workers, port, LISTEN)
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: len(workers := _owners(two_workers, port, LISTEN)) == 2 and first not in workers)
+    assert second in _owners(two_workers, port, LISTEN)
+    for _ in range(8):
+        reply = httpx.get(f"{two_workers.url}/healthz", headers={"Connection": "close"})
+        assert reply.status_code == 200
+    assert f"worker [{first}] died" in two_workers.log.read_text()
+
+
+def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(two_workers: Server) -> None:
+    port = _port(two_workers)
+    workers = list(_owners(two_workers, port, LISTEN))
+    two_workers.process.send_signal(signal.SIGTERM)
+    assert two_workers.process.wait(timeout=60) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not _sockets(port, LISTEN)
+    assert "Traceback" not in two_workers.log.read_text()
