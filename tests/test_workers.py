@@ -63,7 +63,8 @@ def _port(server: Server) -> int:
 
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[Server]:
-    with serve(tmp_path, key=ADMIN_KEY, env={"GPTACTIONS_WORKERS": "2"}, timeout=300) as server:
+    environment = {"GPTACTIONS_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
         port = _port(server)
         _until(lambda: len(_owners(server, port, LISTEN)) == 2)  # both have started
         yield server
@@ -84,9 +85,19 @@ def test_each_worker_listens_on_its_own_socket_and_gets_connections(two_workers:
             client.close()
 
 
+def _live_gauges(server: Server, pid: int) -> list[Path]:
+    """The files holding worker `pid`'s live gauges (the model's queue depth...)."""
+    return list((server.log.parent / "metrics").glob(f"gauge_live*_{pid}.db"))
+
+
 def test_a_worker_that_dies_is_replaced(two_workers: Server) -> None:
     port = _port(two_workers)
     first, second = _owners(two_workers, port, LISTEN)
+    for _ in range(200):  # a scrape sets the worker's live gauges; the kernel picks the worker
+        if _live_gauges(two_workers, first) and _live_gauges(two_workers, second):
+            break
+        httpx.get(f"{two_workers.url}/metrics", headers={"Connection": "close"})
+    assert _live_gauges(two_workers, first) and _live_gauges(two_workers, second)
     os.kill(first, signal.SIGKILL)
     _until(lambda: len(workers := _owners(two_workers, port, LISTEN)) == 2 and first not in workers)
     assert second in _owners(two_workers, port, LISTEN)
@@ -94,6 +105,8 @@ def test_a_worker_that_dies_is_replaced(two_workers: Server) -> None:
         reply = httpx.get(f"{two_workers.url}/healthz", headers={"Connection": "close"})
         assert reply.status_code == 200
     assert f"worker [{first}] died" in two_workers.log.read_text()
+    # Its live gauges no longer count on /metrics; the other worker's still do.
+    assert not _live_gauges(two_workers, first) and _live_gauges(two_workers, second)
 
 
 def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(two_workers: Server) -> None:

@@ -221,10 +221,11 @@ class Metrics:
         return generate_latest(registry)
 
     @staticmethod
-    def worker_stopped() -> None:
-        """Drop this worker's live gauges from the shared values when it stops."""
+    def worker_stopped(pid: int | None = None) -> None:
+        """Drop a worker's live gauges from the shared values when it stops: this process's,
+        or (the supervisor, for a worker that died) process `pid`'s."""
         if multiprocess_dir() is not None:
-            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+            multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
 
 UNMATCHED = "unmatched"

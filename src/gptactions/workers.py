@@ -33,6 +33,7 @@ from types import FrameType
 
 from gptactions.config import Settings
 from gptactions.graceful import CLOSE_TIMEOUT, RECORD_TIMEOUT
+from gptactions.metrics import Metrics
 
 log = logging.getLogger("gptactions.workers")
 
@@ -141,6 +142,7 @@ class Supervisor:
                     worker.pid,
                     worker.exitcode,
                 )
+                Metrics.worker_stopped(worker.pid)  # its live gauges (queue depth...) are gone
                 pause = self._started[slot] + RESTART_PAUSE - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
