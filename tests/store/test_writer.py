@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
-import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -254,47 +251,6 @@ async def test_sqlite_writers_of_several_processes_take_turns_through_a_lock_fil
         fcntl.flock(other, fcntl.LOCK_UN)
         assert isinstance(await waiting, int)
         assert await _messages(database) == ["m0", "m1"]
-    finally:
-        os.close(other)
-        await database.close()
-
-
-async def _handed_over(database: Database) -> None:
-    """Let the loop turn until the writes handed to the writer have left for its thread."""
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if not database.writer._waiting:
-            return
-
-
-async def test_the_sqlite_writer_goes_on_to_the_next_batch_while_the_loop_is_busy(
-    tmp_path: Path,
-) -> None:
-    """A batch written, the writer thread starts the next one at once: it does not wait for the
-    event loop (busy here, as under load) to run the callback that wakes the first batch."""
-    path = tmp_path / "busy.db"
-    database = Database(f"sqlite:///{path}")
-    await database.upgrade()
-    log = InteractionLog(database)
-    other = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT)
-    try:
-        await log.record(_turn(0))
-        fcntl.flock(other, fcntl.LOCK_EX)  # the first batch below waits in the writer thread
-        first = asyncio.ensure_future(log.record(_turn(1)))
-        await _handed_over(database)
-        second = asyncio.ensure_future(log.record(_turn(2)))
-        await _handed_over(database)
-        fcntl.flock(other, fcntl.LOCK_UN)
-        # The loop is blocked from here on: nothing of it runs until both are committed.
-        deadline = time.monotonic() + 10
-        with contextlib.closing(sqlite3.connect(path)) as plain:
-            while time.monotonic() < deadline:
-                stored = plain.execute("SELECT count(*) FROM interactions").fetchone()[0]
-                if stored == 3:
-                    break
-                time.sleep(0.005)
-        assert stored == 3
-        assert isinstance(await first, int) and isinstance(await second, int)
     finally:
         os.close(other)
         await database.close()

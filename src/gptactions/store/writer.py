@@ -17,11 +17,8 @@ batch wakes its requests. SQLAlchemy's statement machinery there held the GIL fo
 batch, on the path of every reply; the driver's errors are still raised as SQLAlchemy's. Through
 aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
 was about a fifth of the event loop's time at one request at a time; a writer task between the
-requests and the thread cost two more wake-ups of the loop per batch. The writes handed over in
-one turn of the loop go to the thread together at its next turn, so requests that reached the
-writer together share a batch. The thread takes its next batch from its inbox as soon as one is
-written, never waiting for the loop in between: a busy loop runs the waking callback only after
-milliseconds of other requests' work, and a writer waiting for it kept the database idle. The
+requests and the thread cost two more wake-ups of the loop per batch. The batch starts at the
+loop's next turn, so the writes of requests that reached the writer together share it. The
 writers of several processes on one file (workers) take turns through a lock file beside it
 (`_turn`). PostgreSQL keeps its async pool (asyncpg), a writer task and SQLAlchemy's statements,
 run there on the async connection.
@@ -30,18 +27,16 @@ run there on the async connection.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from queue import Empty, SimpleQueue
 from typing import Any
 
 from sqlalchemy import exc as sa
@@ -99,20 +94,6 @@ class _Stop:
     """Put in the queue by `close`: everything before it is written, then the writer ends."""
 
 
-@dataclass(frozen=True)
-class _Marker:
-    """In the SQLite writer's inbox: `done` is set once everything before it is written;
-    `stop` ends the thread there."""
-
-    done: asyncio.Future[None] | None
-    stop: bool = False
-
-
-def _settle_marker(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
 class GroupWriter:
     """Commits the writes of concurrent requests in shared transactions, one batch at a time.
 
@@ -138,13 +119,13 @@ class GroupWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | _Stop] | None = None
         self._task: asyncio.Task[None] | None = None
-        # SQLite: the writes handed over in this turn of the loop (sent to the thread together at
-        # its next turn), the loop they wait in, and the writer thread's inbox.
+        self._thread: ThreadPoolExecutor | None = None
+        # SQLite: the writes waiting for the next batch, whether a batch is being written, the
+        # loop the requests wait in, and who waits for the writer to be idle (`close`).
         self._waiting: list[_Pending] = []
+        self._busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: SimpleQueue[list[_Pending] | _Marker] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._thread_lock = threading.Lock()
+        self._idle: asyncio.Future[None] | None = None
         database = engine.url.database if isinstance(engine, Engine) else None
         self._lock_path: str | None = None
         """SQLite: the file the writers of every process serving this database take turns on."""
@@ -170,72 +151,36 @@ class GroupWriter:
             self._hand_over(loop, pending)
         return await pending.done
 
-    # SQLite: the writer thread, fed from the loop, never waiting for it
+    # SQLite: the writer thread, fed from the loop by callbacks
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
         if self._loop is not loop:  # a new event loop (tests run several): start afresh
-            self._loop, self._waiting = loop, []
+            self._loop, self._waiting, self._busy, self._idle = loop, [], False, None
         self._waiting.append(pending)
-        if len(self._waiting) == 1:
-            loop.call_soon(self._send, loop)
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._next_batch, loop)
 
-    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop, at the turn after the first hand-over: the turn's writes to the thread."""
-        if loop is not self._loop or not self._waiting:
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: send the waiting writes to the writer thread, or note that it is idle."""
+        if loop is not self._loop:
             return
-        batch, self._waiting = self._waiting, []
-        self._started().put(batch)
+        batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+        if not batch:
+            self._busy = False
+            if self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
+        try:
+            self._thread.submit(self._write_in_thread, loop, batch)
+        except RuntimeError as error:  # the interpreter is shutting down
+            self._settle(loop, [_Outcome(batch, error=error, as_is=False)])
 
-    def _started(self) -> SimpleQueue[list[_Pending] | _Marker]:
-        """The writer thread's inbox, the thread started on first use."""
-        with self._thread_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="gptactions-writer", daemon=True
-                )
-                self._thread.start()
-        return self._inbox
-
-    def _serve(self) -> None:
-        """The writer thread: everything waiting in the inbox (up to `max_batch`) in one
-        transaction, then the next, without waiting for the loop in between; so while the loop
-        wakes a batch's requests, the next batch is already being written."""
-        backlog: collections.deque[list[_Pending] | _Marker] = collections.deque()
-        while True:
-            if not backlog:
-                backlog.append(self._inbox.get())
-            with contextlib.suppress(Empty):
-                while True:
-                    backlog.append(self._inbox.get_nowait())
-            batch: list[_Pending] = []
-            while backlog and len(batch) < self._max_batch:
-                head = backlog[0]
-                if isinstance(head, _Marker):
-                    break  # what came before it is written first
-                if batch and head[0].done.get_loop() is not batch[0].done.get_loop():
-                    break  # one batch, one loop to wake (tests run several loops)
-                room = self._max_batch - len(batch)
-                batch += head[:room]
-                if len(head) > room:
-                    backlog[0] = head[room:]
-                else:
-                    backlog.popleft()
-            if batch:
-                outcomes = self._write_in_thread(batch)
-                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
-                    batch[0].done.get_loop().call_soon_threadsafe(self._wake, outcomes)
-                continue
-            marker = backlog.popleft()
-            assert isinstance(marker, _Marker)
-            if marker.done is not None:
-                with contextlib.suppress(RuntimeError):  # its loop is closed
-                    marker.done.get_loop().call_soon_threadsafe(_settle_marker, marker.done)
-            if marker.stop:
-                return
-
-    def _write_in_thread(self, batch: list[_Pending]) -> list[_Outcome]:
+    def _write_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         """In the writer's thread: the batch's transaction (or, when one of its rows breaks a
-        constraint, one per request), and what became of each."""
+        constraint, one per request); then one callback to the loop with the outcomes."""
         outcomes: list[_Outcome] = []
         try:
             outcomes.append(_Outcome(batch, *self._sqlite_transaction(batch)))
@@ -255,7 +200,8 @@ class GroupWriter:
                         outcomes.append(_Outcome([pending], error=failure, as_is=False))
         except Exception as error:
             outcomes.append(_Outcome(batch, error=error, as_is=False))
-        return outcomes
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._settle, loop, outcomes)
 
     def _sqlite_transaction(self, batch: list[_Pending]) -> tuple[list[int], float]:
         self.batches += 1
@@ -298,6 +244,11 @@ class GroupWriter:
         finally:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
+    def _settle(self, loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
+        """On the loop: wake each request of the batch, then start the next one."""
+        self._wake(outcomes)
+        self._next_batch(loop)
+
     def _wake(self, outcomes: list[_Outcome]) -> None:
         """On the loop: each request gets its id, or its transaction's error."""
         for outcome in outcomes:
@@ -322,11 +273,10 @@ class GroupWriter:
     async def close(self) -> None:
         """Write everything handed over so far, then stop the writer (graceful shutdown)."""
         loop = asyncio.get_running_loop()
-        if self._thread is not None or self._waiting:
-            self._send(loop)
-            flushed: asyncio.Future[None] = loop.create_future()
-            self._started().put(_Marker(flushed))
-            await asyncio.shield(flushed)
+        if self._busy and self._loop is loop:
+            if self._idle is None or self._idle.done():
+                self._idle = loop.create_future()
+            await asyncio.shield(self._idle)
         task, queue = self._task, self._queue
         self._task = self._queue = None
         if task is None or queue is None or task.done():
@@ -339,11 +289,9 @@ class GroupWriter:
 
     def dispose(self) -> None:
         """Close the writer's own connection and thread (after `close`)."""
-        with self._thread_lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._inbox.put(_Marker(None, stop=True))
-            thread.join()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
