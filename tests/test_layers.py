@@ -13,6 +13,7 @@ RANKS = {
     "app": 0,
     "cli": 0,
     "serving": 0,
+    "workers": 0,
     "graceful": 0,
     "api": 1,
     "tracing": 1,

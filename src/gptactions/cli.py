@@ -85,7 +85,7 @@ def cli() -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
-    from gptactions import serving
+    from gptactions.workers import run as run_server
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
@@ -118,7 +118,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
     click.echo(f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
     with shared_between_workers(settings.workers):
-        serving.run(settings)
+        run_server(settings)
 
 
 def _check_port_free(host: str, port: int) -> None:

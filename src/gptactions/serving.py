@@ -333,25 +333,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def run(settings: Settings) -> None:
-    """Serve the app from the environment's settings with uvicorn, under the HTTP limits.
-
-    Each server process stops gracefully (`gptactions.graceful`). Several workers each listen on
-    a socket of their own, under a supervisor (`gptactions.workers`); where the system cannot
-    share a port that way, uvicorn's own supervisor runs them, without the graceful stop.
-    """
-    from gptactions import workers
-
-    if settings.workers > 1:
-        if workers.supported():
-            raise SystemExit(workers.Supervisor(settings).run())
-        import uvicorn
-
-        uvicorn.run(APP, workers=settings.workers, **uvicorn_options(settings))
-        return
-    serve_one(settings)
-
-
 def serve_one(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """One server process, stopping gracefully; exits 3 when the app fails to start."""
     import uvicorn

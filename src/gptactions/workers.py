@@ -45,6 +45,26 @@ restarted in a tight loop."""
 _PR_SET_PDEATHSIG = 1
 
 
+def run(settings: Settings) -> None:
+    """Serve the app from the environment's settings: one process, or `settings.workers`.
+
+    Each server process stops gracefully (`gptactions.graceful`). Several workers each listen on
+    a socket of their own, under `Supervisor`; where the system cannot share a port that way,
+    uvicorn's own supervisor runs them, without the graceful stop.
+    """
+    from gptactions import serving
+
+    if settings.workers <= 1:
+        serving.serve_one(settings)
+    elif supported():
+        raise SystemExit(Supervisor(settings).run())
+    else:
+        import uvicorn
+
+        options = serving.uvicorn_options(settings)
+        uvicorn.run(serving.APP, workers=settings.workers, **options)
+
+
 def supported() -> bool:
     """Whether this system lets several sockets listen on one port (Linux, the BSDs)."""
     return hasattr(socket, "SO_REUSEPORT")
