@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ import pytest
 
 from gptactions.workers import supported
 from tests.conftest import ADMIN_KEY
-from tests.serving import Server, serve
+from tests.serving import Server, free_port, serve
 
 pytestmark = pytest.mark.skipif(not supported(), reason="needs SO_REUSEPORT (Linux, the BSDs)")
 
@@ -118,3 +120,22 @@ def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(two_workers: Serv
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert not _sockets(port, LISTEN)
     assert "Traceback" not in two_workers.log.read_text()
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_status_3(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")} | {
+        "GPTACTIONS_WORKERS": "2",
+        "GPTACTIONS_PORT": str(free_port()),
+        "GPTACTIONS_API_KEY": ADMIN_KEY,
+        "GPTACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
+        "GPTACTIONS_MODEL_PATH": str(tmp_path / "missing.gguf"),  # the app's start-up fails
+    }
+    finished = subprocess.run(
+        [sys.executable, "-m", "gptactions", "serve"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 3, finished.stderr[-2000:]
+    assert "failed to start: stopping" in finished.stderr
