@@ -315,6 +315,8 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 APP = "gptactions.app:create_app_from_environment"
+STARTUP_FAILURE = 3
+"""A server process's exit status when its app failed to start (uvicorn's too)."""
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -343,4 +345,4 @@ def serve_one(settings: Settings, sockets: list[socket.socket] | None = None) ->
     server = GracefulServer(config, grace=settings.shutdown_grace)
     server.run(sockets)
     if not server.started:
-        raise SystemExit(3)  # as uvicorn.run: the app failed to start
+        raise SystemExit(STARTUP_FAILURE)

@@ -31,14 +31,14 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from gptactions import serving
 from gptactions.config import Settings
 from gptactions.graceful import CLOSE_TIMEOUT, RECORD_TIMEOUT
 from gptactions.metrics import Metrics
+from gptactions.serving import STARTUP_FAILURE
 
 log = logging.getLogger("gptactions.workers")
 
-STARTUP_FAILURE = 3
-"""A worker's exit status when its app failed to start (uvicorn's too)."""
 RESTART_PAUSE = 1.0
 """Seconds between two starts of one worker's slot, so a worker that dies at once is not
 restarted in a tight loop."""
@@ -52,8 +52,6 @@ def run(settings: Settings) -> None:
     a socket of their own, under `Supervisor`; where the system cannot share a port that way,
     uvicorn's own supervisor runs them, without the graceful stop.
     """
-    from gptactions import serving
-
     if settings.workers <= 1:
         serving.serve_one(settings)
     elif supported():
@@ -95,13 +93,11 @@ def worker_main() -> None:
     with contextlib.suppress(OSError, AttributeError):
         # Stop (gracefully) when the supervisor dies, rather than serve on as an orphan.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    from gptactions import serving
-
     settings = Settings()
     try:
         sock = bound_socket(settings.host, settings.port)
     except OSError as error:
-        print(f"worker {os.getpid()}: cannot listen on {settings.host}:{settings.port}: {error}")
+        print(f"worker {os.getpid()}: cannot bind {settings.host}:{settings.port}: {error}")
         raise SystemExit(STARTUP_FAILURE) from None
     serving.serve_one(settings, [sock])
 
@@ -118,8 +114,6 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until a signal (0) or a worker that cannot start (3); the exit status."""
-        from gptactions import serving
-
         logging.config.dictConfig(serving.log_config(self.settings.log_level))
         original = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
