@@ -8,6 +8,11 @@ The subclass below counts the bytes of a request's head before handing them to t
 431 past the limit and 408 past the deadline, closes idle keep-alive connections, and, when the
 process holds more connections than its budget, closes the oldest ones that are not running a
 request (slowloris connections are all of that kind), so a legitimate request always gets in.
+
+uvicorn also writes a response's head and its body in two writes. A process killed between them
+leaves the client (or nginx, which passes the head on) a `200` whose body never comes. The cycle's
+transport here holds a head with a `Content-Length` back until its body is written, so the two
+leave in one write: a client gets the whole answer or no answer at all.
 """
 
 from __future__ import annotations
@@ -74,6 +79,52 @@ class _Room:
         """The connection is gone."""
         self.idle.pop(protocol, None)
         self.evicted.discard(protocol)
+
+
+class _HeadWithBody:
+    """A request cycle's view of the transport: a head announcing a body goes out with it.
+
+    A head with `Content-Length` (all of our JSON answers) waits for the body's first write, and
+    both leave in one `write`. A chunked head (a stream) goes at once: its first event may be
+    seconds away. A head whose body never comes (the app failed midway) is dropped when the cycle
+    closes the connection, rather than sent as a truncated answer.
+    """
+
+    __slots__ = ("cycle", "head_seen", "held", "transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self.transport = transport
+        self.cycle = cycle
+        self.head_seen = False
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """Write `data`, after the held head; or hold `data` if it is a head with a body to come."""
+        if self.held is not None:
+            data, self.held = self.held + data, None
+        elif not self.head_seen and self.cycle.response_started:
+            self.head_seen = True  # the cycle's first write once its response started: the head
+            cycle = self.cycle
+            if (
+                cycle.chunked_encoding is False
+                and cycle.expected_content_length > 0
+                and cycle.scope["method"] != "HEAD"  # its body is never written
+            ):
+                self.held = data
+                return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection; a held head had no body, so it is not sent."""
+        self.held = None
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 _rooms: weakref.WeakKeyDictionary[ServerState, _Room] = weakref.WeakKeyDictionary()
@@ -163,7 +214,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._reject(431, "headers_too_large", self._too_large())
             raise _Rejected
         self.room.idle.pop(self, None)
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:  # not an upgrade: a new cycle
+            self.cycle.transport = _HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         """What comes next on this connection is the next request's head."""
