@@ -217,16 +217,43 @@ async def test_closing_the_database_commits_what_the_writer_holds(database_url: 
         await reopened.close()
 
 
-async def test_sqlite_commits_are_durable_by_default(settings: Settings) -> None:
+async def test_sqlite_commits_are_durable_by_default(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FULL by default. The group writer's own connection commits with NORMAL, then syncs the
+    WAL file itself, after its turn on the lock file and before any request of the batch is
+    woken; with NORMAL asked for, nothing is synced."""
+    synced: list[tuple[str, bool]] = []  # (the file, whether the writers' lock was free then)
+    fdatasync = os.fdatasync
+
+    def recording_fdatasync(descriptor: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{descriptor}")
+        lock = os.open(f"{path.removesuffix('-wal')}-writer.lock", os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the writer holds it
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            synced.append((path, True))
+        except BlockingIOError:
+            synced.append((path, False))
+        finally:
+            os.close(lock)
+        fdatasync(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
     database = Database.from_settings(settings)
     relaxed = Database.from_settings(settings.model_copy(update={"sqlite_synchronous": "normal"}))
+    await database.upgrade()
     try:
-        for db, expected in ((database, 2), (relaxed, 1)):  # FULL is 2, NORMAL is 1
+        for db, pool, writer in ((database, 2, 1), (relaxed, 1, 1)):  # FULL 2, NORMAL 1
             async with db.session() as session:
-                assert await session.scalar(text("PRAGMA synchronous")) == expected
+                assert await session.scalar(text("PRAGMA synchronous")) == pool
             assert isinstance(db.writer_engine, Engine)  # SQLite's writer: its own thread's
             with db.writer_engine.connect() as connection:
-                assert connection.scalar(text("PRAGMA synchronous")) == expected
+                assert connection.scalar(text("PRAGMA synchronous")) == writer
+        await InteractionLog(database).record(_turn(1))
+        assert synced == [(f"{settings.database_url.split(':///')[-1]}-wal", True)]
+        await InteractionLog(relaxed).record(_turn(2))
+        assert len(synced) == 1
     finally:
         await database.close()
         await relaxed.close()

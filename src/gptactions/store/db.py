@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import (
 from gptactions.config import Settings, to_async_url
 from gptactions.store import outage, vacuum
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
-from gptactions.store.writer import GroupWriter, Write
+from gptactions.store.writer import GroupWriter, Write, is_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: every replica must take the same advisory lock before migrating.
@@ -80,8 +80,12 @@ class Database:
             )
             # The writer's one connection: opened once, kept for the life of the process, used
             # only by the writer's thread (synchronous: a batch is one hand-off to that thread).
+            # With FULL, the writer commits with NORMAL and syncs the WAL itself, outside the
+            # writers' turn (store/writer.py): as durable, without holding the lock through it.
+            database = make_url(self.url).database
+            sync_wal = sqlite_synchronous.lower() == "full" and is_sqlite_file(database)
             self.writer_engine: AsyncEngine | Engine = self._sqlite_writer_engine(
-                sqlite_synchronous
+                "normal" if sync_wal else sqlite_synchronous
             )
         else:
             self.engine = create_async_engine(
@@ -92,6 +96,7 @@ class Database:
                 **outage.postgres_options(),
             )
             self.writer_engine = self.engine
+            sync_wal = False
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
         # Whether the schema is known to be current (set by whoever applied or checked it).
@@ -103,6 +108,7 @@ class Database:
             committed=self._committed,
             failed=self._unavailable,
             succeeded=self.outage.succeeded,
+            sync_wal=sync_wal,
         )
 
     @classmethod

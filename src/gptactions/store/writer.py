@@ -20,8 +20,12 @@ was about a fifth of the event loop's time at one request at a time; a writer ta
 requests and the thread cost two more wake-ups of the loop per batch. The batch starts at the
 loop's next turn, so the writes of requests that reached the writer together share it. The
 writers of several processes on one file (workers) take turns through a lock file beside it
-(`_turn`). PostgreSQL keeps its async pool (asyncpg), a writer task and SQLAlchemy's statements,
-run there on the async connection.
+(`_turn`). With `synchronous=FULL` the writer's connection commits with `NORMAL` and the writer
+then syncs the WAL file itself, outside its turn: as durable (a request is woken only once the
+frames of its commit are on the disk: FULL's one difference from NORMAL in WAL mode is that sync,
+inside the commit), but the next writer no longer waits for this one's fsync, and a sync covers
+every commit written before it. PostgreSQL keeps its async pool (asyncpg), a writer task and
+SQLAlchemy's statements, run there on the async connection.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class GroupWriter:
         failed: Callable[[BaseException], BaseException],
         succeeded: Callable[[], None],
         max_batch: int = MAX_BATCH,
+        sync_wal: bool = False,
     ) -> None:
         self._engine = engine
         self._committed = committed
@@ -129,9 +134,12 @@ class GroupWriter:
         database = engine.url.database if isinstance(engine, Engine) else None
         self._lock_path: str | None = None
         """SQLite: the file the writers of every process serving this database take turns on."""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if is_sqlite_file(database):
             self._lock_path = f"{database}-writer.lock"
         self._lock_file: int | None = None
+        self._wal_path = f"{database}-wal" if sync_wal and self._lock_path is not None else None
+        """SQLite with `synchronous=FULL`: the WAL file the writer syncs itself after each commit,
+        outside the writers' turn (its connection commits with `synchronous=NORMAL`)."""
         self._connection: PoolProxiedConnection | None = None
         """The writer thread's own (driver) connection, kept open between batches."""
         self.batches = 0
@@ -212,7 +220,10 @@ class GroupWriter:
         assert isinstance(connection, sqlite3.Connection)
         try:
             with self._turn():
-                return _write_sqlite_batch(connection, [pending.write for pending in batch])
+                ids, seconds = _write_sqlite_batch(connection, [pending.write for pending in batch])
+            if self._wal_path is not None:
+                seconds += _sync_file(self._wal_path)
+            return ids, seconds
         except Exception:
             # Start the next batch on a fresh connection, whatever state this one is in.
             connection, self._connection = self._connection, None
@@ -384,6 +395,25 @@ def _write_sqlite_batch(
     except sqlite3.Error as error:
         raise sa.DBAPIError.instance(None, None, error, sqlite3.Error) from error
     return ids, time.perf_counter() - started
+
+
+def is_sqlite_file(database: str | None) -> bool:
+    """Whether a SQLite URL's database is a plain file (not in memory, not a `file:` URI)."""
+    if database is None or database in ("", ":memory:"):
+        return False
+    return not database.startswith("file:")
+
+
+def _sync_file(path: str) -> float:
+    """Flush `path`'s data to the disk; how many seconds it took. Opened anew each time: the
+    WAL file is a new one after SQLite deletes it (its last connection closed)."""
+    started = time.perf_counter()
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(descriptor)
+    finally:
+        os.close(descriptor)
+    return time.perf_counter() - started
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
