@@ -3,7 +3,9 @@
 Started in this order, one at a time, each in its own process: an instant OpenAI-compatible mock
 upstream, a bare Starlette echo app, `gptactions serve` pointed at the mock (SQLite, then
 PostgreSQL when 127.0.0.1:5432 answers; with `--workers 2` also two workers on SQLite), and
-LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra). Each is driven
+LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra); with
+`--workers N`, `--pairs` more runs of one and of N workers at c=32, alternated, so that the
+workers ratio is a median of pairs (this machine's noise moves one pair a lot). Each is driven
 by the same load generator, wrk when installed, else this script's own asyncio client (raw
 keep-alive HTTP/1.1, lighter than httpx), at 1 and 32 connections. Printed: p50, p99 and req/s;
 each req/s as a ratio to bare Starlette's and to LiteLLM's; the p50 gptactions adds at c=1 over
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -310,6 +313,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per target and concurrency")
     parser.add_argument("--quick", action="store_true", help="1 s per measurement: a smoke run")
     parser.add_argument("--workers", type=int, default=1, help="also gptactions with N workers")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=4,
+        help="with --workers: this many more 1-worker/N-worker runs at c=32, alternated, for the "
+        "workers ratio (their median; the machine's noise moves a single pair a lot)",
+    )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--serve-mock", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -343,6 +353,15 @@ def main() -> None:
         for name, database, workers in targets:
             with server(database, workers=str(workers), **upstream) as url:
                 measure(name, url, CONVERSATIONS, CONVERSE, BENCH_KEY)
+        pairs: list[float] = []
+        for index in range(args.pairs if args.workers > 1 else 0):
+            rps: dict[int, float] = {}
+            for workers in (1, args.workers) if index % 2 else (args.workers, 1):
+                with server(f"sqlite:///{tmp}/pair{index}-{workers}.db", workers=str(workers),
+                            **upstream) as url:  # fmt: skip
+                    rps[workers] = drive(url, CONVERSATIONS, CONVERSE, 32, seconds, BENCH_KEY).rps
+            pairs.append(ratio(rps[args.workers], rps[1]))
+            print(f"pair {index + 1}: x{args.workers}/x1 = {pairs[-1]}", file=sys.stderr)
         if not args.no_postgres and postgres_reachable():
             with postgres_database() as database, server(database, **upstream) as url:
                 measure("gptactions PostgreSQL", url, CONVERSATIONS, CONVERSE, BENCH_KEY)
@@ -390,14 +409,26 @@ def main() -> None:
         },
     }
     if args.workers > 1:
-        one, many = results["gptactions SQLite"][32], results[f"gptactions SQLite x{args.workers}"]
-        summary_["workers_ratio_c32"] = ratio(many[32].rps, one.rps)
+        one, many = (
+            results["gptactions SQLite"][32],
+            results[f"gptactions SQLite x{args.workers}"][32],
+        )
+        first = ratio(many.rps, one.rps)
+        summary_["workers_ratio_c32"] = first
+        if pairs:  # the table's pair and the alternated ones
+            summary_["workers_ratio_c32_pairs"] = [first, *pairs]
+            summary_["workers_ratio_c32_median"] = statistics.median([first, *pairs])
     if "gptactions PostgreSQL" in results:
         pg, sqlite = results["gptactions PostgreSQL"][32], results["gptactions SQLite"][32]
         summary_["postgres_vs_sqlite_c32"] = ratio(pg.rps, sqlite.rps)
     report("gateway", header, rows, summary_)
     for name, ms in added.items():
         print(f"{name}: adds {ms} ms at c=1 (p50) over the mock alone")
+    if "workers_ratio_c32_median" in summary_:
+        print(
+            f"x{args.workers}/x1 at c=32: median {summary_['workers_ratio_c32_median']} of "
+            f"{summary_['workers_ratio_c32_pairs']}"
+        )
     return None
 
 
