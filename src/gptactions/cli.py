@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
@@ -25,11 +25,8 @@ from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, with_database
 from gptactions.cli_users import oauth, users
 from gptactions.config import Settings, describe_invalid_settings, parse_duration
-from gptactions.llm.factory import BackendConfigError, backend_configs
 from gptactions.metrics import shared_between_workers
-from gptactions.runtime import Runtime, bootstrap_admin_key
 from gptactions.services.errors import ServiceError
-from gptactions.services.interactions import InteractionLog, LogEntry, LogQuery
 from gptactions.services.keys import (
     DEFAULT_SCOPES,
     DEFAULT_TENANT,
@@ -41,9 +38,11 @@ from gptactions.services.keys import (
     NewKey,
     NoKeys,
 )
-from gptactions.services.retention import Retention
 from gptactions.store.backup import backup_sqlite, pg_dump_command
 from gptactions.store.db import Database, Upgrade
+
+if TYPE_CHECKING:  # the commands import what they need: each one starts faster
+    from gptactions.services.interactions import LogEntry
 
 T = TypeVar("T")
 
@@ -85,6 +84,8 @@ def cli() -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
+    from gptactions.llm.factory import BackendConfigError, backend_configs
+    from gptactions.runtime import bootstrap_admin_key
     from gptactions.workers import run as run_server
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
@@ -337,6 +338,8 @@ def logs_purge(older_than: str) -> None:
         seconds = parse_duration(older_than)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--older-than") from None
+    from gptactions.services.retention import Retention
+
     purged = _run(
         lambda: with_database(settings, lambda db: Retention(db).purge_older_than(seconds))
     )
@@ -389,6 +392,8 @@ def logs_export(
     output: Path | None,
 ) -> None:
     """Write the interaction log, newest first, a page at a time (any size fits in memory)."""
+    from gptactions.services.interactions import InteractionLog, LogQuery
+
     settings = Settings()
     query = LogQuery(user_id=user_id, since=since, until=until)
 
@@ -477,6 +482,7 @@ def chat(user: str, max_tokens: int | None) -> None:
 
 
 async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
+    from gptactions.runtime import Runtime
     from gptactions.services.conversations import Turn
 
     runtime = Runtime(settings)
@@ -520,6 +526,7 @@ def mcp_stdio(key: str | None) -> None:
 
 async def _mcp_stdio(settings: Settings, key: str | None) -> None:
     from gptactions.api.mcp import serve_stdio
+    from gptactions.runtime import Runtime
 
     runtime = Runtime(settings)
     await runtime.open()

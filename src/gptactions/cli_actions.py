@@ -6,14 +6,13 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gptactions.api.openapi_actions import describe_actions
 from gptactions.cli_database import unreachable
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError
-from gptactions.runtime import Runtime
 from gptactions.services.actions import (
     ActionCall,
     ActionOutcome,
@@ -26,6 +25,9 @@ from gptactions.services.actions import (
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import TERMINAL
 from gptactions.store.outage import DatabaseUnavailable
+
+if TYPE_CHECKING:  # the commands import what they need: each one starts faster
+    from gptactions.runtime import Runtime
 
 
 def load_registry(settings: Settings) -> ActionRegistry:
@@ -45,6 +47,8 @@ def actions() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON, with schemas.")
 def list_actions(as_json: bool) -> None:
     """List the actions: name, origin and description."""
+    from gptactions.api.openapi_actions import describe_actions
+
     registry = load_registry(Settings())
     if as_json:
         click.echo(json.dumps(describe_actions(registry), indent=2, ensure_ascii=False))
@@ -88,6 +92,8 @@ def run(
     The run is checked like an API call and recorded in the log (userId `terminal`).
     """
     settings = Settings()
+    from gptactions.runtime import Runtime
+
     runtime = Runtime(settings, registry=load_registry(settings))
     try:
         parameters = parse_parameter_options(runtime.actions.definition(name), pairs, params_json)

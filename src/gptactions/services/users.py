@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import uuid
@@ -21,8 +22,20 @@ from gptactions.store.models import User, UserIdentity, utcnow
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
 _HASHER = PasswordHasher()
-# Verified against when the username is unknown, so both cases take the same time.
-_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so both cases take the same time. Made
+    on first use: an argon2 hash costs ~0.1 s, which every process (each command) paid at import."""
+    return _HASHER.hash("not a password of anyone")
+
+
+def _verify(stored: str | None, password: str) -> None:
+    """Check `password` against `stored` (an unknown user's: the dummy hash), in a thread."""
+    _HASHER.verify(stored if stored is not None else _dummy_hash(), password)
+
+
 # The password hash of a user who signs in only through an OpenID Connect provider: argon2
 # refuses it as a hash, so no password ever matches it.
 NO_PASSWORD = "!external"  # noqa: S105 (a marker that is no hash, not a secret)
@@ -134,9 +147,9 @@ class UserService:
         await self.throttle(f"user:{username.lower()}", f"address:{address}")
         async with self._database.session() as session:
             user = await accounts.user_by_name(session, username)
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        stored = user.password_hash if user is not None else None
         try:
-            await asyncio.to_thread(_HASHER.verify, stored, password)
+            await asyncio.to_thread(_verify, stored, password)
         except (VerificationError, InvalidHashError):
             return None
         if user is None or user.disabled_at is not None:
