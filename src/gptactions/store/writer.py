@@ -187,31 +187,13 @@ class GroupWriter:
             self._settle(loop, [_Outcome(batch, error=error, as_is=False)])
 
     def _write_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        """In the writer's thread: the batch's transaction (or, when one of its rows breaks a
-        constraint, one per request); then one callback to the loop with the outcomes."""
-        outcomes: list[_Outcome] = []
-        try:
-            outcomes.append(_Outcome(batch, *self._sqlite_transaction(batch)))
-        except sa.IntegrityError as error:
-            if len(batch) == 1:
-                outcomes.append(_Outcome(batch, error=error))
-            else:
-                log.warning(
-                    "a batch broke a constraint (%s); writing its requests one by one", error
-                )
-                for pending in batch:
-                    try:
-                        outcomes.append(_Outcome([pending], *self._sqlite_transaction([pending])))
-                    except sa.IntegrityError as alone:
-                        outcomes.append(_Outcome([pending], error=alone))
-                    except Exception as failure:
-                        outcomes.append(_Outcome([pending], error=failure, as_is=False))
-        except Exception as error:
-            outcomes.append(_Outcome(batch, error=error, as_is=False))
+        """In the writer's thread: the batch's transactions (`_outcomes`), then one callback to
+        the loop with what became of them."""
+        outcomes = _outcomes(batch, self._sqlite_transaction)
         with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
             loop.call_soon_threadsafe(self._settle, loop, outcomes)
 
-    def _sqlite_transaction(self, batch: list[_Pending]) -> tuple[list[int], float]:
+    def _sqlite_transaction(self, writes: list[Write]) -> tuple[list[int], float]:
         self.batches += 1
         assert isinstance(self._engine, Engine)
         if self._connection is None:
@@ -220,7 +202,7 @@ class GroupWriter:
         assert isinstance(connection, sqlite3.Connection)
         try:
             with self._turn():
-                ids, seconds = _write_sqlite_batch(connection, [pending.write for pending in batch])
+                ids, seconds = _write_sqlite_batch(connection, writes)
             if self._wal_path is not None:
                 seconds += _sync_file(self._wal_path)
             return ids, seconds
@@ -332,27 +314,43 @@ class GroupWriter:
                 return
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        """Write and commit one batch; wake each request with its id or the batch's error."""
-        try:
-            ids, seconds = await self._transaction([pending.write for pending in batch])
-        except sa.IntegrityError as error:
-            if len(batch) == 1:
-                self._wake([_Outcome(batch, error=error)])
-                return
-            log.warning("a batch broke a constraint (%s); writing its requests one by one", error)
-            for pending in batch:
-                await self._commit([pending])
-            return
-        except Exception as error:
-            self._wake([_Outcome(batch, error=error, as_is=False)])
-            return
-        self._wake([_Outcome(batch, ids, seconds)])
-
-    async def _transaction(self, writes: list[Write]) -> tuple[list[int], float]:
-        self.batches += 1
+        """Write and commit one batch (`_outcomes`, on one connection); wake each request with
+        its id or its transaction's error."""
         assert isinstance(self._engine, AsyncEngine)
-        async with self._engine.connect() as connection:
-            return await connection.run_sync(_write_batch, writes)
+
+        def transactions(connection: Connection) -> list[_Outcome]:
+            def transaction(writes: list[Write]) -> tuple[list[int], float]:
+                self.batches += 1
+                return _write_batch(connection, writes)
+
+            return _outcomes(batch, transaction)
+
+        try:
+            async with self._engine.connect() as connection:
+                outcomes = await connection.run_sync(transactions)
+        except Exception as error:  # no connection to be had
+            outcomes = [_Outcome(batch, error=error, as_is=False)]
+        self._wake(outcomes)
+
+
+def _outcomes(
+    batch: list[_Pending], transaction: Callable[[list[Write]], tuple[list[int], float]]
+) -> list[_Outcome]:
+    """The batch in one `transaction` (ids, seconds of commit); what became of each request.
+
+    A transaction that fails fails its whole batch. But when a row breaks a constraint, which
+    is that row's fault and not its neighbours', the batch is written again one request per
+    transaction, so that only the faulty request fails.
+    """
+    try:
+        return [_Outcome(batch, *transaction([pending.write for pending in batch]))]
+    except sa.IntegrityError as error:
+        if len(batch) == 1:
+            return [_Outcome(batch, error=error)]
+        log.warning("a batch broke a constraint (%s); writing its requests one by one", error)
+        return [outcome for pending in batch for outcome in _outcomes([pending], transaction)]
+    except Exception as error:
+        return [_Outcome(batch, error=error, as_is=False)]
 
 
 def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
