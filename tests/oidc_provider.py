@@ -23,9 +23,11 @@ import uvicorn
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Tamper = Literal["nonce", "audience", "expired", "signature", "issuer", "state", "error"]
 KEY_ID = "test-key-1"
@@ -54,6 +56,8 @@ class LocalProvider:
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    traceparents: list[tuple[str, str | None]] = field(default_factory=list)
+    """(path, the `traceparent` header sent, if any) of each request, in order."""
     _codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     key: RSAKey = field(
         default_factory=lambda: RSAKey.generate_key(2048, {"kid": KEY_ID}, private=True)
@@ -66,12 +70,13 @@ class LocalProvider:
     def app(self) -> Starlette:
         """The provider's HTTP endpoints."""
         return Starlette(
+            middleware=[Middleware(_RecordTraceparents, provider=self)],
             routes=[
                 Route("/.well-known/openid-configuration", self._discovery),
                 Route("/jwks", self._jwks),
                 Route("/authorize", self._authorize),
                 Route("/token", self._token, methods=["POST"]),
-            ]
+            ],
         )
 
     async def _discovery(self, request: Request) -> Response:
@@ -200,3 +205,18 @@ def serve_provider(provider: LocalProvider) -> Iterator[LocalProvider]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+class _RecordTraceparents:
+    """Notes each request's path and `traceparent` header in `provider.traceparents`."""
+
+    def __init__(self, app: ASGIApp, provider: LocalProvider) -> None:
+        self.app = app
+        self.provider = provider
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            sent = headers.get(b"traceparent")
+            self.provider.traceparents.append((scope["path"], sent.decode() if sent else None))
+        await self.app(scope, receive, send)

@@ -87,6 +87,8 @@ def create_app(
         # Here, before the lifespan starts the backends: their aiohttp sessions are traced only
         # when made after it.
         tracing = install_tracing(app, exporter=span_exporter, secrets=runtime.router.secrets)
+        if runtime.oidc is not None:
+            runtime.oidc.send_through(tracing.traced_transport)
     install_error_handlers(app)
     guarded = ("/api/", f"{openai_compat.PREFIX}/")
     # Inside BodyGuard, so it reads a guarded body.

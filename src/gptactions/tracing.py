@@ -1,7 +1,7 @@
 """OpenTelemetry traces, on when OTEL_EXPORTER_OTLP_ENDPOINT is set and never imported otherwise.
 
 The SDK, the OTLP exporter and the FastAPI, httpx and aiohttp instrumentations come with the
-`otel` extra (`pip install 'gptactions[otel]'`). Spans go to the endpoint over OTLP/HTTP; the
+`otel` extra (httpx2, for the sign-in provider's calls, is traced by `TracedTransport` here) (`pip install 'gptactions[otel]'`). Spans go to the endpoint over OTLP/HTTP; the
 standard `OTEL_*` variables (service name, headers, sampling) apply as usual.
 """
 
@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import httpx2
 
 from gptactions import __version__
 from gptactions.llm.redact import redact
@@ -48,6 +50,11 @@ class Tracing:
     app: Any
     httpx_instrumentor: Any
     aiohttp_instrumentor: Any
+
+    def traced_transport(self, transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+        """`transport` (httpx2's), each request through it a client span that passes the trace
+        on: OpenTelemetry's httpx instrumentation knows httpx, not httpx2."""
+        return TracedTransport(transport, self.provider.get_tracer(__name__))
 
     def close(self) -> None:
         """Flush the spans still buffered and undo the instrumentation."""
@@ -180,3 +187,41 @@ class RedactingExporter(_SpanExporter):
         if isinstance(value, tuple | list):
             return tuple(self._value(item) for item in value)
         return value
+
+
+class TracedTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport whose requests are client spans, described as OpenTelemetry's httpx
+    instrumentation describes them (method, URL without credentials, server, status), with the
+    trace passed on in `traceparent`. For the calls to the sign-in provider (Authlib's client is
+    httpx2's)."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport, tracer: Any) -> None:
+        self._transport = transport
+        self._tracer = tracer
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` inside a client span; errors and 4xx/5xx answers mark it failed."""
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        url = request.url
+        attributes: dict[str, Any] = {
+            "http.request.method": request.method,
+            "url.full": str(url.copy_with(username=None, password=None)),
+            "server.address": url.host,
+        }
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        with self._tracer.start_as_current_span(
+            request.method, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            propagate.inject(request.headers)
+            response = await self._transport.handle_async_request(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    async def aclose(self) -> None:
+        """Close the transport underneath."""
+        await self._transport.aclose()

@@ -21,6 +21,7 @@ from gptactions.llm.openai import OpenAIBackend
 from gptactions.llm.redact import secrets_of
 from gptactions.tracing import RedactingExporter
 from tests.conftest import ADMIN_KEY
+from tests.oidc_provider import LocalProvider, serve_provider
 from tests.protocols.conftest import served
 from tests.upstream.faulty import FaultyUpstream
 
@@ -160,3 +161,68 @@ def test_secrets_are_redacted_from_every_part_of_a_span() -> None:
     assert leaky.events[0].attributes["exception.message"] == "the upstream refused Bearer ***"
     assert leaky.status.description == "refused ***"
     assert "UPSTREAM-SECRET" not in leaky.to_json()
+
+
+async def test_calls_to_the_sign_in_provider_are_client_spans_that_carry_the_trace(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sign-in through an OpenID Connect provider: its discovery, token and key calls (made
+    with httpx2, which OpenTelemetry's httpx instrumentation does not see) are client spans of
+    the browser's requests, and the provider is told the trace."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    exporter = InMemorySpanExporter()
+    callback = "https://chat.openai.com/aip/g-tracing/oauth/callback"
+    with serve_provider(LocalProvider("gptactions-tracing", "provider-secret", "")) as provider:
+        signed = settings.model_copy(
+            update={
+                "oidc_issuer": provider.url,
+                "oidc_client_id": provider.client_id,
+                "oidc_client_secret": SecretStr("provider-secret"),
+            }
+        )
+        async with served(signed, FakeBackend(), span_exporter=exporter) as server:
+            provider.redirect_uri = f"{server.url}/oauth/oidc/callback"
+            gpt = await server.runtime.oauth.create_client("GPT", (callback,), scopes=("chat",))
+            params = {
+                "response_type": "code",
+                "client_id": gpt.info.id,
+                "redirect_uri": callback,
+                "scope": "chat",
+                "state": "gpt-state",
+            }
+            # The browser: to the provider and back to the callback, which shows the consent.
+            async with httpx.AsyncClient(base_url=server.url, follow_redirects=True) as browser:
+                page = await browser.get("/oauth/oidc/start", params=params)
+            assert page.status_code == 200, page.text
+            assert provider.refusals == []
+            spans = exporter.get_finished_spans()
+    calls = {
+        (s.attributes["http.request.method"], str(s.attributes["url.full"])): s
+        for s in spans
+        if s.kind.name == "CLIENT" and str(s.attributes.get("url.full")).startswith(provider.url)
+    }
+    assert set(calls) == {
+        ("GET", f"{provider.url}/.well-known/openid-configuration"),
+        ("POST", f"{provider.url}/token"),
+        ("GET", f"{provider.url}/jwks"),
+    }
+    assert all(s.attributes["http.response.status_code"] == 200 for s in calls.values())
+    by_id = {s.context.span_id: s for s in spans}
+    sent = {path: header for path, header in provider.traceparents if path != "/authorize"}
+    assert set(sent) == {"/.well-known/openid-configuration", "/token", "/jwks"}
+    for (_, url), call in calls.items():
+        # A descendant of the server span of the browser's request that made it...
+        ancestor = call
+        while ancestor.parent is not None and ancestor.kind.name != "SERVER":
+            ancestor = by_id[ancestor.parent.span_id]
+        assert ancestor.kind.name == "SERVER"
+        assert str(ancestor.attributes["http.route"]).startswith("/oauth/oidc/")
+        # ...whose trace the provider was told, with the client span as the parent.
+        header = sent[url.removeprefix(provider.url)]
+        assert header is not None
+        version, trace_id, parent_id, flags = header.split("-")
+        assert (version, trace_id) == ("00", f"{call.context.trace_id:032x}")
+        assert parent_id == f"{call.context.span_id:016x}"
+        assert int(flags, 16) & 1  # sampled
+    exported = json.dumps([json.loads(s.to_json()) for s in spans])
+    assert "provider-secret" not in exported

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -111,16 +112,32 @@ class OidcService:
         self._database = database
         self._users = users
         # httpx2: the client Authlib's httpx integration is built on (mcp and openai use it too).
-        self._http = httpx2.AsyncClient(timeout=PROVIDER_TIMEOUT, follow_redirects=False)
+        self._http: httpx2.AsyncClient | None = None
+        self._wrap: Callable[[httpx2.AsyncBaseTransport], httpx2.AsyncBaseTransport] | None = None
         self._metadata: dict[str, Any] | None = None
         self._jwks: dict[str, Any] | None = None
 
+    def send_through(
+        self, wrap: Callable[[httpx2.AsyncBaseTransport], httpx2.AsyncBaseTransport]
+    ) -> None:
+        """Make every call to the provider through `wrap(transport)` (tracing wraps it in a
+        client span). Before the first call: the client is made on first use."""
+        self._wrap = wrap
+
+    def _transport(self) -> httpx2.AsyncBaseTransport | None:
+        return None if self._wrap is None else self._wrap(httpx2.AsyncHTTPTransport())
+
     async def close(self) -> None:
         """Close the connections to the provider."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _get(self, url: str) -> dict[str, Any]:
         try:
+            if self._http is None:
+                self._http = httpx2.AsyncClient(
+                    timeout=PROVIDER_TIMEOUT, follow_redirects=False, transport=self._transport()
+                )
             answer = await self._http.get(url, headers={"Accept": "application/json"})
             answer.raise_for_status()
             document = answer.json()
@@ -172,6 +189,7 @@ class OidcService:
             code_challenge_method="S256",
             token_endpoint_auth_method=method,
             timeout=PROVIDER_TIMEOUT,
+            transport=self._transport(),
         )
 
     async def start(self, request: dict[str, str], callback: str, *, address: str) -> StartedSignIn:
