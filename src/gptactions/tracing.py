@@ -1,8 +1,9 @@
 """OpenTelemetry traces, on when OTEL_EXPORTER_OTLP_ENDPOINT is set and never imported otherwise.
 
 The SDK, the OTLP exporter and the FastAPI, httpx and aiohttp instrumentations come with the
-`otel` extra (httpx2, for the sign-in provider's calls, is traced by `TracedTransport` here) (`pip install 'gptactions[otel]'`). Spans go to the endpoint over OTLP/HTTP; the
-standard `OTEL_*` variables (service name, headers, sampling) apply as usual.
+`otel` extra (`pip install 'gptactions[otel]'`); httpx2, for the sign-in provider's calls, is
+traced by `TracedTransport` here. Spans go to the endpoint over OTLP/HTTP; the standard `OTEL_*`
+variables (service name, headers, sampling) apply as usual.
 """
 
 from __future__ import annotations
