@@ -344,6 +344,54 @@ async def test_pkce_is_checked_and_required_for_public_clients(api: ApiClient, u
     assert (await exchange(api, client, code, code_verifier=verifier)).status_code == 200
 
 
+async def test_a_public_clients_refresh_token_used_twice_revokes_that_users_tokens(
+    api: ApiClient, users: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rotation's replay detection (RFC 9700, 4.14.2), for public clients (no secret proves
+    who presents a refresh token): a rotated refresh token presented again revokes every live
+    token of that user for that client. Other users and other clients keep theirs."""
+    public = await api.runtime.oauth.create_client(
+        "Console", (CALLBACK,), scopes=("chat", "logs"), public=True
+    )
+    client = Client(public.info.id, "")
+    verifier = "v" * 50
+    pkce = {"code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"}
+
+    async def sign_in(username: str) -> dict[str, str]:
+        code = await code_for(api, client, username, **pkce)
+        answer = await exchange(api, client, code, code_verifier=verifier)
+        assert answer.status_code == 200, answer.text
+        tokens: dict[str, str] = answer.json()
+        return tokens
+
+    def refresh(token: str) -> Any:
+        form = {"grant_type": "refresh_token", "refresh_token": token, "client_id": client.id}
+        return api.http.post("/oauth/token", data=form)
+
+    stolen = await sign_in("alice")
+    other_tab = await sign_in("alice")
+    bob = await sign_in("bob")
+    gpt = await make_client(api)
+    alice_in_a_gpt = await token_for(api, gpt, "alice", "chat")
+    # The user refreshes (rotation); then the thief presents the old refresh token.
+    rotated = await refresh(stolen["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    replayed = await refresh(stolen["refresh_token"])
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+    assert "used again after its rotation" in caplog.text
+    # Every token of alice for this client is gone: the rotated pair, the other sign-in's pair.
+    for token in (rotated.json()["access_token"], other_tab["access_token"]):
+        assert (await api.get("/api/v1/gpt/status", key=token)).status_code == 401
+    for token in (rotated.json()["refresh_token"], other_tab["refresh_token"]):
+        assert (await refresh(token)).json()["error"] == "invalid_grant"
+    # Bob, and alice in another client, are untouched.
+    assert (await api.get("/api/v1/gpt/status", key=bob["access_token"])).status_code == 200
+    assert (await api.get("/api/v1/gpt/status", key=alice_in_a_gpt)).status_code == 200
+    # Alice signs in again and goes on.
+    again = await sign_in("alice")
+    assert (await api.get("/api/v1/gpt/status", key=again["access_token"])).status_code == 200
+
+
 async def test_expired_access_token_and_disabled_user(api: ApiClient, users: None) -> None:
     client = await make_client(api)
     tokens = (await exchange(api, client, await code_for(api, client))).json()

@@ -9,16 +9,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode, urlsplit
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from gptactions.services.keys import DEFAULT_TENANT, Principal, hash_key
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
 from gptactions.store.models import OAuthClient, OAuthCode, OAuthToken, utcnow
+
+log = logging.getLogger(__name__)
 
 OAUTH_SCOPES = ("chat", "actions", "logs")
 DEFAULT_CLIENT_SCOPES = ("chat", "actions")
@@ -403,27 +408,55 @@ class OAuthService:
     async def refresh(
         self, credentials: ClientCredentials, *, refresh_token: str | None, scope: str | None
     ) -> IssuedTokens:
-        """The refresh_token grant: the old pair is revoked and a new pair issued (rotation)."""
+        """The refresh_token grant: the old pair is revoked and a new pair issued (rotation).
+
+        A public client's refresh token presented again once rotated (or revoked) is taken for
+        a stolen one (RFC 9700, 4.14.2): the server cannot tell the thief from the user, so every
+        live token of that user for that client is revoked, and both must sign in again. A
+        confidential client (a GPT) authenticates with its secret, so a stolen refresh token
+        alone is useless there, and a retry after a lost answer only fails.
+        """
         client = await self._client(credentials)
         if not refresh_token:
             raise TokenError("invalid_request", "the refresh_token parameter is required")
         now = utcnow()
         async with self._database.session() as session:
             token = await accounts.token_by_refresh_hash(session, hash_key(refresh_token))
-            if token is None or token.client_id != client.id or token.revoked_at is not None:
+            if token is None or token.client_id != client.id:
                 raise TokenError("invalid_grant", "the refresh token is not valid")
-            if queries.as_utc(token.refresh_expires_at) < now:
-                raise TokenError("invalid_grant", "the refresh token has expired")
-            user = await accounts.user_by_id(session, token.user_id)
-            if user is None or user.disabled_at is not None:
-                raise TokenError("invalid_grant", "the user is disabled")
-            granted = set(_scopes(token.scopes))
-            wanted = set(_scopes(scope)) if scope else granted
-            if not wanted or not wanted <= granted:
-                raise TokenError("invalid_scope", "a refresh may only narrow the scopes")
-            if not await accounts.retire_token(session, token.id, now):
+            replayed = token.revoked_at is not None
+            if replayed and client.secret_hash is not None:
                 raise TokenError("invalid_grant", "the refresh token is not valid")
+            if replayed:  # revoked with the session's commit, then refused below
+                await accounts.revoke_user_tokens(session, token.user_id, client_id=client.id)
+            else:
+                wanted = await self._refreshable(session, token, scope, now)
+        if replayed:
+            log.warning(
+                "a refresh token of the public client %r was used again after its rotation: "
+                "every token of that user for this client is revoked",
+                client.name,
+            )
+            raise TokenError("invalid_grant", "the refresh token is not valid")
         return await self._issue(client.id, token.user_id, _ordered(wanted), now)
+
+    @staticmethod
+    async def _refreshable(
+        session: AsyncSession, token: OAuthToken, scope: str | None, now: datetime
+    ) -> set[str]:
+        """Retire the live pair `token` for a new one; the scopes the new pair gets."""
+        if queries.as_utc(token.refresh_expires_at) < now:
+            raise TokenError("invalid_grant", "the refresh token has expired")
+        user = await accounts.user_by_id(session, token.user_id)
+        if user is None or user.disabled_at is not None:
+            raise TokenError("invalid_grant", "the user is disabled")
+        granted = set(_scopes(token.scopes))
+        wanted = set(_scopes(scope)) if scope else granted
+        if not wanted or not wanted <= granted:
+            raise TokenError("invalid_scope", "a refresh may only narrow the scopes")
+        if not await accounts.retire_token(session, token.id, now):
+            raise TokenError("invalid_grant", "the refresh token is not valid")
+        return wanted
 
     async def _issue(
         self, client_id: str, user_id: str, scopes: tuple[str, ...], now: datetime

@@ -53,13 +53,14 @@ async def delete_user(session: AsyncSession, user: User) -> None:
     await session.delete(user)
 
 
-async def revoke_user_tokens(session: AsyncSession, user_id: str) -> None:
-    """Revoke every live token of a user."""
-    await session.execute(
-        update(OAuthToken)
-        .where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+async def revoke_user_tokens(
+    session: AsyncSession, user_id: str, *, client_id: str | None = None
+) -> None:
+    """Revoke every live token of a user (of one client's only, when `client_id` is given)."""
+    query = update(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
+    if client_id is not None:
+        query = query.where(OAuthToken.client_id == client_id)
+    await session.execute(query.values(revoked_at=utcnow()))
 
 
 # --- identities at an OpenID Connect provider ------------------------------------------------
