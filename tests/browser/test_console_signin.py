@@ -30,9 +30,8 @@ def console_client(server: Server) -> str:
     return out[-2].removeprefix("client_id=")
 
 
-def test_the_console_signs_in_with_oauth_and_acts_as_the_user(
-    console: Console, console_client: str
-) -> None:
+def sign_in(console: Console, console_client: str) -> str:
+    """Sign in from the console as a user would; the access token it then uses."""
     page = console.open(key=False).page
     page.get_by_text("Sign in with OAuth").click()
     assert console.server.url + "/" in page.locator("#oauth-client-help").inner_text()
@@ -49,8 +48,22 @@ def test_the_console_signs_in_with_oauth_and_acts_as_the_user(
     page.wait_for_selector("html[data-ready=true]")
     page.get_by_text(f"Signed in as {USER}").wait_for()
     assert "code=" not in page.url  # the single-use code is kept out of the history
-    token = page.get_by_label("API key", exact=True).input_value()
+    token: str = page.get_by_label("API key", exact=True).input_value()
     assert token.startswith("gpto_")
+    return token
+
+
+def as_user(server: Server, token: str) -> httpx.Response:
+    """`GET /me` with `token`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.get(f"{server.url}/api/v1/gpt/me", headers=headers, timeout=30)
+
+
+def test_the_console_signs_in_with_oauth_and_acts_as_the_user(
+    console: Console, console_client: str
+) -> None:
+    token = sign_in(console, console_client)
+    page = console.page
 
     # Requests go with the user's token: /me names the user, the conversation is theirs.
     console.choose("GET /api/v1/gpt/me")
@@ -73,12 +86,39 @@ def test_the_console_signs_in_with_oauth_and_acts_as_the_user(
     page.get_by_role("button", name="Sign out", exact=True).click()
     page.get_by_text("Signed out").wait_for()
     assert page.get_by_label("API key", exact=True).input_value() == ""
-    refused = httpx.get(
-        f"{console.server.url}/api/v1/gpt/me",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
+    assert as_user(console.server, token).status_code == 401
+
+
+def test_a_tab_left_open_stays_signed_in_with_the_refresh_token(
+    console: Console, console_client: str
+) -> None:
+    """A minute before the access token expires, the console trades its refresh token (kept in
+    the tab's sessionStorage only) for a new pair; the old pair stops working (rotation)."""
+    page = console.page
+    page.clock.install()  # the page's timers, moved forward below instead of waited for
+    first = sign_in(console, console_client)
+    slot = "gptactions.oauthRefresh"
+    assert page.evaluate(f"localStorage.getItem('{slot}')") is None
+    assert page.evaluate(f"JSON.parse(sessionStorage.getItem('{slot}')).accessToken") == first
+
+    page.clock.fast_forward("59:05")  # the access token lives an hour: past its refresh time
+    page.wait_for_function(
+        "old => document.getElementById('api-key').value !== old", arg=first, timeout=30_000
     )
-    assert refused.status_code == 401
+    second = page.get_by_label("API key", exact=True).input_value()
+    assert second.startswith("gpto_")
+    assert as_user(console.server, second).json()["userId"] == USER
+    assert as_user(console.server, first).status_code == 401  # the old pair is revoked
+    assert page.evaluate(f"JSON.parse(sessionStorage.getItem('{slot}')).accessToken") == second
+
+    # A reload of the tab keeps the sign-in; signing out revokes it and forgets the refresh token.
+    page.reload()
+    page.wait_for_selector("html[data-ready=true]")
+    page.get_by_text(f"Signed in as {USER}").wait_for()
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.get_by_text("Signed out").wait_for()
+    assert page.evaluate(f"sessionStorage.getItem('{slot}')") is None
+    assert as_user(console.server, second).status_code == 401
 
 
 def test_a_sign_in_answer_not_started_here_is_refused(console: Console) -> None:

@@ -2,14 +2,20 @@
 // PKCE (S256), from the browser, against the endpoints in /.well-known/oauth-authorization-server;
 // the access token then goes where a key would, so every request is sent as the signed-in user.
 // The console is a public client (no secret): gptactions oauth clients create --public
-// --redirect-uri <this page's URL>. Only the access token is kept (for the tab, as a key is);
-// the refresh token is not stored, so signing in again after an hour is the way to go on.
+// --redirect-uri <this page's URL>. The access token is kept where a key is; the refresh token
+// only in this tab's sessionStorage (never localStorage, "remember" or not), and a minute before
+// the access token expires the console trades it for a new pair (the server rotates refresh
+// tokens, and revokes the user's tokens for this client if an old one is ever presented again).
+// A tab left open stays signed in until the refresh token expires, is revoked, or the user signs
+// out; a closed tab leaves no refresh token behind.
 
 import { $, h, toast } from "./dom.js";
 import { sendRequest } from "./transport.js";
 
 const CLIENT_SLOT = "gptactions.oauthClient";
 const PENDING_SLOT = "gptactions.oauthPending";
+const REFRESH_SLOT = "gptactions.oauthRefresh";
+const REFRESH_AHEAD_MS = 60_000; // refresh this long before the access token expires
 
 const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
@@ -35,6 +41,60 @@ export function initSignIn(app) {
     status.textContent = text;
     status.classList.toggle("field-error", bad);
     if (text) box.open = true;
+  }
+
+  // ---- the refresh token: this tab only, traded for a new pair before the access token expires
+
+  let refreshTimer = null;
+  const refreshState = () => JSON.parse(app.store.get(sessionStorage, REFRESH_SLOT) || "null");
+
+  function forgetRefresh() {
+    clearTimeout(refreshTimer);
+    refreshTimer = null;
+    app.store.del(sessionStorage, REFRESH_SLOT);
+  }
+
+  /** Keep a token answer's refresh token, and refresh a minute before its access token expires. */
+  function keep(tokens, clientId) {
+    if (!tokens.refresh_token) return forgetRefresh();
+    const expiresAt = Date.now() + (Number(tokens.expires_in) || 3600) * 1000;
+    app.store.set(sessionStorage, REFRESH_SLOT, JSON.stringify({
+      clientId, refreshToken: tokens.refresh_token, accessToken: tokens.access_token, expiresAt,
+    }));
+    schedule();
+  }
+
+  function schedule() {
+    clearTimeout(refreshTimer);
+    const saved = refreshState();
+    if (!saved) return;
+    const wait = Math.max(0, saved.expiresAt - REFRESH_AHEAD_MS - Date.now());
+    refreshTimer = setTimeout(() => refresh().catch((err) => say(`Cannot refresh the sign-in: ${err.message}.`, true)), wait);
+  }
+
+  async function refresh() {
+    const saved = refreshState();
+    if (!saved) return;
+    if (app.key() !== saved.accessToken) return forgetRefresh(); // another key was put in its place
+    const meta = await metadata();
+    const result = await sendRequest({
+      url: meta.token_endpoint, method: "POST", headers: FORM,
+      body: form({ grant_type: "refresh_token", refresh_token: saved.refreshToken, client_id: saved.clientId }),
+    });
+    if (result.status === 200 && result.json && result.json.access_token) {
+      app.setKey(result.json.access_token);
+      keep(result.json, saved.clientId);
+      return;
+    }
+    if (result.networkError || result.status >= 500) { // the server is away: try again in a minute
+      refreshTimer = setTimeout(() => refresh().catch(() => {}), REFRESH_AHEAD_MS / 2);
+      return;
+    }
+    forgetRefresh();
+    const why = result.json ? result.json.error_description || result.json.error : result.status;
+    say(`The sign-in has ended (${why}): sign in again.`, true);
+    $("signout").hidden = true;
+    $("signin-form").hidden = false;
   }
 
   async function start(event) {
@@ -97,6 +157,7 @@ export function initSignIn(app) {
       return;
     }
     app.setKey(result.json.access_token);
+    keep(result.json, pending.clientId);
     await showWho();
     toast("Signed in");
   }
@@ -107,7 +168,14 @@ export function initSignIn(app) {
     const signedIn = token.startsWith("gpto_");
     $("signout").hidden = !signedIn;
     $("signin-form").hidden = signedIn;
-    if (!signedIn) return;
+    if (!signedIn) return forgetRefresh();
+    const saved = refreshState();
+    if (saved && saved.accessToken === token && saved.expiresAt - REFRESH_AHEAD_MS <= Date.now()) {
+      await refresh(); // back to a tab whose access token has expired, or is about to
+      if (app.key() !== token) return showWho(); // refreshed: the new token is the one to show
+    } else {
+      schedule();
+    }
     const result = await sendRequest({ url: "/api/v1/gpt/me", method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
     if (result.status === 200 && result.json) {
       say(`Signed in as ${result.json.userId} (OAuth; scopes ${result.json.scopes.join(", ")}). Requests are sent with this user's access token.`);
@@ -121,6 +189,7 @@ export function initSignIn(app) {
   async function signOut() {
     const token = app.key();
     const clientId = app.store.get(localStorage, CLIENT_SLOT) || "";
+    forgetRefresh(); // revoking the access token revokes its refresh token: they are one pair
     try {
       const meta = await metadata();
       if (meta.revocation_endpoint && clientId) {
