@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import fastapi
 import fastapi.routing
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, serialize_response
 from starlette.requests import Request
 from starlette.responses import Response
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -101,8 +105,22 @@ class DirectRoute(APIRoute):
     """An APIRoute that calls its dependencies directly when they are all plain (see above)."""
 
     def get_route_handler(self) -> Handler:
-        """FastAPI's handler, or the direct one when the route allows it."""
+        """FastAPI's handler, or the direct one when the route allows it.
+
+        The direct handler reads FastAPI's route internals, which a FastAPI release may change
+        (the dependency allows any version from 0.115 on). What it does not find as it expects
+        (an attribute gone, `serialize_response` taking other arguments) keeps the route on
+        FastAPI's own handler: slower, never broken."""
         general = super().get_route_handler()
+        try:
+            direct = self._direct_handler(general)
+        except (AttributeError, TypeError) as error:
+            _warn_once(f"{type(error).__name__}: {error}")
+            return general
+        return general if direct is None else direct
+
+    def _direct_handler(self, general: Handler) -> Handler | None:
+        """The direct handler, or None when the route needs FastAPI's solver."""
         # Included in a router, the route is built again with what the inclusion adds (its
         # dependencies, say); FastAPI says which through a context variable, read as it does.
         route: Any = self
@@ -124,9 +142,8 @@ class DirectRoute(APIRoute):
             or route.is_json_stream
             or inspect.isasyncgenfunction(dependant.call)
         ):
-            return general
-        serialize = functools.partial(
-            serialize_response,
+            return None
+        options = dict(
             field=route.response_field,
             include=route.response_model_include,
             exclude=route.response_model_exclude,
@@ -138,6 +155,9 @@ class DirectRoute(APIRoute):
             # FastAPI's fast path: the response field writes JSON itself.
             dump_json=route.response_field is not None,
         )
+        # A TypeError here if FastAPI's serialize_response takes other arguments now.
+        inspect.signature(serialize_response).bind(response_content=None, **options)
+        serialize = functools.partial(serialize_response, **options)
         response_class = route.response_class.value
         if route.response_field is not None:
             response_class = functools.partial(Response, media_type="application/json")
@@ -149,6 +169,16 @@ class DirectRoute(APIRoute):
             lambda content: response_class(content),
             serialize,
         )
+
+
+@functools.cache
+def _warn_once(error: str) -> None:
+    log.warning(
+        "FastAPI %s: its routes are not built as gptactions' direct routes expect (%s); "
+        "they go through FastAPI's own handler",
+        fastapi.__version__,
+        error,
+    )
 
 
 def _direct(
