@@ -102,13 +102,14 @@ class _HeadWithBody:
         """Write `data`, after the held head; or hold `data` if it is a head with a body to come."""
         if self.held is not None:
             data, self.held = self.held + data, None
-        elif not self.head_seen and self.cycle.response_started:
+        elif not self.head_seen and getattr(self.cycle, "response_started", False):
             self.head_seen = True  # the cycle's first write once its response started: the head
             cycle = self.cycle
+            # Read with defaults: a uvicorn that names these otherwise writes as it always did.
             if (
-                cycle.chunked_encoding is False
-                and cycle.expected_content_length > 0
-                and cycle.scope["method"] != "HEAD"  # its body is never written
+                getattr(cycle, "chunked_encoding", None) is False
+                and getattr(cycle, "expected_content_length", 0) > 0
+                and cycle.scope.get("method") != "HEAD"  # its body is never written
             ):
                 self.held = data
                 return
