@@ -340,3 +340,19 @@ def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
         "  GPTACTIONS_PORT: Input should be a valid integer, unable to parse string as an integer",
         "  GPTACTIONS_RATE_LIMIT: not a rate: 'lots'; write e.g. 60/minute",
     ]
+
+
+def test_the_database_url_empty_is_the_default_and_a_wrong_one_is_named(isolated: Path) -> None:
+    """`GPTACTIONS_DATABASE_URL=` (a compose file's unset variable) is the default SQLite file;
+    a URL that is none, or of a database gptactions does not run on, is a settings error."""
+    empty = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": ""})
+    assert empty.returncode == 0, empty.stderr
+    assert (isolated / "gptactions.db").exists()
+    for url, problem in (
+        ("nonsense", "not a database URL: use sqlite:///path/to/file.db or postgresql://"),
+        ("mysql://root:secret-password@db/app", "mysql is not supported: use sqlite or postgresql"),
+    ):
+        wrong = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": url})
+        assert wrong.returncode == 1
+        assert "Traceback" not in wrong.stderr and "secret-password" not in wrong.stderr
+        assert wrong.stderr.splitlines()[1].startswith(f"  GPTACTIONS_DATABASE_URL: {problem}")

@@ -306,6 +306,29 @@ class Settings(BaseSettings):
             Rate.parse(value)
         return value or None
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _check_database_url(cls, value: object) -> object:
+        """Empty (`GPTACTIONS_DATABASE_URL=` in a compose file, say) is the default; a URL
+        that is none is a settings error here, not a traceback when the database opens."""
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_DATABASE_URL
+        if isinstance(value, str):
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                backend = make_url(value.strip()).get_backend_name()
+            except ArgumentError:
+                raise ValueError(
+                    "not a database URL: use sqlite:///path/to/file.db or "
+                    "postgresql://user:password@host/database"
+                ) from None
+            if backend not in ("sqlite", "postgresql", "postgres"):
+                raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
+            return value.strip()
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
