@@ -356,3 +356,20 @@ def test_the_database_url_empty_is_the_default_and_a_wrong_one_is_named(isolated
         assert wrong.returncode == 1
         assert "Traceback" not in wrong.stderr and "secret-password" not in wrong.stderr
         assert wrong.stderr.splitlines()[1].startswith(f"  GPTACTIONS_DATABASE_URL: {problem}")
+
+
+def test_serve_names_a_model_file_that_is_not_there_and_unparsable_backends(
+    isolated: Path,
+) -> None:
+    missing = isolated / "no-such-model.gguf"
+    result = gptactions("serve", cwd=isolated, env={"GPTACTIONS_MODEL_PATH": str(missing)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: the model file of backend 'local' is not there: {missing} (GPTACTIONS_MODEL_PATH)"
+    )
+    garbled = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_BACKENDS": '[{"name": '})
+    assert garbled.returncode == 1 and "Traceback" not in garbled.stderr
+    assert garbled.stderr.splitlines() == [
+        "Error: invalid settings (environment or .env):",
+        "  GPTACTIONS_BACKENDS: not valid JSON",
+    ]

@@ -123,12 +123,15 @@ def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(two_workers: Serv
 
 
 def test_a_worker_that_cannot_start_stops_the_server_with_status_3(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a GGUF file")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")} | {
         "GPTACTIONS_WORKERS": "2",
         "GPTACTIONS_PORT": str(free_port()),
         "GPTACTIONS_API_KEY": ADMIN_KEY,
         "GPTACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
-        "GPTACTIONS_MODEL_PATH": str(tmp_path / "missing.gguf"),  # the app's start-up fails
+        # There, but no model: `serve` checks that the file exists; the worker, loading it, fails.
+        "GPTACTIONS_MODEL_PATH": str(broken),
     }
     finished = subprocess.run(
         [sys.executable, "-m", "gptactions", "serve"],

@@ -19,12 +19,18 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 import yaml
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, with_database
 from gptactions.cli_users import oauth, users
-from gptactions.config import Settings, describe_invalid_settings, parse_duration
+from gptactions.config import (
+    Settings,
+    describe_invalid_settings,
+    describe_unreadable_settings,
+    parse_duration,
+)
 from gptactions.metrics import shared_between_workers
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import (
@@ -84,7 +90,7 @@ def cli() -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
-    from gptactions.llm.factory import BackendConfigError, backend_configs
+    from gptactions.llm.factory import BackendConfigError, backend_configs, check_model_files
     from gptactions.runtime import bootstrap_admin_key
     from gptactions.workers import run as run_server
 
@@ -94,7 +100,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     try:
-        backend_configs(settings)  # and so do inconsistent backends, or credentials in a URL
+        # And so do inconsistent backends, credentials in a URL, or a model file not there.
+        check_model_files(settings, backend_configs(settings))
     except BackendConfigError as error:
         raise click.ClickException(str(error)) from None
     # Done once here, before any worker starts, so workers never race to migrate or create keys;
@@ -557,6 +564,9 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         # A mistyped GPTACTIONS_* variable: say which, not pydantic's traceback.
         click.echo(f"Error: {describe_invalid_settings(error)}", err=True)
+        raise SystemExit(1) from None
+    except SettingsError as error:  # a variable read as JSON (GPTACTIONS_BACKENDS) that is not
+        click.echo(f"Error: {describe_unreadable_settings(error)}", err=True)
         raise SystemExit(1) from None
 
 

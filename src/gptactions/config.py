@@ -95,6 +95,14 @@ def describe_invalid_settings(error: ValidationError) -> str:
     return "\n".join(["invalid settings (environment or .env):", *lines])
 
 
+def describe_unreadable_settings(error: Exception) -> str:
+    """What pydantic-settings could not even parse (a JSON variable that is not JSON), by name;
+    never the value."""
+    found = re.search(r'field "([^"]+)"', str(error))
+    name = f"GPTACTIONS_{found.group(1).upper()}" if found else "a GPTACTIONS_* variable"
+    return "\n".join(["invalid settings (environment or .env):", f"  {name}: not valid JSON"])
+
+
 class Settings(BaseSettings):
     """Every setting of the server. Each one is documented in the README's configuration table."""
 

@@ -60,6 +60,25 @@ def build_router(settings: Settings) -> BackendRouter:
     return BackendRouter(backends, default=default, fallbacks=fallbacks)
 
 
+def check_model_files(settings: Settings, configs: list[BackendConfig]) -> None:
+    """Each local backend's model file is there (BackendConfigError otherwise): said before the
+    server starts, in one line, rather than as a traceback from each worker's start-up."""
+    from gptactions.llm.local import bundled_model_path
+
+    for config in configs:
+        if config.kind != "local":
+            continue
+        try:
+            path = config.model_path or settings.model_path or bundled_model_path()
+        except FileNotFoundError as error:
+            raise BackendConfigError(str(error)) from None
+        if not path.is_file():
+            source = "its model_path" if config.model_path else "GPTACTIONS_MODEL_PATH"
+            raise BackendConfigError(
+                f"the model file of backend {config.name!r} is not there: {path} ({source})"
+            )
+
+
 def backend_configs(settings: Settings) -> list[BackendConfig]:
     """Every backend the settings describe, in order, the implicit embedded model included."""
     configs = [*load_backends_file(settings.backends_file), *settings.backends]
