@@ -373,3 +373,14 @@ def test_serve_names_a_model_file_that_is_not_there_and_unparsable_backends(
         "Error: invalid settings (environment or .env):",
         "  GPTACTIONS_BACKENDS: not valid JSON",
     ]
+
+
+def test_urls_that_cannot_work_are_named_before_anything_starts(isolated: Path) -> None:
+    env = {"GPTACTIONS_PUBLIC_URL": "ftp://gpt.example.com", "GPTACTIONS_REDIS_URL": "cache:6379"}
+    result = gptactions("keys", "list", cwd=isolated, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: invalid settings (environment or .env):",
+        "  GPTACTIONS_PUBLIC_URL: not an http(s) URL with a host, e.g. https://gpt.example.com",
+        "  GPTACTIONS_REDIS_URL: not a Redis URL: use redis://host:6379/0, rediss:// or unix://",
+    ]

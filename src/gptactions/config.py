@@ -337,6 +337,29 @@ class Settings(BaseSettings):
             return value.strip()
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host and no query: the document's first server, OAuth's base."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host, e.g. https://gpt.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("a base URL takes no ?query or #fragment")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        """A URL redis-py opens: said here rather than as its traceback at start-up."""
+        if not value:
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("not a Redis URL: use redis://host:6379/0, rediss:// or unix://")
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
