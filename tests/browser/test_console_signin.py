@@ -4,6 +4,7 @@ requests as the signed-in user."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -119,6 +120,46 @@ def test_a_tab_left_open_stays_signed_in_with_the_refresh_token(
     page.get_by_text("Signed out").wait_for()
     assert page.evaluate(f"sessionStorage.getItem('{slot}')") is None
     assert as_user(console.server, second).status_code == 401
+
+
+def test_a_short_lived_access_token_is_refreshed_once_per_lifetime_not_in_a_loop(
+    console: Console, console_client: str
+) -> None:
+    """With access tokens of a minute (the shortest GPTACTIONS_OAUTH_ACCESS_TOKEN_LIFETIME), the
+    console refreshes when three quarters of each token's life are gone: once per token, not
+    again and again because the token lives no longer than "a minute ahead"."""
+    page = console.page
+    page.clock.install()
+    refreshes: list[str] = []
+
+    def a_minute(route: Any) -> None:
+        answer = route.fetch()  # the server's real answer, told to expire in 60 s
+        tokens = answer.json()
+        if "grant_type=refresh_token" in (route.request.post_data or ""):
+            refreshes.append(tokens["access_token"])
+        route.fulfill(response=answer, json={**tokens, "expires_in": 60})
+
+    def refreshed(count: int) -> bool:
+        """Whether `count` refreshes were made, after giving the page up to 5 s to make them."""
+        for _ in range(50):
+            if len(refreshes) >= count:
+                break
+            page.wait_for_timeout(100)
+        return len(refreshes) == count
+
+    page.route("**/oauth/token", a_minute)
+    sign_in(console, console_client)
+    page.clock.run_for(44_000)  # under three quarters of the minute: not yet
+    page.wait_for_timeout(300)
+    assert refreshes == []
+    page.clock.run_for(2_000)
+    assert refreshed(1)
+    page.clock.run_for(30_000)  # the new token is 30 s old: not yet
+    page.wait_for_timeout(300)
+    assert len(refreshes) == 1
+    page.clock.run_for(20_000)  # 50 s old: its turn
+    assert refreshed(2)
+    assert page.get_by_label("API key", exact=True).input_value() == refreshes[-1]
 
 
 def test_a_sign_in_answer_not_started_here_is_refused(console: Console) -> None:

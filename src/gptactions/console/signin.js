@@ -15,7 +15,8 @@ import { sendRequest } from "./transport.js";
 const CLIENT_SLOT = "gptactions.oauthClient";
 const PENDING_SLOT = "gptactions.oauthPending";
 const REFRESH_SLOT = "gptactions.oauthRefresh";
-const REFRESH_AHEAD_MS = 60_000; // refresh this long before the access token expires
+const REFRESH_AHEAD_MS = 60_000; // refresh this long before the access token expires...
+const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's longest wait (~24.8 days): longer ones fire at once
 
 const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
@@ -57,9 +58,12 @@ export function initSignIn(app) {
   /** Keep a token answer's refresh token, and refresh a minute before its access token expires. */
   function keep(tokens, clientId) {
     if (!tokens.refresh_token) return forgetRefresh();
-    const expiresAt = Date.now() + (Number(tokens.expires_in) || 3600) * 1000;
+    const lifetime = (Number(tokens.expires_in) || 3600) * 1000;
+    const expiresAt = Date.now() + lifetime;
+    // ...or, for a short-lived token, when three quarters of its life are gone.
+    const refreshAt = expiresAt - Math.min(REFRESH_AHEAD_MS, lifetime / 4);
     app.store.set(sessionStorage, REFRESH_SLOT, JSON.stringify({
-      clientId, refreshToken: tokens.refresh_token, accessToken: tokens.access_token, expiresAt,
+      clientId, refreshToken: tokens.refresh_token, accessToken: tokens.access_token, refreshAt,
     }));
     schedule();
   }
@@ -68,8 +72,12 @@ export function initSignIn(app) {
     clearTimeout(refreshTimer);
     const saved = refreshState();
     if (!saved) return;
-    const wait = Math.max(0, saved.expiresAt - REFRESH_AHEAD_MS - Date.now());
-    refreshTimer = setTimeout(() => refresh().catch((err) => say(`Cannot refresh the sign-in: ${err.message}.`, true)), wait);
+    const wait = saved.refreshAt - Date.now();
+    if (wait > MAX_TIMER_MS) { // not yet: look again later
+      refreshTimer = setTimeout(schedule, MAX_TIMER_MS);
+      return;
+    }
+    refreshTimer = setTimeout(() => refresh().catch((err) => say(`Cannot refresh the sign-in: ${err.message}.`, true)), Math.max(0, wait));
   }
 
   async function refresh() {
@@ -170,7 +178,7 @@ export function initSignIn(app) {
     $("signin-form").hidden = signedIn;
     if (!signedIn) return forgetRefresh();
     const saved = refreshState();
-    if (saved && saved.accessToken === token && saved.expiresAt - REFRESH_AHEAD_MS <= Date.now()) {
+    if (saved && saved.accessToken === token && saved.refreshAt <= Date.now()) {
       await refresh(); // back to a tab whose access token has expired, or is about to
       if (app.key() !== token) return showWho(); // refreshed: the new token is the one to show
     } else {
