@@ -503,3 +503,50 @@ async def test_the_grant_on_each_database(app_factory: Any) -> None:
         again = await api.http.post("/oauth/token", data=refresh)
         assert again.json()["error"] == "invalid_grant"
         await api.runtime.users.delete("alice")
+
+
+async def test_an_mcp_client_finds_how_to_sign_in_and_then_calls_the_tools(
+    api: ApiClient, users: None
+) -> None:
+    """The MCP authorization spec's path: a 401 from /mcp names the resource's RFC 9728
+    metadata, which names this server as the authorization server (RFC 8414 metadata); a public
+    client then runs the code grant with PKCE and the resource indicator, and calls /mcp."""
+    accept = {"Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "an MCP client", "version": "1"},
+        },
+    }
+    refused = await api.http.post("/mcp", json=initialize, headers=accept)
+    assert refused.status_code == 401
+    found = re.search(r'resource_metadata="([^"]+)"', refused.headers["www-authenticate"])
+    assert found and found.group(1) == "http://testserver/.well-known/oauth-protected-resource/mcp"
+    resource = (await api.http.get(found.group(1))).json()
+    assert resource["resource"] == "http://testserver/mcp"
+    assert resource["bearer_methods_supported"] == ["header"]
+    [server] = resource["authorization_servers"]
+    meta = (await api.http.get(f"{server}/.well-known/oauth-authorization-server")).json()
+    assert meta["issuer"] == server and "S256" in meta["code_challenge_methods_supported"]
+    whole = (await api.http.get("/.well-known/oauth-protected-resource")).json()
+    assert whole["resource"] == server and whole["authorization_servers"] == [server]
+
+    public = await api.runtime.oauth.create_client(
+        "An MCP client", (CALLBACK,), scopes=("chat", "actions"), public=True
+    )
+    client = Client(public.info.id, "")
+    verifier = "m" * 64
+    pkce = {"code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"}
+    code = await code_for(api, client, scope="chat actions", resource=resource["resource"], **pkce)
+    tokens = await exchange(
+        api, client, code, code_verifier=verifier, resource=resource["resource"]
+    )
+    assert tokens.status_code == 200, tokens.text
+    bearer = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    answer = await api.http.post("/mcp", json=initialize, headers=accept | bearer)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["serverInfo"]["name"] == "gptactions"

@@ -27,6 +27,8 @@ from starlette.types import Receive, Scope, Send
 from gptactions import __version__
 from gptactions.api.deps import get_principal
 from gptactions.api.errors import backend_status, error_body, error_response
+from gptactions.api.forwarded import public_origin
+from gptactions.api.oauth import resource_metadata_url
 from gptactions.api.schemas import ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
@@ -273,8 +275,14 @@ class McpEndpoint:
         try:
             principal = await get_principal(Request(scope), self.runtime)
         except ServiceError as error:
+            headers = dict(error.headers or {})
+            if error.status == 401:  # say where an MCP client learns how to get a token
+                base = public_origin(Request(scope), self.runtime.settings)
+                metadata = resource_metadata_url(base, "/mcp")
+                challenge = headers.get("WWW-Authenticate", 'Bearer realm="gptactions"')
+                headers["WWW-Authenticate"] = f'{challenge}, resource_metadata="{metadata}"'
             response = error_response(
-                error.status, error.message, code=error.code, headers=error.headers or None
+                error.status, error.message, code=error.code, headers=headers or None
             )
             await response(scope, receive, send)
             return

@@ -78,6 +78,44 @@ async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
+PROTECTED_RESOURCE = "/.well-known/oauth-protected-resource"
+"""RFC 9728's metadata of a protected resource: where clients learn who issues its tokens."""
+
+
+def resource_metadata_url(base: str, resource_path: str = "") -> str:
+    """The metadata URL of the resource at `base + resource_path` (RFC 9728, 3.1: the
+    well-known path goes between the host and the resource's own path)."""
+    return f"{base}{PROTECTED_RESOURCE}{resource_path}"
+
+
+def _resource_metadata(base: str, resource: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "resource": resource,
+            "authorization_servers": [base],
+            "scopes_supported": list(OAUTH_SCOPES),
+            "bearer_methods_supported": ["header"],
+            "resource_name": "gptactions",
+            "resource_documentation": f"{base}/docs",
+        }
+    )
+
+
+@router.get(PROTECTED_RESOURCE)
+async def api_resource_metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """RFC 9728 metadata of the API as a whole: its tokens come from this server."""
+    base = issuer(request, runtime)
+    return _resource_metadata(base, base)
+
+
+@router.get(PROTECTED_RESOURCE + "/mcp")
+async def mcp_resource_metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """RFC 9728 metadata of the MCP endpoint, which MCP clients find from its 401's
+    `WWW-Authenticate` (the MCP authorization spec) before they sign in with OAuth."""
+    base = issuer(request, runtime)
+    return _resource_metadata(base, f"{base}/mcp")
+
+
 def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in pairs:
