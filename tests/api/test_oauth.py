@@ -550,3 +550,25 @@ async def test_an_mcp_client_finds_how_to_sign_in_and_then_calls_the_tools(
     answer = await api.http.post("/mcp", json=initialize, headers=accept | bearer)
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["serverInfo"]["name"] == "gptactions"
+
+
+async def test_a_token_for_another_resource_is_refused_invalid_target(
+    api: ApiClient, users: None
+) -> None:
+    """RFC 8707: this server issues tokens for itself only. A client asking for one "for"
+    another resource (which could then replay it here) is told invalid_target, at the
+    authorization endpoint (a redirect, the client being known) and at the token endpoint."""
+    client = await make_client(api)
+    params = authorize_params(client, resource="https://elsewhere.example/mcp")
+    refused = await api.http.get("/oauth/authorize", params=params)
+    assert refused.status_code == 303
+    assert refused.headers["location"].startswith(CALLBACK + "?")
+    query = parse_qs(urlsplit(refused.headers["location"]).query)
+    assert query["error"] == ["invalid_target"] and query["state"] == ["xyz-state"]
+    # Its own URL, with or without a path, is fine.
+    for own in ("http://testserver", "http://testserver/", "http://testserver/api/v1/gpt"):
+        page = await api.http.get("/oauth/authorize", params=authorize_params(client, resource=own))
+        assert page.status_code == 200, page.text
+    code = await code_for(api, client)
+    foreign = await exchange(api, client, code, resource="https://elsewhere.example/")
+    assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_target"

@@ -190,6 +190,18 @@ async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorizat
         return see_other(with_query(request.redirect_uri, answer))
 
 
+def _foreign_resource(request: Request, runtime: Runtime, resource: str | None) -> str | None:
+    """Why the RFC 8707 `resource` asked for is not this server's, or None when it is (or none
+    is asked for). Tokens are only ever for this server: one issued "for" another resource
+    could be handed to it, and replayed here by it."""
+    if resource is None:
+        return None
+    base = issuer(request, runtime)
+    if resource.rstrip("/") == base or resource.startswith(base + "/"):
+        return None
+    return f"tokens of this server are for {base} only, not {resource}"
+
+
 async def validated_query(
     request: Request, runtime: Runtime
 ) -> tuple[ValidAuthorization, dict[str, str]] | Response:
@@ -201,6 +213,12 @@ async def validated_query(
     checked = await validated(runtime, params)
     if isinstance(checked, Response):
         return checked
+    foreign = _foreign_resource(request, runtime, params.get("resource"))
+    if foreign is not None:  # the client and its redirect URI are known good: tell it there
+        answer = {"error": "invalid_target", "error_description": foreign}
+        if checked.state:
+            answer["state"] = checked.state
+        return see_other(with_query(checked.redirect_uri, answer))
     return checked, params
 
 
@@ -313,6 +331,9 @@ async def token(request: Request, runtime: RuntimeDep) -> Response:
         form = await _token_form(request)
         credentials = _credentials(request, form)
         grant = form.get("grant_type")
+        foreign = _foreign_resource(request, runtime, form.get("resource"))
+        if foreign is not None:
+            raise TokenError("invalid_target", foreign)
         if grant == "authorization_code":
             issued = await runtime.oauth.exchange_code(
                 credentials,
