@@ -566,7 +566,7 @@ async def test_a_token_for_another_resource_is_refused_invalid_target(
     query = parse_qs(urlsplit(refused.headers["location"]).query)
     assert query["error"] == ["invalid_target"] and query["state"] == ["xyz-state"]
     # Its own URL, with or without a path, is fine.
-    for own in ("http://testserver", "http://testserver/", "http://testserver/api/v1/gpt"):
+    for own in ("http://testserver", "http://TestServer/", "http://testserver/api/v1/gpt"):
         page = await api.http.get("/oauth/authorize", params=authorize_params(client, resource=own))
         assert page.status_code == 200, page.text
     code = await code_for(api, client)

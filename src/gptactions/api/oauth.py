@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -197,7 +197,13 @@ def _foreign_resource(request: Request, runtime: Runtime, resource: str | None) 
     if resource is None:
         return None
     base = issuer(request, runtime)
-    if resource.rstrip("/") == base or resource.startswith(base + "/"):
+    ours, asked = urlsplit(base), urlsplit(resource)
+    same_origin = (asked.scheme.lower(), asked.netloc.lower()) == (
+        ours.scheme.lower(),
+        ours.netloc.lower(),
+    )
+    prefix = ours.path.rstrip("/")
+    if same_origin and (asked.path.rstrip("/") == prefix or asked.path.startswith(prefix + "/")):
         return None
     return f"tokens of this server are for {base} only, not {resource}"
 
