@@ -84,20 +84,25 @@ export function initSignIn(app) {
     const saved = refreshState();
     if (!saved) return;
     if (app.key() !== saved.accessToken) return forgetRefresh(); // another key was put in its place
-    const meta = await metadata();
-    const result = await sendRequest({
-      url: meta.token_endpoint, method: "POST", headers: FORM,
-      body: form({ grant_type: "refresh_token", refresh_token: saved.refreshToken, client_id: saved.clientId }),
-    });
+    const later = () => { // the server is away: try again in half a minute
+      refreshTimer = setTimeout(() => refresh().catch(() => {}), REFRESH_AHEAD_MS / 2);
+    };
+    let result;
+    try {
+      const meta = await metadata();
+      result = await sendRequest({
+        url: meta.token_endpoint, method: "POST", headers: FORM,
+        body: form({ grant_type: "refresh_token", refresh_token: saved.refreshToken, client_id: saved.clientId }),
+      });
+    } catch {
+      return later();
+    }
     if (result.status === 200 && result.json && result.json.access_token) {
       app.setKey(result.json.access_token);
       keep(result.json, saved.clientId);
       return;
     }
-    if (result.networkError || result.status >= 500) { // the server is away: try again in a minute
-      refreshTimer = setTimeout(() => refresh().catch(() => {}), REFRESH_AHEAD_MS / 2);
-      return;
-    }
+    if (result.networkError || result.status >= 500) return later();
     forgetRefresh();
     const why = result.json ? result.json.error_description || result.json.error : result.status;
     say(`The sign-in has ended (${why}): sign in again.`, true);
