@@ -98,7 +98,10 @@ def create_app(
         stopping=runtime.stopping,
         deadline=settings.request_deadline,
     )
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=guarded)
+    # The OAuth server's forms and registrations too: nothing reads an unbounded body.
+    app.add_middleware(
+        BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=(*guarded, "/oauth/")
+    )
     # Outside BodyGuard, so that its 413s are recorded too.
     app.add_middleware(RecordRejections, runtime=runtime)
     app.add_middleware(openai_compat.OpenAIErrors)  # sees every /v1 error, the guards' too

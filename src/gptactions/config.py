@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     oauth_refresh_token_lifetime: int = Field(
         default=30 * 86400, ge=3600, description="Seconds an OAuth refresh token is valid."
     )
+    oauth_dynamic_registration: bool = Field(
+        default=False,
+        description="Let OAuth clients register themselves (RFC 7591, POST /oauth/register): "
+        "public clients only, named '(self-registered)' on the consent page.",
+    )
     privacy_contact: str | None = Field(
         default=None, description="Who users write to about their data; shown on /privacy."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -572,3 +573,83 @@ async def test_a_token_for_another_resource_is_refused_invalid_target(
     code = await code_for(api, client)
     foreign = await exchange(api, client, code, resource="https://elsewhere.example/")
     assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_target"
+
+
+async def test_the_oauth_endpoints_refuse_a_body_over_the_limit(api: ApiClient) -> None:
+    """Forms are read whole: past GPTACTIONS_MAX_BODY_BYTES they are refused unread."""
+    big = "grant_type=refresh_token&refresh_token=" + "x" * (2 * 1024 * 1024)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/oauth/token", "/oauth/revoke", "/oauth/authorize", "/oauth/register"):
+        answer = await api.http.post(path, content=big, headers=form)
+        assert answer.status_code == 413, (path, answer.status_code)
+        assert answer.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_dynamic_registration_is_off_unless_asked_for(api: ApiClient) -> None:
+    meta = (await api.http.get("/.well-known/oauth-authorization-server")).json()
+    assert "registration_endpoint" not in meta
+    answer = await api.http.post("/oauth/register", json={"redirect_uris": [CALLBACK]})
+    assert answer.status_code == 404
+    assert "gptactions oauth clients create" in answer.json()["error"]["message"]
+
+
+async def test_a_client_registers_itself_and_signs_a_user_in(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 7591 with GPTACTIONS_OAUTH_DYNAMIC_REGISTRATION: a public client registers, its
+    name marked self-registered, and runs the code grant with PKCE; what this server cannot
+    honour is refused with RFC 7591's errors."""
+    caplog.set_level(logging.INFO, logger="gptactions.api.oauth")
+    allowed = settings.model_copy(update={"oauth_dynamic_registration": True})
+    async with running_app(allowed, FakeBackend()) as api:
+        await api.runtime.users.create("alice", PASSWORD)
+        meta = (await api.http.get("/.well-known/oauth-authorization-server")).json()
+        assert meta["registration_endpoint"] == "http://testserver/oauth/register"
+        registered = await api.http.post(
+            meta["registration_endpoint"],
+            json={
+                "client_name": "Claude",
+                "redirect_uris": [CALLBACK],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            },
+        )
+        assert registered.status_code == 201, registered.text
+        client_info = registered.json()
+        assert client_info["client_name"] == "Claude (self-registered)"
+        assert client_info["token_endpoint_auth_method"] == "none"
+        assert client_info["scope"] == "chat actions"
+        assert "client_secret" not in client_info
+        assert "registered itself" in caplog.text
+        client = Client(client_info["client_id"], "")
+        verifier = "r" * 64
+        pkce = {"code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"}
+        page = await api.http.get(
+            "/oauth/authorize", params=authorize_params(client, scope="chat", **pkce)
+        )
+        assert "Claude (self-registered)" in page.text  # what the user consents to
+        code = await code_for(api, client, scope="chat", **pkce)
+        tokens = await exchange(api, client, code, code_verifier=verifier)
+        assert tokens.status_code == 200, tokens.text
+        me = await api.get("/api/v1/gpt/me", key=tokens.json()["access_token"])
+        assert me.json()["userId"] == "alice"
+
+        for metadata, error in (
+            ({}, "invalid_redirect_uri"),
+            ({"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+            ({"redirect_uris": [{"uri": CALLBACK}]}, "invalid_redirect_uri"),
+            (
+                {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "client_secret_basic"},
+                "invalid_client_metadata",
+            ),
+            ({"redirect_uris": [CALLBACK], "grant_types": ["password"]}, "invalid_client_metadata"),
+            ({"redirect_uris": [CALLBACK], "grant_types": [{}]}, "invalid_client_metadata"),
+            ({"redirect_uris": [CALLBACK], "scope": "admin"}, "invalid_client_metadata"),
+            ({"redirect_uris": [CALLBACK], "client_name": "x" * 101}, "invalid_client_metadata"),
+        ):
+            refused = await api.http.post("/oauth/register", json=metadata)
+            assert refused.status_code == 400, (metadata, refused.text)
+            assert refused.json()["error"] == error, metadata
+        not_json = await api.http.post("/oauth/register", content=b"{")
+        assert not_json.json()["error"] == "invalid_client_metadata"

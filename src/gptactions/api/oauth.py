@@ -1,4 +1,5 @@
-"""The OAuth 2.0 authorization server's endpoints: metadata, authorize, token, revoke.
+"""The OAuth 2.0 authorization server's endpoints: metadata, authorize, token, revoke, and
+(when allowed) dynamic registration.
 
 These answer in RFC 6749's shapes (`{"error": "invalid_grant", ...}` and redirects), which OAuth
 clients such as ChatGPT read, rather than the API's error shape.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
@@ -16,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
+from gptactions.api.errors import error_response
 from gptactions.api.forwarded import public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
@@ -26,11 +30,14 @@ from gptactions.services.oauth import (
     AuthorizeError,
     BadClient,
     ClientCredentials,
+    RegistrationError,
     TokenError,
     ValidAuthorization,
     with_query,
 )
 from gptactions.services.users import TooManyAttempts, UserInfo
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False, route_class=DirectRoute)
 
@@ -75,6 +82,11 @@ async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
             "code_challenge_methods_supported": ["S256"],
             "service_documentation": f"{base}/docs",
         }
+        | (
+            {"registration_endpoint": f"{base}/oauth/register"}
+            if runtime.settings.oauth_dynamic_registration
+            else {}
+        )
     )
 
 
@@ -359,6 +371,37 @@ async def token(request: Request, runtime: RuntimeDep) -> Response:
         return _token_error(error)
     body: dict[str, Any] = issued.as_json()
     return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.post("/oauth/register")
+async def register(request: Request, runtime: RuntimeDep) -> Response:
+    """RFC 7591 dynamic client registration, when GPTACTIONS_OAUTH_DYNAMIC_REGISTRATION is on:
+    a public client (PKCE, no secret) registers its redirect URIs and gets a client id."""
+    if not runtime.settings.oauth_dynamic_registration:
+        return error_response(
+            404,
+            "clients do not register themselves here: an operator registers them with "
+            "`gptactions oauth clients create` (or sets GPTACTIONS_OAUTH_DYNAMIC_REGISTRATION)",
+            code="not_found",
+        )
+    address = request.client.host if request.client else "unknown"
+    try:
+        await runtime.users.throttle(f"register:{address}")
+    except TooManyAttempts as error:
+        body = {"error": "invalid_request", "error_description": str(error)}
+        headers = _NO_STORE | {"Retry-After": str(error.retry_after)}
+        return JSONResponse(body, 429, headers=headers)
+    try:
+        metadata = json.loads(await request.body())
+    except ValueError:
+        metadata = None
+    try:
+        info, answer = await runtime.oauth.register(metadata)
+    except RegistrationError as error:
+        body = {"error": error.error, "error_description": error.description}
+        return JSONResponse(body, 400, headers=_NO_STORE)
+    log.info("OAuth client %s registered itself as %r", info.id, info.name)
+    return JSONResponse(answer, 201, headers=_NO_STORE)
 
 
 @router.post("/oauth/revoke")
