@@ -232,3 +232,14 @@ async def test_the_largest_id_either_database_holds_is_a_cursor(app: ApiClient) 
     cursor = _cursor(datetime(2026, 1, 1, tzinfo=UTC), 2**63 - 1)
     response = await app.get(f"{API}/logs", params={"cursor": cursor})
     assert response.status_code == 200 and response.json() == []
+
+
+async def test_a_nul_in_a_message_is_answered_and_logged_on_every_database(
+    app: ApiClient,
+) -> None:
+    """PostgreSQL's text cannot hold NUL: the insert failed, a 500 for this request and for the
+    others of its batch. The message is answered, and logged with U+FFFD in place of NUL."""
+    response = await _post(app, "/conversations", {"userId": "alice", "message": "a\x00b"})
+    assert response.status_code == 200, response.text
+    logs = await app.get(f"{API}/logs", params={"userId": "alice"})
+    assert [entry["message"] for entry in logs.json()] == ["a\ufffdb"]

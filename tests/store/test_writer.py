@@ -143,6 +143,20 @@ async def test_a_row_breaking_a_constraint_fails_alone(database: Database) -> No
     assert await _messages(database) == ["m1", "m3"]
 
 
+async def test_a_reply_no_database_stores_is_stored_with_replacement_characters(
+    database: Database,
+) -> None:
+    """A backend may answer NUL (which PostgreSQL's text cannot hold) or a lone surrogate (which
+    UTF-8 cannot encode): stored with U+FFFD, not a failed commit for its whole batch."""
+    log = InteractionLog(database)
+    odd = replace(_turn(1), reply="a\x00b\ud800c")
+    ids = await asyncio.gather(log.record(odd), log.record(_turn(2)))
+    assert all(isinstance(ident, int) for ident in ids)
+    async with database.session() as session:
+        stored = await session.get(Interaction, ids[0])
+        assert stored is not None and stored.reply == "a\ufffdb\ufffdc"
+
+
 async def test_a_failed_batch_fails_exactly_its_requests_then_the_writer_recovers(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ from gptactions.store.models import (
     InteractionStatus,
     KeyVersion,
 )
+from gptactions.store.text import storable
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -170,6 +171,15 @@ def insert_conversations(connection: Writable, rows: list[dict[str, Any]]) -> No
     connection.execute(_INSERT_CONVERSATIONS, rows)
 
 
+_FREE_TEXT = ("message", "reply", "error")
+"""The interaction's columns of free text, whose odd characters `storable` replaces."""
+
+
+def _storable_texts(row: dict[str, Any]) -> dict[str, Any]:
+    texts = {name: storable(row[name]) for name in _FREE_TEXT if isinstance(row.get(name), str)}
+    return row if all(texts[name] is row[name] for name in texts) else row | texts
+
+
 def insert_interactions(connection: Writable, rows: list[dict[str, Any]]) -> list[int]:
     """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
     # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one above
@@ -179,6 +189,9 @@ def insert_interactions(connection: Writable, rows: list[dict[str, Any]]) -> lis
     # reads no RETURNING at all: the last row's id gives the others, and the insert stays one
     # step of SQLite (each step gives up the GIL, and getting it back from a busy event loop
     # can take milliseconds while this process holds the database's write lock).
+    # A backend's reply may hold what no database stores (store/text.py): U+FFFD in its place,
+    # rather than a failed commit for this request and the others of its batch.
+    rows = [_storable_texts(row) for row in rows]
     if isinstance(connection, sqlite3.Connection):
         table = _INTERACTIONS
         columns, values = _sqlite_values(table, rows)

@@ -1,0 +1,18 @@
+"""Text a database refuses, in what no caller typed: a backend's reply (or an error text) may
+hold NUL, which PostgreSQL's text cannot hold, or a lone UTF-16 surrogate, which UTF-8 cannot
+encode (neither SQLite nor PostgreSQL stores it). Such characters are stored as U+FFFD, so that
+one odd character in a reply never fails its commit, nor the other requests of its batch.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with each NUL and lone surrogate replaced by U+FFFD (itself when it has none)."""
+    if "\x00" not in text and (text.isascii() or _UNSTORABLE.search(text) is None):
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
