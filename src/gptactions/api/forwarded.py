@@ -128,6 +128,11 @@ class ForwardedHeaders:
             scope.setdefault("state", {})[PREFIX_STATE] = prefix.rstrip("/")
 
 
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's client, see ForwardedHeaders), for rate limits."""
+    return request.client.host if request.client else "unknown"
+
+
 def public_origin(request: Request, settings: Settings) -> str:
     """This server's URL as the caller reaches it: GPTACTIONS_PUBLIC_URL, else the request's own
     scheme, host and port (a trusted proxy's, see ForwardedHeaders), with its path prefix."""

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
 from gptactions.api.errors import error_response
-from gptactions.api.forwarded import public_origin
+from gptactions.api.forwarded import client_address, public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
 from gptactions.services.oauth import (
@@ -195,11 +195,16 @@ async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorizat
     except BadClient as error:
         return error_page(str(error))
     except AuthorizeError as error:
-        answer = {"error": error.error, "error_description": error.description}
-        if request.state:
-            answer["state"] = request.state
         assert request.redirect_uri is not None  # validate checked it before raising this
-        return see_other(with_query(request.redirect_uri, answer))
+        return _refused(request.redirect_uri, request.state, error)
+
+
+def _refused(redirect_uri: str, state: str | None, error: AuthorizeError) -> RedirectResponse:
+    """Back to the client's (checked) redirect URI with the error, and its state if it sent one."""
+    answer = {"error": error.error, "error_description": error.description}
+    if state:
+        answer["state"] = state
+    return see_other(with_query(redirect_uri, answer))
 
 
 def _foreign_resource(request: Request, runtime: Runtime, resource: str | None) -> str | None:
@@ -233,10 +238,9 @@ async def validated_query(
         return checked
     foreign = _foreign_resource(request, runtime, params.get("resource"))
     if foreign is not None:  # the client and its redirect URI are known good: tell it there
-        answer = {"error": "invalid_target", "error_description": foreign}
-        if checked.state:
-            answer["state"] = checked.state
-        return see_other(with_query(checked.redirect_uri, answer))
+        return _refused(
+            checked.redirect_uri, checked.state, AuthorizeError("invalid_target", foreign)
+        )
     return checked, params
 
 
@@ -269,7 +273,7 @@ async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     if isinstance(checked, Response):
         return checked
     username = form.get("username", "").strip()
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     try:
         user = await runtime.users.sign_in(username, form.get("password", ""), address=address)
     except TooManyAttempts as error:
@@ -384,9 +388,8 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
             "`gptactions oauth clients create` (or sets GPTACTIONS_OAUTH_DYNAMIC_REGISTRATION)",
             code="not_found",
         )
-    address = request.client.host if request.client else "unknown"
     try:
-        await runtime.users.throttle(f"register:{address}")
+        await runtime.users.throttle(f"register:{client_address(request)}")
     except TooManyAttempts as error:
         body = {"error": "invalid_request", "error_description": str(error)}
         headers = _NO_STORE | {"Retry-After": str(error.retry_after)}

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
+from gptactions.api.forwarded import client_address
 from gptactions.api.oauth import (
     authorize_params,
     consent_page,
@@ -44,7 +45,7 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
         return checked
     _, params = checked
     base = issuer(request, runtime)
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     try:
         started = await runtime.oidc.start(
             authorize_params(params), base + CALLBACK_PATH, address=address

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gptactions.llm.router import UnknownModel
+from gptactions.store.text import has_unpaired_surrogate
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,7 @@ def invalid_input(*problems: Problem) -> ServiceError:
     return invalid(f"Invalid input: {where}{first.message}", *problems)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 UNPAIRED_SURROGATE = "must not contain an unpaired UTF-16 surrogate (\\ud800 to \\udfff)"
-
-
-def has_unpaired_surrogate(text: str) -> bool:
-    """Whether the text holds a lone surrogate: UTF-8 cannot encode it, so no database stores it
-    and no answer can carry it (JSON's `"\\ud800"` escape makes one)."""
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def unpaired_surrogates(value: Any, pointer: str = "") -> list[Problem]:

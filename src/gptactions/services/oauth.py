@@ -272,7 +272,7 @@ class OAuthService:
         scope = metadata.get("scope", " ".join(DEFAULT_CLIENT_SCOPES))
         if not isinstance(scope, str) or not scope.split():
             raise RegistrationError("invalid_client_metadata", "scope: space-separated scopes")
-        name = metadata.get("client_name") or "an unnamed client"
+        name = metadata.get("client_name") or ""
         if not isinstance(name, str) or len(name) > 100:
             raise RegistrationError("invalid_client_metadata", "client_name: up to 100 characters")
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from gptactions.services.errors import has_unpaired_surrogate
 from gptactions.services.interactions import (
     InteractionKind,
     InteractionStatus,
@@ -17,6 +16,7 @@ from gptactions.services.interactions import (
 )
 from gptactions.services.keys import Principal
 from gptactions.services.sizing import marker
+from gptactions.store.text import has_unpaired_surrogate
 
 RECORDED_STATUSES = frozenset({400, 403, 404, 413, 415, 429})
 """The refusals that are recorded: the caller can fix what it sent, and should see it."""
