@@ -84,6 +84,9 @@ class BackendConfig(BaseModel):
     model_path: Path | None = None
 
 
+_INVALID_SETTINGS = "invalid settings (environment or .env):"
+
+
 def describe_invalid_settings(error: ValidationError) -> str:
     """What is wrong with the settings, a line per variable; never their values (keys, URLs)."""
     lines = []
@@ -92,7 +95,7 @@ def describe_invalid_settings(error: ValidationError) -> str:
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"  GPTACTIONS_{str(field).upper()}{where}: {message}")
-    return "\n".join(["invalid settings (environment or .env):", *lines])
+    return "\n".join([_INVALID_SETTINGS, *lines])
 
 
 def describe_unreadable_settings(error: Exception) -> str:
@@ -100,7 +103,7 @@ def describe_unreadable_settings(error: Exception) -> str:
     never the value."""
     found = re.search(r'field "([^"]+)"', str(error))
     name = f"GPTACTIONS_{found.group(1).upper()}" if found else "a GPTACTIONS_* variable"
-    return "\n".join(["invalid settings (environment or .env):", f"  {name}: not valid JSON"])
+    return "\n".join([_INVALID_SETTINGS, f"  {name}: not valid JSON"])
 
 
 class Settings(BaseSettings):
@@ -324,23 +327,24 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: object) -> object:
         """Empty (`GPTACTIONS_DATABASE_URL=` in a compose file, say) is the default; a URL
         that is none is a settings error here, not a traceback when the database opens."""
-        if isinstance(value, str) and not value.strip():
+        if not isinstance(value, str):
+            return value
+        url = value.strip()
+        if not url:
             return DEFAULT_DATABASE_URL
-        if isinstance(value, str):
-            from sqlalchemy.engine import make_url
-            from sqlalchemy.exc import ArgumentError
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-            try:
-                backend = make_url(value.strip()).get_backend_name()
-            except ArgumentError:
-                raise ValueError(
-                    "not a database URL: use sqlite:///path/to/file.db or "
-                    "postgresql://user:password@host/database"
-                ) from None
-            if backend not in ("sqlite", "postgresql", "postgres"):
-                raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
-            return value.strip()
-        return value
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: use sqlite:///path/to/file.db or "
+                "postgresql://user:password@host/database"
+            ) from None
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
+        return url
 
     @field_validator("public_url")
     @classmethod
