@@ -30,6 +30,8 @@ async function metadata() {
 
 const form = (fields) => new URLSearchParams(fields).toString();
 const FORM = { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" };
+/** Why the token endpoint said no: its OAuth error, else what the request met. */
+const refusal = (result) => (result.json ? result.json.error_description || result.json.error : result.networkError || result.status);
 
 export function initSignIn(app) {
   const box = $("signin");
@@ -42,6 +44,12 @@ export function initSignIn(app) {
     status.textContent = text;
     status.classList.toggle("field-error", bad);
     if (text) box.open = true;
+  }
+
+  /** The sign-in form when signed out; the "Sign out" button otherwise. */
+  function showForm(signedOut) {
+    $("signout").hidden = signedOut;
+    $("signin-form").hidden = !signedOut;
   }
 
   // ---- the refresh token: this tab only, traded for a new pair before the access token expires
@@ -104,10 +112,8 @@ export function initSignIn(app) {
     }
     if (result.networkError || result.status >= 500) return later();
     forgetRefresh();
-    const why = result.json ? result.json.error_description || result.json.error : result.status;
-    say(`The sign-in has ended (${why}): sign in again.`, true);
-    $("signout").hidden = true;
-    $("signin-form").hidden = false;
+    say(`The sign-in has ended (${refusal(result)}): sign in again.`, true);
+    showForm(true);
   }
 
   async function start(event) {
@@ -165,8 +171,7 @@ export function initSignIn(app) {
       }),
     });
     if (result.status !== 200 || !result.json || !result.json.access_token) {
-      const why = result.json ? result.json.error_description || result.json.error : result.networkError || result.status;
-      say(`The token exchange failed: ${why}.`, true);
+      say(`The token exchange failed: ${refusal(result)}.`, true);
       return;
     }
     app.setKey(result.json.access_token);
@@ -179,8 +184,7 @@ export function initSignIn(app) {
   async function showWho() {
     const token = app.key();
     const signedIn = token.startsWith("gpto_");
-    $("signout").hidden = !signedIn;
-    $("signin-form").hidden = signedIn;
+    showForm(!signedIn);
     if (!signedIn) return forgetRefresh();
     const saved = refreshState();
     if (saved && saved.accessToken === token && saved.refreshAt <= Date.now()) {
@@ -194,8 +198,7 @@ export function initSignIn(app) {
       say(`Signed in as ${result.json.userId} (OAuth; scopes ${result.json.scopes.join(", ")}). Requests are sent with this user's access token.`);
     } else {
       say("The access token is no longer valid (expired or revoked): sign in again.", true);
-      $("signout").hidden = true;
-      $("signin-form").hidden = false;
+      showForm(true);
     }
   }
 
@@ -211,8 +214,7 @@ export function initSignIn(app) {
     } finally {
       app.setKey("");
       say("Signed out; the token is revoked.");
-      $("signout").hidden = true;
-      $("signin-form").hidden = false;
+      showForm(true);
     }
   }
 
