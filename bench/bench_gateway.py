@@ -29,10 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from common import (
@@ -44,6 +45,7 @@ from common import (
     ratio,
     report,
     server,
+    server_process,
 )
 
 HERE = Path(__file__).resolve()
@@ -294,14 +296,80 @@ def _wrk_load(
 
 
 def drive(
-    url: str, path: str, body: dict[str, object], c: int, seconds: float, key: str | None = None
+    url: str,
+    path: str,
+    body: dict[str, object],
+    c: int,
+    seconds: float,
+    key: str | None = None,
+    *,
+    during: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> Load:
-    """Warm up briefly, then measure with wrk when installed, else the asyncio client."""
+    """Warm up briefly, then measure with wrk when installed, else the asyncio client; `during`
+    wraps the measurement only (not the warm-up)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     asyncio.run(_asyncio_load(url, path, body, headers, c, min(1.0, seconds / 4)))
-    if shutil.which("wrk"):
-        return _wrk_load(url, path, body, headers, c, seconds)
-    return asyncio.run(_asyncio_load(url, path, body, headers, c, seconds))
+    with during():
+        if shutil.which("wrk"):
+            return _wrk_load(url, path, body, headers, c, seconds)
+        return asyncio.run(_asyncio_load(url, path, body, headers, c, seconds))
+
+
+# --- where the CPU goes (Linux: /proc) -----------------------------------------------------------
+
+
+@dataclass
+class CpuUse:
+    """The machine's and a server's CPU over one measurement (`cpu_use`)."""
+
+    machine_busy: float = 0.0
+    """The fraction of all cores busy, whoever used them (the load generator and mock too)."""
+    server_cores: float = 0.0
+    """Cores the server's processes (its workers and their threads) used on average."""
+
+    def per_request_ms(self, rps: float, *, machine: bool = False) -> float:
+        """CPU milliseconds one request cost the server (or, `machine`, the whole machine)."""
+        cores = self.machine_busy * (os.cpu_count() or 1) if machine else self.server_cores
+        return round(cores / rps * 1000, 3) if rps else 0.0
+
+
+def _machine_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+
+def _tree_ticks(pid: int) -> int:
+    """User and system ticks of `pid` and its descendants, the ones alive now."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                total += sum(_tree_ticks(int(child)) for child in children.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+@contextmanager
+def cpu_use(pid: int, use: CpuUse) -> Iterator[CpuUse]:
+    """Measure into `use`, over the block, how busy the machine was and how many cores `pid`'s
+    process tree used. Without /proc (not Linux) it measures nothing and stays at zero."""
+    if not os.path.exists("/proc/stat"):
+        yield use
+        return
+    hz = os.sysconf("SC_CLK_TCK")
+    (all_before, idle_before), server_before = _machine_ticks(), _tree_ticks(pid)
+    started = time.monotonic()
+    yield use
+    elapsed = time.monotonic() - started
+    (all_after, idle_after), server_after = _machine_ticks(), _tree_ticks(pid)
+    if all_after > all_before:
+        use.machine_busy = round(1 - (idle_after - idle_before) / (all_after - all_before), 3)
+    use.server_cores = round((server_after - server_before) / hz / elapsed, 3)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -354,14 +422,25 @@ def main() -> None:
             with server(database, workers=str(workers), **upstream) as url:
                 measure(name, url, CONVERSATIONS, CONVERSE, BENCH_KEY)
         pairs: list[float] = []
+        # Per pair and worker count: req/s, how busy the machine was, the server's CPU per request.
+        cpu: dict[int, list[tuple[float, CpuUse]]] = {1: [], args.workers: []}
         for index in range(args.pairs if args.workers > 1 else 0):
-            rps: dict[int, float] = {}
             for workers in (1, args.workers) if index % 2 else (args.workers, 1):
-                with server(f"sqlite:///{tmp}/pair{index}-{workers}.db", workers=str(workers),
-                            **upstream) as url:  # fmt: skip
-                    rps[workers] = drive(url, CONVERSATIONS, CONVERSE, 32, seconds, BENCH_KEY).rps
-            pairs.append(ratio(rps[args.workers], rps[1]))
-            print(f"pair {index + 1}: x{args.workers}/x1 = {pairs[-1]}", file=sys.stderr)
+                database = f"sqlite:///{tmp}/pair{index}-{workers}.db"
+                with server_process(database, workers=str(workers), **upstream) as (url, process):
+                    use, sampled = CpuUse(), functools.partial(cpu_use, process.pid)
+                    load = drive(url, CONVERSATIONS, CONVERSE, 32, seconds, BENCH_KEY,
+                                 during=functools.partial(sampled, use))  # fmt: skip
+                cpu[workers].append((load.rps, use))
+            (rps_one, use_one), (rps_many, use_many) = cpu[1][-1], cpu[args.workers][-1]
+            pairs.append(ratio(rps_many, rps_one))
+            print(
+                f"pair {index + 1}: x{args.workers}/x1 = {pairs[-1]} (machine busy "
+                f"{use_one.machine_busy:.0%} -> {use_many.machine_busy:.0%}; gptactions CPU per "
+                f"request {use_one.per_request_ms(rps_one)} -> "
+                f"{use_many.per_request_ms(rps_many)} ms)",
+                file=sys.stderr,
+            )
         if not args.no_postgres and postgres_reachable():
             with postgres_database() as database, server(database, **upstream) as url:
                 measure("gptactions PostgreSQL", url, CONVERSATIONS, CONVERSE, BENCH_KEY)
@@ -418,6 +497,7 @@ def main() -> None:
         if pairs:  # the table's pair and the alternated ones
             summary_["workers_ratio_c32_pairs"] = [first, *pairs]
             summary_["workers_ratio_c32_median"] = statistics.median([first, *pairs])
+            summary_["workers_cpu_c32"] = _workers_cpu(cpu, args.workers)
     if "gptactions PostgreSQL" in results:
         pg, sqlite = results["gptactions PostgreSQL"][32], results["gptactions SQLite"][32]
         summary_["postgres_vs_sqlite_c32"] = ratio(pg.rps, sqlite.rps)
@@ -429,7 +509,48 @@ def main() -> None:
             f"x{args.workers}/x1 at c=32: median {summary_['workers_ratio_c32_median']} of "
             f"{summary_['workers_ratio_c32_pairs']}"
         )
+    if summary_.get("workers_cpu_c32"):
+        split = summary_["workers_cpu_c32"]
+        print(
+            f"  = machine busy x{args.workers}/x1 {split['busy_ratio']} / machine CPU per request "
+            f"x{args.workers}/x1 {split['machine_cpu_per_request_ratio']} (medians); at x1 the "
+            f"machine was {split['busy'][0]:.0%} busy, so {split['ceiling']} is this machine's "
+            "ceiling for the ratio (every core busy, each request costing what it did with one "
+            "worker)"
+        )
     return None
+
+
+def _workers_cpu(cpu: dict[int, list[tuple[float, CpuUse]]], workers: int) -> dict[str, Any]:
+    """Why the workers ratio is what it is, from the alternated pairs' CPU figures.
+
+    Requests/s = busy cores / CPU per request, for the machine as a whole (the load generator
+    and the mock included): so the ratio of two runs is the ratio of how busy the machine was
+    times the inverse ratio of what each request cost it. With one worker at `busy` of the
+    machine, `1 / busy` is the most any number of workers can gain.
+    """
+    if not cpu[1] or not all(use.machine_busy for _, use in cpu[1] + cpu[workers]):
+        return {}
+
+    def medians(runs: list[tuple[float, CpuUse]]) -> tuple[float, float, float]:
+        return (
+            round(statistics.median(use.machine_busy for _, use in runs), 3),
+            round(statistics.median(use.per_request_ms(rps, machine=True) for rps, use in runs), 3),
+            round(statistics.median(use.per_request_ms(rps) for rps, use in runs), 3),
+        )
+
+    (busy1, machine1, server1), (busy_n, machine_n, server_n) = (
+        medians(cpu[1]),
+        medians(cpu[workers]),
+    )
+    return {
+        "busy": [busy1, busy_n],
+        "machine_cpu_ms_per_request": [machine1, machine_n],
+        "server_cpu_ms_per_request": [server1, server_n],
+        "busy_ratio": ratio(busy_n, busy1),
+        "machine_cpu_per_request_ratio": ratio(machine_n, machine1),
+        "ceiling": ratio(1, busy1),
+    }
 
 
 if __name__ == "__main__":
