@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -243,3 +244,145 @@ async def test_a_nul_in_a_message_is_answered_and_logged_on_every_database(
     assert response.status_code == 200, response.text
     logs = await app.get(f"{API}/logs", params={"userId": "alice"})
     assert [entry["message"] for entry in logs.json()] == ["a\ufffdb"]
+
+
+# An identifier holding NUL: PostgreSQL cannot store or even compare it (each of these was a 500
+# there), and rewriting an id would name another user or conversation: a 400, on every database.
+NUL_IN_BODIES = [
+    ("/conversations", {"userId": "a\x00b", "message": "hi"}, "/userId"),
+    (
+        "/respond",
+        {"userId": "alice", "message": "hi", "conversationId": "conv_\x00"},
+        "/conversationId",
+    ),
+    ("/respond", {"userId": "\x00", "message": "hi"}, "/userId"),
+    (
+        "/actions",
+        {"action": "summarize", "parameters": {"text": "hi"}, "userId": "a\x00"},
+        "/userId",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "pointer"), NUL_IN_BODIES)
+async def test_a_nul_in_an_identifier_of_a_body_is_a_400_on_every_database(
+    app: ApiClient, path: str, body: dict[str, Any], pointer: str
+) -> None:
+    response = await _post(app, path, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert [d["pointer"] for d in error["details"]] == [pointer]
+    assert "U+0000" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/logs", {"userId": "a\x00b"}),
+        ("/logs", {"conversationId": "conv_\x00"}),
+        ("/usage", {"userId": "\x00"}),
+    ],
+)
+async def test_a_nul_in_an_identifier_of_a_query_is_a_400_on_every_database(
+    app: ApiClient, path: str, params: dict[str, str]
+) -> None:
+    response = await app.get(f"{API}{path}", params=params)
+    assert response.status_code == 400, response.text
+    (name,) = params
+    assert response.json()["error"]["details"][0]["pointer"] == f"/{name}"
+    assert f"query parameter {name}: must not contain the character U+0000" in response.text
+
+
+async def test_a_nul_in_the_user_of_a_chat_completion_is_a_400_on_every_database(
+    app: ApiClient,
+) -> None:
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "user": "u\x00"}
+    response = await app.http.post(
+        "/v1/chat/completions",
+        content=json.dumps(body),
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "user"
+
+
+async def test_the_document_says_identifiers_hold_no_nul(app: ApiClient) -> None:
+    """So that a client generating requests from it (schemathesis) never sends one."""
+    document = (await app.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    patterns = [
+        schemas["ConversationRequest"]["properties"]["userId"]["pattern"],
+        schemas["ConversationRequest"]["properties"]["conversationId"]["pattern"],
+        schemas["ActionRequest"]["properties"]["userId"]["pattern"],
+        *(
+            parameter["schema"]["pattern"]
+            for parameter in document["paths"][f"{API}/logs"]["get"]["parameters"]
+            if parameter["name"] in ("userId", "conversationId")
+        ),
+    ]
+    assert len(patterns) == 5
+    for pattern in patterns:
+        assert "\\u0000" in pattern
+        compiled = re.compile(pattern)
+        assert compiled.search("alice") and not compiled.search("a\x00b")
+    # Still not blank, as before.
+    assert not re.compile(patterns[0]).search(" \t")
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "error"),
+    [
+        (
+            "/oauth/token",
+            {"grant_type": "authorization_code", "client_id": "a\x00", "code": "c"},
+            "invalid_request",
+        ),
+        (
+            "/oauth/token",
+            {"grant_type": "refresh_token", "refresh_token": "r\x00"},
+            "invalid_request",
+        ),
+        ("/oauth/revoke", {"token": "t\x00"}, "invalid_request"),
+    ],
+)
+async def test_a_nul_in_an_oauth_parameter_is_invalid_request_on_every_database(
+    app: ApiClient, path: str, form: dict[str, str], error: str
+) -> None:
+    response = await app.http.post(path, data=form)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == error
+    assert "U+0000" in response.json()["error_description"]
+
+
+async def test_a_nul_in_basic_client_credentials_is_invalid_client(app: ApiClient) -> None:
+    credentials = base64.b64encode(b"client%00:secret").decode()
+    response = await app.http.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": "r"},
+        headers={"Authorization": f"Basic {credentials}"},
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+
+
+async def test_a_nul_in_an_authorization_request_is_an_error_page(app: ApiClient) -> None:
+    query = {"client_id": "a\x00b", "response_type": "code", "redirect_uri": "https://x.test/cb"}
+    response = await app.http.get("/oauth/authorize", params=query)
+    assert response.status_code == 400, response.text
+    assert "U+0000" in response.text
+
+
+async def test_a_registration_holding_nul_or_nested_too_deeply_is_refused(
+    app_factory: Callable[..., Any],
+) -> None:
+    async with app_factory(oauth_dynamic_registration=True) as app:
+        named = {"client_name": "x\x00", "redirect_uris": ["https://x.test/cb"]}
+        response = await app.http.post("/oauth/register", json=named)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_client_metadata"
+        nested = "[" * 100_000 + "]" * 100_000  # past the JSON parser's depth: was a 500
+        response = await app.http.post(
+            "/oauth/register", content=nested, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_client_metadata"

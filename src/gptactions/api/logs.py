@@ -17,6 +17,7 @@ from gptactions.api.schemas import (
     CURSOR_MAX_LENGTH,
     LOGS_DEFAULT_LIMIT,
     USER_ID_FILTER_MAX_LENGTH,
+    NulFree,
     check_limit,
 )
 from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
@@ -81,9 +82,9 @@ async def logs(
     request: Request,
     caller: LogsCaller,
     runtime: RuntimeDep,
-    userId: Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
+    userId: Annotated[NulFree, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
     conversationId: Annotated[
-        str | None, Query(min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH)
+        NulFree, Query(min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH)
     ] = None,
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,

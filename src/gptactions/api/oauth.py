@@ -53,8 +53,9 @@ _AUTHORIZE_PARAMS = (
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class _DuplicateParameter(Exception):
-    """A parameter sent twice, which RFC 6749 forbids."""
+class _BadParameter(Exception):
+    """A parameter sent twice, which RFC 6749 forbids, or holding U+0000, which no identifier,
+    code or token of ours has (and PostgreSQL cannot even compare)."""
 
 
 def issuer(request: Request, runtime: Runtime) -> str:
@@ -132,7 +133,9 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
-            raise _DuplicateParameter(name)
+            raise _BadParameter(f"the parameter {name} was sent more than once")
+        if "\x00" in name or "\x00" in value:
+            raise _BadParameter(f"the parameter {name!r} holds the character U+0000 (NUL)")
         params[name] = value
     return params
 
@@ -231,8 +234,8 @@ async def validated_query(
     """The authorization request in the query string and its parameters, or the answer to it."""
     try:
         params = _params(request.query_params.multi_items())
-    except _DuplicateParameter as error:
-        return error_page(f"the parameter {error} was sent more than once")
+    except _BadParameter as error:
+        return error_page(str(error))
     checked = await validated(runtime, params)
     if isinstance(checked, Response):
         return checked
@@ -258,8 +261,8 @@ async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form's and the consent form's answers."""
     try:
         form = await _form(request)
-    except _DuplicateParameter as error:
-        return error_page(f"the parameter {error} was sent more than once")
+    except _BadParameter as error:
+        return error_page(str(error))
     if form.get("step") == "consent":
         decision = form.get("decision")
         if decision not in ("allow", "deny") or not form.get("ticket"):
@@ -316,9 +319,9 @@ def _credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
     except (binascii.Error, UnicodeDecodeError):
         raise TokenError("invalid_client", "malformed Basic credentials", 401) from None
     client_id, colon, secret = decoded.partition(":")
-    if not colon:
-        raise TokenError("invalid_client", "malformed Basic credentials", 401)
     client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    if not colon or "\x00" in client_id + secret:
+        raise TokenError("invalid_client", "malformed Basic credentials", 401)
     if form.get("client_secret"):
         raise TokenError("invalid_request", "use one client authentication method, not two")
     if form.get("client_id") and form["client_id"] != client_id:
@@ -337,8 +340,8 @@ def _token_error(error: TokenError) -> JSONResponse:
 async def _token_form(request: Request) -> dict[str, str]:
     try:
         form = await _form(request)
-    except _DuplicateParameter as error:
-        raise TokenError("invalid_request", f"the parameter {error} was sent twice") from None
+    except _BadParameter as error:
+        raise TokenError("invalid_request", str(error)) from None
     if not form:
         raise TokenError(
             "invalid_request", "send the parameters as application/x-www-form-urlencoded"
@@ -396,7 +399,7 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
         return JSONResponse(body, 429, headers=headers)
     try:
         metadata = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         metadata = None
     try:
         info, answer = await runtime.oauth.register(metadata)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gptactions.api.schemas import nul_free
 from gptactions.llm.base import ChatMessage, ToolCall
 from gptactions.services.completions import CompletionCall
 from gptactions.services.errors import Problem, invalid
@@ -135,6 +136,8 @@ class ChatCompletionRequest(_Body):
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
+
+    _user_nul_free = field_validator("user")(nul_free)
 
     @model_validator(mode="after")
     def _stops(self) -> ChatCompletionRequest:

@@ -43,6 +43,8 @@ from gptactions.api.schemas import (
     CONVERSATION_ID_MAX_LENGTH,
     CURSOR_MAX_LENGTH,
     LOGS_DEFAULT_LIMIT,
+    NUL_FREE_NOT_BLANK_PATTERN,
+    NUL_FREE_PATTERN,
     REPEAT_PENALTY_MAX,
     REPEAT_PENALTY_MIN,
     TEMPERATURE_MAX,
@@ -196,6 +198,11 @@ def _text_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:
     return {**base, "minLength": 1, "maxLength": max_length, "pattern": r"\S"}
 
 
+def _id_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """Free text's limits (`_text_property`), and no U+0000 (`schemas.nul_free`)."""
+    return {**_text_property(base, max_length), "pattern": NUL_FREE_NOT_BLANK_PATTERN}
+
+
 def _add_components(
     doc: dict[str, Any], settings: Settings, registry: ActionRegistry, models: list[str]
 ) -> None:
@@ -213,12 +220,13 @@ def _add_components(
         "description": "A configured backend's name; the default backend when absent.",
     }
     request = schemas["ConversationRequest"]["properties"]
-    request["userId"] = _text_property(request["userId"], settings.max_user_id_length)
+    request["userId"] = _id_property(request["userId"], settings.max_user_id_length)
     request["message"] = _text_property(request["message"], settings.max_message_length)
     request["conversationId"] = {
         "type": "string",
         "minLength": 1,
         "maxLength": CONVERSATION_ID_MAX_LENGTH,
+        "pattern": NUL_FREE_PATTERN,
         "description": "For /respond: the conversation to continue. Without it, the user's "
         "latest conversation continues (or a new one starts). Ignored by /conversations.",
     }
@@ -252,6 +260,7 @@ def _add_components(
         "type": "string",
         "minLength": 1,
         "maxLength": settings.max_user_id_length,
+        "pattern": NUL_FREE_PATTERN,
         "description": "Whose call this is, for the log; the key's name when absent.",
     }
     action_request["model"] = copy.deepcopy(model)
@@ -553,7 +562,12 @@ def _event_stream() -> dict[str, Any]:
 
 def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
     def text(max_length: int) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": max_length}
+        return {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_length,
+            "pattern": NUL_FREE_PATTERN,
+        }
 
     return [
         query_parameter(

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from gptactions.api import sse
 from gptactions.api.openai_compat import PREFIX, TAG, router
+from gptactions.api.schemas import NUL_FREE_PATTERN
 from gptactions.config import Settings
 
 
@@ -247,6 +248,7 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 256,
+                    "pattern": NUL_FREE_PATTERN,
                     "description": "The end user, for the log (the key's name when absent).",
                 },
             },

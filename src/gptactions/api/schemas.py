@@ -6,9 +6,9 @@ Limits that have a setting (userId, message, maxTokens) are checked against the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid_input
@@ -47,6 +47,25 @@ def _not_blank(value: str | None) -> str | None:
     return value
 
 
+NUL_FREE_PATTERN = r"^[^\u0000]*$"
+"""The document's `pattern` for an identifier (userId, conversationId): no U+0000 anywhere."""
+NUL_FREE_NOT_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+"""The same, and not blank (the document's `\\S` for free text)."""
+
+
+def nul_free(value: str | None) -> str | None:
+    """An identifier without U+0000. PostgreSQL cannot store that character at all, and an id
+    rewritten on the way in (as free text is, `store.text.storable`) would name another user or
+    conversation; so it is refused, on every database alike."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain the character U+0000 (NUL)")
+    return value
+
+
+NulFree = Annotated[str | None, AfterValidator(nul_free)]
+"""An optional identifier of a query string (`?userId=`), held to `nul_free`."""
+
+
 class ConversationRequest(BaseModel):
     """The seed's ConversationRequest, with optional generation settings."""
 
@@ -66,6 +85,7 @@ class ConversationRequest(BaseModel):
 
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _message_not_blank = field_validator("message")(_not_blank)
+    _ids_nul_free = field_validator("userId", "conversationId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:
         """400 when a field passes the configured limits."""
@@ -88,6 +108,8 @@ class ActionRequest(BaseModel):
     parameters: dict[str, Any]
     userId: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
+
+    _user_id_nul_free = field_validator("userId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:
         """400 when userId is longer than `GPTACTIONS_MAX_USER_ID_LENGTH`."""

@@ -11,7 +11,12 @@ from gptactions.api.deps import LogsCaller, RuntimeDep
 from gptactions.api.direct import DirectRoute
 from gptactions.api.logs import rfc3339
 from gptactions.api.responses import KeyUsage, UsageResponse, UsageSums, UserUsage
-from gptactions.api.schemas import LOGS_DEFAULT_LIMIT, USER_ID_FILTER_MAX_LENGTH, check_limit
+from gptactions.api.schemas import (
+    LOGS_DEFAULT_LIMIT,
+    USER_ID_FILTER_MAX_LENGTH,
+    NulFree,
+    check_limit,
+)
 from gptactions.services import usage
 from gptactions.services.sizing import fit, json_length
 
@@ -51,7 +56,7 @@ async def get_usage(
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
     window: Annotated[str | None, Query(min_length=1, max_length=WINDOW_MAX_LENGTH)] = None,
-    userId: Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
+    userId: Annotated[NulFree, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
 ) -> Any:
     """Requests and tokens per key and per user over a window of the log."""

@@ -247,6 +247,10 @@ class OAuthService:
         it, and nobody vouched for it."""
         if not isinstance(metadata, dict):
             raise RegistrationError("invalid_client_metadata", "send the metadata as a JSON object")
+        if _holds_nul(metadata):
+            raise RegistrationError(
+                "invalid_client_metadata", "no value may hold the character U+0000 (NUL)"
+            )
         uris = metadata.get("redirect_uris")
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
             raise RegistrationError("invalid_redirect_uri", "redirect_uris: a list of URLs")
@@ -598,3 +602,15 @@ class OAuthService:
             scopes=frozenset(_scopes(token.scopes)),
             user_id=user.username,
         )
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a JSON value holds U+0000 in a string, a name included (a registration's
+    metadata is small and shallow: the JSON parser's own depth limit bounds this)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(name) or _holds_nul(item) for name, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
