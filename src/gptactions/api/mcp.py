@@ -29,7 +29,7 @@ from gptactions.api.deps import get_principal
 from gptactions.api.errors import backend_status, error_body, error_response
 from gptactions.api.forwarded import public_origin
 from gptactions.api.oauth import resource_metadata_url
-from gptactions.api.schemas import ConversationRequest
+from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
 from gptactions.services.actions import ActionCall
@@ -46,12 +46,18 @@ PRINCIPAL_KEY = "gptactions.principal"
 CONVERSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "userId": {"type": "string", "minLength": 1, "description": "Who is talking."},
+        "userId": {
+            "type": "string",
+            "minLength": 1,
+            "pattern": NUL_FREE_PATTERN,
+            "description": "Who is talking.",
+        },
         "message": {"type": "string", "minLength": 1, "description": "The user's message."},
         "conversationId": {
             "type": "string",
             "minLength": 1,
             "maxLength": 64,
+            "pattern": NUL_FREE_PATTERN,
             "description": "Continue this conversation; omit it to start a new one.",
         },
         "maxTokens": {"type": "integer", "minimum": 1, "description": "Most tokens to generate."},
