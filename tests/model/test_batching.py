@@ -331,3 +331,29 @@ async def test_stop_strings_end_the_reply_before_them(local_backend: LocalBacken
     assert "5" in full
     cut = await _drain(local_backend.stream(ask("Count from one to ten.", 40, stop=("5",))))
     assert cut == full[: full.index("5")]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 4])
+async def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_character(
+    local_backend: LocalBackend, max_tokens: int
+) -> None:
+    """An emoji is three of this model's tokens: a token limit inside it left its first bytes,
+    decoded as U+FFFD at the end of the reply. Only whole characters are delivered."""
+    assert local_backend._model is not None
+    assert len(local_backend._model.tokenize("😀")) > 1
+    job = Job(
+        prompt=local_backend._model.prompt_tokens((ChatMessage("user", "Send emoji."),)),
+        max_tokens=max_tokens,
+        sampling=SamplingParams(grammar='root ::= "😀" root'),
+        stop=(),
+        outbox=Outbox(asyncio.get_running_loop()),
+    )
+    local_backend.engine.submit(job)
+    pieces = []
+    while not (piece := await asyncio.wait_for(first_piece(job), timeout=300)).done:
+        assert isinstance(piece, Chunk)
+        pieces.append(piece.text)
+    assert piece.finish_reason == "length"
+    text = "".join(pieces)
+    assert set(text) <= {"😀"}, text  # no U+FFFD
+    assert len(text) <= max_tokens // 2

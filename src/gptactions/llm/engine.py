@@ -404,7 +404,11 @@ class BatchEngine:
     ) -> None:
         job = sequence.job
         assert job is not None
-        rest = job.held + job.decoder.decode(b"", final=True)
+        # The token limit can fall inside a character (an emoji is three tokens here): its first
+        # bytes are no character, and would end the reply as U+FFFD. Other bytes that are not
+        # UTF-8 (the model's own) were already replaced as they came.
+        cut = reason == "length"
+        rest = job.held + ("" if cut else job.decoder.decode(b"", final=True))
         if rest:
             deliveries.append((job, Chunk(text=rest)))
         usage = Usage(len(job.prompt), job.completion_tokens, job.cached)
