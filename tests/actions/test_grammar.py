@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gptactions.llm.local import choices_grammar, grammar_literal, schema_grammar_is_safe
+from gptactions.llm.local import (
+    MAX_REPETITION,
+    choices_grammar,
+    grammar_literal,
+    schema_grammar_is_safe,
+)
 from gptactions.services.actions import ActionContext, ActionRegistry
 from gptactions.services.actions.builtin import extraction_schema
 
@@ -68,3 +73,27 @@ async def test_nasty_labels_and_field_names_with_the_real_model(
         {"text": "Ann is 3.", "fields": {'say "x"': "string", "a\\b\f": "integer"}},
     )
     assert not extracted.success or set(extracted.data) == {'say "x"', "a\\b\f"}
+
+
+def test_schemas_that_repeat_too_much_for_a_grammar_are_recognised() -> None:
+    """llama-cpp-python writes a count of n as n nested groups: llama.cpp's parser overflowed
+    its stack at 65,536 (the server died) and could not parse 4,096."""
+    assert schema_grammar_is_safe({"type": "string", "maxLength": MAX_REPETITION})
+    assert schema_grammar_is_safe({"type": "string", "pattern": "^a{2,1000}$"})
+    for schema in [
+        {"type": "string", "maxLength": MAX_REPETITION + 1},
+        {"type": "string", "minLength": 10**9},
+        {"type": "array", "items": {"type": "integer"}, "minItems": 4096},
+        {"properties": {"x": {"type": "string", "pattern": "^a{5000}$"}}},
+        {"properties": {"x": {"pattern": "^a{1,65536}$"}}},
+        # Each count allowed, but together too large a grammar.
+        {"properties": {str(n): {"maxLength": MAX_REPETITION} for n in range(11)}},
+        # Lists that leave no rule: llama.cpp cannot parse the grammar.
+        {"anyOf": []},
+        {"items": {"enum": []}},
+        {"type": []},
+    ]:
+        assert not schema_grammar_is_safe(schema), schema
+    # A property may be called minLength or pattern: its schema is not a count.
+    assert schema_grammar_is_safe({"properties": {"minLength": {"type": "integer"}}})
+    assert schema_grammar_is_safe({"properties": {"pattern": {"type": "string"}}})

@@ -386,3 +386,37 @@ async def test_a_registration_holding_nul_or_nested_too_deeply_is_refused(
         )
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "invalid_client_metadata"
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth - 1):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize("where", ["response_format", "tools"])
+async def test_a_schema_nested_too_deeply_is_a_400_not_a_500(app: ApiClient, where: str) -> None:
+    """A schema nested 900 levels deep (which the JSON parser takes) was a 500: pydantic could
+    not serialize it. Deeper than 64 levels is refused; 64 is taken."""
+    for depth, status in ((65, 400), (64, 200)):
+        schema = _nested(depth)
+        body: dict[str, Any] = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        if where == "tools":
+            function = {"name": "f", "parameters": {"type": "object", "properties": {"a": schema}}}
+            body["tools"] = [{"type": "function", "function": function}]
+            if depth == 64:
+                body["tools"][0]["function"]["parameters"] = _nested(63) | {"type": "array"}
+        else:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            }
+        response = await app.http.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        assert response.status_code == status, (depth, response.text)
+        if status == 400:
+            assert "nested deeper than 64 levels" in response.json()["error"]["message"]

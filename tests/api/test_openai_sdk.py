@@ -181,3 +181,38 @@ def test_the_rate_limit_is_a_rate_limit_error(tmp_path: Path) -> None:
             sdk.models.list()
     assert raised.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
     assert int(raised.value.response.headers["retry-after"]) > 0
+
+
+# Schemas whose grammar llama.cpp cannot hold: with maxLength 65,536 its parser overflowed its
+# stack and the server died (a segfault); with 4,096, or a pattern repeating 5,000 times, it
+# could not parse the grammar (a 502); an empty anyOf left a grammar with no rule (a 502). Each
+# is now decoded with the plain JSON grammar, as other schemas the grammar cannot take are.
+UNGRAMMATICAL = [
+    {"type": "string", "maxLength": 65536},
+    {"type": "string", "maxLength": 4096},
+    {"type": "string", "pattern": "^a{5000}$"},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 3000},
+    {"anyOf": []},
+]
+
+
+@pytest.mark.parametrize("schema", UNGRAMMATICAL)
+def test_a_schema_llama_cpp_cannot_hold_as_a_grammar_is_answered(
+    server: Server, schema: dict[str, object]
+) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "local",
+            "messages": [{"role": "user", "content": "Give JSON."}],
+            "max_tokens": 8,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            },
+        },
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200

@@ -61,6 +61,26 @@ class MessageIn(_Body):
         return self
 
 
+MAX_SCHEMA_DEPTH = 64
+"""How deeply a JSON Schema in a request (a response format's, a tool's parameters) may nest:
+far beyond any real schema, and well within what the server can walk and serialize (a schema
+nested 900 levels deep was a 500)."""
+
+
+def shallow(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A schema nested at most `MAX_SCHEMA_DEPTH` levels deep (objects and arrays alike)."""
+    pending: list[tuple[Any, int]] = [(schema, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list) and depth > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        if isinstance(item, dict):
+            pending.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list):
+            pending.extend((value, depth + 1) for value in item)
+    return schema
+
+
 class FunctionDefinition(_Body):
     """A function the model may call."""
 
@@ -68,6 +88,8 @@ class FunctionDefinition(_Body):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    _parameters_shallow = field_validator("parameters")(shallow)
 
 
 class Tool(_Body):
@@ -97,6 +119,8 @@ class JsonSchemaFormat(_Body):
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+    _schema_shallow = field_validator("schema_")(shallow)
 
 
 class ResponseFormat(_Body):

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,19 @@ def choices_grammar(choices: tuple[str, ...]) -> str:
     return f"root ::= {alternatives}\n"
 
 
+MAX_REPETITION = 1000
+"""The largest count a schema may ask its grammar to repeat something (a `minLength`, a
+`maxItems`, a pattern's `{n,m}`). llama-cpp-python's converter writes `maxLength: n` as n nested
+optional groups: llama.cpp could not parse 4,096 of them (a 502), 65,536 overflowed its parser's
+stack and killed the server, and 10**9 took minutes and gigabytes to write first."""
+MAX_REPETITIONS = 10 * MAX_REPETITION
+"""The most repetitions all of a schema's counts may add up to (the grammar's size follows)."""
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+_ALTERNATIVES = ("anyOf", "oneOf", "enum", "type")
+"""Lists a schema cannot leave empty and still have a grammar (llama.cpp cannot parse it)."""
+
+
 def schema_grammar_is_safe(
     schema: Any, producible: Callable[[str], bool] = lambda text: True
 ) -> bool:
@@ -118,13 +131,42 @@ def schema_grammar_is_safe(
 
     Its converter does not escape backslashes or control characters in property names and
     constants, and a grammar that is broken, or that forces text the vocabulary cannot produce
-    (`producible` says), crashes the process; such schemas are decoded with the plain JSON
-    grammar instead, and the caller's validation does the rest.
+    (`producible` says), crashes the process; so does one that repeats too much
+    (`MAX_REPETITION`). Such schemas are decoded with the plain JSON grammar instead, and the
+    caller's validation does the rest.
     """
+    counts = list(_repetitions(schema))
+    if any(count > MAX_REPETITION for count in counts) or sum(counts) > MAX_REPETITIONS:
+        return False
+    return _literals_are_safe(schema, producible)
+
+
+def _repetitions(schema: Any) -> Iterator[int]:
+    """Every repetition count anywhere in a schema (walked without recursion: a schema may be
+    nested as deeply as the JSON parser allows)."""
+    pending = [schema]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in _COUNTS and isinstance(value, int | float):
+                    yield int(min(value, 2**31))
+                elif key == "pattern" and isinstance(value, str):
+                    for low, high in _QUANTIFIER.findall(value):
+                        yield int(high or low)
+                else:
+                    pending.append(value)
+
+
+def _literals_are_safe(schema: Any, producible: Callable[[str], bool]) -> bool:
     if isinstance(schema, list):
-        return all(schema_grammar_is_safe(item, producible) for item in schema)
+        return all(_literals_are_safe(item, producible) for item in schema)
     if not isinstance(schema, dict):
         return True
+    if any(schema.get(key) == [] for key in _ALTERNATIVES):
+        return False
     literals: list[Any] = [*schema.get("properties", {}), *schema.get("required", [])]
     literals += [*schema.get("enum", []), schema.get("const")]
     if any(not isinstance(v, str | int | float | bool | None) for v in literals):
@@ -135,7 +177,7 @@ def schema_grammar_is_safe(
     pattern = schema.get("pattern")
     if isinstance(pattern, str) and not all(producible(c) for c in set(pattern)):
         return False
-    return all(schema_grammar_is_safe(value, producible) for value in schema.values())
+    return all(_literals_are_safe(value, producible) for value in schema.values())
 
 
 def _template_messages(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
