@@ -380,6 +380,14 @@ async def test_a_registration_holding_nul_or_nested_too_deeply_is_refused(
         response = await app.http.post("/oauth/register", json=named)
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "invalid_client_metadata"
+        # Within the JSON parser's depth, but past Python's recursion limit for a recursive walk.
+        deep = '{"client_name": "x", "redirect_uris": ["https://x.test/cb"], "extra": '
+        deep += "[" * 450 + '"\\u0000"' + "]" * 450 + "}"
+        response = await app.http.post(
+            "/oauth/register", content=deep, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_client_metadata"
         nested = "[" * 100_000 + "]" * 100_000  # past the JSON parser's depth: was a 500
         response = await app.http.post(
             "/oauth/register", content=nested, headers={"Content-Type": "application/json"}

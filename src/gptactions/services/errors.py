@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,14 @@ UNPAIRED_SURROGATE = "must not contain an unpaired UTF-16 surrogate (\\ud800 to 
 
 
 def unpaired_surrogates(value: Any, pointer: str = "") -> list[Problem]:
-    """A problem for each string of a JSON value (keys included) with an unpaired surrogate.
+    """A problem for each string of a JSON value (keys included) with an unpaired surrogate."""
+    return string_problems(value, has_unpaired_surrogate, UNPAIRED_SURROGATE, pointer)
+
+
+def string_problems(
+    value: Any, faulty: Callable[[str], bool], message: str, pointer: str = ""
+) -> list[Problem]:
+    """A problem (`message`) for each string of a JSON value (keys included) that is `faulty`.
 
     Iterative, so that a value nested as deeply as the JSON parser allows is walked too.
     """
@@ -66,14 +73,14 @@ def unpaired_surrogates(value: Any, pointer: str = "") -> list[Problem]:
     while pending:
         parent, part, item = pending.pop()
         if isinstance(item, str):
-            if has_unpaired_surrogate(item):
-                problems.append(Problem(_member(parent, part), UNPAIRED_SURROGATE))
+            if faulty(item):
+                problems.append(Problem(_member(parent, part), message))
         elif isinstance(item, dict):
             where = _member(parent, part)
             for key, member in item.items():
-                if isinstance(key, str) and has_unpaired_surrogate(key):
+                if isinstance(key, str) and faulty(key):
                     # The pointer cannot name such a key: it could not be sent back either.
-                    problems.append(Problem(where, "a member's name " + UNPAIRED_SURROGATE))
+                    problems.append(Problem(where, "a member's name " + message))
                     continue
                 pending.append((where, key, member))
         elif isinstance(item, list | tuple):

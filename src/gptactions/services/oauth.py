@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gptactions.services.errors import string_problems
 from gptactions.services.keys import DEFAULT_TENANT, Principal, hash_key
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
@@ -247,7 +248,7 @@ class OAuthService:
         it, and nobody vouched for it."""
         if not isinstance(metadata, dict):
             raise RegistrationError("invalid_client_metadata", "send the metadata as a JSON object")
-        if _holds_nul(metadata):
+        if string_problems(metadata, lambda text: "\x00" in text, "holds U+0000"):
             raise RegistrationError(
                 "invalid_client_metadata", "no value may hold the character U+0000 (NUL)"
             )
@@ -602,15 +603,3 @@ class OAuthService:
             scopes=frozenset(_scopes(token.scopes)),
             user_id=user.username,
         )
-
-
-def _holds_nul(value: object) -> bool:
-    """Whether a JSON value holds U+0000 in a string, a name included (a registration's
-    metadata is small and shallow: the JSON parser's own depth limit bounds this)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(name) or _holds_nul(item) for name, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
