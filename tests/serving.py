@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -132,3 +133,24 @@ def gptactions_cli(
         check=True,
     )
     return result.stdout
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(child) for child in children.read().split()]
+    return found
+
+
+def ended_within(pid: int, timeout: float) -> bool:
+    """Whether process `pid` (any, not only a child of ours) ended within `timeout` seconds."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([descriptor], [], [], timeout)[0])
+    finally:
+        os.close(descriptor)

@@ -12,7 +12,7 @@ import pytest
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from tests.conftest import ADMIN_KEY, running_app
-from tests.serving import serve
+from tests.serving import children, ended_within, serve
 from tests.upstream.faulty import FaultyUpstream
 
 
@@ -80,9 +80,14 @@ async def test_replies_sent_under_load_survive_the_server_being_killed(
             ) as http:
                 clients = [asyncio.create_task(client(http, n)) for n in range(CLIENTS)]
                 await enough.wait()
+                writers = children(server.process.pid)  # its SQLite writer's process
                 server.process.kill()  # mid-load: no shutdown, only what was committed remains
                 await asyncio.gather(*clients)
             server.process.wait(timeout=30)
+            # The writer's process ends with its server (its input closed), never left behind.
+            if database_url.startswith("sqlite"):
+                assert writers
+            assert all(ended_within(pid, 30) for pid in writers)
     finally:
         upstream.stop()
 

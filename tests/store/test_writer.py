@@ -157,22 +157,33 @@ async def test_a_reply_no_database_stores_is_stored_with_replacement_characters(
         assert stored is not None and stored.reply == "a\ufffdb\ufffdc"
 
 
+def _fail_first_insert(
+    monkeypatch: pytest.MonkeyPatch, sqlite: bool, failed: list[list[str]]
+) -> None:
+    """The first batch's insert of interactions fails ("the disk failed"), and `failed` gets
+    its messages. On SQLite where the writer builds its statement (in the server's process,
+    whether the writer is a process or a thread), on PostgreSQL where it runs it."""
+    name = "sqlite_insert_interactions" if sqlite else "insert_interactions"
+    insert = getattr(queries, name)
+
+    def fail_first(*args: Any) -> Any:
+        rows = args[-1]
+        if not failed:
+            failed.append([row["message"] for row in rows])
+            raise RuntimeError("the disk failed")
+        return insert(*args)
+
+    monkeypatch.setattr(queries, name, fail_first)
+
+
 async def test_a_failed_batch_fails_exactly_its_requests_then_the_writer_recovers(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = InteractionLog(database)
-    insert = queries.insert_interactions
-    failed: list[int] = []
-
-    def fail_once(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
-        if not failed:
-            failed.append(len(rows))
-            raise RuntimeError("the disk failed")
-        return insert(connection, rows)
-
-    monkeypatch.setattr(queries, "insert_interactions", fail_once)
+    failed: list[list[str]] = []
+    _fail_first_insert(monkeypatch, database.is_sqlite, failed)
     first = await asyncio.gather(*(log.record(_turn(n)) for n in range(3)), return_exceptions=True)
-    assert failed == [3]
+    assert [len(rows) for rows in failed] == [3]
     assert all(isinstance(result, RuntimeError) for result in first)
     # The next batch is written: the writer went on.
     second = await asyncio.gather(*(log.record(_turn(n)) for n in range(3, 5)))
@@ -183,16 +194,8 @@ async def test_a_failed_batch_fails_exactly_its_requests_then_the_writer_recover
 async def test_a_failed_commit_answers_its_requests_500_and_acknowledges_none(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    insert = queries.insert_interactions
     failed: list[list[str]] = []
-
-    def fail_first(connection: Any, rows: list[dict[str, Any]]) -> list[int]:
-        if not failed:
-            failed.append([row["message"] for row in rows])
-            raise RuntimeError("the disk failed")
-        return insert(connection, rows)
-
-    monkeypatch.setattr(queries, "insert_interactions", fail_first)
+    _fail_first_insert(monkeypatch, database_url.startswith("sqlite"), failed)
     settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
     async with running_app(settings, FakeBackend()) as api:
         bodies = [{"userId": "u", "message": f"m{n}"} for n in range(8)]
@@ -236,7 +239,9 @@ async def test_sqlite_commits_are_durable_by_default(
 ) -> None:
     """FULL by default. The group writer's own connection commits with NORMAL, then syncs the
     WAL file itself, after its turn on the lock file and before any request of the batch is
-    woken; with NORMAL asked for, nothing is synced."""
+    woken; with NORMAL asked for, nothing is synced. (The writer in a thread here, where this
+    process sees its system calls; in a process: test_writer_process.py.)"""
+    settings = settings.model_copy(update={"sqlite_writer": "thread"})
     synced: list[tuple[str, bool]] = []  # (the file, whether the writers' lock was free then)
     fdatasync = os.fdatasync
 

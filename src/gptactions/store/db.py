@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import Settings, to_async_url
-from gptactions.store import outage, vacuum
+from gptactions.store import outage, vacuum, writer_process
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
 from gptactions.store.writer import GroupWriter, Write, is_sqlite_file
 
@@ -69,6 +69,7 @@ class Database:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         max_overflow: int = POSTGRES_MAX_OVERFLOW,
         sqlite_synchronous: str = "full",
+        sqlite_writer: str = "process",
     ) -> None:
         self.url = to_async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
@@ -84,8 +85,15 @@ class Database:
             # writers' turn (store/writer.py): as durable, without holding the lock through it.
             database = make_url(self.url).database
             sync_wal = sqlite_synchronous.lower() == "full" and is_sqlite_file(database)
+            writer_synchronous = "normal" if sync_wal else sqlite_synchronous
             self.writer_engine: AsyncEngine | Engine = self._sqlite_writer_engine(
-                "normal" if sync_wal else sqlite_synchronous
+                writer_synchronous
+            )
+            # Its connection in a process of its own by default (store/writer_process.py).
+            process = (
+                writer_process.Config(str(database), writer_synchronous.upper(), busy_timeout)
+                if sqlite_writer == "process" and is_sqlite_file(database)
+                else None
             )
         else:
             self.engine = create_async_engine(
@@ -97,6 +105,7 @@ class Database:
             )
             self.writer_engine = self.engine
             sync_wal = False
+            process = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
         # Whether the schema is known to be current (set by whoever applied or checked it).
@@ -109,6 +118,7 @@ class Database:
             failed=self._unavailable,
             succeeded=self.outage.succeeded,
             sync_wal=sync_wal,
+            process=process,
         )
 
     @classmethod
@@ -120,6 +130,7 @@ class Database:
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_writer=settings.sqlite_writer,
         )
 
     def _sqlite_engine(self, connections: int, synchronous: str) -> AsyncEngine:

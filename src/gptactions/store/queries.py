@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -119,12 +118,10 @@ _TOUCH_CONVERSATIONS = (
 )
 
 
-# On SQLite the writer's thread passes its plain `sqlite3` connection instead: the same rows go in
-# through SQL written once here, each value converted by its column type's own SQLAlchemy
-# converter (a time is stored exactly as SQLAlchemy stores it). SQLAlchemy's statement machinery
-# cost the writer's thread ~0.2 ms of the GIL per batch, on the path of every request's reply.
-Writable = Connection | sqlite3.Connection
-"""The writer's connection: SQLAlchemy's (PostgreSQL) or the driver's own (SQLite)."""
+# On SQLite the group writer runs plain SQL instead (the `sqlite_*` statements below, in its
+# process or thread: store/writer.py): the same rows, each value converted by its column type's
+# own SQLAlchemy converter (a time is stored exactly as SQLAlchemy stores it). SQLAlchemy's
+# statement machinery cost ~0.2 ms of the GIL per batch, on the path of every request's reply.
 
 _SQLITE = sqlite_dialect.dialect()
 _CONVERSATIONS = Conversation.metadata.tables["conversations"]
@@ -161,13 +158,14 @@ def _sqlite_values(table: Table, rows: list[dict[str, Any]]) -> tuple[tuple[str,
 _SQLITE_TOUCH_CONVERSATIONS = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 
 
-def insert_conversations(connection: Writable, rows: list[dict[str, Any]]) -> None:
+def sqlite_insert_conversations(rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """SQLite's statement storing new conversations, and its parameters."""
+    columns, values = _sqlite_values(_CONVERSATIONS, rows)
+    return _sqlite_insert(_CONVERSATIONS, columns, len(rows)), values
+
+
+def insert_conversations(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Store new conversations (each row has every column)."""
-    if isinstance(connection, sqlite3.Connection):
-        table = _CONVERSATIONS
-        columns, values = _sqlite_values(table, rows)
-        connection.execute(_sqlite_insert(table, columns, len(rows)), values)
-        return
     connection.execute(_INSERT_CONVERSATIONS, rows)
 
 
@@ -180,24 +178,16 @@ def _storable_texts(row: dict[str, Any]) -> dict[str, Any]:
     return row if all(texts[name] is row[name] for name in texts) else row | texts
 
 
-def insert_interactions(connection: Writable, rows: list[dict[str, Any]]) -> list[int]:
+def insert_interactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
     # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one above
     # the largest, and the writer's transaction holds the write lock), but does not promise the
     # order of RETURNING: sorting the ids gives each row its own. Asking SQLAlchemy to keep the
-    # order instead makes it insert one row at a time on SQLite. The writer's own connection
-    # reads no RETURNING at all: the last row's id gives the others, and the insert stays one
-    # step of SQLite (each step gives up the GIL, and getting it back from a busy event loop
-    # can take milliseconds while this process holds the database's write lock).
+    # order instead makes it insert one row at a time on SQLite. (The group writer's own
+    # SQLite statement, `sqlite_insert_interactions`, reads no RETURNING at all.)
     # A backend's reply may hold what no database stores (store/text.py): U+FFFD in its place,
     # rather than a failed commit for this request and the others of its batch.
     rows = [_storable_texts(row) for row in rows]
-    if isinstance(connection, sqlite3.Connection):
-        table = _INTERACTIONS
-        columns, values = _sqlite_values(table, rows)
-        last = connection.execute(_sqlite_insert(table, columns, len(rows)), values).lastrowid
-        assert last is not None
-        return list(range(last - len(rows) + 1, last + 1))
     if connection.dialect.name == "sqlite":
         result = connection.execute(_INSERT_INTERACTIONS_SQLITE, rows)
         return sorted(int(ident) for ident in result.scalars())
@@ -206,12 +196,27 @@ def insert_interactions(connection: Writable, rows: list[dict[str, Any]]) -> lis
     return [int(ident) for ident in result.scalars()]
 
 
-def touch_conversations(connection: Writable, touches: list[tuple[str, datetime]]) -> None:
+def sqlite_insert_interactions(rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """SQLite's one statement storing interactions (as `insert_interactions`), and its
+    parameters. No RETURNING: `sqlite_ids` gives every id from the last row's, and the insert
+    stays one step of SQLite."""
+    columns, values = _sqlite_values(_INTERACTIONS, [_storable_texts(row) for row in rows])
+    return _sqlite_insert(_INTERACTIONS, columns, len(rows)), values
+
+
+def sqlite_ids(last: int, rows: int) -> list[int]:
+    """The ids of the `rows` interactions one SQLite insert stored, the last one's `last`."""
+    return list(range(last - rows + 1, last + 1))
+
+
+def sqlite_touch_conversations(touches: list[tuple[str, datetime]]) -> tuple[str, list[Any]]:
+    """SQLite's statement marking conversations active (for `executemany`), and its rows."""
+    convert = _sqlite_converters(_CONVERSATIONS, ("updated_at",))[0]
+    return _SQLITE_TOUCH_CONVERSATIONS, [(convert(at), c) for c, at in touches]
+
+
+def touch_conversations(connection: Connection, touches: list[tuple[str, datetime]]) -> None:
     """Mark each conversation active at its time."""
-    if isinstance(connection, sqlite3.Connection):
-        convert = _sqlite_converters(_CONVERSATIONS, ("updated_at",))[0]
-        connection.executemany(_SQLITE_TOUCH_CONVERSATIONS, [(convert(at), c) for c, at in touches])
-        return
     connection.execute(_TOUCH_CONVERSATIONS, [{"conversation": c, "at": at} for c, at in touches])
 
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from gptactions.store import queries
+from gptactions.store.writer_process import (
+    Answer,
+    Config,
+    Statement,
+    WriterProcess,
+    execute,
+    sync_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +125,7 @@ class GroupWriter:
         succeeded: Callable[[], None],
         max_batch: int = MAX_BATCH,
         sync_wal: bool = False,
+        process: Config | None = None,
     ) -> None:
         self._engine = engine
         self._committed = committed
@@ -142,6 +152,11 @@ class GroupWriter:
         outside the writers' turn (its connection commits with `synchronous=NORMAL`)."""
         self._connection: PoolProxiedConnection | None = None
         """The writer thread's own (driver) connection, kept open between batches."""
+        self._process: WriterProcess | None = None
+        """SQLite file, `process` given: the writer's process (`writer_process`), not a thread."""
+        if process is not None and self._lock_path is not None:
+            config = replace(process, lock_path=self._lock_path, wal_path=self._wal_path)
+            self._process = WriterProcess(config)
         self.batches = 0
         """How many transactions the writer committed or tried (tests read it)."""
 
@@ -179,12 +194,54 @@ class GroupWriter:
             if self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
             return
+        if self._process is not None:
+            self._send(loop, batch)
+            return
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptactions-writer")
         try:
             self._thread.submit(self._write_in_thread, loop, batch)
         except RuntimeError as error:  # the interpreter is shutting down
             self._settle(loop, [_Outcome(batch, error=error, as_is=False)])
+
+    def _send(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """On the loop: the batch as one transaction to the writer's process."""
+        assert self._process is not None
+        self.batches += 1
+        answered = functools.partial(self._answered, loop, batch)
+        try:
+            self._process.submit(loop, [_sqlite_statements([p.write for p in batch])], answered)
+        except Exception as error:  # a row the statements cannot hold: nothing was sent
+            self._settle(loop, [_Outcome(batch, error=error, as_is=False)])
+
+    def _answered(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], answers: list[Answer]
+    ) -> None:
+        """On the loop: what the process made of a batch. A row breaking a constraint sends the
+        batch again, one request per transaction (as `_outcomes` does in the thread)."""
+        (answer,) = answers
+        outcome = _answer_outcome(batch, answer)
+        if isinstance(outcome.error, sa.IntegrityError) and len(batch) > 1:
+            log.warning(
+                "a batch broke a constraint (%s); writing its requests one by one", outcome.error
+            )
+            assert self._process is not None
+            self.batches += len(batch)
+            singly = [_sqlite_statements([pending.write]) for pending in batch]
+            self._process.submit(
+                loop, singly, functools.partial(self._answered_singly, loop, batch)
+            )
+            return
+        self._settle(loop, [outcome])
+
+    def _answered_singly(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], answers: list[Answer]
+    ) -> None:
+        outcomes = [
+            _answer_outcome([pending], answer)
+            for pending, answer in zip(batch, answers, strict=True)
+        ]
+        self._settle(loop, outcomes)
 
     def _write_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         """In the writer's thread: the batch's transactions (`_outcomes`), then one callback to
@@ -204,7 +261,7 @@ class GroupWriter:
             with self._turn():
                 ids, seconds = _write_sqlite_batch(connection, writes)
             if self._wal_path is not None:
-                seconds += _sync_file(self._wal_path)
+                seconds += sync_file(self._wal_path)
             return ids, seconds
         except Exception:
             # Start the next batch on a fresh connection, whatever state this one is in.
@@ -281,7 +338,9 @@ class GroupWriter:
         await task
 
     def dispose(self) -> None:
-        """Close the writer's own connection and thread (after `close`)."""
+        """Close the writer's own connection, thread or process (after `close`)."""
+        if self._process is not None:
+            self._process.close()
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
@@ -365,7 +424,7 @@ def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int]
     return ids, time.perf_counter() - started
 
 
-def _write_rows(connection: queries.Writable, writes: list[Write]) -> list[int]:
+def _write_rows(connection: Connection, writes: list[Write]) -> list[int]:
     """The batch's conversations, interactions and touches, in that order; the interactions' ids."""
     conversations = [w.conversation for w in writes if w.conversation is not None]
     if conversations:
@@ -377,22 +436,44 @@ def _write_rows(connection: queries.Writable, writes: list[Write]) -> list[int]:
     return ids
 
 
+def _sqlite_statements(writes: list[Write]) -> list[Statement]:
+    """`_write_rows` as SQLite statements: the conversations, the interactions (the last
+    statement that is not `many`: its last row id gives every id), the touches."""
+    statements: list[Statement] = []
+    conversations = [w.conversation for w in writes if w.conversation is not None]
+    if conversations:
+        statements.append((*queries.sqlite_insert_conversations(conversations), False))
+    interactions = [w.interaction for w in writes]
+    statements.append((*queries.sqlite_insert_interactions(interactions), False))
+    touches = [t for t in (w.touches for w in writes) if t is not None]
+    if touches:
+        statements.append((*queries.sqlite_touch_conversations(touches), True))
+    return statements
+
+
 def _write_sqlite_batch(
     connection: sqlite3.Connection, writes: list[Write]
 ) -> tuple[list[int], float]:
     """`_write_batch` on the driver's SQLite connection, its errors raised as SQLAlchemy's."""
     try:
-        try:
-            ids = _write_rows(connection, writes)
-            started = time.perf_counter()
-            connection.commit()
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                connection.rollback()
-            raise
+        last, seconds = execute(connection, _sqlite_statements(writes))
     except sqlite3.Error as error:
         raise sa.DBAPIError.instance(None, None, error, sqlite3.Error) from error
-    return ids, time.perf_counter() - started
+    assert last is not None
+    return queries.sqlite_ids(last, len(writes)), seconds
+
+
+def _answer_outcome(batch: list[_Pending], answer: Answer) -> _Outcome:
+    """What the writer's process answered for `batch`'s transaction, as the thread's outcome:
+    its ids; or SQLite's error as SQLAlchemy's (a broken constraint raised as is, the rest as
+    the database's outage handling makes of it, as `_outcomes` does)."""
+    last, seconds, error = answer
+    if error is None:
+        assert last is not None
+        return _Outcome(batch, queries.sqlite_ids(last, len(batch)), seconds)
+    if isinstance(error, sqlite3.Error):
+        error = sa.DBAPIError.instance(None, None, error, sqlite3.Error)
+    return _Outcome(batch, error=error, as_is=isinstance(error, sa.IntegrityError))
 
 
 def is_sqlite_file(database: str | None) -> bool:
@@ -400,18 +481,6 @@ def is_sqlite_file(database: str | None) -> bool:
     if database is None or database in ("", ":memory:"):
         return False
     return not database.startswith("file:")
-
-
-def _sync_file(path: str) -> float:
-    """Flush `path`'s data to the disk; how many seconds it took. Opened anew each time: the
-    WAL file is a new one after SQLite deletes it (its last connection closed)."""
-    started = time.perf_counter()
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(descriptor)
-    finally:
-        os.close(descriptor)
-    return time.perf_counter() - started
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
