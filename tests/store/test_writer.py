@@ -32,10 +32,33 @@ PRINCIPAL = Principal("key1", "test", "default", frozenset({"admin"}))
 Factory = Callable[..., Any]
 
 
+@pytest.fixture(
+    params=["sqlite", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Here SQLite twice: its writer in a process of its own (the default), and in a thread
+    (`GPTACTIONS_SQLITE_WRITER=thread`, read by the settings of `_database` and of the app)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    if request.param == "sqlite-thread":
+        monkeypatch.setenv("GPTACTIONS_SQLITE_WRITER", "thread")
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+def _database(database_url: str) -> Database:
+    """The database as the server opens it, from the settings (and so the environment)."""
+    return Database.from_settings(Settings(database_url=database_url))
+
+
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
-    """A migrated database on SQLite and on PostgreSQL."""
-    database = Database(database_url)
+    """A migrated database on SQLite (writer process, writer thread) and on PostgreSQL."""
+    database = _database(database_url)
+    in_thread = os.environ.get("GPTACTIONS_SQLITE_WRITER") == "thread"
+    assert (database.writer._process is not None) == (database.is_sqlite and not in_thread)
     await database.upgrade()
     try:
         yield database
@@ -220,14 +243,14 @@ async def test_a_failed_commit_answers_its_requests_500_and_acknowledges_none(
 
 
 async def test_closing_the_database_commits_what_the_writer_holds(database_url: str) -> None:
-    database = Database(database_url)
+    database = _database(database_url)
     await database.upgrade()
     log = InteractionLog(database)
     pending = [asyncio.ensure_future(log.record(_turn(n))) for n in range(5)]
     await asyncio.sleep(0)  # each hands its row to the writer
     await database.close()
     assert all(isinstance(ident, int) for ident in await asyncio.gather(*pending))
-    reopened = Database(database_url)
+    reopened = _database(database_url)
     try:
         assert sorted(await _messages(reopened)) == [f"m{n}" for n in range(5)]
     finally:

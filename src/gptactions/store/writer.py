@@ -10,11 +10,13 @@ the writer goes on with the next batch. One exception: a constraint one row brea
 conversation deleted meanwhile, say) is that row's fault, not its neighbours', so the batch is
 then written again one request per transaction, and only the faulty one fails.
 
-On SQLite the writer owns a plain (synchronous) connection in a thread of its own, kept open, and
-a batch is ONE hand-off to that thread: its inserts, its update and its commit run there together,
-straight on the driver's `sqlite3` connection (SQL written once in `queries`), and one callback per
-batch wakes its requests. SQLAlchemy's statement machinery there held the GIL for ~0.2 ms a
-batch, on the path of every reply; the driver's errors are still raised as SQLAlchemy's. Through
+On SQLite the writer owns a plain (synchronous) `sqlite3` connection, kept open, in a process of
+its own by default (`writer_process`: the statements, the commit and the sync off this process's
+GIL, one pipe write and one read per batch) or in a thread of its own. Either way a batch is ONE
+hand-off: its inserts, its update and its commit run there together as plain SQL (written once
+in `queries`), and one callback per batch wakes its requests. SQLAlchemy's statement machinery
+held the GIL for ~0.2 ms a batch, on the path of every reply; the driver's errors are still
+raised as SQLAlchemy's. Through
 aiosqlite each statement (BEGIN, each INSERT, the UPDATE, COMMIT) crossed threads and back, which
 was about a fifth of the event loop's time at one request at a time; a writer task between the
 requests and the thread cost two more wake-ups of the loop per batch. The batch starts at the
