@@ -184,9 +184,9 @@ def _fail_first_insert(
     monkeypatch: pytest.MonkeyPatch, sqlite: bool, failed: list[list[str]]
 ) -> None:
     """The first batch's insert of interactions fails ("the disk failed"), and `failed` gets
-    its messages. On SQLite where the writer builds its statement (in the server's process,
-    whether the writer is a process or a thread), on PostgreSQL where it runs it."""
-    name = "sqlite_insert_interactions" if sqlite else "insert_interactions"
+    its messages: where the writer builds its statement (in the server's process, whether
+    SQLite's writer is a process or a thread; on PostgreSQL, its one statement of a batch)."""
+    name = "sqlite_insert_interactions" if sqlite else "postgres_write"
     insert = getattr(queries, name)
 
     def fail_first(*args: Any) -> Any:

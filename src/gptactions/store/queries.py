@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Row, Table, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store import search
@@ -100,30 +100,19 @@ async def latest_conversation(
     )
 
 
-# --- the group writer's statements (store/writer.py): SQL Core, many rows at once --------------
-# Synchronous: on SQLite the writer's thread runs them on its own connection; on PostgreSQL the
-# writer runs them through `AsyncConnection.run_sync`.
-
-
-# Built once: a statement's cache key is worked out anew for each new object, on every write.
-_INSERT_CONVERSATIONS = insert(Conversation)
-_INSERT_INTERACTIONS_SQLITE = insert(Interaction).returning(Interaction.id)
-_INSERT_INTERACTIONS_ORDERED = insert(Interaction).returning(
-    Interaction.id, sort_by_parameter_order=True
-)
-_TOUCH_CONVERSATIONS = (
-    update(Conversation)
-    .where(Conversation.id == bindparam("conversation"))
-    .values(updated_at=bindparam("at"))
-)
-
-
-# On SQLite the group writer runs plain SQL instead (the `sqlite_*` statements below, in its
-# process or thread: store/writer.py): the same rows, each value converted by its column type's
-# own SQLAlchemy converter (a time is stored exactly as SQLAlchemy stores it). SQLAlchemy's
-# statement machinery cost ~0.2 ms of the GIL per batch, on the path of every request's reply.
+# --- the group writer's statements (store/writer.py): plain SQL, many rows at once -------------
+# On SQLite the writer runs the `sqlite_*` statements on its own connection, in its process or
+# thread: the rows' values converted by their column types' own SQLAlchemy converters (a time is
+# stored exactly as SQLAlchemy stores it); SQLAlchemy's statement machinery cost ~0.2 ms of the
+# GIL per batch, on the path of every request's reply. On PostgreSQL it runs `postgres_write`.
+# SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one above the
+# largest, and the writer's transaction holds the write lock), PostgreSQL in the order of its
+# SELECT (one sequence): so the last id, or the ids sorted, give each row its own. A backend's
+# reply may hold what no database stores (store/text.py): U+FFFD in its place
+# (`_storable_texts`), rather than a failed commit for this request and the others of its batch.
 
 _SQLITE = sqlite_dialect.dialect()
+_POSTGRES = PGDialect()  # type: ignore[no-untyped-call]
 _CONVERSATIONS = Conversation.metadata.tables["conversations"]
 _INTERACTIONS = Interaction.metadata.tables["interactions"]
 
@@ -164,11 +153,6 @@ def sqlite_insert_conversations(rows: list[dict[str, Any]]) -> tuple[str, list[A
     return _sqlite_insert(_CONVERSATIONS, columns, len(rows)), values
 
 
-def insert_conversations(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Store new conversations (each row has every column)."""
-    connection.execute(_INSERT_CONVERSATIONS, rows)
-
-
 _FREE_TEXT = ("message", "reply", "error")
 """The interaction's columns of free text, whose odd characters `storable` replaces."""
 
@@ -178,28 +162,75 @@ def _storable_texts(row: dict[str, Any]) -> dict[str, Any]:
     return row if all(texts[name] is row[name] for name in texts) else row | texts
 
 
-def insert_interactions(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Store interactions in one multi-row insert; their ids, in the order of `rows`."""
-    # SQLite numbers the rows of one INSERT in the order of its VALUES (each rowid is one above
-    # the largest, and the writer's transaction holds the write lock), but does not promise the
-    # order of RETURNING: sorting the ids gives each row its own. Asking SQLAlchemy to keep the
-    # order instead makes it insert one row at a time on SQLite. (The group writer's own
-    # SQLite statement, `sqlite_insert_interactions`, reads no RETURNING at all.)
-    # A backend's reply may hold what no database stores (store/text.py): U+FFFD in its place,
-    # rather than a failed commit for this request and the others of its batch.
-    rows = [_storable_texts(row) for row in rows]
-    if connection.dialect.name == "sqlite":
-        result = connection.execute(_INSERT_INTERACTIONS_SQLITE, rows)
-        return sorted(int(ident) for ident in result.scalars())
-    # PostgreSQL: one INSERT ... SELECT ordered by a sentinel, which keeps the order.
-    result = connection.execute(_INSERT_INTERACTIONS_ORDERED, rows)
-    return [int(ident) for ident in result.scalars()]
+# On PostgreSQL a batch is ONE statement, always the same text (prepared once per connection),
+# run in autocommit (its own transaction): the new conversations, the touches and the
+# interactions as data-modifying CTEs over `unnest` of one array per column. One round trip per
+# batch, where BEGIN, the three statements and COMMIT took five, each through SQLAlchemy's
+# statement machinery on the event loop. The interactions' foreign key to a conversation
+# inserted by the same statement holds: PostgreSQL checks it at the statement's end.
+
+
+@functools.cache
+def _postgres_types(table: Table) -> dict[str, str]:
+    """Each column's PostgreSQL type, as its arrays are cast."""
+    return {column.name: column.type.compile(dialect=_POSTGRES) for column in table.columns}
+
+
+def _unnest(table: Table, columns: tuple[str, ...], first: int) -> tuple[str, str]:
+    """`unnest($first::type[], ...)` over `columns`, and their names, comma-separated."""
+    types = _postgres_types(table)
+    arrays = ", ".join(f"${first + n}::{types[name]}[]" for n, name in enumerate(columns))
+    return f"unnest({arrays})", ", ".join(columns)
+
+
+_CONVERSATION_COLUMNS = ("id", "tenant", "user_id", "created_at", "updated_at")
+
+
+@functools.cache
+def _postgres_write(interaction_columns: tuple[str, ...]) -> str:
+    conversations, names = _unnest(_CONVERSATIONS, _CONVERSATION_COLUMNS, 1)
+    touches = "unnest($6::VARCHAR(40)[], $7::TIMESTAMP WITH TIME ZONE[])"
+    interactions, columns = _unnest(_INTERACTIONS, interaction_columns, 8)
+    # Names from the tables' own columns only (checked by `postgres_write`).
+    return (
+        f"WITH new AS (INSERT INTO conversations ({names}) SELECT * FROM {conversations}), "  # noqa: S608
+        f"touched AS (UPDATE conversations SET updated_at = t.at FROM {touches} AS t(id, at) "
+        "WHERE conversations.id = t.id) "
+        f"INSERT INTO interactions ({columns}) SELECT {columns} FROM {interactions} "
+        f"WITH ORDINALITY AS r({columns}, n) ORDER BY n RETURNING id"
+    )
+
+
+def postgres_write(
+    conversations: list[dict[str, Any]],
+    touches: list[tuple[str, datetime]],
+    interactions: list[dict[str, Any]],
+) -> tuple[str, tuple[list[Any], ...]]:
+    """PostgreSQL's one statement storing a batch, and its parameters (one list per column).
+
+    Its rows of `RETURNING id` are the interactions' ids; in ascending order they are in the
+    order of `interactions` (inserted in that order: the ids come from one sequence).
+    """
+    rows = [_storable_texts(row) for row in interactions]
+    columns = tuple(rows[0])
+    unknown = set(columns) - set(_INTERACTIONS.c.keys())
+    if unknown:
+        raise KeyError(f"not columns of interactions: {sorted(unknown)}")
+    latest: dict[str, datetime] = {}
+    for conversation, at in touches:  # one update per conversation: its latest time
+        latest[conversation] = max(at, latest.get(conversation, at))
+    parameters = (
+        *([row[name] for row in conversations] for name in _CONVERSATION_COLUMNS),
+        list(latest),
+        list(latest.values()),
+        *([row[name] for row in rows] for name in columns),
+    )
+    return _postgres_write(columns), parameters
 
 
 def sqlite_insert_interactions(rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
-    """SQLite's one statement storing interactions (as `insert_interactions`), and its
-    parameters. No RETURNING: `sqlite_ids` gives every id from the last row's, and the insert
-    stays one step of SQLite."""
+    """SQLite's one statement storing interactions, and its parameters. No RETURNING:
+    `sqlite_ids` gives every id from the last row's, and the insert stays one step of SQLite."""
     columns, values = _sqlite_values(_INTERACTIONS, [_storable_texts(row) for row in rows])
     return _sqlite_insert(_INTERACTIONS, columns, len(rows)), values
 
@@ -213,11 +244,6 @@ def sqlite_touch_conversations(touches: list[tuple[str, datetime]]) -> tuple[str
     """SQLite's statement marking conversations active (for `executemany`), and its rows."""
     convert = _sqlite_converters(_CONVERSATIONS, ("updated_at",))[0]
     return _SQLITE_TOUCH_CONVERSATIONS, [(convert(at), c) for c, at in touches]
-
-
-def touch_conversations(connection: Connection, touches: list[tuple[str, datetime]]) -> None:
-    """Mark each conversation active at its time."""
-    connection.execute(_TOUCH_CONVERSATIONS, [{"conversation": c, "at": at} for c, at in touches])
 
 
 # --- interactions -----------------------------------------------------------------------------

@@ -388,7 +388,9 @@ class GroupWriter:
 
         try:
             async with self._engine.connect() as connection:
-                outcomes = await connection.run_sync(transactions)
+                # Each batch is one statement, its own transaction (`_write_batch`).
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                outcomes = await autocommit.run_sync(transactions)
         except Exception as error:  # no connection to be had
             outcomes = [_Outcome(batch, error=error, as_is=False)]
         self._wake(outcomes)
@@ -415,27 +417,19 @@ def _outcomes(
 
 
 def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
-    """One transaction: the batch's conversations, interactions and touches, then the commit.
+    """PostgreSQL: the batch's conversations, touches and interactions in one statement, on a
+    connection in autocommit (the statement is its own transaction, committed when it returns).
 
-    Returns the interactions' ids and how many seconds the commit took.
+    Returns the interactions' ids and how many seconds the statement and its commit took.
     """
-    with connection.begin() as transaction:
-        ids = _write_rows(connection, writes)
-        started = time.perf_counter()
-        transaction.commit()
+    statement, parameters = queries.postgres_write(
+        [w.conversation for w in writes if w.conversation is not None],
+        [t for t in (w.touches for w in writes) if t is not None],
+        [w.interaction for w in writes],
+    )
+    started = time.perf_counter()
+    ids = sorted(connection.exec_driver_sql(statement, parameters).scalars())
     return ids, time.perf_counter() - started
-
-
-def _write_rows(connection: Connection, writes: list[Write]) -> list[int]:
-    """The batch's conversations, interactions and touches, in that order; the interactions' ids."""
-    conversations = [w.conversation for w in writes if w.conversation is not None]
-    if conversations:
-        queries.insert_conversations(connection, conversations)
-    ids = queries.insert_interactions(connection, [w.interaction for w in writes])
-    touches = [t for t in (w.touches for w in writes) if t is not None]
-    if touches:
-        queries.touch_conversations(connection, touches)
-    return ids
 
 
 def _sqlite_statements(writes: list[Write]) -> list[Statement]:
