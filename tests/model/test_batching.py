@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
+import numpy as np
 import pytest
 
 from gptactions.llm.base import (
@@ -357,3 +358,24 @@ async def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_char
     text = "".join(pieces)
     assert set(text) <= {"😀"}, text  # no U+FFFD
     assert len(text) <= max_tokens // 2
+
+
+async def test_a_reply_does_not_end_before_it_has_said_something(
+    local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a high temperature the model's first pick was sometimes its end token: an empty
+    reply, and a 502 for a valid request. While the reply is blank the end tokens are left out
+    of the choice. Here the greedy reply's first token is made an end token: without the rule
+    the reply is empty; with it, the model says something else."""
+    model, engine = local_backend._model, local_backend.engine
+    assert model is not None
+    first = model.tokenize((await local_backend.generate(ask("Name three fruits.", 1))).text)[0]
+    is_end = model.is_end
+    monkeypatch.setattr(model, "is_end", lambda token: token == first or is_end(token))
+    ends = engine._end_tokens
+    monkeypatch.setattr(engine, "_end_tokens", ends[ends != first])  # the rule without `first`
+    assert (await local_backend.generate(ask("Name three fruits.", 8))).text.strip() == ""
+    monkeypatch.setattr(engine, "_end_tokens", np.append(ends, first))
+    reply = await local_backend.generate(ask("Name three fruits.", 8))
+    assert reply.text.strip()
+    assert model.tokenize(reply.text)[0] != first

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from gptactions.llm.base import BackendError, BackendUnavailable, Chunk, Usage
 from gptactions.llm.llama_model import LlamaModel
@@ -68,6 +69,7 @@ class Job:
     next_token: int | None = None
     completion_tokens: int = 0
     held: str = ""
+    blank: bool = True  # nothing but white space written yet: the reply may not end here
     sampler: Sampler | None = None
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
@@ -129,6 +131,9 @@ class BatchEngine:
         self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._candidates = Candidates(model.n_vocab)
+        self._end_tokens = np.array(
+            [token for token in range(model.n_vocab) if model.is_end(token)], dtype=np.int32
+        )
         self._state: Any = (ctypes.c_uint8 * 0)()  # a sequence's memory, when one is copied
         self._sequences = [Sequence(seq_id) for seq_id in range(parallel)]
         self._waiting: deque[Job] = deque()
@@ -377,8 +382,12 @@ class BatchEngine:
         deliveries: list[tuple[Job, Chunk | BaseException]],
     ) -> None:
         assert job.sampler is not None
+        # A reply that is still blank may not end: the end tokens are left out of the choice
+        # (as vLLM's min_tokens does), where the model's first pick, at a high temperature
+        # especially, was sometimes the end, and the request a 502 for an empty reply.
+        banned = self._end_tokens if job.blank else None
         try:
-            token = job.sampler.sample(self._ctx, index, self._candidates)
+            token = job.sampler.sample(self._ctx, index, self._candidates, banned=banned)
         except GrammarError as exc:
             self._fail(sequence, deliveries, f"constrained decoding failed: {exc}")
             return
@@ -390,6 +399,7 @@ class BatchEngine:
         text = job.held + job.decoder.decode(self.model.piece(token))
         emit, job.held, stopped = _split_at_stop(text, job.stop)
         if emit:
+            job.blank = job.blank and emit.isspace()
             deliveries.append((job, Chunk(text=emit)))
         if stopped:
             job.held = ""

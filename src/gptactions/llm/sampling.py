@@ -61,6 +61,10 @@ class Candidates:
         self.array.sorted = False
         return ctypes.byref(self.array)
 
+    def ban(self, tokens: np.ndarray) -> None:
+        """Leave `tokens` out of the loaded logits' choice."""
+        self._data["logit"][tokens] = -np.inf
+
     def selected(self) -> int:
         """The token the last sampler chose."""
         return int(self.array.data[self.array.selected].id)
@@ -114,8 +118,18 @@ class Sampler:
         self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
         self._single = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
 
-    def sample(self, ctx: Any, index: int, candidates: Candidates) -> int:
-        """Choose the next token from the batch's `index`-th logits (not yet accepted)."""
+    def sample(
+        self, ctx: Any, index: int, candidates: Candidates, *, banned: np.ndarray | None = None
+    ) -> int:
+        """Choose the next token from the batch's `index`-th logits (not yet accepted), never
+        one of `banned` (without a grammar, which decides what may end for itself)."""
+        if self.grammar is None and banned is not None:
+            data = candidates.load(ctx, index)
+            candidates.ban(banned)
+            llama_cpp.llama_sampler_apply(self.chain, data)
+            token = candidates.selected()
+            self._accept_chain(token)
+            return token
         if self.grammar is None:
             return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
         llama_cpp.llama_sampler_apply(self.chain, candidates.load(ctx, index))

@@ -26,8 +26,8 @@ writers of several processes on one file (workers) take turns through a lock fil
 then syncs the WAL file itself, outside its turn: as durable (a request is woken only once the
 frames of its commit are on the disk: FULL's one difference from NORMAL in WAL mode is that sync,
 inside the commit), but the next writer no longer waits for this one's fsync, and a sync covers
-every commit written before it. PostgreSQL keeps its async pool (asyncpg), a writer task and
-SQLAlchemy's statements, run there on the async connection.
+every commit written before it. PostgreSQL keeps its async pool (asyncpg) and a writer task,
+which sends each batch as one statement run as its own transaction (`queries.postgres_write`).
 """
 
 from __future__ import annotations
