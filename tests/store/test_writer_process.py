@@ -96,6 +96,8 @@ async def test_the_writer_process_outlives_stop_signals_and_ends_when_closed(
     await log.record(_turn(0))
     pid = _process(database).pid
     assert pid is not None
+    with open(f"/proc/{pid}/environ", "rb") as environment:
+        assert environment.read() == b""  # none of the server's secrets
     os.kill(pid, signal.SIGINT)
     os.kill(pid, signal.SIGTERM)
     await log.record(_turn(1))

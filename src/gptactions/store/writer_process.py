@@ -130,8 +130,11 @@ class WriterProcess:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         command = [sys.executable, "-I", os.path.abspath(__file__), repr(_as_tuple(self.config))]
-        # This interpreter, this file, the server's own settings: no outside input.
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: S603
+        # This interpreter, this file, the server's own settings: no outside input. An empty
+        # environment: the server's secrets (keys, upstream credentials) are not the child's.
+        process = subprocess.Popen(  # noqa: S603
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={}
+        )
         assert process.stdin is not None and process.stdout is not None
         os.set_blocking(process.stdin.fileno(), False)
         os.set_blocking(process.stdout.fileno(), False)
