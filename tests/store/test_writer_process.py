@@ -12,11 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from gptactions.config import Settings
-from gptactions.services.interactions import InteractionKind, InteractionLog, NewInteraction
-from gptactions.services.keys import Principal
+from gptactions.services.interactions import InteractionLog
 from gptactions.store import writer_process
 from gptactions.store.db import Database
 from gptactions.store.models import utcnow
@@ -24,18 +22,7 @@ from gptactions.store.outage import DatabaseUnavailable
 from gptactions.store.writer import Write, _sqlite_statements
 from gptactions.store.writer_process import Config, WriterProcess
 from tests.serving import ended_within
-
-PRINCIPAL = Principal("key1", "test", "default", frozenset({"admin"}))
-
-
-def _turn(n: int) -> NewInteraction:
-    return NewInteraction(
-        principal=PRINCIPAL,
-        kind=InteractionKind.CONVERSATION,
-        user_id="u",
-        message=f"m{n}",
-        reply=f"r{n}",
-    )
+from tests.store.test_writer import _messages, _turn
 
 
 @pytest.fixture
@@ -52,11 +39,6 @@ def _process(database: Database) -> WriterProcess:
     process = database.writer._process
     assert process is not None, "SQLite on a file: the writer is a process by default"
     return process
-
-
-async def _messages(database: Database) -> list[str]:
-    async with database.session() as session:
-        return list(await session.scalars(text("SELECT message FROM interactions ORDER BY id")))
 
 
 async def test_a_killed_writer_process_fails_its_batch_only_and_a_new_one_writes_the_next(
