@@ -372,10 +372,25 @@ async def test_a_reply_does_not_end_before_it_has_said_something(
     first = model.tokenize((await local_backend.generate(ask("Name three fruits.", 1))).text)[0]
     is_end = model.is_end
     monkeypatch.setattr(model, "is_end", lambda token: token == first or is_end(token))
-    ends = engine._end_tokens
-    monkeypatch.setattr(engine, "_end_tokens", ends[ends != first])  # the rule without `first`
+    banned = engine._blank_banned
+    monkeypatch.setattr(engine, "_blank_banned", banned[banned != first])  # rule without `first`
     assert (await local_backend.generate(ask("Name three fruits.", 8))).text.strip() == ""
-    monkeypatch.setattr(engine, "_end_tokens", np.append(ends, first))
+    monkeypatch.setattr(engine, "_blank_banned", np.append(banned, first))
     reply = await local_backend.generate(ask("Name three fruits.", 8))
     assert reply.text.strip()
     assert model.tokenize(reply.text)[0] != first
+
+
+async def test_even_one_token_writes_something_visible(local_backend: LocalBackend) -> None:
+    """A line break, a space or a part of an emoji as the only token was an empty reply: while
+    the reply is blank, only tokens that write a visible character may be chosen."""
+    model, engine = local_backend._model, local_backend.engine
+    assert model is not None
+    newline, space = model.tokenize("\n")[0], model.tokenize(" ")[0]
+    partial = model.tokenize("😀")[0]  # an emoji is three byte tokens here
+    end = next(token for token in range(model.n_vocab) if model.is_end(token))
+    assert {newline, space, partial, end} <= set(engine._blank_banned.tolist())
+    assert model.tokenize("Paris")[0] not in set(engine._blank_banned.tolist())
+    for seed in range(12):
+        request = ask("Reply with a blank line.", 1, temperature=1.9, seed=seed)
+        assert (await local_backend.generate(request)).text.strip()

@@ -131,9 +131,11 @@ class BatchEngine:
         self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._candidates = Candidates(model.n_vocab)
-        self._end_tokens = np.array(
-            [token for token in range(model.n_vocab) if model.is_end(token)], dtype=np.int32
+        self._blank_banned = np.array(
+            [token for token in range(model.n_vocab) if not _writes_something(model, token)],
+            dtype=np.int32,
         )
+        """The tokens a reply may not take while it is blank (`_sample`)."""
         self._state: Any = (ctypes.c_uint8 * 0)()  # a sequence's memory, when one is copied
         self._sequences = [Sequence(seq_id) for seq_id in range(parallel)]
         self._waiting: deque[Job] = deque()
@@ -382,10 +384,13 @@ class BatchEngine:
         deliveries: list[tuple[Job, Chunk | BaseException]],
     ) -> None:
         assert job.sampler is not None
-        # A reply that is still blank may not end: the end tokens are left out of the choice
-        # (as vLLM's min_tokens does), where the model's first pick, at a high temperature
-        # especially, was sometimes the end, and the request a 502 for an empty reply.
-        banned = self._end_tokens if job.blank else None
+        # A reply that is still blank takes a token that writes something: the end tokens, and
+        # those that write nothing visible (white space, a part of a character, control
+        # tokens), are left out of the choice (vLLM's min_tokens does the first). The model's
+        # first pick, at a high temperature especially, was sometimes the end or a line break,
+        # and with few tokens allowed the reply was empty: a 502 for a valid request. Leading
+        # white space is stripped from every reply anyway.
+        banned = self._blank_banned if job.blank else None
         try:
             token = job.sampler.sample(self._ctx, index, self._candidates, banned=banned)
         except GrammarError as exc:
@@ -482,6 +487,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
         else:
             high = middle - 1
     return low
+
+
+def _writes_something(model: Any, token: int) -> bool:
+    """Whether `token` writes a visible character on its own: not an end or control token,
+    not only white space, not a part of a UTF-8 character."""
+    if model.is_end(token):
+        return False
+    try:
+        text = model.piece(token).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not text.isspace() and text != ""
 
 
 def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
