@@ -4,8 +4,9 @@ Started in this order, one at a time, each in its own process: an instant OpenAI
 upstream, a bare Starlette echo app, `gptactions serve` pointed at the mock (SQLite, then
 PostgreSQL when 127.0.0.1:5432 answers; with `--workers 2` also two workers on SQLite), and
 LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra); with
-`--workers N`, `--pairs` more runs of one and of N workers at c=32, alternated, so that the
-workers ratio is a median of pairs (this machine's noise moves one pair a lot). Each is driven
+`--workers N`, one and N workers up at once, measured in `--rounds` short rounds at c=32
+that alternate between them, so that the workers ratio is not moved by the machine's speed
+drifting from one minute to the next (it moves a single pair of runs a lot). Each is driven
 by the same load generator, wrk when installed, else this script's own asyncio client (raw
 keep-alive HTTP/1.1, lighter than httpx), at 1 and 32 connections. Printed: p50, p99 and req/s;
 each req/s as a ratio to bare Starlette's and to LiteLLM's; the p50 gptactions adds at c=1 over
@@ -310,9 +311,16 @@ def drive(
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     asyncio.run(_asyncio_load(url, path, body, headers, c, min(1.0, seconds / 4)))
     with during():
-        if shutil.which("wrk"):
-            return _wrk_load(url, path, body, headers, c, seconds)
-        return asyncio.run(_asyncio_load(url, path, body, headers, c, seconds))
+        return _measure(url, path, body, headers, c, seconds)
+
+
+def _measure(
+    url: str, path: str, body: dict[str, object], headers: dict[str, str], c: int, seconds: float
+) -> Load:
+    """One measurement, no warm-up: wrk when installed, else the asyncio client."""
+    if shutil.which("wrk"):
+        return _wrk_load(url, path, body, headers, c, seconds)
+    return asyncio.run(_asyncio_load(url, path, body, headers, c, seconds))
 
 
 # --- where the CPU goes (Linux: /proc) -----------------------------------------------------------
@@ -382,12 +390,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 s per measurement: a smoke run")
     parser.add_argument("--workers", type=int, default=1, help="also gptactions with N workers")
     parser.add_argument(
-        "--pairs",
+        "--rounds",
         type=int,
-        default=4,
-        help="with --workers: this many more 1-worker/N-worker runs at c=32, alternated, for the "
-        "workers ratio (their median; the machine's noise moves a single pair a lot)",
+        default=8,
+        help="with --workers: rounds of --round-seconds at c=32 for the workers ratio, alternating "
+        "between one worker and N, both up at once (0: only the table's two runs)",
     )
+    parser.add_argument("--round-seconds", type=float, default=3.0)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--serve-mock", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -421,26 +430,7 @@ def main() -> None:
         for name, database, workers in targets:
             with server(database, workers=str(workers), **upstream) as url:
                 measure(name, url, CONVERSATIONS, CONVERSE, BENCH_KEY)
-        pairs: list[float] = []
-        # Per pair and worker count: req/s, how busy the machine was, the server's CPU per request.
-        cpu: dict[int, list[tuple[float, CpuUse]]] = {1: [], args.workers: []}
-        for index in range(args.pairs if args.workers > 1 else 0):
-            for workers in (1, args.workers) if index % 2 else (args.workers, 1):
-                database = f"sqlite:///{tmp}/pair{index}-{workers}.db"
-                with server_process(database, workers=str(workers), **upstream) as (url, process):
-                    use, sampled = CpuUse(), functools.partial(cpu_use, process.pid)
-                    load = drive(url, CONVERSATIONS, CONVERSE, 32, seconds, BENCH_KEY,
-                                 during=functools.partial(sampled, use))  # fmt: skip
-                cpu[workers].append((load.rps, use))
-            (rps_one, use_one), (rps_many, use_many) = cpu[1][-1], cpu[args.workers][-1]
-            pairs.append(ratio(rps_many, rps_one))
-            print(
-                f"pair {index + 1}: x{args.workers}/x1 = {pairs[-1]} (machine busy "
-                f"{use_one.machine_busy:.0%} -> {use_many.machine_busy:.0%}; gptactions CPU per "
-                f"request {use_one.per_request_ms(rps_one)} -> "
-                f"{use_many.per_request_ms(rps_many)} ms)",
-                file=sys.stderr,
-            )
+        rounds = _workers_rounds(args, tmp, upstream) if args.workers > 1 else {}
         if not args.no_postgres and postgres_reachable():
             with postgres_database() as database, server(database, **upstream) as url:
                 measure("gptactions PostgreSQL", url, CONVERSATIONS, CONVERSE, BENCH_KEY)
@@ -494,20 +484,22 @@ def main() -> None:
         )
         first = ratio(many.rps, one.rps)
         summary_["workers_ratio_c32"] = first
-        if pairs:  # the table's pair and the alternated ones
-            summary_["workers_ratio_c32_pairs"] = [first, *pairs]
-            summary_["workers_ratio_c32_median"] = statistics.median([first, *pairs])
-            summary_["workers_cpu_c32"] = _workers_cpu(cpu, args.workers)
+        if rounds and rounds[1]:
+            summary_["workers_ratio_c32_rounds"] = _rounds_ratio(rounds, args.workers)
+            summary_["workers_cpu_c32"] = _workers_cpu(rounds, args.workers)
     if "gptactions PostgreSQL" in results:
         pg, sqlite = results["gptactions PostgreSQL"][32], results["gptactions SQLite"][32]
         summary_["postgres_vs_sqlite_c32"] = ratio(pg.rps, sqlite.rps)
     report("gateway", header, rows, summary_)
     for name, ms in added.items():
         print(f"{name}: adds {ms} ms at c=1 (p50) over the mock alone")
-    if "workers_ratio_c32_median" in summary_:
+    if "workers_ratio_c32_rounds" in summary_:
+        interleaved = summary_["workers_ratio_c32_rounds"]
         print(
-            f"x{args.workers}/x1 at c=32: median {summary_['workers_ratio_c32_median']} of "
-            f"{summary_['workers_ratio_c32_pairs']}"
+            f"x{args.workers}/x1 at c=32: {interleaved['ratio']} over {interleaved['rounds']} "
+            f"rounds each (requests/s summed; by round, median {interleaved['median']}, "
+            f"{interleaved['low']}-{interleaved['high']}); the table's two runs apart: "
+            f"{summary_['workers_ratio_c32']}"
         )
     if summary_.get("workers_cpu_c32"):
         split = summary_["workers_cpu_c32"]
@@ -521,8 +513,61 @@ def main() -> None:
     return None
 
 
+def _workers_rounds(
+    args: argparse.Namespace, tmp: str, upstream: dict[str, str]
+) -> dict[int, list[tuple[float, CpuUse]]]:
+    """One worker and `args.workers` up at once (fresh databases), driven in turn for
+    `args.rounds` rounds (the order swapped every other round); each run's requests/s and CPU.
+
+    Both warm up first. Between its rounds a server is idle (no CPU), so what the alternation
+    cancels is the machine's own speed drifting, which moved separate runs minutes apart by
+    as much as the ratio measured."""
+    runs: dict[int, list[tuple[float, CpuUse]]] = {1: [], args.workers: []}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for workers in (1, args.workers):
+            database = f"sqlite:///{tmp}/rounds-{workers}.db"
+            started = server_process(database, workers=str(workers), **upstream)
+            servers[workers] = stack.enter_context(started)
+            url = servers[workers][0]
+            drive(url, CONVERSATIONS, CONVERSE, 32, args.round_seconds, BENCH_KEY)
+        for index in range(args.rounds):
+            order = (1, args.workers) if index % 2 else (args.workers, 1)
+            for workers in order:
+                url, process = servers[workers]
+                use, sampled = CpuUse(), functools.partial(cpu_use, process.pid)
+                headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+                with sampled(use):
+                    load = _measure(url, CONVERSATIONS, CONVERSE, headers, 32, args.round_seconds)
+                runs[workers].append((load.rps, use))
+            (rps_one, use_one), (rps_many, use_many) = runs[1][-1], runs[args.workers][-1]
+            print(
+                f"round {index + 1}: x{args.workers}/x1 = {ratio(rps_many, rps_one)} (machine "
+                f"busy {use_one.machine_busy:.0%} -> {use_many.machine_busy:.0%}; gptactions CPU "
+                f"per request {use_one.per_request_ms(rps_one)} -> "
+                f"{use_many.per_request_ms(rps_many)} ms)",
+                file=sys.stderr,
+            )
+    return runs
+
+
+def _rounds_ratio(runs: dict[int, list[tuple[float, CpuUse]]], workers: int) -> dict[str, Any]:
+    """The workers ratio of the rounds: of the requests summed (each round lasts as long), and
+    its median and range by round."""
+    pairs = zip(runs[1], runs[workers], strict=True)
+    by_round = [ratio(many, one) for (one, _), (many, _) in pairs]
+    return {
+        "rounds": len(by_round),
+        "ratio": ratio(sum(rps for rps, _ in runs[workers]), sum(rps for rps, _ in runs[1])),
+        "median": round(statistics.median(by_round), 3),
+        "low": min(by_round),
+        "high": max(by_round),
+        "by_round": by_round,
+    }
+
+
 def _workers_cpu(cpu: dict[int, list[tuple[float, CpuUse]]], workers: int) -> dict[str, Any]:
-    """Why the workers ratio is what it is, from the alternated pairs' CPU figures.
+    """Why the workers ratio is what it is, from the rounds' CPU figures.
 
     Requests/s = busy cores / CPU per request, for the machine as a whole (the load generator
     and the mock included): so the ratio of two runs is the ratio of how busy the machine was
