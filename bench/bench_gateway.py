@@ -523,6 +523,7 @@ def _workers_rounds(
     cancels is the machine's own speed drifting, which moved separate runs minutes apart by
     as much as the ratio measured."""
     runs: dict[int, list[tuple[float, CpuUse]]] = {1: [], args.workers: []}
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
     with contextlib.ExitStack() as stack:
         servers = {}
         for workers in (1, args.workers):
@@ -530,14 +531,13 @@ def _workers_rounds(
             started = server_process(database, workers=str(workers), **upstream)
             servers[workers] = stack.enter_context(started)
             url = servers[workers][0]
-            drive(url, CONVERSATIONS, CONVERSE, 32, args.round_seconds, BENCH_KEY)
+            _measure(url, CONVERSATIONS, CONVERSE, headers, 32, 1.0)  # the warm-up
         for index in range(args.rounds):
             order = (1, args.workers) if index % 2 else (args.workers, 1)
             for workers in order:
                 url, process = servers[workers]
-                use, sampled = CpuUse(), functools.partial(cpu_use, process.pid)
-                headers = {"Authorization": f"Bearer {BENCH_KEY}"}
-                with sampled(use):
+                use = CpuUse()
+                with cpu_use(process.pid, use):
                     load = _measure(url, CONVERSATIONS, CONVERSE, headers, 32, args.round_seconds)
                 runs[workers].append((load.rps, use))
             (rps_one, use_one), (rps_many, use_many) = runs[1][-1], runs[args.workers][-1]

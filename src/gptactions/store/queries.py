@@ -189,9 +189,9 @@ _CONVERSATION_COLUMNS = ("id", "tenant", "user_id", "created_at", "updated_at")
 @functools.cache
 def _postgres_write(interaction_columns: tuple[str, ...]) -> str:
     conversations, names = _unnest(_CONVERSATIONS, _CONVERSATION_COLUMNS, 1)
-    touches = "unnest($6::VARCHAR(40)[], $7::TIMESTAMP WITH TIME ZONE[])"
+    touches, _ = _unnest(_CONVERSATIONS, ("id", "updated_at"), 6)
     interactions, columns = _unnest(_INTERACTIONS, interaction_columns, 8)
-    # Names from the tables' own columns only (checked by `postgres_write`).
+    # Names from the tables' own columns only (another name is a KeyError in `_unnest`).
     return (
         f"WITH new AS (INSERT INTO conversations ({names}) SELECT * FROM {conversations}), "  # noqa: S608
         f"touched AS (UPDATE conversations SET updated_at = t.at FROM {touches} AS t(id, at) "
@@ -213,9 +213,6 @@ def postgres_write(
     """
     rows = [_storable_texts(row) for row in interactions]
     columns = tuple(rows[0])
-    unknown = set(columns) - set(_INTERACTIONS.c.keys())
-    if unknown:
-        raise KeyError(f"not columns of interactions: {sorted(unknown)}")
     latest: dict[str, datetime] = {}
     for conversation, at in touches:  # one update per conversation: its latest time
         latest[conversation] = max(at, latest.get(conversation, at))

@@ -409,11 +409,24 @@ def _outcomes(
         return [_Outcome(batch, *transaction([pending.write for pending in batch]))]
     except sa.IntegrityError as error:
         if len(batch) == 1:
-            return [_Outcome(batch, error=error)]
+            return [_failed(batch, error)]
         log.warning("a batch broke a constraint (%s); writing its requests one by one", error)
         return [outcome for pending in batch for outcome in _outcomes([pending], transaction)]
     except Exception as error:
-        return [_Outcome(batch, error=error, as_is=False)]
+        return [_failed(batch, error)]
+
+
+def _failed(batch: list[_Pending], error: BaseException) -> _Outcome:
+    """A batch whose transaction failed: a broken constraint is raised as is (the request's
+    own fault), anything else as the database's outage handling makes of it."""
+    return _Outcome(batch, error=error, as_is=isinstance(error, sa.IntegrityError))
+
+
+def _as_sqlalchemy(error: BaseException) -> BaseException:
+    """SQLite's own error as SQLAlchemy's, which the rest of the server handles; others as is."""
+    if isinstance(error, sqlite3.Error):
+        return sa.DBAPIError.instance(None, None, error, sqlite3.Error)
+    return error
 
 
 def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int], float]:
@@ -433,8 +446,8 @@ def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int]
 
 
 def _sqlite_statements(writes: list[Write]) -> list[Statement]:
-    """`_write_rows` as SQLite statements: the conversations, the interactions (the last
-    statement that is not `many`: its last row id gives every id), the touches."""
+    """A batch's SQLite statements: its new conversations, its interactions (the last
+    statement that is not `many`: its last row id gives every id), its touches."""
     statements: list[Statement] = []
     conversations = [w.conversation for w in writes if w.conversation is not None]
     if conversations:
@@ -454,22 +467,19 @@ def _write_sqlite_batch(
     try:
         last, seconds = execute(connection, _sqlite_statements(writes))
     except sqlite3.Error as error:
-        raise sa.DBAPIError.instance(None, None, error, sqlite3.Error) from error
+        raise _as_sqlalchemy(error) from error
     assert last is not None
     return queries.sqlite_ids(last, len(writes)), seconds
 
 
 def _answer_outcome(batch: list[_Pending], answer: Answer) -> _Outcome:
     """What the writer's process answered for `batch`'s transaction, as the thread's outcome:
-    its ids; or SQLite's error as SQLAlchemy's (a broken constraint raised as is, the rest as
-    the database's outage handling makes of it, as `_outcomes` does)."""
+    its ids, or its error as the thread's would be."""
     last, seconds, error = answer
     if error is None:
         assert last is not None
         return _Outcome(batch, queries.sqlite_ids(last, len(batch)), seconds)
-    if isinstance(error, sqlite3.Error):
-        error = sa.DBAPIError.instance(None, None, error, sqlite3.Error)
-    return _Outcome(batch, error=error, as_is=isinstance(error, sa.IntegrityError))
+    return _failed(batch, _as_sqlalchemy(error))
 
 
 def is_sqlite_file(database: str | None) -> bool:

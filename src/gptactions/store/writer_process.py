@@ -37,7 +37,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -118,8 +118,7 @@ class WriterProcess:
                 self._start(loop)
             except OSError as error:
                 ended = WriterProcessEnded(f"the SQLite writer process could not start: {error}")
-                failed: list[Answer] = [(None, 0.0, ended)] * len(transactions)
-                loop.call_soon(answered, failed)
+                loop.call_soon(_fail, deque([(len(transactions), answered)]), ended)
                 return
         job = marshal.dumps(transactions)  # ValueError for a value SQLite does not take
         self._waiting.append((len(transactions), answered))
@@ -129,7 +128,7 @@ class WriterProcess:
             self._flush()
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        command = [sys.executable, "-I", os.path.abspath(__file__), repr(_as_tuple(self.config))]
+        command = [sys.executable, "-I", os.path.abspath(__file__), repr(astuple(self.config))]
         # This interpreter, this file, the server's own settings: no outside input. An empty
         # environment: the server's secrets (keys, upstream credentials) are not the child's.
         process = subprocess.Popen(  # noqa: S603
@@ -185,10 +184,8 @@ class WriterProcess:
         process = self._process
         self._stop()
         status = process.wait() if process is not None else None
-        ended = WriterProcessEnded(f"the SQLite writer process ended (status {status})")
         waiting, self._waiting = self._waiting, deque()
-        for count, answered in waiting:
-            answered([(None, 0.0, ended)] * count)
+        _fail(waiting, WriterProcessEnded(f"the SQLite writer process ended (status {status})"))
 
     def _stop(self) -> None:
         """Forget the child: no more reading or writing to it (it is not waited for)."""
@@ -218,9 +215,13 @@ class WriterProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        ended = WriterProcessEnded("the SQLite writer process was closed")
-        for count, answered in waiting:
-            answered([(None, 0.0, ended)] * count)
+        _fail(waiting, WriterProcessEnded("the SQLite writer process was closed"))
+
+
+def _fail(waiting: deque[tuple[int, Callable[[list[Answer]], None]]], error: OSError) -> None:
+    """Answer each waiting job with `error` for every one of its transactions."""
+    for count, answered in waiting:
+        answered([(None, 0.0, error)] * count)
 
 
 def _error(sent: tuple[str, str, int | None] | None) -> BaseException | None:
@@ -246,16 +247,6 @@ def _sent(error: Exception) -> tuple[str, str, int | None]:
     if isinstance(error, OSError):
         return "OSError", error.strerror or str(error), error.errno
     return "RuntimeError", f"{type(error).__name__}: {error}", None
-
-
-def _as_tuple(config: Config) -> tuple[Any, ...]:
-    return (
-        config.database,
-        config.synchronous,
-        config.busy_timeout,
-        config.lock_path,
-        config.wal_path,
-    )
 
 
 # --- the transaction (the child's, and the writer thread's) -------------------------------------
