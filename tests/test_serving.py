@@ -11,6 +11,7 @@ import logging.config
 import re
 import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,32 @@ def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
     assert len(lines) == 2
     assert all(ISO_LINE.match(line) for line in lines)
     assert "gptactions.test: from the app" in lines[0]
+
+
+def test_a_client_that_leaves_inside_its_body_is_counted_499_not_an_error(server: Server) -> None:
+    """Half a body, then the connection closed: nobody to answer, and nothing went wrong. The
+    request is counted with nginx's 499 ("client closed request"), never as a 500, and the log
+    has no traceback for it."""
+    body = json.dumps({"userId": "leaver", "message": "a message never sent whole"}).encode()
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /api/v1/gpt/conversations HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + server.key.encode() + b"\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body) + 100, body)
+        )
+    counted = re.compile(
+        r'^gptactions_http_requests_total\{method="POST",route="/api/v1/gpt/conversations",'
+        r'status="(\d+)"\} (\S+)$',
+        re.M,
+    )
+    headers = {"Authorization": f"Bearer {server.key}"}
+    deadline = time.monotonic() + 15
+    statuses: dict[str, float] = {}
+    while not statuses and time.monotonic() < deadline:  # the server sees the close on its own
+        metrics = httpx.get(f"{server.url}/metrics", headers=headers).text
+        statuses = {status: float(count) for status, count in counted.findall(metrics)}
+    assert statuses == {"499": 1.0}
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert "unhandled error" not in log

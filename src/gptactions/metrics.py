@@ -229,6 +229,8 @@ class Metrics:
 
 
 UNMATCHED = "unmatched"
+CLIENT_CLOSED_REQUEST = 499
+"""The status counted for a request whose client left before it was answered (nginx's)."""
 """The route label of requests no route matched, so unknown paths cannot grow the label set."""
 
 
@@ -267,7 +269,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
         request_scope = dict(scope)  # the router adds to `scope`; matching needs it as it came
 
         async def counting_send(message: Message) -> None:
@@ -276,9 +278,15 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, counting_send)
+            failed = False
         finally:
+            if status is None:
+                # Unanswered: the app failed (500), or it returned because its client had left
+                # (499, "client closed request", as nginx logs it).
+                status = 500 if failed else CLIENT_CLOSED_REQUEST
             self.metrics.observe_request(
                 scope["method"],
                 route_template(request_scope, scope, self.routes),
