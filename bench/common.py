@@ -87,7 +87,8 @@ def gptactions_env(database_url: str, port: int | None = None, **settings: str) 
     return env
 
 
-def _online(url: str) -> bool:
+def online(url: str) -> bool:
+    """Whether the gptactions server at `url` says it is online."""
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
     response = httpx.get(f"{url}/api/v1/gpt/status", headers=headers, timeout=2)
     return response.status_code == 200 and response.json()["status"] == "online"
@@ -108,7 +109,7 @@ def server_process(
     port = free_port()
     command = [sys.executable, "-m", "gptactions", "serve"]
     env = gptactions_env(database_url, port, **settings)
-    with process_server("the server", command, port, _online, env=env) as running:
+    with process_server("the server", command, port, online, env=env) as running:
         yield running
 
 
