@@ -233,20 +233,24 @@ def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
     assert "gptactions.test: from the app" in lines[0]
 
 
-def test_a_client_that_leaves_inside_its_body_is_counted_499_not_an_error(server: Server) -> None:
+@pytest.mark.parametrize("path", ["/api/v1/gpt/conversations", "/v1/chat/completions"])
+def test_a_client_that_leaves_inside_its_body_is_counted_499_not_an_error(
+    server: Server, path: str
+) -> None:
     """Half a body, then the connection closed: nobody to answer, and nothing went wrong. The
     request is counted with nginx's 499 ("client closed request"), never as a 500, and the log
     has no traceback for it."""
     body = json.dumps({"userId": "leaver", "message": "a message never sent whole"}).encode()
     with connect(server) as sock:
         sock.sendall(
-            b"POST /api/v1/gpt/conversations HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: Bearer " + server.key.encode() + b"\r\n"
+            b"POST %s HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer %s\r\n"
             b"Content-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body) + 100, body)
+            b"Content-Length: %d\r\n\r\n%s"
+            % (path.encode(), server.key.encode(), len(body) + 100, body)
         )
     counted = re.compile(
-        r'^gptactions_http_requests_total\{method="POST",route="/api/v1/gpt/conversations",'
+        rf'^gptactions_http_requests_total\{{method="POST",route="{re.escape(path)}",'
         r'status="(\d+)"\} (\S+)$',
         re.M,
     )

@@ -9,7 +9,6 @@ import json
 from contextlib import suppress
 
 import anyio
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.errors import error_body
@@ -158,10 +157,6 @@ class CancelOnDisconnect:
                 self.stopping.on_set(stop)
             try:
                 await self.app(scope, app_receive, app_send)
-            except ClientDisconnect:
-                # The client left while its body was being read: nobody to answer, no error.
-                if not disconnected:
-                    raise
             finally:
                 if timer is not None:
                     timer.cancel()

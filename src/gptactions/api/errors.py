@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gptactions.llm.base import (
     BackendError,
@@ -18,6 +19,7 @@ from gptactions.llm.base import (
     DeadlineReached,
     PromptTooLong,
 )
+from gptactions.metrics import CLIENT_CLOSED_REQUEST
 from gptactions.services.errors import Problem, ServiceError, invalid_input, json_pointer
 from gptactions.store.outage import DatabaseUnavailable
 
@@ -168,6 +170,14 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, message, headers=dict(exc.headers or {}) or None)
 
 
+async def _client_left(request: Request, _exc: Exception) -> Response:
+    # The client closed its connection before its whole request arrived: nobody to answer,
+    # nothing wrong here. The status is for the metrics, as nginx logs it ("client closed
+    # request"); the server drops the answer.
+    log.debug("the client left before sending all of %s %s", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error; the server log has the details")
@@ -180,4 +190,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BackendError, _backend)
     app.add_exception_handler(DatabaseUnavailable, _database)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unexpected)
