@@ -172,6 +172,7 @@ class Runtime:
             return False
         self.database.outage.succeeded()
         self.database.ready = True
+        self.database.writer.start()
         return True
 
     async def _prepare_when_back(self, prepare: Callable[[], Awaitable[object]] | None) -> None:

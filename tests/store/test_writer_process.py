@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
 from gptactions.services.interactions import InteractionLog
 from gptactions.store import writer_process
 from gptactions.store.db import Database
@@ -21,6 +22,7 @@ from gptactions.store.models import utcnow
 from gptactions.store.outage import DatabaseUnavailable
 from gptactions.store.writer import Write, _sqlite_statements
 from gptactions.store.writer_process import Config, WriterProcess
+from tests.conftest import ADMIN_KEY, running_app
 from tests.serving import ended_within
 from tests.store.test_writer import _messages, _turn
 
@@ -151,3 +153,18 @@ async def test_the_child_syncs_the_wal_after_its_turn_before_answering(
     assert sent[:2] == (None, 0.0) and sent[2] is not None
     rebuilt = writer_process._error(sent[2])
     assert isinstance(rebuilt, sqlite3.OperationalError) and "nowhere" in str(rebuilt)
+
+
+async def test_the_app_starts_its_writer_process_before_the_first_write(tmp_path: Path) -> None:
+    """An interpreter takes ~20 ms to start: the app starts the child with itself, not with the
+    first request, and that child writes the first request's row."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/w.db", api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        process = _process(api.runtime.database)
+        started = process.pid
+        assert started is not None, "no writer process before the first write"
+        assert os.path.exists(f"/proc/{started}")
+        answer = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "hi"})
+        assert answer.status_code == 200, answer.text
+        assert process.pid == started
+    assert ended_within(started, 10)

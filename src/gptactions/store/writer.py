@@ -162,6 +162,11 @@ class GroupWriter:
         self.batches = 0
         """How many transactions the writer committed or tried (tests read it)."""
 
+    def start(self) -> None:
+        """Start the writer's process, where there is one, before the first write needs it."""
+        if self._process is not None:
+            self._process.start(asyncio.get_running_loop())
+
     async def write(self, write: Write) -> int:
         """Store `write` in the next batch; returns its interaction's id once committed.
 

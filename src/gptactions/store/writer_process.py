@@ -104,6 +104,22 @@ class WriterProcess:
         self.pid: int | None = None
         """The child's process id, once started (tests signal it)."""
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the child now, not with the first job: an interpreter takes ~20 ms to start,
+        which the first request after every start or restart would wait. A child that cannot
+        start is tried again by the first job, which fails if it cannot start either."""
+        if self._loop is not loop:
+            self.close()
+        if self._process is None:
+            try:
+                self._start(loop)
+            except OSError as error:
+                import logging  # here: the child imports nothing it does not need
+
+                logging.getLogger(__name__).warning(
+                    "the SQLite writer process could not start: %s", error
+                )
+
     def submit(
         self,
         loop: asyncio.AbstractEventLoop,
