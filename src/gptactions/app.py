@@ -14,6 +14,7 @@ from gptactions import __version__
 from gptactions.api import (
     actions,
     conversations,
+    exact,
     logs,
     me,
     meta,
@@ -127,6 +128,7 @@ def create_app(
     app.mount(
         "/console", meta.ConsoleFiles(directory=meta.CONSOLE, check_dir=False), name="console"
     )
+    exact.install(app)  # last: it reads the routes as they are now
     return app
 
 
