@@ -428,3 +428,20 @@ async def test_a_schema_nested_too_deeply_is_a_400_not_a_500(app: ApiClient, whe
         assert response.status_code == status, (depth, response.text)
         if status == 400:
             assert "nested deeper than 64 levels" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/gpt/conversations", "/api/v1/gpt/actions", "/v1/chat/completions"]
+)
+async def test_a_number_with_too_many_digits_is_a_400_not_a_500(app: ApiClient, path: str) -> None:
+    """Python reads no integer of more than 4,300 digits (its guard against quadratic time):
+    such a number in a body was a ValueError out of the JSON parser, and a 500."""
+    raw = b'{"userId": "u", "message": "hi", "action": "summarize", "n": ' + b"9" * 5000 + b"}"
+    response = await app.http.post(
+        path,
+        content=raw,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "too many digits" in json.dumps(error)
