@@ -163,10 +163,10 @@ def _parse_json(raw: bytes) -> Any:
         reason = f"{error.msg} (line {error.lineno}, column {error.colno})"
     except UnicodeDecodeError:
         reason = "it is not UTF-8"
-    except ValueError:  # an integer past Python's limit on digits (sys.get_int_max_str_digits)
-        reason = "a number in it has too many digits"
     except _NotJson as error:
         reason = str(error)
+    except ValueError:  # an integer past Python's limit on digits (sys.get_int_max_str_digits)
+        reason = "a number in it has too many digits"
     except RecursionError:
         reason = "it is nested too deeply"
     raise RequestValidationError(
