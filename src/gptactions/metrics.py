@@ -229,9 +229,9 @@ class Metrics:
 
 
 UNMATCHED = "unmatched"
+"""The route label of requests no route matched, so unknown paths cannot grow the label set."""
 CLIENT_CLOSED_REQUEST = 499
 """The status counted for a request whose client left before it was answered (nginx's)."""
-"""The route label of requests no route matched, so unknown paths cannot grow the label set."""
 
 
 def route_template(scope: Scope, routed: Scope, routes: Iterable[BaseRoute]) -> str:

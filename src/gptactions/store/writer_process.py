@@ -87,7 +87,8 @@ class WriterProcessEnded(OSError):
 
 
 class WriterProcess:
-    """The parent's side: starts the child on first use, sends jobs, hands each answer back.
+    """The parent's side: starts the child (`start`, else with the first job), sends jobs,
+    hands each answer back.
 
     Jobs go out in order and are answered in order, one answer per job, to the callback given
     with it, on the event loop that sent it. A child that ends fails the jobs it held (their
@@ -108,17 +109,14 @@ class WriterProcess:
         """Start the child now, not with the first job: an interpreter takes ~20 ms to start,
         which the first request after every start or restart would wait. A child that cannot
         start is tried again by the first job, which fails if it cannot start either."""
-        if self._loop is not loop:
-            self.close()
-        if self._process is None:
-            try:
-                self._start(loop)
-            except OSError as error:
-                import logging  # here: the child imports nothing it does not need
+        try:
+            self._running(loop)
+        except OSError as error:
+            import logging  # here: the child imports nothing it does not need
 
-                logging.getLogger(__name__).warning(
-                    "the SQLite writer process could not start: %s", error
-                )
+            logging.getLogger(__name__).warning(
+                "the SQLite writer process could not start: %s", error
+            )
 
     def submit(
         self,
@@ -127,21 +125,25 @@ class WriterProcess:
         answered: Callable[[list[Answer]], None],
     ) -> None:
         """Send one job; `answered` is called on `loop` with one `Answer` per transaction."""
-        if self._loop is not loop:  # a new event loop (tests run several): a new child
-            self.close()
-        if self._process is None:
-            try:
-                self._start(loop)
-            except OSError as error:
-                ended = WriterProcessEnded(f"the SQLite writer process could not start: {error}")
-                loop.call_soon(_fail, deque([(len(transactions), answered)]), ended)
-                return
+        try:
+            self._running(loop)
+        except OSError as error:
+            ended = WriterProcessEnded(f"the SQLite writer process could not start: {error}")
+            loop.call_soon(_fail, deque([(len(transactions), answered)]), ended)
+            return
         job = marshal.dumps(transactions)  # ValueError for a value SQLite does not take
         self._waiting.append((len(transactions), answered))
         was_empty = not self._out
         self._out += _HEADER.pack(len(job)) + job
         if was_empty:
             self._flush()
+
+    def _running(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A child serving `loop`, started if there is none (OSError when it cannot start)."""
+        if self._loop is not loop:  # a new event loop (tests run several): a new child
+            self.close()
+        if self._process is None:
+            self._start(loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         command = [sys.executable, "-I", os.path.abspath(__file__), repr(astuple(self.config))]
