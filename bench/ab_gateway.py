@@ -6,7 +6,7 @@ up at once, each on a fresh SQLite database, pointed at the same instant mock up
 (bench_gateway's), and driven by the same load generator in turn: `--rounds` rounds of
 `--round-seconds` at each concurrency, the order reversed every other round. A server between
 its rounds is idle, so the alternation cancels the drift. Printed per version and concurrency:
-requests/s summed over the rounds, the median of the rounds' p50s, and each version's ratio to
+requests/s over all the rounds, the median of the rounds' p50s, and each version's ratio to
 the first (with its range by round).
 
 A version is `NAME=SOURCE[:KEY=VALUE,...]`: SOURCE is a checkout (its `src` goes first on
@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_gateway import CONVERSATIONS, CONVERSE, Load, _measure, own_server
-from common import BENCH_KEY, ROOT, free_port, gptactions_env, online, process_server, ratio
+from bench_gateway import CONVERSATIONS, CONVERSE, Load, _measure, mock_settings, own_server
+from common import BENCH_KEY, ROOT, ratio, server_process
 
 
 @dataclass
@@ -56,20 +53,6 @@ class Version:
         return cls(name, path, settings)
 
 
-@contextlib.contextmanager
-def started(
-    version: Version, directory: str, upstream: dict[str, str], workers: int
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The version's server on a fresh SQLite database, its source first on the path."""
-    port = free_port()
-    database = f"sqlite:///{directory}/{version.name}.db"
-    env = gptactions_env(database, port, workers=str(workers), **upstream, **version.settings)
-    env["PYTHONPATH"] = os.pathsep.join([str(version.source / "src"), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "gptactions", "serve"]
-    with process_server(version.name, command, port, online, env=env) as running:
-        yield running
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -87,13 +70,19 @@ def main() -> None:
         own_server("the mock upstream", "--serve-mock") as mock_url,
         contextlib.ExitStack() as stack,
     ):
-        upstream = {
-            "backends": f'[{{"name": "mock", "url": "{mock_url}/v1"}}]',
-            "fallback": "none",
-        }
+        upstream = mock_settings(mock_url)
         urls = {}
         for version in versions:
-            url, _ = stack.enter_context(started(version, directory, upstream, args.workers))
+            database = f"sqlite:///{directory}/{version.name}.db"
+            started = server_process(
+                database,
+                name=version.name,
+                source=version.source,
+                workers=str(args.workers),
+                **upstream,
+                **version.settings,
+            )
+            url, _ = stack.enter_context(started)
             urls[version.name] = url
             _measure(url, CONVERSATIONS, CONVERSE, headers, max(args.c), 1.0)  # the warm-up
         for c in args.c:
@@ -110,7 +99,7 @@ def main() -> None:
         print(f"c={c}, {args.rounds} rounds of {args.round_seconds:g} s, {args.workers} worker(s):")
         for version in versions:
             loads = version.loads[c]
-            rps = sum(load.rps for load in loads) / len(loads)
+            rps = _mean_rps(loads)
             p50 = statistics.median(load.p50_ms for load in loads)
             line = f"  {version.name:>12}: {rps:9.1f} req/s  p50 {p50:6.2f} ms"
             if version is not reference:
@@ -118,13 +107,17 @@ def main() -> None:
                     ratio(mine.rps, theirs.rps)
                     for mine, theirs in zip(loads, reference.loads[c], strict=True)
                 ]
-                reference_rps = sum(load.rps for load in reference.loads[c]) / len(loads)
                 line += (
-                    f"  x{reference.name} {ratio(rps, reference_rps)} "
+                    f"  x{reference.name} {ratio(rps, _mean_rps(reference.loads[c]))} "
                     f"(by round {min(by_round)}-{max(by_round)}, "
                     f"{sum(r > 1 for r in by_round)} of {len(by_round)} faster)"
                 )
             print(line)
+
+
+def _mean_rps(loads: list[Load]) -> float:
+    """Requests/s over the rounds (each round lasts as long)."""
+    return sum(load.rps for load in loads) / len(loads)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,11 @@ def serve_echo(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def mock_settings(mock_url: str) -> dict[str, str]:
+    """gptactions' settings for the mock upstream as its only backend (no embedded fallback)."""
+    return {"backends": json.dumps([{"name": "mock", "url": f"{mock_url}/v1"}]), "fallback": "none"}
+
+
 def _answers(url: str, path: str) -> bool:
     """Whether `url` answers `GET path` with anything but a server error."""
     return httpx.get(url + path, timeout=2).status_code < 500
@@ -420,8 +425,7 @@ def main() -> None:
         measure("mock upstream", mock_url, "/v1/chat/completions", CHAT, None)
         with own_server("bare Starlette", "--serve-echo") as echo_url:
             measure("bare Starlette", echo_url, "/echo", CONVERSE, None)
-        backends = json.dumps([{"name": "mock", "url": f"{mock_url}/v1"}])
-        upstream = {"backends": backends, "fallback": "none"}
+        upstream = mock_settings(mock_url)
         targets = [("gptactions SQLite", f"sqlite:///{tmp}/gateway.db", 1)]
         if args.workers > 1:
             targets.append(

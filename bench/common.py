@@ -103,13 +103,16 @@ def server(database_url: str, **settings: str) -> Iterator[str]:
 
 @contextmanager
 def server_process(
-    database_url: str, **settings: str
+    database_url: str, *, name: str = "the server", source: Path | None = None, **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Like `server`, also yielding the process (to watch its memory, say)."""
+    """Like `server`, also yielding the process (to watch its memory, say). `source`: a
+    gptactions checkout whose `src` goes first on the path (another version of the code)."""
     port = free_port()
     command = [sys.executable, "-m", "gptactions", "serve"]
     env = gptactions_env(database_url, port, **settings)
-    with process_server("the server", command, port, online, env=env) as running:
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source / "src"), env.get("PYTHONPATH", "")])
+    with process_server(name, command, port, online, env=env) as running:
         yield running
 
 
