@@ -422,3 +422,51 @@ def test_the_openai_compatible_operations_can_be_sent(console: Console) -> None:
     page.wait_for_function("() => Number(document.querySelector('#readiness').dataset.checked) > 0")
     findings = " ".join(page.locator("#readiness .finding").all_inner_texts())
     assert " /v1/" not in findings and "/paths/~1v1~1" not in findings, findings
+
+
+def test_what_was_not_sent_or_was_cancelled_says_so(console: Console) -> None:
+    page = console.open().page
+    failure = page.locator("#failure")
+    console.choose("POST /api/v1/gpt/conversations")
+    console.payload('{"userId": "", "message": ""}')
+    assert console.send().startswith("400")
+    assert failure.is_visible()
+
+    # Not sent: the previous answer is cleared, not left on screen as if it were this one's.
+    console.payload('{"userId": "a", "message": "hi",}')
+    assert console.send() == "Not sent"
+    assert failure.is_hidden()
+    assert page.locator("#schema-check").is_hidden()
+    assert page.locator("#body-pretty").inner_text() == "Not sent."
+    assert "JSON syntax error" in page.locator("#response-meta").inner_text()
+
+    # A path parameter left empty is asked for, not sent as its template.
+    before = len(console.requests)
+    console.choose("GET /v1/models/{model}")
+    assert console.send() == "Not sent"
+    assert "path parameter model" in page.locator("#response-meta").inner_text()
+    assert page.evaluate("() => document.activeElement.dataset.name") == "model"
+    assert not [url for url in console.requests[before:] if "/v1/models/" in url]
+
+    # A conversation that is not there: the path exists, the id is what is wrong.
+    console.choose("POST /api/v1/gpt/respond")
+    console.payload('{"userId": "browser-404", "message": "Hi", "conversationId": "conv_nope"}')
+    assert console.send().startswith("404")
+    assert "does not exist for this user" in failure.inner_text()
+    hint = failure.locator(".failure-hint").inner_text()
+    assert "check the ids" in hint and "Endpoint" not in hint
+
+    # Cancelled by the user: said as such, not as a server that cannot be reached.
+    page.route("**/api/v1/gpt/status", lambda route: None)  # held: never answered
+    console.choose("GET /api/v1/gpt/status")
+    shown = console.shown()
+    page.get_by_role("button", name="Send", exact=True).click()
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#response-panel').dataset.shown || 0) > {shown}"
+    )
+    assert page.locator("#status-code").inner_text() == "Cancelled"
+    assert "status-error" not in str(page.locator("#status-code").get_attribute("class"))
+    assert "was cancelled" in failure.inner_text()
+    assert "Could not reach" not in failure.inner_text()
+    assert "CORS" not in failure.inner_text()

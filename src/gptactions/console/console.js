@@ -13,7 +13,7 @@ import { renderReadiness } from "./readiness.js";
 import { initSchemaPanel } from "./schema-panel.js";
 import { initServer } from "./server.js";
 import { initSignIn } from "./signin.js";
-import { buildSnippets, describeFailure, sendRequest } from "./transport.js";
+import { buildSnippets, CANCELLED, describeFailure, sendRequest } from "./transport.js";
 import { initUsage } from "./usage.js";
 
 const KEY_SLOT = "gptactions.apiKey";
@@ -270,13 +270,15 @@ function updateSnippets() {
 async function send() {
   if (!app.op || app.busy) return;
   const req = currentRequest();
+  const missing = [...req.url.matchAll(/\{([^}/]+)\}/g)].map((m) => m[1]);
+  if (missing.length) {
+    const field = $("params-fields").querySelector(`[data-in="path"][data-name="${CSS.escape(missing[0])}"]`);
+    notSent(`Fill in the path parameter ${missing.join(", ")} first: it is part of the URL.`, field);
+    return;
+  }
   if (!req.payload.ok) {
     checkPayload();
-    $("payload").focus();
-    $("status-code").textContent = "Not sent";
-    setStatusClass("none");
-    $("response-meta").textContent = "Fix the JSON syntax error in the Request Payload first.";
-    markShown();
+    notSent("Fix the JSON syntax error in the Request Payload first.", $("payload"));
     return;
   }
   const controller = new AbortController();
@@ -300,7 +302,7 @@ async function send() {
   });
   app.busy = null;
   setBusy(false);
-  if (result.networkError && controller.signal.aborted) result.networkError = "cancelled";
+  if (result.networkError && controller.signal.aborted) result.networkError = CANCELLED;
   showResult(req, result, streamed);
   const done = result.events.length ? result.events.find((e) => e.event === "done") : null;
   const data = done ? done.data : result.json;
@@ -310,6 +312,22 @@ async function send() {
     at: new Date().toISOString(), server: app.serverUrl(), opKey: req.op.key, method: req.method, path: req.op.path,
     params: req.params, payload: req.payload.text, status: result.status || 0, ms: Math.round(result.ms), stream: req.stream,
   });
+}
+
+/** Say why the request was not sent, and clear the previous answer so it is not taken for this one's. */
+function notSent(reason, field) {
+  clearResponse("Not sent.");
+  $("status-code").textContent = "Not sent";
+  setStatusClass("none");
+  $("response-meta").textContent = reason;
+  if (field) field.focus();
+  markShown();
+}
+
+function clearResponse(placeholder) {
+  $("failure").hidden = true;
+  $("schema-check").hidden = true;
+  $("body-pretty").replaceChildren(h("span", { class: "placeholder" }, placeholder));
 }
 
 function setBusy(on) {
@@ -322,9 +340,7 @@ function setBusy(on) {
     $("status-code").textContent = "…";
     setStatusClass("pending");
     $("response-meta").textContent = "Waiting for the answer…";
-    $("failure").hidden = true;
-    $("schema-check").hidden = true;
-    $("body-pretty").replaceChildren(h("span", { class: "placeholder" }, "Waiting for the server…"));
+    clearResponse("Waiting for the server…");
   }
 }
 
@@ -338,8 +354,9 @@ const setStatusClass = (cls) => ($("status-code").className = `status-badge stat
 function showResult(req, result, streamed) {
   const statusEl = $("status-code");
   if (result.networkError) {
-    statusEl.textContent = "No response";
-    setStatusClass("error");
+    const cancelled = result.networkError === CANCELLED;
+    statusEl.textContent = cancelled ? "Cancelled" : "No response";
+    setStatusClass(cancelled ? "none" : "error");
   } else {
     statusEl.textContent = `${result.status} ${result.statusText || REASONS[result.status] || ""}`.trim();
     setStatusClass(`${String(result.status)[0]}xx`);

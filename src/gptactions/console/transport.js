@@ -95,6 +95,9 @@ export async function sendRequest({ url, method, headers, body, onEvent, signal 
   return result;
 }
 
+/** `networkError` of a request the user cancelled (Cancel, Esc). */
+export const CANCELLED = "cancelled";
+
 const STATUS_HINTS = {
   400: "The server rejected the request. Fix what is listed above and send again.",
   401: "Paste a valid key in the API key field at the top of the page.",
@@ -111,6 +114,14 @@ const STATUS_HINTS = {
 
 /** A readable account of a failed call: {title, message, details: [{pointer, message}], hint}. */
 export function describeFailure(result, method, url) {
+  if (result.networkError === CANCELLED) {
+    return {
+      title: "Cancelled",
+      message: `${method} ${url} was cancelled before its answer arrived.`,
+      details: [],
+      hint: "The server may still have handled it: a conversation's reply is in Logs once it has.",
+    };
+  }
   if (result.networkError) {
     return {
       title: "Could not reach the server",
@@ -126,8 +137,17 @@ export function describeFailure(result, method, url) {
     message: err ? err.message || err.code || "" : plain || "The server sent no explanation.",
     code: err ? err.code : undefined,
     details: err && Array.isArray(err.details) ? err.details : [],
-    hint: STATUS_HINTS[result.status] || (result.status >= 500 ? "The server failed; try again or read its log." : ""),
+    hint: hintFor(result.status, err),
   };
+}
+
+/** The status's hint; a 404 in the API's error shape that is not about the path names a
+ * missing thing (a conversation, a model) on a path that exists. */
+function hintFor(status, err) {
+  if (status === 404 && err && typeof err.message === "string" && !err.message.startsWith("no such path")) {
+    return "The path exists, but not what the request names: check the ids in it (a conversation belongs to one userId).";
+  }
+  return STATUS_HINTS[status] || (status >= 500 ? "The server failed; try again or read its log." : "");
 }
 
 const shellQuote = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
