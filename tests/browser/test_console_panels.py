@@ -347,10 +347,20 @@ def test_real_stream_shows_text_as_it_arrives(console: Console) -> None:
 
 
 def test_action_picker_prefills_a_valid_payload(console: Console) -> None:
-    page = console.open().page
+    page = console.open(key=False).page
     console.choose("POST /api/v1/gpt/actions")
+    note = page.locator("#action-note")
+    # Without a key, or with a key the server refuses, the page says why there is no picker.
+    assert "Paste an API key" in note.inner_text()
+    page.get_by_label("API key", exact=True).fill("gpta_not_a_key_of_this_server_000000000000")
+    page.wait_for_function(
+        "() => document.querySelector('#action-note').textContent.includes('401')"
+    )
+    assert "check the API key" in note.inner_text()
+    page.get_by_label("API key", exact=True).fill(console.server.key)
     picker = page.get_by_label("Action", exact=True)
     picker.wait_for()
+    assert note.is_hidden()
     picker.select_option("summarize")
     payload = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
     assert payload["action"] == "summarize" and payload["parameters"]["text"]

@@ -9,7 +9,7 @@ import { sendRequest } from "./transport.js";
 const isActions = (op) => op && op.method === "post" && /\/actions$/.test(op.path);
 
 export function initActionPicker(app) {
-  const cache = new Map(); // "server key" -> list of actions, or null when unavailable
+  const cache = new Map(); // "server key" -> {list of actions, or null when unavailable; why}
 
   async function catalogue(op) {
     const url = app.serverUrl().replace(/\/$/, "") + op.path;
@@ -17,9 +17,16 @@ export function initActionPicker(app) {
     if (!cache.has(slot)) {
       const result = await sendRequest({ url, method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
       const list = result.status === 200 && result.json && Array.isArray(result.json.actions) ? result.json.actions : null;
-      cache.set(slot, list);
+      const why = list ? "" : result.networkError ? "the server did not answer" : `it answered ${result.status}`;
+      cache.set(slot, { list, why });
     }
     return cache.get(slot);
+  }
+
+  /** Say why there is no picker for POST …/actions (no key, or the list did not load). */
+  function note(text) {
+    $("action-note").textContent = text;
+    $("action-note").hidden = !text;
   }
 
   function apply(op, action) {
@@ -33,13 +40,17 @@ export function initActionPicker(app) {
     const box = $("action-picker");
     if (!isActions(op) || !app.key()) {
       box.hidden = true;
+      note(isActions(op) ? "Paste an API key at the top to choose an action from the server's list, with its parameters filled in." : "");
       return;
     }
-    const list = await catalogue(op);
-    if (app.op !== op || !list || !list.length) {
-      box.hidden = !(app.op === op && list && list.length);
+    const { list, why } = await catalogue(op);
+    if (app.op !== op) return;
+    if (!list || !list.length) {
+      box.hidden = true;
+      note(list ? "The server lists no actions." : `The list of actions could not be read (GET ${op.path}: ${why}); check the API key.`);
       return;
     }
+    note("");
     const select = $("action-pick");
     select.replaceChildren(...list.map((a) => h("option", { value: a.name }, a.name)));
     let current;
