@@ -94,13 +94,50 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
         "/parameters/multiLabel",
         "/parameters/text",
     ]
-    assert all(d["message"] for d in details)
+    messages = {d["pointer"]: d["message"] for d in details}
+    # Said in the API's words, without quoting the 20,001 characters back.
+    assert messages["/parameters/text"].startswith("must be at most ")
+    assert messages["/parameters/text"].endswith(" characters")
+    assert messages["/parameters/multiLabel"] == "must be true or false"
+    assert len(response.content) < 2_000
     missing = await app.post(f"{API}/actions", {"action": "haiku", "parameters": {}})
     assert missing.json()["error"]["details"] == [
         {"pointer": "/parameters/topic", "message": "is required"}
     ]
     assert fake.requests == []
     assert [entry["kind"] for entry in await _logs(app)] == ["rejected", "rejected"]
+
+
+async def test_a_whole_number_written_as_a_float_counts_as_an_integer(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    """JSON Schema's `integer` admits 2.0: the action gets the number it can count with."""
+    fake.replies.append("One two three four five.")
+    response = await app.post(
+        f"{API}/actions",
+        {"action": "summarize", "parameters": {"text": "A long text.", "maxWords": 2.0}},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == "One two…"
+
+
+async def test_an_action_that_fails_unexpectedly_is_a_500_and_still_logged(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.append(RuntimeError("a defect with secret internals"))
+    response = await app.post(
+        f"{API}/actions", {"action": "summarize", "parameters": {"text": "t"}, "userId": "bo"}
+    )
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "secret" not in response.text
+    [entry] = await _logs(app)
+    assert (entry["kind"], entry["userId"], entry["status"], entry["error"]) == (
+        "action",
+        "bo",
+        "error",
+        "internal error",
+    )
 
 
 async def test_a_structured_result_is_also_parsed_in_data_and_logged(

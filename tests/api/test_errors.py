@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from typing import Any
 
 import pytest
 
-from tests.conftest import ApiClient
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from tests.conftest import ADMIN_KEY, ApiClient
+from tests.protocols.conftest import served
 
 API = "/api/v1/gpt"
 
@@ -175,3 +181,35 @@ async def test_a_bad_time_says_how_to_write_one(api: ApiClient) -> None:
     assert "2026-01-31T12:00:00Z" in message and "%2B" in message
     fine = await api.get(f"{API}/logs?since=2026-11-26T00:00:00%2B01:00")
     assert fine.status_code == 200, fine.text
+
+
+async def test_an_unexpected_error_keeps_the_connection_open(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500 is an answer like any other: the client's next request on the same keep-alive
+    connection is served (the server used to close it, and that request met a reset), and the
+    error is logged once."""
+    fake = FakeBackend()
+    fake.replies.append(RuntimeError("a defect"))
+    body = json.dumps({"userId": "u", "message": "m"}).encode()
+    request = (
+        b"POST /api/v1/gpt/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (ADMIN_KEY.encode(), len(body), body)
+    )
+    async with served(settings, fake) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            statuses = []
+            for _ in range(2):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                answer = json.loads(await reader.readexactly(length))
+                statuses.append((int(head.split()[1]), answer.get("error", {}).get("code")))
+        finally:
+            writer.close()
+    assert statuses == [(500, "internal_error"), (200, None)]
+    logged = [r for r in caplog.records if r.exc_info is not None]
+    assert [r.getMessage() for r in logged] == ["unhandled error on POST /api/v1/gpt/conversations"]

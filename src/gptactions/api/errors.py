@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.llm.base import (
     BackendError,
@@ -183,8 +184,43 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error; the server log has the details")
 
 
+class UnexpectedErrors:
+    """An unexpected error's 500, answered on a connection that stays open.
+
+    Starlette's outermost middleware answers such an error as well (`_unexpected`), then raises
+    it again for the server, which logs it a second time and closes the connection: a keep-alive
+    client's next request on it met a reset. Here, just outside the app's exception handlers, it
+    is logged once and answered. One raised after the answer started goes on up: that answer
+    cannot be finished, and closing the connection is what tells the client.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), error)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error the app can raise to the one shape."""
+    """Route every error the app can raise to the one shape (the middleware first added, so
+    the innermost: every other one sees its 500 as an answer)."""
+    app.add_middleware(UnexpectedErrors)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ServiceError, _service)
     app.add_exception_handler(BackendError, _backend)

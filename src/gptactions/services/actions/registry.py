@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +130,32 @@ class ActionRegistry:
         ]
         return sorted(problems, key=lambda p: p.pointer)
 
+    def normalized(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Valid `parameters` with each whole-number float the schema asks an integer for as an
+        int: JSON Schema's `integer` admits `2.0`, and an action's code counts with it."""
+        normal = _integers(parameters, self.get(name).parameters)
+        assert isinstance(normal, dict)
+        return normal
+
+
+def _integers(value: Any, schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, float) and value.is_integer() and _admits(schema, "integer"):
+        return int(value)
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        other = schema.get("additionalProperties")
+        return {key: _integers(item, properties.get(key, other)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integers(item, schema.get("items")) for item in value]
+    return value
+
+
+def _admits(schema: dict[str, Any], kind: str) -> bool:
+    kinds = schema.get("type")
+    return kinds == kind or (isinstance(kinds, list) and kind in kinds)
+
 
 def _pointer(path: Iterable[Any]) -> str:
     return json_pointer(["parameters", *path])
@@ -166,4 +193,43 @@ def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:
                 Problem(_pointer([*path, key]), "is not a parameter of this action")
                 for key in extra
             ]
-    return [Problem(_pointer(path), error.message)]
+    return [Problem(_pointer(path), _message(error))]
+
+
+_TYPES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+}
+_LONGEST_MESSAGE = 200
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """What is wrong, in the API's words; jsonschema's own messages quote the whole value (a
+    20 KB text in a 'too long' message) in Python's notation."""
+    rule, limit = error.validator, error.validator_value
+    if rule == "type":
+        kinds = limit if isinstance(limit, list) else [limit]
+        return "must be " + " or ".join(_TYPES.get(kind, str(kind)) for kind in kinds)
+    if rule == "enum" and isinstance(limit, list):
+        return "must be one of: " + ", ".join(json.dumps(choice) for choice in limit)
+    words = {
+        "maxLength": f"must be at most {limit} characters",
+        "minLength": "must not be empty" if limit == 1 else f"must be at least {limit} characters",
+        "maximum": f"must be at most {limit}",
+        "minimum": f"must be at least {limit}",
+        "exclusiveMaximum": f"must be less than {limit}",
+        "exclusiveMinimum": f"must be more than {limit}",
+        "maxItems": f"must have at most {limit} items",
+        "minItems": f"must have at least {limit} items",
+        "maxProperties": f"must have at most {limit} properties",
+        "minProperties": f"must have at least {limit} properties",
+    }
+    if rule in words:
+        return words[str(rule)]
+    message = str(error.message)
+    return message if len(message) <= _LONGEST_MESSAGE else message[:_LONGEST_MESSAGE] + "…"

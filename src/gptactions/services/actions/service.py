@@ -96,8 +96,9 @@ class ActionService:
         context = ActionContext(
             self._router, call.model, self._max_tokens, self._templates, call.deadline
         )
+        parameters = self.registry.normalized(call.action, call.parameters)
         try:
-            outcome = await definition.handler(context, call.parameters)
+            outcome = await definition.handler(context, parameters)
         except BackendError as error:
             failed = _interaction(principal, call, started)
             await self._log.record(
@@ -107,6 +108,13 @@ class ActionService:
         except asyncio.CancelledError:
             # The client went away (or the server is stopping): record the abandoned call.
             await self._log.record_abandoned(_interaction(principal, call, started))
+            raise
+        except Exception:
+            # A defect (the answer is a 500): the call is in the log all the same.
+            failed = _interaction(principal, call, started)
+            await self._log.record(
+                replace(failed, status=InteractionStatus.ERROR, error="internal error")
+            )
             raise
         await self._log.record(_interaction(principal, call, started, outcome))
         return outcome
