@@ -157,7 +157,10 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request."""
+        """Count one answered request (a method outside HTTP's own as `OTHER`: anyone can send
+        PROPFIND or M-SEARCH, and each would be new series of every route and status)."""
+        if method not in HTTP_METHODS:
+            method = OTHER_METHOD
         key = (method, route, status)
         children = self._request_children.get(key)
         if children is None:
@@ -230,6 +233,12 @@ class Metrics:
 
 UNMATCHED = "unmatched"
 """The route label of requests no route matched, so unknown paths cannot grow the label set."""
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+"""The methods counted by name (RFC 9110's, and PATCH); any other is counted as `OTHER_METHOD`."""
+OTHER_METHOD = "OTHER"
+
 CLIENT_CLOSED_REQUEST = 499
 """The status counted for a request whose client left before it was answered (nginx's)."""
 

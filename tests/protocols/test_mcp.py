@@ -16,8 +16,9 @@ from mcp.client.streamable_http import streamable_http_client
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
+from gptactions.services.keys import Principal
 from tests.actions.conftest import HAIKU_YAML as HAIKU
-from tests.conftest import ADMIN_KEY, _KeepLoaded
+from tests.conftest import ADMIN_KEY, ApiClient, _KeepLoaded
 from tests.protocols.conftest import Served, served
 
 
@@ -139,3 +140,18 @@ async def test_tools_follow_the_keys_scopes(settings: Settings) -> None:
         async with mcp_client(server, await server.key("actions")) as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
             assert "converse" not in names and "summarize" in names
+
+
+async def test_an_action_called_with_an_oauth_token_is_the_users_own(
+    api: ApiClient, fake: FakeBackend
+) -> None:
+    """Logged under the token's user, as the same call over REST is: it is in their export,
+    and their erasure takes it; not under the GPT's client name."""
+    from gptactions.api.mcp import _run_action
+
+    fake.replies.append("positive")
+    alice = Principal("oauth-client", "oauth:My GPT", "default", frozenset({"actions"}), "alice")
+    result = await _run_action(api.runtime, alice, "sentiment", {"text": "good"})
+    assert not result.is_error, result.content
+    [entry] = (await api.get("/api/v1/gpt/logs")).json()
+    assert (entry["kind"], entry["action"], entry["userId"]) == ("action", "sentiment", "alice")

@@ -66,6 +66,15 @@ async def test_counters_move_with_requests(api: ApiClient) -> None:
         if name == "gptactions_http_requests_total" and ("route", "unmatched") in labels
     ]
     assert unmatched == [(("method", "GET"), ("route", "unmatched"), ("status", "404"))]
+    # Nor can methods outside HTTP's own: anyone may send them.
+    for method in ("PROPFIND", "M-SEARCH", "BREW"):
+        assert (await api.http.request(method, "/healthz")).status_code == 405
+    methods = {
+        dict(labels)["method"]
+        for name, labels in await scrape(api)
+        if name == "gptactions_http_requests_total" and ("route", "/healthz") in labels
+    }
+    assert methods == {"OTHER"}
 
 
 async def test_the_page_is_open_without_a_token(api: ApiClient) -> None:

@@ -154,7 +154,9 @@ def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
 async def _run_action(
     runtime: Runtime, principal: Principal, name: str, arguments: dict[str, Any]
 ) -> types.CallToolResult:
-    outcome = await runtime.actions.run(principal, ActionCall(name, arguments))
+    # An OAuth token acts as its user: the call is theirs (their export, their erasure).
+    call = ActionCall(name, arguments, user_id=principal.acting_as(None))
+    outcome = await runtime.actions.run(principal, call)
     body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
     return types.CallToolResult(
         content=[types.TextContent(text=outcome.result)],
