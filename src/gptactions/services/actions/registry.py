@@ -67,6 +67,11 @@ class ActionDefinition:
     overrides: bool = False
     consequential: bool = False
 
+    def normalized(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Valid `parameters` with each whole-number float the schema asks an integer for as an
+        int: JSON Schema's `integer` admits `2.0`, and an action's code counts with it."""
+        return _object_integers(parameters, self.parameters)
+
 
 class UnknownAction(LookupError):
     """No action by that name."""
@@ -130,13 +135,6 @@ class ActionRegistry:
         ]
         return sorted(problems, key=lambda p: p.pointer)
 
-    def normalized(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Valid `parameters` with each whole-number float the schema asks an integer for as an
-        int: JSON Schema's `integer` admits `2.0`, and an action's code counts with it."""
-        normal = _integers(parameters, self.get(name).parameters)
-        assert isinstance(normal, dict)
-        return normal
-
 
 def _integers(value: Any, schema: Any) -> Any:
     if not isinstance(schema, dict):
@@ -144,12 +142,16 @@ def _integers(value: Any, schema: Any) -> Any:
     if isinstance(value, float) and value.is_integer() and _admits(schema, "integer"):
         return int(value)
     if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        other = schema.get("additionalProperties")
-        return {key: _integers(item, properties.get(key, other)) for key, item in value.items()}
+        return _object_integers(value, schema)
     if isinstance(value, list):
         return [_integers(item, schema.get("items")) for item in value]
     return value
+
+
+def _object_integers(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    properties = schema.get("properties", {})
+    other = schema.get("additionalProperties")
+    return {key: _integers(item, properties.get(key, other)) for key, item in value.items()}
 
 
 def _admits(schema: dict[str, Any], kind: str) -> bool:

@@ -96,25 +96,17 @@ class ActionService:
         context = ActionContext(
             self._router, call.model, self._max_tokens, self._templates, call.deadline
         )
-        parameters = self.registry.normalized(call.action, call.parameters)
         try:
-            outcome = await definition.handler(context, parameters)
-        except BackendError as error:
-            failed = _interaction(principal, call, started)
-            await self._log.record(
-                replace(failed, status=InteractionStatus.ERROR, error=error.message)
-            )
-            raise
+            outcome = await definition.handler(context, definition.normalized(call.parameters))
         except asyncio.CancelledError:
             # The client went away (or the server is stopping): record the abandoned call.
             await self._log.record_abandoned(_interaction(principal, call, started))
             raise
-        except Exception:
-            # A defect (the answer is a 500): the call is in the log all the same.
+        except Exception as error:
+            # A backend's failure, or a defect (the answer is a 500): in the log all the same.
+            said = error.message if isinstance(error, BackendError) else "internal error"
             failed = _interaction(principal, call, started)
-            await self._log.record(
-                replace(failed, status=InteractionStatus.ERROR, error="internal error")
-            )
+            await self._log.record(replace(failed, status=InteractionStatus.ERROR, error=said))
             raise
         await self._log.record(_interaction(principal, call, started, outcome))
         return outcome
