@@ -11,6 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from gptactions.config import Settings
+from gptactions.llm.base import BackendUnavailable
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
 from tests.conftest import ApiClient, _KeepLoaded, running_app
@@ -137,6 +138,22 @@ async def test_an_action_that_fails_unexpectedly_is_a_500_and_still_logged(
         "bo",
         "error",
         "internal error",
+    )
+
+
+async def test_an_action_whose_backend_fails_is_logged_with_the_backends_message(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.append(BackendUnavailable("the model is busy", retry_after=3))
+    response = await app.post(
+        f"{API}/actions", {"action": "summarize", "parameters": {"text": "t"}}
+    )
+    assert response.status_code == 503
+    [entry] = await _logs(app)
+    assert (entry["kind"], entry["status"], entry["error"]) == (
+        "action",
+        "error",
+        "the model is busy",
     )
 
 
