@@ -6,9 +6,10 @@ import { initActionPicker } from "./actions.js";
 import { createConversation, isRespond, isStart } from "./conversation.js";
 import { $, copyText, h, tabs, toast, withCode } from "./dom.js";
 import { paramField, readParams, writeParams } from "./fields.js";
-import { escapeHtml, formatBytes, highlightJson, parseJsonWithPosition } from "./format.js";
+import { escapeHtml, formatBytes, hangIndents, highlightJson, parseJsonWithPosition } from "./format.js";
 import { initHistory, initLogs } from "./logs.js";
-import { checkResponse, exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
+import { exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
+import { initOperationDoc } from "./operation-doc.js";
 import { renderReadiness } from "./readiness.js";
 import { initSchemaPanel } from "./schema-panel.js";
 import { initServer } from "./server.js";
@@ -133,6 +134,7 @@ function onEndpointChange() {
   $("endpoint-help").replaceChildren(...withCode(text), op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
   renderParams();
   renderPayload();
+  app.operationDoc.render(op);
   updateMethodUi();
   app.conversation.renderOffer();
   app.schemaPanel.markCurrent(op.key);
@@ -404,6 +406,7 @@ function showResult(req, result, streamed) {
       highlightJson(last.data);
   } else if (result.text) pretty.textContent = result.text;
   else pretty.replaceChildren(h("span", { class: "placeholder" }, result.networkError ? "No answer." : "The body is empty."));
+  hangIndents(pretty);
   $("body-raw").textContent = result.text || "";
   $("body-copy").disabled = !result.text;
   // A 401 points at the key field, which is where the fix is.
@@ -414,31 +417,7 @@ function showResult(req, result, streamed) {
   $("headers-table").tBodies[0].replaceChildren(
     ...(result.headers || []).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v))),
   );
-  showSchemaCheck(req, result);
-}
-
-function showSchemaCheck(req, result) {
-  const box = $("schema-check");
-  box.hidden = Boolean(result.networkError);
-  if (result.networkError) return;
-  const documented = req.op.documentedMethods.includes(req.method.toLowerCase());
-  let check;
-  if (!documented) check = { checked: false, note: `${req.method} is not documented for this path, so there is no schema to check against.`, problems: [] };
-  else if (result.events.length) {
-    const done = result.events.find((e) => e.event === "done");
-    check = done
-      ? checkResponse(app.doc, req.op, result.status, "application/json", done.data)
-      : { checked: false, note: "The stream ended without a done event.", problems: [] };
-  } else check = checkResponse(app.doc, req.op, result.status, result.contentType, result.json);
-  box.className = `schema-check ${!check.checked ? "neutral" : check.problems.length ? "bad" : "good"}`;
-  if (!check.checked) box.replaceChildren(h("p", {}, check.note));
-  else if (!check.problems.length) box.replaceChildren(h("p", {}, `✓ Matches the schema documented for ${result.status}.`));
-  else {
-    box.replaceChildren(
-      h("p", {}, `✗ ${check.problems.length} mismatch${check.problems.length === 1 ? "" : "es"} with the schema documented for ${result.status}:`),
-      h("ul", {}, check.problems.map((p) => h("li", {}, h("code", {}, p.pointer), ` ${p.message}`))),
-    );
-  }
+  app.operationDoc.showCheck(req, result);
 }
 
 // ---- Start-up ----
@@ -560,6 +539,7 @@ function wire() {
 app.conversation = createConversation(app);
 app.actionPicker = initActionPicker(app);
 app.schemaPanel = initSchemaPanel(app);
+app.operationDoc = initOperationDoc(app);
 app.logs = initLogs(app);
 app.history = initHistory(app);
 app.serverFigures = initServer(app);

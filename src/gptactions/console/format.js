@@ -166,12 +166,23 @@ export const escapeHtml = (s) =>
 
 // A fold's head line carries its disclosure triangle in the last two columns of its
 // indentation, so the triangle sits next to the key it folds (top-level ones use the gutter).
+// data-i is the indentation, so a long line can wrap under its own start (see hangIndents).
 function lineHtml(l, fold = false) {
   const indent = Math.max(0, l.indent);
   const toks = l.toks.map(([cls, text]) => (cls ? `<span class="t-${cls}">${escapeHtml(text)}</span>` : escapeHtml(text))).join("");
-  if (!fold) return `<span class="ln">${" ".repeat(indent)}${toks}</span>`;
+  const open = indent ? `<span class="ln" data-i="${indent}">` : `<span class="ln">`;
+  if (!fold) return `${open}${" ".repeat(indent)}${toks}</span>`;
   const inside = indent >= 2;
-  return `<span class="ln">${" ".repeat(inside ? indent - 2 : indent)}<span class="tw${inside ? "" : " out"}" aria-hidden="true"></span>${toks}</span>`;
+  return `${open}${" ".repeat(inside ? indent - 2 : indent)}<span class="tw${inside ? "" : " out"}" aria-hidden="true"></span>${toks}</span>`;
+}
+
+/**
+ * Give each line of nodesToHtml's output under `root` its indentation as the CSS variable --i,
+ * so a line too long for the view wraps under its own start instead of at the left edge. Set
+ * from script because the page's policy refuses style attributes in markup.
+ */
+export function hangIndents(root) {
+  for (const ln of root.querySelectorAll(".ln[data-i]")) ln.style.setProperty("--i", ln.dataset.i);
 }
 
 /**

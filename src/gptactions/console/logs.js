@@ -144,13 +144,22 @@ export function initLogs(app) {
     }
   }
 
+  /** A cell with its column's name, which a phone shows beside the value. */
+  function labelled(td, title) {
+    td.setAttribute("role", "cell");
+    td.dataset.label = title;
+    return td;
+  }
+
   /** Say which columns are cut off at either edge of the table, and fade that edge. */
   function updateScrollCue() {
     const wrap = $("logs-wrap");
     const cue = $("logs-scroll-cue");
     const table = $("logs-table");
     const box = wrap.getBoundingClientRect();
-    const heads = table.hidden ? [] : [...table.tHead.querySelectorAll("th")];
+    // Nothing is cut off when the table fits (on a phone its rows are cards, its head hidden).
+    const fits = wrap.scrollWidth <= wrap.clientWidth + 1;
+    const heads = table.hidden || fits ? [] : [...table.tHead.querySelectorAll("th")];
     const names = (cut) => heads.filter((th) => cut(th.getBoundingClientRect())).map((th) => th.textContent);
     const right = names((r) => r.right > box.right + 1);
     const left = names((r) => r.left < box.left - 1);
@@ -177,15 +186,18 @@ export function initLogs(app) {
     const known = new Set([...COLUMNS.map(([k]) => k), "promptTokens", "completionTokens"]);
     const extra = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !known.has(k));
     const columns = [...COLUMNS.filter(([k]) => present(k)), ...extra.map((k) => [k, k])];
-    table.tHead.replaceChildren(h("tr", {}, columns.map(([, title]) => h("th", { scope: "col" }, title))));
+    // The roles keep the table a table for screen readers when a phone shows its rows as cards;
+    // data-label is the column name each card shows beside a value.
+    table.tHead.replaceChildren(h("tr", { role: "row" }, columns.map(([, title]) => h("th", { scope: "col", role: "columnheader" }, title))));
     table.tBodies[0].replaceChildren(
       ...rows.map((row) =>
         h("tr", {
+          role: "row",
           tabindex: "0",
           title: "Select to show the full message and reply",
           onclick: (e) => !e.target.closest("button") && e.currentTarget.classList.toggle("expanded"),
           onkeydown: (e) => e.key === "Enter" && e.target === e.currentTarget && e.currentTarget.classList.toggle("expanded"),
-        }, columns.map(([k]) => cell(k, row))),
+        }, columns.map(([k, title]) => labelled(cell(k, row), title))),
       ),
     );
     updateScrollCue();

@@ -57,20 +57,60 @@ export function listOperations(doc) {
 
 /** The JSON schema of an operation's request body, or null when it takes none. */
 export function requestSchema(doc, op) {
+  const body = requestBodyOf(doc, op);
+  return body ? body.schema : null;
+}
+
+/** An operation's request body as {required, description, mediaType, schema}, or null. */
+export function requestBodyOf(doc, op) {
   const body = deref(doc, op.operation.requestBody);
   const content = body && body.content;
   if (!content) return null;
-  const media = content["application/json"] || Object.values(content)[0];
-  return media && media.schema ? media.schema : null;
+  const mediaType = "application/json" in content ? "application/json" : Object.keys(content)[0];
+  const media = content[mediaType];
+  if (!media || !media.schema) return null;
+  return { required: body.required === true, description: body.description || "", mediaType, schema: media.schema };
 }
 
-/** The response object documented for `status` (exact code, then "4XX" style, then default). */
-export function responseFor(doc, op, status) {
+// Responses in the order of their status: 200 … 404, "4XX" after the 4xx codes, default last.
+const statusOrder = (key) => (/^\d{3}$/.test(key) ? Number(key) : /^\dXX$/i.test(key) ? Number(key[0]) * 100 + 99.5 : 1000);
+
+/**
+ * The responses documented for an operation, by status: [{status, description,
+ * headers: [{name, description, schema}], content: [{mediaType, schema, example}]}].
+ */
+export function documentedResponses(doc, op) {
+  const entries = Object.entries(op.operation.responses || {}).sort(([a], [b]) => statusOrder(a) - statusOrder(b));
+  return entries.map(([status, raw]) => {
+    const response = deref(doc, raw) || {};
+    const headers = Object.entries(response.headers || {}).map(([name, h]) => {
+      const header = deref(doc, h) || {};
+      return { name, description: header.description || "", schema: header.schema };
+    });
+    const content = Object.entries(response.content || {}).map(([mediaType, media]) => {
+      const m = media || {};
+      const named = m.examples && Object.values(m.examples).map((e) => deref(doc, e) || {}).find((e) => e.value !== undefined);
+      // Only JSON is made up from its schema: a stream's example would not be what arrives.
+      const json = /[/+]json$/.test(mediaType.split(";")[0].trim());
+      const made = json && m.schema ? exampleFor(doc, m.schema, "", 0, true) : undefined;
+      const example = m.example !== undefined ? m.example : named ? named.value : made;
+      return { mediaType, schema: m.schema, example };
+    });
+    return { status, description: response.description || "", headers, content };
+  });
+}
+
+/** Which key of the operation's responses documents `status` (exact, "4XX" style, default). */
+export function responseKeyFor(op, status) {
   const responses = op.operation.responses || {};
   const code = String(status);
-  const hit =
-    responses[code] ?? responses[`${code[0]}XX`] ?? responses[`${code[0]}xx`] ?? responses.default;
-  return hit === undefined ? undefined : deref(doc, hit) || {};
+  return [code, `${code[0]}XX`, `${code[0]}xx`, "default"].find((key) => responses[key] != null);
+}
+
+/** The response object documented for `status`, or undefined. */
+export function responseFor(doc, op, status) {
+  const key = responseKeyFor(op, status);
+  return key === undefined ? undefined : deref(doc, op.operation.responses[key]) || {};
 }
 
 // Plausible values for common property names, so the prefilled payload reads like a real call
@@ -132,9 +172,10 @@ function schemaType(schema) {
 /**
  * A value valid against `schema`: explicit examples and defaults win, then enums and
  * consts; oneOf/anyOf take their first option (setting the discriminator to match);
- * objects get their required properties (optional ones only when they carry an example).
+ * objects get their required properties (optional ones only when they carry an example,
+ * or every one with `all`, as an example of a response shows them).
  */
-export function exampleFor(doc, schemaIn, name = "", depth = 0) {
+export function exampleFor(doc, schemaIn, name = "", depth = 0, all = false) {
   const schema = deref(doc, schemaIn) || {};
   if (depth > 8) return null;
   if (schema.example !== undefined) return schema.example;
@@ -144,7 +185,7 @@ export function exampleFor(doc, schemaIn, name = "", depth = 0) {
   if (Array.isArray(schema.enum) && schema.enum.length) return schema.enum[0];
   const choice = schema.oneOf || schema.anyOf;
   if (Array.isArray(choice) && choice.length) {
-    const value = exampleFor(doc, choice[0], name, depth + 1);
+    const value = exampleFor(doc, choice[0], name, depth + 1, all);
     const disc = schema.discriminator;
     if (disc && disc.propertyName && value && typeof value === "object") {
       // Prefer the mapping key that points at the first option; else the ref's last segment.
@@ -157,7 +198,7 @@ export function exampleFor(doc, schemaIn, name = "", depth = 0) {
   if (Array.isArray(schema.allOf)) {
     const merged = {};
     for (const part of schema.allOf) {
-      const v = exampleFor(doc, part, name, depth + 1);
+      const v = exampleFor(doc, part, name, depth + 1, all);
       if (v && typeof v === "object" && !Array.isArray(v)) Object.assign(merged, v);
     }
     return merged;
@@ -171,15 +212,15 @@ export function exampleFor(doc, schemaIn, name = "", depth = 0) {
       const required = new Set(schema.required || []);
       for (const [prop, sub] of Object.entries(schema.properties || {})) {
         const resolved = deref(doc, sub) || {};
-        if (required.has(prop) || resolved.example !== undefined) {
-          out[prop] = exampleFor(doc, sub, prop, depth + 1);
+        if (all || required.has(prop) || resolved.example !== undefined) {
+          out[prop] = exampleFor(doc, sub, all ? "" : prop, depth + 1, all); // a response shows types, not hints
         }
       }
       return out;
     }
     case "array": {
       const count = Math.max(1, schema.minItems || 0);
-      return Array.from({ length: count }, () => exampleFor(doc, schema.items || {}, name, depth + 1));
+      return Array.from({ length: count }, () => exampleFor(doc, schema.items || {}, name, depth + 1, all));
     }
     case "string":
       return stringExample(schema, name);

@@ -123,6 +123,8 @@ function guide(meta) {
       row("Token Exchange Method", "Default (POST request)",
         `(client_secret_post${methods.includes("client_secret_basic") ? "; “Basic authorization header” works too" : ""})`),
     )),
+    h("p", {}, "With OAuth, import ", copyable(`${importUrl}&auth=oauth`, "OAuth import URL"),
+      " instead: each user may also export and erase their own data (", h("code", {}, "/me/export"), ", ", h("code", {}, "/me/data"), ")."),
     h("p", { class: "muted" }, "From ", h("a", { href: "/.well-known/oauth-authorization-server" }, "/.well-known/oauth-authorization-server"),
       " (issuer ", h("code", {}, meta.issuer), ")."),
   );

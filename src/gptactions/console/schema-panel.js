@@ -2,7 +2,7 @@
 // download) and the "GPT Actions readiness" panel that checks the same document.
 
 import { $, copyText, download, h } from "./dom.js";
-import { escapeHtml, jsonNodes, nodesToHtml, nodesToText, yamlNodes } from "./format.js";
+import { escapeHtml, hangIndents, jsonNodes, nodesToHtml, nodesToText, yamlNodes } from "./format.js";
 import { HTTP_METHODS } from "./openapi.js";
 import { renderReadiness } from "./readiness.js";
 
@@ -50,6 +50,7 @@ export function initSchemaPanel(app) {
     if (!app.doc) return;
     const nodes = format === "yaml" ? yamlNodes(app.doc, groupAt) : jsonNodes(app.doc, groupAt);
     view.innerHTML = nodesToHtml(nodes, decorate);
+    hangIndents(view);
     text = nodesToText(nodes);
     view.dataset.format = format;
     markCurrent(app.op && app.op.key);

@@ -1,0 +1,119 @@
+// What the document says about the chosen operation, as Swagger UI shows it: the request
+// body's schema under the payload editor, and each documented response (status, description,
+// headers, schema, example) in the response panel, with the one just received marked; and the
+// check of a received answer against the schema documented for its status.
+
+import { $, h, withCode } from "./dom.js";
+import { hangIndents, highlightJson } from "./format.js";
+import { checkResponse, documentedResponses, requestBodyOf, responseKeyFor } from "./openapi.js";
+import { describe, schemaTree } from "./schema-tree.js";
+
+const statusClass = (status) => (/^[1-5]/.test(status) ? `s${status[0]}` : "");
+
+export function initOperationDoc(app) {
+  function renderBody(op) {
+    const body = requestBodyOf(app.doc, op);
+    $("body-schema").hidden = !body;
+    if (!body) return;
+    $("body-schema-meta").textContent = `${body.mediaType}${body.required ? " · required" : " · optional"}`;
+    $("body-schema-tree").replaceChildren(
+      body.description ? h("div", { class: "st-desc" }, describe(body.description)) : "",
+      schemaTree(app.doc, body.schema),
+    );
+  }
+
+  function example(value) {
+    const pre = h("pre", { class: "code st-example-code", tabindex: "0" });
+    if (typeof value === "string") pre.textContent = value;
+    else {
+      pre.innerHTML = highlightJson(value); // highlightJson escapes every token it emits
+      hangIndents(pre);
+    }
+    return h("details", { class: "st-example" }, h("summary", {}, "Example value"), pre);
+  }
+
+  function responseItem(response) {
+    const { status, description, headers, content } = response;
+    const body = [];
+    if (headers.length) {
+      body.push(
+        h("p", { class: "st-note" }, "Headers:"),
+        h("table", { class: "kv doc-headers" }, h("tbody", {},
+          headers.map((header) => h("tr", {}, h("th", { scope: "row" }, header.name), h("td", {}, ...withCode(header.description)))),
+        )),
+      );
+    }
+    for (const media of content) {
+      if (content.length > 1 || media.mediaType !== "application/json") body.push(h("p", { class: "st-note" }, h("code", {}, media.mediaType)));
+      if (media.schema) body.push(schemaTree(app.doc, media.schema));
+      if (media.example !== undefined && media.example !== null) body.push(example(media.example));
+    }
+    if (!content.length) body.push(h("p", { class: "st-note" }, "No body documented."));
+    return h("li", {},
+      h("details", { class: "doc-response", dataset: { status } },
+        h("summary", {},
+          h("span", { class: `pill ${statusClass(status)}` }, status),
+          h("span", { class: "doc-response-text" }, ...withCode(description || "No description.")),
+          h("span", { class: "received-flag", hidden: true }, "received"),
+        ),
+        h("div", { class: "doc-response-body" }, body),
+      ),
+    );
+  }
+
+  function renderResponses(op) {
+    const responses = documentedResponses(app.doc, op);
+    $("doc-responses").hidden = false;
+    $("doc-responses-count").textContent = String(responses.length);
+    $("doc-responses-op").textContent = `${op.method.toUpperCase()} ${op.path}`;
+    $("doc-responses-list").replaceChildren(
+      ...(responses.length ? responses.map(responseItem) : [h("li", { class: "muted" }, "This operation documents no responses.")]),
+    );
+  }
+
+  /** Mark the documented response that `status` falls under (none when status is 0). */
+  function markStatus(op, status) {
+    const key = status ? responseKeyFor(op, status) : undefined;
+    for (const item of $("doc-responses-list").querySelectorAll("details.doc-response")) {
+      const hit = item.dataset.status === key;
+      item.classList.toggle("received", hit);
+      item.querySelector(".received-flag").hidden = !hit;
+    }
+  }
+
+  /** Say whether the answer matches the schema documented for its status. */
+  function showCheck(req, result) {
+    const box = $("schema-check");
+    box.hidden = Boolean(result.networkError);
+    // Another method on the same path is another operation: its responses are not the ones listed.
+    markStatus(req.op, result.networkError || req.method.toLowerCase() !== req.op.method ? 0 : result.status);
+    if (result.networkError) return;
+    const documented = req.op.documentedMethods.includes(req.method.toLowerCase());
+    let check;
+    if (!documented) check = { checked: false, note: `${req.method} is not documented for this path, so there is no schema to check against.`, problems: [] };
+    else if (result.events.length) {
+      const done = result.events.find((e) => e.event === "done");
+      check = done
+        ? checkResponse(app.doc, req.op, result.status, "application/json", done.data)
+        : { checked: false, note: "The stream ended without a done event.", problems: [] };
+    } else check = checkResponse(app.doc, req.op, result.status, result.contentType, result.json);
+    box.className = `schema-check ${!check.checked ? "neutral" : check.problems.length ? "bad" : "good"}`;
+    if (!check.checked) box.replaceChildren(h("p", {}, check.note));
+    else if (!check.problems.length) box.replaceChildren(h("p", {}, `✓ Matches the schema documented for ${result.status}.`));
+    else {
+      box.replaceChildren(
+        h("p", {}, `✗ ${check.problems.length} mismatch${check.problems.length === 1 ? "" : "es"} with the schema documented for ${result.status}:`),
+        h("ul", {}, check.problems.map((p) => h("li", {}, h("code", {}, p.pointer), ` ${p.message}`))),
+      );
+    }
+  }
+
+  return {
+    render(op) {
+      renderBody(op);
+      renderResponses(op);
+    },
+    markStatus,
+    showCheck,
+  };
+}
