@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -59,6 +60,23 @@ def test_the_default_model_answers_to_default_and_to_its_model_name(
 
 def test_a_json_schema_reply_validates(client: openai.OpenAI) -> None:
     check_json_schema(client, "local")
+
+
+def test_replies_at_temperature_1_vary_unless_a_seed_is_given(client: openai.OpenAI) -> None:
+    """Without a seed every reply was sampled with seed 0: the same prompt, the same reply."""
+
+    def reply(**kw: Any) -> str:
+        completion = client.chat.completions.create(
+            model="local",
+            messages=[{"role": "user", "content": "Write a short poem about the sea."}],
+            max_tokens=24,
+            temperature=1,
+            **kw,
+        )
+        return completion.choices[0].message.content or ""
+
+    assert len({reply() for _ in range(3)}) > 1
+    assert reply(seed=7) == reply(seed=7)
 
 
 def test_a_json_object_reply_is_an_object(client: openai.OpenAI) -> None:
@@ -216,3 +234,46 @@ def test_a_schema_llama_cpp_cannot_hold_as_a_grammar_is_answered(
     )
     assert response.status_code == 200, response.text
     assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+
+
+def test_a_schema_the_grammar_cannot_follow_is_a_400_before_generation(
+    server: Server, client: openai.OpenAI
+) -> None:
+    """An unanchored pattern (or a $ref to nothing, a `not`…) made llama-cpp-python's converter
+    raise: the reply was any JSON (`{}`, a 200) and the log had a traceback."""
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "[A-Z]+"}}}
+    before = server.log.read_text(errors="replace")
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="local",
+            messages=QUESTION,
+            max_tokens=8,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "code", "schema": schema},
+            },
+        )
+    body = raised.value.body
+    assert isinstance(body, dict) and body["param"] == "response_format"
+    assert body["type"] == "invalid_request_error"
+    assert "'[A-Z]+' must start with ^ and end with $" in body["message"]
+    assert "/properties/code/pattern" in body["message"]
+
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"$ref": "#/$defs/query"}},
+    }
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="local",
+            messages=QUESTION,
+            max_tokens=8,
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice="required",
+        )
+    body = raised.value.body
+    assert isinstance(body, dict) and body["param"] == "tools[0].function.parameters"
+    assert "'lookup'" in body["message"] and "points to nothing" in body["message"]
+
+    written = server.log.read_text(errors="replace")[len(before) :]
+    assert "Traceback" not in written and "grammar" not in written, written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -394,3 +395,16 @@ async def test_even_one_token_writes_something_visible(local_backend: LocalBacke
     for seed in range(12):
         request = ask("Reply with a blank line.", 1, temperature=1.9, seed=seed)
         assert (await local_backend.generate(request)).text.strip()
+
+
+async def test_replies_without_a_seed_vary_and_a_seed_repeats_one(
+    local_backend: LocalBackend,
+) -> None:
+    """Every request without a seed sampled with seed 0, so at temperature 1 the same prompt
+    had the same reply each time; OpenAI's vary. Each now draws a fresh seed."""
+    poem = ask("Write a short poem about the sea.", 24, temperature=1.0)
+    replies = {(await local_backend.generate(poem)).text for _ in range(3)}
+    assert len(replies) > 1, replies
+    seeded = replace(poem, seed=20240601)
+    first, second = [(await local_backend.generate(seeded)).text for _ in range(2)]
+    assert first == second

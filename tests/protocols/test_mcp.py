@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -155,3 +156,50 @@ async def test_an_action_called_with_an_oauth_token_is_the_users_own(
     assert not result.is_error, result.content
     [entry] = (await api.get("/api/v1/gpt/logs")).json()
     assert (entry["kind"], entry["action"], entry["userId"]) == ("action", "sentiment", "alice")
+
+
+async def test_get_and_delete_are_405_and_requests_log_no_session_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GET opened an event stream that never sent anything, and every request logged the SDK's
+    "Terminating session: None" at INFO: a stateless server has no stream and no session."""
+    caplog.set_level(logging.INFO)
+    async with (
+        served(settings, FakeBackend()) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        for method, key in [("GET", ADMIN_KEY), ("GET", None), ("DELETE", ADMIN_KEY)]:
+            headers = {"Accept": "text/event-stream, application/json"}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            response = await http.request(method, "/mcp", headers=headers)
+            assert response.status_code == 405, (method, response.text)
+            assert response.headers["allow"] == "POST"
+            assert response.json()["error"]["code"] == "method_not_allowed"
+        # As clients of the 2025 revisions talk (those of ChatGPT, Claude, Cursor): the
+        # SDK's stateless path for them is the one that logged the line.
+        headers = {
+            "Authorization": f"Bearer {ADMIN_KEY}",
+            "Accept": "application/json, text/event-stream",
+        }
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        }
+        response = await http.post("/mcp", json=initialize, headers=headers)
+        assert response.status_code == 200, response.text
+        listed = await http.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            headers={**headers, "MCP-Protocol-Version": "2025-06-18"},
+        )
+        assert "converse" in {tool["name"] for tool in listed.json()["result"]["tools"]}
+    # The transport's own logger (its manager's says once that it started, and stopped).
+    transport = [r for r in caplog.records if r.name == "mcp.server.streamable_http"]
+    assert not [r.getMessage() for r in transport if r.levelno >= logging.INFO]

@@ -225,11 +225,28 @@ def _tool_error(error: ServiceError) -> types.CallToolResult:
     )
 
 
+class _StatelessTerminations(logging.Filter):
+    """Leaves out the SDK's "Terminating session: None", logged at INFO after every stateless
+    request (each one is a transport of its own, ended once answered): noise, once a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Terminating session: None"
+
+
+def _quiet_stateless_terminations() -> None:
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _StatelessTerminations) for f in sdk.filters):
+        sdk.addFilter(_StatelessTerminations())
+
+
 class McpEndpoint:
     """`/mcp`: authenticates the API key like the REST routes, then hands over to the SDK.
 
     Stateless and answering in JSON, so any worker of a multi-process server can take any
     request. The SDK's session manager must run inside the app's lifespan: see `running`.
+    Only POST is routed here (`app.py`): a stateless server offers no stream of its own (GET)
+    and has no session to end (DELETE), and Streamable HTTP lets it answer those with 405; the
+    SDK would hold a GET open as an event stream that never carries anything.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -251,6 +268,7 @@ class McpEndpoint:
             json_response=True,
             max_request_body_size=self.runtime.settings.max_body_bytes,
         )
+        _quiet_stateless_terminations()
         ready = asyncio.Event()
         stop = asyncio.Event()
 

@@ -25,12 +25,13 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": "Invalid request (type invalid_request_error), or a prompt beyond the context window.",
+    "400": "Invalid request (type invalid_request_error), a prompt beyond the context window, "
+    "or a JSON Schema the embedded model's grammar cannot follow.",
     "401": "Missing, unknown or revoked API key (code invalid_api_key).",
     "403": "The API key lacks the chat scope.",
     "404": "No such model (code model_not_found).",
     "413": "The body is larger than the server's limit.",
-    "415": "The body is not JSON.",
+    "415": "The body is not JSON, or is compressed (Content-Encoding).",
     "429": "The API key's rate limit is exceeded (code rate_limit_exceeded); see Retry-After.",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
@@ -201,7 +202,8 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                         "type": "object",
                         "required": ["type"],
                         "description": "json_object or json_schema: grammar-constrained on "
-                        "the embedded model, passed through to upstreams.",
+                        "the embedded model (a schema its grammar cannot follow is a 400), "
+                        "passed through to upstreams.",
                         "properties": {
                             "type": {
                                 "type": "string",

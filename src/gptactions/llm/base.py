@@ -202,6 +202,18 @@ class PromptTooLong(BackendError):
     """The prompt does not fit the model's context window, even with history dropped (400)."""
 
 
+class UnsupportedSchema(ValueError):
+    """A JSON Schema a backend cannot hold its reply to: why (`reason`), and where (`pointer`, a
+    JSON pointer into the schema, empty for its root); `tool` names the tool whose parameters it
+    is, when it is one. Raised before generation, so the request is refused (400)."""
+
+    def __init__(self, reason: str, pointer: str = "", tool: str | None = None) -> None:
+        super().__init__(f"{reason} (at {pointer or 'the root'})")
+        self.reason = reason
+        self.pointer = pointer
+        self.tool = tool
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A language model the server can talk to."""

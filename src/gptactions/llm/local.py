@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -23,12 +24,14 @@ from gptactions.llm.base import (
     GenerationRequest,
     PromptTooLong,
     ToolCall,
+    UnsupportedSchema,
     Usage,
 )
 from gptactions.llm.engine import BatchEngine, Job, Outbox
+from gptactions.llm.grammar import schema_grammar
 from gptactions.llm.llama_model import LlamaModel
-from gptactions.llm.sampling import SamplingParams
-from gptactions.llm.tools import call_schema, calls_from_text, forced_tools
+from gptactions.llm.sampling import SamplingParams, grammar_parses
+from gptactions.llm.tools import call_schema, calls_from_text, forced_tools, tool_name
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +138,28 @@ def schema_grammar_is_safe(
     (`MAX_REPETITION`). Such schemas are decoded with the plain JSON grammar instead, and the
     caller's validation does the rest.
     """
+    return _repetitions_are_bounded(schema) and _literals_are_safe(schema, producible)
+
+
+def schema_grammar_for(schema: dict[str, Any], producible: Callable[[str], bool]) -> str:
+    """The grammar a reply held to the schema is decoded with.
+
+    The schema's own, or the plain JSON grammar for one whose grammar llama.cpp cannot run
+    (`schema_grammar_is_safe`); raises `UnsupportedSchema` for a schema the converter cannot
+    follow at all (`grammar.schema_grammar`). The repetitions are bounded before converting,
+    which writes each one out.
+    """
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    if not _repetitions_are_bounded(schema):
+        return JSON_GBNF
+    grammar = schema_grammar(schema)
+    return grammar if _literals_are_safe(schema, producible) else JSON_GBNF
+
+
+def _repetitions_are_bounded(schema: Any) -> bool:
     counts = list(_repetitions(schema))
-    if any(count > MAX_REPETITION for count in counts) or sum(counts) > MAX_REPETITIONS:
-        return False
-    return _literals_are_safe(schema, producible)
+    return all(count <= MAX_REPETITION for count in counts) and sum(counts) <= MAX_REPETITIONS
 
 
 def _repetitions(schema: Any) -> Iterator[int]:
@@ -201,6 +222,10 @@ class LocalBackend:
     Up to `parallel` requests generate at once, batched by one scheduler thread
     (`llm/engine.py`); at most `max_queue` more wait for a free sequence before new ones are
     refused with 503. Each sequence has the whole `context_window`.
+
+    A request without a `seed` samples with a fresh random one, so replies above temperature 0
+    vary as OpenAI's do; a request's own seed reproduces its reply. `seed` here is a default
+    for the requests without one (a benchmark's, a test's), not a setting of the server.
     """
 
     kind = "local"
@@ -215,7 +240,7 @@ class LocalBackend:
         max_queue: int = 32,
         parallel: int = 8,
         repeat_penalty: float = 1.1,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         self.name = name
         self._model_path = model_path
@@ -337,7 +362,7 @@ class LocalBackend:
             sampling=SamplingParams(
                 temperature=request.temperature,
                 repeat_penalty=self._repeat_penalty if penalty is None else penalty,
-                seed=self._seed if request.seed is None else request.seed,
+                seed=self._seed_for(request),
                 top_p=0.95 if request.top_p is None else request.top_p,
                 grammar=grammar,
             ),
@@ -378,13 +403,59 @@ class LocalBackend:
             if not done:
                 engine.cancel(job)
 
+    async def check_request(self, request: GenerationRequest) -> None:
+        """Refuse, before it is generated, a request whose reply is held to a JSON Schema (its
+        `json_schema`, or the parameters of the tools it forces) that the grammar cannot follow:
+        raises `UnsupportedSchema`, naming the tool when it is a tool's."""
+        if request.choices:
+            return
+        tools = forced_tools(request.tools, request.tool_choice)
+        schema = call_schema(tools) if tools else request.json_schema
+        if schema is None:
+            return
+        try:
+            await asyncio.to_thread(self._check_schema, schema)
+        except UnsupportedSchema as error:
+            for tool in tools:  # whose parameters, when several tools are in the schema
+                try:
+                    await asyncio.to_thread(self._check_schema, call_schema((tool,)))
+                except UnsupportedSchema as own:
+                    raise UnsupportedSchema(own.reason, own.pointer, tool_name(tool)) from None
+            if len(tools) < 2:
+                raise
+            raise UnsupportedSchema(
+                f"the tools' parameters cannot be combined into one grammar: {error.reason}"
+            ) from None
+
+    def _check_schema(self, schema: dict[str, Any]) -> None:
+        """Raise `UnsupportedSchema` unless the schema's grammar (or the plain JSON one it falls
+        back to) is one llama.cpp takes; the parse is the engine's own (~15 ms for the largest
+        grammar allowed), checked once the model is loaded."""
+        model = self._model
+        grammar = schema_grammar_for(schema, model.producible if model else lambda text: True)
+        if model is not None and not grammar_parses(model.vocab, grammar):
+            raise UnsupportedSchema(
+                "llama.cpp cannot use the grammar made of it: a $ref that leads back to itself "
+                "before anything is written (left recursion), say"
+            )
+
+    def _seed_for(self, request: GenerationRequest) -> int:
+        """The request's seed, else the backend's default, else a fresh random one."""
+        if request.seed is not None:
+            return request.seed
+        if self._seed is not None:
+            return self._seed
+        return secrets.randbits(32)
+
     @staticmethod
     def _prepare(model: LlamaModel, request: GenerationRequest) -> tuple[list[int], str | None]:
         """The prompt's tokens and the grammar that constrains the reply, if any.
 
         A grammar that demands bytes the vocabulary cannot produce makes llama.cpp abort the
         process, so choices it cannot write are left out, and a schema with such literals falls
-        back to the plain JSON grammar; callers validate either way.
+        back to the plain JSON grammar; callers validate either way. So does a schema the
+        converter cannot follow, which `check_request` refuses where the caller asks (the
+        OpenAI-compatible API); an action's output schema is decoded as plain JSON and checked.
         """
         prompt = model.prompt_tokens(_template_messages(request.messages))
         choices = tuple(c for c in request.choices or () if model.producible(c))
@@ -394,14 +465,12 @@ class LocalBackend:
         schema = call_schema(tools) if tools else request.json_schema
         if schema is None:
             return prompt, None
-        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-        if not schema_grammar_is_safe(schema, model.producible):
-            return prompt, JSON_GBNF
         try:
-            return prompt, json_schema_to_gbnf(json.dumps(schema))
-        except Exception:  # the converter's failures: decode plain JSON instead
-            log.warning("the JSON Schema has no grammar; decoding plain JSON", exc_info=True)
+            return prompt, schema_grammar_for(schema, model.producible)
+        except UnsupportedSchema as error:
+            from llama_cpp.llama_grammar import JSON_GBNF
+
+            log.warning("the JSON Schema has no grammar, so plain JSON is decoded: %s", error)
             return prompt, JSON_GBNF
 
     async def state(self) -> BackendState:

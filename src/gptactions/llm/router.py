@@ -256,6 +256,18 @@ class BackendRouter:
                 await attempts.settled(backend)
         raise attempts.error()
 
+    async def check(self, request: GenerationRequest, model: str | None = None) -> None:
+        """Refuse, before any generation, a request the chosen backend cannot follow.
+
+        A backend with a `check_request` method says so by raising (the embedded model:
+        `UnsupportedSchema` for a schema its grammar cannot follow); upstreams, which judge
+        requests themselves, have none. Fallbacks are not asked: they answer only when the
+        chosen backend fails, and then do what they can.
+        """
+        check = getattr(self.resolve(model), "check_request", None)
+        if check is not None:
+            await check(request)
+
     async def count_tokens(
         self, messages: tuple[ChatMessage, ...], model: str | None = None
     ) -> int:

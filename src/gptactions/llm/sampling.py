@@ -39,6 +39,15 @@ class GrammarError(ValueError):
     """llama.cpp refused the grammar, or the grammar allows no token at this point."""
 
 
+def grammar_parses(vocab: Any, grammar: str) -> bool:
+    """Whether llama.cpp takes the grammar (why it does not is in its own log only)."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
+
+
 class Candidates:
     """One reusable array of every token's logit, for the samplers to filter in place."""
 

@@ -21,6 +21,11 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
     return function if isinstance(function, dict) else {}
 
 
+def tool_name(tool: dict[str, Any]) -> str:
+    """The name of a function tool."""
+    return str(_function(tool).get("name", ""))
+
+
 def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
     parameters = _function(tool).get("parameters")
     return parameters if isinstance(parameters, dict) and parameters else _ANY_OBJECT

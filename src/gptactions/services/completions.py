@@ -25,9 +25,11 @@ from gptactions.llm.base import (
     Generation,
     GenerationRequest,
     ToolCall,
+    UnsupportedSchema,
     Usage,
 )
 from gptactions.llm.router import BackendRouter, RoutedStream
+from gptactions.llm.tools import forced_tools, tool_name
 from gptactions.services.errors import Problem, ServiceError, invalid
 from gptactions.services.interactions import (
     ABANDONED,
@@ -237,6 +239,10 @@ class CompletionService:
             tool_choice=call.tool_choice,
             response_format=call.response_format,
         )
+        try:
+            await self._router.check(request, name)
+        except UnsupportedSchema as error:
+            raise _unsupported(call, error) from None
         return PreparedCall(principal, call, name, request, user_id)
 
     async def record(
@@ -415,6 +421,25 @@ def _check_tool_choice(call: CompletionCall) -> None:
                 f"tool_choice names the function {wanted!r}, which is not among the tools.",
                 Problem("/tool_choice", "must name one of the tools"),
             )
+
+
+def _unsupported(call: CompletionCall, error: UnsupportedSchema) -> ServiceError:
+    """A 400 for a schema the model cannot hold its reply to, in OpenAI's manner: the parameter
+    is `response_format` or the tool's `parameters`, the place within the schema is in the
+    message."""
+    where = f"at {error.pointer}" if error.pointer else "at its root"
+    names = [tool_name(tool) for tool in call.tools]
+    if error.tool is not None and error.tool in names:
+        pointer = f"/tools/{names.index(error.tool)}/function/parameters"
+        subject = f"The parameters of the tool '{error.tool}'"
+    elif forced_tools(call.tools, call.tool_choice):
+        pointer, subject = "/tools", "The tools"
+    else:
+        pointer, subject = "/response_format", "The response_format's JSON Schema"
+    return invalid(
+        f"{subject} cannot be followed by this model: {error.reason} ({where}).",
+        Problem(pointer, f"{error.reason} ({where})"),
+    )
 
 
 def _last_message(messages: tuple[ChatMessage, ...]) -> str:
