@@ -274,6 +274,15 @@ def test_users_and_oauth_clients(isolated: Path) -> None:
     assert clients[0]["clientId"] == client_id and clients[0]["redirectUris"] == [callback]
     assert secret_line.removeprefix("client_secret=") not in json.dumps(clients)
     assert gptactions("oauth", "clients", "revoke", client_id, cwd=isolated).returncode == 0
+    # A public client has no secret: no client_secret line, empty or not; it uses PKCE.
+    public = gptactions(
+        "oauth", "clients", "create", "--name", "Console", "--public",
+        "--redirect-uri", "http://localhost:8000/", cwd=isolated,
+    )  # fmt: skip
+    assert public.returncode == 0, public.stderr
+    assert public.stdout.splitlines()[-1].startswith("client_id=")
+    assert "client_secret" not in public.stdout + public.stderr
+    assert "public client" in public.stderr and "PKCE" in public.stderr
     bad = gptactions(
         "oauth", "clients", "create", "--name", "GPT", "--redirect-uri", "http://x.example/cb",
         cwd=isolated,

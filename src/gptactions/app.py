@@ -29,6 +29,7 @@ from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
 from gptactions.api.forwarded import ForwardedHeaders
 from gptactions.api.mcp import McpEndpoint
+from gptactions.api.methods import HeadAsGet
 from gptactions.api.middleware import BodyGuard
 from gptactions.api.rejections import RecordRejections
 from gptactions.config import Settings
@@ -121,13 +122,13 @@ def create_app(
     app.include_router(oauth.router)
     app.include_router(oidc.router)
     app.include_router(metrics_api.router)
-    app.router.routes.append(
-        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    )
+    app.router.routes.append(Route("/mcp", mcp, methods=["POST"], include_in_schema=False))
     app.openapi = lambda: meta.served_document(app)  # type: ignore[method-assign]
     app.mount(
         "/console", meta.ConsoleFiles(directory=meta.CONSOLE, check_dir=False), name="console"
     )
+    # Behind the exact routes, so that only what they do not take (a HEAD, say) passes it.
+    app.router.middleware_stack = HeadAsGet(app.router.middleware_stack, app.router.routes)
     exact.install(app)  # last: it reads the routes as they are now
     return app
 

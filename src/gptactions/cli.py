@@ -449,11 +449,18 @@ async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: IO[s
     help="Only the operations these scopes can call, e.g. chat,actions (what a GPT imports).",
 )
 @click.option(
+    "--auth",
+    type=click.Choice(["key", "oauth"]),
+    default="key",
+    help="Who holds the scopes: an API key, or a GPT's OAuth token (which also reaches its "
+    "user's own data).",
+)
+@click.option(
     "--check",
     is_flag=True,
     help="Check it against ChatGPT's rules and the settings instead; exit 1 on any finding.",
 )
-def openapi(fmt: str, scopes: str | None, check: bool) -> None:
+def openapi(fmt: str, scopes: str | None, auth: str, check: bool) -> None:
     """Print the OpenAPI document this server serves (or check its GPT Actions readiness)."""
     from gptactions.api import readiness
     from gptactions.api.document import document_view, parse_scopes
@@ -467,7 +474,9 @@ def openapi(fmt: str, scopes: str | None, check: bool) -> None:
     except ServiceError as error:
         raise click.BadParameter(str(error), param_hint="--scopes") from None
     built = build_document(settings, load_registry(settings), build_router(settings).names)
-    document = document_view(built, settings, origin=local_origin(settings), scopes=wanted)
+    document = document_view(
+        built, settings, origin=local_origin(settings), scopes=wanted, oauth=auth == "oauth"
+    )
     if check:
         keys = _run(lambda: with_database(settings, lambda db: KeyService(db).list()))
         findings = readiness.check(document, settings, readiness.gpt_keys(keys))

@@ -121,7 +121,8 @@ def clients() -> None:
 def clients_create(
     name: str, redirect_uris: tuple[str, ...], scopes: tuple[str, ...], public: bool
 ) -> None:
-    """Register a client; client_id and client_secret are the last two lines (shown once)."""
+    """Register a client; client_id and client_secret are the last two lines (the secret shown
+    once), client_id alone the last line for a public client, which has no secret."""
     chosen = scopes or DEFAULT_CLIENT_SCOPES
     try:
         new = _with_database(
@@ -132,9 +133,13 @@ def clients_create(
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     click.echo(f"created client {new.info.name} (scopes: {' '.join(new.info.scopes)})", err=True)
+    if new.secret is None:
+        click.echo("a public client: no secret; it signs in with PKCE (S256)", err=True)
+        click.echo(f"client_id={new.info.id}")
+        return
     click.echo("the secret is shown only now:", err=True)
     click.echo(f"client_id={new.info.id}")
-    click.echo(f"client_secret={new.secret or ''}")
+    click.echo(f"client_secret={new.secret}")
 
 
 @clients.command("list")

@@ -109,6 +109,25 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
     assert [entry["kind"] for entry in await _logs(app)] == ["rejected", "rejected"]
 
 
+@pytest.mark.parametrize(
+    ("action", "parameters", "pointer"),
+    [
+        ("summarize", {"text": " \n\t "}, "/parameters/text"),
+        ("generateCode", {"description": "   ", "language": "python"}, "/parameters/description"),
+        ("translate", {"text": "hello", "targetLanguage": "\u3000"}, "/parameters/targetLanguage"),
+    ],
+)
+async def test_a_text_of_whitespace_alone_is_a_400(
+    app: ApiClient, fake: FakeBackend, action: str, parameters: dict[str, str], pointer: str
+) -> None:
+    response = await app.post(f"{API}/actions", {"action": action, "parameters": parameters})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == [
+        {"pointer": pointer, "message": "must not be empty or only whitespace"}
+    ]
+    assert fake.requests == []
+
+
 async def test_a_whole_number_written_as_a_float_counts_as_an_integer(
     app: ApiClient, fake: FakeBackend
 ) -> None:

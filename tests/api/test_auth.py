@@ -14,6 +14,7 @@ OPERATIONS = [
     ("post", f"{API}/respond", {"userId": "u", "message": "m"}),
     ("get", f"{API}/status", None),
     ("get", f"{API}/logs", None),
+    ("get", f"{API}/actions", None),
     ("post", f"{API}/actions", {"action": "summarize", "parameters": {"text": "t"}}),
 ]
 
@@ -80,12 +81,15 @@ async def test_scopes_limit_operations(
     api: ApiClient, scopes: tuple[str, ...], allowed: set[str]
 ) -> None:
     key = await api.key(scopes=scopes)
+    document = (await api.http.get("/openapi.json")).json()
     for method, path, body in OPERATIONS:
         response = await _call(api, method, path, body, {"Authorization": f"Bearer {key}"})
         expected = 200 if path.removeprefix(API) in allowed else 403
         assert response.status_code == expected, (path, response.text)
         if expected == 403:
             assert response.json()["error"]["code"] == "forbidden"
+        # Every answer is one the document lists for the operation (a strict client's check).
+        assert str(expected) in document["paths"][path][method]["responses"], (method, path)
 
 
 async def test_keys_are_stored_only_as_hashes(api: ApiClient, settings) -> None:  # type: ignore[no-untyped-def]

@@ -176,6 +176,39 @@ async def test_scopes_leave_out_what_they_cannot_call(api: ApiClient) -> None:
     assert operations(yaml.safe_load(admin)) == operations(full)
 
 
+async def test_a_keys_document_offers_a_users_data_only_with_logs(api: ApiClient) -> None:
+    """exportMyData and deleteMyData take an API key with `logs` (and a userId); an OAuth token
+    is its own user and needs no scope for them. A document cut for a key's scopes offers them
+    only when the key could call them."""
+
+    def operation_ids(document: dict[str, Any]) -> set[str]:
+        return {
+            document["paths"][path][method]["operationId"] for path, method in operations(document)
+        }
+
+    user_data = {"exportMyData", "deleteMyData"}
+    gpt = (await api.http.get("/openapi.json", params={"scopes": "chat,actions"})).json()
+    validate(gpt)
+    assert "getMe" in operation_ids(gpt) and not user_data & operation_ids(gpt)
+    reader = (await api.http.get("/openapi.json", params={"scopes": "chat,logs"})).json()
+    assert user_data <= operation_ids(reader)
+    # As the server has it: refused to a key without logs, answered to one with it.
+    for scopes, status in ((("chat", "actions"), 403), (("chat", "logs"), 200)):
+        bearer = {"Authorization": f"Bearer {await api.key(scopes=scopes, name='gpt')}"}
+        for method, path in (("GET", "/api/v1/gpt/me/export"), ("DELETE", "/api/v1/gpt/me/data")):
+            answer = await api.http.request(method, path, params={"userId": "ann"}, headers=bearer)
+            assert answer.status_code == status, (scopes, path, answer.text)
+    # Cut for a GPT's OAuth token with the same scopes (`auth=oauth`), they stay.
+    query = {"scopes": "chat,actions", "auth": "oauth"}
+    for_a_token = (await api.http.get("/openapi.json", params=query)).json()
+    validate(for_a_token)
+    assert operation_ids(for_a_token) - operation_ids(gpt) == user_data
+    assert (await api.http.get("/openapi.yaml", params=query)).status_code == 200
+    wrong = await api.http.get("/openapi.json", params={"scopes": "chat", "auth": "password"})
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["details"][0]["pointer"] == "/auth"
+
+
 @pytest.mark.parametrize("scopes", ["chat,root", "", " , ", "LOGS"])
 async def test_an_unknown_scope_is_a_400_in_the_error_shape(api: ApiClient, scopes: str) -> None:
     answer = await api.http.get("/openapi.json", params={"scopes": scopes})

@@ -129,6 +129,81 @@ async def test_a_chunked_body_over_the_limit_is_413(api: ApiClient) -> None:
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize("field", ["userId", "conversationId", "maxTokens", "model", "temperature"])
+@pytest.mark.parametrize("path", ["conversations", "respond"])
+async def test_null_is_400_where_the_document_does_not_allow_it(
+    api: ApiClient, field: str, path: str
+) -> None:
+    # No request field is `nullable` in the document: null is not "absent" (a strict reading,
+    # as "5" is not 5), so a client generated from the document and the server agree.
+    response = await api.post(f"{API}/{path}", {"userId": "u", "message": "hi", field: None})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == [
+        {"pointer": f"/{field}", "message": "must not be null"}
+    ]
+
+
+async def test_a_null_in_an_action_request_is_400(api: ApiClient) -> None:
+    body = {"action": "summarize", "parameters": {"text": "t"}, "userId": None}
+    response = await api.post(f"{API}/actions", body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Invalid input: userId: must not be null"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+async def test_a_compressed_body_is_415_saying_so(api: ApiClient, encoding: str) -> None:
+    response = await api.post(
+        f"{API}/conversations",
+        None,
+        content=b'{"userId": "u", "message": "hi"}',
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status_code == 415
+    assert_error_shape(response.json(), "unsupported_media_type")
+    assert "Content-Encoding" in response.json()["error"]["message"]
+    assert response.headers["accept-encoding"] == "identity"
+    plain = await api.post(
+        f"{API}/conversations",
+        {"userId": "u", "message": "hi"},
+        headers={"Content-Encoding": "identity"},
+    )
+    assert plain.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", f"{API}/actions", "GET, HEAD, POST"),
+        ("DELETE", f"{API}/actions", "GET, HEAD, POST"),
+        ("PATCH", f"{API}/status", "GET, HEAD"),
+        ("TRACE", f"{API}/respond", "POST"),
+        ("HEAD", f"{API}/conversations", "POST"),
+        ("POST", "/v1/models", "GET, HEAD"),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_path(
+    api: ApiClient, method: str, path: str, allow: str
+) -> None:
+    response = await api.http.request(
+        method, path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize("path", [f"{API}/status", f"{API}/logs", "/openapi.json", "/"])
+async def test_head_answers_as_get_without_the_body(api: ApiClient, path: str) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    get = await api.http.get(path, headers=headers)
+    head = await api.http.head(path, headers=headers)
+    assert (head.status_code, get.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))
+    refused = await api.http.head(path if path.startswith(API) else f"{API}/status")
+    assert refused.status_code == 401  # the key is checked as for GET
+
+
 async def test_unknown_path_is_404_and_wrong_method_is_405(api: ApiClient) -> None:
     missing = await api.get(f"{API}/nothing-here")
     assert missing.status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
@@ -493,7 +494,6 @@ async def test_the_grant_on_each_database(app_factory: Any) -> None:
         client = await make_client(api)
         code = await code_for(api, client)
         tokens = (await exchange(api, client, code)).json()
-        assert (await exchange(api, client, code)).json()["error"] == "invalid_grant"
         refresh = {
             "grant_type": "refresh_token",
             "refresh_token": tokens["refresh_token"],
@@ -503,6 +503,58 @@ async def test_the_grant_on_each_database(app_factory: Any) -> None:
         assert (await api.http.post("/oauth/token", data=refresh)).status_code == 200
         again = await api.http.post("/oauth/token", data=refresh)
         assert again.json()["error"] == "invalid_grant"
+        assert (await exchange(api, client, code)).json()["error"] == "invalid_grant"
+        await api.runtime.users.delete("alice")
+
+
+async def test_a_code_redeemed_again_revokes_the_tokens_issued_from_it(
+    app_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 6749, 4.1.2: a second redemption is refused, and the pair issued from the code is
+    revoked, also once refreshed (its descendants), also after the code itself was forgotten.
+    Tokens from other codes keep working. On SQLite and PostgreSQL (migration 0010)."""
+    async with app_factory() as api:
+        await api.runtime.users.create("alice", PASSWORD)
+        client = await make_client(api)
+
+        async def works(token: str) -> bool:
+            answer = await api.get("/api/v1/gpt/status", key=token)
+            assert answer.status_code in (200, 401), answer.text
+            return answer.status_code == 200
+
+        def refresh(token: str) -> Any:
+            form = {"grant_type": "refresh_token", "refresh_token": token}
+            return api.http.post("/oauth/token", data=form, headers=basic(client.id, client.secret))
+
+        code = await code_for(api, client)
+        first = (await exchange(api, client, code)).json()
+        refreshed = (await refresh(first["refresh_token"])).json()
+        other = (await exchange(api, client, await code_for(api, client))).json()
+        assert await works(refreshed["access_token"]) and await works(other["access_token"])
+
+        reused = await exchange(api, client, code)
+        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+        assert reused.headers["cache-control"] == "no-store"
+        assert not await works(refreshed["access_token"])
+        assert (await refresh(refreshed["refresh_token"])).json()["error"] == "invalid_grant"
+        assert "used again: the 1 token pair(s) issued from it are revoked" in caplog.text
+        assert await works(other["access_token"])
+
+        # The code's row is forgotten once it expires; the tokens still know where they came from.
+        code = await code_for(api, client)
+        late = (await exchange(api, client, code)).json()
+        async with api.runtime.database.session() as session:
+            await session.execute(delete(OAuthCode))
+        assert (await exchange(api, client, code)).json()["error"] == "invalid_grant"
+        assert not await works(late["access_token"])
+        assert await works(other["access_token"])
+
+        # Two redemptions at once: one gets a pair, which the other's then revokes.
+        code = await code_for(api, client)
+        answers = await asyncio.gather(*(exchange(api, client, code) for _ in range(2)))
+        assert sorted(a.status_code for a in answers) == [200, 400]
+        [won] = [a.json() for a in answers if a.status_code == 200]
+        assert not await works(won["access_token"])
         await api.runtime.users.delete("alice")
 
 
@@ -576,13 +628,53 @@ async def test_a_token_for_another_resource_is_refused_invalid_target(
 
 
 async def test_the_oauth_endpoints_refuse_a_body_over_the_limit(api: ApiClient) -> None:
-    """Forms are read whole: past GPTACTIONS_MAX_BODY_BYTES they are refused unread."""
+    """Forms are read whole: past GPTACTIONS_MAX_BODY_BYTES they are refused unread, by the
+    token and revocation endpoints in OAuth's error shape, by the others in the API's."""
     big = "grant_type=refresh_token&refresh_token=" + "x" * (2 * 1024 * 1024)
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for path in ("/oauth/token", "/oauth/revoke", "/oauth/authorize", "/oauth/register"):
         answer = await api.http.post(path, content=big, headers=form)
         assert answer.status_code == 413, (path, answer.status_code)
-        assert answer.json()["error"]["code"] == "payload_too_large"
+        if path in ("/oauth/token", "/oauth/revoke"):
+            assert answer.json()["error"] == "invalid_request", path
+        else:
+            assert answer.json()["error"]["code"] == "payload_too_large", path
+
+
+async def test_the_token_endpoints_answer_every_error_in_oauths_shape(api: ApiClient) -> None:
+    """RFC 6749, 5.2 (RFC 7009, 2.2.1): an OAuth client reads `error` and `error_description`,
+    never cached, whatever the error: a wrong method (405, still with Allow), a body too large
+    by its Content-Length or while it is read (413)."""
+
+    async def chunks() -> Any:
+        yield b"grant_type=refresh_token&refresh_token="
+        for _ in range(40):
+            yield b"x" * 65536
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    too_large = {
+        "error": "invalid_request",
+        "error_description": "the body is larger than 1048576 bytes",
+    }
+    for path in ("/oauth/token", "/oauth/revoke"):
+        by_length = await api.http.post(path, content=b"x" * (1024 * 1024 + 1), headers=form)
+        while_read = await api.http.post(path, content=chunks(), headers=form)
+        wrong_method = await api.http.get(path)
+        for answer, status in ((by_length, 413), (while_read, 413), (wrong_method, 405)):
+            assert answer.status_code == status, (path, answer.text)
+            assert answer.headers["cache-control"] == "no-store", path
+            assert answer.headers["content-type"] == "application/json"
+            assert set(answer.json()) == {"error", "error_description"}, answer.text
+        assert by_length.json() == too_large and while_read.json() == too_large
+        assert wrong_method.headers["allow"] == "POST"
+        assert wrong_method.json() == {
+            "error": "invalid_request",
+            "error_description": f"method GET is not allowed on {path}",
+        }
+    # The API's own paths keep the API's shape.
+    api_path = await api.http.get("/api/v1/gpt/conversations")
+    assert api_path.status_code == 405 and api_path.json()["error"]["code"] == "method_not_allowed"
+    assert "cache-control" not in api_path.headers
 
 
 async def test_dynamic_registration_is_off_unless_asked_for(api: ApiClient) -> None:

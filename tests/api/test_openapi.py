@@ -73,6 +73,26 @@ def test_the_document_is_valid_openapi(served: dict[str, Any]) -> None:
     validate(served)
 
 
+def _refs_with_siblings(node: Any, where: str = "#") -> list[str]:
+    if isinstance(node, list):
+        return [w for i, item in enumerate(node) for w in _refs_with_siblings(item, f"{where}/{i}")]
+    if not isinstance(node, dict):
+        return []
+    found = [where] if "$ref" in node and len(node) > 1 else []
+    return found + [w for k, v in node.items() for w in _refs_with_siblings(v, f"{where}/{k}")]
+
+
+@pytest.mark.parametrize("query", ["", "?scopes=chat,actions,logs"])
+async def test_no_ref_has_keys_beside_it(api: ApiClient, query: str) -> None:
+    # OpenAPI 3.0 ignores keys beside a $ref: a `nullable` there is lost on strict clients,
+    # which then reject the null finishReason of a rejected request in /logs.
+    document = (await api.http.get("/openapi.json" + query)).json()
+    assert _refs_with_siblings(document) == []
+    finish = document["components"]["schemas"]["LogItem"]["properties"]["finishReason"]
+    assert finish["nullable"] is True
+    assert finish["allOf"] == [{"$ref": "#/components/schemas/FinishReason"}]
+
+
 def test_every_seed_path_method_and_response_is_served(served: dict[str, Any]) -> None:
     for path, item in SEED["paths"].items():
         assert path in served["paths"], path

@@ -199,6 +199,8 @@ def test_readiness_warns_about_logs_and_explains_the_oauth_form(console: Console
     assert f"{console.server.url}/oauth/token" in text
     assert "chat actions" in text and "Default (POST request)" in text
     assert f"{console.server.url}/openapi.json?scopes=chat,actions" in pane.inner_text()
+    # An OAuth GPT's document also offers its users their own data.
+    assert f"{console.server.url}/openapi.json?scopes=chat,actions&auth=oauth" in pane.inner_text()
     console.shot("10b-readiness-oauth-guide")
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from alembic import command as alembic_command
@@ -19,10 +20,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ProgrammingError
 
 from gptactions.services.keys import KeyService
+from gptactions.services.oauth import AuthorizationRequest, ClientCredentials, OAuthService
+from gptactions.services.users import UserService
 from gptactions.store.db import _PG_MIGRATION_LOCK, Database, alembic_config
 from gptactions.store.models import Base
 from gptactions.store.search import FTS_TABLE, PG_INDEX, SCHEMA_NAMES
 
+CALLBACK = "https://chat.openai.com/aip/g-0123456789abcdef/oauth/callback"
 TABLES = {
     "api_keys",
     "conversations",
@@ -139,6 +143,36 @@ async def test_undoing_0008_keeps_the_search_triggers(database: Database) -> Non
     await database.upgrade()
     async with database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
+
+
+async def test_tokens_issued_before_0010_keep_working(database: Database) -> None:
+    """0010 records the code a token pair descends from; pairs from before have none, and go on
+    working (they are the rows a downgrade and upgrade again keep)."""
+    await database.upgrade()
+    oauth = OAuthService(database)
+    user = await UserService(database).create("alice", "password-1234")
+    client = await oauth.create_client("GPT", (CALLBACK,))
+    request = AuthorizationRequest("code", client.info.id, CALLBACK, state="s")
+    ticket = await oauth.open_consent(await oauth.validate(request), user.id)
+    code = parse_qs(urlsplit(await oauth.decide(ticket, allow=True)).query)["code"][0]
+    credentials = ClientCredentials(client.info.id, client.secret)
+    issued = await oauth.exchange_code(
+        credentials, code=code, redirect_uri=CALLBACK, code_verifier=None
+    )
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: alembic_command.downgrade(alembic_config(sync), "0009")
+        )
+    await database.upgrade()
+
+    async with database.engine.connect() as connection:
+        kept = await connection.scalar(text("SELECT count(*) FROM oauth_tokens"))
+        assert kept == 1
+        assert await connection.run_sync(_differences) == []
+    assert (await oauth.authenticate(issued.access_token)) is not None
+    refreshed = await oauth.refresh(credentials, refresh_token=issued.refresh_token, scope=None)
+    assert (await oauth.authenticate(refreshed.access_token)) is not None
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

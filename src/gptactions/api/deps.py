@@ -113,12 +113,22 @@ def json_body(model: type[Model]) -> Any:
 
     FastAPI reads a body parameter before any dependency runs, so a malformed body was a 400
     before a missing key was a 401; routes take their bodies through this instead, and an
-    unauthenticated caller learns nothing of how bodies are read. Then, in order: a media type
-    other than JSON is a 415 (no Content-Type is read as JSON), malformed JSON a 400, any string
-    with a lone surrogate a 400 (no database stores it), and the model's own checks a 400.
+    unauthenticated caller learns nothing of how bodies are read. Then, in order: a compressed
+    body (any Content-Encoding but identity) is a 415, a media type other than JSON a 415 (no
+    Content-Type is read as JSON), malformed JSON a 400, any string with a lone surrogate a 400
+    (no database stores it), and the model's own checks a 400.
     """
 
     async def read(request: Request, _caller: AnyCaller) -> Model:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # Read as it is, a gzip body is "not UTF-8": a 400 that hides what to change.
+            raise ServiceError(
+                f"the body must not be compressed (Content-Encoding: {encoding}); send it as is",
+                415,
+                "unsupported_media_type",
+                headers={"Accept-Encoding": "identity"},
+            )
         content_type = request.headers.get("content-type")
         if content_type is not None and not is_json(content_type):
             raise ServiceError(

@@ -3,7 +3,9 @@ only the operations some scopes can call (`/openapi.json?scopes=chat,actions`).
 
 A public GPT imports the document and offers every operation in it to the model; the scopes
 keep `/logs` (and anything else a GPT's key cannot call) out of it. Which scope an operation
-needs is read from its route's dependencies (`deps.Require`), not kept in a second list.
+needs is read from its route's dependencies (`deps.Require`), not kept in a second list, with
+one exception: the routes of a user's own data (`_USER_DATA`), which need a scope of an API key
+but not of an OAuth token.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ _ROUTERS = (
     openai_compat.router,
 )
 _NOT_OPERATIONS = {"parameters", "servers", "summary", "description"}
+_USER_DATA = {me.export: "logs", me.erase: "logs"}
+"""Routes whose caller needs a scope only when it is an API key: an OAuth token is its own user,
+but a key reaches a user's data with `logs` and a userId (`services.personal.whose` checks it,
+not a `deps.Require`)."""
 
 
 def parse_scopes(text: str | None) -> frozenset[str] | None:
@@ -60,21 +66,25 @@ def _requirements(dependant: Dependant) -> Iterator[str]:
 
 
 @cache
-def operation_scopes() -> dict[tuple[str, str], frozenset[str]]:
-    """For each (path, method) of the API, the scopes its route requires (empty: any caller)."""
+def operation_scopes(*, oauth: bool = False) -> dict[tuple[str, str], frozenset[str]]:
+    """For each (path, method) of the API, the scopes its caller needs (empty: any caller): an
+    API key, or with `oauth` an OAuth token."""
     found: dict[tuple[str, str], frozenset[str]] = {}
     for router in _ROUTERS:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 needs = frozenset(_requirements(route.dependant))
+                if not oauth and route.endpoint in _USER_DATA:
+                    needs |= {_USER_DATA[route.endpoint]}
                 for method in route.methods or ():
                     found[(route.path, method.lower())] = needs
     return found
 
 
-def callable_with(path: str, method: str, scopes: frozenset[str]) -> bool:
-    """Whether a caller holding `scopes` may call the operation (admin may call every one)."""
-    needs = operation_scopes().get((path, method))
+def callable_with(path: str, method: str, scopes: frozenset[str], *, oauth: bool = False) -> bool:
+    """Whether an API key (an OAuth token with `oauth`) holding `scopes` may call the operation
+    (admin may call every one)."""
+    needs = operation_scopes(oauth=oauth).get((path, method))
     if needs is None:
         return False
     return "admin" in scopes or needs <= scopes
@@ -86,8 +96,10 @@ def document_view(
     *,
     origin: str,
     scopes: frozenset[str] | None = None,
+    oauth: bool = False,
 ) -> dict[str, Any]:
-    """`document` for a caller who reaches this server at `origin`, narrowed to `scopes`.
+    """`document` for a caller who reaches this server at `origin`, narrowed to what an API key
+    holding `scopes` can call (an OAuth token holding them, with `oauth`).
 
     The built document is shared: this copies what it changes and never writes into it.
     """
@@ -106,7 +118,7 @@ def document_view(
         kept = {
             method: operation
             for method, operation in item.items()
-            if method in _NOT_OPERATIONS or callable_with(path, method, scopes)
+            if method in _NOT_OPERATIONS or callable_with(path, method, scopes, oauth=oauth)
         }
         if set(kept) - _NOT_OPERATIONS:
             paths[path] = kept

@@ -1,4 +1,9 @@
-"""The API's one error shape, `{"error": {"code", "message", "details"}}`, produced here only."""
+"""The API's one error shape, `{"error": {"code", "message", "details"}}`, produced here only.
+
+The OAuth endpoints whose callers are OAuth clients (token, revocation) answer every error in
+RFC 6749's shape instead, `{"error", "error_description"}`, also produced here only: which shape
+an error takes is decided by its path, in `error_response`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gptactions.api.methods import allowed_methods
 from gptactions.llm.base import (
     BackendError,
     BackendTimeout,
@@ -82,11 +88,34 @@ def error_response(
     code: str | None = None,
     details: Sequence[Problem] = (),
     headers: dict[str, str] | None = None,
+    path: str = "",
 ) -> JSONResponse:
-    """An error as a response."""
+    """An error as a response: in the API's shape, or in OAuth's at an OAuth endpoint (`path`)."""
+    if path in OAUTH_ENDPOINTS:
+        error = _OAUTH_CODES.get(status, "invalid_request")
+        return oauth_error_response(error, message, status, headers)
     return JSONResponse(
         error_body(status, message, code=code, details=details), status, headers=headers
     )
+
+
+OAUTH_ENDPOINTS = frozenset({"/oauth/token", "/oauth/revoke"})
+"""The paths whose every error is in RFC 6749's shape (5.2; RFC 7009, 2.2.1 for revocation)."""
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+"""What an OAuth endpoint's answers carry (RFC 6749, 5.1): no cache keeps a token or code."""
+
+# RFC 6749's codes for the statuses of errors that are not the endpoints' own; any other is
+# an `invalid_request` (a wrong method, a body too large: the request is malformed).
+_OAUTH_CODES = {500: "server_error", 503: "temporarily_unavailable"}
+
+
+def oauth_error_response(
+    error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An OAuth endpoint's error (RFC 6749, 5.2), never cached."""
+    body = {"error": error, "error_description": description}
+    return JSONResponse(body, status, headers=NO_STORE | (headers or {}))
 
 
 def _pointer(location: Sequence[int | str]) -> str:
@@ -148,7 +177,7 @@ async def _backend(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.message, code=code, headers=headers or None)
 
 
-async def _database(_request: Request, exc: Exception) -> JSONResponse:
+async def _database(request: Request, exc: Exception) -> JSONResponse:
     # No traceback: the database's outage log has already said what is wrong, once.
     assert isinstance(exc, DatabaseUnavailable)
     return error_response(
@@ -156,19 +185,22 @@ async def _database(_request: Request, exc: Exception) -> JSONResponse:
         "the database is unavailable; retry shortly",
         code="database_unavailable",
         headers={"Retry-After": str(exc.retry_after)},
+        path=request.url.path,
     )
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    message = str(exc.detail)
+    headers = dict(exc.headers or {})
     if status == 404:
         message = f"no such path: {request.url.path}"
     elif status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    return error_response(status, message, headers=dict(exc.headers or {}) or None)
+        # Every route's methods at the path, not only those of the route tried first.
+        headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+    return error_response(status, message, headers=headers or None, path=request.url.path)
 
 
 async def _client_left(request: Request, _exc: Exception) -> Response:
@@ -181,7 +213,8 @@ async def _client_left(request: Request, _exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal error; the server log has the details")
+    message = "internal error; the server log has the details"
+    return error_response(500, message, path=request.url.path)
 
 
 class UnexpectedErrors:

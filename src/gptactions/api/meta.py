@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -58,27 +58,42 @@ ScopesQuery = Annotated[
 ]
 
 
-def caller_document(request: Request, scopes: str | None) -> dict[str, Any]:
-    """The document for this request: its own URL as the server, narrowed to `scopes`."""
+AuthQuery = Annotated[
+    Literal["key", "oauth"],
+    Query(
+        description="With scopes: who holds them, an API key (the default) or a GPT's OAuth "
+        "token, which also reaches its own user's data (/me/export, /me/data) without logs.",
+    ),
+]
+
+
+def caller_document(request: Request, scopes: str | None, auth: str = "key") -> dict[str, Any]:
+    """The document for this request: its own URL as the server, narrowed to what `scopes`
+    can call, held by an API key or (`auth` oauth) an OAuth token."""
     runtime: Runtime = request.app.state.runtime
     return document_view(
         served_document(request.app),
         runtime.settings,
         origin=public_origin(request, runtime.settings),
         scopes=parse_scopes(scopes),
+        oauth=auth == "oauth",
     )
 
 
 @router.get("/openapi.json")
-async def openapi_json(request: Request, scopes: ScopesQuery = None) -> JSONResponse:
+async def openapi_json(
+    request: Request, scopes: ScopesQuery = None, auth: AuthQuery = "key"
+) -> JSONResponse:
     """The OpenAPI document, as JSON."""
-    return JSONResponse(caller_document(request, scopes))
+    return JSONResponse(caller_document(request, scopes, auth))
 
 
 @router.get("/openapi.yaml")
-async def openapi_yaml(request: Request, scopes: ScopesQuery = None) -> Response:
+async def openapi_yaml(
+    request: Request, scopes: ScopesQuery = None, auth: AuthQuery = "key"
+) -> Response:
     """The OpenAPI document, as YAML."""
-    document = caller_document(request, scopes)
+    document = caller_document(request, scopes, auth)
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return Response(text, media_type="application/yaml")
 

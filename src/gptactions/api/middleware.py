@@ -7,12 +7,10 @@ fields) is judged after the key, by `deps.json_body`.
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptactions.api.errors import error_body
+from gptactions.api.errors import error_response
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -54,7 +52,7 @@ class BodyGuard:
             if name.lower() == b"content-length":
                 length = value.decode("latin-1")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+            await _too_large(scope, send, self.max_body_bytes)
             return
 
         received = 0
@@ -79,19 +77,12 @@ class BodyGuard:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await _reject(send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+                await _too_large(scope, send, self.max_body_bytes)
 
 
-async def _reject(send: Send, status: int, message: str) -> None:
-    body = json.dumps(error_body(status, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    """The 413, in the error shape of the request's path (`errors.error_response` decides)."""
+    message = f"the body is larger than {limit} bytes"
+    response = error_response(413, message, path=scope["path"])
+    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

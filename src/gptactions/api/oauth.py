@@ -2,7 +2,9 @@
 (when allowed) dynamic registration.
 
 These answer in RFC 6749's shapes (`{"error": "invalid_grant", ...}` and redirects), which OAuth
-clients such as ChatGPT read, rather than the API's error shape.
+clients such as ChatGPT read, rather than the API's error shape. `api/errors.py` makes both: the
+token and revocation endpoints' every error, a wrong method's and a body too large's too, is
+RFC 6749's there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
-from gptactions.api.errors import error_response
+from gptactions.api.errors import NO_STORE, error_response, oauth_error_response
 from gptactions.api.forwarded import client_address, public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
@@ -50,7 +52,6 @@ _AUTHORIZE_PARAMS = (
     "code_challenge",
     "code_challenge_method",
 )
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class _BadParameter(Exception):
@@ -166,7 +167,7 @@ def error_page(message: str, status: int = 400) -> Response:
 def see_other(uri: str) -> RedirectResponse:
     """A 303 redirect that is never cached."""
     # 303: the browser follows with a GET, also after the consent form's POST.
-    return RedirectResponse(uri, 303, headers=_NO_STORE)
+    return RedirectResponse(uri, 303, headers=NO_STORE)
 
 
 def _login(
@@ -330,11 +331,8 @@ def _credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
 
 
 def _token_error(error: TokenError) -> JSONResponse:
-    headers = dict(_NO_STORE)
-    if error.status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="gptactions"'
-    body = {"error": error.error, "error_description": error.description}
-    return JSONResponse(body, error.status, headers=headers)
+    challenge = {"WWW-Authenticate": 'Basic realm="gptactions"'} if error.status == 401 else None
+    return oauth_error_response(error.error, error.description, error.status, challenge)
 
 
 async def _token_form(request: Request) -> dict[str, str]:
@@ -377,7 +375,7 @@ async def token(request: Request, runtime: RuntimeDep) -> Response:
     except TokenError as error:
         return _token_error(error)
     body: dict[str, Any] = issued.as_json()
-    return JSONResponse(body, headers=_NO_STORE)
+    return JSONResponse(body, headers=NO_STORE)
 
 
 @router.post("/oauth/register")
@@ -394,9 +392,8 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
     try:
         await runtime.users.throttle(f"register:{client_address(request)}")
     except TooManyAttempts as error:
-        body = {"error": "invalid_request", "error_description": str(error)}
-        headers = _NO_STORE | {"Retry-After": str(error.retry_after)}
-        return JSONResponse(body, 429, headers=headers)
+        retry = {"Retry-After": str(error.retry_after)}
+        return oauth_error_response("invalid_request", str(error), 429, retry)
     try:
         metadata = json.loads(await request.body())
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
@@ -404,10 +401,9 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
     try:
         info, answer = await runtime.oauth.register(metadata)
     except RegistrationError as error:
-        body = {"error": error.error, "error_description": error.description}
-        return JSONResponse(body, 400, headers=_NO_STORE)
+        return oauth_error_response(error.error, error.description)
     log.info("OAuth client %s registered itself as %r", info.id, info.name)
-    return JSONResponse(answer, 201, headers=_NO_STORE)
+    return JSONResponse(answer, 201, headers=NO_STORE)
 
 
 @router.post("/oauth/revoke")
@@ -422,7 +418,7 @@ async def revoke(request: Request, runtime: RuntimeDep) -> Response:
         )
     except TokenError as error:
         return _token_error(error)
-    return Response(status_code=200, headers=_NO_STORE)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 @router.get("/privacy")

@@ -37,6 +37,7 @@ from gptactions.api.responses import (
     OpenAPI30,
     StatusResponse,
     UsageResponse,
+    without_ref_siblings,
 )
 from gptactions.api.schemas import (
     ACTION_NAME_MAX_LENGTH,
@@ -72,7 +73,7 @@ _ERRORS = {
     "413": "The body is larger than the server's limit.",
     "429": "The key's (or OAuth user's) rate or token limit is reached (code rate_limited or "
     "token_limit_exceeded; the message names the limit); retry after the Retry-After seconds.",
-    "415": "The body is not JSON.",
+    "415": "The body is not JSON, or is compressed (Content-Encoding).",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
     "503": "Every model backend is down or saturated, or the request's deadline came before "
@@ -113,7 +114,7 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
         ref_template=COMPONENTS,
         schema_generator=OpenAPI30,
     )
-    schemas: dict[str, dict[str, Any]] = defs["$defs"]
+    schemas: dict[str, dict[str, Any]] = without_ref_siblings(defs["$defs"])
     for schema in schemas.values():
         schema.pop("title", None)  # the component's name says it
     return schemas
@@ -460,7 +461,7 @@ def _list_actions(doc: dict[str, Any]) -> None:
             },
         }
     )
-    _add_errors(operation, ["400", *_READ_ERRORS])
+    _add_errors(operation, ["400", "403", *_READ_ERRORS])
 
 
 def _personal(doc: dict[str, Any]) -> None:

@@ -320,3 +320,20 @@ class OpenAPI30(GenerateJsonSchema):
     def field_title_should_be_set(self, schema: Any) -> bool:
         """No titles: the document's names already say what each is."""
         return False
+
+
+def without_ref_siblings(schema: Any) -> Any:
+    """`schema` with each `$ref` that has keys beside it wrapped in an `allOf`.
+
+    OpenAPI 3.0 ignores every key beside a `$ref`, so `{"$ref": ..., "nullable": true}` (how
+    pydantic writes an optional enum field) tells a strict client that `null` is invalid;
+    `{"allOf": [{"$ref": ...}], "nullable": true}` says what is meant.
+    """
+    if isinstance(schema, list):
+        return [without_ref_siblings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: without_ref_siblings(value) for key, value in schema.items()}
+    if "$ref" in out and len(out) > 1:
+        out["allOf"] = [{"$ref": out.pop("$ref")}]
+    return out

@@ -66,6 +66,17 @@ NulFree = Annotated[str | None, AfterValidator(nul_free)]
 """An optional identifier of a query string (`?userId=`), held to `nul_free`."""
 
 
+def _not_null(value: Any) -> Any:
+    """A field sent as `null`: refused, as the document says (no field here is `nullable`).
+
+    Strict like the types: `null` is not a string or a number, and reading it as "absent" would
+    accept what every client generated from the document is told is invalid.
+    """
+    if value is None:
+        raise ValueError("must not be null")
+    return value
+
+
 class ConversationRequest(BaseModel):
     """The seed's ConversationRequest, with optional generation settings."""
 
@@ -83,6 +94,7 @@ class ConversationRequest(BaseModel):
     repeatPenalty: float | None = Field(default=None, ge=REPEAT_PENALTY_MIN, le=REPEAT_PENALTY_MAX)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
+    _not_null = field_validator("*", mode="before")(_not_null)
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _message_not_blank = field_validator("message")(_not_blank)
     _ids_nul_free = field_validator("userId", "conversationId")(nul_free)
@@ -109,6 +121,7 @@ class ActionRequest(BaseModel):
     userId: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
+    _not_null = field_validator("*", mode="before")(_not_null)
     _user_id_nul_free = field_validator("userId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:

@@ -18,6 +18,7 @@ from gptactions.services.errors import Problem, check_text, invalid, not_found, 
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
 from gptactions.services.streams import ReplyStream
+from gptactions.services.turn_order import Release, TurnOrder
 from gptactions.services.turns import PreparedTurn, Reply, Turn, TurnRecorder
 from gptactions.store import queries
 from gptactions.store.db import Database
@@ -41,6 +42,7 @@ class ConversationService:
         self._router = router
         self._log = log
         self._turns = TurnRecorder(log)
+        self._order = TurnOrder()
         self._system_prompt = system_prompt
         self._default_max_tokens = default_max_tokens
 
@@ -87,21 +89,26 @@ class ConversationService:
             await self._turns.abandon(prepared, close=chunks.aclose)
             raise
         except BaseException:
+            prepared.release()
             await chunks.aclose()
             raise
+        # The stream lets the conversation's next turn go once it has stored this one.
         return ReplyStream(self._turns, prepared, chunks, first)
 
     async def _run(self, prepared: PreparedTurn) -> Reply:
         try:
-            generation = await self._router.generate(prepared.request, prepared.turn.model)
-        except BackendError as error:
-            await self._turns.fail(prepared, error)
-            raise
-        except asyncio.CancelledError:
-            # The client went away (or the server is stopping): record the abandoned turn.
-            await self._turns.abandon(prepared)
-            raise
-        return await self._turns.complete(prepared, generation)
+            try:
+                generation = await self._router.generate(prepared.request, prepared.turn.model)
+            except BackendError as error:
+                await self._turns.fail(prepared, error)
+                raise
+            except asyncio.CancelledError:
+                # The client went away (or the server is stopping): record the abandoned turn.
+                await self._turns.abandon(prepared)
+                raise
+            return await self._turns.complete(prepared, generation)
+        finally:
+            prepared.release()  # stored (or not to be): the conversation's next turn may go
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
         """Resolve the conversation and build the prompt that fits the model's context window."""
@@ -122,10 +129,17 @@ class ConversationService:
                 f"maxTokens must be below the model's context window ({backend.context_window})",
                 Problem("/maxTokens", f"must be less than {backend.context_window}"),
             )
-        conversation_id, is_new, history = await self._conversation(principal, turn, new=new)
-        messages = await self._fit(
-            history, turn.message, backend.context_window - max_tokens, turn.model
-        )
+        held: list[Release] = []
+        try:
+            conversation_id, is_new, history = await self._conversation(
+                principal, turn, new=new, held=held
+            )
+            messages = await self._fit(
+                history, turn.message, backend.context_window - max_tokens, turn.model
+            )
+        except BaseException:
+            _release(held)
+            raise
         request = GenerationRequest(
             messages=messages,
             max_tokens=max_tokens,
@@ -133,31 +147,42 @@ class ConversationService:
             repeat_penalty=turn.repeat_penalty,
             deadline=turn.deadline,
         )
-        return PreparedTurn(principal, turn, conversation_id, is_new, request)
+        return PreparedTurn(
+            principal, turn, conversation_id, is_new, request, release=lambda: _release(held)
+        )
 
     async def _conversation(
-        self, principal: Principal, turn: Turn, *, new: bool
+        self, principal: Principal, turn: Turn, *, new: bool, held: list[Release]
     ) -> tuple[str, bool, list[tuple[str, str]]]:
+        """The conversation the turn belongs to, whether it is new, and its turns so far; with
+        the conversation's (and, without a conversationId, the user's) turn order entered in
+        `held`, so that no other turn of it is answered until this one is stored."""
         if new:
             return _new_conversation_id(), True, []
-        async with self._database.session() as session:
-            if turn.conversation_id is not None:
+        if turn.conversation_id is not None:
+            async with self._database.session() as session:
                 conversation = await queries.conversation_by_id(session, turn.conversation_id)
-                # Another tenant's or user's conversation is indistinguishable from a missing one.
-                if (
-                    conversation is None
-                    or conversation.tenant != principal.tenant
-                    or conversation.user_id != turn.user_id
-                ):
-                    raise not_found(
-                        f"conversation {turn.conversation_id!r} does not exist for this user"
-                    )
-            else:
+            # Another tenant's or user's conversation is indistinguishable from a missing one.
+            if (
+                conversation is None
+                or conversation.tenant != principal.tenant
+                or conversation.user_id != turn.user_id
+            ):
+                raise not_found(
+                    f"conversation {turn.conversation_id!r} does not exist for this user"
+                )
+        else:
+            # The user's latest conversation, or their new one: theirs until this turn is in.
+            user = ("user", principal.tenant, turn.user_id)
+            held.append(await self._order.enter(user, turn.deadline))
+            async with self._database.session() as session:
                 conversation = await queries.latest_conversation(
                     session, principal.tenant, turn.user_id
                 )
-                if conversation is None:
-                    return _new_conversation_id(), True, []
+            if conversation is None:
+                return _new_conversation_id(), True, []
+        held.append(await self._order.enter(("conversation", conversation.id), turn.deadline))
+        async with self._database.session() as session:
             turns = await queries.conversation_turns(session, conversation.id)
         return conversation.id, False, turns
 
@@ -197,6 +222,12 @@ class ConversationService:
             else:
                 too_many = middle
         return keep(fitting)
+
+
+def _release(held: list[Release]) -> None:
+    """Let the next turns go, the conversation's before the user's (the reverse of entry)."""
+    for release in reversed(held):
+        release()
 
 
 def _new_conversation_id() -> str:

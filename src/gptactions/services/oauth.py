@@ -191,6 +191,30 @@ def pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def _refusal(
+    record: OAuthCode,
+    client_id: str,
+    redirect_uri: str,
+    code_verifier: str | None,
+    now: datetime,
+) -> TokenError | None:
+    """Why a code, just marked used, gives `client_id` no tokens; None when it gives them."""
+    if queries.as_utc(record.expires_at) < now:
+        return TokenError("invalid_grant", "the code has expired")
+    if record.client_id != client_id:
+        return TokenError("invalid_grant", "the code was issued to another client")
+    if record.redirect_uri != redirect_uri:
+        return TokenError("invalid_grant", "redirect_uri differs from the authorization's")
+    if record.code_challenge is not None:
+        if not code_verifier:
+            return TokenError("invalid_grant", "code_verifier is required (PKCE)")
+        if not hmac.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
+            return TokenError("invalid_grant", "code_verifier does not match code_challenge")
+    elif code_verifier:
+        return TokenError("invalid_grant", "no code_challenge was sent for this code")
+    return None
+
+
 class OAuthService:
     """Registers clients, runs the authorization code grant, and checks access tokens."""
 
@@ -454,31 +478,43 @@ class OAuthService:
         redirect_uri: str | None,
         code_verifier: str | None,
     ) -> IssuedTokens:
-        """The authorization_code grant."""
+        """The authorization_code grant.
+
+        A code is used once: its first redemption marks it used, whatever comes of it. Presented
+        again, it is refused and every token pair issued from it is revoked (RFC 6749, 4.1.2):
+        someone else holds the code, and may have been the first to redeem it. The pair is
+        issued in the transaction that marks the code used, so a redemption racing with it waits
+        for that commit, and then finds the pair to revoke.
+        """
         client = await self._client(credentials)
         if not code:
             raise TokenError("invalid_request", "the code parameter is required")
         if not redirect_uri:
             raise TokenError("invalid_request", "the redirect_uri parameter is required")
         now = utcnow()
+        digest = hash_key(code)
+        revoked = 0
+        outcome: IssuedTokens | TokenError
         async with self._database.session() as session:
-            record = await accounts.use_code(session, hash_key(code), "code", now)
-        if record is None:
-            raise TokenError("invalid_grant", "the code is not valid or was already used")
-        if queries.as_utc(record.expires_at) < now:
-            raise TokenError("invalid_grant", "the code has expired")
-        if record.client_id != client.id:
-            raise TokenError("invalid_grant", "the code was issued to another client")
-        if record.redirect_uri != redirect_uri:
-            raise TokenError("invalid_grant", "redirect_uri differs from the authorization's")
-        if record.code_challenge is not None:
-            if not code_verifier:
-                raise TokenError("invalid_grant", "code_verifier is required (PKCE)")
-            if not hmac.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
-                raise TokenError("invalid_grant", "code_verifier does not match code_challenge")
-        elif code_verifier:
-            raise TokenError("invalid_grant", "no code_challenge was sent for this code")
-        return await self._issue(client.id, record.user_id, _scopes(record.scopes), now)
+            record = await accounts.use_code(session, digest, "code", now)
+            if record is None:
+                revoked = await accounts.revoke_code_tokens(session, digest, now)
+                outcome = TokenError("invalid_grant", "the code is not valid or was already used")
+            elif refusal := _refusal(record, client.id, redirect_uri, code_verifier, now):
+                outcome = refusal
+            else:
+                scopes = _scopes(record.scopes)
+                outcome = await self._issue(session, client.id, record.user_id, scopes, now, digest)
+        if revoked:
+            log.warning(
+                "an authorization code of the client %r was used again: the %d token pair(s) "
+                "issued from it are revoked",
+                client.name,
+                revoked,
+            )
+        if isinstance(outcome, TokenError):  # raised once the code's use is committed
+            raise outcome
+        return outcome
 
     async def refresh(
         self, credentials: ClientCredentials, *, refresh_token: str | None, scope: str | None
@@ -506,6 +542,9 @@ class OAuthService:
                 await accounts.revoke_user_tokens(session, token.user_id, client_id=client.id)
             else:
                 wanted = await self._refreshable(session, token, scope, now)
+                issued = await self._issue(
+                    session, client.id, token.user_id, _ordered(wanted), now, token.code_hash
+                )
         if replayed:
             log.warning(
                 "a refresh token of the public client %r was used again after its rotation: "
@@ -513,7 +552,7 @@ class OAuthService:
                 client.name,
             )
             raise TokenError("invalid_grant", "the refresh token is not valid")
-        return await self._issue(client.id, token.user_id, _ordered(wanted), now)
+        return issued
 
     @staticmethod
     async def _refreshable(
@@ -534,25 +573,32 @@ class OAuthService:
         return wanted
 
     async def _issue(
-        self, client_id: str, user_id: str, scopes: tuple[str, ...], now: datetime
+        self,
+        session: AsyncSession,
+        client_id: str,
+        user_id: str,
+        scopes: tuple[str, ...],
+        now: datetime,
+        code_hash: str | None,
     ) -> IssuedTokens:
+        """A new token pair, stored in `session`; `code_hash`: the code it descends from."""
         access = ACCESS_PREFIX + secrets.token_urlsafe(32)
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
-        async with self._database.session() as session:
-            await accounts.add_token(
-                session,
-                OAuthToken(
-                    id=uuid.uuid4().hex,
-                    access_hash=hash_key(access),
-                    refresh_hash=hash_key(refresh),
-                    client_id=client_id,
-                    user_id=user_id,
-                    scopes=" ".join(scopes),
-                    created_at=now,
-                    access_expires_at=now + self._access_lifetime,
-                    refresh_expires_at=now + self._refresh_lifetime,
-                ),
-            )
+        await accounts.add_token(
+            session,
+            OAuthToken(
+                id=uuid.uuid4().hex,
+                access_hash=hash_key(access),
+                refresh_hash=hash_key(refresh),
+                client_id=client_id,
+                user_id=user_id,
+                scopes=" ".join(scopes),
+                created_at=now,
+                access_expires_at=now + self._access_lifetime,
+                refresh_expires_at=now + self._refresh_lifetime,
+                code_hash=code_hash,
+            ),
+        )
         return IssuedTokens(access, refresh, int(self._access_lifetime.total_seconds()), scopes)
 
     async def revoke(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncGenerator
 
 import anyio
@@ -39,6 +40,9 @@ class ReplyStream:
         self._finish: str | None = None
         self._ended = False
         self.reply: Reply | None = None
+        # The turn lets the conversation's next one go when it is stored; should this stream be
+        # dropped unended (its response never ran), when it is collected.
+        weakref.finalize(self, prepared.release)
 
     @property
     def conversation_id(self) -> str:

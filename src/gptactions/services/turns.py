@@ -55,6 +55,8 @@ class PreparedTurn:
     is_new: bool
     request: GenerationRequest
     started: float = field(default_factory=time.perf_counter)
+    release: Callable[[], None] = field(default=lambda: None, repr=False)
+    """Lets the conversation's next turn go (`TurnOrder`); called once the turn is stored."""
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the turn was prepared."""
@@ -95,7 +97,10 @@ class TurnRecorder:
             raise error
         latency = prepared.elapsed_ms()
         new, conversation = _interaction(prepared, replace(generation, text=reply), latency)
-        interaction = await self._log.record(new, new_conversation=conversation)
+        try:
+            interaction = await self._log.record(new, new_conversation=conversation)
+        finally:
+            prepared.release()
         return Reply(
             conversation_id=prepared.conversation_id,
             reply=reply,
@@ -115,7 +120,10 @@ class TurnRecorder:
         failed = replace(
             new, status=InteractionStatus.ERROR, error=error.message, finish_reason=None
         )
-        await self._log.record(failed, new_conversation=conversation)
+        try:
+            await self._log.record(failed, new_conversation=conversation)
+        finally:
+            prepared.release()
 
     async def abandon(
         self,
@@ -126,7 +134,10 @@ class TurnRecorder:
     ) -> None:
         """Store a turn its client abandoned, shielded from the cancellation; `close` first."""
         new, conversation = _interaction(prepared, partial or Generation(""), prepared.elapsed_ms())
-        await self._log.record_abandoned(new, new_conversation=conversation, close=close)
+        try:
+            await self._log.record_abandoned(new, new_conversation=conversation, close=close)
+        finally:
+            prepared.release()
 
 
 def _interaction(

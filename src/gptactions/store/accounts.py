@@ -214,6 +214,17 @@ async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> b
     return isinstance(result, CursorResult) and result.rowcount == 1
 
 
+async def revoke_code_tokens(session: AsyncSession, code_hash: str, now: datetime) -> int:
+    """Revoke every live token pair descended from an authorization code; how many."""
+    result = await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.code_hash == code_hash, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
 # --- a user's own data ------------------------------------------------------------------------
 
 

@@ -250,7 +250,11 @@ class OAuthCode(Base):
 
 
 class OAuthToken(Base):
-    """An access token and its refresh token, stored as hashes; refreshing replaces the row."""
+    """An access token and its refresh token, stored as hashes; refreshing replaces the row.
+
+    `code_hash` is the hash of the authorization code the pair descends from, kept through
+    refreshes, so that a code redeemed again revokes every pair issued from it (RFC 6749, 4.1.2).
+    """
 
     __tablename__ = "oauth_tokens"
 
@@ -268,3 +272,4 @@ class OAuthToken(Base):
     access_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     refresh_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

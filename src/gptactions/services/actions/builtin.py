@@ -14,6 +14,7 @@ from gptactions.services.actions.output import (
     generate_output,
 )
 from gptactions.services.actions.registry import (
+    NOT_BLANK,
     ActionContext,
     ActionDefinition,
     ActionOutcome,
@@ -38,7 +39,14 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
 
 
 def _text(description: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": limit, "description": description}
+    # `\S`: a text of spaces alone gives the model nothing to work on (a 400, not a reply).
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limit,
+        "pattern": NOT_BLANK,
+        "description": description,
+    }
 
 
 def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:

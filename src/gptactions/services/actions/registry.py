@@ -208,6 +208,8 @@ _TYPES = {
     "null": "null",
 }
 _LONGEST_MESSAGE = 200
+NOT_BLANK = r"\S"
+"""The `pattern` of a text parameter that must hold more than whitespace."""
 
 
 def _message(error: jsonschema.ValidationError) -> str:
@@ -233,5 +235,7 @@ def _message(error: jsonschema.ValidationError) -> str:
     }
     if rule in words:
         return words[str(rule)]
+    if rule == "pattern" and limit == NOT_BLANK:
+        return "must not be empty or only whitespace"
     message = str(error.message)
     return message if len(message) <= _LONGEST_MESSAGE else message[:_LONGEST_MESSAGE] + "…"

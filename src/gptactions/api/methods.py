@@ -1,0 +1,62 @@
+"""HTTP methods as RFC 9110 has them: HEAD wherever GET is, and a 405's `Allow` naming them all.
+
+FastAPI routes each (path, method) to its own route: a path with a GET route and a POST route
+(`/api/v1/gpt/actions`) answered a PUT with the `Allow` of whichever route it tried first
+("POST"), and no route took HEAD, which every GET resource must (RFC 9110, 9.3.2). Here a
+request's methods are found by asking the router's own matching, method by method, so what is
+allowed is always what the routes take.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CANDIDATES = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+"""The methods a route here may take, in the order `Allow` names them."""
+
+
+def routed(routes: list[BaseRoute], scope: Scope, method: str) -> bool:
+    """Whether a route takes `method` at the scope's path."""
+    probe = {**scope, "method": method}
+    return any(route.matches(probe)[0] == Match.FULL for route in routes)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> str:
+    """The `Allow` header for the scope's path: every method a route takes there, with HEAD
+    wherever GET is (`HeadAsGet`)."""
+    methods = [m for m in CANDIDATES if m != "HEAD" and routed(routes, scope, m)]
+    if "GET" in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return ", ".join(methods)
+
+
+class HeadAsGet:
+    """A HEAD request for a GET route is answered as the GET, without its body.
+
+    The headers are the GET's own, Content-Length included (RFC 9110, 9.3.2). A HEAD for a path
+    without GET goes on as it is, to the router's 405.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "HEAD"
+            or routed(self.routes, scope, "HEAD")
+            or not routed(self.routes, scope, "GET")
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
