@@ -32,11 +32,11 @@ from gptactions.services.oauth import (
     AuthorizeError,
     BadClient,
     ClientCredentials,
-    RegistrationError,
     TokenError,
     ValidAuthorization,
     with_query,
 )
+from gptactions.services.oauth_registration import RegistrationError, register_client
 from gptactions.services.users import TooManyAttempts, UserInfo
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         metadata = None
     try:
-        info, answer = await runtime.oauth.register(metadata)
+        info, answer = await register_client(runtime.oauth, metadata)
     except RegistrationError as error:
         return oauth_error_response(error.error, error.description)
     log.info("OAuth client %s registered itself as %r", info.id, info.name)
