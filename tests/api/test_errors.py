@@ -129,6 +129,36 @@ async def test_a_chunked_body_over_the_limit_is_413(api: ApiClient) -> None:
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("respond", {"conversationId": "x" * 65}, "/conversationId: must be at most 64 characters"),
+        ("respond", {"conversationId": ""}, "/conversationId: must not be empty"),
+        ("respond", {"userId": 5}, "/userId: must be a string"),
+        ("respond", {"maxTokens": 1.5}, "/maxTokens: must be an integer"),
+        ("respond", {"maxTokens": 0}, "/maxTokens: must be at least 1"),
+        ("respond", {"temperature": "1"}, "/temperature: must be a number"),
+        ("actions", {"action": "x" * 101}, "/action: must be at most 100 characters"),
+        ("logs?limit=abc", None, "/limit: query parameter limit: must be an integer"),
+        ("logs?kind=nope", None, "/kind: query parameter kind: must be one of: 'conversation', "),
+    ],
+)
+async def test_validation_errors_are_in_the_apis_words(
+    api: ApiClient, path: str, body: dict[str, Any] | None, detail: str
+) -> None:
+    # As the actions' parameters say them, not pydantic's "String should have at most 64 ...".
+    if body is None:
+        response = await api.get(f"{API}/{path}")
+    else:
+        base = {"action": "summarize", "parameters": {"text": "t"}} if path == "actions" else {}
+        base = base or {"userId": "u", "message": "hi"}
+        response = await api.post(f"{API}/{path}", {**base, **body})
+    assert response.status_code == 400
+    first = response.json()["error"]["details"][0]
+    assert f"{first['pointer']}: {first['message']}".startswith(detail)
+    assert "should" not in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("field", ["userId", "conversationId", "maxTokens", "model", "temperature"])
 @pytest.mark.parametrize("path", ["conversations", "respond"])
 async def test_null_is_400_where_the_document_does_not_allow_it(

@@ -139,6 +139,8 @@ def _problem(error: dict[str, Any]) -> Problem:
         message = "the body must be a JSON object" if not pointer else "must be a JSON object"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
+    else:
+        message = _in_api_words(error) or message
     if where == "query":
         if str(error.get("type", "")).startswith(("datetime_", "date_")):
             # "+01:00" pasted into a URL arrives as " 01:00": the parser's words do not say so.
@@ -148,6 +150,45 @@ def _problem(error: dict[str, Any]) -> Problem:
 
 
 TIME_EXAMPLE = "2026-01-31T12:00:00Z"
+
+# Pydantic's kinds of error, said as the rest of the API says them (the actions' parameters,
+# `services.actions.registry`): "must be at most 64 characters", not "String should have at
+# most 64 characters".
+_KINDS = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_long": "must be at most {max_length} characters",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
+    "literal_error": "must be one of: {expected}",
+    "enum": "must be one of: {expected}",
+    "datetime_parsing": "must be a date and time",
+    "datetime_from_date_parsing": "must be a date and time",
+    "datetime_type": "must be a date and time",
+}
+
+
+def _in_api_words(error: dict[str, Any]) -> str | None:
+    """Pydantic's message for `error` in the API's words, if it is a kind that has them."""
+    kind, context = str(error.get("type", "")), error.get("ctx") or {}
+    if kind == "string_too_short":
+        least = context.get("min_length", 1)
+        return "must not be empty" if least == 1 else f"must be at least {least} characters"
+    template = _KINDS.get(kind)
+    try:
+        return template.format(**context) if template else None
+    except (KeyError, IndexError):  # a context without what the words name: pydantic's own
+        return None
 
 
 # Pydantic's error types for a value that is not a JSON object where one is expected.

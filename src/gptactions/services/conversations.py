@@ -159,32 +159,34 @@ class ConversationService:
         `held`, so that no other turn of it is answered until this one is stored."""
         if new:
             return _new_conversation_id(), True, []
-        if turn.conversation_id is not None:
-            async with self._database.session() as session:
-                conversation = await queries.conversation_by_id(session, turn.conversation_id)
-            # Another tenant's or user's conversation is indistinguishable from a missing one.
-            if (
-                conversation is None
-                or conversation.tenant != principal.tenant
-                or conversation.user_id != turn.user_id
-            ):
-                raise not_found(
-                    f"conversation {turn.conversation_id!r} does not exist for this user"
-                )
-        else:
+        if turn.conversation_id is None:
             # The user's latest conversation, or their new one: theirs until this turn is in.
             user = ("user", principal.tenant, turn.user_id)
             held.append(await self._order.enter(user, turn.deadline))
             async with self._database.session() as session:
-                conversation = await queries.latest_conversation(
-                    session, principal.tenant, turn.user_id
-                )
-            if conversation is None:
+                latest = await queries.latest_conversation(session, principal.tenant, turn.user_id)
+            if latest is None:
                 return _new_conversation_id(), True, []
-        held.append(await self._order.enter(("conversation", conversation.id), turn.deadline))
+            conversation_id = latest.id
+        else:
+            # Entered before the id is checked, so the check and the history take one session.
+            # Another's id only waits its turn to be a 404: ids are not guessable.
+            conversation_id = turn.conversation_id
+        held.append(await self._order.enter(("conversation", conversation_id), turn.deadline))
         async with self._database.session() as session:
-            turns = await queries.conversation_turns(session, conversation.id)
-        return conversation.id, False, turns
+            if turn.conversation_id is not None:
+                conversation = await queries.conversation_by_id(session, conversation_id)
+                # Another tenant's or user's conversation is indistinguishable from a missing one.
+                if (
+                    conversation is None
+                    or conversation.tenant != principal.tenant
+                    or conversation.user_id != turn.user_id
+                ):
+                    raise not_found(
+                        f"conversation {conversation_id!r} does not exist for this user"
+                    )
+            turns = await queries.conversation_turns(session, conversation_id)
+        return conversation_id, False, turns
 
     async def _fit(
         self, history: list[tuple[str, str]], message: str, budget: int, model: str | None
