@@ -61,6 +61,18 @@ async def test_bearer_and_bare_keys_are_accepted(api: ApiClient, header: str) ->
     assert response.status_code == 200
 
 
+async def test_two_authorization_headers_are_a_400_whichever_is_valid(api: ApiClient) -> None:
+    for pair in ([ADMIN_KEY, "wrong"], ["wrong", ADMIN_KEY], [ADMIN_KEY, ADMIN_KEY]):
+        headers = [("Authorization", f"Bearer {key}") for key in pair]
+        response = await api.http.get(f"{API}/status", headers=headers)
+        assert response.status_code == 400, pair
+        assert response.json()["error"]["details"] == [
+            {"pointer": "/headers/Authorization", "message": "must be sent once"}
+        ]
+    document = (await api.http.get("/openapi.json")).json()
+    assert "400" in document["paths"][f"{API}/status"]["get"]["responses"]
+
+
 async def test_a_revoked_key_is_401(api: ApiClient) -> None:
     key = await api.key(name="temp")
     assert (await api.get(f"{API}/status", key=key)).status_code == 200

@@ -13,7 +13,7 @@ from gptactions.api.disconnect import generation_deadline
 from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.schemas import ActionRequest, ConversationRequest
 from gptactions.runtime import Runtime
-from gptactions.services.errors import ServiceError, check_text
+from gptactions.services.errors import Problem, ServiceError, check_text
 from gptactions.services.keys import Principal, parse_authorization
 from gptactions.services.limits import check_rate
 from gptactions.services.oauth import ACCESS_PREFIX
@@ -43,7 +43,16 @@ async def identify(runtime: Runtime, secret: str) -> Principal | None:
 
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from the key in the Authorization header; 401 without a valid key."""
-    secret = parse_authorization(request.headers.get("authorization"))
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:
+        # Which one would count is anybody's guess (a proxy may add its own): neither does.
+        raise ServiceError(
+            "send one Authorization header; this request has several",
+            400,
+            "invalid_request",
+            details=[Problem("/headers/Authorization", "must be sent once")],
+        )
+    secret = parse_authorization(headers[0] if headers else None)
     if secret is None:
         raise ServiceError(
             "an API key is required: send 'Authorization: Bearer <key>'",

@@ -65,7 +65,7 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SCHEMA_PREFIX = "#/components/schemas/"
 
 _ERRORS = {
-    "400": "Invalid input.",
+    "400": "Invalid input (or more than one Authorization header).",
     "401": "Missing, unknown or revoked API key.",
     "403": "The API key lacks the scope this operation needs.",
     "404": "Not found.",
@@ -82,7 +82,7 @@ _ERRORS = {
 }
 # What can go wrong once a call reaches the model, besides invalid input.
 _MODEL_ERRORS = ["413", "415", "401", "403", "429", "500", "502", "503", "504"]
-_READ_ERRORS = ["401", "429", "500"]
+_READ_ERRORS = ["400", "401", "429", "500"]  # 400: two Authorization headers (RFC 6750, 3.1)
 
 
 @cache
@@ -314,6 +314,8 @@ def _error_schema() -> dict[str, Any]:
 def _add_errors(operation: dict[str, Any], codes: list[str]) -> None:
     responses = operation.setdefault("responses", {})
     for code in codes:
+        if "$ref" in responses.get(code, {}):
+            continue  # added already
         if code in responses:
             # Keep the seed's description; add the error body it did not describe.
             responses[code].setdefault("content", {"application/json": {"schema": ERROR_REF}})

@@ -342,7 +342,7 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
             f"at {PREFIX} with one of this server's keys.",
         }
     )
-    always = ["401", "429", "500"]
+    always = ["400", "401", "429", "500"]  # 400: two Authorization headers, at least
     doc["paths"][f"{PREFIX}/chat/completions"] = {
         "post": {
             "tags": [TAG],
