@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid_input
@@ -66,23 +66,31 @@ NulFree = Annotated[str | None, AfterValidator(nul_free)]
 """An optional identifier of a query string (`?userId=`), held to `nul_free`."""
 
 
-def _not_null(value: Any) -> Any:
-    """A field sent as `null`: refused, as the document says (no field here is `nullable`).
-
-    Strict like the types: `null` is not a string or a number, and reading it as "absent" would
-    accept what every client generated from the document is told is invalid.
-    """
-    if value is None:
-        raise ValueError("must not be null")
-    return value
-
-
-class ConversationRequest(BaseModel):
-    """The seed's ConversationRequest, with optional generation settings."""
+class _RequestBody(BaseModel):
+    """A request body: strict, unknown fields ignored, and no field `null`."""
 
     # Strict: "5" is not a number and 5 is not a string. Unknown fields are ignored, so clients
     # written for a later version keep working.
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """A field sent as `null` is refused, as the document says (no field here is
+        `nullable`): `null` is not a string or a number, and reading it as "absent" would
+        accept what every client generated from the document is told is invalid. One scan of
+        the body, not a validator per field: this is on every request's path."""
+        if isinstance(data, dict) and None in data.values():
+            nulls = [name for name, value in data.items() if value is None]
+            problems = [
+                Problem(f"/{n}", "must not be null") for n in nulls if n in cls.model_fields
+            ]
+            _raise_first(problems)
+        return data
+
+
+class ConversationRequest(_RequestBody):
+    """The seed's ConversationRequest, with optional generation settings."""
 
     userId: str | None = None  # required for API keys; an OAuth token's user otherwise
     message: str
@@ -94,7 +102,6 @@ class ConversationRequest(BaseModel):
     repeatPenalty: float | None = Field(default=None, ge=REPEAT_PENALTY_MIN, le=REPEAT_PENALTY_MAX)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
-    _not_null = field_validator("*", mode="before")(_not_null)
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _message_not_blank = field_validator("message")(_not_blank)
     _ids_nul_free = field_validator("userId", "conversationId")(nul_free)
@@ -111,17 +118,14 @@ class ConversationRequest(BaseModel):
         _raise_first(problems)
 
 
-class ActionRequest(BaseModel):
+class ActionRequest(_RequestBody):
     """The seed's ActionRequest, with an optional userId (for the log) and model."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
 
     action: str = Field(min_length=1, max_length=ACTION_NAME_MAX_LENGTH)
     parameters: dict[str, Any]
     userId: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
-    _not_null = field_validator("*", mode="before")(_not_null)
     _user_id_nul_free = field_validator("userId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:
