@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from gptactions import __version__
@@ -111,6 +112,18 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=runtime.metrics, routes=app.router.routes)
     # Around everything: the client, scheme and host of a trusted proxy's request, for all.
     app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
+    if settings.cors_origins:
+        # Outermost: a preflight is answered before anything else, and every answer, errors
+        # included, says who may read it. No cookies cross origins (keys and tokens are sent
+        # in Authorization), so the console's session stays its own page's.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["Link", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra server URLs for the OpenAPI document (JSON list or comma separated).",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose web pages may call the API from a "
+        "browser (CORS), comma separated, or * for any; none when unset.",
+    )
     trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = (
         Field(
             default_factory=list,
@@ -385,6 +390,27 @@ class Settings(BaseSettings):
         if value:
             parse_duration(value)
         return value or None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        """`*`, or origins as a browser sends them: scheme, host and port, no path."""
+        items = _split(value)
+        if isinstance(items, list):
+            for item in items:
+                origin = str(item)
+                parts = urlsplit(origin)
+                if origin != "*" and (
+                    parts.scheme not in ("http", "https")
+                    or not parts.netloc
+                    or origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}"
+                ):
+                    raise ValueError(
+                        f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                        "https://app.example.com, or *"
+                    )
+            return [str(item).rstrip("/") for item in items]
+        return items
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -403,7 +403,8 @@ def test_a_rejected_request_is_in_the_logs_and_can_be_sent_again(console: Consol
     table = load_logs(console, userId=user, kind="rejected")
     assert table.locator("tbody tr").count() == 1
     heads = table.locator("thead th").all_text_contents()
-    assert {"HTTP", "Endpoint"} <= set(heads)
+    assert {"HTTP", "Endpoint", "Error", "Id"} <= set(heads)
+    assert not {"error", "id"} & set(heads)  # every column by its title, none by its raw key
     row = table.locator("tbody tr").first
     assert "400" in row.inner_text() and "POST /api/v1/gpt/conversations" in row.inner_text()
     console.shot("11-logs-rejected")

@@ -18,8 +18,12 @@ const COLUMNS = [
   ["httpStatus", "HTTP"],
   ["endpoint", "Endpoint"],
   ["finishReason", "Finish"],
+  ["error", "Error"],
+  ["model", "Model"],
   ["latencyMs", "Latency"],
   ["tokens", "Tokens in / out"],
+  ["cachedTokens", "Cached tokens"],
+  ["id", "Id"],
 ];
 
 /** The URL of rel="next" in a Link header, resolved against the page that sent it. */
@@ -132,6 +136,7 @@ export function initLogs(app) {
         return h("td", { class: "nowrap" }, value ?? "");
       case "message":
       case "reply":
+      case "error":
         return h("td", { class: "text" }, h("div", { class: "clamp", title: value ?? "" }, value ?? ""));
       case "status":
         return h("td", {}, value !== undefined ? h("span", { class: `pill ${/^(ok|success|2\d\d)$/i.test(String(value)) ? "good" : "bad"}` }, String(value)) : "");
