@@ -63,7 +63,11 @@ class ConversationService:
         say, or the deadline) is raised here, and recorded, like it is for a whole reply.
         """
         prepared = await self.prepare(principal, turn, new=new)
-        chunks = self._router.stream(prepared.request, turn.model)
+        try:
+            chunks = self._router.stream(prepared.request, turn.model)
+        except BaseException:
+            prepared.release()
+            raise
         try:
             async with asyncio.timeout_at(turn.deadline):
                 first = await anext(chunks)
