@@ -86,6 +86,9 @@ def create_app(
         telemetry=None if traced else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    # A path with a trailing slash too many or too few is redirected by `methods.slash_twin`,
+    # relative: the router's own redirect named the host the request's Host header gave.
+    app.router.redirect_slashes = False
     if traced:
         # Here, before the lifespan starts the backends: their aiohttp sessions are traced only
         # when made after it.

@@ -234,6 +234,23 @@ async def test_head_answers_as_get_without_the_body(api: ApiClient, path: str) -
     assert refused.status_code == 401  # the key is checked as for GET
 
 
+async def test_a_trailing_slash_is_redirected_relative_to_the_request(api: ApiClient) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Host": "evil.example"}
+    moved = await api.http.get(f"{API}/status/?a=1", headers=headers)
+    assert moved.status_code == 307
+    # Relative: never the host a client's Host header names (a cache could serve it to others).
+    assert moved.headers["location"] == "../status?a=1"
+    followed = await api.http.post(
+        f"{API}/conversations/",
+        json={"userId": "u", "message": "hi"},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        follow_redirects=True,
+    )
+    assert followed.status_code == 200
+    assert followed.url.path == f"{API}/conversations"
+    assert (await api.get(f"{API}/nothing/")).status_code == 404
+
+
 async def test_unknown_path_is_404_and_wrong_method_is_405(api: ApiClient) -> None:
     missing = await api.get(f"{API}/nothing-here")
     assert missing.status_code == 404

@@ -13,12 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptactions.api.methods import allowed_methods
+from gptactions.api.methods import allowed_methods, slash_twin
 from gptactions.llm.base import (
     BackendError,
     BackendTimeout,
@@ -230,12 +230,15 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http(request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     message = str(exc.detail)
     headers = dict(exc.headers or {})
     if status == 404:
+        twin = slash_twin(request.app.router.routes, request.scope)
+        if twin is not None:
+            return RedirectResponse(twin, 307)
         message = f"no such path: {request.url.path}"
     elif status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"

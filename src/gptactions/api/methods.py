@@ -9,6 +9,8 @@ allowed is always what the routes take.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +31,27 @@ def allowed_methods(routes: list[BaseRoute], scope: Scope) -> str:
     if "GET" in methods:
         methods.insert(methods.index("GET") + 1, "HEAD")
     return ", ".join(methods)
+
+
+def slash_twin(routes: list[BaseRoute], scope: Scope) -> str | None:
+    """Where a request the router found no route for is answered with its path's trailing
+    slash added or taken away (`/status/` -> `/status`), with its query; None if nowhere.
+
+    The router's own redirect (Starlette's `redirect_slashes`) wrote an absolute URL from the
+    request's Host header: a client could have it name any host, which a cache in front might
+    keep and serve to others. This one is relative to the request's own URL (`../status`,
+    `./status/`; RFC 3986, 5.2), so it also holds under any prefix a proxy serves the API at.
+    """
+    path: str = scope["path"]
+    if path == "/" or "endpoint" in scope:  # an endpoint answered the 404 (a file, say)
+        return None
+    twin = path[:-1] if path.endswith("/") else path + "/"
+    if not any(route.matches({**scope, "path": twin})[0] != Match.NONE for route in routes):
+        return None
+    segment = quote(twin.rstrip("/").rsplit("/", 1)[-1])
+    location = f"../{segment}" if path.endswith("/") else f"./{segment}/"
+    query = scope.get("query_string", b"").decode("latin-1")
+    return location + ("?" + query if query else "")
 
 
 class HeadAsGet:
