@@ -18,6 +18,7 @@ from gptactions.api.schemas import (
     LOGS_DEFAULT_LIMIT,
     USER_ID_FILTER_MAX_LENGTH,
     NulFree,
+    Timestamp,
     check_limit,
 )
 from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
@@ -86,8 +87,8 @@ async def logs(
     conversationId: Annotated[
         NulFree, Query(min_length=1, max_length=CONVERSATION_ID_MAX_LENGTH)
     ] = None,
-    since: Annotated[datetime | None, Query()] = None,
-    until: Annotated[datetime | None, Query()] = None,
+    since: Annotated[Timestamp, Query()] = None,
+    until: Annotated[Timestamp, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
     q: Annotated[str | None, Query()] = None,

@@ -114,7 +114,7 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
         ref_template=COMPONENTS,
         schema_generator=OpenAPI30,
     )
-    schemas: dict[str, dict[str, Any]] = without_ref_siblings(defs["$defs"])
+    schemas: dict[str, dict[str, Any]] = without_ref_siblings(defs["$defs"], defs["$defs"])
     for schema in schemas.values():
         schema.pop("title", None)  # the component's name says it
     return schemas

@@ -322,18 +322,25 @@ class OpenAPI30(GenerateJsonSchema):
         return False
 
 
-def without_ref_siblings(schema: Any) -> Any:
-    """`schema` with each `$ref` that has keys beside it wrapped in an `allOf`.
+def without_ref_siblings(schema: Any, definitions: dict[str, Any]) -> Any:
+    """`schema` without keys beside a `$ref`, which OpenAPI 3.0 ignores.
 
-    OpenAPI 3.0 ignores every key beside a `$ref`, so `{"$ref": ..., "nullable": true}` (how
-    pydantic writes an optional enum field) tells a strict client that `null` is invalid;
-    `{"allOf": [{"$ref": ...}], "nullable": true}` says what is meant.
+    Pydantic writes an optional enum field as `{"$ref": ..., "nullable": true}`: to a strict
+    client `null` is then invalid. OpenAPI 3.0.3 adds `null` only where `type` is given in the
+    same schema, and to an `enum` only when it lists `null`; so a nullable `$ref` to an enum (in
+    `definitions`) is written out as that enum with `null` among its values, and any other
+    `$ref` with keys beside it is wrapped in an `allOf`.
     """
     if isinstance(schema, list):
-        return [without_ref_siblings(item) for item in schema]
+        return [without_ref_siblings(item, definitions) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: without_ref_siblings(value) for key, value in schema.items()}
-    if "$ref" in out and len(out) > 1:
-        out["allOf"] = [{"$ref": out.pop("$ref")}]
-    return out
+    out = {key: without_ref_siblings(value, definitions) for key, value in schema.items()}
+    if "$ref" not in out or len(out) == 1:
+        return out
+    ref = out.pop("$ref")
+    target = definitions.get(ref.removeprefix(COMPONENTS.format(model="")), {})
+    if out.get("nullable") and "enum" in target and "type" in target:
+        inline = {k: v for k, v in target.items() if k not in ("title", "description")}
+        return {**inline, **out, "enum": [*target["enum"], None]}
+    return {"allOf": [{"$ref": ref}], **out}

@@ -6,9 +6,19 @@ Limits that have a setting (userId, message, maxTokens) are checked against the 
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid_input
@@ -64,6 +74,20 @@ def nul_free(value: str | None) -> str | None:
 
 NulFree = Annotated[str | None, AfterValidator(nul_free)]
 """An optional identifier of a query string (`?userId=`), held to `nul_free`."""
+
+_DATE_FIRST = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _rfc3339(value: object) -> object:
+    """A time of a query string as RFC 3339 writes it: pydantic also reads a bare number as
+    seconds since 1970, so `?since=2026` was 33 minutes past the epoch (everything matched)."""
+    if not isinstance(value, str) or not _DATE_FIRST.match(value):
+        raise ValueError("must be a date and time (RFC 3339), such as 2026-01-31T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime | None, BeforeValidator(_rfc3339)]
+"""An optional time of a query string (`?since=`, `?until=`), RFC 3339 only."""
 
 
 class _RequestBody(BaseModel):

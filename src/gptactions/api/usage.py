@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -15,6 +14,7 @@ from gptactions.api.schemas import (
     LOGS_DEFAULT_LIMIT,
     USER_ID_FILTER_MAX_LENGTH,
     NulFree,
+    Timestamp,
     check_limit,
 )
 from gptactions.services import usage
@@ -53,8 +53,8 @@ def usage_body(report: usage.UsageReport) -> dict[str, Any]:
 async def get_usage(
     caller: LogsCaller,
     runtime: RuntimeDep,
-    since: Annotated[datetime | None, Query()] = None,
-    until: Annotated[datetime | None, Query()] = None,
+    since: Annotated[Timestamp, Query()] = None,
+    until: Annotated[Timestamp, Query()] = None,
     window: Annotated[str | None, Query(min_length=1, max_length=WINDOW_MAX_LENGTH)] = None,
     userId: Annotated[NulFree, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
