@@ -237,6 +237,28 @@ async def test_head_answers_as_get_without_the_body(api: ApiClient, path: str) -
     assert refused.status_code == 401  # the key is checked as for GET
 
 
+@pytest.mark.parametrize(
+    ("method", "query", "pointer"),
+    [
+        ("GET", "me/export?userId=%00", "/userId"),
+        ("DELETE", "me/data?userId=a%00b", "/userId"),
+        ("DELETE", "me/data?userId=%FF", "/query"),  # was the user named U+FFFD
+        ("GET", "logs?userId=%ED%A0%80", "/query"),  # a lone surrogate, as UTF-8 bytes
+        ("GET", "logs?q=caf%E9", "/query"),  # Latin-1, not UTF-8
+    ],
+)
+async def test_a_query_that_is_not_utf8_or_names_nul_is_400(
+    api: ApiClient, method: str, query: str, pointer: str
+) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    response = await api.http.request(method, f"{API}/{query}", headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"][0]["pointer"] == pointer
+    assert (await api.http.request(method, f"{API}/{query}")).status_code == 401  # key first
+    fine = await api.get(f"{API}/logs?q=caf%C3%A9&userId=%E2%9C%93")
+    assert fine.status_code == 200
+
+
 async def test_a_trailing_slash_is_redirected_relative_to_the_request(api: ApiClient) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Host": "evil.example"}
     moved = await api.http.get(f"{API}/status/?a=1", headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,12 +71,32 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="gptactions", error="invalid_token"'},
         )
     request.state.principal = principal
+    if request.scope["query_string"]:
+        check_query_encoding(request.scope["query_string"])
     try:
         await check_rate(runtime.limiter, principal)
     except ServiceError:
         runtime.metrics.rate_limited.inc()
         raise
     return principal
+
+
+def check_query_encoding(raw: bytes) -> None:
+    """A 400 for a query string that is not UTF-8 once its %-escapes are decoded.
+
+    Starlette decodes such bytes as U+FFFD: `DELETE /me/data?userId=%FF` erased the data of the
+    user named "\ufffd", whichever invalid bytes were sent. Checked once the key is (a request
+    without one is a 401 whatever it carries).
+    """
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ServiceError(
+            "the query string is not valid UTF-8 once its %-escapes are decoded",
+            400,
+            "invalid_request",
+            details=[Problem("/query", "must be UTF-8, %-encoded")],
+        ) from None
 
 
 class Require:

@@ -11,13 +11,13 @@ from gptactions.api.deps import AnyCaller, RuntimeDep
 from gptactions.api.direct import DirectRoute
 from gptactions.api.logs import log_item, next_link, rfc3339
 from gptactions.api.responses import Erasure, ExportedConversation, MeResponse, MyDataExport
-from gptactions.api.schemas import CURSOR_MAX_LENGTH, USER_ID_FILTER_MAX_LENGTH
+from gptactions.api.schemas import CURSOR_MAX_LENGTH, USER_ID_FILTER_MAX_LENGTH, NulFree
 from gptactions.services.personal import conversations_after, interactions_after
 from gptactions.services.sizing import fit, json_length
 
 router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
-UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)]
+UserIdQuery = Annotated[NulFree, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)]
 
 
 @router.get("/me", operation_id="getMe")
