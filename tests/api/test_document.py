@@ -203,6 +203,15 @@ async def test_a_keys_document_offers_a_users_data_only_with_logs(api: ApiClient
     for_a_token = (await api.http.get("/openapi.json", params=query)).json()
     validate(for_a_token)
     assert operation_ids(for_a_token) - operation_ids(gpt) == user_data
+    # A key must name the user (a 400 without userId); a token is its own user.
+    for document, required in ((reader, True), (for_a_token, False)):
+        for path, method in (("/api/v1/gpt/me/export", "get"), ("/api/v1/gpt/me/data", "delete")):
+            (user_id,) = [
+                p for p in document["paths"][path][method]["parameters"] if p["name"] == "userId"
+            ]
+            assert user_id["required"] is required, (path, required)
+    bearer = {"Authorization": f"Bearer {await api.key(scopes=('logs',), name='reader')}"}
+    assert (await api.http.get("/api/v1/gpt/me/export", headers=bearer)).status_code == 400
     assert (await api.http.get("/openapi.yaml", params=query)).status_code == 200
     wrong = await api.http.get("/openapi.json", params={"scopes": "chat", "auth": "password"})
     assert wrong.status_code == 400

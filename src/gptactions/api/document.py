@@ -111,10 +111,12 @@ def document_view(
         schemes["OAuth2"] = oauth_scheme(settings.public_url or origin)
     components["securitySchemes"] = schemes
     view["components"] = components
+    if oauth:
+        view["paths"] = {path: _own_user(item) for path, item in view.get("paths", {}).items()}
     if scopes is None:
         return view
     paths: dict[str, Any] = {}
-    for path, item in document.get("paths", {}).items():
+    for path, item in view.get("paths", {}).items():
         kept = {
             method: operation
             for method, operation in item.items()
@@ -129,6 +131,25 @@ def document_view(
         "x-scopes": sorted(scopes, key=SCOPES.index),
     }
     return view
+
+
+def _own_user(item: dict[str, Any]) -> dict[str, Any]:
+    """A path's operations as an OAuth token calls them: a user's own data needs no `userId`
+    (the token is its user), which an API key must give."""
+    out = dict(item)
+    for method, operation in item.items():
+        if method in _NOT_OPERATIONS or not isinstance(operation, dict):
+            continue
+        parameters = operation.get("parameters", [])
+        if any(p.get("name") == "userId" and p.get("required") for p in parameters):
+            out[method] = {
+                **operation,
+                "parameters": [
+                    {**p, "required": False} if p.get("name") == "userId" else p
+                    for p in parameters
+                ],
+            }
+    return out
 
 
 def _refs(node: Any) -> Iterator[str]:

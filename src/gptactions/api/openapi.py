@@ -468,12 +468,20 @@ def _list_actions(doc: dict[str, Any]) -> None:
 
 def _personal(doc: dict[str, Any]) -> None:
     """The caller's own identity and data (docs/gpt-actions.md)."""
+    # Required: an API key must name the user. The document cut for an OAuth GPT
+    # (`document_view(oauth=True)`) makes it optional, since a token is its own user.
     user_id = {
         "name": "userId",
         "in": "query",
-        "required": False,
-        "schema": {"type": "string", "minLength": 1},
-        "description": "With an API key (scope logs): whose data. An OAuth token is its own user.",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": USER_ID_FILTER_MAX_LENGTH,
+            "pattern": NUL_FREE_PATTERN,
+        },
+        "description": "Whose data: required with an API key (scope logs); an OAuth token is "
+        "its own user and leaves it out.",
     }
     for path, method, summary, description, model, consequential in (
         (
