@@ -129,3 +129,20 @@ async def test_a_long_body_is_kept_up_to_the_bound_with_a_marker(api: ApiClient)
     assert kept.startswith('{"message"') and len(kept.encode()) == MAX_BODY_BYTES
     assert rest.endswith(" bytes omitted]")
     assert item["userId"] == "gpt"
+
+
+async def test_a_refusal_naming_what_a_database_cannot_store_is_recorded(
+    app_factory: Any, caplog: Any
+) -> None:
+    """A NUL in userId (or in the path) is a 400, and its rejection is still recorded, under the
+    key's name: on PostgreSQL it was lost, with a traceback holding the body."""
+    async with app_factory() as api:
+        key = await api.key(name="gpt")
+        refused = await api.post(f"{API}/conversations", {"userId": "a\x00", "message": "x"}, key)
+        assert refused.status_code == 400
+        lost = await api.get(f"{API}/logs%00", key)
+        assert lost.status_code == 404
+        items = await rejected(api, key)
+        assert sorted(item["httpStatus"] for item in items) == [400, 404]
+        assert {item["userId"] for item in items} == {"gpt"}
+        assert "could not be recorded" not in caplog.text

@@ -1,9 +1,10 @@
 """Verified keys kept in memory, forgotten when any replica revokes a key.
 
-Every revocation bumps a version: a row of the database, and a Redis key when
-GPTACTIONS_REDIS_URL is set. The cache reads that version at most every `CHECK_INTERVAL`
-seconds, from the request that finds it due, and forgets every key when it has changed: a key
-revoked anywhere stops working everywhere within that interval and one query.
+Every revocation bumps a version, a row of the database in the revocation's own transaction. The
+cache reads that row at most every `CHECK_INTERVAL` seconds, from the request that finds it due,
+and forgets every key when it has changed: a key revoked anywhere stops working everywhere within
+that interval and one query. The database is the only version read: a revocation committed there
+is never missed, whatever else was or was not told of it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ PrincipalT = TypeVar("PrincipalT")
 
 
 class KeyVersions:
-    """Where the revocation version lives: the database, and Redis when configured."""
+    """The revocation version: the database's, bumped in Redis too for older servers."""
 
     def __init__(self, database: Database, redis_url: str | None = None) -> None:
         self._database = database
@@ -39,27 +40,27 @@ class KeyVersions:
 
             self._redis = redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
 
-    async def current(self) -> tuple[str, int]:
-        """The version now; from Redis when configured and reachable, else the database."""
-        if self._redis is not None:
-            try:
-                value = await self._redis.get(REDIS_VERSION_KEY)
-                return ("redis", int(value or 0))
-            except Exception as error:  # Redis down: the database's version is as good
-                log.warning("key cache: Redis unavailable (%s); asking the database", error)
+    async def current(self) -> int:
+        """The version now, from the database: one indexed read of its one row."""
         async with self._database.session() as session:
-            return ("database", await queries.key_version(session))
+            return await queries.key_version(session)
 
     async def bumped(self) -> None:
-        """Tell the Redis side too, after the database's bump committed."""
+        """After the database's bump committed, bump Redis's copy, if Redis is configured.
+
+        Only servers from before the database became the version they read look at Redis's
+        copy (they read nothing else while Redis is set): it keeps them told during an upgrade.
+        """
         if self._redis is not None:
             try:
                 await self._redis.incr(REDIS_VERSION_KEY)
             except Exception as error:
                 log.warning(
-                    "key cache: Redis unavailable (%s); replicas reading it keep revoked keys "
-                    "until it is back",
+                    "key cache: Redis unavailable (%s); the revocation is in the database, "
+                    "where every server sees it within %s s (only servers from before they "
+                    "read it there, which read Redis's copy alone, miss it)",
                     error,
+                    CHECK_INTERVAL,
                 )
 
     async def close(self) -> None:
@@ -82,7 +83,7 @@ class KeyCache(Generic[PrincipalT]):
         self._interval = interval
         self._clock = clock
         self._keys: dict[str, PrincipalT] = {}
-        self._version: tuple[str, int] | None = None
+        self._version: int | None = None
         self._checked_at = -float("inf")
         self._check: asyncio.Future[None] | None = None
         self.generation = 0

@@ -16,7 +16,7 @@ from gptactions.services.interactions import (
 )
 from gptactions.services.keys import Principal
 from gptactions.services.sizing import marker
-from gptactions.store.text import has_unpaired_surrogate
+from gptactions.store.text import has_unpaired_surrogate, storable
 
 RECORDED_STATUSES = frozenset({400, 403, 404, 413, 415, 429})
 """The refusals that are recorded: the caller can fix what it sent, and should see it."""
@@ -57,7 +57,7 @@ def rejected_interaction(principal: Principal, rejection: Rejection) -> NewInter
         error=error,
         latency_ms=rejection.latency_ms,
         http_status=rejection.status,
-        endpoint=f"{rejection.method} {rejection.path}"[:300],
+        endpoint=storable(f"{rejection.method} {rejection.path}"[:300]),
     )
 
 
@@ -90,6 +90,13 @@ def _user_id(principal: Principal, rejection: Rejection) -> str:
     except (ValueError, RecursionError):
         body = None
     user_id = body.get("userId") if isinstance(body, dict) else None
-    if isinstance(user_id, str) and user_id and not has_unpaired_surrogate(user_id):
+    # Not one PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate): the
+    # refusal would be lost, with a traceback holding the body.
+    if (
+        isinstance(user_id, str)
+        and user_id
+        and "\x00" not in user_id
+        and not has_unpaired_surrogate(user_id)
+    ):
         return user_id[:_MAX_USER_ID]
     return principal.name
