@@ -85,10 +85,14 @@ def users_disable(username: str) -> None:
 @users.command("delete")
 @click.argument("username")
 def users_delete(username: str) -> None:
-    """Delete a user's account and tokens."""
-    if _with_database(lambda db: UserService(db).delete(username)) is None:
+    """Delete a user's account, tokens and data (export it first: `logs export --user U`)."""
+    deleted = _with_database(lambda db: UserService(db).delete(username))
+    if deleted is None:
         raise click.ClickException(f"no user {username!r}")
-    click.echo(f"deleted {username}")
+    click.echo(
+        f"deleted {username}, with {deleted.conversations} conversations and "
+        f"{deleted.interactions} interactions"
+    )
 
 
 @click.group()

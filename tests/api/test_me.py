@@ -167,3 +167,22 @@ async def test_each_page_of_an_export_is_the_tokens_own_user(
     cursor = first.headers["link"].split("cursor=")[1].split(">")[0]
     hers = await api.get(f"/api/v1/gpt/me/export?cursor={cursor}", key=bob)
     assert hers.status_code == 200 and "alice" not in hers.text
+
+
+async def test_a_deleted_users_data_goes_with_them_not_to_their_namesake(
+    api: ApiClient, tokens: tuple[str, str]
+) -> None:
+    alice, bob = tokens
+    said = await api.post("/api/v1/gpt/conversations", {"message": "My secret is 4242"}, key=alice)
+    assert said.status_code == 200
+    assert (
+        await api.post("/api/v1/gpt/conversations", {"message": "hi"}, key=bob)
+    ).status_code == 200
+    deleted = await api.runtime.users.delete("alice")
+    assert deleted is not None and (deleted.conversations, deleted.interactions) == (1, 1)
+    await api.runtime.users.create("alice", PASSWORD)
+    again = await token(api, "alice")
+    assert (await api.get("/api/v1/gpt/logs", key=again)).json() == []
+    answer = await api.post("/api/v1/gpt/respond", {"message": "What is my secret?"}, key=again)
+    assert answer.json()["conversationId"] != said.json()["conversationId"]
+    assert len((await api.get("/api/v1/gpt/logs", key=bob)).json()) == 1  # bob keeps his

@@ -21,6 +21,7 @@ from tests.serving import serve
 
 T = TypeVar("T")
 REDIS_URL = "redis://127.0.0.1:6379/0"
+UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
 
 
 class Clock:
@@ -81,6 +82,29 @@ async def test_a_revocation_on_one_replica_reaches_the_others_cache(
         await replica.close()
 
 
+@pytest.mark.parametrize(
+    "revoker_redis_url", [None, UNREACHABLE_REDIS_URL], ids=["without-redis", "redis-down"]
+)
+async def test_a_revocation_redis_never_hears_of_reaches_a_replica_using_redis(
+    database: Database, revoker_redis_url: str | None
+) -> None:
+    # The database is the version every cache reads: a bump only it holds is never lost.
+    clock = Clock()
+    admin, replica = (
+        _replica(database, clock, revoker_redis_url),
+        _replica(database, clock, REDIS_URL),
+    )
+    try:
+        doomed = await admin.create("doomed")
+        assert await replica.authenticate(doomed.secret) is not None
+        await admin.revoke(doomed.info.id)
+        clock.now += CHECK_INTERVAL
+        assert await replica.authenticate(doomed.secret) is None
+    finally:
+        await admin.close()
+        await replica.close()
+
+
 async def test_a_lookup_that_began_before_a_revocation_is_not_cached(database: Database) -> None:
     clock = Clock()
     keys = _replica(database, clock)
@@ -101,10 +125,15 @@ async def _race(keys: KeyService) -> None:
     assert await keys.cache.get("late") is None
 
 
-@pytest.mark.parametrize("redis_url", [None, REDIS_URL], ids=["database", "redis"])
+@pytest.mark.parametrize(
+    ("redis_url", "revoker_redis_url"),
+    [(None, None), (REDIS_URL, REDIS_URL), (REDIS_URL, None), (REDIS_URL, UNREACHABLE_REDIS_URL)],
+    ids=["database", "redis", "revoked-without-redis", "revoked-while-redis-down"],
+)
 def test_a_key_revoked_stops_working_on_two_servers(
-    database_url: str, tmp_path: Path, redis_url: str | None
+    database_url: str, tmp_path: Path, redis_url: str | None, revoker_redis_url: str | None
 ) -> None:
+    """The servers may use Redis and the revoking command not, or not reach it: still refused."""
     if database_url.startswith("sqlite"):
         database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     environment = {"GPTACTIONS_DATABASE_URL": database_url} | (
@@ -122,7 +151,7 @@ def test_a_key_revoked_stops_working_on_two_servers(
         for server in servers:
             assert _status(server.url, headers) == 200
 
-        _run_keys(database_url, redis_url, lambda keys: keys.revoke(created.info.id))
+        _run_keys(database_url, revoker_redis_url, lambda keys: keys.revoke(created.info.id))
 
         # Each server may trust its cache for CHECK_INTERVAL; poll a bounded number of times.
         for server in servers:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gptactions.api.errors import error_body
 from gptactions.api.sse import MEDIA_TYPE, event
 from gptactions.runtime import Stopping
+from gptactions.services.interactions import server_stopping
 
 RESTARTING = "the server is restarting; retry shortly"
 RESTARTING_RETRY_AFTER = 1
@@ -153,8 +154,11 @@ class CancelOnDisconnect:
                     cancel_scope.cancel()
 
             timer = loop.call_at(answer_by, too_late) if answer_by is not None else None
+            told = None
             if self.stopping is not None:
                 self.stopping.on_set(stop)
+                # What the cancelled work records as its error: the server stopped, not the client.
+                told = server_stopping.set(self.stopping)
             try:
                 await self.app(scope, app_receive, app_send)
             finally:
@@ -162,6 +166,8 @@ class CancelOnDisconnect:
                     timer.cancel()
                 if self.stopping is not None:
                     self.stopping.forget(stop)
+                if told is not None:
+                    server_stopping.reset(told)
                 if watcher is not None:
                     watcher.cancel()
         if disconnected or responded:

@@ -145,8 +145,7 @@ def _own_user(item: dict[str, Any]) -> dict[str, Any]:
             out[method] = {
                 **operation,
                 "parameters": [
-                    {**p, "required": False} if p.get("name") == "userId" else p
-                    for p in parameters
+                    {**p, "required": False} if p.get("name") == "userId" else p for p in parameters
                 ],
             }
     return out

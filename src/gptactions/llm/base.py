@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
+
+import anyio
+
+log = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -115,6 +122,92 @@ class Generation:
     backend: str = ""
     model: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+
+
+def added(a: Usage, b: Usage) -> Usage:
+    """The usage of two generations together."""
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.cached_tokens + b.cached_tokens,
+    )
+
+
+@dataclass
+class Progress:
+    """How far the generations of one request have got, so that a request cancelled midway (its
+    client left, the server is stopping) is stored, and charged, with what it used.
+
+    Kept while `tracked_progress()` is open, by the router (which backend is answering, and the
+    text of a reply it streams) and by a backend that knows more (the embedded model: its
+    tokens so far). It reaches the router through any layer between (an action's handler), and
+    costs a whole reply nothing per token. `spent` is what the request's finished generations
+    used; the other fields are the generation under way.
+    """
+
+    spent: Usage = field(default_factory=Usage)
+    backend: Backend | None = None
+    request: GenerationRequest | None = None
+    text: str = ""
+    pieces: int = 0
+    """Pieces of text received (a streamed reply's); about a token each."""
+    usage: Usage | None = None
+    """The usage of the generation under way when its backend knows it, else None."""
+
+    def begin(self, backend: Backend, request: GenerationRequest) -> None:
+        """A generation of `request` begins on `backend` (a fallback's replaces a failed one)."""
+        self.backend, self.request = backend, request
+        self.text, self.pieces, self.usage = "", 0, None
+
+    def finish(self, usage: Usage) -> None:
+        """The generation under way ended with `usage`."""
+        self.spent = added(self.spent, usage)
+        self.backend = self.request = self.usage = None
+        self.text, self.pieces = "", 0
+
+    async def so_far(self) -> Generation:
+        """What the request's generations had written and used when it was cancelled.
+
+        Without the usage from the backend, the prompt is counted with the backend's tokenizer
+        and each piece received is a token. A whole reply asked of an upstream cannot tell how
+        much of it was generated before the request was given up (nothing of it arrives until it
+        is complete), so only its prompt is charged. Shielded: it runs in a task being cancelled.
+        """
+        backend, request, usage = self.backend, self.request, self.usage
+        if backend is None or request is None:
+            return Generation("", self.spent)
+        if usage is None:
+            try:
+                with anyio.CancelScope(shield=True):
+                    prompt = await backend.count_tokens(request.messages)
+            except Exception:  # the count is for the log and the limit: never lose the turn
+                log.warning(
+                    "could not count the prompt's tokens on %s", backend.name, exc_info=True
+                )
+                prompt = 0
+            usage = Usage(prompt, self.pieces)
+        return Generation(
+            self.text, added(self.spent, usage), backend=backend.name, model=backend.model
+        )
+
+
+_progress: ContextVar[Progress | None] = ContextVar("gptactions_progress", default=None)
+
+
+@contextmanager
+def tracked_progress() -> Iterator[Progress]:
+    """Keep the progress of the generations this block runs (in this task): see `Progress`."""
+    progress = Progress()
+    token = _progress.set(progress)
+    try:
+        yield progress
+    finally:
+        _progress.reset(token)
+
+
+def current_progress() -> Progress | None:
+    """The progress being kept for the running request's generations, if any is."""
+    return _progress.get()
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,12 @@ class Job:
     sampler: Sampler | None = None
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
+    def usage_so_far(self) -> Usage:
+        """The tokens a job cut short had used: the prompt's in its sequence's memory (none
+        while it waited for a sequence), and those it generated (read from the event loop's
+        side: at most a step behind the scheduler, which stops the job at its next step)."""
+        return Usage(self.fed, self.completion_tokens, self.cached)
+
 
 @dataclass(eq=False)
 class Sequence:

@@ -26,6 +26,7 @@ from gptactions.llm.base import (
     ToolCall,
     UnsupportedSchema,
     Usage,
+    current_progress,
 )
 from gptactions.llm.engine import BatchEngine, Job, Outbox
 from gptactions.llm.grammar import schema_grammar
@@ -331,12 +332,18 @@ class LocalBackend:
         calls: list[ToolCall] = []
         usage = Usage()
         finish = "stop"
-        async for chunk in self.stream(request):
-            parts.append(chunk.text)
-            calls.extend(chunk.tool_calls)
-            if chunk.done:
-                usage = chunk.usage or usage
-                finish = chunk.finish_reason or finish
+        try:
+            async for chunk in self.stream(request):
+                parts.append(chunk.text)
+                calls.extend(chunk.tool_calls)
+                if chunk.done:
+                    usage = chunk.usage or usage
+                    finish = chunk.finish_reason or finish
+        except asyncio.CancelledError:
+            progress = current_progress()
+            if progress is not None:  # its tokens are noted by the stream
+                progress.text = "".join(parts)
+            raise
         return Generation(
             text="".join(parts),
             usage=usage,
@@ -402,6 +409,9 @@ class LocalBackend:
         finally:
             if not done:
                 engine.cancel(job)
+                progress = current_progress()
+                if progress is not None:
+                    progress.usage = job.usage_so_far()
 
     async def check_request(self, request: GenerationRequest) -> None:
         """Refuse, before it is generated, a request whose reply is held to a JSON Schema (its

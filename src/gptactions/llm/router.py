@@ -29,6 +29,7 @@ from gptactions.llm.base import (
     PromptTooLong,
     ToolCall,
     Usage,
+    current_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,10 @@ class BackendRouter:
         if request.deadline is not None:
             return await self._generate_until(request, model, request.deadline)
         attempts = _Attempts(self.chain(model), request, self.observer)
+        progress = current_progress()
         async for backend in attempts:
+            if progress is not None:
+                progress.begin(backend, request)
             try:
                 generation = await backend.generate(request)
             except BackendError as exc:
@@ -183,6 +187,8 @@ class BackendRouter:
             finally:
                 await attempts.settled(backend)
             attempts.answered(backend)
+            if progress is not None:
+                progress.finish(generation.usage)
             return generation
         raise attempts.error()
 
@@ -203,6 +209,11 @@ class BackendRouter:
                         break
                 else:
                     raise BackendError("the model's reply ended without its last piece")
+        except asyncio.CancelledError:
+            progress = current_progress()
+            if progress is not None:
+                progress.text, progress.pieces = "".join(parts), len(parts)
+            raise
         except TimeoutError:
             if not "".join(parts) and not calls:
                 raise DeadlineReached(
@@ -212,7 +223,7 @@ class BackendRouter:
                 ) from None
         finally:
             await stream.aclose()
-        return Generation(
+        generation = Generation(
             text="".join(parts),
             usage=(last.usage if last else None) or await stream.usage_so_far(len(parts)),
             finish_reason=(last.finish_reason or "stop") if last else "deadline",
@@ -220,6 +231,10 @@ class BackendRouter:
             model=stream.model,
             tool_calls=tuple(calls),
         )
+        progress = current_progress()
+        if progress is not None:
+            progress.finish(generation.usage)
+        return generation
 
     def stream(self, request: GenerationRequest, model: str | None = None) -> RoutedStream:
         """Stream with the chosen backend, falling back only until the first chunk."""
@@ -229,7 +244,10 @@ class BackendRouter:
         self, chain: list[Backend], request: GenerationRequest, routed: RoutedStream
     ) -> AsyncGenerator[Chunk, None]:
         attempts = _Attempts(chain, request, self.observer)
+        progress = current_progress()
         async for backend in attempts:
+            if progress is not None:
+                progress.begin(backend, request)
             try:
                 async with aclosing(_as_generator(backend.stream(request))) as chunks:
                     asked = time.perf_counter()

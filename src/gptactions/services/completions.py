@@ -27,17 +27,18 @@ from gptactions.llm.base import (
     ToolCall,
     UnsupportedSchema,
     Usage,
+    tracked_progress,
 )
 from gptactions.llm.router import BackendRouter, RoutedStream
 from gptactions.llm.tools import forced_tools, tool_name
 from gptactions.services.errors import Problem, ServiceError, invalid
 from gptactions.services.interactions import (
-    ABANDONED,
     FinishReason,
     InteractionKind,
     InteractionLog,
     InteractionStatus,
     NewInteraction,
+    cancelled_error,
 )
 from gptactions.services.keys import Principal
 
@@ -160,13 +161,16 @@ class CompletionService:
         """Generate a whole completion and record it; returns once it is committed."""
         prepared = await self.prepare(principal, call)
         try:
-            generation = await self._router.generate(prepared.request, prepared.backend)
+            with tracked_progress() as progress:
+                generation = await self._router.generate(prepared.request, prepared.backend)
         except BackendError as error:
             await self.record(prepared, error=error)
             raise
         except asyncio.CancelledError:
+            # Stored with what was generated and the tokens it used (which count against the
+            # key's token limit).
             with anyio.CancelScope(shield=True):
-                await self.record(prepared, abandoned=True)
+                await self.record(prepared, generation=await progress.so_far(), abandoned=True)
             raise
         return await self.record(prepared, generation=generation)
 
@@ -258,7 +262,7 @@ class CompletionService:
         generation = generation or Generation(text="")
         status, message = InteractionStatus.OK, None
         if abandoned:
-            status, message = InteractionStatus.CANCELLED, ABANDONED
+            status, message = InteractionStatus.CANCELLED, cancelled_error()
         elif error is not None:
             status, message = InteractionStatus.ERROR, error.message
         reply = generation.text

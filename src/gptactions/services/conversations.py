@@ -12,6 +12,7 @@ from gptactions.llm.base import (
     ChatMessage,
     DeadlineReached,
     GenerationRequest,
+    tracked_progress,
 )
 from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.errors import Problem, check_text, invalid, not_found, unknown_model
@@ -102,13 +103,15 @@ class ConversationService:
     async def _run(self, prepared: PreparedTurn) -> Reply:
         try:
             try:
-                generation = await self._router.generate(prepared.request, prepared.turn.model)
+                with tracked_progress() as progress:
+                    generation = await self._router.generate(prepared.request, prepared.turn.model)
             except BackendError as error:
                 await self._turns.fail(prepared, error)
                 raise
             except asyncio.CancelledError:
-                # The client went away (or the server is stopping): record the abandoned turn.
-                await self._turns.abandon(prepared)
+                # The client went away (or the server is stopping): record the abandoned turn,
+                # with what was generated and the tokens it used, which count against its limit.
+                await self._turns.abandon(prepared, await progress.so_far())
                 raise
             return await self._turns.complete(prepared, generation)
         finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -27,6 +29,7 @@ __all__ = [
     "ABANDONED",
     "SEARCH_MAX_LENGTH",
     "SEARCH_MAX_WORDS",
+    "STOPPED",
     "FinishReason",
     "InteractionKind",
     "InteractionLog",
@@ -40,6 +43,22 @@ __all__ = [
 
 ABANDONED = "the client disconnected before the reply was complete"
 """The error recorded for an interaction whose client went away first."""
+STOPPED = "the server stopped before the reply was complete"
+"""The error recorded for an interaction cut short because the server is stopping."""
+
+server_stopping: ContextVar[asyncio.Event | None] = ContextVar(
+    "gptactions_server_stopping", default=None
+)
+"""The server's stop signal (`Runtime.stopping`), for the request being handled: set by the API
+(`CancelOnDisconnect`), so that a request it cancels because the server is stopping is told
+from one whose client left."""
+
+
+def cancelled_error() -> str:
+    """Why the running request was cancelled, as its interaction records it."""
+    stopping = server_stopping.get()
+    return STOPPED if stopping is not None and stopping.is_set() else ABANDONED
+
 
 SEARCH_MAX_LENGTH = 200
 """`GET /logs?q=`: the most characters a search may have."""
@@ -258,7 +277,7 @@ class InteractionLog:
         new_conversation: NewConversation | None = None,
         close: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Record an interaction its client abandoned, as `cancelled`.
+        """Record an interaction its client abandoned (or the server, stopping), as `cancelled`.
 
         This runs in a task being cancelled (the client went away, or the server is stopping), so
         it is shielded from the cancellation; `close` (the model's stream, say) is closed first,
@@ -271,7 +290,7 @@ class InteractionLog:
                 replace(
                     new,
                     status=InteractionStatus.CANCELLED,
-                    error=ABANDONED,
+                    error=cancelled_error(),
                     finish_reason=FinishReason.CANCELLED,
                 ),
                 new_conversation=new_conversation,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
+from gptactions.services.keys import DEFAULT_TENANT
 from gptactions.services.limits import RateLimiter
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
 from gptactions.store.models import User, UserIdentity, utcnow
+
+log = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
@@ -88,6 +92,15 @@ def _info(user: User) -> UserInfo:
     )
 
 
+@dataclass(frozen=True)
+class DeletedUser:
+    """A deleted user, and how much of their data went with them."""
+
+    info: UserInfo
+    conversations: int
+    interactions: int
+
+
 class UserService:
     """Creates, lists, disables and deletes users, and checks their passwords."""
 
@@ -128,15 +141,26 @@ class UserService:
             await accounts.revoke_user_tokens(session, user.id)
             return _info(user)
 
-    async def delete(self, username: str) -> UserInfo | None:
-        """Delete a user's account and tokens (their conversations stay, under their userId)."""
+    async def delete(self, username: str) -> DeletedUser | None:
+        """Delete a user's account, tokens and data (conversations and interactions), in one
+        transaction: a user created later under the same name starts with nothing of theirs
+        (their data stayed under the name, and a new "alice" inherited the old one's)."""
         async with self._database.session() as session:
             user = await accounts.user_by_name(session, username)
             if user is None:
                 return None
             info = _info(user)
+            conversations, interactions = await accounts.erase_user_data(
+                session, DEFAULT_TENANT, user.username
+            )
             await accounts.delete_user(session, user)
-            return info
+        log.warning(
+            "deleted user %r with their data: %d conversations, %d interactions",
+            username,
+            conversations,
+            interactions,
+        )
+        return DeletedUser(info, conversations, interactions)
 
     async def sign_in(self, username: str, password: str, *, address: str) -> UserInfo | None:
         """The user when the password is right and the account enabled; None otherwise.

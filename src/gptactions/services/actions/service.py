@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gptactions.llm.base import BackendError
+from gptactions.llm.base import BackendError, tracked_progress
 from gptactions.llm.router import BackendRouter, UnknownModel
 from gptactions.services.actions.registry import (
     ActionContext,
@@ -97,10 +97,20 @@ class ActionService:
             self._router, call.model, self._max_tokens, self._templates, call.deadline
         )
         try:
-            outcome = await definition.handler(context, definition.normalized(call.parameters))
+            with tracked_progress() as progress:
+                outcome = await definition.handler(context, definition.normalized(call.parameters))
         except asyncio.CancelledError:
-            # The client went away (or the server is stopping): record the abandoned call.
-            await self._log.record_abandoned(_interaction(principal, call, started))
+            # The client went away (or the server is stopping): record the abandoned call, with
+            # what the model had written and the tokens its generations used (a retry's too).
+            partial = await progress.so_far()
+            generated = ActionOutcome(
+                False,
+                partial.text,
+                usage=partial.usage,
+                backend=partial.backend,
+                model=partial.model,
+            )
+            await self._log.record_abandoned(_interaction(principal, call, started, generated))
             raise
         except Exception as error:
             # A backend's failure, or a defect (the answer is a 500): in the log all the same.
