@@ -128,6 +128,11 @@ async def test_a_bad_argument_is_a_tool_error(settings: Settings) -> None:
         missing = await client.call_tool("converse", {"userId": "ada"})
         assert missing.is_error
         assert missing.structured_content["error"]["details"][0]["pointer"] == "/message"
+        # In REST's words, not pydantic's ("Value error, must not be empty or only whitespace").
+        blank = await client.call_tool("converse", {"userId": "ada", "message": "  "})
+        assert blank.structured_content["error"]["message"] == (
+            "Invalid input: message: must not be empty or only whitespace"
+        )
 
 
 async def test_tools_follow_the_keys_scopes(settings: Settings) -> None:

@@ -125,7 +125,8 @@ def _pointer(location: Sequence[int | str]) -> str:
     return json_pointer(parts)
 
 
-def _problem(error: dict[str, Any]) -> Problem:
+def validation_problem(error: dict[str, Any]) -> Problem:
+    """One of pydantic's errors as a problem of the one error shape, in the API's words."""
     location = error.get("loc", ())
     where = location[0] if location else "body"
     message = str(error.get("msg", "is invalid"))
@@ -197,7 +198,7 @@ _NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [_problem(dict(error)) for error in exc.errors()]
+    problems = [validation_problem(dict(error)) for error in exc.errors()]
     error = invalid_input(*(problems or [Problem("", "invalid input")]))
     return error_response(400, error.message, details=problems)
 

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from gptactions import __version__
 from gptactions.api.deps import get_principal
-from gptactions.api.errors import backend_status, error_body, error_response
+from gptactions.api.errors import backend_status, error_body, error_response, validation_problem
 from gptactions.api.forwarded import public_origin
 from gptactions.api.oauth import resource_metadata_url
 from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
@@ -34,7 +34,7 @@ from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
 from gptactions.services.actions import ActionCall
 from gptactions.services.conversations import Reply, Turn
-from gptactions.services.errors import Problem, ServiceError
+from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,8 @@ async def _converse(
     try:
         request = ConversationRequest.model_validate(arguments)
     except ValidationError as error:
-        problems = [
-            Problem("/" + "/".join(str(p) for p in e["loc"]), str(e["msg"])) for e in error.errors()
-        ]
-        raise ServiceError(
-            f"Invalid input: {problems[0].pointer.lstrip('/')}: {problems[0].message}",
-            details=problems,
-        ) from None
+        # As REST says it (`errors.validation_problem`): "must not be empty", not pydantic's.
+        raise invalid_input(*(validation_problem(dict(e)) for e in error.errors())) from None
     user_id = principal.acting_as(request.userId)
     if user_id is None:
         raise ServiceError(
