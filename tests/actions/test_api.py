@@ -115,6 +115,8 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
         ("summarize", {"text": " \n\t "}, "/parameters/text"),
         ("generateCode", {"description": "   ", "language": "python"}, "/parameters/description"),
         ("translate", {"text": "hello", "targetLanguage": "\u3000"}, "/parameters/targetLanguage"),
+        # Whitespace as the document's ECMA-262 pattern has it, not as Python's \\s does.
+        ("sentiment", {"text": "\ufeff"}, "/parameters/text"),
     ],
 )
 async def test_a_text_of_whitespace_alone_is_a_400(
@@ -126,6 +128,21 @@ async def test_a_text_of_whitespace_alone_is_a_400(
         {"pointer": pointer, "message": "must not be empty or only whitespace"}
     ]
     assert fake.requests == []
+
+
+async def test_what_python_calls_whitespace_and_ecma_does_not_is_text(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    for text in ("\u001c", "\u0085"):
+        answer = await app.post(
+            f"{API}/actions", {"action": "summarize", "parameters": {"text": text}}
+        )
+        assert answer.status_code == 200, answer.text
+    blank_user = {"action": "summarize", "parameters": {"text": "t"}, "userId": "   "}
+    refused = await app.post(f"{API}/actions", blank_user)
+    assert refused.json()["error"]["details"] == [
+        {"pointer": "/userId", "message": "must not be empty or only whitespace"}
+    ]
 
 
 async def test_a_whole_number_written_as_a_float_counts_as_an_integer(

@@ -261,7 +261,7 @@ def _add_components(
         "type": "string",
         "minLength": 1,
         "maxLength": settings.max_user_id_length,
-        "pattern": NUL_FREE_PATTERN,
+        "pattern": NUL_FREE_NOT_BLANK_PATTERN,
         "description": "Whose call this is, for the log; the key's name when absent.",
     }
     action_request["model"] = copy.deepcopy(model)

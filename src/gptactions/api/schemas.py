@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from gptactions.config import Settings
-from gptactions.services.errors import Problem, invalid_input
+from gptactions.services.errors import ECMA_WHITESPACE, Problem, invalid_input
 
 CONVERSATION_ID_MAX_LENGTH = 64
 """Longer than any id the server makes (`conv_` and 32 hex digits)."""
@@ -41,14 +41,6 @@ def check_limit(limit: int, maximum: int) -> None:
     """A 400 for a `limit` query parameter above `maximum` (GPTACTIONS_LOGS_MAX_LIMIT)."""
     if limit > maximum:
         raise invalid_input(Problem("/limit", f"query parameter limit: must be at most {maximum}"))
-
-
-# What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
-# server and every client that reads the document agree on what a blank field is.
-ECMA_WHITESPACE = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
 
 
 def _not_blank(value: str | None) -> str | None:
@@ -150,6 +142,7 @@ class ActionRequest(_RequestBody):
     userId: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
 
+    _user_id_not_blank = field_validator("userId")(_not_blank)
     _user_id_nul_free = field_validator("userId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:

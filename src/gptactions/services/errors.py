@@ -9,6 +9,13 @@ from typing import Any
 from gptactions.llm.router import UnknownModel
 from gptactions.store.text import has_unpaired_surrogate
 
+# What `\s` means in the document's `pattern: "\S"` (ECMA-262 regular expressions), so the
+# server and every client that reads the document agree on what a blank field is.
+ECMA_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
 
 @dataclass(frozen=True)
 class Problem:

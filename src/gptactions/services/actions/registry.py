@@ -12,7 +12,7 @@ import jsonschema
 
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
-from gptactions.services.errors import Problem, json_pointer
+from gptactions.services.errors import ECMA_WHITESPACE, Problem, json_pointer
 from gptactions.services.templates import TemplateRenderer
 
 ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -208,8 +208,10 @@ _TYPES = {
     "null": "null",
 }
 _LONGEST_MESSAGE = 200
-NOT_BLANK = r"\S"
-"""The `pattern` of a text parameter that must hold more than whitespace."""
+NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in ECMA_WHITESPACE) + "]"
+"""The `pattern` of a text parameter that must hold more than whitespace: a character that is
+not whitespace as ECMA-262 has it, spelled out, so that Python's `re` (the server's check) and a
+client's JavaScript read it alike (their `\\S` differ: U+001C-U+001F, U+0085, U+FEFF)."""
 
 
 def _message(error: jsonschema.ValidationError) -> str:
