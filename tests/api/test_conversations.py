@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.requests import Request
 
 from gptactions.api.responses import ConversationResponse, Usage
+from gptactions.api.sse import wants_event_stream
 from gptactions.app import create_app
 from gptactions.config import Settings
 from gptactions.llm.base import BackendError, BackendUnavailable
@@ -233,3 +235,23 @@ def test_a_body_written_as_json_text_is_its_wire_data(cut: list[str] | None) -> 
     assert json.loads(written) == body.wire()
     assert len(written) == len(json.dumps(body.wire(), ensure_ascii=False, separators=(",", ":")))
     assert ("truncatedFields" in written) == (cut is not None)
+
+
+@pytest.mark.parametrize(
+    ("accept", "stream"),
+    [
+        ("text/event-stream", True),
+        ("application/json, text/event-stream", True),  # a tie: the client named the stream
+        ("text/event-stream;q=0.1, application/json", False),  # RFC 9110: JSON preferred
+        ("text/event-stream;q=0.5, */*", False),
+        ("text/event-stream, application/json;q=0.9", True),
+        ("text/event-stream;q=0", False),
+        ("TEXT/EVENT-STREAM; Q=0.8, application/*;q=0.5", True),
+        ("application/json", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_the_accept_headers_preference_decides_the_form(accept: str, stream: bool) -> None:
+    request = Request({"type": "http", "headers": [(b"accept", accept.encode())]})
+    assert wants_event_stream(request) is stream

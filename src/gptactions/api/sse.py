@@ -37,17 +37,38 @@ MEDIA_TYPE = "text/event-stream"
 
 
 def wants_event_stream(request: Request) -> bool:
-    """Whether the client's Accept header asks for Server-Sent Events."""
-    for media_range in request.headers.get("accept", "").split(","):
+    """Whether the client's Accept header asks for Server-Sent Events: it names them, with a
+    quality above 0 and not below JSON's (RFC 9110, 12.5.1; a tie goes to the stream, which the
+    client named on purpose: `application/json, text/event-stream`)."""
+    accept = request.headers.get("accept")
+    if not accept or MEDIA_TYPE not in accept.lower():
+        return False
+    stream = json = 0.0
+    json_precision = -1  # how specific the range that set `json` is: */*, application/*, exact
+    for media_range in accept.split(","):
         media, *params = (part.strip() for part in media_range.split(";"))
-        if media.lower() != MEDIA_TYPE:
-            continue
-        quality = next((p.partition("=")[2] for p in params if p.startswith("q=")), "1")
-        try:
-            return float(quality) > 0
-        except ValueError:
-            return True
-    return False
+        media = media.lower()
+        quality = _quality(params)
+        if media == MEDIA_TYPE:
+            stream = max(stream, quality)
+        elif (precision := _JSON_RANGES.get(media, -1)) > json_precision:
+            json, json_precision = quality, precision
+    return stream > 0 and stream >= json
+
+
+_JSON_RANGES = {"*/*": 0, "application/*": 1, "application/json": 2}
+
+
+def _quality(params: list[str]) -> float:
+    """A media range's `q` (1 when absent or unreadable)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 1.0
+    return 1.0
 
 
 def event_schema(names: list[str], description: str) -> dict[str, Any]:
