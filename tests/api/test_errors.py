@@ -141,6 +141,12 @@ async def test_a_chunked_body_over_the_limit_is_413(api: ApiClient) -> None:
         ("actions", {"action": "x" * 101}, "/action: must be at most 100 characters"),
         ("logs?limit=abc", None, "/limit: query parameter limit: must be an integer"),
         ("logs?kind=nope", None, "/kind: query parameter kind: must be one of: 'conversation', "),
+        ("logs?userId=", None, "/userId: query parameter userId: must not be empty"),
+        (
+            "actions",
+            {"action": "classify", "parameters": {"text": "t", "labels": ["a", "a"]}},
+            "/parameters/labels: must not hold the same item twice",
+        ),
         # A bare number is not a time (pydantic read 2026 as 33 minutes past 1970).
         ("logs?since=2026", None, "/since: query parameter since: must be a date and time (RFC"),
         ("usage?until=0.5", None, "/until: query parameter until: must be a date and time (RFC"),

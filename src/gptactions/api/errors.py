@@ -179,12 +179,21 @@ _KINDS = {
 }
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _in_api_words(error: dict[str, Any]) -> str | None:
     """Pydantic's message for `error` in the API's words, if it is a kind that has them."""
     kind, context = str(error.get("type", "")), error.get("ctx") or {}
-    if kind == "string_too_short":
+    text = kind.startswith("string_") or isinstance(error.get("input"), str)
+    if kind in ("string_too_short", "too_short"):
         least = context.get("min_length", 1)
-        return "must not be empty" if least == 1 else f"must be at least {least} characters"
+        if text:
+            return "must not be empty" if least == 1 else f"must be at least {least} characters"
+        return f"must have at least {_count(least, 'item')}"
+    if kind == "too_long" and not text:
+        return f"must have at most {_count(context.get('max_length', 0), 'item')}"
     template = _KINDS.get(kind)
     try:
         return template.format(**context) if template else None

@@ -230,10 +230,11 @@ def _message(error: jsonschema.ValidationError) -> str:
         "minimum": f"must be at least {limit}",
         "exclusiveMaximum": f"must be less than {limit}",
         "exclusiveMinimum": f"must be more than {limit}",
-        "maxItems": f"must have at most {limit} items",
-        "minItems": f"must have at least {limit} items",
-        "maxProperties": f"must have at most {limit} properties",
-        "minProperties": f"must have at least {limit} properties",
+        "maxItems": f"must have at most {limit} item{'' if limit == 1 else 's'}",
+        "minItems": f"must have at least {limit} item{'' if limit == 1 else 's'}",
+        "maxProperties": f"must have at most {limit} propert{'y' if limit == 1 else 'ies'}",
+        "minProperties": f"must have at least {limit} propert{'y' if limit == 1 else 'ies'}",
+        "uniqueItems": "must not hold the same item twice",
     }
     if rule in words:
         return words[str(rule)]
