@@ -116,7 +116,9 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
         "ChatCompletionMessage": {
             "type": "object",
             "required": ["role"],
-            "description": "A message. developer is read as system; only text content is read.",
+            "description": "A message. developer is read as system; only text content is read. "
+            "Content may be null or absent only in an assistant message with tool_calls; a tool "
+            "message needs content and tool_call_id.",
             "properties": {
                 "role": {
                     "type": "string",
@@ -246,13 +248,16 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                         ],
                     }
                 ),
-                "user": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 256,
-                    "pattern": NUL_FREE_PATTERN,
-                    "description": "The end user, for the log (the key's name when absent).",
-                },
+                "user": _nullable(
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 256,
+                        "pattern": NUL_FREE_PATTERN,
+                        "description": "The end user, for the log (the key's name when absent "
+                        "or null).",
+                    }
+                ),
             },
         },
         "ChatCompletion": {
