@@ -186,3 +186,13 @@ async def test_a_deleted_users_data_goes_with_them_not_to_their_namesake(
     answer = await api.post("/api/v1/gpt/respond", {"message": "What is my secret?"}, key=again)
     assert answer.json()["conversationId"] != said.json()["conversationId"]
     assert len((await api.get("/api/v1/gpt/logs", key=bob)).json()) == 1  # bob keeps his
+
+
+async def test_a_missing_scope_names_the_token_not_a_key(
+    api: ApiClient, tokens: tuple[str, str]
+) -> None:
+    alice, _ = tokens  # chat and logs, not actions
+    body = {"action": "summarize", "parameters": {"text": "t"}}
+    refused = await api.post("/api/v1/gpt/actions", body, key=alice)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "this access token lacks the 'actions' scope"

@@ -296,6 +296,12 @@ async def test_token_endpoint_errors(api: ApiClient, users: None) -> None:
     wrong = await exchange(api, client, code, client_secret="gptcs_wrong")
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
     assert wrong.headers["www-authenticate"].startswith("Basic")
+    assert wrong.json()["error_description"] == "wrong client secret"
+    unsent = await exchange(api, client, code, client_secret="")
+    assert unsent.status_code == 401
+    assert unsent.json()["error_description"] == (
+        "this client must authenticate with its client_secret"
+    )
     basic_wrong = await api.http.post(
         "/oauth/token",
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},

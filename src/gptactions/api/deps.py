@@ -99,6 +99,12 @@ def check_query_encoding(raw: bytes) -> None:
         ) from None
 
 
+def lacks_scope(principal: Principal, scope: str) -> ServiceError:
+    """The 403 of a caller without `scope`, naming what it holds: a key, or a user's token."""
+    held = "access token" if principal.user_id is not None else "API key"
+    return ServiceError(f"this {held} lacks the '{scope}' scope", 403, "forbidden")
+
+
 class Require:
     """A dependency that lets only callers holding `scope` (or admin) through; 403 otherwise.
 
@@ -111,7 +117,7 @@ class Require:
     async def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         """The caller, when it holds the scope."""
         if not principal.allows(self.scope):
-            raise ServiceError(f"this API key lacks the '{self.scope}' scope", 403, "forbidden")
+            raise lacks_scope(principal, self.scope)
         return principal
 
 

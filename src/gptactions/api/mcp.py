@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gptactions import __version__
-from gptactions.api.deps import get_principal
+from gptactions.api.deps import get_principal, lacks_scope
 from gptactions.api.errors import backend_status, error_body, error_response, validation_problem
 from gptactions.api.forwarded import public_origin
 from gptactions.api.oauth import resource_metadata_url
@@ -124,9 +124,7 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {name!r}")
         scope = "chat" if name == CONVERSE else "actions"
         if not principal.allows(scope):
-            return _tool_error(
-                ServiceError(f"this API key lacks the '{scope}' scope", 403, "forbidden")
-            )
+            return _tool_error(lacks_scope(principal, scope))
         try:
             if name == CONVERSE:
                 return await _converse(runtime, principal, arguments)

@@ -390,8 +390,11 @@ class OAuthService:
             if credentials.secret:
                 raise TokenError("invalid_client", "a public client has no secret", challenge)
             return client
-        given = hash_key(credentials.secret or "")
-        if not credentials.secret or not hmac.compare_digest(given, client.secret_hash):
+        if not credentials.secret:
+            raise TokenError(
+                "invalid_client", "this client must authenticate with its client_secret", challenge
+            )
+        if not hmac.compare_digest(hash_key(credentials.secret), client.secret_hash):
             raise TokenError("invalid_client", "wrong client secret", challenge)
         return client
 
