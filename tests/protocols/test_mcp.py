@@ -113,6 +113,16 @@ async def test_a_call_without_a_valid_key_is_refused(settings: Settings) -> None
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+async def http_logs(server: Any, query: str = "") -> list[dict[str, Any]]:
+    """The server's log, as the admin key reads it."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        answer = await http.get(
+            f"/api/v1/gpt/logs{query}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+    rows: list[dict[str, Any]] = answer.json()
+    return rows
+
+
 async def test_a_bad_argument_is_a_tool_error(settings: Settings) -> None:
     async with (
         served(settings, FakeBackend()) as server,
@@ -133,6 +143,14 @@ async def test_a_bad_argument_is_a_tool_error(settings: Settings) -> None:
         assert blank.structured_content["error"]["message"] == (
             "Invalid input: message: must not be empty or only whitespace"
         )
+        # Each refusal is in the log as REST's are: kind rejected, its arguments as the body.
+        logs = await http_logs(server, "?kind=rejected")
+        assert [(row["endpoint"], row["httpStatus"]) for row in reversed(logs)] == [
+            ("POST /mcp?tool=summarize", 400),
+            ("POST /mcp?tool=converse", 400),
+            ("POST /mcp?tool=converse", 400),
+        ]
+        assert logs[0]["userId"] == "ada" and '"message": "  "' in logs[0]["message"]
 
 
 async def test_tools_follow_the_keys_scopes(settings: Settings) -> None:

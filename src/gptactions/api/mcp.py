@@ -8,6 +8,7 @@ and logged the same way); the caller is the API key of the HTTP request that car
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from gptactions.services.actions import ActionCall
 from gptactions.services.conversations import Reply, Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
+from gptactions.services.rejections import Rejection, rejected_interaction
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +125,16 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
         if name != CONVERSE and name not in runtime.registry:
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {name!r}")
         scope = "chat" if name == CONVERSE else "actions"
-        if not principal.allows(scope):
-            return _tool_error(lacks_scope(principal, scope))
         try:
+            if not principal.allows(scope):
+                raise lacks_scope(principal, scope)
             if name == CONVERSE:
                 return await _converse(runtime, principal, arguments)
             return await _run_action(runtime, principal, name, arguments)
         except ServiceError as error:
-            return _tool_error(error)
+            refused = _tool_error(error)
+            await _record_refusal(runtime, principal, name, arguments, error, refused)
+            return refused
         except BackendError as error:
             status, code = backend_status(error)
             return _tool_error(ServiceError(error.message, status, code))
@@ -205,6 +209,33 @@ def _reply(reply: Reply) -> dict[str, Any]:
         },
         "latencyMs": reply.latency_ms,
     }
+
+
+async def _record_refusal(
+    runtime: Runtime,
+    principal: Principal,
+    name: str,
+    arguments: dict[str, Any],
+    error: ServiceError,
+    refused: types.CallToolResult,
+) -> None:
+    """A call refused before the model, in the caller's log as REST's are (kind `rejected`):
+    its arguments as the body, `POST /mcp?tool=<name>` as the endpoint."""
+    if not 400 <= error.status < 500:
+        return
+    body = json.dumps(arguments, ensure_ascii=False).encode()
+    rejection = Rejection(
+        method="POST",
+        path=f"/mcp?tool={name}",
+        status=error.status,
+        body=body,
+        body_size=len(body),
+        answer=json.dumps(refused.structured_content, ensure_ascii=False).encode(),
+    )
+    try:
+        await runtime.log.record(rejected_interaction(principal, rejection))
+    except Exception as failure:  # the refusal is answered all the same
+        log.warning("a refused MCP call could not be recorded: %s", type(failure).__name__)
 
 
 def _tool_error(error: ServiceError) -> types.CallToolResult:

@@ -122,7 +122,8 @@ export function initLogs(app) {
     const value = row[key];
     switch (key) {
       case "kind":
-        return h("td", { class: "nowrap" }, value ?? "", row.kind === "rejected" && row.endpoint
+        // An MCP tool call (POST /mcp?tool=...) is not an operation of the request form.
+        return h("td", { class: "nowrap" }, value ?? "", row.kind === "rejected" && row.endpoint && !/^\S+ \/mcp[?]/.test(row.endpoint)
           ? [" ", h("button", { type: "button", class: "link", "aria-label": `Re-send this ${row.endpoint} request from the request form`, onclick: () => resend(row) }, "Re-send")]
           : null);
       case "timestamp":
