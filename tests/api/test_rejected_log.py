@@ -146,3 +146,12 @@ async def test_a_refusal_naming_what_a_database_cannot_store_is_recorded(
         assert sorted(item["httpStatus"] for item in items) == [400, 404]
         assert {item["userId"] for item in items} == {"gpt"}
         assert "could not be recorded" not in caplog.text
+
+
+async def test_a_refused_openai_compatible_request_is_logged(api: ApiClient) -> None:
+    key = await api.key(name="sdk")
+    refused = await api.post("/v1/chat/completions", {"messages": [], "user": "ann"}, key)
+    assert refused.status_code == 400
+    (item,) = await rejected(api, key)
+    assert item["endpoint"] == "POST /v1/chat/completions" and item["userId"] == "ann"
+    assert item["httpStatus"] == 400 and item["error"].startswith("invalid_request")

@@ -35,7 +35,13 @@ class RecordRejections:
     are seen too. The error answer is held until its interaction is committed, so that the log
     shows it as soon as the caller has its answer."""
 
-    def __init__(self, app: ASGIApp, *, runtime: Runtime, prefix: str = "/api/v1/gpt/") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        runtime: Runtime,
+        prefix: str | tuple[str, ...] = ("/api/v1/gpt/", "/v1/"),
+    ) -> None:
         self.app = app
         self.runtime = runtime
         self.prefix = prefix

@@ -89,7 +89,8 @@ def _user_id(principal: Principal, rejection: Rejection) -> str:
         body = json.loads(rejection.body) if len(rejection.body) == rejection.body_size else None
     except (ValueError, RecursionError):
         body = None
-    user_id = body.get("userId") if isinstance(body, dict) else None
+    # `userId` of the API's bodies, `user` of OpenAI's (/v1).
+    user_id = (body.get("userId") or body.get("user")) if isinstance(body, dict) else None
     # Not one PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate): the
     # refusal would be lost, with a traceback holding the body.
     if (
