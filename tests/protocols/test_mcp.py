@@ -95,6 +95,10 @@ async def test_converse_starts_and_continues_a_conversation(settings: Settings) 
         )
         assert second.structured_content["conversationId"] == conversation
         assert second.content[0].text == "Still here."
+        # REST's body, whole: how the reply ended included.
+        assert second.structured_content["finishReason"] == "stop"
+        assert second.structured_content["truncated"] is False
+        assert "cachedTokens" in second.structured_content["usage"]
         entries = await logged(server)
         assert [e["conversationId"] for e in entries] == [conversation, conversation]
 

@@ -65,7 +65,7 @@ def _capped(body: ConversationResponse, max_chars: int) -> dict[str, Any]:
     return cap(body.wire(), max_chars, ("reply",))
 
 
-def _reply(reply: Reply, max_chars: int) -> dict[str, Any]:
+def reply_body(reply: Reply, max_chars: int) -> dict[str, Any]:
     """The answer's body (and a stream's `done` event), within the response size limit."""
     return _capped(_body(reply), max_chars)
 
@@ -94,7 +94,7 @@ async def _converse(
     max_chars = runtime.settings.max_response_chars
     if wants_event_stream(request):
         stream = await runtime.conversations.open_stream(caller, turn, new=new)
-        return stream_reply(stream, lambda reply: _reply(reply, max_chars))
+        return stream_reply(stream, lambda reply: reply_body(reply, max_chars))
     if new:
         return _answer(await runtime.conversations.start(caller, turn), max_chars)
     return _answer(await runtime.conversations.respond(caller, turn), max_chars)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gptactions import __version__
+from gptactions.api.conversations import reply_body
 from gptactions.api.deps import get_principal, lacks_scope
 from gptactions.api.errors import backend_status, error_body, error_response, validation_problem
 from gptactions.api.forwarded import public_origin
@@ -34,7 +35,7 @@ from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
 from gptactions.services.actions import ActionCall
-from gptactions.services.conversations import Reply, Turn
+from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
 from gptactions.services.rejections import Rejection, rejected_interaction
@@ -194,21 +195,10 @@ async def _converse(
     else:
         reply = await runtime.conversations.respond(principal, turn)
     return types.CallToolResult(
-        content=[types.TextContent(text=reply.reply)], structured_content=_reply(reply)
+        content=[types.TextContent(text=reply.reply)],
+        # REST's body (finishReason, truncated, cachedTokens...), within the same size limit.
+        structured_content=reply_body(reply, runtime.settings.max_response_chars),
     )
-
-
-def _reply(reply: Reply) -> dict[str, Any]:
-    return {
-        "conversationId": reply.conversation_id,
-        "reply": reply.reply,
-        "model": reply.model,
-        "usage": {
-            "promptTokens": reply.usage.prompt_tokens,
-            "completionTokens": reply.usage.completion_tokens,
-        },
-        "latencyMs": reply.latency_ms,
-    }
 
 
 async def _record_refusal(
