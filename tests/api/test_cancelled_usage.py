@@ -16,7 +16,8 @@ from gptactions.config import Settings
 from gptactions.llm.base import Chunk, Generation, GenerationRequest
 from gptactions.llm.fake import FakeBackend
 from gptactions.services.interactions import ABANDONED, STOPPED
-from tests.conftest import ADMIN_KEY, ApiClient, running_app
+from tests.api.test_token_limits import limited
+from tests.conftest import ApiClient, running_app
 
 API = "/api/v1/gpt"
 TURN = {"userId": "ada", "message": "Write a long story about a cat."}
@@ -37,12 +38,6 @@ class Slow(FakeBackend):
         self.asked.set()
         async for chunk in super().stream(request):
             yield chunk
-
-
-def limited(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, **overrides
-    )
 
 
 async def cancelled_midway(backend: Slow, request: Awaitable[httpx.Response]) -> None:

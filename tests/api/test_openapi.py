@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
-from openapi_spec_validator import validate
 
 from gptactions.api.openapi import build_document
 from gptactions.config import Settings
