@@ -4,7 +4,9 @@ the grace, ends open streams with an `error` event, stores partial replies, and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -13,11 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from gptactions.config import Settings
+from gptactions.graceful import GracefulServer
 from gptactions.llm.fake import FakeBackend
+from gptactions.serving import APP
+from gptactions.workers import SUPERVISOR_DIED
 from tests.conftest import ADMIN_KEY, running_app
-from tests.serving import Server, serve
+from tests.serving import Server, children, ended_within, serve
 from tests.upstream.faulty import FaultyUpstream
 
 pytestmark = pytest.mark.upstream
@@ -145,3 +151,55 @@ async def test_a_second_signal_ends_the_grace_and_still_stores_the_partial_reply
     received = "".join(data["text"] for name, data in events if name == "token")
     rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
     assert [(row["status"], row["reply"]) for row in rows] == [("cancelled", received)]
+
+
+def _workers(supervisor: int) -> list[int]:
+    """The supervisor's workers (not multiprocessing's resource tracker)."""
+    return [
+        pid
+        for pid in children(supervisor)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+async def test_a_supervisor_killed_lets_its_workers_finish_their_requests(
+    tmp_path: Path, upstream: FaultyUpstream
+) -> None:
+    environment = _environment(upstream, grace=60, workers=2)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
+        workers = _workers(server.process.pid)
+        assert len(workers) == 2
+        try:
+            events: list[tuple[str, Any]] = []
+            async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+                stream = asyncio.ensure_future(_stream(client, events))
+                await _until(lambda: events)
+                server.process.kill()
+                server.process.wait(timeout=60)
+                # The kernel signals a worker once per thread of the supervisor that exits while
+                # it is the worker's parent: once or twice here, by the order they end in. Once
+                # more, as it may: the grace must still hold.
+                for pid in workers:
+                    os.kill(pid, SUPERVISOR_DIED)
+                await stream
+            assert all(ended_within(pid, 60) for pid in workers)
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    log = server.log.read_text(errors="replace")
+    assert "second signal" not in log and "Traceback" not in log
+    assert [name for name, _ in events][-1] == "done"
+    received = "".join(data["text"] for name, data in events if name == "token")
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert [(row["status"], row["reply"]) for row in rows] == [("ok", received)]
+
+
+def test_a_stop_signal_only_starts_the_grace_and_sigterm_still_ends_it() -> None:
+    server = GracefulServer(uvicorn.Config(APP), grace=30, stop_signals=(SUPERVISOR_DIED,))
+    server.handle_stop(SUPERVISOR_DIED, None)
+    server.handle_stop(SUPERVISOR_DIED, None)
+    assert server.should_exit and not server.force_exit
+    server.handle_exit(signal.SIGTERM, None)  # an operator's, after the supervisor died
+    assert server.force_exit

@@ -5,7 +5,8 @@ finish for up to `GPTACTIONS_SHUTDOWN_GRACE` seconds. Then the app's `Runtime.st
 each request still running is cancelled, stores its partial reply as `cancelled`, and tells its
 client the server is restarting (a 503, or a last `error` event on an open stream). A second
 signal skips what is left of the grace, but the partial replies are still stored. The process
-then exits 0, where uvicorn would re-raise the signal and die by it.
+then exits 0, where uvicorn would re-raise the signal and die by it. A worker's supervisor dying
+only ever starts the grace (`stop_signals`): it may be signalled more than once.
 """
 
 from __future__ import annotations
@@ -48,9 +49,13 @@ def _stopping_event(app: Any) -> asyncio.Event | None:
 class GracefulServer(uvicorn.Server):
     """uvicorn's server with a bounded grace that ends, rather than drops, what is running."""
 
-    def __init__(self, config: uvicorn.Config, *, grace: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, grace: float, stop_signals: tuple[signal.Signals, ...] = ()
+    ) -> None:
         super().__init__(config)
         self.grace = grace
+        self.stop_signals = stop_signals
+        """Signals that start the grace and never end it, however often they come."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -59,6 +64,7 @@ class GracefulServer(uvicorn.Server):
             yield
             return
         original = {sig: signal.signal(sig, self.handle_exit) for sig in _HANDLED}
+        original |= {sig: signal.signal(sig, self.handle_stop) for sig in self.stop_signals}
         try:
             yield
         finally:
@@ -74,6 +80,11 @@ class GracefulServer(uvicorn.Server):
         else:
             log.info("stopping: %g s for the requests in flight to finish", self.grace)
             self.should_exit = True
+
+    def handle_stop(self, sig: int, frame: FrameType | None) -> None:
+        """One of `stop_signals`: starts the grace if nothing has yet, and never ends it."""
+        if not self.should_exit:
+            self.handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, wait out the grace, end what still runs, then close the app."""

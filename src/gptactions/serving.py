@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import resource
+import signal
 import socket
 import weakref
 from dataclasses import dataclass
@@ -390,14 +391,22 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve_one(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    """One server process, stopping gracefully; exits 3 when the app fails to start."""
+def serve_one(
+    settings: Settings,
+    sockets: list[socket.socket] | None = None,
+    *,
+    stop_signals: tuple[signal.Signals, ...] = (),
+) -> None:
+    """One server process, stopping gracefully; exits 3 when the app fails to start.
+
+    `stop_signals` only ever start the grace, where a second SIGTERM or SIGINT ends it.
+    """
     import uvicorn
 
     from gptactions.graceful import GracefulServer
 
     config = uvicorn.Config(APP, **uvicorn_options(settings))
-    server = GracefulServer(config, grace=settings.shutdown_grace)
+    server = GracefulServer(config, grace=settings.shutdown_grace, stop_signals=stop_signals)
     server.run(sockets)
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)

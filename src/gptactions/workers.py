@@ -13,7 +13,7 @@ The supervisor forwards SIGTERM and SIGINT to the workers (a second signal ends 
 it does for one process), replaces a worker that dies, and stops with exit status 3 when a worker
 fails to start (the app, or the port: it would fail the same way again). The workers are in a
 process group of their own, so a terminal's Ctrl+C reaches them once, through the supervisor;
-each also stops if the supervisor dies.
+each also stops gracefully if the supervisor dies (`SUPERVISOR_DIED`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ RESTART_PAUSE = 1.0
 """Seconds between two starts of one worker's slot, so a worker that dies at once is not
 restarted in a tight loop."""
 _PR_SET_PDEATHSIG = 1
+SUPERVISOR_DIED = signal.SIGUSR1
+"""The signal a worker gets when its supervisor dies, which only ever starts its grace.
+
+Not SIGTERM: the kernel sends it once per thread of the supervisor that exits while the worker
+is its child (the worker is handed to the next live thread, then to init), so a supervisor of
+two threads killed with SIGKILL sent two, and the second ended the grace as an operator's would.
+"""
 
 
 def run(settings: Settings) -> None:
@@ -91,15 +98,23 @@ def worker_main() -> None:
     """A worker process: its own socket on the port, then one graceful server."""
     os.setpgrp()  # the supervisor forwards the terminal's signals, once
     with contextlib.suppress(OSError, AttributeError):
-        # Stop (gracefully) when the supervisor dies, rather than serve on as an orphan.
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # Stop (gracefully) when the supervisor dies, rather than serve on as an orphan. Until
+        # the server handles it, the signal's default action ends the worker, serving nothing.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, SUPERVISOR_DIED)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        raise SystemExit(0)  # the supervisor died before the signal was asked for
     settings = Settings()
     try:
         sock = bound_socket(settings.host, settings.port)
     except OSError as error:
         print(f"worker {os.getpid()}: cannot bind {settings.host}:{settings.port}: {error}")
         raise SystemExit(STARTUP_FAILURE) from None
-    serving.serve_one(settings, [sock])
+    try:
+        serving.serve_one(settings, [sock], stop_signals=(SUPERVISOR_DIED,))
+    finally:
+        # Stopped: a late repeat of the signal must not end the process by its default action.
+        signal.signal(SUPERVISOR_DIED, signal.SIG_IGN)
 
 
 class Supervisor:
