@@ -20,6 +20,7 @@ from gptactions.llm.fake import FakeBackend
 from gptactions.services.oauth import pkce_challenge
 from gptactions.store.models import OAuthCode, OAuthToken, utcnow
 from tests.conftest import ApiClient, running_app
+from tests.protocols.conftest import initialize_message
 
 CALLBACK = "https://chat.openai.com/aip/g-0123456789abcdef/oauth/callback"
 PASSWORD = "correct horse battery"
@@ -571,16 +572,7 @@ async def test_an_mcp_client_finds_how_to_sign_in_and_then_calls_the_tools(
     metadata, which names this server as the authorization server (RFC 8414 metadata); a public
     client then runs the code grant with PKCE and the resource indicator, and calls /mcp."""
     accept = {"Accept": "application/json, text/event-stream"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "an MCP client", "version": "1"},
-        },
-    }
+    initialize = initialize_message("an MCP client")
     refused = await api.http.post("/mcp", json=initialize, headers=accept)
     assert refused.status_code == 401
     found = re.search(r'resource_metadata="([^"]+)"', refused.headers["www-authenticate"])

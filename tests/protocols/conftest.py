@@ -32,6 +32,20 @@ class Served:
         return (await self.runtime.keys.create("test", **kwargs)).secret
 
 
+def initialize_message(client: str = "test") -> dict[str, Any]:
+    """MCP's `initialize`, as clients of the 2025-06-18 revision (ChatGPT, Claude, Cursor) send it."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": client, "version": "1"},
+        },
+    }
+
+
 @asynccontextmanager
 async def served(
     settings: Settings, backend: Backend, *, span_exporter: Any = None

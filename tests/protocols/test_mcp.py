@@ -20,7 +20,7 @@ from gptactions.llm.local import LocalBackend
 from gptactions.services.keys import Principal
 from tests.actions.conftest import HAIKU_YAML as HAIKU
 from tests.conftest import ADMIN_KEY, ApiClient, _KeepLoaded
-from tests.protocols.conftest import Served, served
+from tests.protocols.conftest import Served, initialize_message, served
 
 
 @asynccontextmanager
@@ -209,16 +209,7 @@ async def test_get_and_delete_are_405_and_requests_log_no_session_line(
             "Authorization": f"Bearer {ADMIN_KEY}",
             "Accept": "application/json, text/event-stream",
         }
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        }
+        initialize = initialize_message()
         response = await http.post("/mcp", json=initialize, headers=headers)
         assert response.status_code == 200, response.text
         listed = await http.post(
