@@ -125,10 +125,12 @@ async def _race(keys: KeyService) -> None:
     assert await keys.cache.get("late") is None
 
 
+# Redis down at revocation is the in-process test's above (`redis-down`): with real servers,
+# one revocation Redis never hears of stands for both (each such server takes ~6 s here).
 @pytest.mark.parametrize(
     ("redis_url", "revoker_redis_url"),
-    [(None, None), (REDIS_URL, REDIS_URL), (REDIS_URL, None), (REDIS_URL, UNREACHABLE_REDIS_URL)],
-    ids=["database", "redis", "revoked-without-redis", "revoked-while-redis-down"],
+    [(None, None), (REDIS_URL, REDIS_URL), (REDIS_URL, None)],
+    ids=["database", "redis", "revoked-without-redis"],
 )
 def test_a_key_revoked_stops_working_on_two_servers(
     database_url: str, tmp_path: Path, redis_url: str | None, revoker_redis_url: str | None
