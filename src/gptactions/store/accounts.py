@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CursorResult, delete, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, delete, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store.models import (
@@ -57,10 +57,8 @@ async def revoke_user_tokens(
     session: AsyncSession, user_id: str, *, client_id: str | None = None
 ) -> None:
     """Revoke every live token of a user (of one client's only, when `client_id` is given)."""
-    query = update(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
-    if client_id is not None:
-        query = query.where(OAuthToken.client_id == client_id)
-    await session.execute(query.values(revoked_at=utcnow()))
+    of_client = () if client_id is None else (OAuthToken.client_id == client_id,)
+    await revoke_tokens(session, utcnow(), OAuthToken.user_id == user_id, *of_client)
 
 
 # --- identities at an OpenID Connect provider ------------------------------------------------
@@ -132,11 +130,7 @@ async def revoke_client(session: AsyncSession, client: OAuthClient) -> None:
     now = utcnow()
     if client.revoked_at is None:
         client.revoked_at = now
-    await session.execute(
-        update(OAuthToken)
-        .where(OAuthToken.client_id == client.id, OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await revoke_tokens(session, now, OAuthToken.client_id == client.id)
 
 
 # --- codes ------------------------------------------------------------------------------------
@@ -205,20 +199,21 @@ async def token_by_refresh_hash(session: AsyncSession, refresh_hash: str) -> OAu
 
 async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> bool:
     """Revoke a live token pair; False when it was already revoked (a race lost)."""
-    result = await session.execute(
-        update(OAuthToken)
-        .where(OAuthToken.id == token_id, OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return isinstance(result, CursorResult) and result.rowcount == 1
+    return await revoke_tokens(session, now, OAuthToken.id == token_id) == 1
 
 
 async def revoke_code_tokens(session: AsyncSession, code_hash: str, now: datetime) -> int:
     """Revoke every live token pair descended from an authorization code; how many."""
+    return await revoke_tokens(session, now, OAuthToken.code_hash == code_hash)
+
+
+async def revoke_tokens(
+    session: AsyncSession, now: datetime, *conditions: ColumnElement[bool]
+) -> int:
+    """Revoke the live token pairs that meet `conditions`; how many."""
     result = await session.execute(
         update(OAuthToken)
-        .where(OAuthToken.code_hash == code_hash, OAuthToken.revoked_at.is_(None))
+        .where(*conditions, OAuthToken.revoked_at.is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
