@@ -38,7 +38,7 @@ from gptactions.services.actions import ActionCall
 from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
-from gptactions.services.rejections import Rejection, rejected_interaction
+from gptactions.services.rejections import Rejection, record_rejection
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,7 @@ async def _record_refusal(
         body_size=len(body),
         answer=json.dumps(refused.structured_content, ensure_ascii=False).encode(),
     )
-    try:
-        await runtime.log.record(rejected_interaction(principal, rejection))
-    except Exception as failure:  # the refusal is answered all the same
-        log.warning("a refused MCP call could not be recorded: %s", type(failure).__name__)
+    await record_rejection(runtime.log, principal, rejection)
 
 
 def _tool_error(error: ServiceError) -> types.CallToolResult:

@@ -21,7 +21,7 @@ from gptactions.services.rejections import (
     MAX_BODY_BYTES,
     RECORDED_STATUSES,
     Rejection,
-    rejected_interaction,
+    record_rejection,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class RecordRejections:
                     self.runtime.metrics.unauthenticated_rejections.labels(str(status)).inc()
                 else:
                     await read_unread_body()
-                    await self._record(principal, rejection(status))
+                    await record_rejection(self.runtime.log, principal, rejection(status))
                 for kept in held:
                     await send(kept)
                 held.clear()
@@ -110,15 +110,6 @@ class RecordRejections:
             )
 
         await self.app(scope, body_receive, holding_send)
-
-    async def _record(self, principal: Principal, rejection: Rejection) -> None:
-        """Record the refusal in the caller's log."""
-        try:
-            await self.runtime.log.record(rejected_interaction(principal, rejection))
-        except Exception as error:  # the refusal is answered all the same
-            # One line: a traceback here would hold the statement's parameters, the body.
-            log.warning("a rejected request could not be recorded: %s", type(error).__name__)
-            log.debug("a rejected request could not be recorded", exc_info=True)
 
     async def _caller(self, scope: Scope) -> Principal | None:
         """The caller the route identified; else (refused before routing: a 413) its key's."""

@@ -7,10 +7,12 @@ kept up to `MAX_BODY_BYTES`, with a visible marker where it was cut.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 from gptactions.services.interactions import (
     InteractionKind,
+    InteractionLog,
     InteractionStatus,
     NewInteraction,
 )
@@ -25,6 +27,8 @@ MAX_BODY_BYTES = 8 * 1024
 """The most of a refused request's body (and of its error answer) the log keeps."""
 
 _MAX_USER_ID = 256
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,16 @@ class Rejection:
     answer: bytes
     """The error answer as sent."""
     latency_ms: int = 0
+
+
+async def record_rejection(log: InteractionLog, principal: Principal, rejection: Rejection) -> None:
+    """Record the refusal in the caller's log; one that cannot be is one warning line (the
+    refusal is answered all the same; a traceback here would hold the body, as parameters)."""
+    try:
+        await log.record(rejected_interaction(principal, rejection))
+    except Exception as error:
+        logger.warning("a rejected request could not be recorded: %s", type(error).__name__)
+        logger.debug("a rejected request could not be recorded", exc_info=True)
 
 
 def rejected_interaction(principal: Principal, rejection: Rejection) -> NewInteraction:
