@@ -20,6 +20,7 @@ from gptactions.api import (
     me,
     meta,
     oauth,
+    oauth_authorizations,
     oidc,
     openai_compat,
     status,
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(meta.router)
     app.include_router(oauth.router)
+    app.include_router(oauth_authorizations.router)
     app.include_router(oidc.router)
     app.include_router(metrics_api.router)
     app.router.routes.append(Route("/mcp", mcp, methods=["POST"], include_in_schema=False))

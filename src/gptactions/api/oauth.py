@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
@@ -25,9 +26,9 @@ from gptactions.api.errors import NO_STORE, error_response, oauth_error_response
 from gptactions.api.forwarded import client_address, public_origin
 from gptactions.api.pages import page
 from gptactions.runtime import Runtime
-from gptactions.services.oauth import (
-    OAUTH_SCOPES,
-    SCOPE_DESCRIPTIONS,
+from gptactions.services.oauth import OAUTH_SCOPES, SCOPE_DESCRIPTIONS
+from gptactions.services.oauth_registration import RegistrationError, register_client
+from gptactions.services.oauth_types import (
     AuthorizationRequest,
     AuthorizeError,
     BadClient,
@@ -36,7 +37,6 @@ from gptactions.services.oauth import (
     ValidAuthorization,
     with_query,
 )
-from gptactions.services.oauth_registration import RegistrationError, register_client
 from gptactions.services.users import TooManyAttempts, UserInfo
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ _AUTHORIZE_PARAMS = (
 )
 
 
-class _BadParameter(Exception):
+class BadParameter(Exception):
     """A parameter sent twice, which RFC 6749 forbids, or holding U+0000, which no identifier,
     code or token of ours has (and PostgreSQL cannot even compare)."""
 
@@ -82,6 +82,7 @@ async def metadata(request: Request, runtime: RuntimeDep) -> JSONResponse:
             "token_endpoint_auth_methods_supported": methods,
             "revocation_endpoint_auth_methods_supported": methods,
             "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": True,
             "service_documentation": f"{base}/docs",
         }
         | (
@@ -134,14 +135,14 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
-            raise _BadParameter(f"the parameter {name} was sent more than once")
+            raise BadParameter(f"the parameter {name} was sent more than once")
         if "\x00" in name or "\x00" in value:
-            raise _BadParameter(f"the parameter {name!r} holds the character U+0000 (NUL)")
+            raise BadParameter(f"the parameter {name!r} holds the character U+0000 (NUL)")
         params[name] = value
     return params
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """The urlencoded body; an empty dict for another media type."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
@@ -159,9 +160,10 @@ def _authorization(params: dict[str, str]) -> AuthorizationRequest:
     return AuthorizationRequest(**{name: params.get(name) or None for name in _AUTHORIZE_PARAMS})
 
 
-def error_page(message: str, status: int = 400) -> Response:
-    """The page shown instead of any redirect when the sign-in cannot go on."""
-    return page("error.html", status, message=message)
+def error_page(message: str, status: int = 400, *, retry: str | None = None) -> Response:
+    """The page shown instead of any redirect when the sign-in cannot go on; `retry`: a page of
+    ours to start again from (else the user is sent back to the application)."""
+    return page("error.html", status, message=message, retry=retry)
 
 
 def see_other(uri: str) -> RedirectResponse:
@@ -184,15 +186,20 @@ def _login(
         "login.html",
         status,
         client_name=authorization.client_name,
+        action="/oauth/authorize",
         params=hidden,
+        provider_params=hidden,
         error=error,
         username=username,
         provider=runtime.oidc.config.name if runtime.oidc else None,
     )
 
 
-async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorization | Response:
-    """The valid request, or the answer to a bad one: an error page, or a redirect with an error."""
+async def validated(
+    runtime: Runtime, params: dict[str, str], iss: str
+) -> ValidAuthorization | Response:
+    """The valid request, or the answer to a bad one: an error page, or a redirect with an error
+    (and `iss`, this server's issuer)."""
     request = _authorization(params)
     try:
         return await runtime.oauth.validate(request)
@@ -200,15 +207,25 @@ async def validated(runtime: Runtime, params: dict[str, str]) -> ValidAuthorizat
         return error_page(str(error))
     except AuthorizeError as error:
         assert request.redirect_uri is not None  # validate checked it before raising this
-        return _refused(request.redirect_uri, request.state, error)
+        return _refused(request.redirect_uri, request.state, error, iss)
 
 
-def _refused(redirect_uri: str, state: str | None, error: AuthorizeError) -> RedirectResponse:
-    """Back to the client's (checked) redirect URI with the error, and its state if it sent one."""
-    answer = {"error": error.error, "error_description": error.description}
+def _described(text: str) -> str:
+    """An error_description as RFC 6749 (4.1.2.1, 5.2) allows it: printable ASCII without `"`
+    or `\\`. A description may quote what the client sent (a scope, a grant type, a URI), so
+    every other character becomes `?`."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+
+
+def _refused(
+    redirect_uri: str, state: str | None, error: AuthorizeError, iss: str
+) -> RedirectResponse:
+    """Back to the client's (checked) redirect URI with the error, its state if it sent one, and
+    the issuer (RFC 9207)."""
+    answer = {"error": error.error, "error_description": _described(error.description)}
     if state:
         answer["state"] = state
-    return see_other(with_query(redirect_uri, answer))
+    return see_other(with_query(redirect_uri, answer | {"iss": iss}))
 
 
 def _foreign_resource(request: Request, runtime: Runtime, resource: str | None) -> str | None:
@@ -235,16 +252,16 @@ async def validated_query(
     """The authorization request in the query string and its parameters, or the answer to it."""
     try:
         params = _params(request.query_params.multi_items())
-    except _BadParameter as error:
+    except BadParameter as error:
         return error_page(str(error))
-    checked = await validated(runtime, params)
+    iss = issuer(request, runtime)
+    checked = await validated(runtime, params, iss)
     if isinstance(checked, Response):
         return checked
     foreign = _foreign_resource(request, runtime, params.get("resource"))
     if foreign is not None:  # the client and its redirect URI are known good: tell it there
-        return _refused(
-            checked.redirect_uri, checked.state, AuthorizeError("invalid_target", foreign)
-        )
+        target = AuthorizeError("invalid_target", foreign)
+        return _refused(checked.redirect_uri, checked.state, target, iss)
     return checked, params
 
 
@@ -261,8 +278,8 @@ async def authorize(request: Request, runtime: RuntimeDep) -> Response:
 async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form's and the consent form's answers."""
     try:
-        form = await _form(request)
-    except _BadParameter as error:
+        form = await read_form(request)
+    except BadParameter as error:
         return error_page(str(error))
     if form.get("step") == "consent":
         decision = form.get("decision")
@@ -272,28 +289,50 @@ async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
             target = await runtime.oauth.decide(form["ticket"], allow=decision == "allow")
         except BadClient as error:
             return error_page(str(error))
-        return see_other(target)
-    checked = await validated(runtime, form)
+        # RFC 9207: the answer names its issuer, so that a client of several servers can tell
+        # which one answered (mix-up attacks).
+        return see_other(with_query(target, {"iss": issuer(request, runtime)}))
+    checked = await validated(runtime, form, issuer(request, runtime))
     if isinstance(checked, Response):
         return checked
-    username = form.get("username", "").strip()
+    signed = await signed_in(
+        request,
+        runtime,
+        form,
+        lambda error, status: _login(
+            runtime, checked, form, error=error, username=typed_username(form), status=status
+        ),
+    )
+    if isinstance(signed, Response):
+        return signed
+    return await consent_page(runtime, checked, signed)
+
+
+def typed_username(form: dict[str, str]) -> str:
+    """The sign-in form's username, as typed less surrounding spaces."""
+    return form.get("username", "").strip()
+
+
+async def signed_in(
+    request: Request,
+    runtime: Runtime,
+    form: dict[str, str],
+    again: Callable[[str, int], Response],
+) -> UserInfo | Response:
+    """The user a sign-in form's username and password sign in; else `again(why, status)`, the
+    form shown again (429 with Retry-After past the sign-in rate limit)."""
     address = client_address(request)
     try:
-        user = await runtime.users.sign_in(username, form.get("password", ""), address=address)
+        user = await runtime.users.sign_in(
+            typed_username(form), form.get("password", ""), address=address
+        )
     except TooManyAttempts as error:
-        response = _login(runtime, checked, form, error=str(error), username=username, status=429)
+        response = again(str(error), 429)
         response.headers["Retry-After"] = str(error.retry_after)
         return response
     if user is None:
-        return _login(
-            runtime,
-            checked,
-            form,
-            error="wrong username or password",
-            username=username,
-            status=401,
-        )
-    return await consent_page(runtime, checked, user)
+        return again("wrong username or password", 401)
+    return user
 
 
 async def consent_page(runtime: Runtime, checked: ValidAuthorization, user: UserInfo) -> Response:
@@ -332,13 +371,13 @@ def _credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
 
 def _token_error(error: TokenError) -> JSONResponse:
     challenge = {"WWW-Authenticate": 'Basic realm="gptactions"'} if error.status == 401 else None
-    return oauth_error_response(error.error, error.description, error.status, challenge)
+    return oauth_error_response(error.error, _described(error.description), error.status, challenge)
 
 
 async def _token_form(request: Request) -> dict[str, str]:
     try:
-        form = await _form(request)
-    except _BadParameter as error:
+        form = await read_form(request)
+    except BadParameter as error:
         raise TokenError("invalid_request", str(error)) from None
     if not form:
         raise TokenError(
@@ -401,14 +440,15 @@ async def register(request: Request, runtime: RuntimeDep) -> Response:
     try:
         info, answer = await register_client(runtime.oauth, metadata)
     except RegistrationError as error:
-        return oauth_error_response(error.error, error.description)
+        return oauth_error_response(error.error, _described(error.description))
     log.info("OAuth client %s registered itself as %r", info.id, info.name)
     return JSONResponse(answer, 201, headers=NO_STORE)
 
 
 @router.post("/oauth/revoke")
 async def revoke(request: Request, runtime: RuntimeDep) -> Response:
-    """RFC 7009 token revocation: 200 whether or not the token was known."""
+    """RFC 7009 token revocation: 200 whether or not the token was known; 400
+    `unauthorized_client` for a token issued to another client, which stays valid."""
     try:
         form = await _token_form(request)
         await runtime.oauth.revoke(

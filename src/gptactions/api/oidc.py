@@ -2,8 +2,9 @@
 
 `GET /oauth/oidc/start` takes the parameters of our own `/oauth/authorize` (the sign-in page's
 "Sign in with" button sends them), checks them, and sends the browser to the provider with a
-cookie binding the sign-in to it. `GET /oauth/oidc/callback` is where the provider sends it back;
-a good answer continues to the consent page as a local sign-in does. Every failure is an error
+cookie binding the sign-in to it; or `next=authorizations`, from the page of the user's
+applications. `GET /oauth/oidc/callback` is where the provider sends it back; a good answer
+continues to the consent page (or that page) as a local sign-in does. Every failure is an error
 page: nothing here redirects anywhere but to the provider and to our own pages.
 """
 
@@ -24,6 +25,7 @@ from gptactions.api.oauth import (
     validated,
     validated_query,
 )
+from gptactions.api.oauth_authorizations import NEXT, authorizations_page
 from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
 from gptactions.services.users import TooManyAttempts
 
@@ -40,16 +42,17 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
     """Send the browser to the OpenID Connect provider to sign in."""
     if runtime.oidc is None:
         return error_page(_NOT_CONFIGURED, 404)
-    checked = await validated_query(request, runtime)
-    if isinstance(checked, Response):
-        return checked
-    _, params = checked
+    if request.query_params.get("next") == NEXT:
+        params = {"next": NEXT}
+    else:
+        checked = await validated_query(request, runtime)
+        if isinstance(checked, Response):
+            return checked
+        params = authorize_params(checked[1])
     base = issuer(request, runtime)
     address = client_address(request)
     try:
-        started = await runtime.oidc.start(
-            authorize_params(params), base + CALLBACK_PATH, address=address
-        )
+        started = await runtime.oidc.start(params, base + CALLBACK_PATH, address=address)
     except OidcError as error:
         return error_page(str(error), error.status)
     except TooManyAttempts as error:
@@ -86,8 +89,14 @@ async def callback(request: Request, runtime: RuntimeDep) -> Response:
     except OidcError as error:
         response = error_page(str(error), error.status)
     else:
-        checked = await validated(runtime, returned.request)
-        if isinstance(checked, Response):
+        checked = (
+            None  # from the page of the user's applications, not an authorization request
+            if returned.request.get("next") == NEXT
+            else await validated(runtime, returned.request, issuer(request, runtime))
+        )
+        if checked is None:
+            response = await authorizations_page(runtime, returned.user)
+        elif isinstance(checked, Response):
             response = checked
         else:
             response = await consent_page(runtime, checked, returned.user)

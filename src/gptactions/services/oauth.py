@@ -1,24 +1,36 @@
 """The OAuth 2.0 authorization server: clients, the authorization code grant, tokens.
 
 Codes, consent tickets, tokens and client secrets carry 256 random bits and are stored only as
-SHA-256 hashes, like API keys. Errors carry RFC 6749's codes; the routes shape them.
+SHA-256 hashes, like API keys. Errors and values are in `oauth_types`; the routes shape them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.services.keys import DEFAULT_TENANT, Principal, hash_key
+from gptactions.services.oauth_types import (
+    PKCE_VERIFIER,
+    S256_CHALLENGE,
+    AuthorizationRequest,
+    AuthorizeError,
+    BadClient,
+    ClientCredentials,
+    ClientInfo,
+    IssuedTokens,
+    NewClient,
+    TokenError,
+    ValidAuthorization,
+    check_redirect_uri,
+    pkce_challenge,
+    with_query,
+)
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
 from gptactions.store.models import OAuthClient, OAuthCode, OAuthToken, utcnow
@@ -37,121 +49,6 @@ SCOPE_DESCRIPTIONS = {
     "actions": "Run the server's actions on your behalf",
     "logs": "Read the log of your own conversations and action calls",
 }
-
-
-class BadClient(Exception):
-    """An unknown client or unregistered redirect URI: shown on an error page, never redirected."""
-
-
-class AuthorizeError(Exception):
-    """An authorization request error that is sent back to the (valid) redirect URI."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-
-
-class TokenError(Exception):
-    """A token or revocation endpoint error (RFC 6749 section 5.2)."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """A client as listed: never its secret."""
-
-    id: str
-    name: str
-    redirect_uris: tuple[str, ...]
-    scopes: tuple[str, ...]
-    public: bool
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True)
-class NewClient:
-    """A new client; `secret` is shown once and never stored (None for a public client)."""
-
-    info: ClientInfo
-    secret: str | None
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """The parameters of `/oauth/authorize`, as given."""
-
-    response_type: str | None = None
-    client_id: str | None = None
-    redirect_uri: str | None = None
-    scope: str | None = None
-    state: str | None = None
-    code_challenge: str | None = None
-    code_challenge_method: str | None = None
-
-
-@dataclass(frozen=True)
-class ValidAuthorization:
-    """An authorization request that may be shown to the user."""
-
-    client_id: str
-    client_name: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    state: str
-    code_challenge: str | None
-
-
-@dataclass(frozen=True)
-class ClientCredentials:
-    """How a client authenticated at the token endpoint."""
-
-    client_id: str | None
-    secret: str | None
-    basic: bool = False
-
-
-@dataclass(frozen=True)
-class IssuedTokens:
-    """A token response (RFC 6749 section 5.1)."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    scopes: tuple[str, ...]
-
-    def as_json(self) -> dict[str, object]:
-        """The response body."""
-        return {
-            "access_token": self.access_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
-            "scope": " ".join(self.scopes),
-        }
-
-
-def with_query(uri: str, params: dict[str, str]) -> str:
-    """The redirect URI with parameters added to its query (its own query kept)."""
-    joiner = "&" if urlsplit(uri).query else ("" if uri.endswith("?") else "?")
-    return uri + joiner + urlencode(params)
-
-
-def check_redirect_uri(uri: str) -> str:
-    """A redirect URI a client may register: absolute https (http only to localhost)."""
-    parts = urlsplit(uri)
-    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
-        raise ValueError(f"not a redirect URI: {uri!r} (an absolute https URL without #fragment)")
-    if parts.scheme == "http" and not local:
-        raise ValueError(f"a redirect URI must use https (http only to localhost): {uri!r}")
-    return uri
 
 
 def _scopes(text: str) -> tuple[str, ...]:
@@ -174,22 +71,11 @@ def _ordered(scopes: set[str] | frozenset[str]) -> tuple[str, ...]:
     return tuple(sorted(scopes, key=OAUTH_SCOPES.index))
 
 
-def pkce_challenge(verifier: str) -> str:
-    """The S256 code challenge of a verifier (RFC 7636)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _refusal(
-    record: OAuthCode,
-    client_id: str,
-    redirect_uri: str,
-    code_verifier: str | None,
-    now: datetime,
+def _mismatch(
+    record: OAuthCode, client_id: str, redirect_uri: str, code_verifier: str | None
 ) -> TokenError | None:
-    """Why a code, just marked used, gives `client_id` no tokens; None when it gives them."""
-    if queries.as_utc(record.expires_at) < now:
-        return TokenError("invalid_grant", "the code has expired")
+    """Why a code does not belong to this redemption (RFC 6749, 4.1.3; RFC 7636, 4.6); None
+    when it does."""
     if record.client_id != client_id:
         return TokenError("invalid_grant", "the code was issued to another client")
     if record.redirect_uri != redirect_uri:
@@ -305,8 +191,10 @@ class OAuthService:
         if request.code_challenge is not None or request.code_challenge_method is not None:
             if (request.code_challenge_method or "plain") != "S256":
                 raise AuthorizeError("invalid_request", "code_challenge_method must be S256")
-            if not request.code_challenge or not 43 <= len(request.code_challenge) <= 128:
-                raise AuthorizeError("invalid_request", "code_challenge must be 43-128 characters")
+            if not S256_CHALLENGE.fullmatch(request.code_challenge or ""):
+                raise AuthorizeError(
+                    "invalid_request", "code_challenge must be 43 base64url characters (S256)"
+                )
         elif client.secret_hash is None:
             raise AuthorizeError("invalid_request", "PKCE (code_challenge, S256) is required")
         return ValidAuthorization(
@@ -408,31 +296,61 @@ class OAuthService:
     ) -> IssuedTokens:
         """The authorization_code grant.
 
-        A code is used once: its first redemption marks it used, whatever comes of it. Presented
-        again, it is refused and every token pair issued from it is revoked (RFC 6749, 4.1.2):
-        someone else holds the code, and may have been the first to redeem it. The pair is
-        issued in the transaction that marks the code used, so a redemption racing with it waits
-        for that commit, and then finds the pair to revoke.
+        A code is used once: the first redemption that matches it (its client, redirect URI and
+        PKCE verifier, RFC 6749 4.1.3) marks it used, whatever comes of it. Presented again so,
+        it is refused and every token pair issued from it is revoked (RFC 6749, 4.1.2): someone
+        else holds the code, and may have been the first to redeem it. The pair is issued in
+        the transaction that marks the code used, so a redemption racing with it waits for that
+        commit, and then finds the pair to revoke.
+
+        A redemption that does not match is refused and changes nothing: the code stays its
+        client's, and so do the tokens issued from it. Burning the code instead would let
+        anyone who saw it (in a log, a browser's history, a proxy) make the user's sign-in fail,
+        or end their session, with nothing gained: the checks cannot be guessed past within the
+        code's 60 seconds (a verifier holds 256 bits; a confidential client's secret too).
         """
         client = await self._client(credentials)
         if not code:
             raise TokenError("invalid_request", "the code parameter is required")
         if not redirect_uri:
             raise TokenError("invalid_request", "the redirect_uri parameter is required")
+        if code_verifier and not PKCE_VERIFIER.fullmatch(code_verifier):
+            raise TokenError(
+                "invalid_request", "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~"
+            )
         now = utcnow()
         digest = hash_key(code)
+        challenge = pkce_challenge(code_verifier) if code_verifier else None
+        binding = accounts.CodeBinding(client.id, redirect_uri, challenge)
         revoked = 0
         outcome: IssuedTokens | TokenError
         async with self._database.session() as session:
-            record = await accounts.use_code(session, digest, "code", now)
-            if record is None:
-                revoked = await accounts.revoke_code_tokens(session, digest, now)
+            record = await accounts.use_code(session, digest, "code", now, binding)
+            known = None if record else await accounts.code_by_hash(session, digest)
+            if known is not None and known.stage != "code":
+                known = None
+            if record is not None:
+                user = await accounts.user_by_id(session, record.user_id)
+                if queries.as_utc(record.expires_at) < now:
+                    outcome = TokenError("invalid_grant", "the code has expired")
+                elif user is None or user.disabled_at is not None:
+                    outcome = TokenError("invalid_grant", "the user is disabled")
+                else:
+                    scopes = _scopes(record.scopes)
+                    outcome = await self._issue(session, client.id, user.id, scopes, now, digest)
+            elif known and (mismatch := _mismatch(known, client.id, redirect_uri, code_verifier)):
+                outcome = mismatch
+            else:  # used before by its client, or forgotten since (unknown: nothing to revoke)
+                revoked = await accounts.revoke_code_tokens(
+                    session, digest, now, client_id=client.id
+                )
                 outcome = TokenError("invalid_grant", "the code is not valid or was already used")
-            elif refusal := _refusal(record, client.id, redirect_uri, code_verifier, now):
-                outcome = refusal
-            else:
-                scopes = _scopes(record.scopes)
-                outcome = await self._issue(session, client.id, record.user_id, scopes, now, digest)
+        if known is not None and known.client_id != client.id:
+            log.warning(
+                "an authorization code of another client was presented by the client %r: "
+                "refused, the code left to its own client",
+                client.name,
+            )
         if revoked:
             log.warning(
                 "an authorization code of the client %r was used again: the %d token pair(s) "
@@ -534,7 +452,13 @@ class OAuthService:
     ) -> None:
         """RFC 7009: revoke the pair of an access or refresh token of this client.
 
-        An unknown token is not an error: the answer is the same, so nothing is revealed.
+        An unknown token is not an error: the answer is the same, so nothing is revealed. A
+        token issued to another client is refused with `unauthorized_client` and left alone
+        (RFC 7009, 2.1: the server verifies the token was issued to the requesting client and
+        refuses the request otherwise; 2.2.1 takes RFC 6749 5.2's codes, of which this is the
+        one RFC 7009's editor named for it). Answering 200 instead would tell the client its
+        request was carried out when it was not; and the refusal reveals nothing new, since
+        only a registered client holding the token's 256 random bits can ask.
         """
         client = await self._client(credentials)
         if not token:
@@ -547,8 +471,11 @@ class OAuthService:
             for lookup in lookups:
                 found = await lookup(session, digest)
                 if found is not None:
-                    if found.client_id == client.id:
-                        await accounts.retire_token(session, found.id, utcnow())
+                    if found.client_id != client.id:
+                        raise TokenError(
+                            "unauthorized_client", "the token was not issued to this client"
+                        )
+                    await accounts.retire_token(session, found.id, utcnow())
                     return
 
     # --- resource access ----------------------------------------------------------------------

@@ -9,12 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from gptactions.services.errors import string_problems
-from gptactions.services.oauth import (
-    DEFAULT_CLIENT_SCOPES,
-    ClientInfo,
-    OAuthService,
-    check_redirect_uri,
-)
+from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES, OAuthService
+from gptactions.services.oauth_types import ClientInfo, check_redirect_uri
 from gptactions.store.models import utcnow
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, CursorResult, delete, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.store.models import (
@@ -142,35 +143,61 @@ async def add_code(session: AsyncSession, code: OAuthCode) -> None:
     await session.flush()
 
 
+@dataclass(frozen=True)
+class CodeBinding:
+    """What a redemption must match of the code it presents (RFC 6749, 4.1.3; RFC 7636, 4.6):
+    the client it was issued to, its redirect URI, and its PKCE challenge (None: none sent)."""
+
+    client_id: str
+    redirect_uri: str
+    code_challenge: str | None
+
+
 async def use_code(
-    session: AsyncSession, code_hash: str, stage: str, now: datetime
+    session: AsyncSession,
+    code_hash: str,
+    stage: str,
+    now: datetime,
+    binding: CodeBinding | None = None,
 ) -> OAuthCode | None:
-    """Mark the code used and return it; None when unknown, of another stage, or used before.
+    """Mark the code used and return it; None when unknown, of another stage, used before, or
+    (with `binding`) bound to another client, redirect URI or challenge: then it stays unused.
 
     One conditional UPDATE, so two requests racing with the same code cannot both succeed.
     """
+    bound: tuple[ColumnElement[bool], ...] = ()
+    if binding is not None:
+        challenge = binding.code_challenge
+        bound = (
+            OAuthCode.client_id == binding.client_id,
+            OAuthCode.redirect_uri == binding.redirect_uri,
+            OAuthCode.code_challenge.is_(None)
+            if challenge is None
+            else OAuthCode.code_challenge == challenge,
+        )
     result = await session.execute(
         update(OAuthCode)
         .where(
             OAuthCode.code_hash == code_hash,
             OAuthCode.stage == stage,
             OAuthCode.used_at.is_(None),
+            *bound,
         )
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
     if not isinstance(result, CursorResult) or result.rowcount != 1:
         return None
+    return await code_by_hash(session, code_hash)
+
+
+async def code_by_hash(session: AsyncSession, code_hash: str) -> OAuthCode | None:
+    """The code with this hash, used or not, as the database has it now."""
     return await session.scalar(
         select(OAuthCode)
         .where(OAuthCode.code_hash == code_hash)
         .execution_options(populate_existing=True)
     )
-
-
-async def code_by_hash(session: AsyncSession, code_hash: str) -> OAuthCode | None:
-    """The code with this hash, used or not."""
-    return await session.get(OAuthCode, code_hash)
 
 
 async def delete_expired_codes(session: AsyncSession, now: datetime) -> None:
@@ -202,9 +229,16 @@ async def retire_token(session: AsyncSession, token_id: str, now: datetime) -> b
     return await revoke_tokens(session, now, OAuthToken.id == token_id) == 1
 
 
-async def revoke_code_tokens(session: AsyncSession, code_hash: str, now: datetime) -> int:
-    """Revoke every live token pair descended from an authorization code; how many."""
-    return await revoke_tokens(session, now, OAuthToken.code_hash == code_hash)
+async def revoke_code_tokens(
+    session: AsyncSession, code_hash: str, now: datetime, *, client_id: str
+) -> int:
+    """Revoke every live token pair that `client_id` holds from an authorization code; how many.
+
+    Only the code's own client's: another client presenting the code was refused before
+    anything was issued to it, and may not end what was issued to the code's client."""
+    return await revoke_tokens(
+        session, now, OAuthToken.code_hash == code_hash, OAuthToken.client_id == client_id
+    )
 
 
 async def revoke_tokens(
@@ -218,6 +252,54 @@ async def revoke_tokens(
         .execution_options(synchronize_session=False)
     )
     return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+async def live_grants(
+    session: AsyncSession, user_id: str, now: datetime
+) -> list[tuple[OAuthToken, OAuthClient]]:
+    """A user's token pairs that still work or can still be refreshed, with their clients (the
+    revoked clients' left out), by client name."""
+    rows = await session.execute(
+        select(OAuthToken, OAuthClient)
+        .join(OAuthClient, OAuthClient.id == OAuthToken.client_id)
+        .where(
+            OAuthToken.user_id == user_id,
+            OAuthToken.revoked_at.is_(None),
+            OAuthToken.refresh_expires_at > now,
+            OAuthClient.revoked_at.is_(None),
+        )
+        .order_by(OAuthClient.name, OAuthClient.id, OAuthToken.created_at)
+    )
+    return [(token, client) for token, client in rows]
+
+
+async def first_issued(session: AsyncSession, code_hashes: set[str]) -> dict[str, datetime]:
+    """When the first pair descended from each authorization code was issued: the time of the
+    grant, which refreshing (a new pair each time) does not move."""
+    if not code_hashes:
+        return {}
+    rows = await session.execute(
+        select(OAuthToken.code_hash, func.min(OAuthToken.created_at))
+        .where(OAuthToken.code_hash.in_(code_hashes))
+        .group_by(OAuthToken.code_hash)
+    )
+    return {code_hash: as_utc(first) for code_hash, first in rows if code_hash}
+
+
+async def revoke_grant(session: AsyncSession, user_id: str, client_id: str, now: datetime) -> int:
+    """End what a user allowed a client: its live token pairs of that user, and the codes it
+    was given that it has not redeemed yet; how many pairs."""
+    await session.execute(
+        delete(OAuthCode).where(
+            OAuthCode.user_id == user_id,
+            OAuthCode.client_id == client_id,
+            OAuthCode.stage == "code",
+            OAuthCode.used_at.is_(None),
+        )
+    )
+    return await revoke_tokens(
+        session, now, OAuthToken.user_id == user_id, OAuthToken.client_id == client_id
+    )
 
 
 # --- a user's own data ------------------------------------------------------------------------
