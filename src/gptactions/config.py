@@ -23,6 +23,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./gptactions.db"
+MIN_KEY_LENGTH = 20
+"""The shortest API key accepted, a generated or an imported one."""
 
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -331,6 +333,14 @@ class Settings(BaseSettings):
         if value:
             Rate.parse(value)
         return value or None
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """Said here, by name, rather than as a traceback when the key is imported."""
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"an API key must be at least {MIN_KEY_LENGTH} characters long")
+        return value
 
     @field_validator("database_url", mode="before")
     @classmethod

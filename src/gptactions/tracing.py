@@ -9,9 +9,11 @@ variables (service name, headers, sampling) apply as usual.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx2
 
@@ -113,13 +115,41 @@ def install_tracing(app: FastAPI, *, exporter: Any = None, secrets: Iterable[str
     return Tracing(provider, app, httpx_instrumentor, aiohttp_instrumentor)
 
 
+CREDENTIAL_HEADER = re.compile(
+    r"^http\.(request|response)\.header\."
+    r"(authorization|proxy[-_]authorization|cookie|set[-_]cookie|x[-_]api[-_]key)$"
+)
+"""Header attributes whose values are credentials: the clients' API keys and OAuth tokens."""
+
+URL_ATTRIBUTES = frozenset({"http.url", "http.target", "url.full", "url.query"})
+SENSITIVE_QUERY = frozenset(
+    {
+        "access_token",
+        "client_secret",
+        "code",
+        "code_verifier",
+        "password",
+        "q",
+        "refresh_token",
+        "state",
+        "token",
+    }
+)
+"""Query parameters whose values are kept out of spans: OAuth's codes and tokens (a sign-in
+provider's callback carries them), and `/logs?q=`, which quotes what users wrote."""
+
+REDACTED = "REDACTED"
+
+
 class RedactingExporter(_SpanExporter):
     """Hands spans to `exporter` with every secret in them replaced by `***`.
 
     The instrumentations record no headers by default, but the standard
     `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*` variables can make them record an upstream's
     `Authorization`, and a recorded exception may quote what the library was sent. The secrets
-    are the same the logs are scrubbed of, in every form (`secrets_of`).
+    are the same the logs are scrubbed of, in every form (`secrets_of`). Whatever the variables
+    say, a captured credential header (a client's API key or token) is `REDACTED`, and so are the
+    values of the query parameters in `SENSITIVE_QUERY`, as OpenTelemetry's conventions advise.
     """
 
     def __init__(self, exporter: _SpanExporter, secrets: frozenset[str]) -> None:
@@ -128,9 +158,7 @@ class RedactingExporter(_SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export the spans, redacted."""
-        if self.secrets:
-            spans = [self._redacted(span) for span in spans]
-        return self.exporter.export(spans)
+        return self.exporter.export([self._redacted(span) for span in spans])
 
     def shutdown(self) -> None:
         """Shut the exporter down."""
@@ -179,8 +207,15 @@ class RedactingExporter(_SpanExporter):
         """The attributes with their secrets redacted, or None when they hold none."""
         if not attributes:
             return None
-        scrubbed = {key: self._value(value) for key, value in attributes.items()}
+        scrubbed = {key: self._attribute(key, value) for key, value in attributes.items()}
         return scrubbed if scrubbed != dict(attributes) else None
+
+    def _attribute(self, key: str, value: Any) -> Any:
+        if CREDENTIAL_HEADER.match(key):
+            return (REDACTED,) if isinstance(value, tuple | list) else REDACTED
+        if key in URL_ATTRIBUTES and isinstance(value, str):
+            value = redacted_query(value)
+        return self._value(value)
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -188,6 +223,19 @@ class RedactingExporter(_SpanExporter):
         if isinstance(value, tuple | list):
             return tuple(self._value(item) for item in value)
         return value
+
+
+def redacted_query(url: str) -> str:
+    """`url` (or a bare query string) with the values of `SENSITIVE_QUERY`'s parameters
+    replaced by `REDACTED`; the same string when it holds none."""
+    base, mark, query = url.rpartition("?")
+    if not mark:
+        base, query = "", url
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name in SENSITIVE_QUERY for name, _ in pairs):
+        return url
+    kept = [(name, REDACTED if name in SENSITIVE_QUERY else value) for name, value in pairs]
+    return f"{base}{mark}{urlencode(kept)}"
 
 
 class TracedTransport(httpx2.AsyncBaseTransport):

@@ -136,7 +136,7 @@ async def test_upstream_calls_are_client_spans_of_the_request_and_carry_the_trac
     assert sent_parent == f"{calls[0].context.span_id:016x}"
     assert completions[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     # Recorded, but not the key: in no attribute, event or status of any span.
-    assert calls[0].attributes["http.request.header.authorization"] == ("Bearer ***",)
+    assert calls[0].attributes["http.request.header.authorization"] == ("REDACTED",)
     exported = json.dumps([json.loads(s.to_json()) for s in spans])
     assert "UPSTREAM-SECRET" not in exported
 
@@ -161,6 +161,58 @@ def test_secrets_are_redacted_from_every_part_of_a_span() -> None:
     assert leaky.events[0].attributes["exception.message"] == "the upstream refused Bearer ***"
     assert leaky.status.description == "refused ***"
     assert "UPSTREAM-SECRET" not in leaky.to_json()
+
+
+def test_credential_headers_and_sensitive_query_values_never_leave() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(exporter, frozenset())))
+    tracer = provider.get_tracer("test")
+    attributes = {
+        "http.request.header.authorization": ("Bearer gpta_client-key",),
+        "http.request.header.cookie": ("session=1",),
+        "http.response.header.set-cookie": ("session=2",),
+        "http.request.header.user_agent": ("curl/8",),
+        "http.url": "http://h/api/v1/gpt/logs?q=zebra&userId=alice",
+        "http.target": "/oauth/oidc/callback?code=c0de&state=s7",
+        "url.query": "refresh_token=r3fresh&limit=5",
+    }
+    with tracer.start_as_current_span("GET", attributes=attributes):
+        pass
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes) == {
+        "http.request.header.authorization": ("REDACTED",),
+        "http.request.header.cookie": ("REDACTED",),
+        "http.response.header.set-cookie": ("REDACTED",),
+        "http.request.header.user_agent": ("curl/8",),
+        "http.url": "http://h/api/v1/gpt/logs?q=REDACTED&userId=alice",
+        "http.target": "/oauth/oidc/callback?code=REDACTED&state=REDACTED",
+        "url.query": "refresh_token=REDACTED&limit=5",
+    }
+
+
+async def test_a_captured_authorization_header_is_redacted_end_to_end(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=authorization`, the standard
+    way to record request headers, would export every client's API key in clear."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "authorization")
+    exporter = InMemorySpanExporter()
+    async with served(settings, FakeBackend(), span_exporter=exporter) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.get(
+                "/api/v1/gpt/logs",
+                params={"q": "zebra", "userId": "alice"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            assert response.status_code == 200
+        spans = exporter.get_finished_spans()
+    exported = json.dumps([json.loads(s.to_json()) for s in spans])
+    assert "http.request.header.authorization" in exported  # captured, as asked
+    assert ADMIN_KEY not in exported
+    assert "zebra" not in exported
 
 
 async def test_calls_to_the_sign_in_provider_are_client_spans_that_carry_the_trace(

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from gptactions.config import Rate
+from gptactions.config import MIN_KEY_LENGTH, Rate
 from gptactions.services.errors import Problem, ServiceError
 from gptactions.services.keycache import KeyCache, KeyVersions
 from gptactions.store import queries
@@ -229,8 +229,8 @@ class KeyService:
         rate, tokens = _rate(rate_limit, "rate limit"), _rate(token_limit, "token limit")
         imported = secret is not None
         secret = secret or generate_secret()
-        if len(secret) < 20:
-            raise ValueError("a key must be at least 20 characters long")
+        if len(secret) < MIN_KEY_LENGTH:
+            raise ValueError(f"a key must be at least {MIN_KEY_LENGTH} characters long")
         digest = hash_key(secret)
         record = ApiKey(
             id=uuid.uuid4().hex,
