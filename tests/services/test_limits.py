@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from pathlib import Path
@@ -124,3 +125,34 @@ async def test_an_unreachable_redis_counts_in_the_process_with_one_warning(
     assert results == [True, True, False, False]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "counting in this process" in warnings[0]
+
+
+async def test_a_redis_that_never_answers_costs_one_request_its_timeout_not_every_one() -> None:
+    """A Redis that accepts connections and says nothing: one request waits out the timeout,
+    then the others count in the process without asking it, until the next retry is due."""
+    received: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            received.append(data)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    now = [1000.0]
+    counter = RedisCounter(f"redis://127.0.0.1:{port}/0", prefix="x:", clock=lambda: now[0])
+    limiter = RateLimiter(Rate(3, 60), counter)
+    try:
+        assert await allowed(limiter, "k")  # waits out the timeout, then counts here
+        asked = len(received)
+        assert asked > 0
+        results = await asyncio.gather(*(allowed(limiter, "k") for _ in range(4)))
+        assert results == [True, True, False, False]  # the process's own count goes on
+        assert len(received) == asked  # nobody asked the silent Redis meanwhile
+        now[0] += RedisCounter.RETRY_EVERY
+        await allowed(limiter, "k")
+        assert len(received) > asked  # the retry is due: one request asks again
+    finally:
+        await limiter.close()
+        server.close()
+        await server.wait_closed()

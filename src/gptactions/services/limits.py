@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,19 +80,35 @@ class RedisCounter:
 
     When Redis cannot be reached, counting goes on in this process (each replica then allows
     its own budget): a limiter outage should not become an API outage, nor switch limits off.
-    One warning says so when the outage begins, one line when Redis is back.
+    One warning says so when the outage begins, one line when Redis is back. While it is down,
+    one request every `RETRY_EVERY` seconds tries it again, and the others do not wait: a Redis
+    that accepts connections but never answers would otherwise add its timeout to every request.
     """
 
-    def __init__(self, url: str, *, prefix: str) -> None:
+    RETRY_EVERY = 5.0
+    TIMEOUT = 1.0
+
+    def __init__(
+        self, url: str, *, prefix: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         import redis.asyncio as redis
 
-        self._redis: Any = redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._redis: Any = redis.from_url(
+            url, socket_timeout=self.TIMEOUT, socket_connect_timeout=self.TIMEOUT
+        )
         self._prefix = prefix
         self._fallback = MemoryCounter()
+        self._clock = clock
         self._down = False
+        self._retry_at = 0.0
 
     async def add(self, name: str, rate: Rate, amount: int) -> tuple[int, int]:
         """Count in Redis, or in this process while Redis is unreachable."""
+        if self._down:
+            now = self._clock()
+            if now < self._retry_at:
+                return await self._fallback.add(name, rate, amount)
+            self._retry_at = now + self.RETRY_EVERY  # this request tries; the others go on
         index, reset_after = _window(rate, time.time())
         key = f"{self._prefix}{name}:{rate.period}:{index}"
         try:
@@ -102,9 +119,12 @@ class RedisCounter:
         except Exception as error:
             if not self._down:
                 self._down = True
+                self._retry_at = self._clock() + self.RETRY_EVERY
                 log.warning(
-                    "limits: Redis unavailable (%s); counting in this process until it is back",
+                    "limits: Redis unavailable (%s); counting in this process until it is back "
+                    "(tried again every %s s)",
                     type(error).__name__,
+                    self.RETRY_EVERY,
                 )
             return await self._fallback.add(name, rate, amount)
         if self._down:
