@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from gptactions.llm.base import BackendUnavailable, PromptTooLong
+from gptactions.llm.base import BackendUnavailable
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import ActionContext, ActionRegistry
 from gptactions.services.actions.builtin import as_bullets, limit_words, strip_fences
+from gptactions.services.errors import ServiceError
 
 from .conftest import run_handler
 
@@ -172,8 +173,11 @@ async def test_a_prompt_that_leaves_no_room_for_the_answer_is_too_long(
     registry: ActionRegistry,
 ) -> None:
     ctx = ActionContext(BackendRouter([FakeBackend(context_window=64)]))
-    with pytest.raises(PromptTooLong):
+    with pytest.raises(ServiceError) as raised:
         await run_handler(registry, ctx, "summarize", {"text": "word " * 200})
+    # The same code as a conversation's message that does not fit, naming what to shorten.
+    assert (raised.value.status, raised.value.code) == (400, "prompt_too_long")
+    assert [p.pointer for p in raised.value.details] == ["/parameters"]
 
 
 async def test_the_reply_budget_shrinks_to_fit_the_context_window(

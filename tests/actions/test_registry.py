@@ -88,6 +88,16 @@ def test_wrong_types_and_sizes_point_inside(registry: ActionRegistry) -> None:
     assert "/parameters/multiLabel" in pointers
 
 
+def test_one_problem_is_said_once(registry: ActionRegistry) -> None:
+    """An empty text breaks minLength and the not-blank pattern; 1e400 (infinity) is not an
+    integer, and not also "must be at most 500": one message for each."""
+    problems = registry.validate("summarize", {"text": "", "maxWords": float("inf")})
+    assert [(p.pointer, p.message) for p in problems] == [
+        ("/parameters/maxWords", "must be an integer"),
+        ("/parameters/text", "must not be empty or only whitespace"),
+    ]
+
+
 def test_extract_fields_must_have_known_types(registry: ActionRegistry) -> None:
     problems = registry.validate("extract", {"text": "t", "fields": {"age": "int"}})
     assert [p.pointer for p in problems] == ["/parameters/fields/age"]

@@ -100,6 +100,10 @@ async def test_scopes_limit_operations(
         assert response.status_code == expected, (path, response.text)
         if expected == 403:
             assert response.json()["error"]["code"] == "forbidden"
+            # RFC 6750, 3.1: which scope the operation needs.
+            challenge = response.headers["WWW-Authenticate"]
+            assert challenge.startswith('Bearer realm="gptactions", error="insufficient_scope"')
+            assert 'scope="' in challenge
         # Every answer is one the document lists for the operation (a strict client's check).
         assert str(expected) in document["paths"][path][method]["responses"], (method, path)
 

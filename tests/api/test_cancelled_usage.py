@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.responses import JSONResponse
 
 from gptactions.config import Settings
 from gptactions.llm.base import Chunk, Generation, GenerationRequest
@@ -118,6 +119,8 @@ async def test_a_conversation_the_server_stops_says_so_and_counts_its_tokens(
         response = await sent
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "server_restarting"
+        # Encoded as every other answer (compact), not by a serializer of its own.
+        assert response.content == JSONResponse(response.json()).body
         entries = (await api.get(f"{API}/logs")).json()
     assert entries[0]["status"] == "cancelled" and entries[0]["error"] == STOPPED
     assert entries[0]["promptTokens"] > 0

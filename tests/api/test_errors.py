@@ -292,6 +292,20 @@ async def test_unknown_path_is_404_and_wrong_method_is_405(api: ApiClient) -> No
     assert "POST" in wrong.headers["allow"]
 
 
+@pytest.mark.parametrize("path", ["conversations", "respond"])
+@pytest.mark.parametrize("body", [{}, {"message": ""}, {"message": 5, "maxTokens": 0}])
+async def test_a_missing_user_id_is_named_beside_the_other_problems(
+    api: ApiClient, path: str, body: dict[str, Any]
+) -> None:
+    """An API key's caller must name the user; the 400 for another field says so too, so that
+    one answer lists every problem, as its "a JSON pointer per problem" promises."""
+    response = await api.post(f"{API}/{path}", body)
+    assert response.status_code == 400
+    pointers = [d["pointer"] for d in response.json()["error"]["details"]]
+    assert pointers[0] == "/userId" and "/message" in pointers
+    assert len(pointers) == len(set(pointers))
+
+
 async def test_unknown_fields_are_ignored(api: ApiClient) -> None:
     response = await api.post(f"{API}/conversations", {"userId": "u", "message": "m", "future": 1})
     assert response.status_code == 200

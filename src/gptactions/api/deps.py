@@ -102,7 +102,14 @@ def check_query_encoding(raw: bytes) -> None:
 def lacks_scope(principal: Principal, scope: str) -> ServiceError:
     """The 403 of a caller without `scope`, naming what it holds: a key, or a user's token."""
     held = "access token" if principal.user_id is not None else "API key"
-    return ServiceError(f"this {held} lacks the '{scope}' scope", 403, "forbidden")
+    # RFC 6750, 3.1: the scope a token needs, for a client that would ask for it.
+    challenge = f'Bearer realm="gptactions", error="insufficient_scope", scope="{scope}"'
+    return ServiceError(
+        f"this {held} lacks the '{scope}' scope",
+        403,
+        "forbidden",
+        headers={"WWW-Authenticate": challenge},
+    )
 
 
 class Require:
@@ -155,7 +162,7 @@ def json_body(model: type[Model]) -> Any:
     (no database stores it), and the model's own checks a 400.
     """
 
-    async def read(request: Request, _caller: AnyCaller) -> Model:
+    async def read(request: Request, caller: AnyCaller) -> Model:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # Read as it is, a gzip body is "not UTF-8": a 400 that hides what to change.
@@ -177,9 +184,15 @@ def json_body(model: type[Model]) -> Any:
         try:
             return model.model_validate(data)
         except ValidationError as error:
-            raise RequestValidationError(
-                [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
-            ) from None
+            problems = [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
+            required = getattr(model, "required_of", None)
+            if required is not None and isinstance(data, dict):
+                missing = [name for name in required(caller) if name not in data]
+                problems[:0] = [
+                    {"type": "missing", "loc": ("body", name), "msg": "Field required"}
+                    for name in missing
+                ]
+            raise RequestValidationError(problems) from None
 
     return Depends(read)
 

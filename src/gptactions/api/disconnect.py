@@ -5,10 +5,10 @@ its deadline (GPTACTIONS_REQUEST_DEADLINE), so ChatGPT gets an answer before it 
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import suppress
 
 import anyio
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.errors import error_body
@@ -186,7 +186,7 @@ async def _cut_short(
 ) -> None:
     """Tell the client why its request ended early, however far its answer had gone."""
     if not started:
-        content = json.dumps(body).encode()
+        content = JSONResponse(body).body  # encoded as every other answer is
         await send(
             {
                 "type": "http.response.start",

@@ -22,6 +22,7 @@ from pydantic import (
 
 from gptactions.config import Settings
 from gptactions.services.errors import ECMA_WHITESPACE, Problem, invalid_input
+from gptactions.services.keys import Principal
 
 CONVERSATION_ID_MAX_LENGTH = 64
 """Longer than any id the server makes (`conv_` and 32 hex digits)."""
@@ -104,6 +105,12 @@ class _RequestBody(BaseModel):
             _raise_first(problems)
         return data
 
+    @classmethod
+    def required_of(cls, caller: Principal) -> tuple[str, ...]:
+        """Fields this caller must send that the model alone cannot require (its 400 for another
+        field names them too, so one answer lists every problem)."""
+        return ()
+
 
 class ConversationRequest(_RequestBody):
     """The seed's ConversationRequest, with optional generation settings."""
@@ -120,6 +127,11 @@ class ConversationRequest(_RequestBody):
 
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _message_not_blank = field_validator("message")(_not_blank)
+
+    @classmethod
+    def required_of(cls, caller: Principal) -> tuple[str, ...]:
+        """An API key's caller names the user; an OAuth token is its own user."""
+        return ("userId",) if caller.user_id is None else ()
     _ids_nul_free = field_validator("userId", "conversationId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:

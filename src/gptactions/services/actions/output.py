@@ -20,11 +20,11 @@ from gptactions.llm.base import (
     ChatMessage,
     Generation,
     GenerationRequest,
-    PromptTooLong,
     Usage,
     match_choice,
 )
 from gptactions.services.actions.registry import ActionContext, ActionOutcome
+from gptactions.services.errors import Problem, ServiceError
 
 
 @dataclass(frozen=True)
@@ -233,9 +233,12 @@ async def _fit(ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_to
     prompt = await ctx.router.count_tokens(conversation, ctx.model)
     room = window - prompt
     if room < min(max_tokens, MIN_REPLY_TOKENS):
-        raise PromptTooLong(
+        raise ServiceError(
             f"the action's prompt takes {prompt} tokens of the model's {window}-token context "
-            "window, leaving no room for the answer: shorten the parameters"
+            "window, leaving no room for the answer: shorten the parameters",
+            400,
+            "prompt_too_long",  # as a conversation's message that does not fit
+            [Problem("/parameters", f"must fit in the model's {window}-token context window")],
         )
     return min(max_tokens, room)
 

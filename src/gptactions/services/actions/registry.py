@@ -128,12 +128,17 @@ class ActionRegistry:
     def validate(self, name: str, parameters: Any) -> list[Problem]:
         """Every problem of `parameters` against the action's schema, each with a JSON pointer."""
         self.get(name)
+        errors = list(self._validators[name].iter_errors(parameters))
+        # A value of the wrong type is only that: not also "must be at most 500" (1e400).
+        mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
         problems = [
             problem
-            for error in self._validators[name].iter_errors(parameters)
+            for error in errors
+            if error.validator == "type" or tuple(error.absolute_path) not in mistyped
             for problem in _problems_of(error)
         ]
-        return sorted(problems, key=lambda p: p.pointer)
+        unique = list(dict.fromkeys(problems))  # "" breaks minLength and the pattern alike
+        return sorted(unique, key=lambda p: p.pointer)
 
 
 def _integers(value: Any, schema: Any) -> Any:
@@ -214,10 +219,15 @@ not whitespace as ECMA-262 has it, spelled out, so that Python's `re` (the serve
 client's JavaScript read it alike (their `\\S` differ: U+001C-U+001F, U+0085, U+FEFF)."""
 
 
+_NOT_EMPTY = {NOT_BLANK: "must not be empty or only whitespace"}
+"""What an empty string breaks, by the pattern beside its `minLength: 1`: one message for both."""
+
+
 def _message(error: jsonschema.ValidationError) -> str:
     """What is wrong, in the API's words; jsonschema's own messages quote the whole value (a
     20 KB text in a 'too long' message) in Python's notation."""
     rule, limit = error.validator, error.validator_value
+    pattern = error.schema.get("pattern") if isinstance(error.schema, dict) else None
     if rule == "type":
         kinds = limit if isinstance(limit, list) else [limit]
         return "must be " + " or ".join(_TYPES.get(kind, str(kind)) for kind in kinds)
@@ -225,7 +235,9 @@ def _message(error: jsonschema.ValidationError) -> str:
         return "must be one of: " + ", ".join(json.dumps(choice) for choice in limit)
     words = {
         "maxLength": f"must be at most {limit} characters",
-        "minLength": "must not be empty" if limit == 1 else f"must be at least {limit} characters",
+        "minLength": _NOT_EMPTY.get(pattern, "must not be empty")
+        if limit == 1
+        else f"must be at least {limit} characters",
         "maximum": f"must be at most {limit}",
         "minimum": f"must be at least {limit}",
         "exclusiveMaximum": f"must be less than {limit}",
@@ -239,6 +251,6 @@ def _message(error: jsonschema.ValidationError) -> str:
     if rule in words:
         return words[str(rule)]
     if rule == "pattern" and limit == NOT_BLANK:
-        return "must not be empty or only whitespace"
+        return _NOT_EMPTY[NOT_BLANK]
     message = str(error.message)
     return message if len(message) <= _LONGEST_MESSAGE else message[:_LONGEST_MESSAGE] + "…"
