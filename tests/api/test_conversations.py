@@ -127,6 +127,7 @@ async def test_a_message_that_cannot_fit_is_400(settings: Any) -> None:
     async with running_app(settings, FakeBackend(context_window=300)) as api:
         response = await api.post(f"{API}/conversations", {"userId": "u", "message": "word " * 400})
     assert response.status_code == 400
+    assert response.json()["error"]["code"] == "prompt_too_long"  # as an action's prompt
     assert response.json()["error"]["details"][0]["pointer"] == "/message"
 
 

@@ -45,6 +45,20 @@ async def test_newest_first_with_filters(api: ApiClient) -> None:
     assert len((await api.get(f"{API}/logs", params={"until": future})).json()) == 3
 
 
+async def test_since_equal_to_until_is_an_empty_range_and_after_it_a_400(api: ApiClient) -> None:
+    await _chat(api, "alice", "one")
+    stamp = (await api.get(f"{API}/logs")).json()[0]["timestamp"]
+    empty = await api.get(f"{API}/logs", params={"since": stamp, "until": stamp})
+    assert empty.status_code == 200 and empty.json() == []  # since is in, until is not
+    backwards = await api.get(
+        f"{API}/logs", params={"since": stamp, "until": "2000-01-01T00:00:00Z"}
+    )
+    assert backwards.status_code == 400
+    assert backwards.json()["error"]["details"] == [
+        {"pointer": "/since", "message": "must not be after until"}
+    ]
+
+
 async def test_paging_follows_the_link_header_to_the_end(api: ApiClient) -> None:
     for index in range(7):
         await _chat(api, "u", f"m{index}")

@@ -160,15 +160,16 @@ async def test_models_list_and_retrieve(api: ApiClient) -> None:
     [
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"messages": [{"role": "user"}]}, "messages[0]"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
         ({**HELLO, "temperature": 3}, "temperature"),
         ({**HELLO, "n": 2}, "n"),
         ({**HELLO, "max_tokens": 5000}, "max_tokens"),
+        ({**HELLO, "max_completion_tokens": 5000}, "max_completion_tokens"),
         ({**HELLO, "tool_choice": "required"}, "tool_choice"),
         ({**HELLO, "stop": ["a", "b", "c", "d", "e"]}, None),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-            "messages[0].content",
+            "messages[0].content[0].type",
         ),
         ("not json", None),
     ],

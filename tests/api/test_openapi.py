@@ -171,6 +171,17 @@ def test_errors_are_documented_with_the_error_schema(served: dict[str, Any]) -> 
             }
 
 
+def test_every_keyed_operation_documents_the_503_any_request_can_get(
+    served: dict[str, Any],
+) -> None:
+    """A key's revocation check reads the database, and a restarting server ends requests: a
+    503 (database_unavailable, server_restarting) can answer any keyed operation, GETs too."""
+    for path, item in served["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS and "401" in operation["responses"]:
+                assert "503" in operation["responses"], f"{method.upper()} {path}"
+
+
 def test_the_openai_compatible_api_is_under_its_own_tag(served: dict[str, Any]) -> None:
     tagged = {
         (method, path)

@@ -94,6 +94,7 @@ async def test_every_path_that_generates_counts_and_is_refused(tmp_path: Path, p
     assert_token_limited(elsewhere, "1/hour")
     if path == "completions":  # /v1 answers in OpenAI's shape
         assert again.json()["error"]["code"] == "rate_limit_exceeded"
+        assert again.json()["error"]["type"] == "tokens"  # OpenAI's, for a token limit
         assert again.json()["error"]["message"].startswith("token limit 1/hour reached")
     else:
         assert_token_limited(again, "1/hour")

@@ -200,6 +200,8 @@ def openai_error(
 ) -> dict[str, Any]:
     """An error body in OpenAI's shape."""
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    if code == "token_limit_exceeded":
+        kind = "tokens"  # OpenAI's type for a tokens-per-window limit; "requests" for a rate
     return {
         "error": {
             "message": message,

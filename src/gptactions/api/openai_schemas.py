@@ -7,25 +7,44 @@ content other than text) are refused with a 400.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from gptactions.api.schemas import nul_free
 from gptactions.llm.base import ChatMessage, ToolCall
 from gptactions.services.completions import CompletionCall
-from gptactions.services.errors import Problem, invalid
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class ContentPart(_Body):
-    """A part of a message's content; only text parts are understood."""
+class TextPart(_Body):
+    """A part of a message's content: only text parts are understood."""
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
+
+
+# Content is text, or a list of text parts. The discriminator picks the one form to check (not
+# both, which would report "must be a string" beside a list's own problem).
+Content = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[TextPart], Field(min_length=1), Tag("parts")],
+    Discriminator(lambda value: "parts" if isinstance(value, list) else "text"),
+]
+_CONTENT_TAGS = frozenset({"text", "parts"})
 
 
 class FunctionCall(_Body):
@@ -43,22 +62,84 @@ class ToolCallIn(_Body):
     function: FunctionCall
 
 
-class MessageIn(_Body):
-    """One message of the conversation so far."""
+class SystemMessage(_Body):
+    """Instructions: `system`, or `developer` (read as system)."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    role: Literal["system", "developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(_Body):
+    """The user's words."""
+
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(_Body):
+    """An earlier reply: its text, or the tool calls it made (or both)."""
+
+    role: Literal["assistant"]
+    content: Content | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = None
 
     @model_validator(mode="after")
-    def _complete(self) -> MessageIn:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"a {self.role} message needs content")
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a tool message needs tool_call_id")
+    def _content_or_calls(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content, or tool_calls")
         return self
+
+
+class ToolMessage(_Body):
+    """What a tool answered to the call `tool_call_id` names."""
+
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str = Field(min_length=1)
+
+
+MessageIn = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+"""One message of the conversation so far: its role says which fields it has, as in OpenAI's
+schema (and the document's `ChatCompletionMessage`); a field another role has is ignored."""
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _messages_located(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """The messages, or their problems located where the client wrote them.
+
+    Pydantic places a union member's problems under its tag (`/0/tool/content`, `/0/content/
+    parts/0/text`); the tags are not in the body, so they are taken out of the locations. A role
+    that is none of the roles is a problem of `role`, as any other field's wrong value is.
+    """
+    try:
+        return handler(value)
+    except ValidationError as error:
+        details: list[InitErrorDetails] = []
+        for problem in error.errors():
+            location = list(problem["loc"])
+            kind, context = problem["type"], problem.get("ctx")
+            if kind in ("union_tag_invalid", "union_tag_not_found"):
+                location.append("role")
+                if kind == "union_tag_invalid":
+                    kind = "literal_error"
+                    quoted = [repr(role) for role in ROLES]
+                    context = {"expected": ", ".join(quoted[:-1]) + " or " + quoted[-1]}
+                else:
+                    kind, context = "missing", None
+            elif len(location) > 1 and location[1] in ROLES:
+                del location[1]
+                if location[1:2] == ["content"] and location[2:3] and location[2] in _CONTENT_TAGS:
+                    del location[2]
+            detail = InitErrorDetails(type=kind, loc=tuple(location), input=problem["input"])
+            if context:
+                detail["ctx"] = context
+            details.append(detail)
+        raise ValidationError.from_exception_data(error.title, details) from None
 
 
 MAX_SCHEMA_DEPTH = 64
@@ -162,6 +243,7 @@ class ChatCompletionRequest(_Body):
     user: str | None = Field(default=None, min_length=1, max_length=256)
 
     _user_nul_free = field_validator("user")(nul_free)
+    _messages_in_place = field_validator("messages", mode="wrap")(_messages_located)
 
     @model_validator(mode="after")
     def _stops(self) -> ChatCompletionRequest:
@@ -181,9 +263,12 @@ class ChatCompletionRequest(_Body):
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         tool_choice = self.tool_choice
         return CompletionCall(
-            messages=tuple(_message(index, m) for index, m in enumerate(self.messages)),
+            messages=tuple(_message(m) for m in self.messages),
             model=self.model,
             max_tokens=self.max_completion_tokens or self.max_tokens,
+            max_tokens_field=(
+                "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            ),
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=self.top_p,
             seed=self.seed,
@@ -206,22 +291,21 @@ class ChatCompletionRequest(_Body):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-def _message(index: int, message: MessageIn) -> ChatMessage:
+def _message(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage) -> ChatMessage:
     content = message.content
     if isinstance(content, list):
-        unknown = next((part.type for part in content if part.type != "text"), None)
-        if unknown is not None:
-            raise invalid(
-                f"messages[{index}].content: only text parts are supported, not {unknown!r}",
-                Problem(f"/messages/{index}/content", "must be text"),
-            )
-        content = "\n".join(part.text or "" for part in content)
-    return ChatMessage(
-        role="system" if message.role == "developer" else message.role,
-        content=content or "",
-        tool_calls=tuple(
-            ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
-            for call in message.tool_calls or ()
-        ),
-        tool_call_id=message.tool_call_id,
-    )
+        content = "\n".join(part.text for part in content)
+    if isinstance(message, AssistantMessage):
+        return ChatMessage(
+            role="assistant",
+            content=content or "",
+            tool_calls=tuple(
+                ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+                for call in message.tool_calls or ()
+            ),
+        )
+    if isinstance(message, ToolMessage):
+        return ChatMessage(role="tool", content=content or "", tool_call_id=message.tool_call_id)
+    if isinstance(message, UserMessage):
+        return ChatMessage(role="user", content=content or "")
+    return ChatMessage(role="system", content=content or "")

@@ -76,13 +76,15 @@ _ERRORS = {
     "415": "The body is not JSON, or is compressed (Content-Encoding).",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
-    "503": "Every model backend is down or saturated, or the request's deadline came before "
-    "the model began; retry after the Retry-After seconds.",
+    "503": "Unavailable for now: every model backend is down or saturated, the request's "
+    "deadline came before the model began, the database is unreachable (database_unavailable) "
+    "or the server is restarting (server_restarting); retry after the Retry-After seconds.",
     "504": "The model backend did not answer in time.",
 }
 # What can go wrong once a call reaches the model, besides invalid input.
 _MODEL_ERRORS = ["413", "415", "401", "403", "429", "500", "502", "503", "504"]
-_READ_ERRORS = ["400", "401", "429", "500"]  # 400: two Authorization headers (RFC 6750, 3.1)
+# 400: two Authorization headers (RFC 6750, 3.1); 503: the database, or a restart.
+_READ_ERRORS = ["400", "401", "429", "500", "503"]
 
 
 @cache
@@ -379,7 +381,7 @@ def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
     item = answer["content"]["application/json"]["schema"]["items"]
     _merge(item, _response_schemas()[LogItem.__name__])
     operation["x-openai-isConsequential"] = False
-    _add_errors(operation, ["400", "401", "403", "429", "500"])
+    _add_errors(operation, ["400", "403", *_READ_ERRORS])
 
 
 def _next_page_header() -> dict[str, Any]:
@@ -592,12 +594,13 @@ def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
         query_parameter(
             "since",
             {"type": "string", "format": "date-time"},
-            "Only interactions at or after this time (RFC 3339).",
+            "Only interactions at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z; "
+            "also read: a date alone, its midnight UTC, and a time without offset, UTC).",
         ),
         query_parameter(
             "until",
             {"type": "string", "format": "date-time"},
-            "Only interactions before this time (RFC 3339).",
+            "Only interactions before this time (RFC 3339, read as since is).",
         ),
         query_parameter(
             "limit",

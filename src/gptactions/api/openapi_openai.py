@@ -35,7 +35,8 @@ _ERRORS = {
     "429": "The API key's rate limit is exceeded (code rate_limit_exceeded); see Retry-After.",
     "500": "Internal error.",
     "502": "The model backend answered badly.",
-    "503": "Every model backend is down or saturated; retry after the Retry-After seconds.",
+    "503": "Unavailable for now: every model backend is down or saturated, the database is "
+    "unreachable, or the server is restarting; retry after the Retry-After seconds.",
     "504": "The model backend did not answer in time.",
 }
 
@@ -62,12 +63,45 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
+# The messages of each role (`openai_schemas.MessageIn`), by the roles each takes.
+_MESSAGES = {
+    "ChatCompletionSystemMessage": ("system", "developer"),
+    "ChatCompletionUserMessage": ("user",),
+    "ChatCompletionAssistantMessage": ("assistant",),
+    "ChatCompletionToolMessage": ("tool",),
+}
+
+
 def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
     tokens = {"type": "integer", "minimum": 1, "maximum": settings.max_tokens_limit}
     text_part = {
         "type": "object",
         "required": ["type", "text"],
         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    }
+    parts = {"type": "array", "minItems": 1, "items": text_part}
+    content = {"oneOf": [{"type": "string"}, parts]}
+    # `nullable` beside a oneOf is ignored (OAS 3.0.3): null is one of the choices.
+    content_or_null = {"oneOf": [{"type": "string", "nullable": True}, parts]}
+    tool_call_in = {
+        "type": "object",
+        "required": ["id", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "enum": ["function"], "default": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "arguments": {
+                        "type": "string",
+                        "default": "",
+                        "description": "The arguments, as JSON.",
+                    },
+                },
+            },
+        },
     }
     tool_call = {
         "type": "object",
@@ -114,22 +148,60 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
             },
         },
         "ChatCompletionMessage": {
+            "description": "A message: its role says which fields it has, as in OpenAI's schema "
+            "(a field of another role is ignored). Only text content is read.",
+            "oneOf": [_ref(name) for name in _MESSAGES],
+            "discriminator": {
+                "propertyName": "role",
+                "mapping": {
+                    role: f"#/components/schemas/{name}"
+                    for name, roles in _MESSAGES.items()
+                    for role in roles
+                },
+            },
+        },
+        "ChatCompletionSystemMessage": {
+            "type": "object",
+            "required": ["role", "content"],
+            "description": "Instructions; developer is read as system.",
+            "properties": {
+                "role": {"type": "string", "enum": ["system", "developer"]},
+                "content": content,
+                "name": {"type": "string"},
+            },
+        },
+        "ChatCompletionUserMessage": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"type": "string", "enum": ["user"]},
+                "content": content,
+                "name": {"type": "string"},
+            },
+        },
+        "ChatCompletionAssistantMessage": {
             "type": "object",
             "required": ["role"],
-            "description": "A message. developer is read as system; only text content is read. "
-            "Content may be null or absent only in an assistant message with tool_calls; a tool "
-            "message needs content and tool_call_id.",
+            "description": "An earlier reply: its content, or the tool_calls it made, or both.",
             "properties": {
-                "role": {
-                    "type": "string",
-                    "enum": ["system", "developer", "user", "assistant", "tool"],
-                },
-                "content": _nullable(
-                    {"oneOf": [{"type": "string"}, {"type": "array", "items": text_part}]}
-                ),
+                "role": {"type": "string", "enum": ["assistant"]},
+                "content": content_or_null,
                 "name": {"type": "string"},
-                "tool_calls": {"type": "array", "items": tool_call},
-                "tool_call_id": {"type": "string", "description": "A tool message's call."},
+                "tool_calls": {"type": "array", "items": tool_call_in},
+            },
+            "anyOf": [
+                {"required": ["content"], "properties": {"content": content}},
+                {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}},
+            ],
+        },
+        "ChatCompletionToolMessage": {
+            "type": "object",
+            "required": ["role", "content", "tool_call_id"],
+            "description": "What a tool answered to the call tool_call_id names.",
+            "properties": {
+                "role": {"type": "string", "enum": ["tool"]},
+                "content": content,
+                "tool_call_id": {"type": "string", "minLength": 1},
             },
         },
         "ChatCompletionTool": {
@@ -347,7 +419,8 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
             f"at {PREFIX} with one of this server's keys.",
         }
     )
-    always = ["400", "401", "429", "500"]  # 400: two Authorization headers, at least
+    # 400: two Authorization headers, at least; 503: the database (the key check), a restart.
+    always = ["400", "401", "429", "500", "503"]
     doc["paths"][f"{PREFIX}/chat/completions"] = {
         "post": {
             "tags": [TAG],
@@ -363,7 +436,7 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
                     "description": "The completion.",
                     "content": {**_json(_ref("ChatCompletion")), "text/event-stream": _STREAM},
                 },
-                **_errors(["400", "403", "404", "413", "415", *always, "502", "503", "504"]),
+                **_errors(["400", "403", "404", "413", "415", *always, "502", "504"]),
             },
         }
     }

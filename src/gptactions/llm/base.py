@@ -140,42 +140,57 @@ class Progress:
 
     Kept while `tracked_progress()` is open, by the router (which backend is answering, and the
     text of a reply it streams) and by a backend that knows more (the embedded model: its
-    tokens so far). It reaches the router through any layer between (an action's handler), and
-    costs a whole reply nothing per token. `spent` is what the request's finished generations
-    used; the other fields are the generation under way.
+    tokens so far; an upstream: its own count, or its prompt once it began answering). It
+    reaches the router through any layer between (an action's handler), and costs a whole reply
+    nothing per token. `spent` is what the request's finished generations used; `lost`, what
+    the failed attempts of the generation under way used (a fallback answers it); the other
+    fields are the attempt under way.
     """
 
     spent: Usage = field(default_factory=Usage)
+    lost: Usage = field(default_factory=Usage)
     backend: Backend | None = None
     request: GenerationRequest | None = None
     text: str = ""
     pieces: int = 0
     """Pieces of text received (a streamed reply's); about a token each."""
     usage: Usage | None = None
-    """The usage of the generation under way when its backend knows it, else None."""
+    """The usage of the attempt under way when its backend knows it, else None."""
 
     def begin(self, backend: Backend, request: GenerationRequest) -> None:
-        """A generation of `request` begins on `backend` (a fallback's replaces a failed one)."""
+        """An attempt at a generation of `request` begins on `backend`."""
         self.backend, self.request = backend, request
         self.text, self.pieces, self.usage = "", 0, None
 
+    def failed(self) -> None:
+        """The attempt under way failed: what its backend knows it used is `lost`, and charged
+        with the generation (a fallback may yet answer it)."""
+        if self.usage is not None:
+            self.lost = added(self.lost, self.usage)
+        self._end()
+
     def finish(self, usage: Usage) -> None:
-        """The generation under way ended with `usage`."""
+        """The generation under way ended with `usage` (its failed attempts' included)."""
         self.spent = added(self.spent, usage)
+        self.lost = Usage()
+        self._end()
+
+    def _end(self) -> None:
         self.backend = self.request = self.usage = None
         self.text, self.pieces = "", 0
 
-    async def so_far(self) -> Generation:
-        """What the request's generations had written and used when it was cancelled.
+    async def under_way(self, pieces: int | None = None) -> Usage:
+        """What the generation under way has used: its failed attempts', and the attempt's.
 
-        Without the usage from the backend, the prompt is counted with the backend's tokenizer
-        and each piece received is a token. A whole reply asked of an upstream cannot tell how
-        much of it was generated before the request was given up (nothing of it arrives until it
-        is complete), so only its prompt is charged. Shielded: it runs in a task being cancelled.
+        Without the usage from the backend, the attempt's prompt is counted with the backend's
+        tokenizer and each piece received (`pieces`, else those noted) is a token. A whole reply
+        asked of an upstream cannot tell how much of it was generated before the request was
+        given up (nothing of it arrives until it is complete), so only its prompt is charged.
+        Shielded: it runs in a task being cancelled.
         """
         backend, request, usage = self.backend, self.request, self.usage
         if backend is None or request is None:
-            return Generation("", self.spent)
+            return self.lost
         if usage is None:
             try:
                 with anyio.CancelScope(shield=True):
@@ -185,9 +200,18 @@ class Progress:
                     "could not count the prompt's tokens on %s", backend.name, exc_info=True
                 )
                 prompt = 0
-            usage = Usage(prompt, self.pieces)
+            usage = Usage(prompt, self.pieces if pieces is None else pieces)
+        return added(self.lost, usage)
+
+    async def so_far(self) -> Generation:
+        """What the request's generations had written and used when it was cancelled (or
+        failed): those finished, and the one under way (`under_way`)."""
+        backend = self.backend
         return Generation(
-            self.text, added(self.spent, usage), backend=backend.name, model=backend.model
+            self.text,
+            added(self.spent, await self.under_way()),
+            backend=backend.name if backend else "",
+            model=backend.model if backend else "",
         )
 
 
@@ -195,12 +219,15 @@ _progress: ContextVar[Progress | None] = ContextVar("gptactions_progress", defau
 
 
 @contextmanager
-def tracked_progress() -> Iterator[Progress]:
-    """Keep the progress of the generations this block runs (in this task): see `Progress`."""
-    progress = Progress()
-    token = _progress.set(progress)
+def tracked_progress(progress: Progress | None = None) -> Iterator[Progress]:
+    """Keep the progress of the generations this block runs (in this task): see `Progress`.
+
+    A new one, or `progress` to go on keeping one (a stream's, read a piece at a time).
+    """
+    kept = Progress() if progress is None else progress
+    token = _progress.set(kept)
     try:
-        yield progress
+        yield kept
     finally:
         _progress.reset(token)
 

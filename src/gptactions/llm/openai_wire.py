@@ -3,18 +3,82 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from gptactions.llm.base import ChatMessage, ToolCall, Usage
+from gptactions.llm.base import ChatMessage, GenerationRequest, ToolCall, Usage
+
+# Upstreams expose no tokenizer: English text runs about 4 characters a token, and each message
+# costs a few tokens of chat template. Rounding up and padding keeps the estimate on the high side.
+_CHARS_PER_TOKEN = 4
+_TOKENS_PER_MESSAGE = 8
 
 # How to ask for structured output, in order of preference: OpenAI's structured outputs (OpenAI,
 # vLLM, Ollama, LM Studio, llama.cpp's server), the `json_object` + `schema` form that
 # llama-cpp-python's server takes, and nothing at all (the answer is still validated).
 FORMAT_STYLES = ("json_schema", "json_object", "none")
+
+
+def estimated_tokens(text: str) -> int:
+    """About how many tokens `text` takes (at least one), rounded up."""
+    return max(1, math.ceil(len(text) / _CHARS_PER_TOKEN))
+
+
+def estimated_prompt_tokens(messages: tuple[ChatMessage, ...]) -> int:
+    """About how many tokens the messages take in a prompt, on the high side."""
+    return sum(
+        math.ceil(len(message.content) / _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE
+        for message in messages
+    )
+
+
+def chat_payload(
+    request: GenerationRequest,
+    *,
+    model: str,
+    stream: bool,
+    refused: Collection[str] = (),
+    format_style: int = 0,
+) -> dict[str, Any]:
+    """The body of a `chat/completions` request, without the optional parts the upstream
+    `refused` (`refused_feature`), and asking for structured output in the `format_style`'th of
+    `FORMAT_STYLES`."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": [wire_message(m) for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "stream": stream,
+    }
+    if request.stop:
+        payload["stop"] = list(request.stop)
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.seed is not None:
+        payload["seed"] = request.seed
+    if request.tools:
+        payload["tools"] = list(request.tools)
+        if request.tool_choice is not None:
+            payload["tool_choice"] = request.tool_choice
+    schema = choices_schema(request.choices) if request.choices else request.json_schema
+    style = FORMAT_STYLES[min(format_style, len(FORMAT_STYLES) - 1)]
+    if request.response_format is not None and format_style == 0:
+        # A client's own response_format, as it wrote it; refused, it becomes a schema.
+        payload["response_format"] = request.response_format
+    elif schema is not None and (wanted := response_format(schema, style)) is not None:
+        payload["response_format"] = wanted
+    if stream and "stream_options" not in refused:
+        payload["stream_options"] = {"include_usage": True}
+    if "max_tokens" in refused:
+        # OpenAI's reasoning models take only the newer name.
+        payload["max_completion_tokens"] = payload.pop("max_tokens")
+    if "temperature" in refused:
+        del payload["temperature"]
+    return payload
 
 
 def response_format(schema: dict[str, Any], style: str) -> dict[str, Any] | None:
@@ -94,6 +158,14 @@ def usage_of(value: Any) -> Usage | None:
         return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
     except (TypeError, ValueError):
         return None
+
+
+def first_model(body: bytes) -> str:
+    """The id of the first model an upstream's `/models` lists, or nothing."""
+    try:
+        return str(json.loads(body)["data"][0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
 
 
 def error_message(body: str) -> str:

@@ -54,6 +54,9 @@ class CompletionCall:
     messages: tuple[ChatMessage, ...]
     model: str | None = None
     max_tokens: int | None = None
+    max_tokens_field: str = "max_tokens"
+    """The field the client gave `max_tokens` in (`max_completion_tokens`, the newer name), for
+    its errors to name."""
     temperature: float = 1.0
     top_p: float | None = None
     seed: int | None = None
@@ -164,7 +167,8 @@ class CompletionService:
             with tracked_progress() as progress:
                 generation = await self._router.generate(prepared.request, prepared.backend)
         except BackendError as error:
-            await self.record(prepared, error=error)
+            # Stored with the tokens the failed attempts are known to have used.
+            await self.record(prepared, generation=await progress.so_far(), error=error)
             raise
         except asyncio.CancelledError:
             # Stored with what was generated and the tokens it used (which count against the
@@ -178,7 +182,8 @@ class CompletionService:
         """Start a streamed completion; returns once its first chunk is in.
 
         A failure before any output (every backend down, say) is raised here, and recorded, as
-        it is for a whole completion.
+        it is for a whole completion; so is a client that leaves first, with the tokens spent
+        (the prompt, once the model is given it).
         """
         prepared = await self.prepare(principal, call)
         chunks = self._router.stream(prepared.request, prepared.backend)
@@ -187,16 +192,16 @@ class CompletionService:
         except StopAsyncIteration:
             await chunks.aclose()
             error = BackendError("the model ended its reply before it began")
-            await self.record(prepared, error=error)
+            await self.record(prepared, generation=await chunks.cut_short(), error=error)
             raise error from None
         except BackendError as error:
             await chunks.aclose()
-            await self.record(prepared, error=error)
+            await self.record(prepared, generation=await chunks.cut_short(), error=error)
             raise
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self.record(prepared, abandoned=True)
+                await self.record(prepared, generation=await chunks.cut_short(), abandoned=True)
             raise
         except BaseException:
             await chunks.aclose()
@@ -217,9 +222,10 @@ class CompletionService:
         backend = self._router.backends[name]
         max_tokens = call.max_tokens or self._default_max_tokens
         if max_tokens > self._max_tokens_limit:
+            field = call.max_tokens_field
             raise invalid(
-                f"max_tokens is too large: {max_tokens}; at most {self._max_tokens_limit}.",
-                Problem("/max_tokens", f"must be at most {self._max_tokens_limit}"),
+                f"{field} is too large: {max_tokens}; at most {self._max_tokens_limit}.",
+                Problem(f"/{field}", f"must be at most {self._max_tokens_limit}"),
             )
         prompt_tokens = await self._router.count_tokens(call.messages, name)
         if prompt_tokens + max_tokens > backend.context_window:

@@ -15,7 +15,14 @@ from gptactions.llm.base import (
     tracked_progress,
 )
 from gptactions.llm.router import BackendRouter, UnknownModel
-from gptactions.services.errors import Problem, check_text, invalid, not_found, unknown_model
+from gptactions.services.errors import (
+    Problem,
+    ServiceError,
+    check_text,
+    invalid,
+    not_found,
+    unknown_model,
+)
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
 from gptactions.services.streams import ReplyStream
@@ -79,7 +86,7 @@ class ConversationService:
                 "try again shortly",
                 retry_after=DEADLINE_RETRY_AFTER,
             )
-            await self._turns.fail(prepared, late)
+            await self._turns.fail(prepared, late, await chunks.cut_short())
             raise late from None
         except StopAsyncIteration:
             await chunks.aclose()
@@ -88,10 +95,11 @@ class ConversationService:
             raise error from None
         except BackendError as error:
             await chunks.aclose()
-            await self._turns.fail(prepared, error)
+            await self._turns.fail(prepared, error, await chunks.cut_short())
             raise
         except asyncio.CancelledError:
-            await self._turns.abandon(prepared, close=chunks.aclose)
+            # Charged the tokens spent before the first piece (the prompt, once it is given).
+            await self._turns.abandon(prepared, await chunks.cut_short(), close=chunks.aclose)
             raise
         except BaseException:
             prepared.release()
@@ -106,7 +114,7 @@ class ConversationService:
                 with tracked_progress() as progress:
                     generation = await self._router.generate(prepared.request, prepared.turn.model)
             except BackendError as error:
-                await self._turns.fail(prepared, error)
+                await self._turns.fail(prepared, error, await progress.so_far())
                 raise
             except asyncio.CancelledError:
                 # The client went away (or the server is stopping): record the abandoned turn,
@@ -219,9 +227,11 @@ class ConversationService:
         if await fits(len(history)):
             return keep(len(history))
         if not await fits(0):
-            raise invalid(
+            raise ServiceError(
                 "the message is too long for the model's context window",
-                Problem("/message", f"must fit in {budget} tokens with the system prompt"),
+                400,
+                "prompt_too_long",  # as an action's prompt that does not fit
+                [Problem("/message", f"must fit in {budget} tokens with the system prompt")],
             )
         fitting, too_many = 0, len(history)
         while too_many - fitting > 1:

@@ -344,8 +344,8 @@ def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
         except ValueError as error:
             raise invalid(str(error), Problem("/cursor", str(error))) from None
     since, until = in_utc(query.since, "/since"), in_utc(query.until, "/until")
-    if since and until and since >= until:
-        raise invalid("since must be before until", Problem("/since", "must be before until"))
+    if since and until and since > until:  # equal: an empty range (since is in it, until is not)
+        raise invalid("since must not be after until", Problem("/since", "must not be after until"))
     return queries.LogFilter(
         tenant=tenant,
         user_id=query.user_id,

@@ -102,8 +102,8 @@ def _window(query: UsageQuery, now: datetime) -> tuple[datetime, datetime]:
             since = until - timedelta(seconds=length)
         except OverflowError:
             raise invalid_input(Problem("/window", "reaches before the year 1")) from None
-    if since >= until:
-        raise invalid("since must be before until", Problem("/since", "must be before until"))
+    if since > until:  # equal: an empty range (since is in it, until is not)
+        raise invalid("since must not be after until", Problem("/since", "must not be after until"))
     return since, until
 
 

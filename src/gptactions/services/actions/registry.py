@@ -227,7 +227,7 @@ def _message(error: jsonschema.ValidationError) -> str:
     """What is wrong, in the API's words; jsonschema's own messages quote the whole value (a
     20 KB text in a 'too long' message) in Python's notation."""
     rule, limit = error.validator, error.validator_value
-    pattern = error.schema.get("pattern") if isinstance(error.schema, dict) else None
+    pattern = str(error.schema.get("pattern")) if isinstance(error.schema, dict) else ""
     if rule == "type":
         kinds = limit if isinstance(limit, list) else [limit]
         return "must be " + " or ".join(_TYPES.get(kind, str(kind)) for kind in kinds)

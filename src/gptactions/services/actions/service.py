@@ -115,7 +115,8 @@ class ActionService:
         except Exception as error:
             # A backend's failure, or a defect (the answer is a 500): in the log all the same.
             said = error.message if isinstance(error, BackendError) else "internal error"
-            failed = _interaction(principal, call, started)
+            spent = ActionOutcome(False, "", usage=(await progress.so_far()).usage)
+            failed = _interaction(principal, call, started, spent)
             await self._log.record(replace(failed, status=InteractionStatus.ERROR, error=said))
             raise
         await self._log.record(_interaction(principal, call, started, outcome))
