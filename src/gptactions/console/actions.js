@@ -10,6 +10,7 @@ const isActions = (op) => op && op.method === "post" && /\/actions$/.test(op.pat
 
 export function initActionPicker(app) {
   const cache = new Map(); // "server key" -> {list of actions, or null when unavailable; why}
+  let shown = null; // {op, list} while the picker is on screen
 
   async function catalogue(op) {
     const url = app.serverUrl().replace(/\/$/, "") + op.path;
@@ -38,6 +39,7 @@ export function initActionPicker(app) {
   async function refresh() {
     const op = app.op;
     const box = $("action-picker");
+    shown = null;
     if (!isActions(op) || !app.key()) {
       box.hidden = true;
       note(isActions(op) ? "Paste an API key at the top to choose an action from the server's list, with its parameters filled in." : "");
@@ -55,21 +57,33 @@ export function initActionPicker(app) {
     select.replaceChildren(...list.map((a) => h("option", { value: a.name }, a.name)));
     let current;
     try {
-      current = JSON.parse($("payload").value).action;
+      current = JSON.parse($("payload").value);
     } catch {
       current = undefined;
     }
-    const chosen = list.find((a) => a.name === current) || list[0];
-    select.value = chosen.name;
+    select.value = "";
+    $("action-help").textContent = "";
     box.hidden = false;
-    // Untouched payloads get the chosen action's example parameters; edits are kept.
-    if (!app.drafts.has(op.key) || !app.touched.has(op.key)) apply(op, chosen);
-    else $("action-help").textContent = chosen.description || "";
+    shown = { op, list };
+    // Untouched payloads get the chosen action's example parameters; edits are kept, and the
+    // picker shows the action they name.
+    if (!app.drafts.has(op.key) || !app.touched.has(op.key)) apply(op, list.find((a) => a.name === current?.action) || list[0]);
+    else sync(current);
     select.onchange = () => {
       const action = list.find((a) => a.name === select.value);
       if (action) apply(op, action);
     };
   }
 
-  return { refresh };
+  /** Keep the picker on the payload's `action` as it is edited: it shows what will be sent. */
+  function sync(payload) {
+    if (!shown || shown.op !== app.op || !payload || typeof payload !== "object") return;
+    const action = shown.list.find((a) => a.name === payload.action);
+    $("action-pick").value = action ? action.name : "";
+    $("action-help").textContent = action
+      ? action.description || ""
+      : `${JSON.stringify(payload.action ?? null)} is not in the server's list of actions.`;
+  }
+
+  return { refresh, sync };
 }

@@ -120,22 +120,36 @@ app.selectOperation = (key, { focus = false } = {}) => {
   return true;
 };
 
+/**
+ * Another method on the same path is another operation (its own payload, schema, responses
+ * and check), so the method menu picks it: the page never sends one method while showing
+ * another's operation.
+ */
+function onMethodChange() {
+  const key = `${$("method").value.toLowerCase()} ${app.op.path}`;
+  if (!app.selectOperation(key)) $("method").value = app.op.method.toUpperCase();
+}
+
 function onEndpointChange() {
   if (app.op) saveParams();
   const op = app.ops.find((o) => o.key === $("endpoint").value) || app.ops[0];
   app.op = op;
   if (!op) return;
   store.set(localStorage, ENDPOINT_SLOT, op.key);
-  // Only the methods the document has for this path: an undocumented one can only get a 405.
+  // Only the methods the document has for this path (an undocumented one can only get a 405),
+  // each standing for its operation: choosing one switches the endpoint to it.
   const documented = op.documentedMethods.map((m) => m.toUpperCase());
   $("method").replaceChildren(...documented.map((m) => h("option", { value: m }, m)));
   $("method").value = op.method.toUpperCase();
+  $("method-help").textContent = documented.length > 1
+    ? `${op.path} has ${documented.length} operations (${documented.join(", ")}): changing the method switches to that one.`
+    : "";
   const text = op.operation.description && op.operation.description !== op.summary ? op.operation.description : op.summary;
   $("endpoint-help").replaceChildren(...withCode(text), op.operationId ? h("code", { class: "opid" }, op.operationId) : "");
   renderParams();
   renderPayload();
   app.operationDoc.render(op);
-  updateMethodUi();
+  updatePayloadUi();
   app.conversation.renderOffer();
   app.schemaPanel.markCurrent(op.key);
   app.actionPicker.refresh();
@@ -216,17 +230,14 @@ function checkPayload() {
   $("payload").setAttribute("aria-invalid", String(!payload.ok));
   $("payload-field").classList.toggle("invalid", !payload.ok);
   $("payload-help").textContent = payload.warning || app.payloadNote || "";
+  app.actionPicker.sync(payload.value);
   updateSnippets();
   return payload;
 }
 
-function updateMethodUi() {
-  const method = $("method").value;
+function updatePayloadUi() {
   const op = app.op;
-  const documented = op.documentedMethods.map((m) => m.toUpperCase());
-  $("method-help").textContent = documented.includes(method)
-    ? ""
-    : `${method} is not documented for ${op.path} (documented: ${documented.join(", ")}); expect 405 Method Not Allowed.`;
+  const method = op.method.toUpperCase();
   const hasSchema = Boolean(requestSchema(app.doc, op));
   const editor = $("payload");
   $("payload-field").hidden = !hasSchema && NO_BODY.has(method);
@@ -241,7 +252,7 @@ function updateMethodUi() {
 
 function currentRequest() {
   const op = app.op;
-  const method = $("method").value;
+  const method = op.method.toUpperCase(); // the method menu only ever picks the operation
   const params = readParams($("params-fields"));
   let path = op.path;
   for (const [name, value] of Object.entries(params.path)) path = path.replace(`{${name}}`, encodeURIComponent(value));
@@ -478,7 +489,7 @@ function wire() {
   });
   $("server").addEventListener("change", updateSnippets);
   $("endpoint").addEventListener("change", onEndpointChange);
-  $("method").addEventListener("change", updateMethodUi);
+  $("method").addEventListener("change", onMethodChange);
   $("params-fields").addEventListener("input", () => {
     saveParams();
     updateSnippets();
@@ -545,20 +556,20 @@ app.history = initHistory(app);
 app.serverFigures = initServer(app);
 app.usage = initUsage(app);
 app.restore = (entry) => {
-  if (!app.selectOperation(entry.opKey)) {
+  // The operation of the method that was sent (older history could hold another op's key).
+  if (!app.selectOperation(`${entry.method.toLowerCase()} ${entry.path}`)) {
     toast(`${entry.method} ${entry.path} is no longer in the document.`);
     return;
   }
   if ([...$("server").options].some((o) => o.value === entry.server)) $("server").value = entry.server;
-  if ([...$("method").options].some((o) => o.value === entry.method)) $("method").value = entry.method;
   writeParams($("params-fields"), entry.params);
   saveParams();
   if (entry.payload) {
-    app.drafts.set(entry.opKey, entry.payload);
+    app.drafts.set(app.op.key, entry.payload);
     $("payload").value = entry.payload;
   }
   $("stream").checked = Boolean(entry.stream);
-  updateMethodUi();
+  updatePayloadUi();
   $("request-panel").scrollIntoView({ behavior: "smooth", block: "start" });
   $("send").focus({ preventScroll: true });
 };

@@ -164,16 +164,39 @@ export function nodesToText(nodes) {
 export const escapeHtml = (s) =>
   String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
+const tokHtml = ([cls, text]) => (cls ? `<span class="t-${cls}">${escapeHtml(text)}</span>` : escapeHtml(text));
+
+/**
+ * A line's tokens split in two: its start (leading "- ", "}," and the like, then a key and its
+ * colon) and the rest. The start never breaks, so a key is never cut mid-word; the rest (a
+ * value) may wrap.
+ */
+function splitLead(toks) {
+  let at = 0;
+  while (at < toks.length && toks[at][0] === "punct") at += 1;
+  const colon = toks[at + 1];
+  if (!toks[at] || toks[at][0] !== "key" || !colon || colon[0] !== "punct" || !colon[1].startsWith(":")) {
+    return [toks.slice(0, at), toks.slice(at)];
+  }
+  // JSON's ": " is one token: the colon stays with its key, the space is where the value may wrap.
+  const space = colon[1].slice(1);
+  return [[...toks.slice(0, at + 1), ["punct", ":"]], [...(space ? [["punct", space]] : []), ...toks.slice(at + 2)]];
+}
+
 // A fold's head line carries its disclosure triangle in the last two columns of its
 // indentation, so the triangle sits next to the key it folds (top-level ones use the gutter).
-// data-i is the indentation, so a long line can wrap under its own start (see hangIndents).
+// data-i is the indentation, so a long line can wrap under its own start (see hangIndents);
+// the indentation is a span of its own so that narrow screens can draw it narrower (the
+// spaces stay in the text, for whoever selects and copies it).
 function lineHtml(l, fold = false) {
   const indent = Math.max(0, l.indent);
-  const toks = l.toks.map(([cls, text]) => (cls ? `<span class="t-${cls}">${escapeHtml(text)}</span>` : escapeHtml(text))).join("");
+  const [lead, rest] = splitLead(l.toks);
+  const inside = fold && indent >= 2;
+  const spaces = inside ? indent - 2 : indent;
+  const tw = fold ? `<span class="tw${inside ? "" : " out"}" aria-hidden="true"></span>` : "";
+  const start = `${spaces ? `<span class="ind">${" ".repeat(spaces)}</span>` : ""}${tw}${lead.map(tokHtml).join("")}`;
   const open = indent ? `<span class="ln" data-i="${indent}">` : `<span class="ln">`;
-  if (!fold) return `${open}${" ".repeat(indent)}${toks}</span>`;
-  const inside = indent >= 2;
-  return `${open}${" ".repeat(inside ? indent - 2 : indent)}<span class="tw${inside ? "" : " out"}" aria-hidden="true"></span>${toks}</span>`;
+  return `${open}${start ? `<span class="lead">${start}</span>` : ""}${rest.map(tokHtml).join("")}</span>`;
 }
 
 /**

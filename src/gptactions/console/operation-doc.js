@@ -85,13 +85,13 @@ export function initOperationDoc(app) {
   function showCheck(req, result) {
     const box = $("schema-check");
     box.hidden = Boolean(result.networkError);
-    // Another method on the same path is another operation: its responses are not the ones listed.
-    markStatus(req.op, result.networkError || req.method.toLowerCase() !== req.op.method ? 0 : result.status);
+    // The list shows the current operation's responses: another endpoint may have been chosen
+    // while this answer was on its way.
+    if (req.op === app.op) markStatus(req.op, result.networkError ? 0 : result.status);
     if (result.networkError) return;
-    const documented = req.op.documentedMethods.includes(req.method.toLowerCase());
+    const which = `${result.status} (${req.op.method.toUpperCase()} ${req.op.path})`;
     let check;
-    if (!documented) check = { checked: false, note: `${req.method} is not documented for this path, so there is no schema to check against.`, problems: [] };
-    else if (result.events.length) {
+    if (result.events.length) {
       const done = result.events.find((e) => e.event === "done");
       check = done
         ? checkResponse(app.doc, req.op, result.status, "application/json", done.data)
@@ -99,10 +99,10 @@ export function initOperationDoc(app) {
     } else check = checkResponse(app.doc, req.op, result.status, result.contentType, result.json);
     box.className = `schema-check ${!check.checked ? "neutral" : check.problems.length ? "bad" : "good"}`;
     if (!check.checked) box.replaceChildren(h("p", {}, check.note));
-    else if (!check.problems.length) box.replaceChildren(h("p", {}, `✓ Matches the schema documented for ${result.status}.`));
+    else if (!check.problems.length) box.replaceChildren(h("p", {}, `✓ Matches the schema documented for ${which}.`));
     else {
       box.replaceChildren(
-        h("p", {}, `✗ ${check.problems.length} mismatch${check.problems.length === 1 ? "" : "es"} with the schema documented for ${result.status}:`),
+        h("p", {}, `✗ ${check.problems.length} mismatch${check.problems.length === 1 ? "" : "es"} with the schema documented for ${which}:`),
         h("ul", {}, check.problems.map((p) => h("li", {}, h("code", {}, p.pointer), ` ${p.message}`))),
       );
     }
