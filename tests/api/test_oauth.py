@@ -462,6 +462,37 @@ async def test_two_users_cannot_read_each_others_data(api: ApiClient, users: Non
     assert users_in(await api.get("/api/v1/gpt/logs")) == {"alice", "bob"}
 
 
+async def test_a_key_naming_a_signed_in_user_reaches_none_of_their_data(
+    api: ApiClient, users: None
+) -> None:
+    """A signed-in user's data is in a tenant no key has: a key of the default tenant that
+    names them as `userId` starts a conversation of its own, and its log shows none of theirs."""
+    client = await make_client(api)
+    alice = await token_for(api, client, "alice", "chat")
+    secret = await api.post(
+        "/api/v1/gpt/conversations", {"message": "My secret word is PINEAPPLE"}, key=alice
+    )
+    assert secret.status_code == 200, secret.text
+    theirs = secret.json()["conversationId"]
+    key = await api.key(scopes=("chat", "logs"))  # tenant default, as keys are by default
+    posing = await api.post(
+        "/api/v1/gpt/respond", {"userId": "alice", "message": "The secret word?"}, key=key
+    )
+    assert posing.status_code == 200
+    assert posing.json()["conversationId"] != theirs
+    stolen = await api.post(
+        "/api/v1/gpt/respond",
+        {"userId": "alice", "message": "The secret word?", "conversationId": theirs},
+        key=key,
+    )
+    assert stolen.status_code == 404
+    logged = (await api.get("/api/v1/gpt/logs", key=key, params={"userId": "alice"})).json()
+    assert "PINEAPPLE" not in str(logged)
+    # No key can be made in the users' tenant.
+    with pytest.raises(ValueError, match="reserved"):
+        await api.runtime.keys.create("intruder", tenant="@users")
+
+
 async def test_a_token_holds_only_the_consented_scopes(api: ApiClient, users: None) -> None:
     client = await make_client(api)
     chat_only = await token_for(api, client, "alice", "chat")

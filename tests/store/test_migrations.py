@@ -175,6 +175,29 @@ async def test_tokens_issued_before_0010_keep_working(database: Database) -> Non
     assert (await oauth.authenticate(refreshed.access_token)) is not None
 
 
+async def test_0011_moves_the_signed_in_users_data_to_their_tenant(database: Database) -> None:
+    """Before 0011, OAuth users' rows were in `default`, where any key naming them reached them:
+    the rows under a registered user's name move to `@users`; the others stay."""
+    await database.upgrade()
+    await UserService(database).create("alice", "password-1234")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: alembic_command.downgrade(alembic_config(sync), "0010")
+        )
+        for conversation, user in (("c-alice", "alice"), ("c-bob", "bob")):
+            await connection.execute(
+                text(
+                    "INSERT INTO conversations (id, tenant, user_id, created_at, updated_at) "
+                    "VALUES (:id, 'default', :user, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": conversation, "user": user},
+            )
+    await database.upgrade()
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT id, tenant FROM conversations ORDER BY id"))
+        assert [tuple(row) for row in rows] == [("c-alice", "@users"), ("c-bob", "default")]
+
+
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     database = Database(f"sqlite:///{path}")

@@ -32,6 +32,9 @@ HASH_FRAGMENT_LENGTH = 8
 SCOPES = ("chat", "actions", "logs", "admin")
 DEFAULT_SCOPES = ("chat", "actions", "logs")
 DEFAULT_TENANT = "default"
+USERS_TENANT = "@users"
+"""The tenant of the users who sign in (OAuth): no key's, so that a key naming a signed-in user's
+`userId` reaches none of their conversations or log. Tenants starting with @ are reserved."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,11 @@ class KeyService:
             raise ValueError("a key needs a name")
         if not tenant.strip():
             raise ValueError("a key needs a tenant")
+        if tenant.strip().startswith("@"):
+            raise ValueError(
+                f"tenants starting with @ are reserved ({USERS_TENANT} holds the data of the "
+                "users who sign in with OAuth)"
+            )
         rate, tokens = _rate(rate_limit, "rate limit"), _rate(token_limit, "token limit")
         imported = secret is not None
         secret = secret or generate_secret()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gptactions.services.keys import DEFAULT_TENANT, Principal, hash_key
+from gptactions.services.keys import USERS_TENANT, Principal, hash_key
 from gptactions.services.oauth_types import (
     PKCE_VERIFIER,
     S256_CHALLENGE,
@@ -500,7 +500,7 @@ class OAuthService:
         return Principal(
             key_id=client.id,
             name=f"oauth:{client.name}",
-            tenant=DEFAULT_TENANT,
+            tenant=USERS_TENANT,
             scopes=frozenset(_scopes(token.scopes)),
             user_id=user.username,
         )

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
-from gptactions.services.keys import DEFAULT_TENANT
+from gptactions.services.keys import USERS_TENANT
 from gptactions.services.limits import RateLimiter
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
@@ -151,7 +151,7 @@ class UserService:
                 return None
             info = _info(user)
             conversations, interactions = await accounts.erase_user_data(
-                session, DEFAULT_TENANT, user.username
+                session, USERS_TENANT, user.username
             )
             await accounts.delete_user(session, user)
         log.warning(
