@@ -171,9 +171,34 @@ async def test_scopes_leave_out_what_they_cannot_call(api: ApiClient) -> None:
     assert LOGS in reader["paths"] and "/api/v1/gpt/conversations" not in reader["paths"]
     assert "/api/v1/gpt/actions" not in reader["paths"]
     validate(reader)
-    # Admin may call everything.
+    # Admin may call everything a GPT may: the OpenAI-compatible API is for OpenAI's clients
+    # (no 45 s deadline, no 100,000-character cap), in no GPT's document.
     admin = (await api.http.get("/openapi.yaml", params={"scopes": "admin"})).text
-    assert operations(yaml.safe_load(admin)) == operations(full)
+    assert operations(yaml.safe_load(admin)) == {
+        (path, method) for path, method in operations(full) if not path.startswith("/v1/")
+    }
+    assert not [path for path in gpt["paths"] if path.startswith("/v1/")]
+
+
+async def test_an_oauth_gpts_document_has_one_way_in_and_needs_no_user_id(api: ApiClient) -> None:
+    """A GPT's action has one authentication type; and ChatGPT fills every required field, so
+    a required userId would be guessed, and any guess but the user's own name is a 403."""
+    gpt = (
+        await api.http.get("/openapi.json", params={"scopes": "chat,actions", "auth": "oauth"})
+    ).json()
+    validate(gpt)
+    assert list(gpt["components"]["securitySchemes"]) == ["OAuth2"]
+    assert gpt["security"] == [{"OAuth2": []}]
+    for name, schema in gpt["components"]["schemas"].items():
+        assert "userId" not in schema.get("required", ()), name
+    request = gpt["components"]["schemas"]["ConversationRequest"]
+    assert request["required"] == ["message"]
+    assert "signed-in user" in request["properties"]["userId"]["description"]
+    keyed = (await api.http.get("/openapi.json", params={"scopes": "chat,actions"})).json()
+    assert keyed["components"]["schemas"]["ConversationRequest"]["required"] == [
+        "userId",
+        "message",
+    ]
 
 
 async def test_a_keys_document_offers_a_users_data_only_with_logs(api: ApiClient) -> None:

@@ -632,6 +632,13 @@ async def test_an_mcp_client_finds_how_to_sign_in_and_then_calls_the_tools(
     answer = await api.http.post("/mcp", json=initialize, headers=accept | bearer)
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["serverInfo"]["name"] == "gptactions"
+    # The token is its user: `converse` asks for no userId, which a client would have to guess.
+    session = {k: v for k, v in answer.headers.items() if k.lower() == "mcp-session-id"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    listed = await api.http.post("/mcp", json=listing, headers=accept | bearer | session)
+    assert listed.status_code == 200, listed.text
+    tools = {tool["name"]: tool for tool in listed.json()["result"]["tools"]}
+    assert tools["converse"]["inputSchema"]["required"] == ["message"]
 
 
 async def test_a_token_for_another_resource_is_refused_invalid_target(

@@ -113,10 +113,15 @@ def document_view(
     view["components"] = components
     if oauth:
         view["paths"] = {path: _own_user(item) for path, item in view.get("paths", {}).items()}
+        _signed_in(view, components)
     if scopes is None:
         return view
     paths: dict[str, Any] = {}
     for path, item in view.get("paths", {}).items():
+        if path.startswith(openai_compat.PREFIX + "/"):
+            # For OpenAI's clients, not a GPT: no 45 s deadline, no 100,000-character cap, and a
+            # body (messages, tools) that is no action's to fill.
+            continue
         kept = {
             method: operation
             for method, operation in item.items()
@@ -131,6 +136,32 @@ def document_view(
         "x-scopes": sorted(scopes, key=SCOPES.index),
     }
     return view
+
+
+def _signed_in(view: dict[str, Any], components: dict[str, Any]) -> None:
+    """The document of a GPT whose users sign in: OAuth its one way in (a GPT's action has one
+    authentication type), and the request bodies' `userId` optional, since the token is its
+    user (a value other than theirs is a 403, which a model guessing it would meet)."""
+    schemes = components["securitySchemes"]
+    if "OAuth2" in schemes:
+        components["securitySchemes"] = {"OAuth2": schemes["OAuth2"]}
+        view["security"] = [{"OAuth2": []}]
+    schemas = dict(components.get("schemas", {}))
+    for name, schema in schemas.items():
+        if "userId" in schema.get("required", ()):
+            schemas[name] = {
+                **schema,
+                "required": [field for field in schema["required"] if field != "userId"],
+                "properties": {
+                    **schema["properties"],
+                    "userId": {
+                        **schema["properties"]["userId"],
+                        "description": "Leave it out: the signed-in user is filled in (another "
+                        "user's name is a 403).",
+                    },
+                },
+            }
+    components["schemas"] = schemas
 
 
 def _own_user(item: dict[str, Any]) -> dict[str, Any]:

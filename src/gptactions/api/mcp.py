@@ -71,6 +71,20 @@ CONVERSE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+SIGNED_IN_CONVERSE_SCHEMA: dict[str, Any] = {
+    **CONVERSE_SCHEMA,
+    "properties": {
+        **CONVERSE_SCHEMA["properties"],
+        "userId": {
+            **CONVERSE_SCHEMA["properties"]["userId"],
+            "description": "Leave it out: the signed-in user (another user's name is refused).",
+        },
+    },
+    "required": ["message"],
+}
+"""`converse` for an OAuth token, which is its user: a client filling a required userId would
+have to guess the user's name."""
+
 PrincipalOf = Callable[[ServerRequestContext[Any, Any]], Principal | None]
 
 
@@ -101,7 +115,9 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
                 types.Tool(
                     name=CONVERSE,
                     description="Start a conversation with the model, or continue one by its id.",
-                    input_schema=CONVERSE_SCHEMA,
+                    input_schema=CONVERSE_SCHEMA
+                    if principal.user_id is None
+                    else SIGNED_IN_CONVERSE_SCHEMA,
                 )
             )
         if principal is not None and principal.allows("actions"):
