@@ -51,6 +51,32 @@ async def test_a_slow_upstream_reply_is_cut_at_the_deadline(
 
 
 @pytest.mark.upstream
+async def test_a_reply_the_upstreams_own_time_limit_cuts_is_answered_with_what_came(
+    settings: Settings, faulty: FaultyUpstream
+) -> None:
+    """GPTACTIONS_UPSTREAM_TIMEOUT (35 s) is below the request's deadline (40 s): a reply still
+    coming when it passes is answered as at the deadline, not thrown away for a 504."""
+    upstream = OpenAIBackend(
+        name="upstream", base_url=faulty.url("drip-0.5"), model="m", total_timeout=1.6
+    )
+    async with served(quick(settings, 10.0), BackendRouter([upstream])) as client:
+        answer = await client.post(
+            f"{API}/conversations", json={"userId": "u", "message": "hi"}, headers=AUTH
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["finishReason"] == "deadline" and body["truncated"] is True
+        assert body["reply"] and REPLY.startswith(body["reply"]) and body["reply"] != REPLY
+        streamed = await client.post(
+            f"{API}/conversations",
+            json={"userId": "u", "message": "hi"},
+            headers={**AUTH, **SSE},
+        )
+        received = events(streamed.text)
+        assert received[-1][0] == "done" and received[-1][1]["finishReason"] == "deadline"
+
+
+@pytest.mark.upstream
 async def test_an_upstream_that_never_answers_is_a_503_before_the_deadline(
     settings: Settings, faulty: FaultyUpstream
 ) -> None:

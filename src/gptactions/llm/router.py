@@ -24,6 +24,7 @@ from gptactions.llm.base import (
     Backend,
     BackendError,
     BackendState,
+    BackendTimeout,
     BackendUnavailable,
     ChatMessage,
     Chunk,
@@ -233,6 +234,11 @@ class BackendRouter:
         except asyncio.CancelledError:
             progress.text, progress.pieces = "".join(parts), len(parts)
             raise
+        except BackendTimeout:
+            # The upstream's own time limit (GPTACTIONS_UPSTREAM_TIMEOUT, below the request's
+            # deadline) ended a reply under way: what came is answered, as at the deadline.
+            if not "".join(parts) and not calls:
+                raise
         except TimeoutError:
             if not "".join(parts) and not calls:
                 raise DeadlineReached(

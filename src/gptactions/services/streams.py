@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 
 import anyio
 
-from gptactions.llm.base import BackendError, Chunk, Generation, Usage
+from gptactions.llm.base import BackendError, BackendTimeout, Chunk, Generation, Usage
 from gptactions.llm.router import RoutedStream
 from gptactions.services.interactions import FinishReason
 from gptactions.services.turns import PreparedTurn, Reply, TurnRecorder
@@ -74,6 +74,11 @@ class ReplyStream:
                 async with asyncio.timeout_at(self._prepared.request.deadline):
                     chunk = await anext(self._chunks)
             except TimeoutError:
+                self._finish = FinishReason.DEADLINE
+                break
+            except BackendTimeout:
+                # The upstream's own time limit ended the reply under way: as at the deadline,
+                # what came is the answer (a first chunk was there, so there is something).
                 self._finish = FinishReason.DEADLINE
                 break
             except StopAsyncIteration:
