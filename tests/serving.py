@@ -49,13 +49,15 @@ def serve(
     timeout: float = 60,
     open_files: int | None = None,
     ready: bool = True,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """Run `python -m gptactions serve` in `directory` until the block ends.
 
     `open_files` sets the server's limit on open files (soft and hard), as a small machine has.
     The block starts once `/healthz` says 200, or, without `ready`, once it answers at all.
+    `port` is a free one unless given (a replica restarting where it was).
     """
-    port = free_port()
+    port = port or free_port()
     environment = (
         {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
         | {

@@ -203,3 +203,111 @@ def test_a_stop_signal_only_starts_the_grace_and_sigterm_still_ends_it() -> None
     assert server.should_exit and not server.force_exit
     server.handle_exit(signal.SIGTERM, None)  # an operator's, after the supervisor died
     assert server.force_exit
+
+
+async def test_sigterm_to_every_process_of_the_unit_still_lets_requests_finish(
+    tmp_path: Path, upstream: FaultyUpstream
+) -> None:
+    # systemd's default KillMode=control-group sends its SIGTERM to the supervisor and to every
+    # worker at once; the supervisor forwards its own: each worker gets two, and must keep the
+    # grace (only the supervisor's explicit hurry ends it).
+    environment = _environment(upstream, grace=30, workers=2)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
+        workers = _workers(server.process.pid)
+        assert len(workers) == 2
+        streams: list[list[tuple[str, Any]]] = [[] for _ in range(4)]
+        limits = httpx.Limits(max_keepalive_connections=0)  # spread over both workers
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=AUTH, timeout=60, limits=limits
+        ) as client:
+            running = [asyncio.ensure_future(_stream(client, events)) for events in streams]
+            await _until(lambda: all(streams))
+            # In either order; the workers' first, so that the supervisor's arrives after they
+            # handled it (two signals pending at once are one).
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.gather(*running)
+        assert _exit_code(server) == 0
+
+    assert "second signal" not in server.log.read_text(errors="replace")
+    assert [[name for name, _ in events][-1] for events in streams] == ["done"] * 4
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert [row["status"] for row in rows] == ["ok"] * 4
+
+
+@WORKERS
+async def test_sighup_only_ever_starts_the_grace_of_a_server_process(
+    tmp_path: Path, upstream: FaultyUpstream, workers: int
+) -> None:
+    # One process: SIGHUP (a closed terminal) is a graceful stop. The supervisor's workers only
+    # ever start their grace on SIGHUP (systemd's SendSIGHUP=yes sends it to every process).
+    environment = _environment(upstream, grace=30, workers=workers)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
+        targets = [server.process.pid] if workers == 1 else _workers(server.process.pid)
+        events: list[tuple[str, Any]] = []
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+            stream = asyncio.ensure_future(_stream(client, events))
+            await _until(lambda: events)
+            for _ in range(2):
+                for pid in targets:
+                    os.kill(pid, signal.SIGHUP)
+            await stream
+        if workers == 1:
+            assert _exit_code(server) == 0
+        else:
+            assert all(ended_within(pid, 60) for pid in targets)
+
+    assert "second signal" not in server.log.read_text(errors="replace")
+    assert [name for name, _ in events][-1] == "done"
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert [row["status"] for row in rows] == ["ok"]
+
+
+async def test_sighup_to_the_supervisor_replaces_every_worker_without_dropping_a_request(
+    tmp_path: Path, upstream: FaultyUpstream
+) -> None:
+    environment = _environment(upstream, grace=30, workers=2)
+    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
+        old = set(_workers(server.process.pid))
+        streams: list[list[tuple[str, Any]]] = [[] for _ in range(4)]
+        probes: list[int | str] = []
+        replaced = asyncio.Event()
+        limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time
+
+        async def probe(client: httpx.AsyncClient) -> None:
+            while not replaced.is_set():
+                try:
+                    probes.append((await client.get("/healthz")).status_code)
+                except httpx.TransportError as error:
+                    probes.append(repr(error))
+                await asyncio.sleep(0.02)
+
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=AUTH, timeout=60, limits=limits
+        ) as client:
+            running = [asyncio.ensure_future(_stream(client, events)) for events in streams]
+            await _until(lambda: all(streams))
+            probing = asyncio.ensure_future(probe(client))
+            server.process.send_signal(signal.SIGHUP)
+
+            def renewed() -> bool:
+                workers = set(_workers(server.process.pid))
+                return len(workers) == 2 and not workers & old
+
+            await _until(renewed, timeout=120)
+            replaced.set()
+            await asyncio.gather(probing, *running)
+            assert server.process.poll() is None  # still serving
+            new = set(_workers(server.process.pid))
+            assert (await client.get("/healthz")).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert _exit_code(server) == 0
+
+    assert all(ended_within(pid, 1) for pid in old)
+    assert len(new) == 2 and not new & old
+    assert probes and set(probes) == {200}, probes
+    assert [[name for name, _ in events][-1] for events in streams] == ["done"] * 4
+    rows = await _logs(f"sqlite:///{tmp_path / 'server.db'}")
+    assert [row["status"] for row in rows] == ["ok"] * 4

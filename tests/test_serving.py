@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gptactions.config import Settings
-from gptactions.serving import http_limits, log_config
+from gptactions.serving import IsoAccessFormatter, http_limits, log_config
 from tests.conftest import ADMIN_KEY
 from tests.serving import Server, serve
 
@@ -264,3 +264,30 @@ def test_a_client_that_leaves_inside_its_body_is_counted_499_not_an_error(
     log = server.log.read_text()
     assert "Traceback" not in log
     assert "unhandled error" not in log
+
+
+def test_the_access_log_keeps_secrets_and_searches_out_of_its_lines() -> None:
+    """An OpenID Connect provider's callback carries its code, `/logs?q=` what a user wrote:
+    the access line names the parameters, not their values."""
+    formatter = IsoAccessFormatter(
+        '%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
+    )
+
+    def line(path: str) -> str:
+        record = logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("1.2.3.4:5", "GET", path, "1.1", 200),
+            None,
+        )
+        return formatter.format(record)
+
+    callback = line("/oauth/oidc/callback?code=c0de-s3cret&state=st4te")
+    assert "c0de-s3cret" not in callback and "st4te" not in callback
+    assert "code=REDACTED&state=REDACTED" in callback
+    search = line("/api/v1/gpt/logs?q=my+diagnosis&userId=alice&limit=5")
+    assert "diagnosis" not in search and "userId=alice&limit=5" in search
+    assert line("/api/v1/gpt/status").endswith('"GET /api/v1/gpt/status HTTP/1.1" 200 OK')

@@ -1,12 +1,19 @@
 """Graceful restarts: uvicorn's server, stopping the way an orchestrator expects.
 
-On SIGTERM (or SIGINT) the server stops accepting connections and lets the requests in flight
-finish for up to `GPTACTIONS_SHUTDOWN_GRACE` seconds. Then the app's `Runtime.stopping` is set:
+On SIGTERM (or SIGINT, or SIGHUP) the server answers with `Connection: close` from then on,
+accepts the connections the kernel already holds for it and stops accepting, and for up to
+`GPTACTIONS_SHUTDOWN_GRACE` seconds lets the requests in flight finish and its clients close
+their idle keep-alive connections (or these time out). Then the app's `Runtime.stopping` is set:
 each request still running is cancelled, stores its partial reply as `cancelled`, and tells its
 client the server is restarting (a 503, or a last `error` event on an open stream). A second
-signal skips what is left of the grace, but the partial replies are still stored. The process
-then exits 0, where uvicorn would re-raise the signal and die by it. A worker's supervisor dying
-only ever starts the grace (`stop_signals`): it may be signalled more than once.
+SIGTERM or SIGINT skips what is left of the grace, but the partial replies are still stored. The
+process then exits 0, where uvicorn would re-raise the signal and die by it.
+
+SIGHUP (a terminal closed; systemd's `SendSIGHUP=yes`) only ever starts the grace, unless the
+process was started ignoring it (`nohup`), which it then keeps doing. So do a worker's
+`stop_signals`: systemd's SIGTERM and the one its supervisor forwards both reach a worker, as does
+the signal of a supervisor that died, maybe more than once; only SIGINT, which the supervisor
+sends on a second signal of its own, ends a worker's grace (`gptactions.workers`).
 """
 
 from __future__ import annotations
@@ -18,11 +25,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+from gptactions.serving import APP, STARTUP_FAILURE, drain, uvicorn_options
+
+if TYPE_CHECKING:
+    from gptactions.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,9 @@ RECORD_TIMEOUT = 10.0
 # Seconds the app's own shutdown (closing the model and the database) may take.
 CLOSE_TIMEOUT = 15.0
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
+# Passes of the event loop, as the stop begins, to accept the connections the kernel holds and
+# read their requests: a connection accepted, then its request read, each a pass later on asyncio.
+_TAKE_IN_PASSES = 4
 
 
 def _stopping_event(app: Any) -> asyncio.Event | None:
@@ -50,21 +65,37 @@ class GracefulServer(uvicorn.Server):
     """uvicorn's server with a bounded grace that ends, rather than drops, what is running."""
 
     def __init__(
-        self, config: uvicorn.Config, *, grace: float, stop_signals: tuple[signal.Signals, ...] = ()
+        self,
+        config: uvicorn.Config,
+        *,
+        grace: float,
+        stop_signals: tuple[signal.Signals, ...] = (),
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.grace = grace
         self.stop_signals = stop_signals
         """Signals that start the grace and never end it, however often they come."""
+        self.on_started = on_started
+        """Called once the server listens, its app started (a worker tells its supervisor)."""
+
+    def signal_handlers(self) -> dict[signal.Signals, Callable[[int, FrameType | None], None]]:
+        """What each signal does while serving: starts the grace, and maybe ends it."""
+        handlers: dict[signal.Signals, Callable[[int, FrameType | None], None]]
+        handlers = {sig: self.handle_exit for sig in _HANDLED}
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under `nohup`
+            handlers[signal.SIGHUP] = self.handle_stop
+        return handlers | {sig: self.handle_stop for sig in self.stop_signals}
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        """Handle SIGINT and SIGTERM while serving; unlike uvicorn, do not re-raise them after."""
+        """Handle the signals while serving; unlike uvicorn, do not re-raise them after."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in _HANDLED}
-        original |= {sig: signal.signal(sig, self.handle_stop) for sig in self.stop_signals}
+        original = {
+            sig: signal.signal(sig, handler) for sig, handler in self.signal_handlers().items()
+        }
         try:
             yield
         finally:
@@ -80,25 +111,51 @@ class GracefulServer(uvicorn.Server):
         else:
             log.info("stopping: %g s for the requests in flight to finish", self.grace)
             self.should_exit = True
+            drain(self.server_state)
 
     def handle_stop(self, sig: int, frame: FrameType | None) -> None:
         """One of `stop_signals`: starts the grace if nothing has yet, and never ends it."""
         if not self.should_exit:
             self.handle_exit(sig, frame)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up; then, if it started and is not stopping already, `on_started`."""
+        await super().startup(sockets)
+        if self.started and not self.should_exit and self.on_started is not None:
+            self.on_started()
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, wait out the grace, end what still runs, then close the app."""
+        # Accept first the connections the kernel already holds for us: a listening socket
+        # closed with connections in its queue resets them, and nginx, which may have sent a
+        # request on one, answers a POST there 502 (it never retries one it sent). A pass of
+        # the loop accepts, the next reads (on plain asyncio, a pass later each).
+        for _ in range(_TAKE_IN_PASSES):
+            await asyncio.sleep(0)
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        for connection in list(self.server_state.connections):
-            connection.shutdown()  # idle ones close; busy ones close after their answer
+        # Unlike uvicorn, leave the idle keep-alive connections open: closed now, one may be
+        # carrying a request its client just sent (nginx: a 502 again). They close as they
+        # would anyway, by their client (nginx's keepalive_timeout is below ours) or by their
+        # keep-alive timeout; a request on one meanwhile is answered with `Connection: close`
+        # (`serving.drain`), as is every answer from now on.
         deadline = time.monotonic() + self.grace
+        state = self.server_state
         # Wake up often enough to notice a second signal (`force_exit`).
-        while self.server_state.tasks and not self.force_exit and time.monotonic() < deadline:
-            await asyncio.wait(set(self.server_state.tasks), timeout=0.1)
-        running = set(self.server_state.tasks)
+        while (state.tasks or state.connections) and not self.force_exit:
+            if time.monotonic() >= deadline:
+                break
+            if state.tasks:
+                await asyncio.wait(set(state.tasks), timeout=0.1)
+            else:
+                await asyncio.sleep(0.1)
+        # The grace is over: no request may start any more (idle connections close; busy ones
+        # close after their answer), and those running end now.
+        for connection in list(state.connections):
+            connection.shutdown()
+        running = set(state.tasks)
         if running:
             log.warning("ending %d request(s) still running: restarting", len(running))
             stopping = _stopping_event(self.config.loaded_app)
@@ -118,3 +175,26 @@ class GracefulServer(uvicorn.Server):
             await asyncio.wait_for(self.lifespan.shutdown(), timeout=CLOSE_TIMEOUT)
         except TimeoutError:
             log.error("the app did not close in %g s", CLOSE_TIMEOUT)
+
+
+def serve_one(
+    settings: Settings,
+    sockets: list[socket.socket] | None = None,
+    *,
+    stop_signals: tuple[signal.Signals, ...] = (),
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """One server process, stopping gracefully; exits 3 when the app fails to start.
+
+    `stop_signals` only ever start the grace, where a second SIGTERM or SIGINT ends it;
+    `on_started` is called once the server listens.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(APP, **uvicorn_options(settings))
+    server = GracefulServer(
+        config, grace=settings.shutdown_grace, stop_signals=stop_signals, on_started=on_started
+    )
+    server.run(sockets)
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)

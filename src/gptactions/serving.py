@@ -9,6 +9,11 @@ The subclass below counts the bytes of a request's head before handing them to t
 process holds more connections than its budget, closes the oldest ones that are not running a
 request (slowloris connections are all of that kind), so a legitimate request always gets in.
 
+Once the server drains (`drain`, at the stop signal itself), every response whose head is still
+to be sent says `Connection: close`, and its connection closes after it: a client (nginx) learns
+from the answer not to send another request on it, instead of sending one onto a connection the
+server is closing, which for a POST nginx answers 502 rather than retry.
+
 uvicorn also writes a response's head and its body in two writes. A process killed between them
 leaves the client (or nginx, which passes the head on) a `200` whose body never comes. The cycle's
 transport here holds a head with a `Content-Length` back until its body is written, so the two
@@ -18,12 +23,11 @@ leave in one write: a client gets the whole answer or no answer at all.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import logging
 import resource
-import signal
-import socket
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +41,7 @@ from uvicorn.server import ServerState
 
 from gptactions.api.errors import error_body
 from gptactions.config import Settings
+from gptactions.llm.redact import redacted_query
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class _Room:
     def __init__(self) -> None:
         self.idle: dict[GuardedHttpProtocol, None] = {}  # oldest first
         self.evicted: set[GuardedHttpProtocol] = set()  # closed, connection_lost not yet seen
+        self.draining = False  # the server is stopping: no response keeps its connection
 
     def make_room(self, connections: int, limit: int) -> None:
         """Close the oldest idle connections until at most `limit` remain open."""
@@ -220,6 +226,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:  # not an upgrade: a new cycle
             self.cycle.transport = _HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
+            if self.room.draining:
+                self.cycle.keep_alive = False
+
+    def drain(self) -> None:
+        """The responses still to come on this connection say `Connection: close`, then close it.
+
+        A response whose head is out (a stream's) can no longer say it: its client may send the
+        next request as soon as it ends, so the connection stays open after it, as an idle one
+        (`gptactions.graceful`), and that request is answered with `Connection: close`.
+        """
+        cycles = [self.cycle, *(cycle for cycle, _ in self.pipeline)]
+        for cycle in cycles:
+            if cycle is not None and not cycle.response_started:
+                cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         """What comes next on this connection is the next request's head."""
@@ -277,6 +297,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.head_timer = None
 
 
+def drain(server_state: ServerState) -> None:
+    """The server stops: from now on every response on its connections says `Connection: close`.
+
+    Called from the stop signal's handler, so that the answers sent before uvicorn's next tick
+    (up to 0.1 s later) begins the shutdown say it too. Plain attribute writes, safe wherever the
+    signal interrupts.
+    """
+    _rooms.setdefault(server_state, _Room()).draining = True
+    for connection in list(server_state.connections):
+        if isinstance(connection, GuardedHttpProtocol):
+            connection.drain()
+
+
 def raise_open_files_limit() -> int:
     """Raise this process's soft limit on open files towards its hard limit; return the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -317,7 +350,17 @@ class IsoFormatter(_IsoTime, DefaultFormatter):
 
 
 class IsoAccessFormatter(_IsoTime, AccessFormatter):
-    """uvicorn's access-log formatter, with an ISO 8601 timestamp."""
+    """uvicorn's access-log formatter, with an ISO 8601 timestamp, and the values of query
+    parameters that carry a secret or a user's words (`code`, `state`, tokens, `/logs?q=`)
+    written `REDACTED`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, its request's path redacted (uvicorn passes it as the third argument)."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[2]):
+            record = copy.copy(record)
+            record.args = (args[0], args[1], redacted_query(str(args[2])), args[3], args[4])
+        return super().formatMessage(record)
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -389,24 +432,3 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": http_protocol(limits),
         "timeout_graceful_shutdown": settings.shutdown_grace,
     }
-
-
-def serve_one(
-    settings: Settings,
-    sockets: list[socket.socket] | None = None,
-    *,
-    stop_signals: tuple[signal.Signals, ...] = (),
-) -> None:
-    """One server process, stopping gracefully; exits 3 when the app fails to start.
-
-    `stop_signals` only ever start the grace, where a second SIGTERM or SIGINT ends it.
-    """
-    import uvicorn
-
-    from gptactions.graceful import GracefulServer
-
-    config = uvicorn.Config(APP, **uvicorn_options(settings))
-    server = GracefulServer(config, grace=settings.shutdown_grace, stop_signals=stop_signals)
-    server.run(sockets)
-    if not server.started:
-        raise SystemExit(STARTUP_FAILURE)

@@ -13,12 +13,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
 
 import httpx2
 
 from gptactions import __version__
-from gptactions.llm.redact import redact
+from gptactions.llm.redact import REDACTED, redact, redacted_query
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -122,23 +121,6 @@ CREDENTIAL_HEADER = re.compile(
 """Header attributes whose values are credentials: the clients' API keys and OAuth tokens."""
 
 URL_ATTRIBUTES = frozenset({"http.url", "http.target", "url.full", "url.query"})
-SENSITIVE_QUERY = frozenset(
-    {
-        "access_token",
-        "client_secret",
-        "code",
-        "code_verifier",
-        "password",
-        "q",
-        "refresh_token",
-        "state",
-        "token",
-    }
-)
-"""Query parameters whose values are kept out of spans: OAuth's codes and tokens (a sign-in
-provider's callback carries them), and `/logs?q=`, which quotes what users wrote."""
-
-REDACTED = "REDACTED"
 
 
 class RedactingExporter(_SpanExporter):
@@ -223,19 +205,6 @@ class RedactingExporter(_SpanExporter):
         if isinstance(value, tuple | list):
             return tuple(self._value(item) for item in value)
         return value
-
-
-def redacted_query(url: str) -> str:
-    """`url` (or a bare query string) with the values of `SENSITIVE_QUERY`'s parameters
-    replaced by `REDACTED`; the same string when it holds none."""
-    base, mark, query = url.rpartition("?")
-    if not mark:
-        base, query = "", url
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(name in SENSITIVE_QUERY for name, _ in pairs):
-        return url
-    kept = [(name, REDACTED if name in SENSITIVE_QUERY else value) for name, value in pairs]
-    return f"{base}{mark}{urlencode(kept)}"
 
 
 class TracedTransport(httpx2.AsyncBaseTransport):

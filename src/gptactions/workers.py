@@ -9,11 +9,20 @@ the way it drains one, where uvicorn's workers cancel what runs after their grac
 listens only once its app has started, so a starting (or restarting) worker is given no
 connections it would keep waiting.
 
-The supervisor forwards SIGTERM and SIGINT to the workers (a second signal ends their grace, as
-it does for one process), replaces a worker that dies, and stops with exit status 3 when a worker
-fails to start (the app, or the port: it would fail the same way again). The workers are in a
-process group of their own, so a terminal's Ctrl+C reaches them once, through the supervisor;
-each also stops gracefully if the supervisor dies (`SUPERVISOR_DIED`).
+On SIGTERM or SIGINT the supervisor sends each worker SIGTERM, which starts its grace; on a second
+signal, SIGINT (`HURRY`), which ends it, as a second signal does for one process. A worker's own
+SIGTERM only ever starts its grace: systemd's default `KillMode=control-group` sends SIGTERM to
+every process of the unit, and a worker given both systemd's and the supervisor's must not take
+the second for an operator's hurry. The workers are in a process group of their own, so a
+terminal's Ctrl+C reaches them once, through the supervisor; each also stops gracefully if the
+supervisor dies (`SUPERVISOR_DIED`).
+
+The supervisor replaces a worker that dies, and stops with exit status 3 when a worker fails to
+start (the app, or the port: it would fail the same way again). On SIGHUP it replaces every
+worker, one at a time: a new worker starts beside the old one, and once it serves, the old one
+stops gracefully; the next starts once it has ended. New workers load the code installed now (an
+upgrade without dropping a request); one that fails to start ends the reload, and the workers
+running keep serving.
 """
 
 from __future__ import annotations
@@ -27,13 +36,15 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from types import FrameType
 
 from gptactions import serving
 from gptactions.config import Settings
-from gptactions.graceful import CLOSE_TIMEOUT, RECORD_TIMEOUT
+from gptactions.graceful import CLOSE_TIMEOUT, RECORD_TIMEOUT, serve_one
 from gptactions.metrics import Metrics
 from gptactions.serving import STARTUP_FAILURE
 
@@ -50,6 +61,10 @@ Not SIGTERM: the kernel sends it once per thread of the supervisor that exits wh
 is its child (the worker is handed to the next live thread, then to init), so a supervisor of
 two threads killed with SIGKILL sent two, and the second ended the grace as an operator's would.
 """
+HURRY = signal.SIGINT
+"""What the supervisor sends its workers on a second signal: end the grace now."""
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, SUPERVISOR_DIED)
+"""Signals that only ever start a worker's grace, however many times they come."""
 
 
 def run(settings: Settings) -> None:
@@ -60,7 +75,7 @@ def run(settings: Settings) -> None:
     uvicorn's own supervisor runs them, without the graceful stop.
     """
     if settings.workers <= 1:
-        serving.serve_one(settings)
+        serve_one(settings)
     elif supported():
         raise SystemExit(Supervisor(settings).run())
     else:
@@ -94,8 +109,9 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_main() -> None:
-    """A worker process: its own socket on the port, then one graceful server."""
+def worker_main(ready: Event | None = None) -> None:
+    """A worker process: its own socket on the port, then one graceful server; `ready` is set
+    once it serves."""
     os.setpgrp()  # the supervisor forwards the terminal's signals, once
     with contextlib.suppress(OSError, AttributeError):
         # Stop (gracefully) when the supervisor dies, rather than serve on as an orphan. Until
@@ -111,32 +127,55 @@ def worker_main() -> None:
         print(f"worker {os.getpid()}: cannot bind {settings.host}:{settings.port}: {error}")
         raise SystemExit(STARTUP_FAILURE) from None
     try:
-        serving.serve_one(settings, [sock], stop_signals=(SUPERVISOR_DIED,))
+        serve_one(
+            settings,
+            [sock],
+            stop_signals=WORKER_STOP_SIGNALS,
+            on_started=None if ready is None else ready.set,
+        )
     finally:
-        # Stopped: a late repeat of the signal must not end the process by its default action.
-        signal.signal(SUPERVISOR_DIED, signal.SIG_IGN)
+        # Stopped: a late repeat of a signal must not end the process by its default action.
+        for sig in WORKER_STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+@dataclass
+class _Worker:
+    """A worker process, the event it sets once it serves, and when it was started."""
+
+    process: BaseProcess
+    ready: Event
+    started: float
+
+    @property
+    def running(self) -> bool:
+        """Whether it has not exited yet."""
+        return self.process.exitcode is None
 
 
 class Supervisor:
-    """Starts `settings.workers` workers, keeps them running, and stops them on a signal."""
+    """Starts `settings.workers` workers, keeps them running, replaces them all on SIGHUP, and
+    stops them on SIGTERM or SIGINT."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
-        self._workers: list[BaseProcess] = []
-        self._started: list[float] = []
+        self._workers: list[_Worker] = []  # one per slot
+        self._retiring: list[_Worker] = []  # replaced by a reload, stopping gracefully
+        self._incoming: _Worker | None = None  # a reload's next worker, starting
+        self._reloading: list[int] = []  # the slots a reload has still to replace
         self._signals = 0
 
     def run(self) -> int:
         """Serve until a signal (0) or a worker that cannot start (3); the exit status."""
         logging.config.dictConfig(serving.log_config(self.settings.log_level))
-        original = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal}
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under `nohup`
+            handlers[signal.SIGHUP] = self._on_hangup
+        original = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             for _ in range(self.settings.workers):
                 self._workers.append(self._start())
-                self._started.append(time.monotonic())
             status = self._supervise()
             self._stop()
             return status
@@ -144,52 +183,110 @@ class Supervisor:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
 
-    def _start(self) -> BaseProcess:
-        worker = self._context.Process(target=worker_main, name="gptactions-worker")
-        worker.start()
-        log.info("started worker [%s]", worker.pid)
-        return worker
+    def _start(self) -> _Worker:
+        ready = self._context.Event()
+        process = self._context.Process(target=worker_main, args=(ready,), name="gptactions-worker")
+        process.start()
+        log.info("started worker [%s]", process.pid)
+        return _Worker(process, ready, time.monotonic())
+
+    def _live(self) -> list[_Worker]:
+        incoming = [] if self._incoming is None else [self._incoming]
+        return [worker for worker in [*self._workers, *self._retiring, *incoming] if worker.running]
+
+    def _tell(self, sig: signal.Signals, workers: list[_Worker]) -> None:
+        for worker in workers:
+            if worker.process.pid is not None and worker.running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, sig)
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        """The first signal starts every worker's grace; any later one ends it."""
         self._signals += 1
-        for worker in self._workers:
-            if worker.pid is not None and worker.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGTERM)
+        self._tell(signal.SIGTERM if self._signals == 1 else HURRY, self._live())
+
+    def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
+        """SIGHUP: replace every worker (again, if a reload is under way)."""
+        log.info("SIGHUP: replacing the %d workers one at a time", len(self._workers))
+        self._reloading = list(range(len(self._workers)))
 
     def _supervise(self) -> int:
         while not self._signals:
-            wait([worker.sentinel for worker in self._workers], timeout=0.5)
-            for slot, worker in enumerate(self._workers):
-                if worker.exitcode is None or self._signals:
-                    continue
-                if worker.exitcode == STARTUP_FAILURE:
-                    log.error("worker [%s] failed to start: stopping", worker.pid)
-                    return STARTUP_FAILURE
-                log.warning(
-                    "worker [%s] died (exit status %s): starting another",
-                    worker.pid,
-                    worker.exitcode,
-                )
-                Metrics.worker_stopped(worker.pid)  # its live gauges (queue depth...) are gone
-                pause = self._started[slot] + RESTART_PAUSE - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                self._workers[slot] = self._start()
-                self._started[slot] = time.monotonic()
+            reloading = self._incoming is not None or self._reloading
+            wait(
+                [worker.process.sentinel for worker in self._live()],
+                timeout=0.1 if reloading else 0.5,
+            )
+            if self._signals:
+                break
+            self._retiring = [worker for worker in self._retiring if worker.running]
+            status = self._replace_the_dead()
+            if status:
+                return status
+            self._reload()
         return 0
 
+    def _replace_the_dead(self) -> int:
+        """Start a worker in the place of each that died; 3 if one could not start."""
+        for slot, worker in enumerate(self._workers):
+            if worker.running or self._signals:
+                continue
+            if worker.process.exitcode == STARTUP_FAILURE:
+                log.error("worker [%s] failed to start: stopping", worker.process.pid)
+                return STARTUP_FAILURE
+            log.warning(
+                "worker [%s] died (exit status %s): starting another",
+                worker.process.pid,
+                worker.process.exitcode,
+            )
+            Metrics.worker_stopped(worker.process.pid)  # its live gauges (queue depth...) are gone
+            pause = worker.started + RESTART_PAUSE - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self._workers[slot] = self._start()
+        return 0
+
+    def _reload(self) -> None:
+        """The reload's next step: start a slot's new worker once the previous old one ended;
+        once it serves, stop the old one gracefully in its place."""
+        incoming = self._incoming
+        if incoming is None:
+            if self._reloading and not self._retiring:
+                self._incoming = self._start()
+        elif incoming.ready.is_set():
+            slot = self._reloading.pop(0)
+            old, self._workers[slot] = self._workers[slot], incoming
+            self._incoming = None
+            log.info(
+                "worker [%s] serves: stopping worker [%s]", incoming.process.pid, old.process.pid
+            )
+            self._retiring.append(old)
+            self._tell(signal.SIGTERM, [old])
+        elif not incoming.running:
+            log.error(
+                "worker [%s] failed to start (exit status %s): the reload stops, the %d running "
+                "workers keep serving",
+                incoming.process.pid,
+                incoming.process.exitcode,
+                len(self._workers),
+            )
+            self._incoming = None
+            self._reloading = []
+
     def _stop(self) -> None:
-        """Every worker stopped: told once more (if no signal did), waited for, killed last."""
+        """Every worker stopped: told (again: a worker's SIGTERM only ever starts its grace, and
+        one may have started after the signal), waited for, killed last."""
         if not self._signals:
-            self._on_signal(signal.SIGTERM, None)
-        log.info("stopping %d workers", len(self._workers))
+            self._signals = 1
+        self._tell(signal.SIGTERM, self._live())
+        workers = self._live()
+        log.info("stopping %d workers", len(workers))
         limit = (
             time.monotonic() + self.settings.shutdown_grace + RECORD_TIMEOUT + CLOSE_TIMEOUT + 10
         )
-        for worker in self._workers:
-            worker.join(max(0.0, limit - time.monotonic()))
-            if worker.exitcode is None:
-                log.error("worker [%s] did not stop in time: killing it", worker.pid)
-                worker.kill()
-                worker.join()
+        for worker in workers:
+            worker.process.join(max(0.0, limit - time.monotonic()))
+            if worker.running:
+                log.error("worker [%s] did not stop in time: killing it", worker.process.pid)
+                worker.process.kill()
+                worker.process.join()

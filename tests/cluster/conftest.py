@@ -35,12 +35,14 @@ DRIP_SECONDS = 0.3
 
 @dataclass(frozen=True)
 class Cluster:
-    """Two replicas behind nginx, their database, and the upstream their `mock` backend calls."""
+    """Two replicas behind nginx, their database, the upstream their `mock` backend calls, and
+    their environment (to start a replica again)."""
 
     nginx: Nginx
     replicas: tuple[Server, Server]
     database_url: str
     upstream: FaultyUpstream
+    environment: dict[str, str]
 
     def client(self, key: str, url: str | None = None, **options: Any) -> httpx.AsyncClient:
         """A client of nginx (or of `url`, one replica) with `key` as its bearer."""
@@ -128,4 +130,4 @@ def start_cluster(
             )
         addresses = [server.url.removeprefix("http://") for server in replicas]
         proxy = stack.enter_context(run_nginx(binary, directory / "nginx", addresses))
-        yield Cluster(proxy, (replicas[0], replicas[1]), database_url, upstream)
+        yield Cluster(proxy, (replicas[0], replicas[1]), database_url, upstream, environment)

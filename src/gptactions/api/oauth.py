@@ -24,7 +24,7 @@ from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
 from gptactions.api.errors import NO_STORE, error_response, oauth_error_response
 from gptactions.api.forwarded import client_address, public_origin
-from gptactions.api.pages import page
+from gptactions.api.pages import page, page_base, serve_pages
 from gptactions.runtime import Runtime
 from gptactions.services.oauth import OAUTH_SCOPES, SCOPE_DESCRIPTIONS
 from gptactions.services.oauth_registration import RegistrationError, register_client
@@ -186,7 +186,7 @@ def _login(
         "login.html",
         status,
         client_name=authorization.client_name,
-        action="/oauth/authorize",
+        action=page_base() + "/oauth/authorize",
         params=hidden,
         provider_params=hidden,
         error=error,
@@ -268,6 +268,7 @@ async def validated_query(
 @router.get("/oauth/authorize")
 async def authorize(request: Request, runtime: RuntimeDep) -> Response:
     """The start of the authorization code grant: the sign-in form."""
+    serve_pages(request, runtime.settings)
     checked = await validated_query(request, runtime)
     if isinstance(checked, Response):
         return checked
@@ -277,6 +278,7 @@ async def authorize(request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/oauth/authorize")
 async def authorize_form(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form's and the consent form's answers."""
+    serve_pages(request, runtime.settings)
     try:
         form = await read_form(request)
     except BadParameter as error:

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
 from gptactions.api.oauth import BadParameter, error_page, read_form, signed_in, typed_username
-from gptactions.api.pages import page
+from gptactions.api.pages import page, page_base, serve_pages
 from gptactions.runtime import Runtime
 from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 from gptactions.services.oauth_grants import Authorizations, list_grants, revoke_grant
@@ -34,7 +34,7 @@ def _sign_in(
     return page(
         "authorizations_login.html",
         status,
-        action=PATH,
+        action=page_base() + PATH,
         params={},
         provider_params={"next": NEXT},
         error=error,
@@ -72,14 +72,16 @@ async def authorizations_page(runtime: Runtime, user: UserInfo) -> Response:
 
 
 @router.get(PATH)
-async def authorizations(runtime: RuntimeDep) -> Response:
+async def authorizations(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form of the page of the applications the user allowed."""
+    serve_pages(request, runtime.settings)
     return _sign_in(runtime)
 
 
 @router.post(PATH)
 async def authorizations_form(request: Request, runtime: RuntimeDep) -> Response:
     """The sign-in form's answer (the list), and the Revoke buttons' (the list without it)."""
+    serve_pages(request, runtime.settings)
     try:
         form = await read_form(request)
     except BadParameter as error:

@@ -26,6 +26,7 @@ from gptactions.api.oauth import (
     validated_query,
 )
 from gptactions.api.oauth_authorizations import NEXT, authorizations_page
+from gptactions.api.pages import page_base, serve_pages
 from gptactions.services.oidc import SIGN_IN_LIFETIME, OidcError
 from gptactions.services.users import TooManyAttempts
 
@@ -40,6 +41,7 @@ _NOT_CONFIGURED = "signing in through a provider is not configured on this serve
 @router.get("/oauth/oidc/start")
 async def start(request: Request, runtime: RuntimeDep) -> Response:
     """Send the browser to the OpenID Connect provider to sign in."""
+    serve_pages(request, runtime.settings)
     if runtime.oidc is None:
         return error_page(_NOT_CONFIGURED, 404)
     if request.query_params.get("next") == NEXT:
@@ -64,7 +66,7 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
         COOKIE,
         started.state,
         max_age=int(SIGN_IN_LIFETIME.total_seconds()),
-        path=COOKIE_PATH,
+        path=page_base() + COOKIE_PATH,
         secure=base.startswith("https://"),
         httponly=True,
         samesite="lax",  # sent on the provider's top-level redirect back to us
@@ -75,6 +77,7 @@ async def start(request: Request, runtime: RuntimeDep) -> Response:
 @router.get(CALLBACK_PATH)
 async def callback(request: Request, runtime: RuntimeDep) -> Response:
     """The provider's answer: on success, the consent page for the signed-in user."""
+    serve_pages(request, runtime.settings)
     if runtime.oidc is None:
         return error_page(_NOT_CONFIGURED, 404)
     query = request.query_params
@@ -100,5 +103,5 @@ async def callback(request: Request, runtime: RuntimeDep) -> Response:
             response = checked
         else:
             response = await consent_page(runtime, checked, returned.user)
-    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(COOKIE, path=page_base() + COOKIE_PATH)
     return response

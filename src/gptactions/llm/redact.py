@@ -6,7 +6,7 @@ import base64
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -100,3 +100,36 @@ class LogRedactor(logging.Filter):
             if scrubbed != message:
                 record.msg, record.args = scrubbed, ()
         return True
+
+
+SENSITIVE_QUERY = frozenset(
+    {
+        "access_token",
+        "client_secret",
+        "code",
+        "code_verifier",
+        "password",
+        "q",
+        "refresh_token",
+        "state",
+        "token",
+    }
+)
+"""Query parameters whose values are kept out of spans and the access log: OAuth's codes and
+tokens (a sign-in provider's callback carries them), and `/logs?q=`, which quotes what users
+wrote."""
+
+REDACTED = "REDACTED"
+
+
+def redacted_query(url: str) -> str:
+    """`url` (or a bare query string) with the values of `SENSITIVE_QUERY`'s parameters
+    replaced by `REDACTED`; the same string when it holds none."""
+    base, mark, query = url.rpartition("?")
+    if not mark:
+        base, query = "", url
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name in SENSITIVE_QUERY for name, _ in pairs):
+        return url
+    kept = [(name, REDACTED if name in SENSITIVE_QUERY else value) for name, value in pairs]
+    return f"{base}{mark}{urlencode(kept)}"
