@@ -105,9 +105,10 @@ def create_app(
         stopping=runtime.stopping,
         deadline=settings.request_deadline,
     )
-    # The OAuth server's forms and registrations too: nothing reads an unbounded body.
+    # The OAuth server's forms and registrations, and MCP's messages, too: nothing reads an
+    # unbounded body, and every 413 is in the API's error shape.
     app.add_middleware(
-        BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=(*guarded, "/oauth/")
+        BodyGuard, max_body_bytes=settings.max_body_bytes, prefix=(*guarded, "/oauth/", "/mcp")
     )
     # Outside BodyGuard, so that its 413s are recorded too.
     app.add_middleware(RecordRejections, runtime=runtime)

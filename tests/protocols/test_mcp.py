@@ -221,3 +221,18 @@ async def test_get_and_delete_are_405_and_requests_log_no_session_line(
     # The transport's own logger (its manager's says once that it started, and stopped).
     transport = [r for r in caplog.records if r.name == "mcp.server.streamable_http"]
     assert not [r.getMessage() for r in transport if r.levelno >= logging.INFO]
+
+
+async def test_a_message_over_the_body_limit_is_413_in_the_apis_shape(api: ApiClient) -> None:
+    """MCP's messages are bounded like every other body, and refused in the one error shape."""
+    big = initialize_message("a client") | {"padding": "x" * (api.runtime.settings.max_body_bytes)}
+    answer = await api.http.post(
+        "/mcp",
+        json=big,
+        headers={
+            "Authorization": f"Bearer {ADMIN_KEY}",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large"
