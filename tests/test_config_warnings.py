@@ -78,3 +78,4 @@ def test_a_short_admin_key_is_a_settings_error_not_a_traceback() -> None:
     described = describe_invalid_settings(raised.value)
     assert "GPTACTIONS_API_KEY: an API key must be at least 20 characters long" in described
     assert "short" not in described  # never the value
+    assert Settings(api_key="").api_key is None  # empty is no key, as in a compose file

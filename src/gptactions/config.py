@@ -337,8 +337,11 @@ class Settings(BaseSettings):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        """Said here, by name, rather than as a traceback when the key is imported."""
-        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+        """Said here, by name, rather than as a traceback when the key is imported; empty
+        (`GPTACTIONS_API_KEY=` in a compose file, say) is no key."""
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_KEY_LENGTH:
             raise ValueError(f"an API key must be at least {MIN_KEY_LENGTH} characters long")
         return value
 

@@ -12,6 +12,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import Connection
 
 from gptactions.services.interactions import SEARCH_MAX_LENGTH, SEARCH_MAX_WORDS
+from gptactions.services.keys import USERS_TENANT
 from gptactions.services.retention import Retention
 from gptactions.store import queries, search
 from gptactions.store.db import Database, alembic_config
@@ -211,7 +212,11 @@ async def test_an_oauth_user_finds_only_their_own_rows(api: ApiClient) -> None:
     alice = await token(api, "alice")
     await store(
         api.runtime.database,
-        [row(1, "shared word from alice", user_id="alice"), row(2, "shared word from bob")],
+        [
+            row(1, "shared word from alice", user_id="alice", tenant=USERS_TENANT),
+            row(2, "shared word from bob", tenant=USERS_TENANT, user_id="bob"),
+            row(3, "shared word from a key's alice", user_id="alice"),  # tenant default
+        ],
     )
     assert await found(api, "shared word", alice) == ["shared word from alice"]
     other = await api.get(LOGS, alice, params={"q": "shared", "userId": "someone"})
