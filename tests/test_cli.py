@@ -1,33 +1,80 @@
-"""The command line, run as a user runs it: `python -m gptactions ...` in a subprocess."""
+"""The command line, as a user runs it: most commands through its entry point in this process
+(with their own environment, directory, standard input and output: a subprocess would only add a
+second of imports to each), and a few as `python -m gptactions ...` in a subprocess (the entry
+point itself, a closed pipe, the model, the server)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import click
 import httpx
 import pytest
 import sqlalchemy
 import yaml
 from alembic import command as alembic_command
 from alembic.script import ScriptDirectory
+from click.testing import CliRunner
 from openapi_spec_validator import validate
 
+from gptactions import cli
+from gptactions.services.keys import DEFAULT_SCOPES, DEFAULT_TENANT, SCOPES
+from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES
 from gptactions.store.db import alembic_config
 from tests.serving import serve
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What a command did: its exit status and its two outputs."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _EntryPoint(click.Command):
+    """`gptactions.cli.main` as CliRunner invokes a command. An exception that escapes it is
+    printed and exits 1, as Python does at the end of a process, so that a test that looks for
+    "Traceback" in the error output sees it."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        try:
+            return cli.main(list(args or ()))
+        except Exception:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+
+
 def gptactions(
     *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+) -> Ran:
+    """`gptactions ARGS` in `cwd`, on its `server.db` unless `env` says (no other GPTACTIONS_*
+    variable: the `isolated` fixture removed them), with `stdin` as its standard input."""
+    environment = {"GPTACTIONS_DATABASE_URL": f"sqlite:///{cwd / 'server.db'}"} | (env or {})
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(_EntryPoint("gptactions"), args, input=stdin, env=environment)
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def gptactions_process(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> Ran:
+    """`python -m gptactions ARGS` in a process of its own, as a user runs it."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
     environment["GPTACTIONS_DATABASE_URL"] = f"sqlite:///{cwd / 'server.db'}"
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "gptactions", *args],
         cwd=cwd,
         env=environment | (env or {}),
@@ -36,13 +83,50 @@ def gptactions(
         text=True,
         timeout=120,
     )
+    return Ran(result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture(autouse=True)
+def never_serving(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A `serve` run in this process that gets past its checks fails the test at once, instead of
+    serving until someone stops it."""
+
+    def served(*args: object, **kwargs: object) -> None:
+        pytest.fail("`gptactions serve` started serving; it should have stopped before")
+
+    monkeypatch.setattr("gptactions.workers.run", served)
+    yield
 
 
 def test_help_lists_every_command(isolated: Path) -> None:
-    result = gptactions("--help", cwd=isolated)
+    result = gptactions_process("--help", cwd=isolated)
     assert result.returncode == 0
     for command in ("serve", "keys", "db", "openapi", "chat", "users", "oauth"):
         assert command in result.stdout
+
+
+def test_the_command_line_starts_without_the_database_layer(isolated: Path) -> None:
+    """`gptactions --help` took two seconds importing SQLAlchemy, Alembic and the services,
+    which only the commands that run need: each imports its own."""
+    heavy = ("sqlalchemy", "alembic", "pydantic_settings", "gptactions.services", "yaml")
+    script = f"import sys, gptactions.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_help_states_the_defaults_the_services_apply(isolated: Path) -> None:
+    """The help of `keys create` and `oauth clients create` writes the services' defaults out
+    (so that it imports no service): they must stay the services' own."""
+    keys_help = " ".join(gptactions("keys", "create", "--help", cwd=isolated).stdout.split())
+    assert f"(default: {' '.join(DEFAULT_SCOPES)})" in keys_help
+    assert f"The key's tenant. [default: {DEFAULT_TENANT}]" in keys_help
+    clients = gptactions("oauth", "clients", "create", "--help", cwd=isolated).stdout
+    assert f"(default: {' '.join(DEFAULT_CLIENT_SCOPES)})" in " ".join(clients.split())
+    # and what they accept is the services' (read when the option is used)
+    refused = gptactions("keys", "create", "--name", "x", "--scope", "nope", cwd=isolated)
+    assert ", ".join(map(repr, SCOPES)) in refused.stderr
 
 
 def test_keys_create_list_revoke(isolated: Path) -> None:
@@ -202,7 +286,7 @@ def test_serve_on_a_busy_port_says_so_before_doing_anything(isolated: Path) -> N
 
 @pytest.mark.model
 def test_chat_talks_to_the_model(isolated: Path) -> None:
-    result = gptactions(
+    result = gptactions_process(
         "chat", "--max-tokens", "16", cwd=isolated, stdin="What is the capital of France?\n\n"
     )
     assert result.returncode == 0, result.stderr
@@ -230,6 +314,20 @@ def test_production_refuses_to_generate_and_print_a_key(isolated: Path) -> None:
     assert result.returncode == 1
     assert "GPTACTIONS_API_KEY" in result.stderr
     assert "gpta_" not in result.stdout + result.stderr
+
+
+def test_serve_names_a_typod_variable_before_anything_else(isolated: Path) -> None:
+    (isolated / "actions.yaml").write_text("actions:\n  - name: broken\n")  # then it stops
+    environment = {
+        "GPTACTIONS_LOG_RETENTON": "30d",
+        "GPTACTIONS_ACTIONS_FILE": str(isolated / "actions.yaml"),
+    }
+    result = gptactions("serve", "--port", "1", cwd=isolated, env=environment)
+    assert result.returncode == 1
+    assert (
+        "warning: GPTACTIONS_LOG_RETENTON in the environment is not a setting and is ignored "
+        "(did you mean GPTACTIONS_LOG_RETENTION?)" in result.stderr
+    )
 
 
 def test_an_invalid_actions_file_is_a_clear_error_not_a_traceback(isolated: Path) -> None:

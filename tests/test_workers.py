@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -63,13 +64,41 @@ def _port(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Server]:
-    environment = {"GPTACTIONS_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    with serve(tmp_path, key=ADMIN_KEY, env=environment, timeout=300) as server:
-        port = _port(server)
-        _until(lambda: len(_owners(server, port, LISTEN)) == 2)  # both have started
+@contextmanager
+def _serving_two_workers(directory: Path) -> Iterator[Server]:
+    environment = {
+        "GPTACTIONS_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics"),
+    }
+    with serve(directory, key=ADMIN_KEY, env=environment, timeout=300) as server:
         yield server
+
+
+def _both_started(server: Server) -> Server:
+    port = _port(server)
+    _until(lambda: len(_owners(server, port, LISTEN)) == 2)
+    return server
+
+
+@pytest.fixture(scope="module")
+def shared_two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of two workers for the tests that leave it serving with two (a supervisor and
+    its workers take seconds to start)."""
+    with _serving_two_workers(tmp_path_factory.mktemp("workers")) as server:
+        yield server
+
+
+@pytest.fixture
+def two_workers(shared_two_workers: Server) -> Server:
+    """The shared server, once both its workers listen (a test may have replaced one)."""
+    return _both_started(shared_two_workers)
+
+
+@pytest.fixture
+def own_two_workers(tmp_path: Path) -> Iterator[Server]:
+    """A server of two workers of the test's own, which it may stop."""
+    with _serving_two_workers(tmp_path) as server:
+        yield _both_started(server)
 
 
 def test_each_worker_listens_on_its_own_socket_and_gets_connections(two_workers: Server) -> None:
@@ -111,15 +140,15 @@ def test_a_worker_that_dies_is_replaced(two_workers: Server) -> None:
     assert not _live_gauges(two_workers, first) and _live_gauges(two_workers, second)
 
 
-def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(two_workers: Server) -> None:
-    port = _port(two_workers)
-    workers = list(_owners(two_workers, port, LISTEN))
-    two_workers.process.send_signal(signal.SIGTERM)
-    assert two_workers.process.wait(timeout=60) == 0
+def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(own_two_workers: Server) -> None:
+    port = _port(own_two_workers)
+    workers = list(_owners(own_two_workers, port, LISTEN))
+    own_two_workers.process.send_signal(signal.SIGTERM)
+    assert own_two_workers.process.wait(timeout=60) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert not _sockets(port, LISTEN)
-    assert "Traceback" not in two_workers.log.read_text()
+    assert "Traceback" not in own_two_workers.log.read_text()
 
 
 def test_a_worker_that_cannot_start_stops_the_server_with_status_3(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import socket
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -17,38 +16,21 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
-import yaml
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, with_database
+from gptactions.cli_types import ServiceChoice
 from gptactions.cli_users import oauth, users
-from gptactions.config import (
-    Settings,
-    describe_invalid_settings,
-    describe_unreadable_settings,
-    parse_duration,
-)
-from gptactions.metrics import shared_between_workers
-from gptactions.services.errors import ServiceError
-from gptactions.services.keys import (
-    DEFAULT_SCOPES,
-    DEFAULT_TENANT,
-    SCOPES,
-    TERMINAL,
-    AmbiguousKey,
-    KeyInfo,
-    KeyService,
-    NewKey,
-    NoKeys,
-)
-from gptactions.store.backup import backup_sqlite, pg_dump_command
-from gptactions.store.db import Database, Upgrade
 
-if TYPE_CHECKING:  # the commands import what they need: each one starts faster
+# Each command imports what it needs when it runs: the settings, the services and the database
+# layer (SQLAlchemy, Alembic) cost a second or more to import, which `--help`, a settings error or
+# `openapi` would pay for nothing.
+if TYPE_CHECKING:
+    from gptactions.config import Settings
     from gptactions.services.interactions import LogEntry
+    from gptactions.services.keys import KeyInfo, KeyService, NewKey
+    from gptactions.store.db import Database, Upgrade
 
 T = TypeVar("T")
 
@@ -67,6 +49,8 @@ def announce_key(new_key: NewKey) -> None:
 
 async def _with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
     """Run `work` with the key service; revocations reach the replicas' caches through Redis too."""
+
+    from gptactions.services.keys import KeyService
 
     async def with_service(database: Database) -> T:
         service = KeyService(database, redis_url=settings.redis_url)
@@ -90,13 +74,20 @@ def cli() -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (GPTACTIONS_WORKERS).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin key if there is none, and serve."""
+    from gptactions.config import Settings
     from gptactions.llm.factory import BackendConfigError, backend_configs, check_model_files
+    from gptactions.metrics import shared_between_workers
     from gptactions.runtime import bootstrap_admin_key
+    from gptactions.services.keys import NoKeys
     from gptactions.workers import run as run_server
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     overrides = {name: value for name, value in given.items() if value}
     settings = Settings(**overrides)
+    from gptactions.config_warnings import settings_warnings
+
+    for warning in settings_warnings(settings):  # a typo'd variable, an unsafe production one
+        click.echo(f"warning: {warning}", err=True)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     try:
@@ -158,11 +149,13 @@ def keys() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(SCOPES),
-    help=f"A scope; repeat for several (default: {' '.join(DEFAULT_SCOPES)}).",
+    type=ServiceChoice("gptactions.services.keys", "SCOPES"),
+    # The defaults are the key service's (DEFAULT_SCOPES, DEFAULT_TENANT), written out so that
+    # the help needs no import of it; tests/test_cli.py checks that they agree.
+    help="A scope; repeat for several (default: chat actions logs).",
 )
 @click.option("--admin", is_flag=True, help="Every scope, and every tenant's logs.")
-@click.option("--tenant", default=DEFAULT_TENANT, show_default=True, help="The key's tenant.")
+@click.option("--tenant", default="default", show_default=True, help="The key's tenant.")
 @click.option(
     "--rate-limit",
     default=None,
@@ -184,6 +177,9 @@ def keys_create(
     token_limit: str | None,
 ) -> None:
     """Create a key and print it; it is shown only this once (alone on the last line)."""
+    from gptactions.config import Settings
+    from gptactions.services.keys import DEFAULT_SCOPES, SCOPES, KeyService
+
     chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
     try:
         new = _run(
@@ -234,6 +230,9 @@ def keys_list(as_json: bool) -> None:
 
     A limit shown as `-` is the server's (GPTACTIONS_RATE_LIMIT, GPTACTIONS_TOKEN_LIMIT).
     """
+    from gptactions.config import Settings
+    from gptactions.services.keys import KeyService
+
     found = _run(lambda: with_database(Settings(), lambda db: KeyService(db).list()))
     if as_json:
         click.echo(json.dumps([_key_json(k) for k in found], indent=2))
@@ -267,6 +266,9 @@ def keys_list(as_json: bool) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by its id or visible prefix (as `keys list` shows them)."""
+    from gptactions.config import Settings
+    from gptactions.services.keys import AmbiguousKey
+
     try:
         done = _run(lambda: _with_keys(Settings(), lambda keys: keys.revoke(key_id)))
     except AmbiguousKey as error:
@@ -294,6 +296,9 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration, and say what that did."""
+    from gptactions.config import Settings
+    from gptactions.store.db import Database
+
     settings = Settings()
 
     async def upgrade() -> tuple[str, Upgrade]:
@@ -318,6 +323,12 @@ def db_upgrade() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def db_backup(path: Path) -> None:
     """Back up SQLite to PATH while the server runs; for PostgreSQL, print the pg_dump line."""
+    import sqlite3
+
+    from gptactions.config import Settings
+    from gptactions.store.backup import backup_sqlite, pg_dump_command
+    from gptactions.store.db import Database
+
     database = Database(Settings().database_url)
     if not database.is_sqlite:
         click.echo(pg_dump_command(Settings().database_url, path))
@@ -340,6 +351,8 @@ def logs() -> None:
 )
 def logs_purge(older_than: str) -> None:
     """Delete interactions older than --older-than, and the conversations left empty."""
+    from gptactions.config import Settings, parse_duration
+
     settings = Settings()
     try:
         seconds = parse_duration(older_than)
@@ -399,6 +412,8 @@ def logs_export(
     output: Path | None,
 ) -> None:
     """Write the interaction log, newest first, a page at a time (any size fits in memory)."""
+    from gptactions.config import Settings
+    from gptactions.services.errors import ServiceError
     from gptactions.services.interactions import InteractionLog, LogQuery
 
     settings = Settings()
@@ -462,11 +477,16 @@ async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: IO[s
 )
 def openapi(fmt: str, scopes: str | None, auth: str, check: bool) -> None:
     """Print the OpenAPI document this server serves (or check its GPT Actions readiness)."""
+    import yaml
+
     from gptactions.api import readiness
     from gptactions.api.document import document_view, parse_scopes
     from gptactions.api.forwarded import local_origin
     from gptactions.api.openapi import build_document
+    from gptactions.config import Settings
     from gptactions.llm.factory import build_router
+    from gptactions.services.errors import ServiceError
+    from gptactions.services.keys import KeyService
 
     settings = Settings()
     try:
@@ -494,12 +514,15 @@ def openapi(fmt: str, scopes: str | None, auth: str, check: bool) -> None:
 @click.option("--max-tokens", type=int, default=None, help="Most tokens per reply.")
 def chat(user: str, max_tokens: int | None) -> None:
     """Talk to the model in the terminal; the conversation is stored like any other."""
+    from gptactions.config import Settings
+
     asyncio.run(_chat(Settings(), user, max_tokens))
 
 
 async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
     from gptactions.runtime import Runtime
     from gptactions.services.conversations import Turn
+    from gptactions.services.keys import TERMINAL
 
     runtime = Runtime(settings)
     await runtime.open()
@@ -537,12 +560,15 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
 )
 def mcp_stdio(key: str | None) -> None:
     """Serve the MCP tools on standard input and output, for desktop clients."""
+    from gptactions.config import Settings
+
     asyncio.run(_mcp_stdio(Settings(), key))
 
 
 async def _mcp_stdio(settings: Settings, key: str | None) -> None:
     from gptactions.api.mcp import serve_stdio
     from gptactions.runtime import Runtime
+    from gptactions.services.keys import TERMINAL
 
     runtime = Runtime(settings)
     await runtime.open()
@@ -568,15 +594,25 @@ def main(argv: list[str] | None = None) -> Any:
     """Entry point of the `gptactions` command."""
     try:
         return cli.main(args=argv, prog_name="gptactions")
-    except ValidationError as error:
-        if error.title != Settings.__name__:
-            raise
-        # A mistyped GPTACTIONS_* variable: say which, not pydantic's traceback.
-        click.echo(f"Error: {describe_invalid_settings(error)}", err=True)
-        raise SystemExit(1) from None
-    except SettingsError as error:  # a variable read as JSON (GPTACTIONS_BACKENDS) that is not
-        click.echo(f"Error: {describe_unreadable_settings(error)}", err=True)
-        raise SystemExit(1) from None
+    except Exception as error:
+        # Only a command that read the settings raises these: pydantic is imported by then.
+        from pydantic import ValidationError
+        from pydantic_settings import SettingsError
+
+        from gptactions.config import (
+            Settings,
+            describe_invalid_settings,
+            describe_unreadable_settings,
+        )
+
+        if isinstance(error, ValidationError) and error.title == Settings.__name__:
+            # A mistyped GPTACTIONS_* variable: say which, not pydantic's traceback.
+            click.echo(f"Error: {describe_invalid_settings(error)}", err=True)
+            raise SystemExit(1) from None
+        if isinstance(error, SettingsError):  # a variable read as JSON (GPTACTIONS_BACKENDS)
+            click.echo(f"Error: {describe_unreadable_settings(error)}", err=True)
+            raise SystemExit(1) from None
+        raise
 
 
 if __name__ == "__main__":

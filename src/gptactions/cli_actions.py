@@ -11,27 +11,17 @@ from typing import TYPE_CHECKING
 import click
 
 from gptactions.cli_database import unreachable
-from gptactions.config import Settings
-from gptactions.llm.base import BackendError
-from gptactions.services.actions import (
-    ActionCall,
-    ActionOutcome,
-    ActionRegistry,
-    ActionsFileError,
-    build_registry,
-    parse_parameter_options,
-    registry_from_file,
-)
-from gptactions.services.errors import ServiceError
-from gptactions.services.keys import TERMINAL
-from gptactions.store.outage import DatabaseUnavailable
 
 if TYPE_CHECKING:  # the commands import what they need: each one starts faster
+    from gptactions.config import Settings
     from gptactions.runtime import Runtime
+    from gptactions.services.actions import ActionCall, ActionOutcome, ActionRegistry
 
 
 def load_registry(settings: Settings) -> ActionRegistry:
     """The actions the settings describe; an invalid actions file is a clean error, not a trace."""
+    from gptactions.services.actions import ActionsFileError, build_registry
+
     try:
         return build_registry(settings)
     except ActionsFileError as error:
@@ -48,6 +38,7 @@ def actions() -> None:
 def list_actions(as_json: bool) -> None:
     """List the actions: name, origin and description."""
     from gptactions.api.openapi_actions import describe_actions
+    from gptactions.config import Settings
 
     registry = load_registry(Settings())
     if as_json:
@@ -63,6 +54,8 @@ def list_actions(as_json: bool) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def check(file: Path) -> None:
     """Check an actions file without starting the server; exit 1 if it is invalid."""
+    from gptactions.services.actions import ActionsFileError, registry_from_file
+
     try:
         registry = registry_from_file(file)
     except ActionsFileError as error:
@@ -91,9 +84,14 @@ def run(
 
     The run is checked like an API call and recorded in the log (userId `terminal`).
     """
-    settings = Settings()
+    from gptactions.config import Settings
+    from gptactions.llm.base import BackendError
     from gptactions.runtime import Runtime
+    from gptactions.services.actions import ActionCall, parse_parameter_options
+    from gptactions.services.errors import ServiceError
+    from gptactions.store.outage import DatabaseUnavailable
 
+    settings = Settings()
     runtime = Runtime(settings, registry=load_registry(settings))
     try:
         parameters = parse_parameter_options(runtime.actions.definition(name), pairs, params_json)
@@ -120,6 +118,8 @@ def run(
 
 
 async def _run(runtime: Runtime, call: ActionCall) -> ActionOutcome:
+    from gptactions.services.keys import TERMINAL
+
     try:
         await runtime.open()
         runtime.require_database()  # the run is logged: no database, no asking the model

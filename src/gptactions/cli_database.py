@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from gptactions.config import Settings
-from gptactions.store import outage
-from gptactions.store.db import Database
-from gptactions.store.outage import DatabaseUnavailable
+if TYPE_CHECKING:  # imported when a command opens the database (SQLAlchemy, Alembic: slow)
+    from gptactions.config import Settings
+    from gptactions.store.db import Database
 
 T = TypeVar("T")
 
@@ -21,12 +20,19 @@ class DatabaseUnreachable(click.ClickException):
 
 def unreachable(location: str, error: BaseException) -> DatabaseUnreachable:
     """The one-line error a command ends with when its database is out of reach."""
+    from gptactions.store import outage
+    from gptactions.store.outage import DatabaseUnavailable
+
     cause = error.cause if isinstance(error, DatabaseUnavailable) else error
     return DatabaseUnreachable(f"the database {location} is unreachable: {outage.short(cause)}")
 
 
 async def with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run `work` on the migrated database, closed after; an outage is `DatabaseUnreachable`."""
+    from gptactions.store import outage
+    from gptactions.store.db import Database
+    from gptactions.store.outage import DatabaseUnavailable
+
     database = Database.from_settings(settings)
     try:
         await database.upgrade()

@@ -6,20 +6,22 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from gptactions.cli_database import with_database
-from gptactions.config import Settings
-from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES, OAUTH_SCOPES, OAuthService
-from gptactions.services.users import InvalidUser, UserService
-from gptactions.store.db import Database
+from gptactions.cli_types import ServiceChoice
+
+if TYPE_CHECKING:  # the commands import what they need: each one starts faster
+    from gptactions.store.db import Database
 
 T = TypeVar("T")
 
 
 def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    from gptactions.config import Settings
+
     return asyncio.run(with_database(Settings(), work))
 
 
@@ -43,6 +45,8 @@ def users() -> None:
 @click.option("--username", required=True, help="The user's name; it is their userId.")
 def users_create(username: str) -> None:
     """Create a user; the password is prompted for (or read as one line from stdin)."""
+    from gptactions.services.users import InvalidUser, UserService
+
     password = _read_password()
     try:
         info = _with_database(lambda db: UserService(db).create(username, password))
@@ -55,6 +59,8 @@ def users_create(username: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def users_list(as_json: bool) -> None:
     """List users: username, created, disabled."""
+    from gptactions.services.users import UserService
+
     found = _with_database(lambda db: UserService(db).list())
     if as_json:
         rows = [
@@ -77,6 +83,8 @@ def users_list(as_json: bool) -> None:
 @click.argument("username")
 def users_disable(username: str) -> None:
     """Stop a user from signing in and revoke their tokens."""
+    from gptactions.services.users import UserService
+
     if _with_database(lambda db: UserService(db).disable(username)) is None:
         raise click.ClickException(f"no user {username!r}")
     click.echo(f"disabled {username}")
@@ -86,6 +94,8 @@ def users_disable(username: str) -> None:
 @click.argument("username")
 def users_delete(username: str) -> None:
     """Delete a user's account, tokens and data (export it first: `logs export --user U`)."""
+    from gptactions.services.users import UserService
+
     deleted = _with_database(lambda db: UserService(db).delete(username))
     if deleted is None:
         raise click.ClickException(f"no user {username!r}")
@@ -118,8 +128,10 @@ def clients() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(OAUTH_SCOPES),
-    help=f"A scope the client may ask for; repeat (default: {' '.join(DEFAULT_CLIENT_SCOPES)}).",
+    type=ServiceChoice("gptactions.services.oauth", "OAUTH_SCOPES"),
+    # The OAuth service's DEFAULT_CLIENT_SCOPES, written out so that the help needs no import of
+    # it; tests/test_cli.py checks that they agree.
+    help="A scope the client may ask for; repeat (default: chat actions).",
 )
 @click.option("--public", is_flag=True, help="No secret; PKCE is then required.")
 def clients_create(
@@ -127,6 +139,8 @@ def clients_create(
 ) -> None:
     """Register a client; client_id and client_secret are the last two lines (the secret shown
     once), client_id alone the last line for a public client, which has no secret."""
+    from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES, OAuthService
+
     chosen = scopes or DEFAULT_CLIENT_SCOPES
     try:
         new = _with_database(
@@ -150,6 +164,8 @@ def clients_create(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_list(as_json: bool) -> None:
     """List clients: id, name, scopes, redirect URIs, revoked."""
+    from gptactions.services.oauth import OAuthService
+
     found = _with_database(lambda db: OAuthService(db).list_clients())
     if as_json:
         rows = [
@@ -177,6 +193,8 @@ def clients_list(as_json: bool) -> None:
 @click.argument("client_id")
 def clients_revoke(client_id: str) -> None:
     """Revoke a client and every token issued to it."""
+    from gptactions.services.oauth import OAuthService
+
     info = _with_database(lambda db: OAuthService(db).revoke_client(client_id))
     if info is None:
         raise click.ClickException(f"no client {client_id!r}")

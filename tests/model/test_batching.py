@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -159,28 +160,59 @@ async def test_a_grammar_request_beside_free_text(local_backend: LocalBackend) -
 
 
 async def test_a_long_prompt_is_admitted_while_seven_sequences_stream(
-    local_backend: LocalBackend,
+    local_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = local_backend.engine
+    """A prompt longer than a step takes is fed in chunks of the shared budget, and each of
+    those steps gives each of the seven streams its token: they do not wait for the prompt."""
+    engine, model = local_backend.engine, local_backend._model
+    assert model is not None
+    long_prompt = "Summarize this text. " + "The river runs to the sea. " * 50
+    tokens = model.prompt_tokens((ChatMessage("user", long_prompt),))
+    assert len(tokens) > engine.prompt_budget  # more than one step takes, even alone
+    long_job = Job(
+        prompt=tokens,
+        max_tokens=2,
+        sampling=SamplingParams(),
+        stop=(),
+        outbox=Outbox(asyncio.get_running_loop()),
+    )
     streams = [endless_job(local_backend, f"Say x {n}.") for n in range(7)]
+    # After each step, read on the scheduler's thread: the long prompt's tokens fed so far (past
+    # those its sequence already held), and each stream's tokens.
+    seen: list[tuple[int, list[int]]] = []
+    recording = asyncio.Event()
+    loop, real_deliver = asyncio.get_running_loop(), engine._deliver
+
+    def recording_deliver(deliveries: list[tuple[Job, Chunk | BaseException]]) -> None:
+        seen.append((long_job.fed - long_job.cached, [j.completion_tokens for j in streams]))
+        if len(seen) == 1:
+            loop.call_soon_threadsafe(recording.set)
+        real_deliver(deliveries)
+
     try:
         for job in streams:
             engine.submit(job)
         for job in streams:
             await first_piece(job)
-        before = [job.completion_tokens for job in streams]
-        long_prompt = "Summarize this text. " + "The river runs to the sea. " * 220
-        assert await local_backend.count_tokens((ChatMessage("user", long_prompt),)) > 1200
-        reply = await asyncio.wait_for(local_backend.generate(ask(long_prompt, 2)), timeout=600)
-        assert reply.usage.completion_tokens > 0
-        # Its prompt took several steps, and each step gave every stream a token.
-        steps = reply.usage.prompt_tokens // engine.shared_prompt_budget
-        assert steps >= 4
-        for job, start in zip(streams, before, strict=True):
-            assert job.completion_tokens - start >= steps
+        monkeypatch.setattr(engine, "_deliver", recording_deliver)
+        await recording.wait()  # a step before the long prompt's first is on record
+        engine.submit(long_job)
+        while not (piece := await asyncio.wait_for(first_piece(long_job), timeout=600)).done:
+            assert isinstance(piece, Chunk)
+        assert isinstance(piece, Chunk) and piece.usage and piece.usage.completion_tokens > 0
     finally:
         for job in streams:
             engine.cancel(job)
+    # The steps that fed the prompt, each with what it gave every stream.
+    steps = [
+        (fed - fed_before, [t - b for t, b in zip(made, made_before, strict=True)])
+        for (fed_before, made_before), (fed, made) in itertools.pairwise(seen)
+        if fed > fed_before
+    ]
+    assert sum(chunk for chunk, _ in steps) == len(tokens) - long_job.cached
+    assert len(steps) >= 5  # 64 prompt tokens a step at most, while other sequences generate
+    assert all(chunk <= engine.shared_prompt_budget for chunk, _ in steps), steps
+    assert all(given == [1] * 7 for _, given in steps), steps
 
 
 async def test_a_burst_of_requests_gets_first_tokens_in_turn_not_all_after_the_last_prompt(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -16,8 +15,8 @@ from sqlalchemy import text
 from gptactions.services.keycache import CHECK_INTERVAL
 from gptactions.services.keys import KeyService
 from gptactions.store.db import Database
-from tests.conftest import ADMIN_KEY
-from tests.serving import serve
+from tests.conftest import ADMIN_KEY, fresh_postgres_database, postgres_reachable
+from tests.serving import Server, serve
 
 T = TypeVar("T")
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -125,45 +124,93 @@ async def _race(keys: KeyService) -> None:
     assert await keys.cache.get("late") is None
 
 
+ServerPair = tuple[str, list[Server]]
+
+
+@pytest.fixture(scope="module")
+def server_pairs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str, str | None], ServerPair]]:
+    """Two servers on one database (SQLite or PostgreSQL), with or without Redis: started when a
+    test asks for them, and kept for the next test if it asks for the same (each test revokes a
+    key of its own; a server takes seconds to start). One pair runs at a time."""
+    current: list[tuple[tuple[str, str | None], ServerPair, ExitStack]] = []
+
+    def pair(kind: str, redis_url: str | None) -> ServerPair:
+        if current and current[0][0] == (kind, redis_url):
+            return current[0][1]
+        while current:
+            current.pop()[2].close()
+        stack = ExitStack()
+        try:
+            directory = tmp_path_factory.mktemp(f"servers-{kind}")
+            if kind == "sqlite":
+                database_url = f"sqlite:///{directory / 'shared.db'}"
+            else:
+                database_url = stack.enter_context(fresh_postgres_database())
+            environment = {"GPTACTIONS_DATABASE_URL": database_url} | (
+                {"GPTACTIONS_REDIS_URL": redis_url} if redis_url else {}
+            )
+            servers = []
+            for name in ("a", "b"):
+                (directory / name).mkdir()
+                servers.append(
+                    stack.enter_context(serve(directory / name, key=ADMIN_KEY, env=environment))
+                )
+        except BaseException:
+            stack.close()
+            raise
+        current.append(((kind, redis_url), (database_url, servers), stack))
+        return database_url, servers
+
+    try:
+        yield pair
+    finally:
+        while current:
+            current.pop()[2].close()
+
+
 # Redis down at revocation is the in-process test's above (`redis-down`): with real servers,
 # one revocation Redis never hears of stands for both (each such server takes ~6 s here).
+# In this order, the two variants whose servers use Redis share them.
+VARIANTS = [(None, None), (REDIS_URL, REDIS_URL), (REDIS_URL, None)]
+VARIANT_IDS = ["database", "redis", "revoked-without-redis"]
+
+
 @pytest.mark.parametrize(
-    ("redis_url", "revoker_redis_url"),
-    [(None, None), (REDIS_URL, REDIS_URL), (REDIS_URL, None)],
-    ids=["database", "redis", "revoked-without-redis"],
+    ("kind", "redis_url", "revoker_redis_url"),
+    [
+        pytest.param(kind, *variant, id=f"{kind}-{name}", marks=marks)
+        for kind, marks in (("sqlite", ()), ("postgres", pytest.mark.postgres))
+        for variant, name in zip(VARIANTS, VARIANT_IDS, strict=True)
+    ],
 )
 def test_a_key_revoked_stops_working_on_two_servers(
-    database_url: str, tmp_path: Path, redis_url: str | None, revoker_redis_url: str | None
+    server_pairs: Callable[[str, str | None], ServerPair],
+    kind: str,
+    redis_url: str | None,
+    revoker_redis_url: str | None,
 ) -> None:
     """The servers may use Redis and the revoking command not, or not reach it: still refused."""
-    if database_url.startswith("sqlite"):
-        database_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    environment = {"GPTACTIONS_DATABASE_URL": database_url} | (
-        {"GPTACTIONS_REDIS_URL": redis_url} if redis_url else {}
-    )
-    with ExitStack() as stack:
-        servers = []
-        for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            servers.append(
-                stack.enter_context(serve(tmp_path / name, key=ADMIN_KEY, env=environment))
-            )
-        created = _run_keys(database_url, redis_url, lambda keys: keys.create("shared"))
-        headers = {"Authorization": f"Bearer {created.secret}"}
-        for server in servers:
-            assert _status(server.url, headers) == 200
+    if kind == "postgres" and not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable")
+    database_url, servers = server_pairs(kind, redis_url)
+    created = _run_keys(database_url, redis_url, lambda keys: keys.create("shared"))
+    headers = {"Authorization": f"Bearer {created.secret}"}
+    for server in servers:
+        assert _status(server.url, headers) == 200
 
-        _run_keys(database_url, revoker_redis_url, lambda keys: keys.revoke(created.info.id))
+    _run_keys(database_url, revoker_redis_url, lambda keys: keys.revoke(created.info.id))
 
-        # Each server may trust its cache for CHECK_INTERVAL; poll a bounded number of times.
-        for server in servers:
-            statuses = []
-            deadline = time.monotonic() + 30 * CHECK_INTERVAL  # generous: the machine is shared
-            while time.monotonic() < deadline:
-                statuses.append(_status(server.url, headers))
-                if statuses[-1] == 401:
-                    break
-            assert statuses[-1] == 401, f"{server.url} still accepts the revoked key"
+    # Each server may trust its cache for CHECK_INTERVAL; poll a bounded number of times.
+    for server in servers:
+        statuses = []
+        deadline = time.monotonic() + 30 * CHECK_INTERVAL  # generous: the machine is shared
+        while time.monotonic() < deadline:
+            statuses.append(_status(server.url, headers))
+            if statuses[-1] == 401:
+                break
+        assert statuses[-1] == 401, f"{server.url} still accepts the revoked key"
 
 
 def _status(url: str, headers: dict[str, str]) -> int:

@@ -17,7 +17,7 @@ from gptactions.services.interactions import InteractionLog, LogQuery
 from gptactions.store.db import Database
 from gptactions.store.models import Interaction
 from tests.conftest import ADMIN_KEY
-from tests.test_cli import gptactions
+from tests.test_cli import gptactions_process
 
 from .rows import BASE_TIME, Shape, bulk_insert, interaction_row
 
@@ -98,7 +98,7 @@ TRICKY = [
 
 
 async def test_the_command_writes_jsonl_and_csv_like_get_logs(
-    app_factory: Factory, database_url: str, isolated: Path
+    app_factory: Factory, migrated_database_url: str, isolated: Path
 ) -> None:
     async with app_factory() as api:
         database = api.runtime.database
@@ -123,11 +123,12 @@ async def test_the_command_writes_jsonl_and_csv_like_get_logs(
             )
         served = (await api.get("/api/v1/gpt/logs", ADMIN_KEY)).json()
 
-        env = {"GPTACTIONS_DATABASE_URL": database_url}
+        env = {"GPTACTIONS_DATABASE_URL": migrated_database_url}
 
         async def export(*options: str) -> Any:
+            # Processes of their own: two of them export at once.
             return await asyncio.to_thread(
-                gptactions, "logs", "export", *options, cwd=isolated, env=env
+                gptactions_process, "logs", "export", *options, cwd=isolated, env=env
             )
 
         csv_options = (

@@ -124,14 +124,16 @@ async def _stored_text(database_url: str) -> bytes:
         await database.close()
 
 
-async def test_api_keys_are_stored_only_as_hashes(app_factory: Factory, database_url: str) -> None:
+async def test_api_keys_are_stored_only_as_hashes(
+    app_factory: Factory, migrated_database_url: str
+) -> None:
     async with app_factory() as api:
         secret = await api.key(tenant="acme", name="stored")
         # The key works, so the hash we are about to find is the one authentication uses.
         status = await api.get("/api/v1/gpt/status", secret)
         assert status.status_code == 200
 
-    stored = await _stored_text(database_url)
+    stored = await _stored_text(migrated_database_url)
     for key in (secret, ADMIN_KEY):
         assert key.encode() not in stored
         assert key[12:].encode() not in stored  # not even the part after the visible prefix

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
 from gptactions.store.db import Database
-from tests.conftest import ADMIN_KEY, ApiClient
+from tests.conftest import (
+    ADMIN_KEY,
+    ApiClient,
+    copy_sqlite,
+    fresh_postgres_database,
+    postgres_reachable,
+    running_app,
+)
 
 from .rows import Shape, bulk_insert
 
-Factory = Callable[..., Any]
 # Tenants of very different sizes, as in a real deployment: tenant-6 holds 32 conversations
 # (3% of the rows), tenant-10 holds 488 (49%). (For a tenant of a few hundred rows PostgreSQL
 # rightly prefers a bitmap scan and a sort; for half the table, the time index.)
@@ -61,14 +71,53 @@ def _assert_no_full_scan(plan: str) -> None:
     assert full_scans == [], plan
 
 
-@pytest.fixture
-async def loaded(app_factory: Factory) -> Any:
-    """An app over 20,000 interactions in tenants of skewed sizes, with planner statistics."""
-    async with app_factory() as api:
-        await bulk_insert(api.runtime.database, ROWS, SHAPE)
-        async with api.runtime.database.engine.connect() as connection:
+async def _load(url: str) -> None:
+    """The schema, 20,000 interactions in tenants of skewed sizes, and planner statistics."""
+    database = Database(url)
+    try:
+        await database.upgrade()
+        await bulk_insert(database, ROWS, SHAPE)
+        async with database.engine.connect() as connection:
             await connection.execute(text("ANALYZE"))
             await connection.commit()
+    finally:
+        await database.close()
+
+
+# Loading is most of the cost: done once a module on each database, and copied for each test
+# (SQLite's statistics are a table of the file, PostgreSQL's a catalog the copy takes along).
+@pytest.fixture(scope="module")
+def loaded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("loaded") / "loaded.db"
+    asyncio.run(_load(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded_postgres() -> Iterator[str]:
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable")
+    with fresh_postgres_database() as url:
+        asyncio.run(_load(url))
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def loaded_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A copy of the loaded database, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        copy_sqlite(request.getfixturevalue("loaded_sqlite"), tmp_path / "loaded.db")
+        yield f"sqlite:///{tmp_path / 'loaded.db'}"
+        return
+    with fresh_postgres_database(request.getfixturevalue("loaded_postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+async def loaded(loaded_url: str) -> AsyncIterator[ApiClient]:
+    """An app over 20,000 interactions in tenants of skewed sizes, with planner statistics."""
+    settings = Settings(database_url=loaded_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
         yield api
 
 

@@ -4,10 +4,7 @@ comes back (SQLite), replicas take turns; by hand (`logs purge`), in the backgro
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from gptactions.store.db import Database
 from gptactions.store.models import Conversation, Interaction, utcnow
 from gptactions.store.retention import purge
 from tests.conftest import ADMIN_KEY, running_app
+from tests.test_cli import Ran, gptactions
 
 from .rows import BASE_TIME, Shape, bulk_insert, interaction_rows
 
@@ -107,25 +105,20 @@ async def test_the_background_task_applies_the_retention(database_url: str) -> N
         assert await _counts(api.runtime.database) == (1, 1)
 
 
-def _gptactions(*args: str, cwd: Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")}
-    environment["GPTACTIONS_DATABASE_URL"] = url or f"sqlite:///{cwd / 'server.db'}"
-    return subprocess.run(
-        [sys.executable, "-m", "gptactions", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _gptactions(*args: str, cwd: Path, url: str | None = None) -> Ran:
+    return gptactions(*args, cwd=cwd, env={"GPTACTIONS_DATABASE_URL": url} if url else None)
 
 
-async def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
+def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'server.db'}"
-    async with running_app(Settings(database_url=url, api_key=ADMIN_KEY), FakeBackend()) as api:
-        await bulk_insert(api.runtime.database, 100, SHAPE)
-        await _add_recent(api.runtime.database)
 
+    async def load() -> None:
+        settings = Settings(database_url=url, api_key=ADMIN_KEY)
+        async with running_app(settings, FakeBackend()) as api:
+            await bulk_insert(api.runtime.database, 100, SHAPE)
+            await _add_recent(api.runtime.database)
+
+    asyncio.run(load())
     purged = _gptactions("logs", "purge", "--older-than", "30d", cwd=tmp_path)
     assert purged.returncode == 0, purged.stderr
     assert "deleted 100 interaction(s)" in purged.stdout

@@ -21,6 +21,7 @@ from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
 from gptactions.llm.openai import OpenAIBackend
 from gptactions.llm.router import BackendRouter, UnknownModel
+from tests.conftest import _KeepLoaded
 
 from .faulty import REPLY, FaultyUpstream
 
@@ -213,10 +214,13 @@ async def test_a_healthy_upstream_is_used_first(faulty: FaultyUpstream) -> None:
 
 @pytest.mark.upstream
 @pytest.mark.model
-async def test_a_down_upstream_falls_back_to_the_embedded_model(closed_url: str) -> None:
+async def test_a_down_upstream_falls_back_to_the_embedded_model(
+    closed_url: str, local_backend: LocalBackend
+) -> None:
     up = OpenAIBackend(name="up", base_url=closed_url, model="m", max_retries=0)
-    local = LocalBackend(name="local")
-    routed = BackendRouter([up, local], fallbacks=["local"])
+    assert local_backend.name == "local"
+    local = _KeepLoaded(local_backend)  # the run's model, loaded once
+    routed = BackendRouter([up, local], fallbacks=["local"])  # type: ignore[list-item]
     await routed.start()
     try:
         generation = await routed.generate(REQUEST)
