@@ -132,6 +132,7 @@ class ConversationRequest(_RequestBody):
     def required_of(cls, caller: Principal) -> tuple[str, ...]:
         """An API key's caller names the user; an OAuth token is its own user."""
         return ("userId",) if caller.user_id is None else ()
+
     _ids_nul_free = field_validator("userId", "conversationId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:
