@@ -76,15 +76,8 @@ class OpenAIBackend:
         self.model = model or ""
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         self.context_window = context_window
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
         self.total_timeout = total_timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.max_concurrency = max_concurrency
-        self.queue_timeout = queue_timeout
-        self.probe_timeout = probe_timeout
+        # The other limits are the transport's own, read through it (`read_timeout`, ...).
         self._transport = UpstreamTransport(
             name=name,
             base_url=self.base_url,
@@ -108,6 +101,16 @@ class OpenAIBackend:
         self._last_latency_ms: float | None = None
         self._last_contact = 0.0
         self._checking: asyncio.Task[None] | None = None
+
+    @property
+    def read_timeout(self) -> float:
+        """Seconds the upstream may stay silent in a reply (the transport's)."""
+        return self._transport.read_timeout
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests sent to the upstream at once (the transport's)."""
+        return self._transport.max_concurrency
 
     def __repr__(self) -> str:
         return (
