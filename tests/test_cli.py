@@ -218,6 +218,9 @@ def test_openapi_for_some_scopes_and_its_readiness_check(isolated: Path) -> None
     assert gptactions("keys", "create", "--name", "my-gpt", cwd=isolated).returncode == 0
     checked = gptactions("openapi", "--check", "--scopes", "chat,actions", cwd=isolated)
     assert "The key 'my-gpt' has the `logs` scope" in checked.stdout
+    # An OAuth GPT holds no key: the keys are not its concern.
+    checked = gptactions("openapi", "--check", "--auth", "oauth", cwd=isolated)
+    assert "my-gpt" not in checked.stdout and "[servers]" in checked.stdout
 
     # Configured for a public GPT: ready, exit 0.
     ready = {

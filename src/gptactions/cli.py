@@ -498,7 +498,12 @@ def openapi(fmt: str, scopes: str | None, auth: str, check: bool) -> None:
         built, settings, origin=local_origin(settings), scopes=wanted, oauth=auth == "oauth"
     )
     if check:
-        keys = _run(lambda: with_database(settings, lambda db: KeyService(db).list()))
+        # An OAuth GPT is given no key, so the keys' scopes are no concern of its check.
+        keys = (
+            []
+            if auth == "oauth"
+            else _run(lambda: with_database(settings, lambda db: KeyService(db).list()))
+        )
         findings = readiness.check(document, settings, readiness.gpt_keys(keys))
         click.echo("\n".join(readiness.lines(findings)))
         if findings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -176,6 +177,27 @@ async def test_a_failing_upstream_falls_back_to_the_fake(faulty: FaultyUpstream)
     assert generation.backend == "local" and generation.text == "spare answer"
     assert stream.backend == "local" and text.startswith("echo")
     assert states["up"].last_error and states["up"].reachable  # there, but answering badly
+
+
+@pytest.mark.upstream
+async def test_an_upstreams_error_text_is_logged_once(
+    faulty: FaultyUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The text may quote the user's prompt: the backend logs it, the router only names it."""
+    caplog.set_level(logging.INFO)
+    up = OpenAIBackend(name="up", base_url=faulty.url("echo-prompt"), model="m")
+    quoted = GenerationRequest(messages=(ChatMessage("user", "my secret plan"),), max_tokens=8)
+    routed = BackendRouter([up, FakeBackend(["spare"], name="local")], fallbacks=["local"])
+    generation = await routed.generate(quoted)
+    await routed.close()
+    assert generation.backend == "local"
+    assert caplog.text.count("my secret plan") == 1
+    assert "backend 'up' failed (BackendError)" in caplog.text
+    # The router still gives the text of a failure no backend logged.
+    caplog.clear()
+    failing = FakeBackend([BackendUnavailable("the model is busy")], name="busy")
+    await router(failing, FakeBackend(name="spare"), fallbacks=("spare",)).generate(REQUEST)
+    assert "backend 'busy' failed: the model is busy" in caplog.text
 
 
 @pytest.mark.upstream

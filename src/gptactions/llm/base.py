@@ -295,6 +295,9 @@ class BackendError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.logged = False
+        """Whether the backend has logged this failure's text itself (scrubbed), so that the router
+        does not write an upstream's error text, which may quote a prompt, a second time."""
 
 
 class BackendUnavailable(BackendError):

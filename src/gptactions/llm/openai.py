@@ -307,6 +307,7 @@ class OpenAIBackend:
         # Saturation and bad answers prove the upstream is there; only no answer at all does not.
         self._reachable = not isinstance(error, BackendUnreachable)
         log.warning("upstream %r: %s", self.name, message)
+        error.logged = True
 
     async def _probe(self) -> None:
         """`GET /models` with a short timeout: whether the upstream answers, how fast, and its

@@ -362,7 +362,10 @@ class _Attempts:
             raise error
         self.observe_failure(backend, error)
         self._failures.append((backend, error))
-        log.warning("backend %r failed: %s", backend.name, error.message)
+        if error.logged:
+            log.warning("backend %r failed (%s)", backend.name, type(error).__name__)
+        else:
+            log.warning("backend %r failed: %s", backend.name, error.message)
 
     def observe_failure(self, backend: Backend, error: BackendError) -> None:
         """Tell the observer of a failure (also of one too late to fall back from)."""
