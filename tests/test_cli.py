@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,10 +328,13 @@ def test_serve_names_a_typod_variable_before_anything_else(isolated: Path) -> No
     }
     result = gptactions("serve", "--port", "1", cwd=isolated, env=environment)
     assert result.returncode == 1
-    assert (
-        "warning: GPTACTIONS_LOG_RETENTON in the environment is not a setting and is ignored "
-        "(did you mean GPTACTIONS_LOG_RETENTION?)" in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.endswith(
+        " WARNING:  gptactions: GPTACTIONS_LOG_RETENTON in the environment is not a setting and "
+        "is ignored (did you mean GPTACTIONS_LOG_RETENTION?)"
     )
+    # Timestamped as every line of the server's log.
+    assert datetime.fromisoformat(first.split(" ", 1)[0]).tzinfo is not None
 
 
 def test_an_invalid_actions_file_is_a_clear_error_not_a_traceback(isolated: Path) -> None:

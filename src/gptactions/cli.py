@@ -87,7 +87,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from gptactions.config_warnings import settings_warnings
 
     for warning in settings_warnings(settings):  # a typo'd variable, an unsafe production one
-        click.echo(f"warning: {warning}", err=True)
+        _log("WARNING", warning)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     try:
@@ -109,15 +109,24 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         raise click.ClickException(str(error)) from None
     except DatabaseUnreachable as error:
         # A replica may boot before its database: serve, answering 503 until it is back.
-        click.echo(f"warning: {error}; serving anyway (503 until it answers)", err=True)
+        _log("WARNING", f"{error}; serving anyway (503 until it answers)")
         created = None
     if created is not None:
         announce_key(created)
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
-    click.echo(f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
+    _log("INFO", f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
     with shared_between_workers(settings.workers):
         run_server(settings)
+
+
+def _log(level: str, message: str) -> None:
+    """A line on stderr as the server's log writes it (`serving.log_config`): timestamped. Not
+    through `logging`, whose configuration belongs to the server that starts next."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    click.echo(f"{stamp} {level + ':':<9} gptactions: {message}", err=True)
 
 
 def _check_port_free(host: str, port: int) -> None:
