@@ -122,6 +122,12 @@ CREDENTIAL_HEADER = re.compile(
 
 URL_ATTRIBUTES = frozenset({"http.url", "http.target", "url.full", "url.query"})
 
+URL_HEADER = re.compile(
+    r"^http\.(request|response)\.header\.(location|content[-_]location|referer|refresh)$"
+)
+"""Header attributes whose values are URLs: an authorization answer's `Location` carries its
+code and state, as a page's `Referer` may."""
+
 
 class RedactingExporter(_SpanExporter):
     """Hands spans to `exporter` with every secret in them replaced by `***`.
@@ -131,7 +137,8 @@ class RedactingExporter(_SpanExporter):
     `Authorization`, and a recorded exception may quote what the library was sent. The secrets
     are the same the logs are scrubbed of, in every form (`secrets_of`). Whatever the variables
     say, a captured credential header (a client's API key or token) is `REDACTED`, and so are the
-    values of the query parameters in `SENSITIVE_QUERY`, as OpenTelemetry's conventions advise.
+    values of the query parameters in `SENSITIVE_QUERY`, in the recorded URL and in headers that
+    hold one (`Location`, `Referer`), as OpenTelemetry's conventions advise.
     """
 
     def __init__(self, exporter: _SpanExporter, secrets: frozenset[str]) -> None:
@@ -197,6 +204,8 @@ class RedactingExporter(_SpanExporter):
             return (REDACTED,) if isinstance(value, tuple | list) else REDACTED
         if key in URL_ATTRIBUTES and isinstance(value, str):
             value = redacted_query(value)
+        elif URL_HEADER.match(key) and isinstance(value, tuple | list):
+            value = tuple(redacted_query(item) if isinstance(item, str) else item for item in value)
         return self._value(value)
 
     def _value(self, value: Any) -> Any:

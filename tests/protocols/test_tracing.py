@@ -176,6 +176,8 @@ def test_credential_headers_and_sensitive_query_values_never_leave() -> None:
         "http.url": "http://h/api/v1/gpt/logs?q=zebra&userId=alice",
         "http.target": "/oauth/oidc/callback?code=c0de&state=s7",
         "url.query": "refresh_token=r3fresh&limit=5",
+        "http.response.header.location": ("https://chatgpt.com/cb?code=c0de&state=s7&iss=x",),
+        "http.request.header.referer": ("https://h/oauth/authorize?state=s7&client_id=c",),
     }
     with tracer.start_as_current_span("GET", attributes=attributes):
         pass
@@ -189,6 +191,10 @@ def test_credential_headers_and_sensitive_query_values_never_leave() -> None:
         "http.url": "http://h/api/v1/gpt/logs?q=REDACTED&userId=alice",
         "http.target": "/oauth/oidc/callback?code=REDACTED&state=REDACTED",
         "url.query": "refresh_token=REDACTED&limit=5",
+        "http.response.header.location": (
+            "https://chatgpt.com/cb?code=REDACTED&state=REDACTED&iss=x",
+        ),
+        "http.request.header.referer": ("https://h/oauth/authorize?state=REDACTED&client_id=c",),
     }
 
 
