@@ -49,7 +49,11 @@ def _modules() -> dict[str, set[str]]:
 
 def _layer(module: str) -> str:
     top = module.split(".")[1] if "." in module else ""
-    return "cli" if top in ("cli_actions", "cli_database", "cli_types", "cli_users") else top
+    return (
+        "cli"
+        if top in ("cli_actions", "cli_database", "cli_keys", "cli_types", "cli_users")
+        else top
+    )
 
 
 def test_the_import_graph_has_no_cycle() -> None:

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -20,7 +20,7 @@ import click
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, with_database
-from gptactions.cli_types import ServiceChoice
+from gptactions.cli_keys import keys, with_keys
 from gptactions.cli_users import oauth, users
 
 # Each command imports what it needs when it runs: the settings, the services and the database
@@ -29,7 +29,7 @@ from gptactions.cli_users import oauth, users
 if TYPE_CHECKING:
     from gptactions.config import Settings
     from gptactions.services.interactions import LogEntry
-    from gptactions.services.keys import KeyInfo, KeyService, NewKey
+    from gptactions.services.keys import NewKey
     from gptactions.store.db import Database, Upgrade
 
 T = TypeVar("T")
@@ -45,21 +45,6 @@ def announce_key(new_key: NewKey) -> None:
         "\n  An admin API key was created. It is shown only this once; keep it safe:\n\n"
         f"    {new_key.secret}\n"
     )
-
-
-async def _with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
-    """Run `work` with the key service; revocations reach the replicas' caches through Redis too."""
-
-    from gptactions.services.keys import KeyService
-
-    async def with_service(database: Database) -> T:
-        service = KeyService(database, redis_url=settings.redis_url)
-        try:
-            return await work(service)
-        finally:
-            await service.close()
-
-    return await with_database(settings, with_service)
 
 
 @click.group()
@@ -100,7 +85,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     may_generate = settings.environment == "development"
     try:
         created = _run(
-            lambda: _with_keys(
+            lambda: with_keys(
                 settings,
                 lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
             )
@@ -145,156 +130,6 @@ def _check_port_free(host: str, port: int) -> None:
                     f"port {port} on {host} is already in use (another gptactions server?): "
                     "stop it, or choose another port with --port or GPTACTIONS_PORT"
                 ) from None
-
-
-@cli.group()
-def keys() -> None:
-    """Create, list and revoke API keys."""
-
-
-@keys.command("create")
-@click.option("--name", required=True, help="What the key is for.")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    type=ServiceChoice("gptactions.services.keys", "SCOPES"),
-    # The defaults are the key service's (DEFAULT_SCOPES, DEFAULT_TENANT), written out so that
-    # the help needs no import of it; tests/test_cli.py checks that they agree.
-    help="A scope; repeat for several (default: chat actions logs).",
-)
-@click.option("--admin", is_flag=True, help="Every scope, and every tenant's logs.")
-@click.option("--tenant", default="default", show_default=True, help="The key's tenant.")
-@click.option(
-    "--rate-limit",
-    default=None,
-    metavar="N/PERIOD",
-    help="Requests per period for this key, e.g. 60/minute (default: GPTACTIONS_RATE_LIMIT).",
-)
-@click.option(
-    "--token-limit",
-    default=None,
-    metavar="N/PERIOD",
-    help="Tokens per period for this key, e.g. 100000/day (default: GPTACTIONS_TOKEN_LIMIT).",
-)
-def keys_create(
-    name: str,
-    scopes: tuple[str, ...],
-    admin: bool,
-    tenant: str,
-    rate_limit: str | None,
-    token_limit: str | None,
-) -> None:
-    """Create a key and print it; it is shown only this once (alone on the last line)."""
-    from gptactions.config import Settings
-    from gptactions.services.keys import DEFAULT_SCOPES, SCOPES, KeyService
-
-    chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
-    try:
-        new = _run(
-            lambda: with_database(
-                Settings(),
-                lambda db: KeyService(db).create(
-                    name,
-                    scopes=chosen,
-                    tenant=tenant,
-                    rate_limit=rate_limit,
-                    token_limit=token_limit,
-                ),
-            )
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    info = new.info
-    click.echo(f"created key {info.prefix}… ({info.name}, tenant {info.tenant})", err=True)
-    if info.rate_limit or info.token_limit:
-        click.echo(
-            f"limits: {info.rate_limit or 'the server rate limit'} requests, "
-            f"{info.token_limit or 'the server token limit'} tokens",
-            err=True,
-        )
-    click.echo(f"scopes: {' '.join(info.scopes)}; it is shown only now:", err=True)
-    click.echo(new.secret)
-
-
-def _key_json(key: KeyInfo) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "prefix": key.prefix,
-        "name": key.name,
-        "tenant": key.tenant,
-        "scopes": list(key.scopes),
-        "imported": key.imported,
-        "rateLimit": key.rate_limit,
-        "tokenLimit": key.token_limit,
-        "createdAt": key.created_at.isoformat(),
-        "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
-    }
-
-
-@keys.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def keys_list(as_json: bool) -> None:
-    """List keys: id, prefix, name, tenant, scopes, own limits, created, revoked.
-
-    A limit shown as `-` is the server's (GPTACTIONS_RATE_LIMIT, GPTACTIONS_TOKEN_LIMIT).
-    """
-    from gptactions.config import Settings
-    from gptactions.services.keys import KeyService
-
-    found = _run(lambda: with_database(Settings(), lambda db: KeyService(db).list()))
-    if as_json:
-        click.echo(json.dumps([_key_json(k) for k in found], indent=2))
-        return
-    rows = [("ID", "PREFIX", "NAME", "TENANT", "SCOPES", "RATE", "TOKENS", "CREATED", "REVOKED")]
-    for k in found:
-        revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
-        created = f"{k.created_at:%Y-%m-%d %H:%M}"
-        rows.append(
-            (
-                k.id,
-                k.prefix,
-                k.name,
-                k.tenant,
-                " ".join(k.scopes),
-                k.rate_limit or "-",
-                k.token_limit or "-",
-                created,
-                revoked,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]))
-    if any(k.imported for k in found):
-        click.echo("(a sha256: prefix is an imported key's hash fragment)", err=True)
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key by its id or visible prefix (as `keys list` shows them)."""
-    from gptactions.config import Settings
-    from gptactions.services.keys import AmbiguousKey
-
-    try:
-        done = _run(lambda: _with_keys(Settings(), lambda keys: keys.revoke(key_id)))
-    except AmbiguousKey as error:
-        raise click.ClickException(str(error)) from None
-    if done is None:
-        raise click.ClickException(
-            f"no key with id or prefix {key_id!r} (see `gptactions keys list`)"
-        )
-    key = done.key
-    if done.already:
-        assert key.revoked_at is not None
-        click.echo(
-            f"{key.prefix}… ({key.name}, id {key.id}) was already revoked "
-            f"on {key.revoked_at:%Y-%m-%d %H:%M} UTC"
-        )
-    else:
-        click.echo(f"revoked {key.prefix}… ({key.name}, id {key.id})")
 
 
 @cli.group()
@@ -599,6 +434,7 @@ async def _mcp_stdio(settings: Settings, key: str | None) -> None:
         await runtime.close()
 
 
+cli.add_command(keys)
 cli.add_command(actions)
 cli.add_command(users)
 cli.add_command(oauth)

@@ -38,7 +38,7 @@ def _read_password() -> str:
 
 @click.group()
 def users() -> None:
-    """Create, list, disable and delete the users who sign in through OAuth."""
+    """Create, list, disable, enable and delete the users who sign in through OAuth."""
 
 
 @users.command("create")
@@ -90,6 +90,51 @@ def users_disable(username: str) -> None:
     click.echo(f"disabled {username}")
 
 
+@users.command("enable")
+@click.argument("username")
+def users_enable(username: str) -> None:
+    """Let a disabled user sign in again (their tokens stay revoked)."""
+    from gptactions.services.users import UserService
+
+    enabled = _with_database(lambda db: UserService(db).enable(username))
+    if enabled is None:
+        raise click.ClickException(f"no user {username!r}")
+    if enabled.was_disabled_at is None:
+        click.echo(f"{username} was not disabled")
+        return
+    click.echo(
+        f"enabled {username} (disabled since {enabled.was_disabled_at:%Y-%m-%d %H:%M} UTC); "
+        "the tokens revoked then stay revoked: they sign in again"
+    )
+
+
+@users.command("password")
+@click.argument("username")
+def users_password(username: str) -> None:
+    """Set a user's password (prompted for, or one line of stdin) and revoke their tokens."""
+    from gptactions.services.users import InvalidUser, UserService
+
+    # Before the prompt: a mistyped name is not worth typing a password twice.
+    if _with_database(lambda db: UserService(db).get(username)) is None:
+        raise click.ClickException(f"no user {username!r}")
+    password = _read_password()
+    try:
+        changed = _with_database(lambda db: UserService(db).set_password(username, password))
+    except InvalidUser as error:
+        raise click.UsageError(str(error)) from None
+    if changed is None:  # deleted meanwhile
+        raise click.ClickException(f"no user {username!r}")
+    if changed.revoked_tokens:
+        click.echo(
+            f"changed the password of {username} and revoked their "
+            f"{changed.revoked_tokens} token(s): they sign in again"
+        )
+    else:
+        click.echo(f"changed the password of {username} (they had no token to revoke)")
+    if changed.info.disabled_at is not None:
+        click.echo(f"{username} is still disabled (`gptactions users enable {username}`)")
+
+
 @users.command("delete")
 @click.argument("username")
 def users_delete(username: str) -> None:
@@ -112,7 +157,7 @@ def oauth() -> None:
 
 @oauth.group()
 def clients() -> None:
-    """Register, list and revoke OAuth clients (a GPT is one)."""
+    """Register, list, update and revoke OAuth clients (a GPT is one)."""
 
 
 @clients.command("create")
@@ -187,6 +232,73 @@ def clients_list(as_json: bool) -> None:
         click.echo(f"{c.id} {c.name} [{' '.join(c.scopes)}]{revoked}")
         for uri in c.redirect_uris:
             click.echo(f"    {uri}")
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--name", default=None, help="A new name (shown on the consent page).")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="An exact callback URL; repeat for several: they replace the client's.",
+)
+@click.option(
+    "--add-redirect-uri",
+    "add_redirect_uris",
+    multiple=True,
+    help="A callback URL to add to the client's; repeat for several.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=ServiceChoice("gptactions.services.oauth", "OAUTH_SCOPES"),
+    help="A scope; repeat: they replace the client's (tokens with a dropped one are revoked).",
+)
+def clients_update(
+    client_id: str,
+    name: str | None,
+    redirect_uris: tuple[str, ...],
+    add_redirect_uris: tuple[str, ...],
+    scopes: tuple[str, ...],
+) -> None:
+    """Change a client's name, redirect URIs or scopes; its id and secret stay."""
+    from gptactions.services.oauth import OAuthService
+    from gptactions.services.oauth_types import RevokedClient
+
+    if name is None and not redirect_uris and not add_redirect_uris and not scopes:
+        raise click.UsageError(
+            "nothing to change: give --name, --redirect-uri, --add-redirect-uri or --scope"
+        )
+    try:
+        done = _with_database(
+            lambda db: OAuthService(db).update_client(
+                client_id,
+                name=name,
+                redirect_uris=redirect_uris or None,
+                add_redirect_uris=add_redirect_uris,
+                scopes=scopes or None,
+            )
+        )
+    except RevokedClient as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if done is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    c = done.info
+    click.echo(f"updated {c.id} {c.name} [{' '.join(c.scopes)}]")
+    for uri in c.redirect_uris:
+        click.echo(f"    {uri}")
+    dropped = " ".join(done.dropped_scopes)
+    if done.revoked_tokens:
+        click.echo(
+            f"dropped the scope(s) {dropped}: revoked the {done.revoked_tokens} token(s) "
+            "holding one (their users sign in again)"
+        )
+    elif dropped:
+        click.echo(f"dropped the scope(s) {dropped}: no token held one")
 
 
 @clients.command("revoke")

@@ -1,4 +1,4 @@
-"""API keys: creation, authentication, revocation. Keys are shown once and stored as hashes."""
+"""API keys: creation, authentication, rotation, revocation. Shown once, stored as hashes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptactions.config import MIN_KEY_LENGTH, Rate
 from gptactions.services.errors import Problem, ServiceError
@@ -32,6 +33,8 @@ HASH_FRAGMENT_LENGTH = 8
 SCOPES = ("chat", "actions", "logs", "admin")
 DEFAULT_SCOPES = ("chat", "actions", "logs")
 DEFAULT_TENANT = "default"
+SERVER_LIMIT = "default"
+"""Given as a key's limit by `update`: the key goes back to the server's limit."""
 USERS_TENANT = "@users"
 """The tenant of the users who sign in (OAuth): no key's, so that a key naming a signed-in user's
 `userId` reaches none of their conversations or log. Tenants starting with @ are reserved."""
@@ -43,6 +46,7 @@ class Principal:
 
     `user_id` is set for an OAuth access token: the caller then acts as that user only.
     `rate_limit` and `token_limit` are the key's own limits, which replace the server's.
+    `expires_at`: when the key stops working (a rotated key's grace period), as if revoked.
     """
 
     key_id: str
@@ -52,6 +56,7 @@ class Principal:
     user_id: str | None = None
     rate_limit: Rate | None = None
     token_limit: Rate | None = None
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -91,10 +96,11 @@ class KeyInfo:
     tenant: str
     scopes: tuple[str, ...]
     created_at: datetime
-    revoked_at: datetime | None
+    revoked_at: datetime | None  # when it stopped working: revoked, or its grace period over
     imported: bool = False
     rate_limit: str | None = None  # the key's own limits (`60/minute`); None: the server's
     token_limit: str | None = None
+    expires_at: datetime | None = None  # when a rotated key's grace period ends (or ended)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,14 @@ class Revocation:
 
     key: KeyInfo
     already: bool
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotated key: the old one (revoked, or expiring at `old.expires_at`) and its successor."""
+
+    old: KeyInfo
+    new: NewKey
 
 
 class NoKeys(RuntimeError):
@@ -132,6 +146,10 @@ class AmbiguousKey(LookupError):
 
 class InvalidScope(ValueError):
     """A scope that does not exist."""
+
+
+class KeyUnchangeable(Exception):
+    """A key that cannot be rotated or updated (revoked, imported, already rotated): says why."""
 
 
 def hash_key(secret: str) -> str:
@@ -161,7 +179,16 @@ def parse_authorization(header: str | None) -> str | None:
     return value or None
 
 
-def _info(key: ApiKey) -> KeyInfo:
+def _stopped_at(key: ApiKey, now: datetime) -> datetime | None:
+    """When the key stopped working: revoked, or its grace period over; None while it works."""
+    revoked = queries.as_utc(key.revoked_at) if key.revoked_at else None
+    expires = queries.as_utc(key.expires_at) if key.expires_at else None
+    if expires is not None and expires <= now and (revoked is None or expires < revoked):
+        return expires
+    return revoked
+
+
+def _info(key: ApiKey, now: datetime | None = None) -> KeyInfo:
     return KeyInfo(
         id=key.id,
         name=key.name,
@@ -169,11 +196,20 @@ def _info(key: ApiKey) -> KeyInfo:
         tenant=key.tenant,
         scopes=tuple(key.scopes.split()),
         created_at=queries.as_utc(key.created_at),
-        revoked_at=queries.as_utc(key.revoked_at) if key.revoked_at else None,
+        revoked_at=_stopped_at(key, now or utcnow()),
         imported=key.imported,
         rate_limit=key.rate_limit,
         token_limit=key.token_limit,
+        expires_at=queries.as_utc(key.expires_at) if key.expires_at else None,
     )
+
+
+def _check_scopes(scopes: tuple[str, ...]) -> str:
+    """The scopes as stored (in SCOPES' order); InvalidScope for an unknown one."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
+    return " ".join(sorted(set(scopes), key=SCOPES.index))
 
 
 def _rate(text: str | None, what: str) -> Rate | None:
@@ -190,7 +226,10 @@ def _rate(text: str | None, what: str) -> Rate | None:
 
 
 class KeyService:
-    """Creates, checks and revokes keys."""
+    """Creates, checks, rotates, updates and revokes keys.
+
+    `clock` (monotonic) paces the cache's checks; `now` (UTC) is the time keys expire by.
+    """
 
     def __init__(
         self,
@@ -198,8 +237,10 @@ class KeyService:
         *,
         redis_url: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._database = database
+        self._now = now
         self._versions = KeyVersions(database, redis_url)
         self.cache: KeyCache[Principal] = KeyCache(self._versions, clock=clock)
 
@@ -222,9 +263,7 @@ class KeyService:
         `rate_limit` and `token_limit` (`60/minute`, `100000/day`) replace the server's limits
         for this key.
         """
-        unknown = sorted(set(scopes) - set(SCOPES))
-        if unknown:
-            raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
+        stored_scopes = _check_scopes(scopes)
         if not name.strip():
             raise ValueError("a key needs a name")
         if not tenant.strip():
@@ -246,7 +285,7 @@ class KeyService:
             prefix=hash_fragment(digest) if imported else secret[:VISIBLE_PREFIX_LENGTH],
             key_hash=digest,
             tenant=tenant.strip(),
-            scopes=" ".join(sorted(set(scopes), key=SCOPES.index)),
+            scopes=stored_scopes,
             imported=imported,
             rate_limit=str(rate) if rate else None,
             token_limit=str(tokens) if tokens else None,
@@ -260,12 +299,17 @@ class KeyService:
         digest = hash_key(secret)
         cached = await self.cache.get(digest)
         if cached is not None:
+            # An expiry needs no revocation to reach the caches: each cached key carries its own.
+            if cached.expires_at is not None and cached.expires_at <= self._now():
+                return None
             return cached
         generation = self.cache.generation
         async with self._database.session() as session:
             key = await queries.key_by_hash(session, digest)
         # The lookup is by an index on the hash; the comparison below is constant-time anyway.
-        if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at:
+        if key is None or not hmac.compare_digest(key.key_hash, digest):
+            return None
+        if _stopped_at(key, self._now()) is not None:
             return None
         principal = Principal(
             key.id,
@@ -274,6 +318,7 @@ class KeyService:
             frozenset(key.scopes.split()),
             rate_limit=_rate(key.rate_limit, "rate limit"),
             token_limit=_rate(key.token_limit, "token limit"),
+            expires_at=queries.as_utc(key.expires_at) if key.expires_at else None,
         )
         self.cache.put(digest, principal, generation)
         return principal
@@ -286,26 +331,118 @@ class KeyService:
     async def revoke(self, id_or_prefix: str) -> Revocation | None:
         """Revoke a key by id or visible prefix; None when no key has it.
 
-        Raises AmbiguousKey, revoking nothing, when several keys share the prefix.
+        Raises AmbiguousKey, revoking nothing, when several keys share the prefix. A key whose
+        grace period is over was revoked then.
         """
+        now = self._now()
         async with self._database.session() as session:
-            found = await queries.keys_by_id_or_prefix(session, id_or_prefix)
-            exact = [key for key in found if key.id == id_or_prefix]
-            if exact:
-                found = exact
-            if not found:
+            key = await _find(session, id_or_prefix)
+            if key is None:
                 return None
-            if len(found) > 1:
-                raise AmbiguousKey(id_or_prefix, [_info(key) for key in found])
-            key = found[0]
-            already = key.revoked_at is not None
+            already = _stopped_at(key, now) is not None
             if not already:
-                key.revoked_at = utcnow()
+                key.revoked_at = now
                 await queries.bump_key_version(session)
-            revocation = Revocation(_info(key), already)
+            revocation = Revocation(_info(key, now), already)
         if not already:
             await self._revoked()
         return revocation
+
+    async def rotate(self, id_or_prefix: str, *, grace: timedelta | None = None) -> Rotation | None:
+        """A new key with the old one's name, tenant, scopes and limits; None when no key has
+        the id or prefix. The old key is revoked at once, or stops working after `grace`.
+
+        Raises AmbiguousKey, and KeyUnchangeable for a key revoked, rotated already (in its
+        grace period), or imported (GPTACTIONS_API_KEY: the variable is what replaces it).
+        """
+        now = self._now()
+        secret = generate_secret()
+        async with self._database.session() as session:
+            old = await _find(session, id_or_prefix)
+            if old is None:
+                return None
+            _check_changeable(old, now, "rotated")
+            if old.imported:
+                raise KeyUnchangeable(
+                    f"{old.prefix} ({old.name}, id {old.id}) is GPTACTIONS_API_KEY's: set a new "
+                    "value there, and the next start replaces it (or create a key and revoke it)"
+                )
+            if old.expires_at is not None:
+                raise KeyUnchangeable(
+                    f"{old.prefix}… ({old.name}, id {old.id}) was rotated already and stops "
+                    f"working at {queries.as_utc(old.expires_at):%Y-%m-%d %H:%M:%S} UTC: rotate "
+                    "its successor, or revoke it now"
+                )
+            new = ApiKey(
+                id=uuid.uuid4().hex,
+                name=old.name,
+                prefix=secret[:VISIBLE_PREFIX_LENGTH],
+                key_hash=hash_key(secret),
+                tenant=old.tenant,
+                scopes=old.scopes,
+                rate_limit=old.rate_limit,
+                token_limit=old.token_limit,
+                created_at=now,
+            )
+            await queries.add_key(session, new)
+            if grace:
+                old.expires_at = now + grace
+            else:
+                old.revoked_at = now
+            # With a grace period too: the caches re-read the old key, and learn its expiry.
+            await queries.bump_key_version(session)
+            rotation = Rotation(_info(old, now), NewKey(secret, _info(new, now)))
+        await self._revoked()
+        return rotation
+
+    async def update(
+        self,
+        id_or_prefix: str,
+        *,
+        name: str | None = None,
+        scopes: tuple[str, ...] | None = None,
+        rate_limit: str | None = None,
+        token_limit: str | None = None,
+    ) -> KeyInfo | None:
+        """Change what is given of a key's name, scopes and limits; None when no key has the id
+        or prefix. A limit of SERVER_LIMIT (`default`) returns the key to the server's limit.
+
+        Raises AmbiguousKey, InvalidScope or ValueError (nothing changed), and KeyUnchangeable
+        for a revoked key. Every server's cache forgets the key, as on a revocation.
+        """
+        if scopes is not None and not scopes:
+            raise InvalidScope("a key needs at least one scope")
+        stored_scopes = _check_scopes(scopes) if scopes is not None else None
+        if name is not None and not name.strip():
+            raise ValueError("a key needs a name")
+        limits = {
+            column: None if text == SERVER_LIMIT else str(_rate(text, what))
+            for column, text, what in (
+                ("rate_limit", rate_limit, "rate limit"),
+                ("token_limit", token_limit, "token limit"),
+            )
+            if text is not None
+        }
+        now = self._now()
+        async with self._database.session() as session:
+            key = await _find(session, id_or_prefix)
+            if key is None:
+                return None
+            _check_changeable(key, now, "updated")
+            before = (key.name, key.scopes, key.rate_limit, key.token_limit)
+            if name is not None:
+                key.name = name.strip()
+            if stored_scopes is not None:
+                key.scopes = stored_scopes
+            for column, value in limits.items():
+                setattr(key, column, value)
+            changed = before != (key.name, key.scopes, key.rate_limit, key.token_limit)
+            if changed:
+                await queries.bump_key_version(session)
+            info = _info(key, now)
+        if changed:
+            await self._revoked()  # the cached principals hold the old scopes and limits
+        return info
 
     async def _revoked(self) -> None:
         """After a revocation committed: forget cached keys here, and tell Redis's readers."""
@@ -362,6 +499,29 @@ class KeyService:
         if revoked:
             await self._revoked()
         return created
+
+
+async def _find(session: AsyncSession, id_or_prefix: str) -> ApiKey | None:
+    """The one key with this id or visible prefix; None for none, AmbiguousKey for several."""
+    found = await queries.keys_by_id_or_prefix(session, id_or_prefix)
+    exact = [key for key in found if key.id == id_or_prefix]
+    if exact:
+        found = exact
+    if not found:
+        return None
+    if len(found) > 1:
+        raise AmbiguousKey(id_or_prefix, [_info(key) for key in found])
+    return found[0]
+
+
+def _check_changeable(key: ApiKey, now: datetime, done: str) -> None:
+    """KeyUnchangeable when the key no longer works (revoked, or its grace period over)."""
+    stopped = _stopped_at(key, now)
+    if stopped is not None:
+        raise KeyUnchangeable(
+            f"{key.prefix}… ({key.name}, id {key.id}) was revoked on "
+            f"{stopped:%Y-%m-%d %H:%M} UTC and cannot be {done}: create a new key"
+        )
 
 
 def _adopt(key: ApiKey) -> None:

@@ -23,8 +23,10 @@ from gptactions.services.oauth_types import (
     BadClient,
     ClientCredentials,
     ClientInfo,
+    ClientUpdate,
     IssuedTokens,
     NewClient,
+    RevokedClient,
     TokenError,
     ValidAuthorization,
     check_redirect_uri,
@@ -69,6 +71,13 @@ def _client_info(client: OAuthClient) -> ClientInfo:
 
 def _ordered(scopes: set[str] | frozenset[str]) -> tuple[str, ...]:
     return tuple(sorted(scopes, key=OAUTH_SCOPES.index))
+
+
+def _check_client_scopes(scopes: tuple[str, ...]) -> None:
+    unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
+    if unknown or not scopes:
+        choices = ", ".join(OAUTH_SCOPES)
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; use {choices}")
 
 
 def _mismatch(
@@ -121,10 +130,7 @@ class OAuthService:
             raise ValueError("a client needs at least one redirect URI")
         for uri in redirect_uris:
             check_redirect_uri(uri)
-        unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
-        if unknown or not scopes:
-            choices = ", ".join(OAUTH_SCOPES)
-            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; use {choices}")
+        _check_client_scopes(scopes)
         secret = None if public else CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
         client = OAuthClient(
             id=uuid.uuid4().hex,
@@ -141,6 +147,61 @@ class OAuthService:
         """Every client, without secrets."""
         async with self._database.session() as session:
             return [_client_info(c) for c in await accounts.list_clients(session)]
+
+    async def update_client(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        redirect_uris: tuple[str, ...] | None = None,
+        add_redirect_uris: tuple[str, ...] = (),
+        scopes: tuple[str, ...] | None = None,
+    ) -> ClientUpdate | None:
+        """Change what is given of a client's name, redirect URIs (replaced, or added to) and
+        scopes, with create_client's checks; None when there is no such client.
+
+        Its tokens that hold a scope it no longer has are revoked, and so are its codes and
+        consent tickets not used yet that hold one or name a redirect URI no longer registered;
+        the rest of its tokens go on working. Raises RevokedClient for a revoked client.
+        """
+        if name is not None and not name.strip():
+            raise ValueError("a client needs a name")
+        if redirect_uris is not None and not redirect_uris:
+            raise ValueError("a client needs at least one redirect URI")
+        for uri in (*(redirect_uris or ()), *add_redirect_uris):
+            check_redirect_uri(uri)
+        if scopes is not None:
+            _check_client_scopes(scopes)
+        async with self._database.session() as session:
+            client = await accounts.client_by_id(session, client_id)
+            if client is None:
+                return None
+            if client.revoked_at is not None:
+                raise RevokedClient(
+                    f"the client {client.id} ({client.name}) was revoked on "
+                    f"{queries.as_utc(client.revoked_at):%Y-%m-%d %H:%M} UTC and cannot be "
+                    "updated: create a new one"
+                )
+            kept = redirect_uris if redirect_uris is not None else client.redirect_uris.splitlines()
+            uris = tuple(dict.fromkeys((*kept, *add_redirect_uris)))
+            had = set(_scopes(client.scopes))
+            dropped = _ordered(had - set(scopes)) if scopes is not None else ()
+            if name is not None:
+                client.name = name.strip()
+            client.redirect_uris = "\n".join(uris)
+            if scopes is not None:
+                client.scopes = " ".join(_ordered(set(scopes)))
+            revoked = await accounts.revoke_client_scopes(session, client.id, dropped, utcnow())
+            await accounts.discard_client_codes(session, client.id, uris, dropped)
+            info = _client_info(client)
+        if revoked:
+            log.info(
+                "the client %r lost the scope(s) %s: its %d token pair(s) holding them are revoked",
+                info.name,
+                " ".join(dropped),
+                revoked,
+            )
+        return ClientUpdate(info, dropped, revoked)
 
     async def revoke_client(self, client_id: str) -> ClientInfo | None:
         """Revoke a client and every token issued to it."""

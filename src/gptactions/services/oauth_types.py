@@ -54,6 +54,19 @@ class ClientInfo:
     revoked_at: datetime | None
 
 
+class RevokedClient(Exception):
+    """A revoked client: it cannot be changed, only replaced by a new one."""
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A client changed; the scopes it lost, and how many token pairs holding them were revoked."""
+
+    info: ClientInfo
+    dropped_scopes: tuple[str, ...]
+    revoked_tokens: int
+
+
 @dataclass(frozen=True)
 class NewClient:
     """A new client; `secret` is shown once and never stored (None for a public client)."""

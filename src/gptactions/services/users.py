@@ -92,6 +92,27 @@ def _info(user: User) -> UserInfo:
     )
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidUser(f"a password must be at least {MIN_PASSWORD_LENGTH} characters long")
+
+
+@dataclass(frozen=True)
+class Enabled:
+    """A user enabled; `was_disabled_at`: since when they had been disabled (None: not)."""
+
+    info: UserInfo
+    was_disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """A user's new password set, and how many of their tokens that revoked."""
+
+    info: UserInfo
+    revoked_tokens: int
+
+
 @dataclass(frozen=True)
 class DeletedUser:
     """A deleted user, and how much of their data went with them."""
@@ -102,7 +123,7 @@ class DeletedUser:
 
 
 class UserService:
-    """Creates, lists, disables and deletes users, and checks their passwords."""
+    """Creates, lists, disables, enables and deletes users, and sets and checks passwords."""
 
     def __init__(self, database: Database, limiter: RateLimiter | None = None) -> None:
         self._database = database
@@ -114,8 +135,7 @@ class UserService:
             raise InvalidUser(
                 "a username is 1 to 64 letters, digits and . _ @ -, starting with a letter or digit"
             )
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidUser(f"a password must be at least {MIN_PASSWORD_LENGTH} characters long")
+        _check_password(password)
         password_hash = await asyncio.to_thread(_HASHER.hash, password)
         async with self._database.session() as session:
             if await accounts.user_by_name(session, username) is not None:
@@ -140,6 +160,39 @@ class UserService:
                 user.disabled_at = utcnow()
             await accounts.revoke_user_tokens(session, user.id)
             return _info(user)
+
+    async def get(self, username: str) -> UserInfo | None:
+        """The user with this username, if there is one."""
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+            return _info(user) if user else None
+
+    async def enable(self, username: str) -> Enabled | None:
+        """Let a disabled user sign in again; their tokens stay revoked (they sign in anew)."""
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+            if user is None:
+                return None
+            was = queries.as_utc(user.disabled_at) if user.disabled_at else None
+            user.disabled_at = None
+            return Enabled(_info(user), was)
+
+    async def set_password(self, username: str, password: str) -> PasswordChange | None:
+        """Replace a user's password, and revoke their tokens and unused codes: whoever signed in
+        with the old one is signed out. None when there is no such user."""
+        _check_password(password)
+        password_hash = await asyncio.to_thread(_HASHER.hash, password)
+        async with self._database.session() as session:
+            user = await accounts.user_by_name(session, username)
+            if user is None:
+                return None
+            user.password_hash = password_hash
+            revoked = await accounts.revoke_user_tokens(session, user.id)
+            # A sign-in with the old password may be midway (consent given, code not redeemed).
+            await accounts.discard_user_codes(session, user.id)
+            info = _info(user)
+        log.info("the password of user %r was changed: %d token(s) revoked", username, revoked)
+        return PasswordChange(info, revoked)
 
     async def delete(self, username: str) -> DeletedUser | None:
         """Delete a user's account, tokens and data (conversations and interactions), in one

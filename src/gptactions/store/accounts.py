@@ -5,8 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, CursorResult, delete, func, literal, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from gptactions.store.models import (
     Conversation,
@@ -56,10 +67,19 @@ async def delete_user(session: AsyncSession, user: User) -> None:
 
 async def revoke_user_tokens(
     session: AsyncSession, user_id: str, *, client_id: str | None = None
-) -> None:
-    """Revoke every live token of a user (of one client's only, when `client_id` is given)."""
+) -> int:
+    """Revoke every live token of a user (of one client's only, when `client_id` is given);
+    how many."""
     of_client = () if client_id is None else (OAuthToken.client_id == client_id,)
-    await revoke_tokens(session, utcnow(), OAuthToken.user_id == user_id, *of_client)
+    return await revoke_tokens(session, utcnow(), OAuthToken.user_id == user_id, *of_client)
+
+
+async def discard_user_codes(session: AsyncSession, user_id: str) -> None:
+    """Forget a user's consent tickets and authorization codes not used yet (the used ones
+    stay: a code presented again revokes what was issued from it)."""
+    await session.execute(
+        delete(OAuthCode).where(OAuthCode.user_id == user_id, OAuthCode.used_at.is_(None))
+    )
 
 
 # --- identities at an OpenID Connect provider ------------------------------------------------
@@ -132,6 +152,37 @@ async def revoke_client(session: AsyncSession, client: OAuthClient) -> None:
     if client.revoked_at is None:
         client.revoked_at = now
     await revoke_tokens(session, now, OAuthToken.client_id == client.id)
+
+
+def _holds(scopes: InstrumentedAttribute[str], scope: str) -> ColumnElement[bool]:
+    """Whether a column of space-separated scopes holds this one."""
+    return (literal(" ") + scopes + literal(" ")).like(f"% {scope} %")
+
+
+async def revoke_client_scopes(
+    session: AsyncSession, client_id: str, scopes: tuple[str, ...], now: datetime
+) -> int:
+    """Revoke a client's live token pairs that hold any of `scopes`; how many."""
+    if not scopes:
+        return 0
+    held = or_(*(_holds(OAuthToken.scopes, scope) for scope in scopes))
+    return await revoke_tokens(session, now, OAuthToken.client_id == client_id, held)
+
+
+async def discard_client_codes(
+    session: AsyncSession, client_id: str, redirect_uris: tuple[str, ...], scopes: tuple[str, ...]
+) -> None:
+    """Forget a client's codes and consent tickets not used yet that name a redirect URI not in
+    `redirect_uris`, or hold any of `scopes` (the used ones stay, to catch a code's replay)."""
+    stale = [
+        OAuthCode.redirect_uri.not_in(redirect_uris),
+        *(_holds(OAuthCode.scopes, scope) for scope in scopes),
+    ]
+    await session.execute(
+        delete(OAuthCode).where(
+            OAuthCode.client_id == client_id, OAuthCode.used_at.is_(None), or_(*stale)
+        )
+    )
 
 
 # --- codes ------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ class ApiKey(Base):
     imported one (a human-chosen key's first characters would give half of it away).
     `imported` marks the key GPTACTIONS_API_KEY brought in: the next one replaces it.
     `rate_limit` and `token_limit` are the key's own limits (`gptactions keys create`).
+    `expires_at` is when a rotated key's grace period ends: from then on it counts as revoked.
     """
 
     __tablename__ = "api_keys"
@@ -105,6 +106,8 @@ class ApiKey(Base):
     # The key's own limits (`60/minute`, `100000/day`), in place of the server's; NULL: none.
     rate_limit: Mapped[str | None] = mapped_column(String(40), nullable=True)
     token_limit: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # When the key stops working without a revocation (`keys rotate --grace`); NULL: never.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class KeyVersion(Base):
