@@ -178,6 +178,11 @@ async def test_scopes_leave_out_what_they_cannot_call(api: ApiClient) -> None:
         (path, method) for path, method in operations(full) if not path.startswith("/v1/")
     }
     assert not [path for path in gpt["paths"] if path.startswith("/v1/")]
+    # A GPT given a key has that one way in; ChatGPT never asks for Server-Sent Events.
+    assert list(gpt["components"]["securitySchemes"]) == ["ApiKeyAuth"]
+    assert gpt["security"] == [{"ApiKeyAuth": []}]
+    assert "text/event-stream" in str(full["paths"]["/api/v1/gpt/conversations"])
+    assert "text/event-stream" not in json.dumps(gpt["paths"])
 
 
 async def test_an_oauth_gpts_document_has_one_way_in_and_needs_no_user_id(api: ApiClient) -> None:

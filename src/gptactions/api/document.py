@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from gptactions.api import actions, conversations, logs, me, openai_compat, status, usage
 from gptactions.api.deps import Require
-from gptactions.api.openapi import oauth_scheme, servers_for
+from gptactions.api.openapi import STREAMING_NOTE, oauth_scheme, servers_for
 from gptactions.config import Settings
 from gptactions.services.errors import Problem, invalid
 from gptactions.services.keys import SCOPES
@@ -116,6 +116,8 @@ def document_view(
         _signed_in(view, components)
     if scopes is None:
         return view
+    if not oauth:
+        _keyed(view, components)
     paths: dict[str, Any] = {}
     for path, item in view.get("paths", {}).items():
         if path.startswith(openai_compat.PREFIX + "/"):
@@ -123,7 +125,7 @@ def document_view(
             # body (messages, tools) that is no action's to fill.
             continue
         kept = {
-            method: operation
+            method: _json_only(operation) if method not in _NOT_OPERATIONS else operation
             for method, operation in item.items()
             if method in _NOT_OPERATIONS or callable_with(path, method, scopes, oauth=oauth)
         }
@@ -136,6 +138,33 @@ def document_view(
         "x-scopes": sorted(scopes, key=SCOPES.index),
     }
     return view
+
+
+def _keyed(view: dict[str, Any], components: dict[str, Any]) -> None:
+    """The document of a GPT given an API key: the key its one way in, as OAuth is a signed-in
+    GPT's (a GPT's action has one authentication type)."""
+    schemes = components["securitySchemes"]
+    if "ApiKeyAuth" in schemes:
+        components["securitySchemes"] = {"ApiKeyAuth": schemes["ApiKeyAuth"]}
+        view["security"] = [{"ApiKeyAuth": []}]
+
+
+def _json_only(operation: Any) -> Any:
+    """The operation without its Server-Sent Events answer: ChatGPT asks for JSON, never for
+    `text/event-stream`, and a GPT's document is read by a model with a budget of words."""
+    if not isinstance(operation, dict):
+        return operation
+    responses = operation.get("responses", {})
+    ok = responses.get("200", {})
+    content = ok.get("content", {})
+    if "text/event-stream" not in content:
+        return operation
+    kept = {kind: media for kind, media in content.items() if kind != "text/event-stream"}
+    return {
+        **operation,
+        "description": str(operation.get("description", "")).replace(STREAMING_NOTE, ""),
+        "responses": {**responses, "200": {**ok, "content": kept}},
+    }
 
 
 def _signed_in(view: dict[str, Any], components: dict[str, Any]) -> None:

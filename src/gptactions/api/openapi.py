@@ -337,10 +337,12 @@ def _operation(doc: dict[str, Any], router: APIRouter, path: str, method: str) -
     return operation
 
 
+STREAMING_NOTE = " With `Accept: text/event-stream` the reply streams as Server-Sent Events."
+"""The end of the conversation operations' descriptions; a GPT's document leaves it out."""
+
+
 def _conversation_operation(operation: dict[str, Any], description: str) -> None:
-    operation["description"] = (
-        description + " With `Accept: text/event-stream` the reply streams as Server-Sent Events."
-    )
+    operation["description"] = description + STREAMING_NOTE
     operation["x-openai-isConsequential"] = False
     _add_errors(operation, ["400", *_MODEL_ERRORS])
     operation["responses"]["200"]["content"]["text/event-stream"] = _event_stream()
