@@ -498,3 +498,23 @@ def test_urls_that_cannot_work_are_named_before_anything_starts(isolated: Path) 
         "  GPTACTIONS_PUBLIC_URL: not an http(s) URL with a host, e.g. https://gpt.example.com",
         "  GPTACTIONS_REDIS_URL: not a Redis URL: use redis://host:6379/0, rediss:// or unix://",
     ]
+
+
+def test_what_serve_logs_before_the_server_starts_is_timestamped(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up's own records (here: a changed GPTACTIONS_API_KEY revoking the key it
+    imported before) are written as the server's log writes every line."""
+    monkeypatch.setattr("gptactions.workers.run", lambda settings: None)
+    first = {"GPTACTIONS_API_KEY": "gpta_" + "a" * 32}
+    assert gptactions("serve", "--port", "0", cwd=isolated, env=first).returncode == 0
+    second = gptactions(
+        "serve", "--port", "0", cwd=isolated, env={"GPTACTIONS_API_KEY": "gpta_" + "b" * 32}
+    )
+    assert second.returncode == 0, second.stderr
+    (changed,) = [line for line in second.stderr.splitlines() if "API_KEY changed" in line]
+    stamp, rest = changed.split(" ", 1)
+    assert datetime.fromisoformat(stamp).tzinfo is not None
+    assert rest.startswith("WARNING:  gptactions.services.keys: GPTACTIONS_API_KEY changed")
+    served = [line for line in second.stderr.splitlines() if "serving on" in line]
+    assert served and datetime.fromisoformat(served[0].split(" ", 1)[0])

@@ -290,4 +290,6 @@ def test_the_access_log_keeps_secrets_and_searches_out_of_its_lines() -> None:
     assert "code=REDACTED&state=REDACTED" in callback
     search = line("/api/v1/gpt/logs?q=my+diagnosis&userId=alice&limit=5")
     assert "diagnosis" not in search and "userId=alice&limit=5" in search
+    keyed = line("/api/v1/gpt/status?api_key=gpta_k3y&apikey=gpta_k3y&key=gpta_k3y")
+    assert "gpta_k3y" not in keyed and "api_key=REDACTED&apikey=REDACTED&key=REDACTED" in keyed
     assert line("/api/v1/gpt/status").endswith('"GET /api/v1/gpt/status HTTP/1.1" 200 OK')

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import errno
 import io
 import json
+import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -84,12 +86,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # each worker's start-up then finds the key and generates none.
     may_generate = settings.environment == "development"
     try:
-        created = _run(
-            lambda: with_keys(
-                settings,
-                lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
+        with _timestamped_logs():  # what the start-up logs (a key imported or revoked)
+            created = _run(
+                lambda: with_keys(
+                    settings,
+                    lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
+                )
             )
-        )
     except NoKeys as error:
         raise click.ClickException(str(error)) from None
     except DatabaseUnreachable as error:
@@ -112,6 +115,28 @@ def _log(level: str, message: str) -> None:
 
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
     click.echo(f"{stamp} {level + ':':<9} gptactions: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _timestamped_logs() -> Iterator[None]:
+    """The log's records written as the server's log writes them, while the command works
+    before the server (which configures logging its own way) starts."""
+    from gptactions.serving import IsoFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        IsoFormatter("%(asctime)s %(levelprefix)s %(name)s: %(message)s", use_colors=False)
+    )
+    root, ours = logging.getLogger(), logging.getLogger("gptactions")
+    level = ours.level
+    root.addHandler(handler)
+    if not level:  # our own INFO lines; the libraries' (alembic's chatter) stay at WARNING
+        ours.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        ours.setLevel(level)
 
 
 def _check_port_free(host: str, port: int) -> None:

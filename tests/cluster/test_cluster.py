@@ -204,6 +204,10 @@ async def test_plain_http_redirects_to_https(cluster: Cluster) -> None:
         response = await client.get(f"{cluster.nginx.http_url}{API}/status?x=1")
     assert response.status_code == 301
     assert response.headers["location"] == f"https://127.0.0.1{API}/status?x=1"
+    # The replicas' metrics are for Prometheus, scraping each where it listens.
+    async with httpx.AsyncClient(verify=cluster.nginx.tls()) as client:
+        assert (await client.get(f"{cluster.nginx.url}/metrics")).status_code == 404
+        assert (await client.get(f"{cluster.nginx.url}/healthz")).status_code == 200
 
 
 @pytest.fixture

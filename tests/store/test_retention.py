@@ -141,3 +141,15 @@ def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
         "PGPASSWORD=... pg_dump --format=custom --file=dump.pgc --host=db.local --port=5432 "
         "--username=app gpt"
     )
+    # TLS settings in the URL are pg_dump's too (asyncpg's `ssl` is libpq's `sslmode`).
+    tls = _gptactions(
+        "db",
+        "backup",
+        "dump.pgc",
+        cwd=tmp_path,
+        url="postgresql+asyncpg://app@db.local/gpt?ssl=verify-full&sslrootcert=/etc/ca.pem",
+    )
+    assert tls.stdout.strip() == (
+        "pg_dump --format=custom --file=dump.pgc --host=db.local --username=app "
+        "'--dbname=dbname=gpt sslmode=verify-full sslrootcert=/etc/ca.pem'"
+    )

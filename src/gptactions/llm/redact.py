@@ -105,9 +105,12 @@ class LogRedactor(logging.Filter):
 SENSITIVE_QUERY = frozenset(
     {
         "access_token",
+        "api_key",
+        "apikey",
         "client_secret",
         "code",
         "code_verifier",
+        "key",
         "password",
         "q",
         "refresh_token",
@@ -116,8 +119,8 @@ SENSITIVE_QUERY = frozenset(
     }
 )
 """Query parameters whose values are kept out of spans and the access log: OAuth's codes and
-tokens (a sign-in provider's callback carries them), and `/logs?q=`, which quotes what users
-wrote."""
+tokens (a sign-in provider's callback carries them), an API key a client put in the URL (it is
+refused there, but its request is logged), and `/logs?q=`, which quotes what users wrote."""
 
 REDACTED = "REDACTED"
 

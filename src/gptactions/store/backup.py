@@ -34,6 +34,25 @@ def pg_dump_command(url: str, target: Path) -> str:
         parts.append(f"--port={parsed.port}")
     if parsed.username:
         parts.append(f"--username={parsed.username}")
-    parts.append(parsed.database or "")
+    # libpq's own connection parameters in the URL (sslmode, sslrootcert...) go to pg_dump as a
+    # connection string, or a backup would connect with other TLS settings than the server.
+    # asyncpg spells libpq's `sslmode` as `ssl`.
+    options = {("sslmode" if name == "ssl" else name): value for name, value in parsed.query.items()}
+    if options:
+        pairs = [f"dbname={_conninfo(parsed.database or '')}"]
+        for name, value in options.items():
+            for item in (value,) if isinstance(value, str) else value:
+                pairs.append(f"{name}={_conninfo(item)}")
+        parts.append(f"--dbname={' '.join(pairs)}")
+    else:
+        parts.append(parsed.database or "")
     line = shlex.join(parts)
     return f"PGPASSWORD=... {line}" if parsed.password else line
+
+
+def _conninfo(value: str) -> str:
+    """`value` quoted as a libpq connection string's value."""
+    if value and not any(c in value for c in " '\\"):
+        return value
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
