@@ -148,8 +148,8 @@ class Metrics:
         )
         self.unauthenticated_rejections = Counter(
             "gptactions_unauthenticated_rejections",
-            "/api/v1/gpt requests refused without a valid key or token (not in the log), by "
-            "status.",
+            "Requests to /api/v1/gpt, /v1 and /mcp refused without a valid key or token (not in "
+            "the log), by status.",
             ["status"],
             registry=r,
         )
@@ -247,22 +247,48 @@ def route_template(scope: Scope, routed: Scope, routes: Iterable[BaseRoute]) -> 
     """The template of the route that took the request: `/api/v1/gpt/respond`, `/console/{path}`.
 
     `routed` is the scope after the app ran (the router notes its route there); `scope` is the
-    request's own, which is matched again when a middleware answered before any routing (a 415,
-    say) or handed the router a copy. A route included from a router carries no template of its
-    own here; its path is used, which is bounded, since a route matched it.
+    request's own, which is matched again when no route was noted: a middleware answered before
+    any routing (a 415, say) or handed the router a copy, or the route does not take the method
+    (a 405). A path a trailing slash away from a route's is that route's (it is redirected there,
+    `api.methods.slash_twin`); only a path no route knows is `unmatched`.
     """
     route = routed.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if isinstance(template, str):
         return template
+    path: str = scope["path"]
+    twin = path[:-1] if path.endswith("/") else path + "/"
+    for candidate_path in (path, twin) if path != "/" else (path,):
+        template = _matching_template(routes, {**scope, "path": candidate_path})
+        if template is not None:
+            return template
+    return UNMATCHED
+
+
+def _matching_template(routes: Iterable[BaseRoute], scope: Scope) -> str | None:
+    """The template of the route the router would pick for `scope`: the first that takes its
+    path and method, else the first that takes its path (which answers the 405)."""
+    partial: str | None = None
     for candidate in routes:
         match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            if isinstance(candidate, Mount):
-                return f"{candidate.path}/{{path}}"
-            template = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
-            return template if isinstance(template, str) else str(scope["path"])
-    return UNMATCHED
+        if match is Match.NONE:
+            continue
+        template = _template_of(candidate, scope)
+        if match is Match.FULL and template is not None:
+            return template
+        partial = partial or template
+    return partial
+
+
+def _template_of(candidate: BaseRoute, scope: Scope) -> str | None:
+    """`candidate`'s template; for a router included in the app (FastAPI), its matching route's."""
+    included = getattr(candidate, "original_router", None)
+    if included is not None:
+        return _matching_template(included.routes, scope)
+    if isinstance(candidate, Mount):
+        return f"{candidate.path}/{{path}}"
+    template = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+    return template if isinstance(template, str) else None
 
 
 class RequestMetrics:

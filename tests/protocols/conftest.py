@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from gptactions.app import create_app
 from gptactions.config import Settings
@@ -72,3 +75,14 @@ async def served(
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def mcp_client(server: Served, key: str | None) -> AsyncIterator[Client]:
+    """The SDK's client on /mcp, sending the key as a Bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=120) as http,
+        Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client,
+    ):
+        yield client

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
-from mcp import Client, MCPError
-from mcp.client.streamable_http import streamable_http_client
+from mcp import MCPError
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
@@ -20,18 +16,7 @@ from gptactions.llm.local import LocalBackend
 from gptactions.services.keys import Principal
 from tests.actions.conftest import HAIKU_YAML as HAIKU
 from tests.conftest import ADMIN_KEY, ApiClient, _KeepLoaded
-from tests.protocols.conftest import Served, initialize_message, served
-
-
-@asynccontextmanager
-async def mcp_client(server: Served, key: str | None) -> AsyncIterator[Client]:
-    """The SDK's client on /mcp, sending the key as a Bearer token."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=120) as http,
-        Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client,
-    ):
-        yield client
+from tests.protocols.conftest import Served, initialize_message, mcp_client, served
 
 
 async def logged(server: Served) -> list[dict[str, Any]]:
@@ -105,15 +90,17 @@ async def test_converse_starts_and_continues_a_conversation(settings: Settings) 
 
 async def test_a_call_without_a_valid_key_is_refused(settings: Settings) -> None:
     async with served(settings, FakeBackend()) as server:
-        for key in (None, "gpta_not_a_key"):
+        for key, why in [(None, "an API key is required"), ("gpta_not_a_key", "is not valid")]:
             with pytest.raises(ExceptionGroup) as caught:
                 async with mcp_client(server, key) as client:
                     await client.call_tool("summarize", {"text": "x"})
-            assert caught.group_contains(MCPError, depth=2)
+            # The client is told why (it was "Server returned an error response").
+            assert caught.group_contains(MCPError, match=why, depth=2)
         async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         assert response.status_code == 401
-        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.json()["id"] == 1
+        assert response.json()["error"]["data"]["code"] == "unauthorized"
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 

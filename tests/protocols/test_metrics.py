@@ -77,6 +77,49 @@ async def test_counters_move_with_requests(api: ApiClient) -> None:
     assert methods == {"OTHER"}
 
 
+async def test_a_route_s_other_methods_and_slash_twin_are_labelled_with_it(
+    api: ApiClient,
+) -> None:
+    """A 405 and a trailing-slash redirect are of a known route: `unmatched` is for unknown
+    paths only (GET /mcp, DELETE /mcp and POST /mcp/ were `unmatched`)."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "application/json"}
+    answered = [
+        ("GET", "/mcp", 405),
+        ("DELETE", "/mcp", 405),
+        ("POST", "/mcp/", 307),
+        ("GET", "/api/v1/gpt/status/", 307),
+        ("GET", "/api/v1/gpt/conversations", 405),
+    ]
+    for method, path, status in answered:
+        assert (await api.http.request(method, path, headers=headers)).status_code == status
+    assert (await api.get("/no/such/path/")).status_code == 404
+    labels = {
+        (dict(labels)["method"], dict(labels)["route"], dict(labels)["status"])
+        for name, labels in await scrape(api)
+        if name == "gptactions_http_requests_total"
+    }
+    expected = {(m, p.rstrip("/"), str(s)) for m, p, s in answered}
+    assert expected <= labels
+    assert {label for label in labels if label[1] == "unmatched"} == {("GET", "unmatched", "404")}
+
+
+async def test_unauthenticated_mcp_requests_are_counted(api: ApiClient) -> None:
+    """As on /api/v1/gpt and /v1 (POST /mcp with a wrong key left the counter flat)."""
+    name = "gptactions_unauthenticated_rejections_total"
+    before = value(await scrape(api), name, status="401")
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for key in ("nope", None):
+        assert (await api.post("/mcp", ping, key=key)).status_code == 401
+    assert (await api.post("/api/v1/gpt/conversations", {}, key="nope")).status_code == 401
+    assert (await api.get("/v1/models", key="nope")).status_code == 401
+    assert value(await scrape(api), name, status="401") - before == 4
+    page = (await api.get("/metrics")).text
+    [family] = [
+        f for f in text_string_to_metric_families(page) if f.name == name.removesuffix("_total")
+    ]
+    assert all(prefix in family.documentation for prefix in ("/api/v1/gpt", "/v1", "/mcp"))
+
+
 async def test_the_page_is_open_without_a_token(api: ApiClient) -> None:
     response = await api.get("/metrics", key=None)
     assert response.status_code == 200

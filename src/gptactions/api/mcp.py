@@ -12,8 +12,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
+import jsonschema
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -28,17 +30,26 @@ from starlette.types import Receive, Scope, Send
 from gptactions import __version__
 from gptactions.api.conversations import reply_body
 from gptactions.api.deps import get_principal, lacks_scope
-from gptactions.api.errors import backend_status, error_body, error_response, validation_problem
+from gptactions.api.errors import backend_status, error_body, validation_problem
 from gptactions.api.forwarded import public_origin
+from gptactions.api.mcp_envelope import (
+    decoded,
+    envelope_refusal,
+    refused,
+    replaying,
+    request_id,
+)
 from gptactions.api.oauth import resource_metadata_url
 from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
 from gptactions.services.actions import ActionCall
+from gptactions.services.actions.registry import schema_problems
 from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
 from gptactions.services.rejections import Rejection, record_rejection
+from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,13 @@ SIGNED_IN_CONVERSE_SCHEMA: dict[str, Any] = {
 """`converse` for an OAuth token, which is its user: a client filling a required userId would
 have to guess the user's name."""
 
+CONVERSE_CHECKS = (
+    jsonschema.Draft202012Validator(CONVERSE_SCHEMA),
+    jsonschema.Draft202012Validator(SIGNED_IN_CONVERSE_SCHEMA),
+)
+"""`converse`'s schemas, as their callers are shown them and held to (an action's arguments are
+held to its schema by the actions service)."""
+
 PrincipalOf = Callable[[ServerRequestContext[Any, Any]], Principal | None]
 
 
@@ -115,9 +133,7 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
                 types.Tool(
                     name=CONVERSE,
                     description="Start a conversation with the model, or continue one by its id.",
-                    input_schema=CONVERSE_SCHEMA
-                    if principal.user_id is None
-                    else SIGNED_IN_CONVERSE_SCHEMA,
+                    input_schema=_converse_check(principal).schema,
                 )
             )
         if principal is not None and principal.allows("actions"):
@@ -184,9 +200,23 @@ async def _run_action(
     )
 
 
+def _converse_check(principal: Principal) -> jsonschema.Draft202012Validator:
+    """The schema of `converse` that `principal` is shown, and held to."""
+    api_key, signed_in = CONVERSE_CHECKS
+    return api_key if principal.user_id is None else signed_in
+
+
 async def _converse(
     runtime: Runtime, principal: Principal, arguments: dict[str, Any]
 ) -> types.CallToolResult:
+    # The schema first (a property it does not name is refused, as its additionalProperties
+    # says; REST's body ignores one), then REST's own rules in REST's words.
+    check = _converse_check(principal)
+    problems = schema_problems(
+        check, arguments, at=(), unexpected="is not a parameter of this tool"
+    )
+    if problems:
+        raise invalid_input(*problems)
     try:
         request = ConversationRequest.model_validate(arguments)
     except ValidationError as error:
@@ -267,7 +297,8 @@ def _quiet_stateless_terminations() -> None:
 
 
 class McpEndpoint:
-    """`/mcp`: authenticates the API key like the REST routes, then hands over to the SDK.
+    """`/mcp`: authenticates the API key like the REST routes, checks the message's envelope
+    (`mcp_envelope`: what it refuses is a JSON-RPC error), then hands over to the SDK.
 
     Stateless and answering in JSON, so any worker of a multi-process server can take any
     request. The SDK's session manager must run inside the app's lifespan: see `running`.
@@ -321,29 +352,46 @@ class McpEndpoint:
             await task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        # Read before anything is answered, so that every answer names the request it is for
+        # (BodyGuard bounds it); the SDK then reads it again (`replaying`).
+        body = await request.body()
+        message = decoded(body)
+        answering = request_id(message)
         if self._manager is None:
-            response = error_response(503, "the MCP endpoint is not running")
-            await response(scope, receive, send)
+            error = ServiceError("the MCP endpoint is not running", 503, "unavailable")
+            await refused(error, answering)(scope, receive, send)
             return
         try:
-            principal = await get_principal(Request(scope), self.runtime)
+            principal = await get_principal(request, self.runtime)
+        except DatabaseUnavailable as outage:
+            error = ServiceError(
+                "the database is unavailable; retry shortly",
+                503,
+                "database_unavailable",
+                headers={"Retry-After": str(outage.retry_after)},
+            )
+            await refused(error, answering)(scope, receive, send)
+            return
         except ServiceError as error:
-            headers = dict(error.headers or {})
             if error.status == 401:  # say where an MCP client learns how to get a token
-                base = public_origin(Request(scope), self.runtime.settings)
+                headers = dict(error.headers or {})
+                base = public_origin(request, self.runtime.settings)
                 metadata = resource_metadata_url(base, "/mcp")
                 challenge = headers.get("WWW-Authenticate", 'Bearer realm="gptactions"')
                 headers["WWW-Authenticate"] = f'{challenge}, resource_metadata="{metadata}"'
-            response = error_response(
-                error.status, error.message, code=error.code, headers=headers or None
-            )
-            await response(scope, receive, send)
+                error = replace(error, headers=headers)
+            await refused(error, answering)(scope, receive, send)
+            return
+        refusal = envelope_refusal(request.headers, message)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         token = AccessToken(
             token=principal.key_id, client_id=principal.key_id, scopes=sorted(principal.scopes)
         )
         scope = {**scope, PRINCIPAL_KEY: principal, "user": AuthenticatedUser(token)}
-        await self._manager.handle_request(scope, receive, send)
+        await self._manager.handle_request(scope, replaying(body, receive), send)
 
 
 async def serve_stdio(runtime: Runtime, principal: Principal) -> None:

@@ -31,16 +31,16 @@ _READ_TIMEOUT = 1.0
 
 
 class RecordRejections:
-    """Records the refusals of requests under `prefix`; sits outside `BodyGuard`, so its 413s
-    are seen too. The error answer is held until its interaction is committed, so that the log
-    shows it as soon as the caller has its answer."""
+    """Records the refusals of requests under `prefix` (the API, `/v1` and MCP's endpoint);
+    sits outside `BodyGuard`, so its 413s are seen too. The error answer is held until its
+    interaction is committed, so that the log shows it as soon as the caller has its answer."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         runtime: Runtime,
-        prefix: str | tuple[str, ...] = ("/api/v1/gpt/", "/v1/"),
+        prefix: str | tuple[str, ...] = ("/api/v1/gpt/", "/v1/", "/mcp"),
     ) -> None:
         self.app = app
         self.runtime = runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,17 +128,28 @@ class ActionRegistry:
     def validate(self, name: str, parameters: Any) -> list[Problem]:
         """Every problem of `parameters` against the action's schema, each with a JSON pointer."""
         self.get(name)
-        errors = list(self._validators[name].iter_errors(parameters))
-        # A value of the wrong type is only that: not also "must be at most 500" (1e400).
-        mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
-        problems = [
-            problem
-            for error in errors
-            if error.validator == "type" or tuple(error.absolute_path) not in mistyped
-            for problem in _problems_of(error)
-        ]
-        unique = list(dict.fromkeys(problems))  # "" breaks minLength and the pattern alike
-        return sorted(unique, key=lambda p: p.pointer)
+        return schema_problems(self._validators[name], parameters)
+
+
+def schema_problems(
+    validator: jsonschema.Draft202012Validator,
+    value: Any,
+    at: Sequence[str] = ("parameters",),
+    unexpected: str = "is not a parameter of this action",
+) -> list[Problem]:
+    """Every problem of `value` against the validator's schema, in the API's words, each with a
+    JSON pointer under `at`; a property the schema does not allow is said to be `unexpected`."""
+    errors = list(validator.iter_errors(value))
+    # A value of the wrong type is only that: not also "must be at most 500" (1e400).
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    problems = [
+        problem
+        for error in errors
+        if error.validator == "type" or tuple(error.absolute_path) not in mistyped
+        for problem in _problems_of(error, at, unexpected)
+    ]
+    unique = list(dict.fromkeys(problems))  # "" breaks minLength and the pattern alike
+    return sorted(unique, key=lambda p: p.pointer)
 
 
 def _integers(value: Any, schema: Any) -> Any:
@@ -164,11 +175,13 @@ def _admits(schema: dict[str, Any], kind: str) -> bool:
     return kinds == kind or (isinstance(kinds, list) and kind in kinds)
 
 
-def _pointer(path: Iterable[Any]) -> str:
-    return json_pointer(["parameters", *path])
+def _pointer(at: Sequence[str], path: Iterable[Any]) -> str:
+    return json_pointer([*at, *path])
 
 
-def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:
+def _problems_of(
+    error: jsonschema.ValidationError, at: Sequence[str], unexpected: str
+) -> list[Problem]:
     """The problems one validation error stands for, pointing at the property concerned.
 
     jsonschema reports a missing or unexpected property at the object holding it; the API points
@@ -180,7 +193,7 @@ def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:
         missing = [p for p in error.validator_value if p not in instance]
         name = next((p for p in missing if error.message.startswith(repr(p))), None)
         if name is not None:
-            return [Problem(_pointer([*path, name]), "is required")]
+            return [Problem(_pointer(at, [*path, name]), "is required")]
     if (
         error.validator == "additionalProperties"
         and error.validator_value is False
@@ -196,11 +209,8 @@ def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:
             if key not in known and not any(re.search(p, key) for p in patterns)
         ]
         if extra:
-            return [
-                Problem(_pointer([*path, key]), "is not a parameter of this action")
-                for key in extra
-            ]
-    return [Problem(_pointer(path), _message(error))]
+            return [Problem(_pointer(at, [*path, key]), unexpected) for key in extra]
+    return [Problem(_pointer(at, path), _message(error))]
 
 
 _TYPES = {

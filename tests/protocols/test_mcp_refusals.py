@@ -1,0 +1,210 @@
+"""What /mcp refuses, as MCP clients see it: JSON-RPC errors in a line, tool errors naming what
+to fix, and a rate limit that says when to retry (through the official SDK's client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+from gptactions.api.mcp import _converse
+from gptactions.config import Settings
+from gptactions.llm.fake import FakeBackend
+from gptactions.services.errors import ServiceError
+from gptactions.services.keys import Principal
+from gptactions.store.outage import DatabaseUnavailable
+from tests.actions.conftest import HAIKU_YAML
+from tests.conftest import ADMIN_KEY, ApiClient
+from tests.protocols.conftest import Served, mcp_client, served
+
+ACCEPT = "application/json, text/event-stream"
+SUPPORTED = [*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS]
+
+
+async def post(
+    server: Served, body: Any, *, version: str | None = None, key: str = ADMIN_KEY
+) -> httpx.Response:
+    """One raw POST to /mcp: a JSON value, or a str sent as it is."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": ACCEPT}
+    if version is not None:
+        headers["MCP-Protocol-Version"] = version
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        if isinstance(body, str):
+            headers["Content-Type"] = "application/json"
+            return await http.post("/mcp", content=body, headers=headers)
+        return await http.post("/mcp", json=body, headers=headers)
+
+
+def in_a_line(message: str) -> None:
+    """A message of the server's own: one line, no library's report or link."""
+    assert "\n" not in message, message
+    assert "pydantic" not in message.lower() and "http" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("body", "version", "code", "answering", "says"),
+    [
+        ({"jsonrpc": "2.0", "id": 3}, None, -32600, 3, '"method" is missing'),
+        ({"jsonrpc": "2.0", "id": 3}, "2025-06-18", -32600, 3, '"method" is missing'),
+        ([{"jsonrpc": "2.0", "id": 3, "method": "ping"}], "2025-03-26", -32600, None, "batch"),
+        ({"jsonrpc": "1.0", "id": 4, "method": "ping"}, None, -32600, 4, '"jsonrpc"'),
+        ({"jsonrpc": "2.0", "id": [1], "method": "ping"}, None, -32600, None, '"id"'),
+        ({"jsonrpc": "2.0", "id": 5, "method": 7}, None, -32600, 5, '"method" must be'),
+        ("{not json", None, -32700, None, "not valid JSON"),
+        ({"jsonrpc": "2.0", "id": 6}, "2026-07-28", -32600, 6, '"method" is missing'),
+    ],
+)
+async def test_a_malformed_message_is_a_json_rpc_error_in_a_line(
+    settings: Settings,
+    body: Any,
+    version: str | None,
+    code: int,
+    answering: int | None,
+    says: str,
+) -> None:
+    """JSON-RPC 2.0, 5.1: -32700 for what is not JSON, -32600 for what is not a request object
+    (it was -32602 with pydantic's multi-line report and its URLs)."""
+    async with served(settings, FakeBackend()) as server:
+        answer = await post(server, body, version=version)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["id"] == answering
+        error = answer.json()["error"]
+        assert error["code"] == code
+        assert says in error["message"]
+        in_a_line(error["message"])
+        if version in MODERN_PROTOCOL_VERSIONS:
+            return  # its well-formed messages carry more (params._meta), and are tested by the SDK
+        # A well-formed message still reaches the SDK.
+        ping = await post(server, {"jsonrpc": "2.0", "id": 9, "method": "ping"}, version=version)
+        assert ping.status_code == 200 and ping.json() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+async def test_an_unsupported_protocol_version_is_refused_naming_those_supported(
+    settings: Settings,
+) -> None:
+    """The spec's 400 for an unsupported MCP-Protocol-Version, saying so (it spoke of
+    `params._meta`, the envelope of a revision the client did not ask for)."""
+    listing = {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}
+    async with served(settings, FakeBackend()) as server:
+        answer = await post(server, listing, version="1999-01-01")
+        assert answer.status_code == 400
+        assert answer.json()["id"] == 5
+        error = answer.json()["error"]
+        assert error["code"] == -32022
+        assert "unsupported MCP protocol version '1999-01-01'" in error["message"]
+        assert all(version in error["message"] for version in SUPPORTED)
+        assert error["data"] == {"supported": SUPPORTED, "requested": "1999-01-01"}
+        in_a_line(error["message"])
+        listed = await post(server, listing, version="2025-06-18")
+        assert "converse" in {tool["name"] for tool in listed.json()["result"]["tools"]}
+
+
+async def test_converse_refuses_a_property_its_schema_does_not_name(settings: Settings) -> None:
+    async with served(settings, FakeBackend(["never said"])) as server:
+        async with mcp_client(server, await server.key("chat")) as client:
+            [tool] = (await client.list_tools()).tools
+            assert tool.input_schema["additionalProperties"] is False
+            result = await client.call_tool(
+                "converse", {"userId": "mcpuser", "message": "hi", "bogus": 1}
+            )
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["code"] == "invalid_request"
+        assert error["message"] == "Invalid input: bogus: is not a parameter of this tool"
+        assert error["details"] == [
+            {"pointer": "/bogus", "message": "is not a parameter of this tool"}
+        ]
+        assert "bogus" in result.content[0].text
+        # Refused as the other refusals are: in the log, and nothing was generated.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            logs = await http.get(
+                "/api/v1/gpt/logs", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            )
+        assert [(e["kind"], e["endpoint"]) for e in logs.json()] == [
+            ("rejected", "POST /mcp?tool=converse")
+        ]
+
+
+async def test_a_signed_in_users_converse_is_held_to_its_own_schema(api: ApiClient) -> None:
+    """An OAuth token's `converse` has no required userId, and no more properties either."""
+    alice = Principal("oauth-client", "oauth:My GPT", "default", frozenset({"chat"}), "alice")
+    with pytest.raises(ServiceError) as refused:
+        await _converse(api.runtime, alice, {"message": "hi", "tone": "warm"})
+    assert [(p.pointer, p.message) for p in refused.value.details] == [
+        ("/tone", "is not a parameter of this tool")
+    ]
+    result = await _converse(api.runtime, alice, {"message": "hi"})
+    assert not result.is_error
+
+
+async def test_every_tool_refuses_a_property_its_schema_does_not_allow(tmp_path: Path) -> None:
+    """Whatever a tool's schema is (built-in, user-defined, `converse`), the call is held to it."""
+    actions = tmp_path / "actions.yaml"
+    actions.write_text(HAIKU_YAML, encoding="utf-8")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, actions_file=actions
+    )
+    async with (
+        served(settings, FakeBackend()) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        tools = (await client.list_tools()).tools
+        assert len(tools) > 5
+        for tool in tools:
+            result = await client.call_tool(tool.name, {"bogus": 1})
+            assert result.is_error, tool.name  # every one requires something
+            pointers = [p["pointer"] for p in result.structured_content["error"]["details"]]
+            named = any(pointer.endswith("/bogus") for pointer in pointers)
+            # `haiku` (user-defined) does not forbid other properties; the others do.
+            assert named is (tool.input_schema.get("additionalProperties") is False), tool.name
+
+
+async def test_a_rate_limited_client_is_told_why_and_when_to_retry(settings: Settings) -> None:
+    """The SDK's client reads a refused POST's body only when it is a JSON-RPC error: the 429
+    was "Server returned an error response", without its reason or Retry-After."""
+    async with served(settings, FakeBackend()) as server:
+        limited = (await server.runtime.keys.create("limited", rate_limit="4/hour")).secret
+        async with mcp_client(server, limited) as client:
+            with pytest.raises(MCPError) as caught:
+                for _ in range(10):  # initialize and its notification count too; 10: a new hour
+                    await client.list_tools()
+        error = caught.value.error
+        assert error.message.startswith("rate limit 4/hour reached for this key; retry in ")
+        assert error.data["code"] == "rate_limited" and error.data["status"] == 429
+        assert 1 <= error.data["retryAfter"] <= 3600
+        # Over HTTP: still a 429 with Retry-After, answering the request by its id.
+        for _ in range(5):
+            answer = await post(server, {"jsonrpc": "2.0", "id": 8, "method": "ping"}, key=limited)
+            if answer.status_code != 200:
+                break
+        assert answer.status_code == 429
+        body = answer.json()
+        assert body["id"] == 8 and body["error"]["code"] == -32010
+        assert answer.headers["retry-after"] == str(body["error"]["data"]["retryAfter"])
+        # And in the caller's log, as a REST 429 is.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            logs = await http.get(
+                "/api/v1/gpt/logs?kind=rejected", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            )
+        assert {(e["endpoint"], e["httpStatus"]) for e in logs.json()} == {("POST /mcp", 429)}
+
+
+async def test_a_database_outage_is_told_with_when_to_retry(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with served(settings, FakeBackend()) as server:
+
+        def down() -> None:
+            raise DatabaseUnavailable("test", ConnectionError("refused"))
+
+        monkeypatch.setattr(server.runtime, "require_database", down)
+        answer = await post(server, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        assert answer.status_code == 503
+        error = answer.json()["error"]
+        assert error["message"] == "the database is unavailable; retry shortly"
+        assert error["data"]["code"] == "database_unavailable"
+        assert answer.headers["retry-after"] == str(error["data"]["retryAfter"])
