@@ -120,7 +120,6 @@ class Runtime:
         self.completions = CompletionService(
             self.router,
             self.log,
-            default_max_tokens=settings.default_max_tokens,
             max_tokens_limit=settings.max_tokens_limit,
         )
         self.status = StatusService(self.database, self.router)

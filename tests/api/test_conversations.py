@@ -131,6 +131,30 @@ async def test_a_message_that_cannot_fit_is_400(settings: Any) -> None:
     assert response.json()["error"]["details"][0]["pointer"] == "/message"
 
 
+async def test_without_max_tokens_a_long_message_gets_the_room_it_leaves(settings: Any) -> None:
+    """The default maxTokens (256) was reserved whole: a message that fit the window, but left
+    less than 256 tokens, was a 400 prompt_too_long, as /v1 refused such a prompt."""
+    from tests.conftest import running_app
+
+    backend = FakeBackend(context_window=400)
+    async with running_app(settings, backend) as api:
+        started = await api.post(f"{API}/conversations", {"userId": "u", "message": "hi"})
+        assert started.status_code == 200 and backend.requests[-1].max_tokens == 256
+        long = {
+            "userId": "u",
+            "message": "word " * 250,
+            "conversationId": started.json()["conversationId"],
+        }
+        assert (await api.post(f"{API}/respond", long)).status_code == 200
+        last = backend.requests[-1]
+        prompt = await backend.count_tokens(last.messages)
+        assert [m.content for m in last.messages[1:]] == [long["message"]]  # history dropped
+        assert 0 < last.max_tokens == 400 - prompt < 256
+        # A maxTokens the client gives is reserved whole, as before.
+        asked = await api.post(f"{API}/respond", {**long, "maxTokens": 256})
+        assert asked.status_code == 400 and asked.json()["error"]["code"] == "prompt_too_long"
+
+
 async def test_max_tokens_and_temperature_reach_the_model(
     api: ApiClient, fake: FakeBackend
 ) -> None:

@@ -15,6 +15,7 @@ from tests.conftest import ADMIN_KEY, ApiClient, running_app
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}]}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
 def error_of(response: Any) -> dict[str, Any]:
@@ -63,7 +64,9 @@ async def test_generation_settings_reach_the_backend(api: ApiClient, fake: FakeB
         "tools": [tool],
         "tool_choice": "auto",
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
-        "frequency_penalty": 0.1,  # not implemented: ignored
+        "frequency_penalty": 0.1,
+        "presence_penalty": -0.5,
+        "logit_bias": {"42": -100, "7": 2.5},
     }
     assert (await api.post(CHAT, body)).status_code == 200
     request = fake.requests[-1]
@@ -77,6 +80,8 @@ async def test_generation_settings_reach_the_backend(api: ApiClient, fake: FakeB
         0.9,
         42,
     )
+    assert (request.frequency_penalty, request.presence_penalty) == (0.1, -0.5)
+    assert request.logit_bias == ((42, -100), (7, 2.5))
     assert request.stop == ("END",) and request.tools == (tool,) and request.tool_choice == "auto"
     assert request.json_schema == schema
     assert request.response_format == {
@@ -167,6 +172,27 @@ async def test_models_list_and_retrieve(api: ApiClient) -> None:
         ({**HELLO, "max_completion_tokens": 5000}, "max_completion_tokens"),
         ({**HELLO, "tool_choice": "required"}, "tool_choice"),
         ({**HELLO, "stop": ["a", "b", "c", "d", "e"]}, None),
+        ({**HELLO, "frequency_penalty": 2.5}, "frequency_penalty"),
+        ({**HELLO, "presence_penalty": -3}, "presence_penalty"),
+        ({**HELLO, "presence_penalty": "high"}, "presence_penalty"),
+        ({**HELLO, "logit_bias": {"hello": 5}}, "logit_bias"),
+        ({**HELLO, "logit_bias": {"-1": 5}}, "logit_bias"),
+        ({**HELLO, "logit_bias": {"50256": 101}}, "logit_bias"),
+        ({**HELLO, "logit_bias": {"50256": "ban"}}, "logit_bias"),
+        ({**HELLO, "logit_bias": [1, 2]}, "logit_bias"),
+        ({**HELLO, "logprobs": True}, "logprobs"),
+        ({**HELLO, "top_logprobs": 3}, "top_logprobs"),
+        ({**HELLO, "top_logprobs": 21}, "top_logprobs"),
+        ({**HELLO, "functions": [{"name": "f"}], "tools": [TOOL]}, "functions"),
+        ({**HELLO, "functions": [{"name": "bad name"}]}, "functions[0].name"),
+        ({**HELLO, "functions": [{"name": "f"}], "tool_choice": "none"}, "functions"),
+        ({**HELLO, "function_call": "auto"}, "function_call"),
+        ({**HELLO, "functions": [{"name": "f"}], "function_call": {"name": "g"}}, "function_call"),
+        (
+            {**HELLO, "functions": [{"name": "f"}], "function_call": "auto", "tool_choice": "auto"},
+            "functions",
+        ),
+        ({**HELLO, "function_call": "none", "tool_choice": "none"}, "function_call"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "messages[0].content[0].type",
@@ -194,8 +220,90 @@ async def test_a_prompt_beyond_the_context_window_is_a_400(settings: Settings) -
     async with running_app(settings, FakeBackend(context_window=64)) as api:
         long = {"messages": [{"role": "user", "content": "word " * 100}], "max_tokens": 8}
         response = await api.post(CHAT, long)
+        without_max_tokens = await api.post(CHAT, {"messages": long["messages"]})
     assert response.status_code == 400
     assert error_of(response)["code"] == "context_length_exceeded"
+    assert (
+        "you requested 112 tokens (104 in the messages, 8 in the completion)"
+        in (error_of(response)["message"])
+    )
+    assert without_max_tokens.status_code == 400
+    error = error_of(without_max_tokens)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "your messages resulted in 104 tokens" in error["message"]
+
+
+async def test_without_max_tokens_the_reply_may_take_the_room_the_prompt_leaves(
+    settings: Settings,
+) -> None:
+    """A default of 256 completion tokens refused a prompt that fit the window (1,906 tokens of
+    2,048) with context_length_exceeded; OpenAI and llama-server generate in the room left."""
+    fake = FakeBackend(context_window=2048)
+    fits = [{"role": "user", "content": "word " * 1900 + "Say ok."}]  # 1,906 tokens here
+    async with running_app(settings.model_copy(update={"max_tokens_limit": 1000}), fake) as api:
+        assert (await api.post(CHAT, {"messages": fits})).status_code == 200
+        assert fake.requests[-1].max_tokens == 2048 - 1906
+        streamed = await api.post(CHAT, {"messages": fits, "stream": True})
+        assert streamed.status_code == 200 and fake.requests[-1].max_tokens == 2048 - 1906
+        # The server's own limit still bounds a reply with room to spare.
+        assert (await api.post(CHAT, HELLO)).status_code == 200
+        assert fake.requests[-1].max_tokens == 1000
+        # As does the window: the whole of it but the prompt.
+        almost = [{"role": "user", "content": "word " * 2043}]  # 2,047 tokens
+        assert (await api.post(CHAT, {"messages": almost})).status_code == 200
+        assert fake.requests[-1].max_tokens == 1
+        # A max_tokens the client gives is still checked against the room.
+        asked = await api.post(CHAT, {"messages": fits, "max_tokens": 143})
+        assert asked.status_code == 400
+        assert error_of(asked)["code"] == "context_length_exceeded"
+        assert (await api.post(CHAT, {"messages": fits, "max_tokens": 142})).status_code == 200
+
+
+async def test_fields_at_their_defaults_are_accepted(api: ApiClient, fake: FakeBackend) -> None:
+    defaults = {
+        "logprobs": False,
+        "top_logprobs": 0,
+        "frequency_penalty": 0,
+        "presence_penalty": 0.0,
+        "logit_bias": {},
+        "functions": None,
+        "function_call": None,
+    }
+    response = await api.post(CHAT, {**HELLO, **defaults})
+    assert response.status_code == 200, response.text
+    request = fake.requests[-1]
+    assert (request.frequency_penalty, request.presence_penalty, request.logit_bias) == (0, 0, ())
+    assert request.tools == () and request.tool_choice is None
+
+
+async def test_legacy_functions_are_tools_and_their_history_tool_messages(
+    api: ApiClient, fake: FakeBackend
+) -> None:
+    weather = {"name": "get_weather", "parameters": {"type": "object"}}
+    body = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {"role": "function", "name": "get_weather", "content": "Sunny."},
+        ],
+        "functions": [weather],
+        "function_call": {"name": "get_weather"},
+    }
+    assert (await api.post(CHAT, body)).status_code == 200
+    request = fake.requests[-1]
+    assert request.tools == ({"type": "function", "function": weather},)
+    assert request.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
+    _, assistant, answer = request.messages
+    [call] = assistant.tool_calls
+    assert (call.name, call.arguments) == ("get_weather", '{"city": "Paris"}')
+    assert (answer.role, answer.content, answer.tool_call_id) == ("tool", "Sunny.", call.id)
+    for choice in ("auto", "none"):
+        assert (await api.post(CHAT, {**body, "function_call": choice})).status_code == 200
+        assert fake.requests[-1].tool_choice == choice
 
 
 async def test_keys_and_scopes(api: ApiClient) -> None:

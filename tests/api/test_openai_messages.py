@@ -59,7 +59,18 @@ CASES: list[tuple[list[dict[str, Any]], str | None]] = [
         [USER, {"role": "assistant", "tool_calls": [{"id": "c"}]}],
         "messages[1].tool_calls[0].function",
     ),
-    ([{"role": "function", "name": "f", "content": "x"}], "messages[0].role"),
+    # OpenAI's legacy form: a call, and the function's answer.
+    ([USER, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}], None),
+    ([USER, {"role": "assistant", "content": None, "function_call": {"name": "f"}}], None),
+    ([{"role": "function", "name": "f", "content": "x"}], None),
+    ([{"role": "function", "name": "f", "content": None}], None),
+    ([{"role": "function", "content": "x"}], "messages[0].name"),
+    ([{"role": "function", "name": "", "content": "x"}], "messages[0].name"),
+    ([{"role": "function", "name": "f"}], "messages[0].content"),
+    (
+        [USER, {"role": "assistant", "function_call": {"arguments": "{}"}}],
+        "messages[1].function_call.name",
+    ),
     ([{"content": "x"}], "messages[0].role"),
     (["hi"], "messages[0]"),
 ]
@@ -115,3 +126,34 @@ async def test_only_each_roles_own_fields_reach_the_model(
     assert (assistant.content, assistant.tool_calls[0].name) == ("", "f")
     assert (assistant.tool_calls[0].arguments, assistant.tool_calls[0].id) == ("", "c")
     assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "c", "42")
+
+
+# (fields beside the messages, the param a refusal names, or None for fields both accept)
+FIELDS: list[tuple[dict[str, Any], str | None]] = [
+    ({"frequency_penalty": 2, "presence_penalty": -2}, None),
+    ({"frequency_penalty": 2.01}, "frequency_penalty"),
+    ({"presence_penalty": -2.5}, "presence_penalty"),
+    ({"logit_bias": {"5": -100, "6": 100, "7": 0.5}}, None),
+    ({"logit_bias": {"5": 100.5}}, "logit_bias"),
+    ({"logprobs": False, "top_logprobs": 0}, None),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"functions": [{"name": "f"}], "function_call": {"name": "f"}}, None),
+    ({"functions": [{"name": "f"}], "function_call": "required"}, "function_call"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), FIELDS)
+async def test_the_document_and_the_server_agree_on_the_sampling_fields(
+    api: ApiClient, fake: FakeBackend, fields: dict[str, Any], param: str | None
+) -> None:
+    body = {"messages": [USER], "max_tokens": 8, **fields}
+    documented = (await documented_schema(api)).is_valid(body)
+    response = await api.post("/v1/chat/completions", body)
+    assert documented == (param is None)
+    if param is None:
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert not fake.requests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import httpx
 import openai
 import pytest
 
+from gptactions.llm.llama_model import LlamaModel
+from gptactions.llm.local import bundled_model_path
 from tests.openai_checks import (
     QUESTION,
     check_bad_requests,
@@ -277,3 +280,132 @@ def test_a_schema_the_grammar_cannot_follow_is_a_400_before_generation(
 
     written = server.log.read_text(errors="replace")[len(before) :]
     assert "Traceback" not in written and "grammar" not in written, written
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Iterator[LlamaModel]:
+    """The served model's vocabulary, to name tokens by id as `logit_bias` does."""
+    model = LlamaModel(bundled_model_path())
+    yield model
+    model.close()
+
+
+def greedy(client: openai.OpenAI, prompt: str, max_tokens: int, **kw: Any) -> str:
+    """The reply at temperature 0, whole; or, with `stream`, its pieces joined."""
+    messages: Any = [{"role": "user", "content": prompt}]
+    if kw.pop("stream", False):
+        chunks = client.chat.completions.create(
+            model="local",
+            messages=messages,
+            temperature=0,
+            max_tokens=max_tokens,
+            stream=True,
+            **kw,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    completion = client.chat.completions.create(
+        model="local", messages=messages, temperature=0, max_tokens=max_tokens, **kw
+    )
+    return completion.choices[0].message.content or ""
+
+
+def test_without_max_tokens_a_prompt_that_fits_the_window_is_answered(
+    client: openai.OpenAI,
+) -> None:
+    """A default of 256 completion tokens refused it: 'you requested 2190 tokens (1934 in the
+    messages, 256 in the completion)'."""
+    prompt: Any = [{"role": "user", "content": "word " * 1900 + "Say ok."}]
+    completion = client.chat.completions.create(model="local", messages=prompt, temperature=0)
+    usage = completion.usage
+    assert usage is not None and 1900 < usage.prompt_tokens < 2048
+    assert 0 < usage.completion_tokens <= 2048 - usage.prompt_tokens
+    too_long: Any = [{"role": "user", "content": "word " * 2100}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="local", messages=too_long)
+    body = raised.value.body
+    assert isinstance(body, dict) and body["code"] == "context_length_exceeded"
+    assert body["param"] == "messages" and "your messages resulted in" in body["message"]
+
+
+def test_logit_bias_bans_and_forces_tokens(client: openai.OpenAI, tokenizer: LlamaModel) -> None:
+    question = "What is the capital of France?"
+    plain = greedy(client, question, 6)
+    first = tokenizer.tokenize(plain)[0]
+    banned = greedy(client, question, 6, logit_bias={str(first): -100})
+    assert banned and tokenizer.tokenize(banned)[0] != first
+    assert greedy(client, question, 6, logit_bias={str(first): -100}, stream=True) == banned
+    forced = tokenizer.tokenize("Banana")[0]
+    reply = greedy(client, question, 3, logit_bias={str(forced): 100})
+    assert reply.startswith(tokenizer.piece(forced).decode())
+    with pytest.raises(openai.BadRequestError) as raised:
+        greedy(client, question, 3, logit_bias={str(tokenizer.n_vocab): -100})
+    body = raised.value.body
+    assert isinstance(body, dict) and body["param"] == "logit_bias"
+    assert "vocabulary" in body["message"]
+
+
+def distinct(tokenizer: LlamaModel, text: str) -> float:
+    """The share of a text's tokens that are not repeats."""
+    tokens = tokenizer.tokenize(text)
+    return len(set(tokens)) / len(tokens)
+
+
+@pytest.mark.parametrize("penalty", ["presence_penalty", "frequency_penalty"])
+def test_a_penalty_changes_a_greedy_reply_that_repeats(
+    client: openai.OpenAI, tokenizer: LlamaModel, penalty: str
+) -> None:
+    fruits = "List ten fruits."
+    plain = greedy(client, fruits, 40)
+    assert greedy(client, fruits, 40, **{penalty: 0}) == plain  # the default changes nothing
+    penalized = greedy(client, fruits, 40, **{penalty: 2})
+    assert penalized != plain and distinct(tokenizer, penalized) > distinct(tokenizer, plain)
+    assert greedy(client, fruits, 40, stream=True, **{penalty: 2}) == penalized
+    # A negative penalty favours what was written.
+    hello = "Write 'hello' ten times."
+    encouraged = greedy(client, hello, 40, **{penalty: -2})
+    assert encouraged.lower().count("hello") > greedy(client, hello, 40).lower().count("hello")
+
+
+def test_legacy_functions_are_answered_with_a_function_call(client: openai.OpenAI) -> None:
+    from tests.openai_checks import WEATHER_TOOL
+
+    asked: dict[str, Any] = {
+        "model": "local",
+        "messages": [{"role": "user", "content": "What is the weather in Tokyo?"}],
+        "temperature": 0,
+        "max_tokens": 60,
+        "functions": [WEATHER_TOOL["function"]],
+        "function_call": {"name": "get_weather"},
+    }
+    completion = client.chat.completions.create(**asked)
+    [choice] = completion.choices
+    call = choice.message.function_call
+    assert call is not None and call.name == "get_weather" and choice.message.tool_calls is None
+    assert json.loads(call.arguments)["city"] in ("Paris", "London", "Tokyo")
+    assert choice.finish_reason == "function_call"
+    chunks = list(client.chat.completions.create(**asked, stream=True))
+    pieces = [c.choices[0].delta.function_call for c in chunks if c.choices]
+    assert "".join(p.name or "" for p in pieces if p) == "get_weather"
+    assert "".join(p.arguments or "" for p in pieces if p) == call.arguments
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+
+
+def test_logprobs_are_refused_rather_than_left_out(client: openai.OpenAI) -> None:
+    for asked in ({"logprobs": True}, {"top_logprobs": 5}):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(
+                model="local",
+                messages=QUESTION,  # type: ignore[arg-type]
+                max_tokens=4,
+                **asked,
+            )
+        body = raised.value.body
+        assert isinstance(body, dict) and body["param"] == next(iter(asked))
+    plain = client.chat.completions.create(
+        model="local",
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=4,
+        logprobs=False,
+        top_logprobs=0,
+    )
+    assert plain.choices[0].logprobs is None

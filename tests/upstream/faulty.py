@@ -17,6 +17,7 @@ The first path segment picks the behaviour, so one server plays every kind of up
 - `echo-prompt`: 400 whose message quotes the request's last message, as some upstreams do.
 - `reasoning`: 400 to `max_tokens` and to `temperature`, as OpenAI's reasoning models answer.
 - `no-stream-options`: 400 naming `stream_options` when asked for it; else like `ok`.
+- `call`: calls the request's first tool with `CALL_ARGUMENTS` (streamed in two pieces).
 
 `script` holds modes that override the path's mode, one per request, for sequences such as
 "500, 500, then ok". Every request is kept in `requests`; `disconnects` counts streams the client
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPLY = "Hello from the faulty upstream"
+CALL_ARGUMENTS = '{"city": "Paris"}'
 
 
 @dataclass
@@ -212,6 +214,9 @@ class FaultyUpstream:
             else:
                 await _send_raw(writer, 200, b'{"choices": [{"message": ', "application/json")
             return
+        if name == "call":
+            await self._call(received, writer, wants_stream)
+            return
         if not wants_stream:
             await _send_json(writer, 200, _completion(received))
             return
@@ -229,6 +234,38 @@ class FaultyUpstream:
             return
         delay = float(arg) if name == "drip" else 0.0
         await self._stream_reply(received, reader, writer, delay)
+
+    async def _call(
+        self, received: Received, writer: asyncio.StreamWriter, wants_stream: bool
+    ) -> None:
+        tools = received.body.get("tools") or [{"function": {"name": "missing"}}]
+        name = tools[0]["function"]["name"]
+        if not wants_stream:
+            answer = _completion(received)
+            function = {"name": name, "arguments": CALL_ARGUMENTS}
+            call = {"id": "call_up", "type": "function", "function": function}
+            answer["choices"][0]["message"] = {"role": "assistant", "content": None}
+            answer["choices"][0]["message"]["tool_calls"] = [call]
+            answer["choices"][0]["finish_reason"] = "tool_calls"
+            await _send_json(writer, 200, answer)
+            return
+        await _start_stream(writer)
+        half = len(CALL_ARGUMENTS) // 2
+        pieces = [
+            {"index": 0, "id": "call_up", "type": "function", "function": {"name": name}},
+            {"index": 0, "function": {"arguments": CALL_ARGUMENTS[:half]}},
+            {"index": 0, "function": {"arguments": CALL_ARGUMENTS[half:]}},
+        ]
+        for piece in pieces:
+            delta = _delta("")
+            delta["choices"][0]["delta"] = {"tool_calls": [piece]}
+            await _write_chunk(writer, _event(delta))
+        final = _delta("")
+        final["choices"][0]["delta"] = {}
+        final["choices"][0]["finish_reason"] = "tool_calls"
+        await _write_chunk(writer, _event(final))
+        await _write_chunk(writer, _event("[DONE]"))
+        await _write_chunk(writer, b"")
 
     async def _stream_reply(
         self,

@@ -16,7 +16,7 @@ from gptactions.llm.openai import OpenAIBackend
 from gptactions.llm.router import BackendRouter
 from tests.conftest import ADMIN_KEY
 
-from .faulty import REPLY, FaultyUpstream
+from .faulty import CALL_ARGUMENTS, REPLY, FaultyUpstream
 from .test_streaming_api import served
 
 pytestmark = pytest.mark.upstream
@@ -78,6 +78,90 @@ async def test_what_the_client_sent_reaches_the_upstream_as_sent(
     assert (sent["top_p"], sent["seed"], sent["stop"], sent["max_tokens"]) == (0.5, 7, ["END"], 9)
     assert sent["tools"] == [tool] and sent["tool_choice"] == body["tool_choice"]
     assert sent["response_format"] == response_format
+
+
+async def test_penalties_and_logit_bias_reach_the_upstream_and_defaults_stay_home(
+    settings: Settings, faulty: FaultyUpstream
+) -> None:
+    """They were dropped without a word: the upstream sampled as if they were not asked."""
+    sampling = {
+        "frequency_penalty": 0.5,
+        "presence_penalty": -1.25,
+        "logit_bias": {"50256": -100, "15": 3.5},
+    }
+    defaults = {"frequency_penalty": 0, "presence_penalty": 0, "logit_bias": {}, "logprobs": False}
+    async with served(settings, router(faulty, "ok")) as client:
+        for stream in (False, True):
+            body = {**HELLO, **sampling, "stream": stream}
+            response = await client.post(CHAT, json=body, headers=AUTH)
+            assert response.status_code == 200
+            sent = faulty.requests[-1].body
+            assert {field: sent[field] for field in sampling} == sampling
+        response = await client.post(CHAT, json={**HELLO, **defaults}, headers=AUTH)
+        assert response.status_code == 200
+    sent = faulty.requests[-1].body
+    assert not set(defaults) & set(sent)
+    # Without max_tokens: the room the prompt leaves, up to the server's limit.
+    assert sent["max_tokens"] == settings.max_tokens_limit
+
+
+WEATHER = {"name": "get_weather", "parameters": {"type": "object"}}
+LEGACY: dict[str, Any] = {
+    **HELLO,
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": {"name": "get_weather"}},
+        {"role": "function", "name": "get_weather", "content": "Rain."},
+        {"role": "user", "content": "And now?"},
+    ],
+    "functions": [WEATHER],
+    "function_call": {"name": "get_weather"},
+}
+
+
+async def test_legacy_functions_go_upstream_as_tools_and_come_back_as_a_function_call(
+    settings: Settings, faulty: FaultyUpstream
+) -> None:
+    async with served(settings, router(faulty, "call")) as client:
+        response = await client.post(CHAT, json=LEGACY, headers=AUTH)
+        assert response.status_code == 200
+        sent = faulty.requests[-1].body
+        sdk = openai.AsyncOpenAI(
+            base_url=str(client.base_url.join("/v1")), api_key=ADMIN_KEY, max_retries=0
+        )
+        async with sdk:
+            stream = await sdk.chat.completions.create(**LEGACY, stream=True)
+            chunks = [chunk async for chunk in stream]
+            # The same upstream answer, asked with tools, is a tool call.
+            tools = {**HELLO, "tools": [{"type": "function", "function": WEATHER}]}
+            answered = await sdk.chat.completions.create(**tools)
+    assert sent["tools"] == [{"type": "function", "function": WEATHER}]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert sent["messages"][1:3] == [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "Rain.", "tool_call_id": "call_1"},
+    ]
+    [choice] = response.json()["choices"]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"]["function_call"] == {
+        "name": "get_weather",
+        "arguments": CALL_ARGUMENTS,
+    }
+    assert "tool_calls" not in choice["message"] and choice["message"]["content"] is None
+    pieces = [c.choices[0].delta.function_call for c in chunks if c.choices]
+    assert "".join(p.name or "" for p in pieces if p) == "get_weather"
+    assert "".join(p.arguments or "" for p in pieces if p) == CALL_ARGUMENTS
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    assert answered.choices[0].finish_reason == "tool_calls"
+    assert answered.choices[0].message.function_call is None
+    [tool_call] = answered.choices[0].message.tool_calls or []
+    assert tool_call.function.arguments == CALL_ARGUMENTS  # type: ignore[union-attr]
 
 
 async def test_a_client_that_leaves_a_stream_cancels_the_upstream_and_is_logged(

@@ -49,13 +49,14 @@ async def create_chat_completion(
     body: ChatCompletionBody, caller: ChatCaller, runtime: RuntimeDep
 ) -> Any:
     """Create a chat completion, whole or streamed (`stream: true`), as OpenAI's API does."""
-    call = body.to_call()
+    call, legacy = body.to_call(), body.legacy_functions
     if body.stream:
         stream = await runtime.completions.open_stream(caller, call)
         return EventStreamResponse(
-            completion_events(stream, include_usage=body.include_usage), on_close=stream.aclose
+            completion_events(stream, include_usage=body.include_usage, legacy=legacy),
+            on_close=stream.aclose,
         )
-    return _completion(await runtime.completions.complete(caller, call))
+    return _completion(await runtime.completions.complete(caller, call), legacy=legacy)
 
 
 def _model(info: ModelInfo) -> dict[str, Any]:
@@ -83,13 +84,29 @@ def _tool_call(call: ToolCall, *, piece: bool = False) -> dict[str, Any]:
     return wire
 
 
-def _completion(completion: Completion) -> dict[str, Any]:
+def _function_call(call: ToolCall, *, piece: bool = False) -> dict[str, str]:
+    """A call in OpenAI's legacy form, `function_call`: its name (in a stream's first piece
+    only) and arguments."""
+    wire = {"name": call.name} if call.name or not piece else {}
+    wire["arguments"] = call.arguments
+    return wire
+
+
+def _finish(reason: str, *, legacy: bool) -> str:
+    """How the reply ended; a call is `function_call` in the legacy form."""
+    return "function_call" if legacy and reason == "tool_calls" else reason
+
+
+def _completion(completion: Completion, *, legacy: bool = False) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": None if completion.tool_calls and not completion.text else completion.text,
         "refusal": None,
     }
-    if completion.tool_calls:
+    if completion.tool_calls and legacy:
+        # The legacy form has one call per reply: the first.
+        message["function_call"] = _function_call(completion.tool_calls[0])
+    elif completion.tool_calls:
         message["tool_calls"] = [_tool_call(call) for call in completion.tool_calls]
     return {
         "id": completion.id,
@@ -102,7 +119,7 @@ def _completion(completion: Completion) -> dict[str, Any]:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": completion.finish_reason,
+                "finish_reason": _finish(completion.finish_reason, legacy=legacy),
             }
         ],
         "usage": _usage(completion.usage),
@@ -114,9 +131,10 @@ def _data(payload: dict[str, Any]) -> bytes:
 
 
 async def completion_events(
-    stream: CompletionStream, *, include_usage: bool
+    stream: CompletionStream, *, include_usage: bool, legacy: bool = False
 ) -> AsyncGenerator[bytes, None]:
-    """The `chat.completion.chunk` events of a streamed completion, then `data: [DONE]`.
+    """The `chat.completion.chunk` events of a streamed completion, then `data: [DONE]`;
+    `legacy`: a call as `function_call` pieces (the first call's), as OpenAI's legacy form.
 
     A failure after the stream began is an event carrying an OpenAI error, which OpenAI's SDKs
     raise, in place of the rest of the stream.
@@ -148,9 +166,15 @@ async def completion_events(
                 delta: dict[str, Any] = {}
                 if piece.text:
                     delta["content"] = piece.text
-                if piece.tool_calls:
-                    delta["tool_calls"] = [_tool_call(c, piece=True) for c in piece.tool_calls]
-                yield chunk(delta)
+                calls = piece.tool_calls
+                if calls and legacy:
+                    first = [c for c in calls if c.index == 0]
+                    if first:
+                        delta["function_call"] = _function_call(first[0], piece=True)
+                elif calls:
+                    delta["tool_calls"] = [_tool_call(c, piece=True) for c in calls]
+                if delta or not calls:
+                    yield chunk(delta)
     except BackendError as error:
         status, code = backend_status(error)
         yield _data(openai_error(status, error.message, code))
@@ -161,7 +185,7 @@ async def completion_events(
         return
     completion = stream.completion
     assert completion is not None
-    yield chunk({}, completion.finish_reason)
+    yield chunk({}, _finish(completion.finish_reason, legacy=legacy))
     if include_usage:
         final = json.loads(chunk({}, choices=False).decode().removeprefix("data: "))
         final["usage"] = _usage(completion.usage)

@@ -1,8 +1,10 @@
 """The request body of `POST /v1/chat/completions`, as OpenAI's API defines it.
 
-Fields this server does not implement (logprobs, penalties, logit_bias…) are ignored, as they
-are by llama.cpp's server and Ollama; those that would change the answer's shape (`n` above 1,
-content other than text) are refused with a 400.
+A field that would change the answer is followed (`frequency_penalty`, `presence_penalty` and
+`logit_bias` among them), mapped (the legacy `functions` and `function_call` are tools and a
+tool choice, OpenAI's own mapping), or refused with a 400 naming it when set to anything but its
+default (`logprobs`, `top_logprobs`, `n` above 1, content other than text): never ignored.
+Fields that change nothing in the answer (`metadata`, `store`…) are ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -79,16 +82,18 @@ class UserMessage(_Body):
 
 
 class AssistantMessage(_Body):
-    """An earlier reply: its text, or the tool calls it made (or both)."""
+    """An earlier reply: its text, or the tool calls it made (or both); or, in OpenAI's legacy
+    form, the `function_call` it made."""
 
     role: Literal["assistant"]
     content: Content | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
+    function_call: FunctionCall | None = None
 
     @model_validator(mode="after")
     def _content_or_calls(self) -> AssistantMessage:
-        if self.content is None and not self.tool_calls:
+        if self.content is None and not self.tool_calls and self.function_call is None:
             raise ValueError("an assistant message needs content, or tool_calls")
         return self
 
@@ -101,12 +106,21 @@ class ToolMessage(_Body):
     tool_call_id: str = Field(min_length=1)
 
 
+class FunctionMessage(_Body):
+    """OpenAI's legacy form of a tool's answer: what the function `name` returned."""
+
+    role: Literal["function"]
+    name: str = Field(min_length=1)
+    content: Content | None
+
+
 MessageIn = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+    Field(discriminator="role"),
 ]
 """One message of the conversation so far: its role says which fields it has, as in OpenAI's
 schema (and the document's `ChatCompletionMessage`); a field another role has is ignored."""
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 def _messages_located(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -217,6 +231,33 @@ class ResponseFormat(_Body):
         return self
 
 
+def _logit_bias(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Token ids (as strings: JSON's keys) to biases from -100 to 100; every problem is one of
+    `logit_bias`, as OpenAI names it."""
+    for token, bias in (value or {}).items():
+        if not token.isascii() or not token.isdigit() or len(token) > 9:
+            raise ValueError(f"keys must be token ids (integers 0 or more); {token!r} is not one")
+        number = isinstance(bias, int | float) and not isinstance(bias, bool)
+        if not number or not -100 <= bias <= 100:
+            raise ValueError(f"the bias of token {token} must be a number from -100 to 100")
+    return value
+
+
+def _no_logprobs(value: bool | None) -> bool | None:
+    if value:
+        raise ValueError(
+            "is not supported by this server: leave it out or false (log-probabilities are not "
+            "returned)"
+        )
+    return value
+
+
+def _no_top_logprobs(value: int | None) -> int | None:
+    if value:
+        raise ValueError("is not supported by this server: leave it out, null or 0")
+    return value
+
+
 class StreamOptions(_Body):
     """Options of a streamed answer."""
 
@@ -240,10 +281,53 @@ class ChatCompletionRequest(_Body):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    functions: list[FunctionDefinition] | None = Field(default=None, max_length=128)
+    """OpenAI's legacy tools: answered as OpenAI answered them, with a `function_call`."""
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = Field(default=None, min_length=1, max_length=256)
 
     _user_nul_free = field_validator("user")(nul_free)
     _messages_in_place = field_validator("messages", mode="wrap")(_messages_located)
+    _logit_bias_checked = field_validator("logit_bias")(_logit_bias)
+    _logprobs_refused = field_validator("logprobs")(_no_logprobs)
+    _top_logprobs_refused = field_validator("top_logprobs")(_no_top_logprobs)
+
+    @field_validator("functions")
+    @classmethod
+    def _functions_or_tools(
+        cls, value: list[FunctionDefinition] | None, info: ValidationInfo
+    ) -> list[FunctionDefinition] | None:
+        if value is not None and info.data.get("tools") is not None:
+            raise ValueError("cannot be given with tools: functions is their legacy form")
+        if value is not None and info.data.get("tool_choice") is not None:
+            raise ValueError("cannot be given with tool_choice: use function_call")
+        return value
+
+    @field_validator("function_call", mode="wrap")
+    @classmethod
+    def _function_call_names_a_function(
+        cls, given: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> str | NamedFunction | None:
+        try:
+            value: str | NamedFunction | None = handler(given)
+        except ValidationError:  # one problem of the field, not one per form it may take
+            raise ValueError('must be "none", "auto", or {"name": one of the functions}') from None
+        if value is None:
+            return value
+        if info.data.get("tool_choice") is not None:
+            raise ValueError("cannot be given with tool_choice: it is its legacy form")
+        functions = info.data.get("functions")
+        if not functions and value != "none":
+            raise ValueError("is only allowed when functions are specified")
+        names = [function.name for function in functions or ()]
+        if isinstance(value, NamedFunction) and value.name not in names:
+            raise ValueError(f"names the function {value.name!r}, which is not among functions")
+        return value
 
     @model_validator(mode="after")
     def _stops(self) -> ChatCompletionRequest:
@@ -261,9 +345,19 @@ class ChatCompletionRequest(_Body):
             given = self.response_format.json_schema
             json_schema = (given.schema_ if given else None) or {"type": "object"}
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        tool_choice = self.tool_choice
+        tool_choice: Any = self.tool_choice
+        tools = [t.model_dump(exclude_none=True, mode="json") for t in self.tools or ()]
+        if self.functions is not None:
+            # OpenAI's own mapping of the legacy form.
+            tools = [
+                {"type": "function", "function": f.model_dump(exclude_none=True, mode="json")}
+                for f in self.functions
+            ]
+            tool_choice = self.function_call
+            if isinstance(tool_choice, NamedFunction):
+                tool_choice = NamedToolChoice(type="function", function=tool_choice)
         return CompletionCall(
-            messages=tuple(_message(m) for m in self.messages),
+            messages=_messages(self.messages),
             model=self.model,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             max_tokens_field=(
@@ -272,16 +366,20 @@ class ChatCompletionRequest(_Body):
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
             stop=tuple(s for s in stop if s),
             n=self.n or 1,
             json_schema=json_schema,
             response_format=response_format,
-            tools=tuple(t.model_dump(exclude_none=True, mode="json") for t in self.tools or ()),
+            tools=tuple(tools),
             tool_choice=(
                 tool_choice.model_dump(mode="json")
                 if isinstance(tool_choice, NamedToolChoice)
                 else tool_choice
             ),
+            functions=self.functions is not None,
             user=self.user,
         )
 
@@ -290,22 +388,54 @@ class ChatCompletionRequest(_Body):
         """Whether a stream ends with a chunk carrying the usage."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def legacy_functions(self) -> bool:
+        """Whether the tools came as `functions`: the answer carries a `function_call`."""
+        return self.functions is not None
+
+
+AnyMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage
+
+
+def _messages(messages: list[AnyMessage]) -> tuple[ChatMessage, ...]:
+    """The messages for the model; the legacy form's calls and answers as tool calls and tool
+    messages, each `function` message answering the latest call of its function."""
+    converted: list[ChatMessage] = []
+    calls: dict[str, str] = {}  # function name -> the id of its latest call
+    for index, message in enumerate(messages):
+        if isinstance(message, AssistantMessage) and message.function_call is not None:
+            call_id = f"call_{index}"
+            calls[message.function_call.name] = call_id
+            legacy = ToolCall(call_id, message.function_call.name, message.function_call.arguments)
+            chat = _message(message)
+            converted.append(ChatMessage("assistant", chat.content, (*chat.tool_calls, legacy)))
+        elif isinstance(message, FunctionMessage):
+            call_id = calls.get(message.name, f"call_{message.name}")
+            converted.append(ChatMessage("tool", _text(message.content), tool_call_id=call_id))
+        else:
+            converted.append(_message(message))
+    return tuple(converted)
+
+
+def _text(content: str | list[TextPart] | None) -> str:
+    if isinstance(content, list):
+        return "\n".join(part.text for part in content)
+    return content or ""
+
 
 def _message(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage) -> ChatMessage:
-    content = message.content
-    if isinstance(content, list):
-        content = "\n".join(part.text for part in content)
+    content = _text(message.content)
     if isinstance(message, AssistantMessage):
         return ChatMessage(
             role="assistant",
-            content=content or "",
+            content=content,
             tool_calls=tuple(
                 ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
                 for call in message.tool_calls or ()
             ),
         )
     if isinstance(message, ToolMessage):
-        return ChatMessage(role="tool", content=content or "", tool_call_id=message.tool_call_id)
+        return ChatMessage(role="tool", content=content, tool_call_id=message.tool_call_id)
     if isinstance(message, UserMessage):
         return ChatMessage(role="user", content=content or "")
     return ChatMessage(role="system", content=content or "")

@@ -237,7 +237,8 @@ def _add_components(
         "type": "integer",
         "minimum": 1,
         "maximum": settings.max_tokens_limit,
-        "description": f"Most tokens to generate (default {settings.default_max_tokens}).",
+        "description": f"Most tokens to generate (default {settings.default_max_tokens}, or "
+        "the room the message leaves in the context window when that is less).",
     }
     request["temperature"] = {
         "type": "number",

@@ -69,6 +69,7 @@ _MESSAGES = {
     "ChatCompletionUserMessage": ("user",),
     "ChatCompletionAssistantMessage": ("assistant",),
     "ChatCompletionToolMessage": ("tool",),
+    "ChatCompletionFunctionMessage": ("function",),
 }
 
 
@@ -103,6 +104,28 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
             },
         },
     }
+    function_call_in = {
+        "type": "object",
+        "required": ["name"],
+        "description": "OpenAI's legacy form of a call: read as a tool call.",
+        "properties": {
+            "name": {"type": "string"},
+            "arguments": {
+                "type": "string",
+                "default": "",
+                "description": "The arguments, as JSON.",
+            },
+        },
+    }
+    function_call = {
+        "type": "object",
+        "required": ["name", "arguments"],
+        "description": "The call, in OpenAI's legacy form (a request with functions).",
+        "properties": {
+            "name": {"type": "string"},
+            "arguments": {"type": "string", "description": "The arguments, as JSON."},
+        },
+    }
     tool_call = {
         "type": "object",
         "required": ["id", "type", "function"],
@@ -128,7 +151,12 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
             "total_tokens": {"type": "integer"},
         },
     }
-    finish = {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]}
+    finish = {
+        "type": "string",
+        "enum": ["stop", "length", "tool_calls", "content_filter", "function_call"],
+        "description": "function_call: a call, answering a request with functions.",
+    }
+    penalty = {"type": "number", "minimum": -2, "maximum": 2, "default": 0}
     return {
         "OpenAIError": {
             "type": "object",
@@ -188,10 +216,12 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                 "content": content_or_null,
                 "name": {"type": "string"},
                 "tool_calls": {"type": "array", "items": tool_call_in},
+                "function_call": function_call_in,
             },
             "anyOf": [
                 {"required": ["content"], "properties": {"content": content}},
                 {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}},
+                {"required": ["function_call"]},
             ],
         },
         "ChatCompletionToolMessage": {
@@ -204,26 +234,38 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                 "tool_call_id": {"type": "string", "minLength": 1},
             },
         },
+        "ChatCompletionFunctionMessage": {
+            "type": "object",
+            "required": ["role", "name", "content"],
+            "description": "OpenAI's legacy form of a tool's answer: read as the answer to the "
+            "latest call of the function name.",
+            "properties": {
+                "role": {"type": "string", "enum": ["function"]},
+                "name": {"type": "string", "minLength": 1},
+                "content": content_or_null,
+            },
+        },
+        "ChatCompletionFunction": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 64,
+                    "pattern": "^[A-Za-z0-9_-]+$",
+                },
+                "description": {"type": "string"},
+                "parameters": {**_FREE_FORM, "description": "A JSON Schema."},
+                "strict": {"type": "boolean"},
+            },
+        },
         "ChatCompletionTool": {
             "type": "object",
             "required": ["type", "function"],
             "properties": {
                 "type": {"type": "string", "enum": ["function"]},
-                "function": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 64,
-                            "pattern": "^[A-Za-z0-9_-]+$",
-                        },
-                        "description": {"type": "string"},
-                        "parameters": {**_FREE_FORM, "description": "A JSON Schema."},
-                        "strict": {"type": "boolean"},
-                    },
-                },
+                "function": _ref("ChatCompletionFunction"),
             },
         },
         "ChatCompletionRequest": {
@@ -247,12 +289,65 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                     "minItems": 1,
                     "items": _ref("ChatCompletionMessage"),
                 },
-                "max_tokens": _nullable({**tokens, "description": "Most tokens to generate."}),
+                "max_tokens": _nullable(
+                    {
+                        **tokens,
+                        "description": "Most tokens to generate. Without it (or "
+                        "max_completion_tokens), as many as the context window leaves after the "
+                        f"messages, up to {settings.max_tokens_limit} (the server's "
+                        "GPTACTIONS_MAX_TOKENS_LIMIT); only messages that fill the window are a "
+                        "400 context_length_exceeded.",
+                    }
+                ),
                 "max_completion_tokens": _nullable({**tokens, "description": "As max_tokens."}),
                 "temperature": _nullable(
                     {"type": "number", "minimum": 0, "maximum": 2, "default": 1}
                 ),
                 "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "frequency_penalty": _nullable(
+                    {
+                        **penalty,
+                        "description": "Lowers each token's logit by this times its count in "
+                        "the reply so far (a negative value raises it). Applied by the embedded "
+                        "model's sampler, after its own repeat penalty; passed to upstreams.",
+                    }
+                ),
+                "presence_penalty": _nullable(
+                    {
+                        **penalty,
+                        "description": "Lowers the logit of each token already in the reply by "
+                        "this (a negative value raises it). Applied by the embedded model's "
+                        "sampler; passed to upstreams.",
+                    }
+                ),
+                "logit_bias": _nullable(
+                    {
+                        "type": "object",
+                        "properties": {},
+                        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+                        "description": "Token id (of the model's own tokenizer) to a bias added to "
+                        "its logit at every step: -100 all but bans it, 100 all but forces it. "
+                        "A key that is not a token id, a bias out of range, or (on the embedded "
+                        "model) a token beyond its vocabulary is a 400 with param logit_bias. "
+                        "Passed to upstreams.",
+                    }
+                ),
+                "logprobs": _nullable(
+                    {
+                        "type": "boolean",
+                        "enum": [False],
+                        "description": "Log-probabilities are not returned: true is a 400 with "
+                        "param logprobs.",
+                    }
+                ),
+                "top_logprobs": _nullable(
+                    {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": 0,
+                        "description": "Not supported: above 0 is a 400 with param top_logprobs.",
+                    }
+                ),
                 "seed": _nullable({"type": "integer", "format": "int64"}),
                 "stop": _nullable(
                     {
@@ -320,6 +415,32 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                         ],
                     }
                 ),
+                "functions": _nullable(
+                    {
+                        "type": "array",
+                        "maxItems": 128,
+                        "items": _ref("ChatCompletionFunction"),
+                        "description": "OpenAI's legacy form of tools, mapped as OpenAI maps it: "
+                        "each function is a tool, function_call the tool_choice. A call is "
+                        "answered in the legacy form: message.function_call (the first call; "
+                        "function_call pieces when streamed) and finish_reason function_call. "
+                        "Not with tools.",
+                    }
+                ),
+                "function_call": _nullable(
+                    {
+                        "description": "The legacy tool_choice: none, auto, or {name} to call "
+                        "that function (which must be among functions). Not with tool_choice.",
+                        "oneOf": [
+                            {"type": "string", "enum": ["none", "auto"]},
+                            {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                        ],
+                    }
+                ),
                 "user": _nullable(
                     {
                         "type": "string",
@@ -356,9 +477,10 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                                     "content": _nullable({"type": "string"}),
                                     "refusal": _nullable({"type": "string"}),
                                     "tool_calls": {"type": "array", "items": tool_call},
+                                    "function_call": function_call,
                                 },
                             },
-                            "logprobs": _nullable(_FREE_FORM),
+                            "logprobs": _nullable({**_FREE_FORM, "description": "Always null."}),
                             "finish_reason": finish,
                         },
                     },

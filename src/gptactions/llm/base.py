@@ -68,6 +68,12 @@ class GenerationRequest:
     choices: tuple[str, ...] | None = None
     stop: tuple[str, ...] = ()
     repeat_penalty: float | None = None  # None: the backend's default
+    frequency_penalty: float = 0.0
+    """OpenAI's: each token's logit less this times its count in the reply so far (-2 to 2)."""
+    presence_penalty: float = 0.0
+    """OpenAI's: each token's logit less this once it is in the reply so far (-2 to 2)."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """OpenAI's: (token id, bias from -100 to 100) added to the token's logit at every step."""
     top_p: float | None = None
     seed: int | None = None
     tools: tuple[dict[str, Any], ...] = ()
@@ -323,6 +329,16 @@ class DeadlineReached(BackendUnavailable):
 
 class PromptTooLong(BackendError):
     """The prompt does not fit the model's context window, even with history dropped (400)."""
+
+
+class InvalidParameter(ValueError):
+    """A request's parameter the backend cannot take, such as a token id beyond its vocabulary:
+    `param` names it as the client wrote it (`logit_bias`). Raised before generation (400)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
 
 
 class UnsupportedSchema(ValueError):

@@ -22,6 +22,7 @@ from gptactions.llm.base import (
     Chunk,
     Generation,
     GenerationRequest,
+    InvalidParameter,
     PromptTooLong,
     ToolCall,
     UnsupportedSchema,
@@ -372,6 +373,11 @@ class LocalBackend:
                 seed=self._seed_for(request),
                 top_p=0.95 if request.top_p is None else request.top_p,
                 grammar=grammar,
+                frequency_penalty=request.frequency_penalty,
+                presence_penalty=request.presence_penalty,
+                penalty_window=request.max_tokens,
+                # A token beyond the vocabulary (a fallback's request) would only cost time.
+                logit_bias=tuple(b for b in request.logit_bias if 0 <= b[0] < model.n_vocab),
             ),
             stop=request.stop,
             outbox=Outbox(asyncio.get_running_loop()),
@@ -416,7 +422,17 @@ class LocalBackend:
     async def check_request(self, request: GenerationRequest) -> None:
         """Refuse, before it is generated, a request whose reply is held to a JSON Schema (its
         `json_schema`, or the parameters of the tools it forces) that the grammar cannot follow:
-        raises `UnsupportedSchema`, naming the tool when it is a tool's."""
+        raises `UnsupportedSchema`, naming the tool when it is a tool's. A `logit_bias` token
+        beyond the model's vocabulary raises `InvalidParameter`."""
+        model = self._model
+        if model is not None:
+            beyond = [token for token, _ in request.logit_bias if token >= model.n_vocab]
+            if beyond:
+                raise InvalidParameter(
+                    f"logit_bias names the token {beyond[0]}, beyond this model's vocabulary "
+                    f"(token ids 0 to {model.n_vocab - 1}).",
+                    "logit_bias",
+                )
         if request.choices:
             return
         tools = forced_tools(request.tools, request.tool_choice)

@@ -60,6 +60,14 @@ def chat_payload(
         payload["top_p"] = request.top_p
     if request.seed is not None:
         payload["seed"] = request.seed
+    # OpenAI's sampling fields, only when set to something other than their defaults (which
+    # change nothing), so that an upstream that does not know them is not asked to.
+    if request.frequency_penalty:
+        payload["frequency_penalty"] = request.frequency_penalty
+    if request.presence_penalty:
+        payload["presence_penalty"] = request.presence_penalty
+    if request.logit_bias:
+        payload["logit_bias"] = {str(token): bias for token, bias in request.logit_bias}
     if request.tools:
         payload["tools"] = list(request.tools)
         if request.tool_choice is not None:

@@ -1,6 +1,7 @@
 """Per-request token sampling on llama.cpp's sampler chains, with the grammar fast path.
 
-A request's chain is: repetition penalty over the last tokens, then greedy at temperature 0, or
+A request's chain is: the request's logit bias, repetition penalty over the last tokens, OpenAI's
+frequency and presence penalties over the whole reply so far, then greedy at temperature 0, or
 the sampling defaults of llama-cpp-python (top-k 40, top-p 0.95 unless the request says,
 min-p 0.05) with a seeded draw.
 A grammar, when the request has one, is not part of the chain: the chain picks a token over the
@@ -33,6 +34,17 @@ class SamplingParams:
     seed: int = 0
     top_p: float = 0.95
     grammar: str | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    penalty_window: int = 0
+    """The tokens the frequency and presence penalties count: the most the reply may have, so
+    that they count all of it, as OpenAI's do."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether the frequency or presence penalty is on."""
+        return bool(self.penalty_window and (self.frequency_penalty or self.presence_penalty))
 
 
 class GrammarError(ValueError):
@@ -97,16 +109,46 @@ class Sampler:
         self.grammar: Any = None
         add = llama_cpp.llama_sampler_chain_add
         greedy = params.temperature <= 0
-        if greedy and params.repeat_penalty != 1.0:
-            # The penalty lowers at most the last PENALTY_LAST_N tokens, so the greedy choice
-            # after it is among the PENALTY_LAST_N + 1 best before it: the same token, without
-            # the penalty looking up the whole vocabulary (a third of the sampling time).
-            add(self.chain, llama_cpp.llama_sampler_init_top_k(PENALTY_LAST_N + 1))
+        if params.logit_bias:
+            # First: the bias changes the logits every later sampler sees, as OpenAI's does.
+            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
+                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in params.logit_bias)
+            )
+            add(
+                self.chain,
+                llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases),
+            )
+        penalized = max(
+            PENALTY_LAST_N if params.repeat_penalty != 1.0 else 0,
+            params.penalty_window if params.counts_tokens else 0,
+        )
+        only_lowers = (
+            params.repeat_penalty >= 1.0
+            and params.frequency_penalty >= 0
+            and params.presence_penalty >= 0
+        )
+        if greedy and penalized and only_lowers:
+            # The penalties lower at most the `penalized` tokens last written, so the greedy
+            # choice after them is among the `penalized` + 1 best before them: the same token,
+            # without the penalties looking up the whole vocabulary (a third of the sampling
+            # time). A negative penalty raises tokens, which may come from anywhere.
+            add(self.chain, llama_cpp.llama_sampler_init_top_k(penalized + 1))
         if params.repeat_penalty != 1.0:
             add(
                 self.chain,
                 llama_cpp.llama_sampler_init_penalties(
                     n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0
+                ),
+            )
+        if params.counts_tokens:
+            add(
+                self.chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
+                    params.penalty_window,
+                    1.0,
+                    params.frequency_penalty,
+                    params.presence_penalty,
                 ),
             )
         if greedy:

@@ -2,8 +2,9 @@
 
 The API under /v1 parses a client's request into a `CompletionCall`; this service checks what
 OpenAI checks (the model exists, one choice, the tool choice names a tool, the prompt and
-`max_tokens` fit the context window), generates with the chosen backend (or a fallback), and
-records each call as one interaction of kind `chat.completion`, however it ends.
+`max_tokens` fit the context window; without `max_tokens`, the reply may take the room the
+prompt leaves, up to the server's `max_tokens_limit`), generates with the chosen backend (or a
+fallback), and records each call as one interaction of kind `chat.completion`, however it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gptactions.llm.base import (
     Chunk,
     Generation,
     GenerationRequest,
+    InvalidParameter,
     ToolCall,
     UnsupportedSchema,
     Usage,
@@ -54,18 +56,24 @@ class CompletionCall:
     messages: tuple[ChatMessage, ...]
     model: str | None = None
     max_tokens: int | None = None
+    """None: as many as the context window leaves, up to the server's limit (OpenAI's rule)."""
     max_tokens_field: str = "max_tokens"
     """The field the client gave `max_tokens` in (`max_completion_tokens`, the newer name), for
     its errors to name."""
     temperature: float = 1.0
     top_p: float | None = None
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
     stop: tuple[str, ...] = ()
     n: int = 1
     json_schema: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
+    functions: bool = False
+    """Whether the tools came in OpenAI's legacy form, `functions`, for errors to name it."""
     user: str | None = None
 
 
@@ -115,12 +123,10 @@ class CompletionService:
         router: BackendRouter,
         log: InteractionLog,
         *,
-        default_max_tokens: int,
         max_tokens_limit: int,
     ) -> None:
         self._router = router
         self._log = log
-        self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
         self._created = int(time.time())
 
@@ -220,31 +226,25 @@ class CompletionService:
         user_id = principal.acting_as(call.user, field="user") or principal.name
         name = self._backend_name(call.model)
         backend = self._router.backends[name]
-        max_tokens = call.max_tokens or self._default_max_tokens
-        if max_tokens > self._max_tokens_limit:
+        if call.max_tokens is not None and call.max_tokens > self._max_tokens_limit:
             field = call.max_tokens_field
             raise invalid(
-                f"{field} is too large: {max_tokens}; at most {self._max_tokens_limit}.",
+                f"{field} is too large: {call.max_tokens}; at most {self._max_tokens_limit}.",
                 Problem(f"/{field}", f"must be at most {self._max_tokens_limit}"),
             )
         prompt_tokens = await self._router.count_tokens(call.messages, name)
-        if prompt_tokens + max_tokens > backend.context_window:
-            raise ServiceError(
-                f"This model's maximum context length is {backend.context_window} tokens. "
-                f"However, you requested {prompt_tokens + max_tokens} tokens "
-                f"({prompt_tokens} in the messages, {max_tokens} in the completion).",
-                400,
-                "context_length_exceeded",
-                [Problem("/messages", f"must fit in {backend.context_window} tokens")],
-            )
+        max_tokens = _completion_tokens(call, prompt_tokens, backend.context_window)
         request = GenerationRequest(
             messages=call.messages,
-            max_tokens=max_tokens,
+            max_tokens=min(max_tokens, self._max_tokens_limit),
             temperature=call.temperature,
             json_schema=call.json_schema,
             stop=call.stop,
             top_p=call.top_p,
             seed=call.seed,
+            frequency_penalty=call.frequency_penalty,
+            presence_penalty=call.presence_penalty,
+            logit_bias=call.logit_bias,
             tools=call.tools,
             tool_choice=call.tool_choice,
             response_format=call.response_format,
@@ -253,6 +253,8 @@ class CompletionService:
             await self._router.check(request, name)
         except UnsupportedSchema as error:
             raise _unsupported(call, error) from None
+        except InvalidParameter as error:
+            raise invalid(error.message, Problem(f"/{error.param}", error.message)) from None
         return PreparedCall(principal, call, name, request, user_id)
 
     async def record(
@@ -414,6 +416,33 @@ class CompletionStream:
             )
 
 
+def _completion_tokens(call: CompletionCall, prompt_tokens: int, window: int) -> int:
+    """The most tokens the reply may take: the client's `max_tokens`, else the room the prompt
+    leaves; a 400 `context_length_exceeded` when the two do not fit the window together."""
+    problem = [Problem("/messages", f"must fit in {window} tokens")]
+    if call.max_tokens is None:
+        if prompt_tokens < window:
+            return window - prompt_tokens
+        raise ServiceError(
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            400,
+            "context_length_exceeded",
+            problem,
+        )
+    if prompt_tokens + call.max_tokens <= window:
+        return call.max_tokens
+    raise ServiceError(
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt_tokens + call.max_tokens} tokens ({prompt_tokens} in the messages, "
+        f"{call.max_tokens} in the completion). Please reduce the length of the messages or "
+        "completion.",
+        400,
+        "context_length_exceeded",
+        problem,
+    )
+
+
 def _check_tool_choice(call: CompletionCall) -> None:
     choice = call.tool_choice
     if choice is None:
@@ -440,10 +469,15 @@ def _unsupported(call: CompletionCall, error: UnsupportedSchema) -> ServiceError
     where = f"at {error.pointer}" if error.pointer else "at its root"
     names = [tool_name(tool) for tool in call.tools]
     if error.tool is not None and error.tool in names:
-        pointer = f"/tools/{names.index(error.tool)}/function/parameters"
+        index = names.index(error.tool)
+        pointer = (
+            f"/functions/{index}/parameters"
+            if call.functions
+            else f"/tools/{index}/function/parameters"
+        )
         subject = f"The parameters of the tool '{error.tool}'"
     elif forced_tools(call.tools, call.tool_choice):
-        pointer, subject = "/tools", "The tools"
+        pointer, subject = "/functions" if call.functions else "/tools", "The tools"
     else:
         pointer, subject = "/response_format", "The response_format's JSON Schema"
     return invalid(

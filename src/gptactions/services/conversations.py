@@ -138,19 +138,27 @@ class ConversationService:
             backend = self._router.resolve(turn.model)
         except UnknownModel as error:
             raise unknown_model(error) from None
-        max_tokens = turn.max_tokens or self._default_max_tokens
-        if max_tokens >= backend.context_window:
+        window = backend.context_window
+        if turn.max_tokens is not None and turn.max_tokens >= window:
             raise invalid(
-                f"maxTokens must be below the model's context window ({backend.context_window})",
-                Problem("/maxTokens", f"must be less than {backend.context_window}"),
+                f"maxTokens must be below the model's context window ({window})",
+                Problem("/maxTokens", f"must be less than {window}"),
             )
+        # Without maxTokens, the default is what the history leaves room for, and less when the
+        # message itself leaves less (as OpenAI's API, and /v1, do without max_tokens).
+        max_tokens = turn.max_tokens or min(self._default_max_tokens, window - 1)
         held: list[Release] = []
         try:
             conversation_id, is_new, history = await self._conversation(
                 principal, turn, new=new, held=held
             )
-            messages = await self._fit(
-                history, turn.message, backend.context_window - max_tokens, turn.model
+            messages, max_tokens = await self._fit(
+                history,
+                turn.message,
+                window,
+                max_tokens,
+                turn.model,
+                shrink=turn.max_tokens is None,
             )
         except BaseException:
             _release(held)
@@ -204,13 +212,24 @@ class ConversationService:
         return conversation_id, False, turns
 
     async def _fit(
-        self, history: list[tuple[str, str]], message: str, budget: int, model: str | None
-    ) -> tuple[ChatMessage, ...]:
-        """The system prompt, as many recent turns as fit, and the message; oldest dropped first.
+        self,
+        history: list[tuple[str, str]],
+        message: str,
+        window: int,
+        max_tokens: int,
+        model: str | None,
+        *,
+        shrink: bool,
+    ) -> tuple[tuple[ChatMessage, ...], int]:
+        """The system prompt, as many recent turns as fit beside a reply of `max_tokens`, and the
+        message, oldest turns dropped first; with the reply's most tokens. When the message
+        alone leaves less room than that, the reply takes the room left if it may (`shrink`:
+        the client did not say maxTokens), and the turn is refused if not.
 
         Counting is exact (the model's tokenizer) and takes one call when everything fits, and
         a binary search over how many recent turns to keep when it does not.
         """
+        budget = window - max_tokens
         system = ChatMessage("system", self._system_prompt)
         user = ChatMessage("user", message)
 
@@ -225,13 +244,17 @@ class ConversationService:
             return await self._router.count_tokens(keep(turns), model) <= budget
 
         if await fits(len(history)):
-            return keep(len(history))
-        if not await fits(0):
+            return keep(len(history)), max_tokens
+        alone = await self._router.count_tokens(keep(0), model)
+        if alone > budget:
+            if shrink and alone < window:
+                return keep(0), window - alone
+            most = window - 1 if shrink else budget
             raise ServiceError(
                 "the message is too long for the model's context window",
                 400,
                 "prompt_too_long",  # as an action's prompt that does not fit
-                [Problem("/message", f"must fit in {budget} tokens with the system prompt")],
+                [Problem("/message", f"must fit in {most} tokens with the system prompt")],
             )
         fitting, too_many = 0, len(history)
         while too_many - fitting > 1:
@@ -240,7 +263,7 @@ class ConversationService:
                 fitting = middle
             else:
                 too_many = middle
-        return keep(fitting)
+        return keep(fitting), max_tokens
 
 
 def _release(held: list[Release]) -> None:
