@@ -21,7 +21,7 @@ import click
 
 from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
-from gptactions.cli_database import DatabaseUnreachable, with_database
+from gptactions.cli_database import DatabaseUnreachable, sqlite_file, unreachable, with_database
 from gptactions.cli_keys import keys, with_keys
 from gptactions.cli_users import oauth, users
 
@@ -91,6 +91,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 lambda: with_keys(
                     settings,
                     lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
+                    serving=True,
                 )
             )
     except NoKeys as error:
@@ -165,27 +166,69 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration, and say what that did."""
+    from gptactions.store import schema
+
+    location, done = _migrate(lambda database: database.upgrade())
+    if done.newer:
+        # Exit 0: the database serves this version as it is (migrations only add), and a
+        # deploy script that upgrades before restarting must not fail during a rollback.
+        revisions = schema.Revisions(done.before, schema.head())
+        click.echo(f"{schema.newer(location, revisions)}; nothing to do")
+    else:
+        click.echo(schema.upgraded(location, done.before, done.after))
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def db_downgrade(revision: str, yes: bool) -> None:
+    """Undo the migrations after REVISION (with the version that applied them), to run an
+    older version on the database; what they added is dropped, with its data."""
+    from gptactions.store.schema import UnknownRevision, require_known
+
+    try:
+        require_known(revision)
+    except UnknownRevision as error:
+        raise click.ClickException(str(error)) from None
+    if not yes:
+        click.confirm(
+            f"Undo every migration after revision {revision}? The tables and columns they added "
+            "are dropped, with their data",
+            abort=True,
+        )
+    try:
+        location, done = _migrate(lambda database: database.downgrade(revision))
+    except UnknownRevision as error:
+        raise click.ClickException(str(error)) from None
+    if done.before == done.after:
+        click.echo(f"the database at {location} is already at revision {done.after}; nothing to do")
+    else:
+        click.echo(
+            f"downgraded the database at {location} from revision {done.before} to {done.after}"
+        )
+
+
+def _migrate(change: Callable[[Database], Coroutine[Any, Any, Upgrade]]) -> tuple[str, Upgrade]:
+    """`change` on the settings' database (`db upgrade`, `db downgrade`): where, and what it did."""
     from gptactions.config import Settings
     from gptactions.store.db import Database
 
     settings = Settings()
 
-    async def upgrade() -> tuple[str, Upgrade]:
+    async def migrate() -> tuple[str, Upgrade]:
         database = Database.from_settings(settings)
         try:
-            return database.location, await database.upgrade()
+            return database.location, await change(database)
+        except Exception as error:
+            from gptactions.store import outage
+
+            if outage.is_unavailable(error):
+                raise unreachable(database.location, error) from None
+            raise
         finally:
             await database.close()
 
-    location, done = _run(upgrade)
-    if done.before is None:
-        click.echo(f"created the database at {location} (schema revision {done.after})")
-    elif done.before != done.after:
-        click.echo(
-            f"upgraded the database at {location} from revision {done.before} to {done.after}"
-        )
-    else:
-        click.echo(f"the database at {location} is already at revision {done.after}; nothing to do")
+    return _run(migrate)
 
 
 @db.command("backup")
@@ -194,19 +237,25 @@ def db_backup(path: Path) -> None:
     """Back up SQLite to PATH while the server runs; for PostgreSQL, print the pg_dump line."""
     import sqlite3
 
-    from gptactions.config import Settings
+    from gptactions.config import Settings, to_async_url
     from gptactions.store.backup import backup_sqlite, pg_dump_command
-    from gptactions.store.db import Database
 
-    database = Database(Settings().database_url)
-    if not database.is_sqlite:
-        click.echo(pg_dump_command(Settings().database_url, path))
+    settings = Settings()
+    if not to_async_url(settings.database_url).startswith("sqlite"):
+        click.echo(pg_dump_command(settings.database_url, path))
         return
+    source = sqlite_file(settings)
+    if source is None:
+        raise click.ClickException("GPTACTIONS_DATABASE_URL names no SQLite file to back up")
+    if not source.exists():  # SQLite itself would say only "unable to open database file"
+        raise click.ClickException(
+            f"there is no database at {source} (is GPTACTIONS_DATABASE_URL the server's?)"
+        )
     try:
-        backup_sqlite(database.location, path)
+        backup_sqlite(str(source), path)
     except (FileExistsError, sqlite3.Error) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"backed up {database.location} to {path}")
+    click.echo(f"backed up {source} to {path}")
 
 
 @cli.group()
@@ -393,11 +442,16 @@ def chat(user: str, max_tokens: int | None) -> None:
     asyncio.run(_chat(Settings(), user, max_tokens))
 
 
+async def _checked(database: Database) -> None:
+    """Nothing more: `with_database` has checked the schema (or created it) and said so."""
+
+
 async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
     from gptactions.runtime import Runtime
     from gptactions.services.conversations import Turn
     from gptactions.services.keys import TERMINAL
 
+    await with_database(settings, _checked)  # as every command: created, migrated, or refused
     runtime = Runtime(settings)
     await runtime.open()
     conversation_id: str | None = None
@@ -444,6 +498,7 @@ async def _mcp_stdio(settings: Settings, key: str | None) -> None:
     from gptactions.runtime import Runtime
     from gptactions.services.keys import TERMINAL
 
+    await with_database(settings, _checked)  # as every command: created, migrated, or refused
     runtime = Runtime(settings)
     await runtime.open()
     try:

@@ -25,8 +25,11 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(work())
 
 
-async def with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
-    """Run `work` with the key service; revocations reach the replicas' caches through Redis too."""
+async def with_keys(
+    settings: Settings, work: Callable[[KeyService], Awaitable[T]], *, serving: bool = False
+) -> T:
+    """Run `work` with the key service; revocations reach the replicas' caches through Redis too.
+    `serving`: for the server's start (`with_database`)."""
 
     from gptactions.services.keys import KeyService
 
@@ -37,7 +40,7 @@ async def with_keys(settings: Settings, work: Callable[[KeyService], Awaitable[T
         finally:
             await service.close()
 
-    return await with_database(settings, with_service)
+    return await with_database(settings, with_service, serving=serving)
 
 
 def _change_keys(work: Callable[[KeyService], Awaitable[T]]) -> T:

@@ -17,7 +17,7 @@ from gptactions.services.actions import ActionRegistry, ActionService, build_reg
 from gptactions.services.completions import CompletionService
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
-from gptactions.services.keys import KeyService, NewKey, NoKeys
+from gptactions.services.keys import KeyService, NewKey, NoKeys, hash_fragment, hash_key
 from gptactions.services.limits import RateLimiter, TokenQuota, build_counter, build_limiter
 from gptactions.services.oauth import OAuthService
 from gptactions.services.oidc import OidcConfig, OidcService
@@ -27,7 +27,7 @@ from gptactions.services.status import StatusService
 from gptactions.services.templates import RenderLimits, TemplateRenderer
 from gptactions.services.usage import UsageService
 from gptactions.services.users import UserService
-from gptactions.store import outage
+from gptactions.store import outage, schema
 from gptactions.store.db import Database
 from gptactions.store.outage import DatabaseUnavailable
 
@@ -142,11 +142,14 @@ class Runtime:
 
         A database that cannot be reached does not stop the start: requests get 503 while a
         background task retries, and applies the pending migrations once the database is back.
+        So does a schema behind this version with GPTACTIONS_AUTO_MIGRATE=false, until
+        `gptactions db upgrade` has run.
         """
         self.http_log_redactor.install()
         try:
             if not await self._prepare_database(prepare):
-                log.warning("starting without the database: retrying in the background")
+                if self.database.outage.down:
+                    log.warning("starting without the database: retrying in the background")
                 self._preparing = asyncio.create_task(self._prepare_when_back(prepare))
             await self.router.start()
             if self.retention.keep_seconds is not None:
@@ -156,12 +159,17 @@ class Runtime:
             raise
 
     async def _prepare_database(self, prepare: Callable[[], Awaitable[object]] | None) -> bool:
-        """Migrate and prepare; False when the database cannot be reached."""
+        """Migrate (or check the schema) and prepare, saying what that did (on every start: one
+        that waited for its database does it later); False while the database cannot be reached
+        or its schema is behind."""
         try:
-            if self.settings.auto_migrate:
-                await self.database.upgrade()
+            migrated = await self._schema()
+            self.database.outage.succeeded()
+            if migrated is None:
+                return False
+            log.info("%s", migrated)
             if prepare is not None:
-                await prepare()
+                await prepare()  # `bootstrap_admin_key` says what it did
         except DatabaseUnavailable:
             return False  # the outage log has said why
         except Exception as error:
@@ -173,6 +181,28 @@ class Runtime:
         self.database.ready = True
         self.database.writer.start()
         return True
+
+    async def _schema(self) -> str | None:
+        """Apply the pending migrations (GPTACTIONS_AUTO_MIGRATE) or check there are none: what
+        that did, or None while the schema is behind (said once; /healthz then names it)."""
+        location = self.database.location
+        if self.settings.auto_migrate:
+            done = await self.database.upgrade()
+            revisions = schema.Revisions(done.before, schema.head())
+            if not done.newer:
+                return schema.upgraded(location, done.before, done.after)
+        else:
+            revisions = await self.database.revisions()
+            if revisions.behind:
+                problem = schema.needs_upgrade(location, revisions)
+                if self.database.waiting_for != problem:
+                    log.error("%s (GPTACTIONS_AUTO_MIGRATE=false); 503 until then", problem)
+                    self.database.waiting_for = problem
+                return None
+            if not revisions.newer:
+                return f"the database at {location} is at revision {revisions.current}"
+        log.warning("%s", schema.newer(location, revisions))
+        return f"the database at {location} is at revision {revisions.current}, newer"
 
     async def _prepare_when_back(self, prepare: Callable[[], Awaitable[object]] | None) -> None:
         try:
@@ -186,7 +216,8 @@ class Runtime:
     def require_database(self) -> None:
         """Raise `DatabaseUnavailable` while the database is not ready for requests."""
         if not self.database.ready:
-            why = self.database.outage.last_error or "not ready yet"
+            log_of_outage = self.database.outage
+            why = log_of_outage.last_error if log_of_outage.down else self.database.waiting_for
             raise DatabaseUnavailable(self.database.location, ConnectionError(why))
 
     async def close(self) -> None:
@@ -215,7 +246,7 @@ async def bootstrap_admin_key(
     """The first admin key: `GPTACTIONS_API_KEY`'s when set, else a random one if `may_generate`.
 
     Returns a generated key, which the caller shows once; None when there is nothing to show.
-    Raises NoKeys when no key exists and none may be generated.
+    Logs what it did (never a secret). Raises NoKeys when no key exists and none may be generated.
     """
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     try:
@@ -227,4 +258,15 @@ async def bootstrap_admin_key(
             "no API key exists: set GPTACTIONS_API_KEY, start with `gptactions serve` (which "
             "creates one), or run `gptactions keys create --name admin --admin`"
         ) from None
-    return created if configured is None else None
+    if configured is not None:
+        shown = hash_fragment(hash_key(configured))
+        if created is not None:
+            log.info("imported GPTACTIONS_API_KEY as admin key %s", shown)
+        else:
+            log.info("found GPTACTIONS_API_KEY's admin key %s, imported before", shown)
+        return None
+    if created is not None:
+        log.info("created an admin key (id %s), shown once", created.info.id)
+    else:
+        log.info("keys exist and GPTACTIONS_API_KEY is unset: created no key")
+    return created

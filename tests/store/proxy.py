@@ -1,5 +1,6 @@
 """A TCP proxy in front of a server, that a test closes (cutting every connection) and reopens,
-or turns into a black hole that accepts connections and never answers."""
+turns into a black hole that accepts connections and never answers, or hangs: every connection,
+open or new, stays up and carries nothing until it resumes (a server stopped with SIGSTOP)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None  # made in the proxy's loop, set unless hung
 
     def start(self) -> TcpProxy:
         """Run the proxy's thread and open it."""
@@ -33,8 +35,17 @@ class TcpProxy:
         self._call(self._open())
 
     def close(self) -> None:
-        """Stop listening and cut every connection, as a database going down does."""
+        """Stop listening and cut every connection, as a database going down does (a hang ends)."""
         self._call(self._close())
+
+    def hang(self) -> None:
+        """Forward nothing more, in either direction, and answer no new connection, until
+        `resume`; no connection is closed."""
+        self._call(self._set_flowing(False))
+
+    def resume(self) -> None:
+        """Forward again what waited, and what comes."""
+        self._call(self._set_flowing(True))
 
     def stop(self) -> None:
         """Close, then end the thread."""
@@ -45,6 +56,19 @@ class TcpProxy:
 
     def _call(self, work: object) -> None:
         asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)  # type: ignore[arg-type]
+
+    async def _set_flowing(self, flowing: bool) -> None:
+        flow = self._flow()
+        if flowing:
+            flow.set()
+        else:
+            flow.clear()
+
+    def _flow(self) -> asyncio.Event:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
+        return self._flowing
 
     async def _open(self) -> None:
         if self._server is None:
@@ -59,11 +83,13 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        self._flow().set()  # what waited in a hang finds its connections cut
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         if self.blackhole:
             return  # held open, never answered, until the proxy closes
+        await self._flow().wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -77,6 +103,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                await self._flow().wait()
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

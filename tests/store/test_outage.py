@@ -1,9 +1,11 @@
-"""The database goes away and comes back, behind a TCP proxy in front of PostgreSQL: requests
-fail fast with 503 and Retry-After, the log stays short, /healthz names the database, and the
-server recovers by itself; a server started while its database is down starts and catches up."""
+"""The database goes away, hangs, and comes back, behind a TCP proxy in front of PostgreSQL:
+requests fail fast with 503 and Retry-After, the log stays short, /healthz names the database
+within seconds, and the server recovers by itself; a server started while its database is down
+starts, catches up, and says what it did."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -11,7 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command as alembic_command
 
+from gptactions.services.keys import hash_fragment, hash_key
+from gptactions.store import schema
+from gptactions.store.db import Database, alembic_config
 from tests.conftest import ADMIN_KEY, PG_HOST, PG_PORT
 from tests.serving import serve
 from tests.store.proxy import TcpProxy
@@ -21,6 +27,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.upstream]
 
 LOGS = "/api/v1/gpt/logs"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+INFO = {"GPTACTIONS_LOG_LEVEL": "info"}
 
 
 @pytest.fixture
@@ -45,6 +52,17 @@ def environment(postgres_url: str, proxy: TcpProxy) -> Iterator[dict[str, str]]:
         }
     finally:
         upstream.stop()
+
+
+async def _migrate_to(url: str, revision: str) -> None:
+    database = Database(url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: alembic_command.upgrade(alembic_config(sync), revision)
+            )
+    finally:
+        await database.close()
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -107,5 +125,60 @@ def test_a_server_started_while_its_database_is_down_catches_up(
         proxy.open()
         # The migrations are applied and the key imported once the database is back.
         assert _until_ok(client, LOGS).json() == []
+        log = server.log.read_text(errors="replace")
+    assert "Traceback" not in log
+
+
+def test_a_server_that_waited_for_its_database_says_what_it_did_then(
+    tmp_path: Path, postgres_url: str, proxy: TcpProxy, environment: dict[str, str]
+) -> None:
+    """Its log said only "is back after 10 s", as if nothing else had happened: it also migrated
+    the database and imported GPTACTIONS_API_KEY."""
+    asyncio.run(_migrate_to(postgres_url, "0005"))  # as an older version left it
+    proxy.close()
+    with (
+        serve(tmp_path, key=ADMIN_KEY, env=environment | INFO, ready=False) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
+    ):
+        _assert_unavailable(client.get(LOGS))
+        proxy.open()
+        assert _until_ok(client, LOGS).status_code == 200
+        log = server.log.read_text(errors="replace")
+    after = log.split("is back after", 1)[1]
+    assert f"from revision 0005 to {schema.head()}" in after, log
+    assert f"imported GPTACTIONS_API_KEY as admin key {hash_fragment(hash_key(ADMIN_KEY))}" in (
+        after
+    )
+    assert "Traceback" not in log
+
+
+def test_a_database_that_hangs_is_a_503_within_seconds(
+    tmp_path: Path, proxy: TcpProxy, environment: dict[str, str]
+) -> None:
+    """PostgreSQL stopped (SIGSTOP), its connections open but silent: /healthz took 32 s, then
+    5 s, and a request as long; now /healthz answers within 2 s, a request within 10."""
+    with (
+        serve(tmp_path, key=ADMIN_KEY, env=environment) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client,
+    ):
+        for first in (LOGS, "/healthz"):  # a pooled connection's check, the probe's
+            assert client.get(LOGS).status_code == 200
+            proxy.hang()
+            try:
+                if first == LOGS:
+                    started = time.monotonic()
+                    _assert_unavailable(client.get(LOGS))
+                    assert time.monotonic() - started < 10
+                for _ in range(3):
+                    started = time.monotonic()
+                    health = client.get("/healthz")
+                    assert time.monotonic() - started < 3.5
+                    assert health.status_code == 503
+                    assert [d["pointer"] for d in health.json()["error"]["details"]] == [
+                        "/database"
+                    ]
+            finally:
+                proxy.resume()
+            assert _until_ok(client, LOGS).status_code == 200
         log = server.log.read_text(errors="replace")
     assert "Traceback" not in log

@@ -51,7 +51,7 @@ class StatusService:
         if not await self._database.ping():
             return {"database": f"unreachable: {self._database.outage.last_error}"}
         if not self._database.ready:
-            return {"database": "migrations not applied yet"}
+            return {"database": self._database.waiting_for}
         return {}
 
     async def status(self, caller: Principal) -> Status:

@@ -10,19 +10,20 @@ writer shares.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -30,11 +31,12 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import Settings, to_async_url
-from gptactions.store import outage, vacuum, writer_process
+from gptactions.store import outage, schema, vacuum, writer_process
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
+from gptactions.store.schema import Revisions, UnknownRevision
 from gptactions.store.writer import GroupWriter, Write, is_sqlite_file
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = schema.MIGRATIONS
 # Any constant works: every replica must take the same advisory lock before migrating.
 _PG_MIGRATION_LOCK = 7_434_201_113
 # Seconds a SQLite statement waits for another connection's lock before failing (503).
@@ -52,10 +54,13 @@ SQLITE_POOL_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Upgrade:
-    """What `Database.upgrade` did: the schema revision before (None: no schema) and after."""
+    """What `Database.upgrade` (or `downgrade`) did: the schema revision before (None: no schema)
+    and after; `newer` when the database was at a revision this version does not know, and left
+    as it was."""
 
     before: str | None
     after: str | None
+    newer: bool = False
 
 
 class Database:
@@ -100,16 +105,21 @@ class Database:
                 self.url,
                 pool_size=pool_size or POSTGRES_POOL_SIZE,
                 max_overflow=max_overflow,
-                pool_pre_ping=True,
                 **outage.postgres_options(),
             )
+            # SQLAlchemy's own pre-ping waits the whole statement timeout (30 s) on a database
+            # that hangs; this one waits `outage.PING_TIMEOUT`.
+            event.listen(self.engine.sync_engine, "checkout", outage.ping_on_checkout)
             self.writer_engine = self.engine
             sync_wal = False
             process = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
-        # Whether the schema is known to be current (set by whoever applied or checked it).
+        # Whether the schema is known to be current (set by whoever applied or checked it), and
+        # if not, why, for /healthz and the 503s.
         self.ready = False
+        self.waiting_for = "migrations not applied yet"
+        self._probe: asyncio.Task[bool] | None = None
         self.commit_observer: Callable[[float], None] | None = None
         """Told how many seconds each commit took (the metrics listen)."""
         self.writer = GroupWriter(
@@ -208,8 +218,30 @@ class Database:
             return self.url.split(":///", 1)[-1].split("?", 1)[0]
         return make_url(self.url).render_as_string(hide_password=True)
 
+    async def revisions(self) -> Revisions:
+        """The database's schema revision beside this version's."""
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(schema.read)
+
     async def upgrade(self) -> Upgrade:
-        """Apply every pending migration; replicas starting together take turns."""
+        """Apply every pending migration; replicas starting together take turns. A database a
+        newer version migrated is left as it is (`newer`)."""
+        async with self._migrating() as connection:
+            return await connection.run_sync(_run_upgrade)
+
+    async def downgrade(self, revision: str) -> Upgrade:
+        """Undo the migrations after `revision`, each through its own downgrade.
+
+        Raises `UnknownRevision` for a revision this version does not have, a database it does
+        not know (newer), or one below `revision`.
+        """
+        schema.require_known(revision)
+        async with self._migrating() as connection:
+            return await connection.run_sync(_run_downgrade, revision)
+
+    @asynccontextmanager
+    async def _migrating(self) -> AsyncIterator[AsyncConnection]:
+        """A connection holding the migration lock, committed when the block succeeds."""
         async with self.engine.connect() as connection:
             if self.is_sqlite:
                 # The write lock from the start: a second process (or engine) waits here, then
@@ -221,10 +253,12 @@ class Database:
                     text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                 )
             try:
-                done = await connection.run_sync(_run_upgrade)
+                yield connection
                 await connection.commit()
             finally:
                 if self.is_sqlite:  # the connection goes back to the pool: requests wait less
+                    if connection.in_transaction():
+                        await connection.rollback()
                     await connection.exec_driver_sql(_busy_pragma(self.busy_timeout))
                 else:
                     # A failed migration leaves the transaction aborted: roll it back so the
@@ -236,10 +270,22 @@ class Database:
                         text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK}
                     )
                     await connection.commit()
-        return done
 
-    async def ping(self) -> bool:
-        """Whether the database answers."""
+    async def ping(self, within: float = outage.PROBE_TIMEOUT) -> bool:
+        """Whether the database answers within `within` seconds.
+
+        The probe goes on after a caller stops waiting, and the next caller waits for the same
+        one: a database that hangs costs each caller `within` seconds, and never piles probes up.
+        """
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._ping())
+        done, _ = await asyncio.wait({self._probe}, timeout=within)
+        if not done:
+            self.outage.failed(TimeoutError(f"no answer within {within:g} s"))
+            return False
+        return self._probe.result()
+
+    async def _ping(self) -> bool:
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -251,6 +297,10 @@ class Database:
 
     async def close(self) -> None:
         """Commit what the writer holds, then close every pooled connection."""
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probe
         try:
             await self.writer.close()
         finally:
@@ -267,14 +317,29 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
-
-
 def _run_upgrade(connection: Connection) -> Upgrade:
-    before = _revision(connection)
+    before = schema.read(connection)
+    if before.newer:  # Alembic would fail to find the revision: this version has nothing to add
+        return Upgrade(before.current, before.current, newer=True)
     command.upgrade(alembic_config(connection), "head")
-    return Upgrade(before, _revision(connection))
+    return Upgrade(before.current, schema.read(connection).current)
+
+
+def _run_downgrade(connection: Connection, revision: str) -> Upgrade:
+    before = schema.read(connection)
+    if before.newer:
+        raise UnknownRevision(
+            f"the database is at revision {before.current}, which this version does not know: "
+            "downgrade it with the version that migrated it"
+        )
+    order = schema.known()
+    if before.current is None or order.index(before.current) < order.index(revision):
+        raise UnknownRevision(
+            f"the database is at revision {before.current or 'none (no schema)'}, below "
+            f"{revision}: nothing to undo (`gptactions db upgrade` goes up)"
+        )
+    command.downgrade(alembic_config(connection), revision)
+    return Upgrade(before.current, schema.read(connection).current)
 
 
 def _busy_pragma(seconds: float) -> str:

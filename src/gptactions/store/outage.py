@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import exc as sa
 
@@ -22,6 +23,11 @@ SUMMARY_EVERY = 10.0
 CONNECT_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 30.0
 POOL_TIMEOUT = 5.0
+# Seconds a pooled PostgreSQL connection has to answer its check when it is taken from the pool:
+# a round trip, which a database that hangs would otherwise hold for the statement timeout.
+PING_TIMEOUT = 2.0
+# Seconds /healthz (and /status) wait for the database's answer before saying it is unreachable.
+PROBE_TIMEOUT = 2.0
 
 
 def postgres_options() -> dict[str, object]:
@@ -30,6 +36,25 @@ def postgres_options() -> dict[str, object]:
         "pool_timeout": POOL_TIMEOUT,
         "connect_args": {"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
     }
+
+
+def ping_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """The pool's check of a PostgreSQL connection it hands out, bounded by `PING_TIMEOUT`.
+
+    A connection that fails it is closed at once (the database may not answer a polite close)
+    and the pool replaced, as SQLAlchemy's pre-ping does; the caller gets a new connection.
+    """
+    try:
+        # The simple protocol (no arguments): one round trip, no prepared statement (so
+        # PgBouncer in transaction mode is fine with it).
+        dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1", timeout=PING_TIMEOUT))
+    except Exception as error:  # timed out, cut, or refused: the connection is no use
+        dbapi_connection.run_async(_terminate)
+        raise sa.InvalidatePoolError(f"the connection's check failed: {short(error)}") from error
+
+
+async def _terminate(driver: Any) -> None:
+    driver.terminate()
 
 
 class DatabaseUnavailable(Exception):
@@ -55,6 +80,8 @@ def is_unavailable(error: BaseException) -> bool:
 def short(error: BaseException) -> str:
     """The error's first line, without SQLAlchemy's background link."""
     cause = error.orig if isinstance(error, sa.DBAPIError) and error.orig else error
+    if isinstance(cause, TimeoutError) and not str(cause).strip():
+        return "no answer in time (TimeoutError)"
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return text[:200]
 
