@@ -476,3 +476,18 @@ def test_settings_rules_find_long_timeouts_and_long_answers() -> None:
     assert readiness.check_settings(Settings(privacy_contact="p@example.org")) == []
     late = readiness.check_settings(Settings(privacy_contact="p@x.org", request_deadline=50))
     assert [f.message.split(" is ")[0] for f in late] == ["GPTACTIONS_REQUEST_DEADLINE"]
+
+
+async def test_the_check_does_not_use_up_the_keys_rate_limit(tmp_path: Path) -> None:
+    """The console checks the document in the background, with the key it has: the calls the
+    key's user makes must keep the whole of its rate limit."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        key = (await api.runtime.keys.create("console user", rate_limit="1/hour")).secret
+        document = (await api.http.get("/openapi.json")).json()
+        checks = [(await check(api, document, key)).status_code for _ in range(3)]
+        calls = [(await api.get("/api/v1/gpt/status", key)).status_code for _ in range(2)]
+        refused = await check(api, document, "gpta_not_a_key_of_this_server_0000000000000000")
+    assert checks == [200, 200, 200]
+    assert calls == [200, 429]
+    assert refused.status_code == 401  # a wrong key is still said to be wrong

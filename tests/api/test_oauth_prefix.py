@@ -40,6 +40,8 @@ async def test_every_page_links_under_the_prefix(
         applications = await api.http.get("/oauth/authorizations")
         broken = await api.http.get("/oauth/authorize", params={"client_id": "nobody"})
         pages = [login.text, consent.text, applications.text, broken.text]
+    # Each page names its icon, so that a browser does not ask for /favicon.ico (a 404).
+    assert all('<link rel="icon" href="data:' in html for html in pages)
     urls = [url for html in pages for url in local_urls(html)]
     assert "/gpt/oauth/authorize" in urls and "/gpt/oauth/authorizations" in urls
     assert "/gpt/console/oauth/oauth.css" in urls

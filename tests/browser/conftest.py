@@ -36,7 +36,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip(
             f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
         )
-    with serve(tmp_path_factory.mktemp("console-server"), key=API_KEY, timeout=180) as running:
+    # It trusts the loopback's proxy headers: the prefix test puts nginx in front of it
+    # (tests/browser/test_console_prefix.py); the browser itself sends none.
+    trusted = {"GPTACTIONS_TRUSTED_PROXIES": "127.0.0.1"}
+    directory = tmp_path_factory.mktemp("console-server")
+    with serve(directory, key=API_KEY, timeout=180, env=trusted) as running:
         # The console needs the document; wait for it as well as for /healthz.
         httpx.get(f"{running.url}/openapi.json", timeout=30).raise_for_status()
         yield running

@@ -331,20 +331,23 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
     page.route("**/api/v1/gpt/conversations", fulfil)
     console.choose("POST /api/v1/gpt/conversations")
     page.get_by_label("Stream").check()
-    # Every text the status line shows while the answer arrives, in order.
+    # Every text the status line and the token counter show while the answer arrives, in order.
     page.evaluate(
         """() => {
-          window.metaSeen = [];
-          new MutationObserver((records) => {
-            for (const r of records) for (const n of r.addedNodes) window.metaSeen.push(n.textContent);
-          }).observe(document.querySelector("#response-meta"), { childList: true });
+          for (const [id, name] of [["response-meta", "metaSeen"], ["stream-progress", "countSeen"]]) {
+            window[name] = [];
+            new MutationObserver((records) => {
+              for (const r of records) for (const n of r.addedNodes) window[name].push(n.textContent);
+            }).observe(document.getElementById(id), { childList: true });
+          }
         }"""
     )
     assert console.send().startswith("200")
     seen_meta = page.evaluate("() => window.metaSeen")
-    assert seen_meta[0] == "Waiting for the answer…"
-    assert "Streaming… 1 token so far" in seen_meta
-    assert "Streaming… 2 tokens so far" in seen_meta
+    assert seen_meta[:2] == ["Waiting for the answer…", "Streaming…"]
+    seen_count = page.evaluate("() => window.countSeen")
+    assert "Streaming… 1 token so far" in seen_count
+    assert "Streaming… 2 tokens so far" in seen_count
     assert seen["accept"] == "text/event-stream"
     assert "Hello there" in page.locator("#body-pretty").inner_text()
     assert "streamed 3 events" in page.locator("#response-meta").inner_text()

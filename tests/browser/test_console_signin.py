@@ -71,8 +71,14 @@ def test_the_console_signs_in_with_oauth_and_acts_as_the_user(
     assert console.send().startswith("200")
     me = json.loads(console.body())
     assert me["userId"] == USER and me["authentication"] == "oauth"
+    # The example and the check follow the document a signed-in user's token reads
+    # (/openapi.json?auth=oauth): no userId, which the token fills in (another one is a 403).
     console.choose("POST /api/v1/gpt/conversations")
-    console.payload(json.dumps({"message": "Say hi.", "maxTokens": 8}))
+    page.get_by_role("button", name="Reset to example").click()
+    example = json.loads(page.get_by_label("Request Payload", exact=True).input_value())
+    assert "userId" not in example
+    console.payload(json.dumps({**example, "message": "Say hi.", "maxTokens": 8}))
+    assert "Not what the document asks for" not in page.locator("#payload-help").inner_text()
     assert console.send().startswith("200")
     logs = httpx.get(
         f"{console.server.url}/api/v1/gpt/logs",

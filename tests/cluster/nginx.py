@@ -151,3 +151,55 @@ def _wait_until_it_proxies(nginx: Nginx, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nginx did not proxy: {nginx.log.read_text(errors='replace')}")
             time.sleep(0.1)
+
+
+_PREFIXED_SITE = """\
+server {{
+    listen 127.0.0.1:{port};
+    location {prefix}/ {{
+        proxy_pass http://{upstream}/;
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Prefix {prefix};
+        proxy_buffering off;
+    }}
+}}
+"""
+
+
+@contextmanager
+def run_prefixed(binary: str, directory: Path, upstream: str, prefix: str) -> Iterator[str]:
+    """Plain-http nginx serving `upstream` (`host:port`) under the path `prefix` (`/gpt`), with
+    `X-Forwarded-Prefix`; yields the prefixed base URL (`http://127.0.0.1:PORT/gpt`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (directory / "gptactions.conf").write_text(
+        _PREFIXED_SITE.format(port=port, prefix=prefix, upstream=upstream)
+    )
+    user = "user root;" if os.geteuid() == 0 else ""
+    main = directory / "nginx.conf"
+    main.write_text(_MAIN.format(prefix=directory, user=user))
+    log = directory / "error.log"
+    output = (directory / "nginx.out").open("wb")
+    command = [binary, "-p", str(directory), "-c", str(main), "-e", str(log)]
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}{prefix}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {log.read_text(errors='replace')}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not proxy: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield base
+    finally:
+        stop(process)
+        output.close()

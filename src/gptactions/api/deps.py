@@ -44,6 +44,18 @@ async def identify(runtime: Runtime, secret: str) -> Principal | None:
 
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from the key in the Authorization header; 401 without a valid key."""
+    principal = await uncounted_principal(request, runtime)
+    try:
+        await check_rate(runtime.limiter, principal)
+    except ServiceError:
+        runtime.metrics.rate_limited.inc()
+        raise
+    return principal
+
+
+async def uncounted_principal(request: Request, runtime: Runtime) -> Principal:
+    """The caller as `get_principal` finds it, without counting the request against its rate
+    limit: for what costs the caller nothing worth limiting (the console's readiness check)."""
     headers = request.headers.getlist("authorization")
     if len(headers) > 1:
         # Which one would count is anybody's guess (a proxy may add its own): neither does.
@@ -73,11 +85,6 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     request.state.principal = principal
     if request.scope["query_string"]:
         check_query_encoding(request.scope["query_string"])
-    try:
-        await check_rate(runtime.limiter, principal)
-    except ServiceError:
-        runtime.metrics.rate_limited.inc()
-        raise
     return principal
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -140,6 +141,12 @@ def public_origin(request: Request, settings: Settings) -> str:
         return settings.public_url.rstrip("/")
     prefix = request.scope.get("state", {}).get(PREFIX_STATE, "")
     return f"{request.url.scheme}://{request.url.netloc}{prefix}"
+
+
+def public_path(request: Request, settings: Settings) -> str:
+    """The path prefix under which the caller reaches this server ('' at the root, `/gpt` behind
+    a proxy's prefix), which the URLs it is given must start with."""
+    return urlsplit(public_origin(request, settings)).path.rstrip("/")
 
 
 def local_origin(settings: Settings) -> str:

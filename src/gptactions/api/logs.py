@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
 from gptactions.api.direct import DirectRoute
+from gptactions.api.forwarded import public_path
 from gptactions.api.responses import LogItem
 from gptactions.api.schemas import (
     CONVERSATION_ID_MAX_LENGTH,
@@ -116,12 +117,15 @@ async def logs(
 
 
 def next_link(request: Request, cursor: str | None) -> dict[str, str]:
-    """The `Link` header to the page at `cursor` (the same query otherwise); none without one."""
+    """The `Link` header to the page at `cursor` (the same query otherwise); none without one.
+    Its path starts with the prefix the caller reached this server under, as the document's
+    `servers` does."""
     if not cursor:
         return {}
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     params.append(("cursor", cursor))
-    return {"Link": f'<{request.url.path}?{urlencode(params)}>; rel="next"'}
+    prefix = public_path(request, request.app.state.runtime.settings)
+    return {"Link": f'<{prefix}{request.url.path}?{urlencode(params)}>; rel="next"'}
 
 
 def _aware(moment: datetime | None) -> datetime | None:

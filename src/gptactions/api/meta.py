@@ -12,11 +12,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from gptactions.api import readiness
-from gptactions.api.deps import RuntimeDep, get_principal, is_json
+from gptactions.api.deps import RuntimeDep, is_json, uncounted_principal
 from gptactions.api.direct import DirectRoute
 from gptactions.api.document import document_view, parse_scopes
 from gptactions.api.errors import error_response
-from gptactions.api.forwarded import public_origin
+from gptactions.api.forwarded import public_origin, public_path
 from gptactions.api.openapi import build_document
 from gptactions.api.readiness import GptKey
 from gptactions.runtime import Runtime
@@ -103,11 +103,13 @@ async def openapi_check(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """GPT Actions readiness of the OpenAPI document in the body, with the server's settings.
 
     With a key, also the keys a GPT could be given that hold `logs`: every such key for an admin
-    key, the caller's own otherwise.
+    key, the caller's own otherwise. The key's rate limit does not count this check.
     """
     gpt_keys: list[GptKey] = []
     if request.headers.get("authorization"):
-        caller = await get_principal(request, runtime)
+        # The console sends it in the background (on load, on each new key): it must not use up
+        # the quota of the calls its user makes. It reads no model and no user's data.
+        caller = await uncounted_principal(request, runtime)
         if caller.is_admin:
             gpt_keys = readiness.gpt_keys(await runtime.keys.list())
         elif caller.user_id is None:
@@ -156,9 +158,9 @@ async def healthz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/docs")
-async def docs() -> RedirectResponse:
+async def docs(request: Request, runtime: RuntimeDep) -> RedirectResponse:
     """The console is the documentation page."""
-    return RedirectResponse("/")
+    return RedirectResponse(public_path(request, runtime.settings) + "/")
 
 
 @router.get("/")

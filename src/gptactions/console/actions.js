@@ -1,18 +1,37 @@
-// The action picker shown for POST …/actions: the document only says `parameters` is an
-// object, so the server's own catalogue (GET on the same path) supplies each action's
-// parameter schema, and choosing an action prefills a payload the server will accept.
+// The action picker shown for POST …/actions: choosing an action prefills a payload the server
+// will accept. The actions and their parameter schemas come from the document (the body's
+// `oneOf`, one variant per action), so the picker costs no request; only a document without
+// them (another server's) sends for the server's catalogue (GET on the same path), with the key.
 
 import { $, h } from "./dom.js";
-import { exampleFor } from "./openapi.js";
+import { deref, exampleFor, requestSchema } from "./openapi.js";
 import { sendRequest } from "./transport.js";
 
 const isActions = (op) => op && op.method === "post" && /\/actions$/.test(op.path);
+
+/** The actions the document describes for `op`: [{name, description, parameters}] from the
+ * variants of its body's oneOf, each fixing `action` to its name. */
+export function documentedActions(doc, op) {
+  const body = deref(doc, requestSchema(doc, op)) || {};
+  const list = [];
+  for (const option of Array.isArray(body.oneOf) ? body.oneOf : []) {
+    const variant = deref(doc, option) || {};
+    const props = variant.properties || {};
+    const action = deref(doc, props.action) || {};
+    const name = action.const ?? (Array.isArray(action.enum) && action.enum.length === 1 ? action.enum[0] : undefined);
+    if (typeof name === "string") list.push({ name, description: variant.description || "", parameters: props.parameters || {} });
+  }
+  return list;
+}
 
 export function initActionPicker(app) {
   const cache = new Map(); // "server key" -> {list of actions, or null when unavailable; why}
   let shown = null; // {op, list} while the picker is on screen
 
   async function catalogue(op) {
+    const documented = documentedActions(app.doc, op);
+    if (documented.length) return { list: documented, why: "" };
+    if (!app.key()) return { list: null, why: "" };
     const url = app.serverUrl().replace(/\/$/, "") + op.path;
     const slot = `${url} ${app.key()}`;
     if (!cache.has(slot)) {
@@ -40,16 +59,18 @@ export function initActionPicker(app) {
     const op = app.op;
     const box = $("action-picker");
     shown = null;
-    if (!isActions(op) || !app.key()) {
+    if (!isActions(op)) {
       box.hidden = true;
-      note(isActions(op) ? "Paste an API key at the top to choose an action from the server's list, with its parameters filled in." : "");
+      note("");
       return;
     }
     const { list, why } = await catalogue(op);
     if (app.op !== op) return;
     if (!list || !list.length) {
       box.hidden = true;
-      note(list ? "The server lists no actions." : `The list of actions could not be read (GET ${op.path}: ${why}); check the API key.`);
+      note(list ? "The server lists no actions."
+        : why ? `The list of actions could not be read (GET ${op.path}: ${why}); check the API key.`
+        : "Paste an API key at the top to choose an action from the server's list, with its parameters filled in.");
       return;
     }
     note("");

@@ -4,31 +4,44 @@
 
 import { initActionPicker } from "./actions.js";
 import { createConversation, isRespond, isStart } from "./conversation.js";
-import { $, copyText, h, tabs, toast, withCode } from "./dom.js";
+import { $, copyText, h, here, tabs, toast, withCode } from "./dom.js";
 import { paramField, readParams, writeParams } from "./fields.js";
-import { escapeHtml, formatBytes, hangIndents, highlightJson, parseJsonWithPosition } from "./format.js";
-import { initHistory, initLogs } from "./logs.js";
-import { exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
+import { formatBytes, parseJsonWithPosition } from "./format.js";
+import { HISTORY_SLOT, initHistory } from "./history.js";
+import { initKey } from "./key.js";
+import { initLogs } from "./logs.js";
+import { deref, exampleFor, listOperations, requestSchema, validate } from "./openapi.js";
 import { initOperationDoc } from "./operation-doc.js";
 import { renderReadiness } from "./readiness.js";
+import { initResponse } from "./response.js";
 import { initSchemaPanel } from "./schema-panel.js";
 import { initServer } from "./server.js";
+import { initSession } from "./session.js";
 import { initSignIn } from "./signin.js";
-import { buildSnippets, CANCELLED, describeFailure, sendRequest } from "./transport.js";
+import { buildSnippets, CANCELLED, sendRequest, streamedText } from "./transport.js";
 import { initUsage } from "./usage.js";
 
-const KEY_SLOT = "gptactions.apiKey";
 const ENDPOINT_SLOT = "gptactions.endpoint";
-const KEY_NOTE = "Kept for this tab only unless “remember” is ticked.";
 const NO_BODY = new Set(["GET", "HEAD"]);
-const REASONS = { 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-  404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-  429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
 
-// Storage can be switched off (private modes, policies): the console must keep working.
+// Storage can be switched off (private modes, policies) or full: the console must keep working,
+// and the key and the endpoint come before the history, which gives up its room for them.
 const store = {
   get: (area, k) => { try { return area.getItem(k); } catch { return null; } },
-  set: (area, k, v) => { try { area.setItem(k, v); } catch { /* ignore */ } },
+  set: (area, k, v) => {
+    try {
+      area.setItem(k, v);
+      return true;
+    } catch {
+      if (area !== localStorage || k === HISTORY_SLOT || !app.history || !app.history.free()) return false;
+      try {
+        area.setItem(k, v);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+  },
   del: (area, k) => { try { area.removeItem(k); } catch { /* ignore */ } },
 };
 
@@ -40,51 +53,41 @@ const app = {
   touched: new Set(), // operation keys whose payload the user has typed in
   paramValues: new Map(), // operation key -> parameter values
   busy: null, // AbortController of the request in flight
+  docMode: null, // the view of the document loaded: "key", or "oauth" for a signed-in user's token
   store,
-  serverUrl: () => $("server").value || location.origin,
+  serverUrl: () => $("server").value || here(),
   key: () => $("api-key").value.trim(),
   authHeaders: () => (app.key() ? { Authorization: `Bearer ${app.key()}` } : {}),
 };
 window.gptConsole = app; // handy from the devtools console, and for the browser tests
 
-// ---- API key: the tab's sessionStorage by default, localStorage only when asked ----
+// ---- The key in use: an API key, or a signed-in user's OAuth access token ----
 
-function loadKey() {
-  const remembered = store.get(localStorage, KEY_SLOT);
-  $("api-key").value = remembered || store.get(sessionStorage, KEY_SLOT) || "";
-  $("key-remember").checked = Boolean(remembered);
-}
+// A signed-in user's token calls the API as that user: the document's `auth=oauth` view says so
+// (userId optional in the bodies), and the payloads and their checks follow it.
+const docModeFor = () => (app.key().startsWith("gpto_") ? "oauth" : "key");
 
-function saveKey() {
-  const key = app.key();
-  const [keep, drop] = $("key-remember").checked ? [localStorage, sessionStorage] : [sessionStorage, localStorage];
-  store.del(drop, KEY_SLOT);
-  if (key) store.set(keep, KEY_SLOT, key);
-  else store.del(keep, KEY_SLOT);
+function keyChanged() {
   updateSnippets();
+  if (!app.doc) return app.loaded || Promise.resolve(); // the first load reads the key it finds
+  if (docModeFor() !== app.docMode) return loadDocument();
+  renderReadiness(app);
+  app.actionPicker.refresh();
+  return Promise.resolve();
 }
 
 /** Use `value` (a key or an OAuth access token) for every request from now on. */
-app.setKey = (value) => {
+app.setKey = async (value) => {
   $("api-key").value = value;
-  saveKey();
-  renderReadiness(app);
-  app.actionPicker.refresh();
+  app.keyField.save();
+  await keyChanged();
 };
-
-function forgetKey() {
-  store.del(localStorage, KEY_SLOT);
-  store.del(sessionStorage, KEY_SLOT);
-  $("api-key").value = "";
-  $("key-remember").checked = false;
-  updateSnippets();
-  $("api-key").focus();
-}
 
 // ---- Servers and endpoints, from the document ----
 
 function fillServers(doc) {
-  const origin = location.origin;
+  const origin = here();
+  const chosen = $("server").value;
   const entries = [{ url: origin, label: `This server — ${origin}` }];
   for (const server of doc.servers || []) {
     let url = String(server.url || "");
@@ -99,7 +102,7 @@ function fillServers(doc) {
     else if (!entries.some((e) => e.url === url)) entries.push({ url, label });
   }
   $("server").replaceChildren(...entries.map((e) => h("option", { value: e.url }, e.label)));
-  $("server").value = origin;
+  $("server").value = entries.some((e) => e.url === chosen) ? chosen : origin;
 }
 
 function fillEndpoints() {
@@ -149,10 +152,12 @@ function onEndpointChange() {
   renderParams();
   renderPayload();
   app.operationDoc.render(op);
+  app.response.follow(op);
   updatePayloadUi();
   app.conversation.renderOffer();
   app.schemaPanel.markCurrent(op.key);
   app.actionPicker.refresh();
+  app.session.save();
 }
 
 function renderParams() {
@@ -231,8 +236,19 @@ function checkPayload() {
   $("payload-field").classList.toggle("invalid", !payload.ok);
   $("payload-help").textContent = payload.warning || app.payloadNote || "";
   app.actionPicker.sync(payload.value);
+  if (bodyStreams(app.op)) $("stream").checked = Boolean(payload.value && payload.value.stream === true);
   updateSnippets();
   return payload;
+}
+
+/** Whether `op` streams when its body says `"stream": true` (OpenAI's form) rather than by Accept. */
+function bodyStreams(op) {
+  if (op.bodyStreams === undefined) {
+    const schema = deref(app.doc, requestSchema(app.doc, op));
+    const stream = schema && schema.properties ? deref(app.doc, schema.properties.stream) : null;
+    op.bodyStreams = Boolean(stream && [stream.type].flat().includes("boolean"));
+  }
+  return op.bodyStreams;
 }
 
 function updatePayloadUi() {
@@ -243,7 +259,7 @@ function updatePayloadUi() {
   $("payload-field").hidden = !hasSchema && NO_BODY.has(method);
   editor.disabled = NO_BODY.has(method);
   app.payloadNote = editor.disabled ? `${method} requests carry no payload; this one is not sent.` : hasSchema ? "" : "This operation documents no payload.";
-  const streamable = method === "POST" && (isStart(op) || isRespond(op));
+  const streamable = method === "POST" && (isStart(op) || isRespond(op) || bodyStreams(op));
   $("stream-option").hidden = !streamable;
   checkPayload();
 }
@@ -261,7 +277,9 @@ function currentRequest() {
   const headers = { ...app.authHeaders(), ...params.header };
   const payload = NO_BODY.has(method) ? { ok: true, text: "" } : readPayload();
   if (payload.text) headers["Content-Type"] = "application/json";
-  const stream = !$("stream-option").hidden && $("stream").checked;
+  const stream = bodyStreams(op)
+    ? Boolean(payload.value && payload.value.stream === true)
+    : !$("stream-option").hidden && $("stream").checked;
   headers.Accept = stream ? "text/event-stream" : "application/json";
   return { op, method, url: qs ? `${baseUrl}?${qs}` : baseUrl, baseUrl, query: params.query, params: params.values, headers, payload, stream };
 }
@@ -283,20 +301,27 @@ function updateSnippets() {
 async function send() {
   if (!app.op || app.busy) return;
   const req = currentRequest();
+  const keyProblem = app.keyField.problem();
+  if (keyProblem) {
+    app.keyField.say(keyProblem, true);
+    app.response.notSent(`Not sent: ${keyProblem}`, $("api-key"));
+    return;
+  }
   const missing = [...req.url.matchAll(/\{([^}/]+)\}/g)].map((m) => m[1]);
   if (missing.length) {
     const field = $("params-fields").querySelector(`[data-in="path"][data-name="${CSS.escape(missing[0])}"]`);
-    notSent(`Fill in the path parameter ${missing.join(", ")} first: it is part of the URL.`, field);
+    app.response.notSent(`Fill in the path parameter ${missing.join(", ")} first: it is part of the URL.`, field);
     return;
   }
   if (!req.payload.ok) {
     checkPayload();
-    notSent("Fix the JSON syntax error in the Request Payload first.", $("payload"));
+    app.response.notSent("Fix the JSON syntax error in the Request Payload first.", $("payload"));
     return;
   }
   const controller = new AbortController();
   app.busy = controller;
-  setBusy(true);
+  app.response.busy(true);
+  app.response.reveal(); // the answer shows where the user can see it, without moving the focus
   const bodyValue = req.payload.value;
   app.conversation.begin(req.method === "POST" ? req.op : null, bodyValue);
   let streamed = "";
@@ -304,141 +329,42 @@ async function send() {
   const result = await sendRequest({
     url: req.url, method: req.method, headers: req.headers, body: req.payload.text || undefined, signal: controller.signal,
     onEvent: (ev) => {
-      if (ev.event === "token" && ev.data && typeof ev.data.text === "string") {
-        streamed += ev.data.text;
-        tokens += 1;
-        $("response-meta").textContent = `Streaming… ${tokens} token${tokens === 1 ? "" : "s"} so far`;
-        app.conversation.token(ev.data.text);
-        $("body-pretty").textContent = streamed;
-      }
+      const text = streamedText(ev);
+      if (!text) return;
+      streamed += text;
+      tokens += 1;
+      app.response.progress(tokens);
+      app.conversation.token(text);
+      $("body-pretty").textContent = streamed;
     },
   });
   app.busy = null;
-  setBusy(false);
+  app.response.busy(false);
   if (result.networkError && controller.signal.aborted) result.networkError = CANCELLED;
-  showResult(req, result, streamed);
+  app.response.show(req, result, streamed);
   const done = result.events.length ? result.events.find((e) => e.event === "done") : null;
   const data = done ? done.data : result.json;
   app.conversation.finish(req.method === "POST" ? req.op : null, bodyValue, result.status, data);
-  markShown();
+  app.response.markShown();
+  app.session.save();
   app.history.add({
     at: new Date().toISOString(), server: app.serverUrl(), opKey: req.op.key, method: req.method, path: req.op.path,
     params: req.params, payload: req.payload.text, status: result.status || 0, ms: Math.round(result.ms), stream: req.stream,
   });
 }
 
-/** Say why the request was not sent, and clear the previous answer so it is not taken for this one's. */
-function notSent(reason, field) {
-  clearResponse("Not sent.");
-  $("status-code").textContent = "Not sent";
-  setStatusClass("none");
-  $("response-meta").textContent = reason;
-  if (field) field.focus();
-  markShown();
-}
-
-function clearResponse(placeholder) {
-  $("failure").hidden = true;
-  $("schema-check").hidden = true;
-  $("body-pretty").replaceChildren(h("span", { class: "placeholder" }, placeholder));
-}
-
-function setBusy(on) {
-  // aria-disabled rather than disabled: a disabled button drops the keyboard focus.
-  $("send").setAttribute("aria-disabled", String(on));
-  $("send").textContent = on ? "Sending…" : "Send";
-  $("cancel").hidden = !on;
-  $("response-panel").setAttribute("aria-busy", String(on));
-  if (on) {
-    $("status-code").textContent = "…";
-    setStatusClass("pending");
-    $("response-meta").textContent = "Waiting for the answer…";
-    clearResponse("Waiting for the server…");
-  }
-}
-
-// Counts the answers shown, so scripts (and the browser tests) can wait for the next one.
-const markShown = () => ($("response-panel").dataset.shown = String(Number($("response-panel").dataset.shown || 0) + 1));
-
-const setStatusClass = (cls) => ($("status-code").className = `status-badge status-${cls}`);
-
-// ---- Showing the answer ----
-
-function showResult(req, result, streamed) {
-  const statusEl = $("status-code");
-  if (result.networkError) {
-    const cancelled = result.networkError === CANCELLED;
-    statusEl.textContent = cancelled ? "Cancelled" : "No response";
-    setStatusClass(cancelled ? "none" : "error");
-  } else {
-    statusEl.textContent = `${result.status} ${result.statusText || REASONS[result.status] || ""}`.trim();
-    setStatusClass(`${String(result.status)[0]}xx`);
-  }
-  const meta = [`${Math.round(result.ms)} ms`];
-  if (result.size !== undefined) meta.push(formatBytes(result.size));
-  if (result.events.length) meta.push(`streamed ${result.events.length} events, first byte after ${Math.round(result.firstByteMs)} ms`);
-  meta.push(`${req.method} ${req.url.replace(location.origin, "")}`);
-  $("response-meta").textContent = meta.join(" · ");
-
-  // A stream can fail after its 200: its `error` event (or a broken connection) is a failure too.
-  const streamError = result.events.find((e) => e.event === "error");
-  const failed = result.networkError || result.status >= 400 || streamError || result.streamError;
-  const failure = $("failure");
-  failure.hidden = !failed;
-  if (failed) {
-    const f = streamError || result.streamError
-      ? { ...describeFailure({ ...result, json: streamError ? streamError.data : undefined, text: result.streamError || "" }, req.method, req.url),
-          title: "The stream ended with an error", hint: "The text that arrived before it is in the Body below." }
-      : describeFailure(result, req.method, req.url);
-    let hint = f.hint;
-    if (result.status === 405) hint += ` Documented: ${req.op.documentedMethods.map((m) => m.toUpperCase()).join(", ")}.`;
-    if (result.status === 401 && !app.key()) hint = "No API key was sent: paste one in the API key field at the top.";
-    const parts = [
-      h("p", { class: "failure-title" }, f.title, f.code ? h("code", {}, f.code) : null),
-      h("p", { class: "failure-message" }, f.message),
-      f.details.length ? h("ul", { class: "failure-details" }, f.details.map((d) => h("li", {}, d.pointer ? h("code", {}, d.pointer) : null, ` ${d.message || ""}`))) : null,
-      hint ? h("p", { class: "failure-hint" }, hint) : null,
-    ];
-    failure.replaceChildren(...parts.filter(Boolean));
-  }
-
-  const pretty = $("body-pretty");
-  if (result.json !== undefined) pretty.innerHTML = highlightJson(result.json);
-  else if (result.events.length) {
-    // The text as it was streamed, then the final event (done or error) in full; every
-    // token event is in the Raw view.
-    const last = result.events[result.events.length - 1];
-    const counts = {};
-    for (const ev of result.events) counts[ev.event] = (counts[ev.event] || 0) + 1;
-    const tally = Object.entries(counts).map(([name, n]) => `${n} ${name}`).join(", ");
-    pretty.innerHTML =
-      `${streamed ? `<span class="streamed">${escapeHtml(streamed)}</span>` : ""}` +
-      `<span class="event-note">${escapeHtml(`${result.events.length} events (${tally}); the last one, event: ${last.event}`)}</span>` +
-      highlightJson(last.data);
-  } else if (result.text) pretty.textContent = result.text;
-  else pretty.replaceChildren(h("span", { class: "placeholder" }, result.networkError ? "No answer." : "The body is empty."));
-  hangIndents(pretty);
-  $("body-raw").textContent = result.text || "";
-  $("body-copy").disabled = !result.text;
-  // A 401 points at the key field, which is where the fix is.
-  $("api-key").closest(".field").classList.toggle("attention", result.status === 401);
-  $("key-note").textContent = result.status === 401
-    ? (app.key() ? "The server refused this key (401): paste a valid one." : "This operation needs a key: paste it here.")
-    : KEY_NOTE;
-  $("headers-table").tBodies[0].replaceChildren(
-    ...(result.headers || []).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v))),
-  );
-  app.operationDoc.showCheck(req, result);
-}
-
 // ---- Start-up ----
 
+/** Load the document (again when the key in use becomes, or stops being, a user's token). */
 async function loadDocument() {
   const status = $("doc-status");
+  const mode = docModeFor();
+  const first = !app.doc;
+  let doc;
   try {
-    const response = await fetch("/openapi.json", { cache: "no-store" });
-    if (!response.ok) throw new Error(`GET /openapi.json answered ${response.status}`);
-    app.doc = await response.json();
+    const response = await fetch(here(mode === "oauth" ? "/openapi.json?auth=oauth" : "/openapi.json"), { cache: "no-store" });
+    if (!response.ok) throw new Error(`GET openapi.json answered ${response.status}`);
+    doc = await response.json();
   } catch (err) {
     status.className = "doc-status error";
     status.replaceChildren(
@@ -447,6 +373,9 @@ async function loadDocument() {
     );
     return;
   }
+  if (mode !== docModeFor()) return loadDocument(); // the key changed while it loaded
+  app.doc = doc;
+  app.docMode = mode;
   app.ops = listOperations(app.doc);
   const info = app.doc.info || {};
   status.className = "doc-status";
@@ -454,50 +383,40 @@ async function loadDocument() {
     // info.version is the API's (the seed's); x-server-version is this server's release.
     h("strong", {}, info.title || "API"),
     ` ${info.version ? `API v${info.version}` : ""}${info["x-server-version"] ? ` · server ${info["x-server-version"]}` : ""}`,
-    ` · OpenAPI ${app.doc.openapi || "?"} · ${app.ops.length} operations`,
+    ` · OpenAPI ${app.doc.openapi || "?"} · ${app.ops.length} operations${mode === "oauth" ? " · as the signed-in user" : ""}`,
     h("span", { id: "readiness-chip" }),
   );
   fillServers(app.doc);
   fillEndpoints();
-  const saved = store.get(localStorage, ENDPOINT_SLOT);
+  // Payloads nobody typed in were examples of the other view (with or without userId).
+  for (const key of [...app.drafts.keys()]) if (!app.touched.has(key)) app.drafts.delete(key);
+  const current = first ? app.session.restore() : app.op && app.op.key;
+  const saved = current || store.get(localStorage, ENDPOINT_SLOT);
   if (!app.selectOperation(saved) && app.ops.length) app.selectOperation(app.ops[0].key);
   app.schemaPanel.render();
-  app.logs.render();
+  if (first) {
+    app.conversation.render();
+    app.logs.render();
+  }
+  document.documentElement.dataset.doc = mode;
   document.documentElement.dataset.ready = "true"; // lets the browser tests wait for start-up
 }
 
 function wire() {
-  loadKey();
-  let keyTimer;
-  $("api-key").addEventListener("input", () => {
-    saveKey();
-    $("api-key").closest(".field").classList.remove("attention");
-    $("key-note").textContent = KEY_NOTE;
-    clearTimeout(keyTimer);
-    keyTimer = setTimeout(() => {
-      app.actionPicker.refresh();
-      renderReadiness(app);
-    }, 400);
-  });
-  $("key-remember").addEventListener("change", saveKey);
-  $("key-forget").addEventListener("click", forgetKey);
-  $("key-reveal").addEventListener("click", (e) => {
-    const show = $("api-key").type === "password";
-    $("api-key").type = show ? "text" : "password";
-    e.currentTarget.textContent = show ? "Hide" : "Show";
-    e.currentTarget.setAttribute("aria-pressed", String(show));
-  });
+  $("api-key").addEventListener("input", updateSnippets);
   $("server").addEventListener("change", updateSnippets);
   $("endpoint").addEventListener("change", onEndpointChange);
   $("method").addEventListener("change", onMethodChange);
   $("params-fields").addEventListener("input", () => {
     saveParams();
     updateSnippets();
+    app.session.save();
   });
   $("payload").addEventListener("input", () => {
     app.drafts.set(app.op.key, $("payload").value);
     app.touched.add(app.op.key);
     checkPayload();
+    app.session.save();
   });
   $("payload-format").addEventListener("click", () => {
     const parsed = parseJsonWithPosition($("payload").value);
@@ -510,7 +429,14 @@ function wire() {
     renderPayload(true);
     app.actionPicker.refresh();
   });
-  $("stream").addEventListener("change", updateSnippets);
+  $("stream").addEventListener("change", () => {
+    if (bodyStreams(app.op)) { // the body says whether to stream: the box writes it there
+      app.touched.add(app.op.key);
+      app.patchPayload(app.op, { stream: $("stream").checked ? true : undefined });
+      app.session.save();
+    }
+    updateSnippets();
+  });
   $("send").addEventListener("click", send);
   $("cancel").addEventListener("click", () => app.busy && app.busy.abort());
   document.addEventListener("keydown", (e) => {
@@ -547,7 +473,10 @@ function wire() {
   });
 }
 
+app.keyField = initKey(app, keyChanged);
 app.conversation = createConversation(app);
+app.response = initResponse(app);
+app.session = initSession(app);
 app.actionPicker = initActionPicker(app);
 app.schemaPanel = initSchemaPanel(app);
 app.operationDoc = initOperationDoc(app);
@@ -564,8 +493,10 @@ app.restore = (entry) => {
   if ([...$("server").options].some((o) => o.value === entry.server)) $("server").value = entry.server;
   writeParams($("params-fields"), entry.params);
   saveParams();
-  if (entry.payload) {
+  if (entry.payloadOmitted) toast(`Its payload (${formatBytes(entry.payloadOmitted)}) was too large to keep: the payload shown is the current one.`);
+  else if (entry.payload) {
     app.drafts.set(app.op.key, entry.payload);
+    app.touched.add(app.op.key);
     $("payload").value = entry.payload;
   }
   $("stream").checked = Boolean(entry.stream);
@@ -574,5 +505,5 @@ app.restore = (entry) => {
   $("send").focus({ preventScroll: true });
 };
 wire();
+app.loaded = loadDocument();
 app.signIn = initSignIn(app);
-loadDocument();

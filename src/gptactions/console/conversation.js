@@ -67,6 +67,7 @@ export function createConversation(app) {
     const respond = app.ops.find(isRespond);
     if (respond) app.patchPayload(respond, { conversationId: undefined });
     render();
+    app.session.save();
   }
 
   /** A POST /conversations or /respond is about to go out (streamed replies fill in live). */

@@ -2,6 +2,12 @@
 
 export const $ = (id) => document.getElementById(id);
 
+/**
+ * `path` on the server that served this page, under the prefix a proxy may serve it at: the
+ * page is its base + "/", so "/openapi.json" is "/gpt/openapi.json" when the page is "/gpt/".
+ */
+export const here = (path = "") => new URL(".", location.href).href.replace(/\/$/, "") + path;
+
 /** Create an element: h("button", {class: "x", onclick: fn}, "text", child). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

@@ -1,8 +1,7 @@
-// The logs view (GET /logs as a table, its filters from the document, paging through the
-// `Link: <…>; rel="next"` header; a rejected request can be put back into the request form)
-// and the history of requests sent from this browser.
+// The logs view: GET /logs as a table, its filters from the document, paging through the
+// `Link: <…>; rel="next"` header; a rejected request can be put back into the request form.
 
-import { $, h, timeAgo } from "./dom.js";
+import { $, h } from "./dom.js";
 import { paramField, readParams } from "./fields.js";
 import { describeFailure, sendRequest } from "./transport.js";
 
@@ -104,6 +103,11 @@ export function initLogs(app) {
       const f = describeFailure(result, "GET", url);
       message.className = "pane-message failure";
       message.replaceChildren(h("strong", {}, f.title), ` — ${f.message} `, f.hint ? h("span", { class: "muted" }, f.hint) : "");
+      // The rows of the previous search would read as this one's: they go (Previous still goes
+      // back to the page before).
+      renderTable([]);
+      next = null;
+      $("logs-page").textContent = "";
       $("logs-prev").disabled = back.length === 0;
       return;
     }
@@ -238,65 +242,4 @@ export function initLogs(app) {
   });
   $("logs-prev").addEventListener("click", () => back.length && load(back.pop()));
   return { render, load, nextLink };
-}
-
-const HISTORY_SLOT = "gptactions.history";
-const HISTORY_MAX = 50;
-
-export function initHistory(app) {
-  let entries = [];
-  try {
-    entries = JSON.parse(localStorage.getItem(HISTORY_SLOT) || "[]");
-  } catch {
-    entries = [];
-  }
-  const save = () => app.store.set(localStorage, HISTORY_SLOT, JSON.stringify(entries));
-
-  function preview(entry) {
-    try {
-      const body = JSON.parse(entry.payload || "null");
-      const text = body && (body.message || body.action || "");
-      return typeof text === "string" ? text.slice(0, 90) : "";
-    } catch {
-      return "";
-    }
-  }
-
-  function render() {
-    $("history-count").textContent = entries.length ? String(entries.length) : "";
-    const list = $("history-list");
-    if (!entries.length) {
-      list.replaceChildren(h("li", { class: "empty muted" }, "Nothing sent yet. Requests you send appear here."));
-      return;
-    }
-    list.replaceChildren(
-      ...entries.map((entry) =>
-        h("li", {},
-          h("button", { type: "button", class: "history-item", onclick: () => app.restore(entry),
-            "aria-label": `Open again: ${entry.method} ${entry.path}, status ${entry.status || "none"}, ${timeAgo(entry.at)}` },
-            h("span", { class: `method m-${entry.method.toLowerCase()}` }, entry.method),
-            h("span", { class: "path" }, entry.path, preview(entry) ? h("span", { class: "muted preview" }, ` ${preview(entry)}`) : null),
-            h("span", { class: `pill s${String(entry.status)[0]}` }, entry.status ? String(entry.status) : "—"),
-            h("span", { class: "muted nowrap" }, `${entry.ms} ms · ${timeAgo(entry.at)}`),
-          ),
-        ),
-      ),
-    );
-  }
-
-  $("history-clear").addEventListener("click", () => {
-    entries = [];
-    save();
-    render();
-  });
-  render();
-  return {
-    add(entry) {
-      entries.unshift({ id: `${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, ...entry });
-      entries = entries.slice(0, HISTORY_MAX);
-      save();
-      render();
-    },
-    entries: () => entries,
-  };
 }

@@ -285,6 +285,13 @@ export function validate(doc, schemaIn, value, pointer = "", depth = 0) {
   for (const part of schema.allOf || []) problems.push(...validate(doc, part, value, pointer, depth + 1));
   for (const [kw, want] of [["oneOf", "exactly one"], ["anyOf", "at least one"]]) {
     if (!Array.isArray(schema[kw])) continue;
+    // The option the value names (its `action`, say) is the one to check it against, as the
+    // server does: its problems say which fields are wrong, where "matches 0 of 9" would not.
+    const named = namedOption(doc, schema, schema[kw], value);
+    if (named) {
+      problems.push(...validate(doc, named, value, pointer, depth + 1));
+      continue;
+    }
     const passing = schema[kw].filter((s) => validate(doc, s, value, pointer, depth + 1).length === 0).length;
     if (kw === "oneOf" ? passing !== 1 : passing === 0) {
       add(`matches ${passing} of the ${schema[kw].length} ${kw} options, expected ${want}`);
@@ -326,6 +333,47 @@ export function validate(doc, schemaIn, value, pointer = "", depth = 0) {
     if (schema.maximum !== undefined && value > schema.maximum) add(`greater than the maximum ${schema.maximum}`);
   }
   return problems;
+}
+
+/** The single value `option` fixes its property `name` to (by const, or an enum of one). */
+function fixedValue(doc, option, name) {
+  const prop = deref(doc, ((deref(doc, option) || {}).properties || {})[name]) || {};
+  if (prop.const !== undefined) return [prop.const];
+  return Array.isArray(prop.enum) && prop.enum.length === 1 ? prop.enum : undefined;
+}
+
+/**
+ * The option of a oneOf/anyOf that an object value names by its discriminating property: the
+ * schema's `discriminator`, else a property every option fixes to one value of its own. Undefined
+ * when the value names none.
+ */
+function namedOption(doc, schema, options, value) {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return undefined;
+  let name = schema.discriminator && schema.discriminator.propertyName;
+  if (!name) {
+    const first = deref(doc, options[0]) || {};
+    name = Object.keys(first.properties || {}).find((p) => options.every((o) => fixedValue(doc, o, p)));
+  }
+  if (!name || !(name in value)) return undefined;
+  const mapped = schema.discriminator && schema.discriminator.mapping && schema.discriminator.mapping[value[name]];
+  return options.find((o) => (mapped && o.$ref === mapped) || (fixedValue(doc, o, name) || [])[0] === value[name]);
+}
+
+/**
+ * Compare a stream's events with the event schema documented for `status` (text/event-stream):
+ * each event's name must be one the document lists. Returns what checkResponse returns.
+ */
+export function checkEvents(doc, op, status, events) {
+  const response = responseFor(doc, op, status);
+  const media = response && response.content && response.content["text/event-stream"];
+  const schema = media && deref(doc, media.schema);
+  const names = schema && schema.properties && (deref(doc, schema.properties.event) || {}).enum;
+  if (!Array.isArray(names)) return { checked: false, note: `No event schema documented for status ${status}.`, problems: [] };
+  const problems = events
+    .map((e, i) => ({ e, i }))
+    .filter(({ e }) => !names.includes(e.event))
+    .map(({ e, i }) => ({ pointer: `/events/${i}`, message: `event ${JSON.stringify(e.event)} is not one of ${names.join(", ")}` }));
+  return { checked: true, note: "", problems };
 }
 
 /**

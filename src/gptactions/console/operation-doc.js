@@ -5,8 +5,9 @@
 
 import { $, h, withCode } from "./dom.js";
 import { hangIndents, highlightJson } from "./format.js";
-import { checkResponse, documentedResponses, requestBodyOf, responseKeyFor } from "./openapi.js";
+import { checkEvents, checkResponse, documentedResponses, requestBodyOf, responseKeyFor } from "./openapi.js";
 import { describe, schemaTree } from "./schema-tree.js";
+import { isDoneMarker } from "./transport.js";
 
 const statusClass = (status) => (/^[1-5]/.test(status) ? `s${status[0]}` : "");
 
@@ -22,8 +23,9 @@ export function initOperationDoc(app) {
     );
   }
 
-  function example(value) {
-    const pre = h("pre", { class: "code st-example-code", tabindex: "0" });
+  function example(value, status) {
+    // Focusable so that a keyboard can scroll it, hence named.
+    const pre = h("pre", { class: "code st-example-code", tabindex: "0", "aria-label": `Example value of the ${status} response` });
     if (typeof value === "string") pre.textContent = value;
     else {
       pre.innerHTML = highlightJson(value); // highlightJson escapes every token it emits
@@ -46,7 +48,7 @@ export function initOperationDoc(app) {
     for (const media of content) {
       if (content.length > 1 || media.mediaType !== "application/json") body.push(h("p", { class: "st-note" }, h("code", {}, media.mediaType)));
       if (media.schema) body.push(schemaTree(app.doc, media.schema));
-      if (media.example !== undefined && media.example !== null) body.push(example(media.example));
+      if (media.example !== undefined && media.example !== null) body.push(example(media.example, status));
     }
     if (!content.length) body.push(h("p", { class: "st-note" }, "No body documented."));
     return h("li", {},
@@ -93,9 +95,20 @@ export function initOperationDoc(app) {
     let check;
     if (result.events.length) {
       const done = result.events.find((e) => e.event === "done");
-      check = done
-        ? checkResponse(app.doc, req.op, result.status, "application/json", done.data)
-        : { checked: false, note: "The stream ended without a done event.", problems: [] };
+      const chunks = result.events.filter((e) => e.event === "message" && e.data && typeof e.data === "object").length;
+      if (done) check = checkResponse(app.doc, req.op, result.status, "application/json", done.data);
+      else if (result.events.some(isDoneMarker)) {
+        // OpenAI's form: JSON chunks, then data: [DONE]; the document describes its events.
+        check = checkEvents(app.doc, req.op, result.status, result.events);
+        if (check.checked && !check.problems.length) {
+          box.className = "schema-check good";
+          box.replaceChildren(h("p", {}, `✓ ${chunks} chunk${chunks === 1 ? "" : "s"}, then data: [DONE]: the events documented for ${which}.`));
+          return;
+        }
+      } else {
+        check = { checked: false, note: result.events.every((e) => e.event === "message")
+          ? "The stream ended without data: [DONE]: it was cut short." : "The stream ended without a done event.", problems: [] };
+      }
     } else check = checkResponse(app.doc, req.op, result.status, result.contentType, result.json);
     box.className = `schema-check ${!check.checked ? "neutral" : check.problems.length ? "bad" : "good"}`;
     if (!check.checked) box.replaceChildren(h("p", {}, check.note));

@@ -3,7 +3,7 @@
 // `gptactions openapi --check` prints too). This module shows the findings, the URL a GPT
 // should import, and how to fill ChatGPT's OAuth form from the server's metadata.
 
-import { $, copyText, h, withCode } from "./dom.js";
+import { $, copyText, h, here, withCode } from "./dom.js";
 import { describeFailure, sendRequest } from "./transport.js";
 
 /** The scopes a public GPT needs: never `logs`, which reads the log. */
@@ -11,29 +11,38 @@ export const GPT_SCOPES = "chat,actions";
 
 let generation = 0;
 
+/** POST /openapi/check of `doc`, with `auth` headers (the server does not count it against the
+ * key's rate limit). */
+const check = (doc, auth) => sendRequest({
+  url: here("/openapi/check"), method: "POST",
+  headers: { ...auth, "Content-Type": "application/json", Accept: "application/json" },
+  body: JSON.stringify(doc),
+});
+
 /** Ask the server to check `app.doc` (with the key, if any, for the keys' scopes); then show it. */
 export async function renderReadiness(app) {
   if (!app.doc) return;
   const mine = ++generation;
   const pane = $("readiness");
   pane.setAttribute("aria-busy", "true");
-  const [result, meta] = await Promise.all([
-    sendRequest({
-      url: "/openapi/check", method: "POST",
-      headers: { ...app.authHeaders(), "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(app.doc),
-    }),
-    oauthMetadata(),
-  ]);
+  const auth = app.authHeaders();
+  const [keyed, meta] = await Promise.all([check(app.doc, auth), oauthMetadata()]);
+  // The key only adds the keys' scopes: a key the server (or the browser) refuses must not
+  // cost the check itself.
+  const keyRefused = Boolean(auth.Authorization) && (keyed.status === 401 || Boolean(keyed.refused));
+  const result = keyRefused ? await check(app.doc, {}) : keyed;
   if (mine !== generation) return; // a newer check (another key, another document) is under way
   pane.removeAttribute("aria-busy");
   if (result.networkError || result.status >= 400 || !result.json) {
-    const f = describeFailure(result, "POST", "/openapi/check");
+    const f = describeFailure(result, "POST", here("/openapi/check"));
     showCount(app, null);
     pane.replaceChildren(h("p", { class: "verdict bad" }, `Could not check the document: ${f.title} — ${f.message}`), guide(meta));
   } else {
     showCount(app, result.json.findings);
-    pane.replaceChildren(...verdict(result.json), guide(meta));
+    const unkeyed = keyRefused
+      ? h("p", { class: "pane-message" }, "Checked without the API key, which the server did not accept: the keys a GPT could be given are not listed.")
+      : null;
+    pane.replaceChildren(...verdict(result.json), ...(unkeyed ? [unkeyed] : []), guide(meta));
   }
   pane.dataset.checked = String(Number(pane.dataset.checked || 0) + 1); // for scripts and tests
 }
@@ -41,7 +50,7 @@ export async function renderReadiness(app) {
 let metadata;
 async function oauthMetadata() {
   if (metadata === undefined) {
-    const result = await sendRequest({ url: "/.well-known/oauth-authorization-server", method: "GET", headers: { Accept: "application/json" } });
+    const result = await sendRequest({ url: here("/.well-known/oauth-authorization-server"), method: "GET", headers: { Accept: "application/json" } });
     metadata = result.status === 200 && result.json ? result.json : null;
   }
   return metadata;
@@ -99,13 +108,13 @@ const copyable = (text, what) =>
 
 /** What to import, and ChatGPT's Authentication dialog filled from the server's OAuth metadata. */
 function guide(meta) {
-  const importUrl = `${location.origin}/openapi.json?scopes=${GPT_SCOPES}`;
+  const importUrl = `${here("/openapi.json")}?scopes=${GPT_SCOPES}`;
   const parts = [
     h("h3", {}, "Import it into a GPT"),
     h("p", {}, "In the GPT editor choose Actions → Import from URL and give ", copyable(importUrl, "Import URL"),
       ": only what the ", h("code", {}, "chat"), " and ", h("code", {}, "actions"), " scopes can call, so the GPT never sees ", h("code", {}, "/logs"),
       ". ChatGPT calls only https servers: serve this over https (GPTACTIONS_PUBLIC_URL). Privacy policy: ",
-      copyable(`${location.origin}/privacy`, "Privacy URL"), "."),
+      copyable(here("/privacy"), "Privacy URL"), "."),
   ];
   if (!meta) return h("section", { class: "gpt-guide" }, ...parts);
   const methods = meta.token_endpoint_auth_methods_supported || [];
@@ -125,7 +134,7 @@ function guide(meta) {
     )),
     h("p", {}, "With OAuth, import ", copyable(`${importUrl}&auth=oauth`, "OAuth import URL"),
       " instead: each user may also export and erase their own data (", h("code", {}, "/me/export"), ", ", h("code", {}, "/me/data"), ")."),
-    h("p", { class: "muted" }, "From ", h("a", { href: "/.well-known/oauth-authorization-server" }, "/.well-known/oauth-authorization-server"),
+    h("p", { class: "muted" }, "From ", h("a", { href: here("/.well-known/oauth-authorization-server") }, "/.well-known/oauth-authorization-server"),
       " (issuer ", h("code", {}, meta.issuer), ")."),
   );
   return h("section", { class: "gpt-guide" }, ...parts);

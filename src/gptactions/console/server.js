@@ -94,7 +94,7 @@ export function initServer(app) {
     const message = $("server-message");
     message.className = "pane-message";
     message.textContent = "Loading…";
-    const url = new URL("/metrics", app.serverUrl()).href;
+    const url = `${app.serverUrl().replace(/\/$/, "")}/metrics`;
     const result = await sendRequest({ url, method: "GET", headers: { ...app.authHeaders(), Accept: "text/plain" } });
     if (result.networkError || result.status >= 400) {
       const f = describeFailure(result, "GET", url);

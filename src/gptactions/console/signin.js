@@ -9,7 +9,7 @@
 // A tab left open stays signed in until the refresh token expires, is revoked, or the user signs
 // out; a closed tab leaves no refresh token behind.
 
-import { $, h, toast } from "./dom.js";
+import { $, h, here, toast } from "./dom.js";
 import { sendRequest } from "./transport.js";
 
 const CLIENT_SLOT = "gptactions.oauthClient";
@@ -23,7 +23,7 @@ const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
 const redirectUri = () => `${location.origin}${location.pathname}`;
 
 async function metadata() {
-  const result = await sendRequest({ url: "/.well-known/oauth-authorization-server", method: "GET", headers: { Accept: "application/json" } });
+  const result = await sendRequest({ url: here("/.well-known/oauth-authorization-server"), method: "GET", headers: { Accept: "application/json" } });
   if (result.status !== 200 || !result.json) throw new Error("the server's OAuth metadata could not be read");
   return result.json;
 }
@@ -174,8 +174,8 @@ export function initSignIn(app) {
       say(`The token exchange failed: ${refusal(result)}.`, true);
       return;
     }
-    app.setKey(result.json.access_token);
     keep(result.json, pending.clientId);
+    await app.setKey(result.json.access_token); // the document as the user sees it, loaded
     await showWho();
     toast("Signed in");
   }
@@ -193,7 +193,7 @@ export function initSignIn(app) {
     } else {
       schedule();
     }
-    const result = await sendRequest({ url: "/api/v1/gpt/me", method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
+    const result = await sendRequest({ url: here("/api/v1/gpt/me"), method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
     if (result.status === 200 && result.json) {
       say(`Signed in as ${result.json.userId} (OAuth; scopes ${result.json.scopes.join(", ")}). Requests are sent with this user's access token.`);
     } else {

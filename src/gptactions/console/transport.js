@@ -30,12 +30,53 @@ export function parseSse(buffer) {
   return [events, rest];
 }
 
+/** The text a streamed event adds to the reply: a `token` event's (this API's streams), or the
+ * delta of an OpenAI chunk (`data: {"choices": [{"delta": {"content": …}}]}`); null for others. */
+export function streamedText(ev) {
+  const data = ev.data;
+  if (ev.event === "token") return data && typeof data.text === "string" ? data.text : null;
+  if (ev.event !== "message" || !data || typeof data !== "object" || !Array.isArray(data.choices)) return null;
+  const choice = data.choices[0] || {};
+  const text = choice.delta ? choice.delta.content : choice.text;
+  return typeof text === "string" ? text : "";
+}
+
+/** OpenAI's streams end with `data: [DONE]`, not with a `done` event. */
+export const isDoneMarker = (ev) => ev.event === "message" && ev.data === "[DONE]";
+
+/** The event that ended a stream in failure: an `error` event, or an OpenAI chunk that is an error. */
+export const streamFailure = (events) =>
+  events.find((e) => e.event === "error" || (e.event === "message" && e.data && typeof e.data === "object" && e.data.error && !e.data.choices));
+
 /**
- * Send one request. Never throws: a network failure comes back as {networkError}.
+ * Why the browser would refuse to send this request at all, or "": a header value it cannot
+ * encode (a character past U+00FF), or another server this page's security policy does not let
+ * it reach (`connect-src 'self' https:`). Said before sending, since fetch only says "Failed".
+ */
+export function refusedBeforeSending(url, headers) {
+  for (const [name, value] of Object.entries(headers || {})) {
+    const at = [...String(value)].findIndex((c) => c.codePointAt(0) > 0xff);
+    if (at !== -1) return { kind: "header", header: name, character: [...String(value)][at] };
+  }
+  let target;
+  try {
+    target = new URL(url, location.href);
+  } catch {
+    return "";
+  }
+  if (target.origin !== location.origin && target.protocol !== "https:") return { kind: "policy", origin: target.origin };
+  return "";
+}
+
+/**
+ * Send one request. Never throws: a network failure comes back as {networkError}, and a request
+ * the browser would refuse as {networkError, refused} (see refusedBeforeSending).
  * `onEvent` is called for each server-sent event as it arrives.
  */
 export async function sendRequest({ url, method, headers, body, onEvent, signal }) {
   const started = performance.now();
+  const refused = refusedBeforeSending(url, headers);
+  if (refused) return { networkError: "not sent", refused, ms: 0, events: [], headers: [] };
   let response;
   try {
     response = await fetch(url, { method, headers, body, signal, cache: "no-store" });
@@ -120,6 +161,26 @@ export function describeFailure(result, method, url) {
       message: `${method} ${url} was cancelled before its answer arrived.`,
       details: [],
       hint: "The server may still have handled it: a conversation's reply is in Logs once it has.",
+    };
+  }
+  if (result.refused && result.refused.kind === "header") {
+    const c = result.refused.character;
+    const code = `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+    return {
+      title: "Not sent: the browser cannot send this header",
+      message: `The ${result.refused.header} header holds “${c}” (${code}): HTTP headers carry Latin-1 characters only, so ${method} ${url} was never sent.`,
+      details: [],
+      hint: result.refused.header.toLowerCase() === "authorization"
+        ? "API keys are plain ASCII (gpta_…): paste the key again, without the character above."
+        : "Take the character out of that header.",
+    };
+  }
+  if (result.refused && result.refused.kind === "policy") {
+    return {
+      title: "Blocked by this page's security policy",
+      message: `${method} ${url} was not sent: this console may call its own server (${location.origin}) and https servers only, and ${result.refused.origin} is neither.`,
+      details: [],
+      hint: "Serve that server over https (GPTACTIONS_PUBLIC_URL), or open the console it serves itself at its own address.",
     };
   }
   if (result.networkError) {
