@@ -89,8 +89,8 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
     )
     assert response.status_code == 400
     details = response.json()["error"]["details"]
+    # `extra` is not one of them: an unknown parameter is ignored (with a warning, on a 200).
     assert sorted(d["pointer"] for d in details) == [
-        "/parameters/extra",
         "/parameters/labels",
         "/parameters/multiLabel",
         "/parameters/text",
@@ -374,3 +374,148 @@ async def test_a_single_oversized_description_is_shortened_with_a_marker(
         assert listed["name"] == "act00" and listed["truncatedFields"] == ["description"]
         assert listed["description"].startswith("a" * 100)
         assert "[truncated:" in listed["description"]
+
+
+async def test_unknown_parameters_are_ignored_and_the_answer_says_so(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.extend(["Cats sleep.", "print('hello world')"])
+    summary = await app.post(
+        f"{API}/actions",
+        {"action": "summarize", "parameters": {"text": "Cats sleep a lot.", "length": "short"}},
+    )
+    assert summary.status_code == 200, summary.text
+    assert summary.json()["warnings"] == [
+        "parameters/length is not a parameter of summarize and was ignored"
+    ]
+    code = await app.post(
+        f"{API}/actions",
+        {"action": "generateCode", "parameters": {"prompt": "hello world in python"}},
+    )
+    assert code.status_code == 200, code.text
+    assert code.json()["result"] == "print('hello world')"
+    assert code.json()["warnings"] == [
+        "parameters/prompt is not a parameter of generateCode and was taken as its description",
+        "parameters/language was not given: the code is in Python, the language the "
+        "description names",
+    ]
+    shown = fake.requests[-1].messages[-1].content
+    assert shown == "Write Python code that does the following: hello world in python."
+    # The log keeps the parameters as they were sent.
+    entries = await _logs(app)
+    assert json.loads(entries[0]["message"]) == {"prompt": "hello world in python"}
+    # Nothing to say: no `warnings` at all.
+    fake.replies.append("positive")
+    plain = await app.post(f"{API}/actions", {"action": "sentiment", "parameters": {"text": "t"}})
+    assert "warnings" not in plain.json()
+
+
+async def test_several_stand_ins_for_the_main_text_are_a_400_naming_them(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    response = await app.post(
+        f"{API}/actions",
+        {"action": "summarize", "parameters": {"prompt": "a", "input": "b", "length": 3}},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == [
+        {
+            "pointer": "/parameters/text",
+            "message": "is required (prompt, input were sent, and only one of them could be "
+            "taken in its place)",
+        }
+    ]
+    assert fake.requests == []
+
+
+async def test_max_tokens_caps_every_generation_of_the_action(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.extend(["Short.", "sports"])
+    body = {"action": "summarize", "parameters": {"text": "A long text."}, "maxTokens": 7}
+    assert (await app.post(f"{API}/actions", body)).status_code == 200
+    labels = {"text": "t", "labels": ["sports", "politics"]}
+    classify = {"action": "classify", "parameters": labels, "maxTokens": 500}
+    assert (await app.post(f"{API}/actions", classify)).status_code == 200
+    # 7 below the action's own 256; 500 above classify's own budget, which stays.
+    assert [r.max_tokens for r in fake.requests] == [7, len("politics") + 8]
+    too_many = await app.post(f"{API}/actions", {**body, "maxTokens": 10**6})
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["details"][0]["pointer"] == "/maxTokens"
+    zero = await app.post(f"{API}/actions", {**body, "maxTokens": 0})
+    assert zero.status_code == 400
+
+
+async def test_the_document_describes_warnings_max_tokens_and_open_parameters(
+    app: ApiClient,
+) -> None:
+    document = (await app.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert schemas["ActionResponse"]["properties"]["warnings"]["type"] == "array"
+    max_tokens = schemas["ActionRequest"]["properties"]["maxTokens"]
+    assert (max_tokens["minimum"], max_tokens["maximum"]) == (1, 1024)
+    assert "additionalProperties" not in schemas["Action_summarizeParameters"]
+    assert schemas["Action_generateCodeParameters"]["required"] == ["description"]
+    listed = {a["name"]: a for a in (await app.get(f"{API}/actions")).json()["actions"]}
+    assert all("additionalProperties" not in listed[n]["parameters"] for n in ("extract", "answer"))
+
+
+@pytest.mark.model
+async def test_the_audits_calls_with_the_real_model(
+    settings: Settings, local_backend: LocalBackend
+) -> None:
+    """What a new user with only the seed document sent: every one a 200 now."""
+    async with running_app(settings, _KeepLoaded(local_backend)) as api:
+        code = await api.post(
+            f"{API}/actions",
+            {"action": "generateCode", "parameters": {"prompt": "hello world in python"}},
+        )
+        assert code.status_code == 200 and code.json()["success"] is True, code.text
+        assert len(code.json()["warnings"]) == 2
+        summary = await api.post(
+            f"{API}/actions",
+            {
+                "action": "summarize",
+                "parameters": {"text": "Cats sleep a lot.", "length": "short"},
+            },
+        )
+        assert summary.status_code == 200 and summary.json()["success"] is True
+        for labels in (["\u0000"], ["\u0081"], ["a\u0081b"]):
+            answer = await api.post(
+                f"{API}/actions",
+                {"action": "classify", "parameters": {"text": "hi there", "labels": labels}},
+            )
+            assert answer.status_code == 200, answer.text
+            assert (answer.json()["result"], answer.json()["data"]) == (labels[0], labels[0])
+            assert labels[0].encode() in answer.content or "\\u0000" in answer.text
+        for name, kind in (("a b", "string"), ("x\\y", "number")):
+            extracted = await api.post(
+                f"{API}/actions",
+                {
+                    "action": "extract",
+                    "parameters": {"text": "Ann Smith is 34.", "fields": {name: kind}},
+                },
+            )
+            assert extracted.json()["success"] is True, extracted.text
+            assert list(extracted.json()["data"]) == [name]
+
+
+@pytest.mark.model
+async def test_max_tokens_cuts_an_action_with_the_real_model(
+    settings: Settings, local_backend: LocalBackend
+) -> None:
+    async with running_app(settings, _KeepLoaded(local_backend)) as api:
+        body = {"action": "summarize", "parameters": {"text": PARK_TEXT}, "maxTokens": 3}
+        answer = await api.post(f"{API}/actions", body)
+        assert answer.status_code == 200, answer.text
+        cut = answer.json()
+        assert cut["success"] is True and cut["result"]
+        assert (cut["finishReason"], cut["truncated"]) == ("length", True)
+        [entry] = (await api.get(f"{API}/logs")).json()
+        assert 0 < entry["completionTokens"] <= 3
+
+
+PARK_TEXT = (
+    "The city council met on Tuesday to discuss the new park. Residents asked for more trees "
+    "and a playground. The council agreed to fund both, and construction starts in May."
+)

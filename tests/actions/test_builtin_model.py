@@ -179,3 +179,66 @@ async def test_answer(registry: ActionRegistry, model_context: ActionContext) ->
         registry, model_context, "answer", {"question": "What is the capital of France?"}
     )
     assert "Paris" in plain.result
+
+
+ODD_LABELS = [
+    "\x00",
+    "\x81",
+    "a\x81b",
+    "\u200b",
+    "\u200d",
+    "\u202e",
+    "\ufeffx",
+    "\ufffe",
+    "\uffff",
+    "\ue000",
+    "\U000f0000",
+    "\U0010ffff",
+    "\U000bf602",
+    "\U000e0001",
+    "\u0378",
+    "a\u2028b",
+    "\x04 and \U000bf602",
+    "\u3000x",
+]
+"""Valid labels the model cannot write as text: NUL alone was a 502 (no grammar token matches
+it), and these 18 together a `success: false` (unwritable, so left out of the grammar)."""
+
+
+async def test_classify_answers_exactly_one_of_any_valid_labels(
+    registry: ActionRegistry, model_context: ActionContext
+) -> None:
+    for labels in (["\x00"], ["\x81"], ["a\x81b"], ODD_LABELS):
+        outcome = await _run(registry, model_context, "classify", {"text": "hi", "labels": labels})
+        assert outcome.result in labels and outcome.data == outcome.result, labels
+    several = await _run(
+        registry,
+        model_context,
+        "classify",
+        {"text": "hi there", "labels": ODD_LABELS, "multiLabel": True},
+    )
+    assert several.data and set(several.data) <= set(ODD_LABELS)
+    assert several.result == ", ".join(several.data)
+
+
+async def test_extract_works_with_any_field_name(
+    registry: ActionRegistry, model_context: ActionContext
+) -> None:
+    """A name with a backslash, a quote or a control character, or `$ref`, broke the grammar or
+    its conversion (the answer never had the field); so did a raw newline in a value."""
+    for fields in (
+        {"a b": "string"},
+        {"x\\y": "number"},
+        {"$ref": "number"},
+        {'"': "string"},
+        {"\n": "integer"},
+        {"full name": "string", "first name": "string", "age": "integer"},
+    ):
+        outcome = await _run(
+            registry,
+            model_context,
+            "extract",
+            {"text": "Ann Smith is 34 years old.", "fields": fields},
+        )
+        assert isinstance(outcome.data, dict) and list(outcome.data) == list(fields), fields
+        assert json.loads(outcome.result) == outcome.data

@@ -58,21 +58,23 @@ async def test_nasty_labels_and_field_names_with_the_real_model(
     single = await run_handler(
         registry, model_context, "classify", {"text": "hello", "labels": NASTY}
     )
-    assert single.success and single.result in NASTY[:-1]
+    assert single.success and single.result in NASTY
+    # Chosen by number (`builtin.classify`), named under aliases (`builtin.extract`): these
+    # succeed now, where the grammar of the labels or names themselves could not be used.
     several = await run_handler(
         registry,
         model_context,
         "classify",
         {"text": "hello", "labels": NASTY, "multiLabel": True},
     )
-    assert not several.success or set(several.data) <= set(NASTY)
+    assert several.success and set(several.data) <= set(NASTY)
     extracted = await run_handler(
         registry,
         model_context,
         "extract",
         {"text": "Ann is 3.", "fields": {'say "x"': "string", "a\\b\f": "integer"}},
     )
-    assert not extracted.success or set(extracted.data) == {'say "x"', "a\\b\f"}
+    assert extracted.success and list(extracted.data) == ['say "x"', "a\\b\f"]
 
 
 def test_schemas_that_repeat_too_much_for_a_grammar_are_recognised() -> None:

@@ -269,3 +269,99 @@ async def test_labels_with_surrounding_spaces_still_match(
         registry, ctx, "classify", {"text": "t", "labels": [" urgent ", "later"]}
     )
     assert outcome.data == " urgent "
+
+
+ODD_LABELS = ["\x00", "a\x81b", 'say "hi"', "back\\slash", "tab\tx", "\u200bzero", "\U000bf602"]
+"""Labels the model cannot be asked to write as text: chosen by number instead."""
+
+
+async def test_labels_the_model_cannot_write_are_chosen_by_number(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, fake = fake_context("2")
+    outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": ODD_LABELS})
+    assert (outcome.success, outcome.result, outcome.data) == (True, "a\x81b", "a\x81b")
+    assert fake.requests[0].choices == tuple(str(n) for n in range(1, len(ODD_LABELS) + 1))
+    prompt = fake.requests[0].messages[-1].content
+    assert '2. "a\x81b"' in prompt and '1. "\\u0000"' in prompt
+    # A list of numbers, as JSON numbers or strings, is the list of those labels.
+    ctx, fake = fake_context('[7, "1", 7]')
+    several = await run_handler(
+        registry, ctx, "classify", {"text": "t", "labels": ODD_LABELS, "multiLabel": True}
+    )
+    assert several.success and several.data == ["\U000bf602", "\x00"]
+    assert fake.requests[0].json_schema is not None
+    assert fake.requests[0].json_schema["items"]["enum"] == [str(n) for n in range(1, 8)]
+
+
+async def test_plain_labels_are_still_written_as_text(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    """Visible text is asked for as it is (a small model picks a word better than a number);
+    labels the same but for case or spaces would not be told apart, so they are numbered."""
+    for labels, choices in [
+        (["économie", "政治", "a b"], ("économie", "政治", "a b")),
+        (["Urgent", "urgent "], ("1", "2")),
+    ]:
+        ctx, fake = fake_context(choices[1])
+        outcome = await run_handler(registry, ctx, "classify", {"text": "t", "labels": labels})
+        assert outcome.result == labels[1]
+        assert fake.requests[0].choices == choices
+
+
+async def test_fields_the_model_cannot_name_are_written_under_aliases(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    fields = {"full name": "string", "x\\y": "number", "$ref": "integer", '"': "boolean"}
+    ctx, fake = fake_context('{"full name": "Ann", "field2": 1.5, "field3": 3, "field4": true}')
+    outcome = await run_handler(registry, ctx, "extract", {"text": "t", "fields": fields})
+    assert outcome.success, outcome.result
+    assert outcome.data == {"full name": "Ann", "x\\y": 1.5, "$ref": 3, '"': True}
+    assert json.loads(outcome.result) == outcome.data
+    schema = fake.requests[0].json_schema
+    assert schema is not None and list(schema["properties"]) == [
+        "full name",
+        "field2",
+        "field3",
+        "field4",
+    ]
+    prompt = fake.requests[0].messages[-1].content
+    assert '- field2 (number): the field "x\\\\y"' in prompt
+    # An alias never takes a name the caller used.
+    ctx, fake = fake_context('{"field2": "a", "field4": "b"}')
+    taken = await run_handler(
+        registry, ctx, "extract", {"text": "t", "fields": {"field2": "string", "a\nb": "string"}}
+    )
+    assert taken.data == {"field2": "a", "a\nb": "b"}
+
+
+async def test_a_control_character_written_raw_in_a_string_is_that_character(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    """llama.cpp's JSON grammar lets a raw newline into a string: it was 'not valid JSON'."""
+    ctx, _ = fake_context('{"a b": "Ann\nSmith"}')
+    outcome = await run_handler(
+        registry, ctx, "extract", {"text": "t", "fields": {"a b": "string"}}
+    )
+    assert outcome.success, outcome.result
+    assert outcome.data == {"a b": "Ann\nSmith"}
+    assert outcome.result == '{"a b": "Ann\\nSmith"}'
+
+
+async def test_generate_code_without_a_language_says_which_it_chose(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    for description, language, why in [
+        ("hello world in rust", "Rust", "the language the description names"),
+        ("a C function that adds two ints", "C", "the language the description names"),
+        ("reverse a string", "Python", "the default"),
+    ]:
+        ctx, fake = fake_context("code")
+        outcome = await run_handler(registry, ctx, "generateCode", {"description": description})
+        assert outcome.warnings == (
+            f"parameters/language was not given: the code is in {language}, {why}",
+        )
+        assert f"Write {language} code" in fake.requests[0].messages[-1].content
+    ctx, _ = fake_context("code")
+    given = {"description": "hello world in rust", "language": "go"}
+    assert (await run_handler(registry, ctx, "generateCode", given)).warnings == ()

@@ -34,6 +34,7 @@ async def trigger_action(
             user_id=caller.acting_as(body.userId),
             model=body.model,
             deadline=deadline,
+            max_tokens=body.maxTokens,
         ),
     )
     finish = FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None
@@ -43,6 +44,7 @@ async def trigger_action(
         data=outcome.data,
         finish_reason=finish,
         truncated=finish in (FinishReason.LENGTH, FinishReason.DEADLINE),
+        warnings=list(outcome.warnings) or None,
     ).wire()
     # The parsed value repeats the result's text: it goes first when the answer is too long.
     return cap(answer, runtime.settings.max_response_chars, ("result",), dropped=("data",))

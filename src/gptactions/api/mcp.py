@@ -193,6 +193,8 @@ async def _run_action(
     call = ActionCall(name, arguments, user_id=principal.acting_as(None))
     outcome = await runtime.actions.run(principal, call)
     body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+    if outcome.warnings:  # as POST /actions says them
+        body["warnings"] = list(outcome.warnings)
     return types.CallToolResult(
         content=[types.TextContent(text=outcome.result)],
         structured_content=body,

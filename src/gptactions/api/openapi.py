@@ -268,6 +268,13 @@ def _add_components(
         "description": "Whose call this is, for the log; the key's name when absent.",
     }
     action_request["model"] = copy.deepcopy(model)
+    action_request["maxTokens"] = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": settings.max_tokens_limit,
+        "description": "Most tokens any one generation of the action may take (each action "
+        "has its own budget; this caps it). A result cut there says finishReason length.",
+    }
     merge_action_schemas(schemas, registry)  # variants per action, ActionResponse, ActionList
 
     schemas["Error"] = _error_schema()

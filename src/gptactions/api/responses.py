@@ -191,6 +191,21 @@ class ActionResponse(Shortenable):
         default=None, description=FINISH_REASON + " Null when no model generated."
     )
     truncated: bool = Field(default=False, description=TRUNCATED)
+    warnings: list[str] | None = Field(
+        default=None,
+        description="What the caller should know of how the request was read, one sentence "
+        "each: a parameter the action does not take, ignored (e.g. 'parameters/length is not "
+        "a parameter of summarize and was ignored'); a stand-in taken for the main text "
+        "parameter ('parameters/prompt ... was taken as its text'); a default chosen. Absent "
+        "when there is none.",
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The body as JSON-ready data; `warnings` only when there are some."""
+        data = super().wire()
+        if not data.get("warnings"):
+            data.pop("warnings", None)
+        return data
 
 
 class ActionInfo(Shortenable):

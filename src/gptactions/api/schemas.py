@@ -148,20 +148,24 @@ class ConversationRequest(_RequestBody):
 
 
 class ActionRequest(_RequestBody):
-    """The seed's ActionRequest, with an optional userId (for the log) and model."""
+    """The seed's ActionRequest, with an optional userId (for the log), model and maxTokens."""
 
     action: str = Field(min_length=1, max_length=ACTION_NAME_MAX_LENGTH)
     parameters: dict[str, Any]
     userId: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_MAX_LENGTH)
+    maxTokens: int | None = Field(default=None, ge=1)
 
     _user_id_not_blank = field_validator("userId")(_not_blank)
     _user_id_nul_free = field_validator("userId")(nul_free)
 
     def check_limits(self, settings: Settings) -> None:
-        """400 when userId is longer than `GPTACTIONS_MAX_USER_ID_LENGTH`."""
-        if self.userId is not None:
-            _raise_first(_user_id_problems(self.userId, settings))
+        """400 when userId is longer than `GPTACTIONS_MAX_USER_ID_LENGTH`, or maxTokens more
+        than `GPTACTIONS_MAX_TOKENS_LIMIT`."""
+        problems = _user_id_problems(self.userId, settings)
+        if self.maxTokens is not None and self.maxTokens > settings.max_tokens_limit:
+            problems.append(Problem("/maxTokens", f"must be at most {settings.max_tokens_limit}"))
+        _raise_first(problems)
 
 
 def _user_id_problems(user_id: str | None, settings: Settings) -> list[Problem]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from typing import Any
 
 from gptactions.llm.base import ChatMessage
@@ -50,12 +52,9 @@ def _text(description: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
 
 
 def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": required,
-        "additionalProperties": False,
-        "properties": properties,
-    }
+    # No `additionalProperties: false`: the seed admits any parameter, and one the action does
+    # not know is ignored, with a warning (`parameters.prepare_parameters`).
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _tokens_for(text: str, *, floor: int = 128, ceiling: int = 1024) -> int:
@@ -133,17 +132,68 @@ def strip_fences(reply: str) -> str:
     return match.group(1).strip("\n") if match else reply.strip()
 
 
+DEFAULT_LANGUAGE = "Python"
+_LANGUAGES = (
+    ("Python", r"(?i:python)"),
+    ("JavaScript", r"(?i:javascript|node\.?js)"),
+    ("TypeScript", r"(?i:typescript)"),
+    ("Java", r"(?i:java)(?!\s*script)"),
+    ("C#", r"(?i:c#|c-sharp|csharp)"),
+    ("C++", r"(?i:c\+\+|cpp)"),
+    ("C", r"C(?![#+\w])"),
+    ("Go", r"Go(?!\w)|(?i:golang)"),
+    ("Rust", r"(?i:rust)"),
+    ("Ruby", r"(?i:ruby)"),
+    ("PHP", r"(?i:php)"),
+    ("Swift", r"Swift"),
+    ("Kotlin", r"(?i:kotlin)"),
+    ("Scala", r"(?i:scala)"),
+    ("Bash", r"(?i:bash|shell script)"),
+    ("PowerShell", r"(?i:powershell)"),
+    ("SQL", r"(?i:sql)"),
+    ("R", r"R(?![\w'])"),
+    ("Haskell", r"(?i:haskell)"),
+    ("Lua", r"(?i:lua)"),
+    ("Perl", r"(?i:perl)"),
+    ("Dart", r"(?i:dart)"),
+    ("Elixir", r"(?i:elixir)"),
+    ("HTML", r"(?i:html)"),
+    ("CSS", r"(?i:css)"),
+)
+_LANGUAGE_NAMED = re.compile(
+    "|".join(
+        rf"(?<![\w#+.])(?P<l{n}>{pattern})(?![\w#+])" for n, (_, pattern) in enumerate(_LANGUAGES)
+    )
+)
+
+
+def language_named(description: str) -> str | None:
+    """The programming language a description names first, if any (`in Rust`, `a C function`)."""
+    match = _LANGUAGE_NAMED.search(description)
+    if match is None or match.lastgroup is None:
+        return None
+    return _LANGUAGES[int(match.lastgroup[1:])][0]
+
+
 async def generate_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
-    """Write code in a language from a description."""
-    language = params["language"]
+    """Write code in a language from a description: the one given, else the one the description
+    names, else Python (a warning says which it chose)."""
+    language = params.get("language")
+    warnings: tuple[str, ...] = ()
+    if language is None:
+        named = language_named(params["description"])
+        language = named or DEFAULT_LANGUAGE
+        why = "the language the description names" if named else "the default"
+        warnings = (f"parameters/language was not given: the code is in {language}, {why}",)
     style = f" Follow this style: {params['style']}." if params.get("style") else ""
-    return await _ask(
+    outcome = await _ask(
         ctx,
         f"You are an expert {language} programmer. Reply with the code only, no explanations.",
         f"Write {language} code that does the following: {params['description']}.{style}",
         TextOutput(tidy=strip_fences),
         max_tokens=512,
     )
+    return replace(outcome, warnings=(*outcome.warnings, *warnings))
 
 
 async def explain_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
@@ -203,23 +253,58 @@ async def answer(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
 # structured
 
 
+def writable_label(label: str) -> bool:
+    """Whether the model is asked to write the label itself: visible characters only (a control
+    or format character may be beyond what a grammar or the vocabulary can hold, and reads as
+    nothing in the prompt), and no quote or backslash (the embedded model's grammar of a JSON
+    list of labels cannot hold them)."""
+    return label.isprintable() and '"' not in label and "\\" not in label
+
+
 async def classify(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
-    """Sort a text into one of the given labels, or several with `multiLabel`."""
+    """Sort a text into one of the given labels, or several with `multiLabel`.
+
+    The model writes the labels themselves when it can (`writable_label`, and no two the same
+    but for case and surrounding spaces); otherwise it is shown them numbered and answers with
+    numbers, which are mapped back, so that the result is always exactly one of the labels as
+    given.
+    """
     labels = tuple(params["labels"])
     multiple = bool(params.get("multiLabel"))
-    listed = "\n".join(f"- {label}" for label in labels)
-    how = (
-        "Reply with a JSON list of every label that applies."
-        if multiple
-        else "Reply with the one label that fits best, exactly as written."
-    )
-    longest = max(len(label) for label in labels)
+    # A reply is read trimmed and but for case (`match_choice`): labels the same that way
+    # could not be told apart.
+    by_text = all(writable_label(label) for label in labels) and len(
+        {label.strip().casefold() for label in labels}
+    ) == len(labels)
+    if by_text:
+        listed = "\n".join(f"- {label}" for label in labels)
+        how = (
+            "Reply with a JSON list of every label that applies."
+            if multiple
+            else "Reply with the one label that fits best, exactly as written."
+        )
+        output = ChoiceOutput(labels, multiple=multiple)
+    else:
+        listed = "\n".join(
+            f"{n}. {json.dumps(label, ensure_ascii=False)}" for n, label in enumerate(labels, 1)
+        )
+        how = (
+            "Reply with a JSON list of the numbers of every label that applies."
+            if multiple
+            else "Reply with the number of the one label that fits best."
+        )
+        output = ChoiceOutput(
+            labels, multiple=multiple, aliases=tuple(str(n) for n in range(1, len(labels) + 1))
+        )
+    # In tokens: a byte-level vocabulary writes any text in at most one token per byte.
+    longest = max(len(choice.encode("utf-8")) for choice in output.written)
+    written = sum(len(choice.encode("utf-8")) + 4 for choice in output.written)
     return await _ask(
         ctx,
         "You classify texts. You only ever answer with labels from the given list.",
         f"Labels:\n{listed}\n\n{how}\n\nText:\n{params['text']}",
-        ChoiceOutput(labels, multiple=multiple),
-        max_tokens=(sum(len(label) + 4 for label in labels) + 8) if multiple else longest + 8,
+        output,
+        max_tokens=(written + 8) if multiple else longest + 8,
     )
 
 
@@ -244,15 +329,63 @@ def extraction_schema(fields: dict[str, str]) -> dict[str, Any]:
     }
 
 
+_KEYWORD_NAMES = frozenset({"const"})
+"""Property names that grammar converters read as schema keywords (llama-cpp-python's takes any
+`$ref` key for a reference, and its safety check any `const` for a constant)."""
+
+
+def writable_field(name: str) -> bool:
+    """Whether the model is asked to write a field's name itself (else an alias, `field3`):
+    visible characters only, no quote or backslash (llama-cpp-python's converter writes a
+    backslash unescaped, and either makes the embedded model decode plain JSON, where the field
+    may be left out), and nothing a converter reads as a schema keyword."""
+    return (
+        bool(name)
+        and name.isprintable()
+        and '"' not in name
+        and "\\" not in name
+        and not name.startswith("$")
+        and name not in _KEYWORD_NAMES
+    )
+
+
+def field_aliases(fields: dict[str, str]) -> dict[str, str]:
+    """The name the model writes for each field (by the field's name): the name itself when it
+    is `writable_field`, else `field<n>` (n its position), unlike any other name."""
+    taken = {name for name in fields if writable_field(name)}
+    written: dict[str, str] = {}
+    for position, name in enumerate(fields, 1):
+        if name in taken:
+            written[name] = name
+            continue
+        alias, n = f"field{position}", position
+        while alias in taken:
+            n += len(fields)
+            alias = f"field{n}"
+        taken.add(alias)
+        written[name] = alias
+    return written
+
+
 async def extract(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
-    """Pull named, typed fields out of a text as a JSON object."""
+    """Pull named, typed fields out of a text as a JSON object (the model writes a field whose
+    name it cannot write under an alias, mapped back)."""
     fields: dict[str, str] = params["fields"]
-    wanted = "\n".join(f"- {name} ({kind})" for name, kind in fields.items())
+    aliases = field_aliases(fields)
+    wanted = "\n".join(
+        f"- {aliases[name]} ({kind})"
+        + ("" if aliases[name] == name else f": the field {json.dumps(name, ensure_ascii=False)}")
+        for name, kind in fields.items()
+    )
+    written = {aliases[name]: kind for name, kind in fields.items()}
     return await _ask(
         ctx,
         "You extract information from texts and reply with a JSON object only.",
         f"Extract these fields from the text:\n{wanted}\n\nText:\n{params['text']}",
-        JsonOutput(extraction_schema(fields)),
+        JsonOutput(
+            extraction_schema(written),
+            keys=tuple((alias, name) for name, alias in aliases.items() if alias != name),
+        ),
         max_tokens=min(1024, 48 + 64 * len(fields)),
     )
 
@@ -260,8 +393,13 @@ async def extract(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
 def _action(
     name: str, description: str, parameters: dict[str, Any], handler: Handler
 ) -> ActionDefinition:
+    # The first required parameter is the main text, which a caller may send under another name.
     return ActionDefinition(
-        name=name, description=description, parameters=parameters, handler=handler
+        name=name,
+        description=description,
+        parameters=parameters,
+        handler=handler,
+        primary=parameters["required"][0],
     )
 
 
@@ -295,10 +433,14 @@ BUILTIN_ACTIONS: tuple[ActionDefinition, ...] = (
         "generateCode",
         "Write code in a programming language from a description; the result is the code only.",
         _object(
-            ["description", "language"],
+            ["description"],
             {
                 "description": _text("What the code should do."),
-                "language": _text("The programming language, e.g. python.", SHORT_LIMIT),
+                "language": _text(
+                    "The programming language, e.g. python. Without it: the language the "
+                    "description names, else Python (a warning says which).",
+                    SHORT_LIMIT,
+                ),
                 "style": _text("Style wishes, e.g. 'with type hints'.", 500),
             },
         ),

@@ -36,17 +36,32 @@ class TextOutput:
 
 @dataclass(frozen=True)
 class ChoiceOutput:
-    """Exactly one of `choices`, or with `multiple` a non-empty list of distinct ones."""
+    """Exactly one of `choices`, or with `multiple` a non-empty list of distinct ones.
+
+    With `aliases` (one per choice, in order) the model writes an alias instead of its choice,
+    which is mapped back: for choices it cannot write (`builtin.classify` numbers them).
+    """
 
     choices: tuple[str, ...]
     multiple: bool = False
+    aliases: tuple[str, ...] | None = None
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        """What the model writes for the choices."""
+        return self.aliases or self.choices
 
 
 @dataclass(frozen=True)
 class JsonOutput:
-    """A JSON value valid against `schema`."""
+    """A JSON value valid against `schema`.
+
+    `keys` pairs a top-level property the model writes with the name it stands for in the
+    result (`builtin.extract` has fields it cannot name written under aliases).
+    """
 
     schema: dict[str, Any]
+    keys: tuple[tuple[str, str], ...] = ()
 
 
 MIN_REPLY_TOKENS = 16
@@ -71,8 +86,8 @@ def output_request_fields(output: OutputSpec) -> dict[str, Any]:
     """The `GenerationRequest` fields that constrain decoding to the output's form."""
     if isinstance(output, ChoiceOutput):
         if output.multiple:
-            return {"json_schema": choice_list_schema(output.choices)}
-        return {"choices": output.choices}
+            return {"json_schema": choice_list_schema(output.written)}
+        return {"choices": output.written}
     if isinstance(output, JsonOutput):
         return {"json_schema": output.schema}
     return {}
@@ -102,23 +117,31 @@ def check_output(output: OutputSpec, text: str) -> Checked:
         return _check_choices(output, reply)
     value = _parse_json(reply)
     _check_schema(value, output.schema)
+    if output.keys and isinstance(value, dict):
+        names = dict(output.keys)
+        value = {names.get(key, key): item for key, item in value.items()}
     return Checked(json.dumps(value, ensure_ascii=False), value)
 
 
 def _check_choices(output: ChoiceOutput, reply: str) -> Checked:
+    written = output.written
     if not output.multiple:
-        label = match_choice(reply, output.choices)
-        if label is None:
-            raise OutputProblem(f"{_clip(reply)!r} is not one of {_listed(output.choices)}")
+        said = match_choice(reply, written)
+        if said is None:
+            raise OutputProblem(f"{_clip(reply)!r} is not one of {_listed(written)}")
+        label = output.choices[written.index(said)]
         return Checked(label, label)
     value = _parse_json(reply)
     if not isinstance(value, list) or not value:
         raise OutputProblem("the answer is not a non-empty JSON list of labels")
     labels: list[str] = []
     for item in value:
-        label = match_choice(item, output.choices) if isinstance(item, str) else None
-        if label is None:
-            raise OutputProblem(f"{_clip(str(item))!r} is not one of {_listed(output.choices)}")
+        if output.aliases and isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)  # numbered labels: 2 for "2"
+        said = match_choice(item, written) if isinstance(item, str) else None
+        if said is None:
+            raise OutputProblem(f"{_clip(str(item))!r} is not one of {_listed(written)}")
+        label = output.choices[written.index(said)]
         if label not in labels:
             labels.append(label)
     return Checked(", ".join(labels), labels)
@@ -130,7 +153,9 @@ def _parse_json(reply: str) -> Any:
         # Unconstrained backends like to fence JSON in Markdown.
         body = body.strip("`").removeprefix("json").strip()
     try:
-        return json.loads(body)
+        # Not strict: a control character written raw inside a string (llama.cpp's JSON
+        # grammar lets one through) stands for itself, as the escape would.
+        return json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         raise OutputProblem(f"the answer is not valid JSON ({exc.msg} at {exc.pos})") from None
 
@@ -246,8 +271,8 @@ async def _fit(ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_to
 def _retry_hint(output: OutputSpec) -> str:
     if isinstance(output, ChoiceOutput):
         if output.multiple:
-            return f"Reply with a JSON list of labels taken from: {json.dumps(output.choices)}."
-        return "Reply with exactly one of: " + ", ".join(output.choices) + "."
+            return f"Reply with a JSON list of labels taken from: {json.dumps(output.written)}."
+        return "Reply with exactly one of: " + ", ".join(output.written) + "."
     if isinstance(output, JsonOutput):
         return "Reply with only a JSON value valid against this schema: " + json.dumps(
             output.schema

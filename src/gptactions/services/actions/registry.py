@@ -12,6 +12,7 @@ import jsonschema
 
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
+from gptactions.services.actions.parameters import PreparedParameters, prepare_parameters
 from gptactions.services.errors import ECMA_WHITESPACE, Problem, json_pointer
 from gptactions.services.templates import TemplateRenderer
 
@@ -24,7 +25,8 @@ class ActionContext:
     """What a handler may use: the model router, the model the request named, the most tokens
     any one generation may take (the server's `max_tokens_limit`), the renderer of prompt
     templates (needed by user-defined actions only), and the loop time by which generation must
-    end (`GenerationRequest.deadline`)."""
+    end (`GenerationRequest.deadline`). `max_tokens` is also the request's own `maxTokens`
+    when that is less."""
 
     router: BackendRouter
     model: str | None = None
@@ -36,7 +38,9 @@ class ActionContext:
 @dataclass(frozen=True)
 class ActionOutcome:
     """What a handler returns. `data` holds the parsed value of structured outputs;
-    `finish_reason` how the model's last generation ended (None when no model generated)."""
+    `finish_reason` how the model's last generation ended (None when no model generated);
+    `warnings` what the caller should know of how the call was read (a parameter ignored, a
+    default chosen)."""
 
     success: bool
     result: str
@@ -45,6 +49,7 @@ class ActionOutcome:
     backend: str = ""
     model: str = ""
     finish_reason: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]
@@ -56,7 +61,9 @@ class ActionDefinition:
 
     `overrides` marks a user-defined action that replaces the built-in of the same name;
     `consequential` one whose calls ChatGPT must have the user confirm (the built-ins only read
-    and write nothing outside the log, so they are not).
+    and write nothing outside the log, so they are not); `primary` the parameter holding a
+    built-in's main text, which a caller may send under a common other name
+    (`parameters.STAND_INS`).
     """
 
     name: str
@@ -66,6 +73,7 @@ class ActionDefinition:
     builtin: bool = True
     overrides: bool = False
     consequential: bool = False
+    primary: str | None = None
 
     def normalized(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """Valid `parameters` with each whole-number float the schema asks an integer for as an
@@ -126,9 +134,21 @@ class ActionRegistry:
         return sorted(self._actions)
 
     def validate(self, name: str, parameters: Any) -> list[Problem]:
-        """Every problem of `parameters` against the action's schema, each with a JSON pointer."""
-        self.get(name)
-        return schema_problems(self._validators[name], parameters)
+        """Every problem of `parameters` for the action, each with a JSON pointer."""
+        return self.prepare(name, parameters).problems
+
+    def prepare(self, name: str, parameters: Any) -> PreparedParameters:
+        """The parameters the action's handler gets, with warnings and problems
+        (`parameters.prepare_parameters`)."""
+        definition = self.get(name)
+        validator = self._validators[name]
+        return prepare_parameters(
+            name,
+            definition.parameters,
+            lambda value: schema_problems(validator, value),
+            parameters,
+            definition.primary,
+        )
 
 
 def schema_problems(

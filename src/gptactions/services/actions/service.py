@@ -11,6 +11,7 @@ from typing import Any
 
 from gptactions.llm.base import BackendError, tracked_progress
 from gptactions.llm.router import BackendRouter, UnknownModel
+from gptactions.services.actions.parameters import PreparedParameters
 from gptactions.services.actions.registry import (
     ActionContext,
     ActionDefinition,
@@ -40,6 +41,8 @@ class ActionCall:
     model: str | None = None
     deadline: float | None = None
     """The loop time by which generation must end (`GenerationRequest.deadline`)."""
+    max_tokens: int | None = None
+    """The request's `maxTokens`: the most tokens any one generation of the action may take."""
 
 
 class ActionService:
@@ -71,6 +74,10 @@ class ActionService:
 
     def check(self, call: ActionCall) -> ActionDefinition:
         """The call's action, once its parameters and model are known good; a 400 if not."""
+        return self._prepare(call)[0]
+
+    def _prepare(self, call: ActionCall) -> tuple[ActionDefinition, PreparedParameters]:
+        """The call's action and the parameters its handler gets; a 400 when they are bad."""
         check_text(
             ("/action", call.action),
             ("/parameters", call.parameters),
@@ -78,27 +85,30 @@ class ActionService:
             ("/model", call.model),
         )
         definition = self.definition(call.action)
-        problems = self.registry.validate(call.action, call.parameters)
-        if problems:
-            raise invalid(f"invalid parameters for action {call.action!r}", *problems)
+        prepared = self.registry.prepare(call.action, call.parameters)
+        if prepared.problems:
+            raise invalid(f"invalid parameters for action {call.action!r}", *prepared.problems)
         if call.model is not None:
             try:
                 self._router.resolve(call.model)
             except UnknownModel as error:
                 raise unknown_model(error) from None
-        return definition
+        return definition, prepared
 
     async def run(self, principal: Principal, call: ActionCall) -> ActionOutcome:
         """Run the action; the outcome is returned once its interaction is committed."""
         await self._log.admit(principal)
-        definition = self.check(call)
+        definition, prepared = self._prepare(call)
         started = time.perf_counter()
+        limits = [n for n in (self._max_tokens, call.max_tokens) if n is not None]
         context = ActionContext(
-            self._router, call.model, self._max_tokens, self._templates, call.deadline
+            self._router, call.model, min(limits, default=None), self._templates, call.deadline
         )
         try:
             with tracked_progress() as progress:
-                outcome = await definition.handler(context, definition.normalized(call.parameters))
+                outcome = await definition.handler(
+                    context, definition.normalized(prepared.parameters)
+                )
         except asyncio.CancelledError:
             # The client went away (or the server is stopping): record the abandoned call, with
             # what the model had written and the tokens its generations used (a retry's too).
@@ -119,6 +129,8 @@ class ActionService:
             failed = _interaction(principal, call, started, spent)
             await self._log.record(replace(failed, status=InteractionStatus.ERROR, error=said))
             raise
+        if prepared.warnings:
+            outcome = replace(outcome, warnings=(*prepared.warnings, *outcome.warnings))
         await self._log.record(_interaction(principal, call, started, outcome))
         return outcome
 
