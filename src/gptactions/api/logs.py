@@ -118,14 +118,18 @@ async def logs(
 
 def next_link(request: Request, cursor: str | None) -> dict[str, str]:
     """The `Link` header to the page at `cursor` (the same query otherwise); none without one.
-    Its path starts with the prefix the caller reached this server under, as the document's
-    `servers` does."""
+
+    An absolute URL (as GitHub's API gives), since clients follow it as it is (`requests`'
+    `response.links`); at the scheme and host the request came to (a trusted proxy's), which
+    the caller can reach whatever GPTACTIONS_PUBLIC_URL says, and under the prefix the caller
+    reached this server under, as the document's `servers` is."""
     if not cursor:
         return {}
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     params.append(("cursor", cursor))
     prefix = public_path(request, request.app.state.runtime.settings)
-    return {"Link": f'<{prefix}{request.url.path}?{urlencode(params)}>; rel="next"'}
+    origin = f"{request.url.scheme}://{request.url.netloc}"
+    return {"Link": f'<{origin}{prefix}{request.url.path}?{urlencode(params)}>; rel="next"'}
 
 
 def _aware(moment: datetime | None) -> datetime | None:
