@@ -118,7 +118,7 @@ def test_each_worker_listens_on_its_own_socket_and_gets_connections(two_workers:
 
 def _live_gauges(server: Server, pid: int) -> list[Path]:
     """The files holding worker `pid`'s live gauges (the model's queue depth...)."""
-    return list((server.log.parent / "metrics").glob(f"gauge_live*_{pid}.db"))
+    return list((server.log.parent / "metrics").glob(f"*/gauge_live*_{pid}.db"))
 
 
 def test_a_worker_that_dies_is_replaced(two_workers: Server) -> None:

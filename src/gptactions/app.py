@@ -27,6 +27,7 @@ from gptactions.api import (
     usage,
 )
 from gptactions.api import metrics as metrics_api
+from gptactions.api.access import AccessLog
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
 from gptactions.api.forwarded import ForwardedHeaders
@@ -129,6 +130,9 @@ def create_app(
             expose_headers=["Link", "Retry-After", "WWW-Authenticate"],
             max_age=600,
         )
+    if settings.access_log:
+        # Outside everything: one line per request, the preflights' and the guards' included.
+        app.add_middleware(AccessLog)
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
         )
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        default=True, description="One line per request on standard output, when it ends."
+    )
     max_header_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request line and headers (431 above)."
     )

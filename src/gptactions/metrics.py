@@ -2,15 +2,18 @@
 
 Each app has its own registry, so apps built side by side (tests) never share counters. Under
 several workers (`gptactions serve --workers N`) `serve` points `PROMETHEUS_MULTIPROC_DIR` at a
-fresh directory before any worker starts; each worker then writes its values there and
-`GET /metrics`, whichever worker answers it, adds up every worker's.
+directory of the server's own before any worker starts; each worker then writes its values there
+and `GET /metrics`, whichever worker answers it, adds up every worker's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -53,28 +56,85 @@ def multiprocess_dir() -> Path | None:
 
 @contextmanager
 def shared_between_workers(workers: int) -> Iterator[Path | None]:
-    """While serving with several workers: the directory where they share their values.
+    """While serving: the directory where the server's workers share their values.
 
-    `PROMETHEUS_MULTIPROC_DIR` when it is set (emptied of a previous run's values first), else a
-    temporary directory removed afterwards. Set before the workers start, which read it when
-    they import prometheus_client.
+    With `PROMETHEUS_MULTIPROC_DIR` set (one worker or several), a directory of this server's own
+    inside it (`own_directory`), so that servers given the same directory never add up, nor
+    delete, each other's values; without it, under several workers, a temporary directory. The
+    variable names that directory meanwhile: the workers read it when they start.
     """
-    if workers <= 1:
+    given = multiprocess_dir()
+    if given is None and workers <= 1:
         yield None
         return
-    given = multiprocess_dir()
-    if given is not None:
-        given.mkdir(parents=True, exist_ok=True)
-        for stale in given.glob("*.db"):
-            stale.unlink()
-        yield given
-        return
-    with tempfile.TemporaryDirectory(prefix="gptactions-metrics-") as created:
-        os.environ[MULTIPROC_ENV] = created
+    directory = (
+        own_directory(given)
+        if given is not None
+        else tempfile.TemporaryDirectory(prefix="gptactions-metrics-")
+    )
+    with directory as created:
+        os.environ[MULTIPROC_ENV] = str(created)
         try:
             yield Path(created)
         finally:
-            del os.environ[MULTIPROC_ENV]
+            if given is None:
+                del os.environ[MULTIPROC_ENV]
+            else:
+                os.environ[MULTIPROC_ENV] = str(given)
+
+
+OWNER_LOCK = "server.lock"
+"""The file in a server's own directory that it holds locked while it runs."""
+
+
+@contextmanager
+def own_directory(shared: Path) -> Iterator[Path]:
+    """A new directory under `shared` for this server's values (`<host>-<pid>-<random>`), held
+    by a lock on a file inside it while the server runs and removed when it stops.
+
+    First the directories of servers that are gone are removed: those whose lock nobody holds
+    (a server killed before it could remove its own). A lock, not a process id: ids are reused,
+    and servers in containers sharing a volume may have the same one.
+    """
+    shared.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(shared)
+    # Made under a hidden name, which `remove_abandoned` skips, until its lock is held.
+    starting = Path(tempfile.mkdtemp(prefix=f".{socket.gethostname()}-{os.getpid()}-", dir=shared))
+    lock = os.open(starting / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    own = starting
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as error:  # a file system without locks: no server removes this one
+            log.warning("cannot lock %s (%s): if this server is killed, remove it", starting, error)
+        named = shared / starting.name.removeprefix(".")
+        starting.rename(named)
+        own = named
+        yield own
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+        os.close(lock)
+
+
+def remove_abandoned(shared: Path) -> None:
+    """Remove the directories under `shared` of servers no longer running: their lock is free."""
+    for directory in shared.iterdir():
+        if directory.name.startswith(".") or not directory.is_dir():
+            continue
+        try:
+            lock = os.open(directory / OWNER_LOCK, os.O_RDWR)
+        except OSError:  # not a server's directory, or removed meanwhile
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its server runs
+            os.close(lock)
+            continue
+        try:
+            log.info("removing the metrics of a server no longer running: %s", directory)
+            shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 class Metrics:

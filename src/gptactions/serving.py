@@ -1,6 +1,6 @@
 """Serving over HTTP: uvicorn's httptools protocol with bounded headers, header and keep-alive
 timeouts and a connection budget, so no client can stall the server at the HTTP layer; and log
-lines that start with an ISO 8601 timestamp.
+lines that start with an ISO 8601 timestamp (the access lines are the app's: `api.access`).
 
 uvicorn's own protocols never time out a request whose headers are incomplete, and httptools
 accepts headers of any size (concatenating each chunk into the pending header: quadratic time).
@@ -23,7 +23,6 @@ leave in one write: a client gets the whole answer or no answer at all.
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import logging
@@ -35,13 +34,13 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.logging import AccessFormatter, DefaultFormatter
+from uvicorn.logging import DefaultFormatter
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gptactions.api.access import ACCESS_LOGGER
 from gptactions.api.errors import error_body
 from gptactions.config import Settings
-from gptactions.llm.redact import redacted_query
 
 log = logging.getLogger(__name__)
 
@@ -349,22 +348,12 @@ class IsoFormatter(_IsoTime, DefaultFormatter):
     """uvicorn's formatter, with an ISO 8601 timestamp."""
 
 
-class IsoAccessFormatter(_IsoTime, AccessFormatter):
-    """uvicorn's access-log formatter, with an ISO 8601 timestamp, and the values of query
-    parameters that carry a secret or a user's words (`code`, `state`, tokens, `/logs?q=`)
-    written `REDACTED`."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        """The line, its request's path redacted (uvicorn passes it as the third argument)."""
-        args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[2]):
-            record = copy.copy(record)
-            record.args = (args[0], args[1], redacted_query(str(args[2])), args[3], args[4])
-        return super().formatMessage(record)
-
-
 def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration with timestamps, also applied to the app's own loggers."""
+    """uvicorn's logging configuration with timestamps, also applied to the app's own loggers.
+
+    The access lines (`api.access`, one per request) go to standard output at `level`; uvicorn's
+    own access log is off (`uvicorn_options`).
+    """
     here = __name__
     return {
         "version": 1,
@@ -380,11 +369,6 @@ def log_config(level: str) -> dict[str, Any]:
                 "fmt": "%(asctime)s %(levelprefix)s %(name)s: %(message)s",
                 "use_colors": None,
             },
-            "access": {
-                "()": f"{here}.IsoAccessFormatter",
-                "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" '
-                "%(status_code)s",
-            },
         },
         "handlers": {
             "default": {
@@ -398,7 +382,7 @@ def log_config(level: str) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             },
             "access": {
-                "formatter": "access",
+                "formatter": "default",
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
             },
@@ -406,7 +390,7 @@ def log_config(level: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
-            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            ACCESS_LOGGER: {"handlers": ["access"], "level": level.upper(), "propagate": False},
             "alembic": {"level": "WARNING"},  # its start-up chatter, at every worker's start
         },
         "root": {"handlers": ["app"], "level": level.upper()},
@@ -427,6 +411,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_level": settings.log_level,
         "log_config": log_config(settings.log_level),
+        "access_log": False,  # the app writes its own, when each request ends (`api.access`)
         # Proxy headers are read by api/forwarded.py, from GPTACTIONS_TRUSTED_PROXIES only.
         "proxy_headers": False,
         "http": http_protocol(limits),

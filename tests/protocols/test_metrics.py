@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from pydantic import SecretStr
 from gptactions.config import Settings
 from gptactions.llm.base import BackendTimeout
 from gptactions.llm.fake import FakeBackend
-from gptactions.metrics import Metrics
+from gptactions.metrics import MULTIPROC_ENV, OWNER_LOCK, Metrics, shared_between_workers
 from tests.conftest import ADMIN_KEY, ApiClient, running_app
-from tests.serving import serve
+from tests.serving import Server, serve
+from tests.upstream.faulty import FaultyUpstream
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -203,6 +206,10 @@ def test_several_workers_add_up_on_one_page(isolated: Path) -> None:
                     == 200
                 )
             pages = [client.get("/metrics", headers={"Connection": "close"}).text for _ in range(4)]
+        # The workers wrote their values to the server's own directory in the shared one (the
+        # second to start may not have been up for these requests on a busy machine, so at
+        # least one of them).
+        assert list(shared.glob("*/*.db"))
     for page in pages:
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -219,9 +226,80 @@ def test_several_workers_add_up_on_one_page(isolated: Path) -> None:
             )
             == 12
         )
-    # The workers wrote their values to the shared directory (the second to start may not have
-    # been up for these requests on a busy machine, so at least one of them).
-    assert list(shared.glob("*.db"))
+    assert list(shared.iterdir()) == []  # removed when the server stopped
+
+
+def status_requests(server: Server) -> float:
+    """The server's count of answered `GET /api/v1/gpt/status`, from its /metrics."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Connection": "close"}
+    page = httpx.get(f"{server.url}/metrics", headers=headers).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+    labels = {"method": "GET", "route": "/api/v1/gpt/status", "status": "200"}
+    return value(samples, "gptactions_http_requests_total", **labels)
+
+
+@pytest.mark.upstream
+def test_servers_sharing_the_directory_keep_their_own_counts(isolated: Path) -> None:
+    """Two `--workers 2` servers given one PROMETHEUS_MULTIPROC_DIR: the second reported the
+    first's requests, and its start deleted the first's values."""
+    shared = isolated / "metrics"
+    upstream = FaultyUpstream().start()
+    environment = {
+        "GPTACTIONS_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+        "GPTACTIONS_BACKENDS": json.dumps([{"name": "up", "url": upstream.url(), "model": "m"}]),
+        "GPTACTIONS_FALLBACK": "none",
+    }
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Connection": "close"}
+    (isolated / "first").mkdir()
+    (isolated / "second").mkdir()
+    try:
+        with serve(isolated / "first", key=ADMIN_KEY, env=environment, timeout=300) as first:
+            for _ in range(5):
+                assert httpx.get(f"{first.url}/api/v1/gpt/status", headers=headers).is_success
+            with serve(isolated / "second", key=ADMIN_KEY, env=environment, timeout=300) as second:
+                for _ in range(2):
+                    assert httpx.get(f"{second.url}/api/v1/gpt/status", headers=headers).is_success
+                assert [status_requests(first) for _ in range(4)] == [5] * 4
+                assert [status_requests(second) for _ in range(4)] == [2] * 4
+                assert len(list(shared.iterdir())) == 2  # a directory each
+            assert status_requests(first) == 5
+    finally:
+        upstream.stop()
+    assert list(shared.iterdir()) == []
+
+
+def test_a_server_removes_the_directories_of_servers_no_longer_running(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed before it could remove its directory leaves it; the next server to
+    start removes it, and never the directory of one that runs (it holds its lock)."""
+    shared = isolated / "metrics"
+    killed = shared / "host-1-killed"
+    killed.mkdir(parents=True)
+    (killed / OWNER_LOCK).touch()
+    (killed / "counter_1.db").touch()
+    running = shared / "host-2-running"
+    running.mkdir()
+    (running / OWNER_LOCK).touch()
+    (running / "counter_2.db").touch()
+    foreign = shared / "not-a-server"  # no lock file: not ours to remove
+    foreign.mkdir()
+    monkeypatch.setenv(MULTIPROC_ENV, str(shared))
+    with (running / OWNER_LOCK).open("r+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with shared_between_workers(1) as own:
+            assert own is not None and own.parent == shared
+            assert os.environ[MULTIPROC_ENV] == str(own)
+            assert sorted(p.name for p in shared.iterdir()) == sorted(
+                [own.name, running.name, foreign.name]
+            )
+        assert os.environ[MULTIPROC_ENV] == str(shared)
+    assert sorted(p.name for p in shared.iterdir()) == [running.name, foreign.name]
 
 
 def test_the_dashboard_charts_every_metric_and_no_other() -> None:

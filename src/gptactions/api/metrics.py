@@ -32,5 +32,6 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
                     "unauthorized",
                     headers={"WWW-Authenticate": 'Bearer realm="gptactions-metrics"'},
                 )
+            request.state.principal = principal  # who scraped, for the access line
     await runtime.metrics.refresh_load(runtime.router.backends.values())
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)

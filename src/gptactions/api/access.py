@@ -1,0 +1,130 @@
+"""The access log: one line per HTTP request, written when the request ends.
+
+uvicorn's own access log wrote its line when a response started: a request whose client left
+before its answer had no line, and a stream cut midway was a plain `200`. Here every request gets
+exactly one line, once its answer is complete or abandoned, as nginx writes its own:
+
+    203.0.113.7:51234 - key:3f2a9c1d "POST /api/v1/gpt/conversations HTTP/1.1" 200 512 34.2ms
+
+the client, who called (`key:` and the first characters of the key's id, `user:` and the name
+for an OAuth token, `-` for no valid credential; never a secret), the request line with the
+values of sensitive query parameters written `REDACTED`, the status, the body bytes sent and the
+time taken. A client that left before the head was sent is `499`, as the metrics count it; an
+answer whose head went out and whose body never finished (the client left, or the server failed
+midway) has its status and `cut` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from time import perf_counter
+from urllib.parse import quote
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptactions.llm.redact import redacted_query
+from gptactions.metrics import CLIENT_CLOSED_REQUEST
+from gptactions.services.keys import Principal
+
+ACCESS_LOGGER = "gptactions.access"
+KEY_ID_SHOWN = 8
+"""The characters of a key's id a line shows: enough to find it in `gptactions keys list`."""
+
+
+class Answer:
+    """What went out of one request's answer: its status, body bytes, and whether it ended.
+
+    A slotted object whose bound `send` wraps the server's: cheaper per request than a closure
+    over as many cells.
+    """
+
+    __slots__ = ("complete", "send_on", "sent", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send_on = send
+        self.status = 0
+        self.sent = 0
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        """Pass the message on; note it once it has gone (one that raised did not)."""
+        await self.send_on(message)
+        if message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+        elif message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+class AccessLog:
+    """Writes one access line per HTTP request to `gptactions.access`, when the request ends.
+
+    A pure ASGI middleware, outermost, so it sees every answer (a CORS preflight, a guard's
+    refusal) and reads the caller the route identified (`request.state.principal`) and the
+    client a trusted proxy named once the request is over. When the logger is not enabled for
+    INFO a request passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, *, logger: logging.Logger | None = None) -> None:
+        self.app = app
+        self.log = logger or logging.getLogger(ACCESS_LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        if "state" not in scope:  # uvicorn gives one; the routes note the caller in it
+            scope["state"] = {}
+        answer = Answer(send)
+        failed = True
+        try:
+            await self.app(scope, receive, answer.send)
+            failed = False
+        finally:
+            line = access_line(scope, answer, failed, perf_counter() - started)
+            # `makeRecord` and `handle`, not `info`: `info` walks the stack for the caller's file
+            # and line, which the line does not show.
+            self.log.handle(self.log.makeRecord(self.log.name, logging.INFO, "", 0, line, (), None))
+
+
+def access_line(scope: Scope, answer: Answer, failed: bool, seconds: float) -> str:
+    """The line for a request: client, caller, request line, status, bytes, duration, `cut`."""
+    status = answer.status
+    if status == 0:
+        # Nothing was sent: the app failed (the server answers 500), or the client left (499).
+        status = 500 if failed else CLIENT_CLOSED_REQUEST
+        cut = ""
+    else:
+        cut = "" if answer.complete else " cut"
+    client = scope.get("client")
+    if client is None:
+        address = "-"
+    elif client[1]:
+        address = f"{client[0]}:{client[1]}"
+    else:  # a trusted proxy named the client, not its port
+        address = client[0]
+    raw_path = scope.get("raw_path")
+    target = raw_path.decode("ascii", "backslashreplace") if raw_path else quote(scope["path"])
+    query = scope.get("query_string")
+    if query:
+        target = redacted_query(f"{target}?{query.decode('ascii', 'backslashreplace')}")
+    return (
+        f"{address} - {caller(scope['state'].get('principal'))} "
+        f'"{scope["method"]} {target} HTTP/{scope.get("http_version", "1.1")}" '
+        f"{status} {answer.sent} {seconds * 1000:.1f}ms{cut}"
+    )
+
+
+def caller(principal: object) -> str:
+    """Who called, as a line shows it: `key:<id prefix>`, `user:<name>`, or `-`."""
+    if not isinstance(principal, Principal):
+        return "-"
+    if principal.user_id is None:
+        return f"key:{principal.key_id[:KEY_ID_SHOWN]}"
+    name = principal.user_id
+    if " " in name or '"' in name or not name.isprintable():  # one field, on one line
+        name = json.dumps(name)
+    return f"user:{name}"
