@@ -37,7 +37,9 @@ def pg_dump_command(url: str, target: Path) -> str:
     # libpq's own connection parameters in the URL (sslmode, sslrootcert...) go to pg_dump as a
     # connection string, or a backup would connect with other TLS settings than the server.
     # asyncpg spells libpq's `sslmode` as `ssl`.
-    options = {("sslmode" if name == "ssl" else name): value for name, value in parsed.query.items()}
+    options = {
+        ("sslmode" if name == "ssl" else name): value for name, value in parsed.query.items()
+    }
     if options:
         pairs = [f"dbname={_conninfo(parsed.database or '')}"]
         for name, value in options.items():
