@@ -11,35 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from alembic import command as alembic_command
 from sqlalchemy import text
 
 from gptactions.store import schema
-from gptactions.store.db import Database, alembic_config
+from gptactions.store.db import Database
 from tests.conftest import ADMIN_KEY
 from tests.serving import free_port, serve
+from tests.store.revisions import migrate_to
 from tests.test_cli import gptactions
 from tests.test_cli import never_serving as never_serving  # `serve` stops before serving here
 
 HEAD = schema.head()
 BEFORE_HEAD = schema.known()[-2]
-
-
-def _migrate_to(url: str, revision: str) -> str:
-    """Migrate the database at `url` to `revision` (as an older version did); its location."""
-
-    async def migrate() -> str:
-        database = Database(url)
-        try:
-            async with database.engine.begin() as connection:
-                await connection.run_sync(
-                    lambda sync: alembic_command.upgrade(alembic_config(sync), revision)
-                )
-            return database.location
-        finally:
-            await database.close()
-
-    return asyncio.run(migrate())
 
 
 def _revision(url: str, set_to: str | None = None) -> str:
@@ -66,7 +49,7 @@ def test_with_auto_migrate_false_only_db_upgrade_migrates(
 ) -> None:
     """`keys list` migrated a database at 0005 to the head with GPTACTIONS_AUTO_MIGRATE=false;
     every command, `serve` too, now stops with one line naming both revisions."""
-    location = _migrate_to(database_url, "0005")
+    location = asyncio.run(migrate_to(database_url, "0005"))
     off = {"GPTACTIONS_DATABASE_URL": database_url, "GPTACTIONS_AUTO_MIGRATE": "false"}
     for command in (
         ("keys", "list"),
@@ -92,7 +75,7 @@ def test_with_auto_migrate_false_only_db_upgrade_migrates(
 
 
 def test_by_default_a_command_migrates_and_says_so(isolated: Path, database_url: str) -> None:
-    location = _migrate_to(database_url, "0005")
+    location = asyncio.run(migrate_to(database_url, "0005"))
     listed = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": database_url})
     assert listed.returncode == 0, listed.stderr
     assert listed.stderr.strip() == (
@@ -106,7 +89,7 @@ def test_a_database_a_newer_version_migrated_is_used_with_a_warning(
 ) -> None:
     """A replica of the old version restarting after the new one migrated (a rolling upgrade, a
     rollback): a 109-line traceback from every command; now a warning naming both revisions."""
-    location = _migrate_to(database_url, "head")
+    location = asyncio.run(migrate_to(database_url, "head"))
     _revision(database_url, set_to="0099")
     env = {"GPTACTIONS_DATABASE_URL": database_url}
     warning = (
@@ -140,7 +123,7 @@ def test_a_database_a_newer_version_migrated_is_used_with_a_warning(
 def test_an_older_server_serves_a_database_a_newer_one_migrated(
     tmp_path: Path, database_url: str
 ) -> None:
-    location = _migrate_to(database_url, "head")
+    location = asyncio.run(migrate_to(database_url, "head"))
     _revision(database_url, set_to="0099")
     env = {
         "GPTACTIONS_DATABASE_URL": database_url,
@@ -161,7 +144,7 @@ def test_an_older_server_serves_a_database_a_newer_one_migrated(
 
 def test_db_downgrade_undoes_migrations_once_confirmed(isolated: Path, database_url: str) -> None:
     env = {"GPTACTIONS_DATABASE_URL": database_url}
-    location = _migrate_to(database_url, "head")
+    location = asyncio.run(migrate_to(database_url, "head"))
 
     declined = gptactions("db", "downgrade", BEFORE_HEAD, cwd=isolated, env=env, stdin="n\n")
     assert declined.returncode == 1 and "Aborted" in declined.stderr

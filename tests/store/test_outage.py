@@ -13,14 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from alembic import command as alembic_command
 
 from gptactions.services.keys import hash_fragment, hash_key
 from gptactions.store import schema
-from gptactions.store.db import Database, alembic_config
 from tests.conftest import ADMIN_KEY, PG_HOST, PG_PORT
 from tests.serving import serve
 from tests.store.proxy import TcpProxy
+from tests.store.revisions import migrate_to
 from tests.upstream.faulty import FaultyUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.upstream]
@@ -52,17 +51,6 @@ def environment(postgres_url: str, proxy: TcpProxy) -> Iterator[dict[str, str]]:
         }
     finally:
         upstream.stop()
-
-
-async def _migrate_to(url: str, revision: str) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: alembic_command.upgrade(alembic_config(sync), revision)
-            )
-    finally:
-        await database.close()
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -134,7 +122,7 @@ def test_a_server_that_waited_for_its_database_says_what_it_did_then(
 ) -> None:
     """Its log said only "is back after 10 s", as if nothing else had happened: it also migrated
     the database and imported GPTACTIONS_API_KEY."""
-    asyncio.run(_migrate_to(postgres_url, "0005"))  # as an older version left it
+    asyncio.run(migrate_to(postgres_url, "0005"))  # as an older version left it
     proxy.close()
     with (
         serve(tmp_path, key=ADMIN_KEY, env=environment | INFO, ready=False) as server,

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from alembic import command as alembic_command
 from alembic.script import ScriptDirectory
 
 from gptactions.config import Settings
@@ -20,22 +19,12 @@ from gptactions.services.keys import hash_fragment, hash_key
 from gptactions.store import schema
 from gptactions.store.db import Database, alembic_config
 from tests.conftest import ADMIN_KEY, running_app
+from tests.store.revisions import migrate_to
 
 # Migrations that change data rather than only add (documented in store/migrations/__init__.py).
 CHANGES_DATA = {"0011"}
 # What an upgrade may not do: an older version still running would read or write what is gone.
 TAKES_AWAY = ("drop_column", "drop_table", "alter_column", "rename_table", "drop_constraint")
-
-
-async def _migrate_to(url: str, revision: str) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: alembic_command.upgrade(alembic_config(sync), revision)
-            )
-    finally:
-        await database.close()
 
 
 async def test_a_server_that_may_not_migrate_waits_for_db_upgrade(
@@ -45,7 +34,7 @@ async def test_a_server_that_may_not_migrate_waits_for_db_upgrade(
     with GPTACTIONS_AUTO_MIGRATE=false answers 503 naming both revisions, then serves once
     `gptactions db upgrade` has run."""
     url = f"sqlite:///{tmp_path / 'server.db'}"
-    await _migrate_to(url, "0005")
+    await migrate_to(url, "0005")
     settings = Settings(database_url=url, api_key=ADMIN_KEY, auto_migrate=False)
     needs = schema.needs_upgrade(
         url.removeprefix("sqlite:///"), schema.Revisions("0005", schema.head())
