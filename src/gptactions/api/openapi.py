@@ -24,7 +24,12 @@ from gptactions.api import actions, conversations, logs, me, sse, status, usage
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
-from gptactions.api.openapi_query import USAGE_EXAMPLE, query_parameter, usage_parameters
+from gptactions.api.openapi_query import (
+    USAGE_EXAMPLE,
+    log_parameters,
+    query_parameter,
+    usage_parameters,
+)
 from gptactions.api.responses import (
     COMPONENTS,
     ActionList,
@@ -43,7 +48,6 @@ from gptactions.api.schemas import (
     ACTION_NAME_MAX_LENGTH,
     CONVERSATION_ID_MAX_LENGTH,
     CURSOR_MAX_LENGTH,
-    LOGS_DEFAULT_LIMIT,
     NUL_FREE_NOT_BLANK_PATTERN,
     NUL_FREE_PATTERN,
     REPEAT_PENALTY_MAX,
@@ -53,11 +57,6 @@ from gptactions.api.schemas import (
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
-from gptactions.services.interactions import (
-    SEARCH_MAX_LENGTH,
-    SEARCH_MAX_WORDS,
-    InteractionKind,
-)
 from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 
 API = "/api/v1/gpt"
@@ -385,7 +384,7 @@ def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
         "Newest first. A key sees its own tenant's interactions; an admin key sees all. "
         'The next page is in the Link header (rel="next").'
     )
-    operation["parameters"] = _log_parameters(settings)
+    operation["parameters"] = log_parameters(settings)
     answer = operation["responses"]["200"]
     answer["headers"] = _next_page_header()
     item = answer["content"]["application/json"]["schema"]["items"]
@@ -581,63 +580,3 @@ def _event_stream() -> dict[str, Any]:
             ),
         ),
     }
-
-
-def _log_parameters(settings: Settings) -> list[dict[str, Any]]:
-    def text(max_length: int) -> dict[str, Any]:
-        return {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": max_length,
-            "pattern": NUL_FREE_PATTERN,
-        }
-
-    return [
-        query_parameter(
-            "userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."
-        ),
-        query_parameter(
-            "conversationId",
-            text(CONVERSATION_ID_MAX_LENGTH),
-            "Only this conversation's interactions.",
-        ),
-        query_parameter(
-            "since",
-            {"type": "string", "format": "date-time"},
-            "Only interactions at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z; "
-            "also read: a date alone, its midnight UTC, and a time without offset, UTC).",
-        ),
-        query_parameter(
-            "until",
-            {"type": "string", "format": "date-time"},
-            "Only interactions before this time (RFC 3339, read as since is).",
-        ),
-        query_parameter(
-            "limit",
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": settings.logs_max_limit,
-                "default": LOGS_DEFAULT_LIMIT,
-            },
-            "Most items to return.",
-        ),
-        query_parameter(
-            "cursor",
-            text(CURSOR_MAX_LENGTH),
-            "The next page's cursor, from the Link header.",
-        ),
-        query_parameter(
-            "q",
-            text(SEARCH_MAX_LENGTH),
-            "Full-text search: only interactions whose message or reply holds every one of "
-            f"these words (at most {SEARCH_MAX_WORDS}; letters and digits, any case, whole "
-            "words; punctuation separates words and is otherwise ignored). Combines with the "
-            "other filters and the cursor.",
-        ),
-        query_parameter(
-            "kind",
-            {"type": "string", "enum": [kind.value for kind in InteractionKind]},
-            "Only interactions of this kind (rejected: requests refused before the model).",
-        ),
-    ]

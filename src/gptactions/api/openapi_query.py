@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from gptactions.api.schemas import LOGS_DEFAULT_LIMIT, USER_ID_FILTER_MAX_LENGTH
+from gptactions.api.schemas import (
+    CONVERSATION_ID_MAX_LENGTH,
+    CURSOR_MAX_LENGTH,
+    LOGS_DEFAULT_LIMIT,
+    NUL_FREE_PATTERN,
+    USER_ID_FILTER_MAX_LENGTH,
+)
 from gptactions.config import Settings
+from gptactions.services.interactions import (
+    SEARCH_MAX_LENGTH,
+    SEARCH_MAX_WORDS,
+    InteractionKind,
+)
 
 
 def query_parameter(
@@ -63,3 +74,65 @@ USAGE_EXAMPLE = {
     "truncated": False,
 }
 """An answer of `GET /usage`, for the document."""
+
+
+def log_parameters(settings: Settings) -> list[dict[str, Any]]:
+    """The query parameters of GET /logs."""
+
+    def text(max_length: int) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_length,
+            "pattern": NUL_FREE_PATTERN,
+        }
+
+    return [
+        query_parameter(
+            "userId", text(USER_ID_FILTER_MAX_LENGTH), "Only this user's interactions."
+        ),
+        query_parameter(
+            "conversationId",
+            text(CONVERSATION_ID_MAX_LENGTH),
+            "Only this conversation's interactions.",
+        ),
+        query_parameter(
+            "since",
+            {"type": "string", "format": "date-time"},
+            "Only interactions at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z; "
+            "also read: a date alone, its midnight UTC, and a time without offset, UTC).",
+        ),
+        query_parameter(
+            "until",
+            {"type": "string", "format": "date-time"},
+            "Only interactions before this time (RFC 3339, read as since is).",
+        ),
+        query_parameter(
+            "limit",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": settings.logs_max_limit,
+                "default": LOGS_DEFAULT_LIMIT,
+            },
+            "Most items to return.",
+        ),
+        query_parameter(
+            "cursor",
+            text(CURSOR_MAX_LENGTH),
+            "The next page's cursor, from the Link header.",
+        ),
+        query_parameter(
+            "q",
+            text(SEARCH_MAX_LENGTH),
+            "Full-text search: only interactions whose message or reply holds every one of "
+            f"these words (at most {SEARCH_MAX_WORDS}; letters and digits, any case, whole "
+            "words; punctuation separates words and is otherwise ignored). Combines with the "
+            "other filters and the cursor.",
+        ),
+        query_parameter(
+            "kind",
+            {"type": "string", "enum": [kind.value for kind in InteractionKind]},
+            "Only interactions of this kind (rejected: requests refused before the model).",
+        ),
+    ]
