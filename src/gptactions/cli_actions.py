@@ -110,8 +110,12 @@ def run(
         raise unreachable(error.location, error) from None
     if as_json:
         body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
+        if outcome.warnings:
+            body["warnings"] = list(outcome.warnings)
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
     else:
+        for warning in outcome.warnings:  # a parameter ignored or taken in another's place
+            click.echo(f"warning: {warning}", err=True)
         click.echo(outcome.result, err=not outcome.success)
     if not outcome.success:
         sys.exit(1)

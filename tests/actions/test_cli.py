@@ -133,7 +133,7 @@ def test_run_with_the_embedded_model(write_file: WriteFile) -> None:
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert body["success"] is True and body["result"] in ("sports", "politics")
-    assert body["data"] == body["result"]
+    assert body["data"] == body["result"] and "warnings" not in body
 
     path = write_file("actions.yaml", HAIKU_YAML)
     haiku = CliRunner().invoke(
@@ -144,3 +144,11 @@ def test_run_with_the_embedded_model(write_file: WriteFile) -> None:
     assert haiku.exit_code == 0 and haiku.output.strip()
     runs = [(e.kind, e.action, e.status, e.user_id) for e in logged()]
     assert runs == [("action", a, "ok", "terminal") for a in ("classify", "haiku")]
+    # A parameter the action does not take is ignored, and said so, as the API says it.
+    extra = CliRunner().invoke(
+        cli, ["actions", "run", "sentiment", "-p", "text=Great!", "-p", "tone=loud"]
+    )
+    assert extra.exit_code == 0, extra.output
+    assert "warning: parameters/tone is not a parameter of sentiment and was ignored" in (
+        extra.stderr
+    )
