@@ -134,3 +134,25 @@ async def test_a_grammar_llama_cpp_refuses_is_refused_before_generating(
     with pytest.raises(UnsupportedSchema, match="left recursion"):
         await local_backend.check_request(ask(json_schema=looping))
     await local_backend.check_request(ask(json_schema={"type": "object"}))
+
+
+@pytest.mark.model
+async def test_a_string_the_grammar_lets_the_model_write_holds_no_raw_control_character(
+    local_backend: LocalBackend,
+) -> None:
+    """A poem asked for in a JSON string: llama-cpp-python's converter let the model write its
+    line breaks raw, which JSON forbids (`json.loads` refused the answer); escaped, they are
+    JSON's."""
+    schema = {"type": "object", "properties": {"poem": {"type": "string"}}, "required": ["poem"]}
+    prompt = "Write a poem of four short lines about the sea, one line per line."
+    for temperature in (0.0, 0.8, 1.0):
+        reply = await local_backend.generate(
+            GenerationRequest(
+                messages=(ChatMessage("user", prompt),),
+                json_schema=schema,
+                max_tokens=80,
+                temperature=temperature,
+                seed=1,
+            )
+        )
+        assert not [c for c in reply.text if ord(c) < 0x20 or ord(c) == 0x7F], reply.text

@@ -42,7 +42,16 @@ def schema_grammar(schema: dict[str, Any]) -> str:
                 _pointer_of(copy, holder),
             )
     grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
-    return grammar
+    return grammar.replace(_LIBRARY_CHAR, _JSON_CHAR)
+
+
+_LIBRARY_CHAR = 'char ::= [^"\\\\] |'
+"""How llama-cpp-python's converter begins the rule of a character in a JSON string: any but a
+quote or a backslash, so a raw newline or tab could be written inside a string, which JSON
+forbids (a strict parser, `json.loads` included, then refuses the whole answer)."""
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+"""JSON's own rule, as llama.cpp's converter writes it: no control character either (those are
+written escaped, `\\n`, which the rule's other alternative allows)."""
 
 
 class _PatternFailure(Exception):
