@@ -119,6 +119,9 @@ def start_cluster(
             "GPTACTIONS_REDIS_URL": REDIS_URL,
             "GPTACTIONS_BACKENDS": json.dumps(backends),
             "GPTACTIONS_HOST": "127.0.0.1",
+            # As the deploy guide sets it: nginx's forwarded scheme and host are believed, so
+            # the URLs the replicas hand out (Link headers) are nginx's.
+            "GPTACTIONS_TRUSTED_PROXIES": "127.0.0.1",
         } | {f"GPTACTIONS_{name.upper()}": value for name, value in settings.items()}
         replicas = []
         for name in ("a", "b"):
