@@ -408,6 +408,15 @@ async def test_unknown_parameters_are_ignored_and_the_answer_says_so(
     fake.replies.append("positive")
     plain = await app.post(f"{API}/actions", {"action": "sentiment", "parameters": {"text": "t"}})
     assert "warnings" not in plain.json()
+    # Thousands of them: ten named, the rest counted; the result keeps its room in the answer.
+    fake.replies.append("A cat sat.")
+    many = {"text": "The cat sat.", **{f"k{i}": i for i in range(2000)}}
+    crowded = await app.post(f"{API}/actions", {"action": "summarize", "parameters": many})
+    assert crowded.status_code == 200, crowded.text
+    assert len(crowded.text) < 3000 and crowded.json()["result"] == "A cat sat."
+    warnings = crowded.json()["warnings"]
+    assert len(warnings) == 11 and warnings[0].startswith("parameters/k0 is not a parameter")
+    assert warnings[-1] == "1,990 more parameters that summarize does not take were ignored"
 
 
 async def test_several_stand_ins_for_the_main_text_are_a_400_naming_them(

@@ -39,7 +39,10 @@ async def test_each_refusal_before_the_model_is_logged_with_the_body_it_sent(
             key,
         )
         assert missing.status_code == 404
-        forbidden = await api.get(f"{API}/logs", key=chat_only)
+        # A key sent in the URL (refused there) and a search are not stored with the request.
+        forbidden = await api.get(
+            f"{API}/logs", key=chat_only, params={"api_key": "gpta_in_the_url", "q": "my words"}
+        )
         assert forbidden.status_code == 403
         not_json = await api.http.post(
             f"{API}/conversations",
@@ -61,7 +64,7 @@ async def test_each_refusal_before_the_model_is_logged_with_the_body_it_sent(
         assert first["error"].startswith("invalid_request: ")
         assert '"code":"invalid_request"' in first["reply"].replace(" ", "")
         assert by_status[404]["error"].startswith("not_found: ")
-        assert by_status[403]["endpoint"] == "GET /api/v1/gpt/logs"
+        assert by_status[403]["endpoint"] == "GET /api/v1/gpt/logs?api_key=REDACTED&q=REDACTED"
         assert by_status[403]["userId"] == "chat-only"  # no userId sent: the key's name
         assert by_status[415]["message"] == "userId=u"
         # Refused from its Content-Length before the app read it: its start is kept all the same.

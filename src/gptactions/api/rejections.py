@@ -15,6 +15,7 @@ from contextlib import suppress
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.api.deps import identify
+from gptactions.llm.redact import redacted_query
 from gptactions.runtime import Runtime
 from gptactions.services.keys import Principal, parse_authorization
 from gptactions.services.rejections import (
@@ -98,7 +99,8 @@ class RecordRejections:
 
         def rejection(status: int) -> Rejection:
             answer = b"".join(m.get("body", b"") for m in held[1:])
-            query = scope.get("query_string", b"").decode("latin-1")
+            # Its secrets (a key sent in the URL) and searches are kept out, as in the access log.
+            query = redacted_query(scope.get("query_string", b"").decode("latin-1"))
             return Rejection(
                 method=scope["method"],
                 path=scope["path"] + (f"?{query}" if query else ""),

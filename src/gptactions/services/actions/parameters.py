@@ -73,10 +73,19 @@ def prepare_parameters(
         elif found:
             problems.append(Problem(json_pointer(["parameters", primary]), _not_taken(found)))
     if _ignores_unknown(schema):
-        for name in [name for name in kept if not _named(schema, known, name)]:
+        ignored = [name for name in kept if not _named(schema, known, name)]
+        for name in ignored:
             del kept[name]
+        # Named one by one up to a few: the answer must stay within its size for the result.
+        for name in ignored[:MAX_NAMED_IGNORED]:
             warnings.append(
-                f"parameters/{_escaped(name)} is not a parameter of {action} and was ignored"
+                f"parameters/{_escaped(name)[:_NAME_SHOWN]} is not a parameter of {action} and "
+                "was ignored"
+            )
+        if len(ignored) > MAX_NAMED_IGNORED:
+            warnings.append(
+                f"{len(ignored) - MAX_NAMED_IGNORED:,} more parameters that {action} does not "
+                "take were ignored"
             )
     found_problems = check(kept)
     if stand_in is not None:
@@ -84,6 +93,12 @@ def prepare_parameters(
     said = {p.pointer for p in problems}
     problems += [p for p in found_problems if p.pointer not in said]
     return PreparedParameters(kept, tuple(warnings), sorted(problems, key=lambda p: p.pointer))
+
+
+MAX_NAMED_IGNORED = 10
+"""The most ignored parameters the warnings name one by one; the rest are counted."""
+_NAME_SHOWN = 100
+"""The most characters of an ignored parameter's name a warning repeats."""
 
 
 def _not_taken(found: list[str]) -> str:
