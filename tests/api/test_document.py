@@ -194,11 +194,16 @@ async def test_an_oauth_gpts_document_has_one_way_in_and_needs_no_user_id(api: A
     validate(gpt)
     assert list(gpt["components"]["securitySchemes"]) == ["OAuth2"]
     assert gpt["security"] == [{"OAuth2": []}]
-    for name, schema in gpt["components"]["schemas"].items():
-        assert "userId" not in schema.get("required", ()), name
-    request = gpt["components"]["schemas"]["ConversationRequest"]
-    assert request["required"] == ["message"]
-    assert "signed-in user" in request["properties"]["userId"]["description"]
+    schemas = gpt["components"]["schemas"]
+    for name in ("ConversationRequest", "ActionRequest"):  # every body a model writes
+        assert "userId" not in schemas[name].get("required", ()), name
+        assert "signed-in user" in schemas[name]["properties"]["userId"]["description"], name
+    assert schemas["ConversationRequest"]["required"] == ["message"]
+    # What the server answers is described as it is: the advice is for requests.
+    everything = (await api.http.get("/openapi.json", params={"auth": "oauth"})).json()
+    for name in ("MeResponse", "MyDataExport", "LogItem"):
+        user = everything["components"]["schemas"][name]["properties"]["userId"]
+        assert "Leave it out" not in user.get("description", ""), name
     keyed = (await api.http.get("/openapi.json", params={"scopes": "chat,actions"})).json()
     assert keyed["components"]["schemas"]["ConversationRequest"]["required"] == [
         "userId",

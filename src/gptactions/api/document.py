@@ -176,21 +176,44 @@ def _signed_in(view: dict[str, Any], components: dict[str, Any]) -> None:
         components["securitySchemes"] = {"OAuth2": schemes["OAuth2"]}
         view["security"] = [{"OAuth2": []}]
     schemas = dict(components.get("schemas", {}))
-    for name, schema in schemas.items():
-        if "userId" in schema.get("required", ()):
-            schemas[name] = {
-                **schema,
-                "required": [field for field in schema["required"] if field != "userId"],
-                "properties": {
-                    **schema["properties"],
-                    "userId": {
-                        **schema["properties"]["userId"],
-                        "description": "Leave it out: the signed-in user is filled in (another "
-                        "user's name is a 403).",
-                    },
+    for name in _request_schemas(view):  # what the model writes; answers stay as they are
+        schema = schemas.get(name)
+        if not isinstance(schema, dict) or "userId" not in schema.get("properties", {}):
+            continue
+        schemas[name] = {
+            **schema,
+            "required": [field for field in schema.get("required", ()) if field != "userId"],
+            "properties": {
+                **schema["properties"],
+                "userId": {
+                    **schema["properties"]["userId"],
+                    "description": "Leave it out: the signed-in user is filled in (another "
+                    "user's name is a 403).",
                 },
-            }
+            },
+        }
+        if not schemas[name]["required"]:
+            del schemas[name]["required"]
     components["schemas"] = schemas
+
+
+def _request_schemas(view: dict[str, Any]) -> set[str]:
+    """The names of the schemas the operations' request bodies refer to, directly or within."""
+    schemas = view.get("components", {}).get("schemas", {})
+    bodies = [
+        operation.get("requestBody", {})
+        for item in view.get("paths", {}).values()
+        for method, operation in item.items()
+        if method not in _NOT_OPERATIONS and isinstance(operation, dict)
+    ]
+    names: set[str] = set()
+    pending = [ref for body in bodies for ref in _refs(body)]
+    while pending:
+        name = pending.pop().rsplit("/", 1)[-1]
+        if name not in names and name in schemas:
+            names.add(name)
+            pending += list(_refs(schemas[name]))
+    return names
 
 
 def _own_user(item: dict[str, Any]) -> dict[str, Any]:
