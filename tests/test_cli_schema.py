@@ -154,6 +154,8 @@ def test_db_downgrade_undoes_migrations_once_confirmed(isolated: Path, database_
     assert done.stdout.strip().endswith(
         f"downgraded the database at {location} from revision {HEAD} to {BEFORE_HEAD}"
     )
+    # The next command of this version would migrate it back: said, unless it would not.
+    assert "migrates it back at its next command" in done.stderr
     again = gptactions("db", "downgrade", BEFORE_HEAD, "--yes", cwd=isolated, env=env)
     assert again.stdout.strip() == (
         f"the database at {location} is already at revision {BEFORE_HEAD}; nothing to do"

@@ -206,6 +206,15 @@ def db_downgrade(revision: str, yes: bool) -> None:
         click.echo(
             f"downgraded the database at {location} from revision {done.before} to {done.after}"
         )
+        from gptactions.config import Settings
+
+        if Settings().auto_migrate:
+            click.echo(
+                "warning: this version migrates it back at its next command or start "
+                "(GPTACTIONS_AUTO_MIGRATE): install the older version now, or set "
+                "GPTACTIONS_AUTO_MIGRATE=false",
+                err=True,
+            )
 
 
 def _migrate(change: Callable[[Database], Coroutine[Any, Any, Upgrade]]) -> tuple[str, Upgrade]:
