@@ -211,10 +211,13 @@ async def test_the_apps_lines_name_the_key_and_the_unauthenticated(
     assert (await api.get(f"{API}/status", key=None)).status_code == 401
     body = {"userId": "u", "message": "hi"}
     assert (await api.post(f"{API}/conversations", body, key=created.secret)).status_code == 403
-    ok, unauthenticated, forbidden = access.lines
+    # No route: the key is read for the log's `rejected` row, and the access line names it too.
+    assert (await api.get(f"{API}/nope", key=created.secret)).status_code == 404
+    ok, unauthenticated, forbidden, unrouted = access.lines
     assert f" - key:{created.info.id[:8]} " in ok and " 200 " in ok
     assert " - - " in unauthenticated and " 401 " in unauthenticated
     assert f" - key:{created.info.id[:8]} " in forbidden and " 403 " in forbidden
+    assert f" - key:{created.info.id[:8]} " in unrouted and " 404 " in unrouted
     assert all(created.secret[:12] not in line for line in access.lines)
 
 

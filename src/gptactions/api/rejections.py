@@ -123,10 +123,13 @@ class RecordRejections:
         if secret is None or not self.runtime.database.ready:
             return None
         try:
-            return await identify(self.runtime, secret)
+            principal = await identify(self.runtime, secret)
         except Exception:
             log.warning("the caller of a rejected request could not be identified", exc_info=True)
             return None
+        if principal is not None:  # the access line names the caller its log row names
+            scope.setdefault("state", {})["principal"] = principal
+        return principal
 
 
 def _announced(scope: Scope) -> int:
