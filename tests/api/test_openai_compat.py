@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API's rules and shapes, with the fake backend (the SDK tests use the model)."""
+"""The OpenAI-compatible API's rules and shapes, with the fake backend (the SDK tests use the model;
+so does a call cut short, which the fake cannot make)."""
 
 from __future__ import annotations
 
@@ -193,6 +194,14 @@ async def test_models_list_and_retrieve(api: ApiClient) -> None:
             "functions",
         ),
         ({**HELLO, "function_call": "none", "tool_choice": "none"}, "function_call"),
+        ({**HELLO, "functions": []}, "functions"),
+        ({**HELLO, "functions": [], "function_call": "auto"}, "functions"),
+        ({**HELLO, "tools": []}, "tools"),
+        ({**HELLO, "functions": [{"name": "f", "strict": None}]}, "functions[0].strict"),
+        (
+            {**HELLO, "tools": [{**TOOL, "function": {"name": "f", "strict": None}}]},
+            "tools[0].function.strict",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "messages[0].content[0].type",
@@ -409,3 +418,45 @@ async def test_the_default_backend_answers_without_a_model(
     assert response.json()["model"] == "upstream"
     by_model_name = await upstream_style_api.post(CHAT, {**body, "model": "big"})
     assert by_model_name.json()["model"] == "upstream"
+
+
+async def test_an_empty_functions_array_is_refused_as_empty(api: ApiClient) -> None:
+    """OpenAI's minItems 1 (it was accepted); function_call then does not claim that there were
+    no functions."""
+    for body in ({**HELLO, "functions": []}, {**HELLO, "functions": [], "function_call": "auto"}):
+        error = error_of(await api.post(CHAT, body))
+        assert error["param"] == "functions" and "at least 1" in error["message"], error
+        assert "only allowed when" not in error["message"]
+
+
+FUNCTION = {
+    "name": "f",
+    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+}
+HI = [{"role": "user", "content": "hi"}]
+CUT = {"messages": HI, "functions": [FUNCTION], "function_call": {"name": "f"}, "max_tokens": 2}
+CUT_TOOLS = {
+    "messages": HI,
+    "tools": [{"type": "function", "function": FUNCTION}],
+    "tool_choice": {"type": "function", "function": {"name": "f"}},
+    "max_tokens": 2,
+}
+
+
+@pytest.mark.parametrize("body", [CUT, CUT_TOOLS], ids=["functions", "tools"])
+async def test_a_call_cut_by_max_tokens_finishes_with_length(
+    model_api: ApiClient, body: dict[str, Any]
+) -> None:
+    """OpenAI's finish_reason for a call the token limit cut: `length`, with what came (it was
+    `function_call`/`tool_calls`, as if the arguments `{ "` were a finished call)."""
+    whole = (await model_api.post(CHAT, body)).json()
+    [choice] = whole["choices"]
+    assert choice["finish_reason"] == "length", choice
+    message = choice["message"]
+    call = message["function_call"] if "functions" in body else message["tool_calls"][0]["function"]
+    assert call["name"] == "f" and call["arguments"]
+    streamed = events((await model_api.post(CHAT, {**body, "stream": True})).text)
+    assert streamed[-1] == "[DONE]"
+    assert streamed[-2]["choices"][0]["finish_reason"] == "length"
+    logs = (await model_api.get("/api/v1/gpt/logs")).json()
+    assert [entry["finishReason"] for entry in logs[:2]] == ["length", "length"]

@@ -3,6 +3,7 @@ to fix, and a rate limit that says when to retry (through the official SDK's cli
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,71 @@ async def test_a_database_outage_is_told_with_when_to_retry(
         assert error["message"] == "the database is unavailable; retry shortly"
         assert error["data"]["code"] == "database_unavailable"
         assert answer.headers["retry-after"] == str(error["data"]["retryAfter"])
+
+
+async def raw(server: Served, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """A POST to /mcp with these bytes and headers, as a client the SDK is not might send it."""
+    sent = {"Authorization": f"Bearer {ADMIN_KEY}", "Accept": ACCEPT, **headers}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        return await http.post("/mcp", content=body, headers=sent)
+
+
+PING = b'{"jsonrpc": "2.0", "id": 12, "method": "ping"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "says"),
+    [
+        (PING, {"Content-Type": "text/plain"}, "Content-Type: application/json"),
+        (PING, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, "compressed"),
+        (gzip.compress(PING), {"Content-Type": "application/json", "Content-Encoding": "gzip"}, ""),
+    ],
+    ids=["text/plain", "said-gzip", "gzip"],
+)
+async def test_a_body_rest_would_refuse_is_a_415_json_rpc_error(
+    settings: Settings, body: bytes, headers: dict[str, str], says: str
+) -> None:
+    """As REST refuses them (a 415, compressed bodies with Accept-Encoding: identity), in
+    JSON-RPC: it was a plain-text 400 "Invalid Content-Type header", a 200 for a body said to be
+    gzip that was not, and "not valid JSON" for one that was."""
+    async with served(settings, FakeBackend()) as server:
+        answer = await raw(server, body, headers)
+        assert answer.status_code == 415, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        reply = answer.json()
+        assert reply["jsonrpc"] == "2.0" and reply["id"] == (None if says == "" else 12)
+        assert reply["error"]["code"] == -32010
+        assert reply["error"]["data"]["code"] == "unsupported_media_type"
+        assert says in reply["error"]["message"]
+        in_a_line(reply["error"]["message"])
+        if "Content-Encoding" in headers:
+            assert answer.headers["accept-encoding"] == "identity"
+        # A JSON body without a Content-Type is read as JSON, as REST reads it.
+        plain = await raw(server, PING, {})
+        assert "content-type" not in plain.request.headers
+        assert plain.status_code == 200 and plain.json()["id"] == 12, plain.text
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"name": "converse", "arguments": "x"}, "params.arguments: must be an object"),
+        ({"arguments": {}}, "params.name: is required"),
+        ({"name": 5, "arguments": {}}, "params.name: must be a string"),
+        (None, "params.name: is required"),
+    ],
+)
+async def test_a_malformed_tool_call_says_which_member_is_wrong(
+    settings: Settings, params: Any, says: str
+) -> None:
+    """It was -32602 "Invalid request parameters" with empty data."""
+    call: dict[str, Any] = {"jsonrpc": "2.0", "id": 21, "method": "tools/call"}
+    if params is not None:
+        call["params"] = params
+    async with served(settings, FakeBackend()) as server:
+        answer = await post(server, call)
+        reply = answer.json()
+        assert answer.status_code == 200  # as the SDK answered it, and an unknown tool
+        assert reply["id"] == 21 and reply["error"]["code"] == -32602, reply
+        assert says in reply["error"]["message"]
+        in_a_line(reply["error"]["message"])

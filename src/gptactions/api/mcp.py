@@ -33,8 +33,10 @@ from gptactions.api.deps import get_principal, lacks_scope
 from gptactions.api.errors import backend_status, error_body, validation_problem
 from gptactions.api.forwarded import public_origin
 from gptactions.api.mcp_envelope import (
+    as_json,
     decoded,
     envelope_refusal,
+    media_refusal,
     refused,
     replaying,
     request_id,
@@ -385,14 +387,16 @@ class McpEndpoint:
                 error = replace(error, headers=headers)
             await refused(error, answering)(scope, receive, send)
             return
-        refusal = envelope_refusal(request.headers, message)
+        refusal = media_refusal(request.headers, answering) or envelope_refusal(
+            request.headers, message
+        )
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         token = AccessToken(
             token=principal.key_id, client_id=principal.key_id, scopes=sorted(principal.scopes)
         )
-        scope = {**scope, PRINCIPAL_KEY: principal, "user": AuthenticatedUser(token)}
+        scope = {**as_json(scope), PRINCIPAL_KEY: principal, "user": AuthenticatedUser(token)}
         await self._manager.handle_request(scope, replaying(body, receive), send)
 
 

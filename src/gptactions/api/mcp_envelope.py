@@ -4,7 +4,7 @@ An MCP client reads the body of a refused POST only when it is a JSON-RPC error 
 `mcp` SDK's client: anything else becomes "Server returned an error response"), so every
 refusal here is one, at its HTTP status and with its headers (`Retry-After`). Messages are one
 line in the server's words: the SDK's own answer to a malformed message was a -32602 carrying a
-multi-line pydantic report.
+multi-line pydantic report, and to a body that is not JSON a plain-text 400.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope
 
+from gptactions.api.deps import is_json
 from gptactions.services.errors import ServiceError
 
 REFUSED = -32010
@@ -97,8 +98,43 @@ def refused(error: ServiceError, answering: RequestId | None) -> JSONResponse:
     )
 
 
+def media_refusal(headers: Headers, answering: RequestId | None) -> JSONResponse | None:
+    """A 415 for a body the REST API would refuse as one (compressed, or not JSON), as a
+    JSON-RPC error; None for a JSON body (no Content-Type is read as JSON, as REST reads it).
+
+    The SDK answered a Content-Type other than JSON with a plain-text 400, and took a body said
+    to be gzip as it was, and a gzip one as "not valid JSON".
+    """
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        error = ServiceError(
+            f"the body must not be compressed (Content-Encoding: {encoding}); send it as is",
+            415,
+            "unsupported_media_type",
+            headers={"Accept-Encoding": "identity"},
+        )
+        return refused(error, answering)
+    content_type = headers.get("content-type")
+    if content_type is not None and not is_json(content_type):
+        error = ServiceError(
+            f"the body must be JSON (Content-Type: application/json), got {content_type}",
+            415,
+            "unsupported_media_type",
+        )
+        return refused(error, answering)
+    return None
+
+
+def as_json(scope: Scope) -> Scope:
+    """The request with the Content-Type the SDK requires (`application/json` exactly), for a body
+    `media_refusal` let through: without one, or with a JSON type spelled otherwise."""
+    headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+
 def envelope_refusal(headers: Headers, message: Any) -> JSONResponse | None:
-    """A 400 for a protocol version not served or a body that is not one JSON-RPC message;
+    """A 400 for a protocol version not served or a body that is not one JSON-RPC message, a
+    -32602 for a `tools/call` without a tool's name as a string or arguments as an object;
     None for anything the SDK is to read."""
     version = headers.get(VERSION_HEADER)
     if version is not None and version not in PROTOCOL_VERSIONS:
@@ -117,7 +153,14 @@ def envelope_refusal(headers: Headers, message: Any) -> JSONResponse | None:
         why = f"Parse error: the body is not valid JSON ({message.reason})"
         return jsonrpc_error(400, types.PARSE_ERROR, why, answering=None)
     if _is_valid(message):
-        return None
+        wrong = _tool_call_problem(message)
+        if wrong is None:
+            return None
+        # The SDK's -32602 said "Invalid request parameters", and nothing of which one; at the
+        # status it answered with (an unknown tool's -32602 has it too).
+        return jsonrpc_error(
+            200, types.INVALID_PARAMS, f"Invalid params: {wrong}", answering=request_id(message)
+        )
     return jsonrpc_error(
         400,
         types.INVALID_REQUEST,
@@ -141,6 +184,20 @@ def _is_valid(message: Any) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def _tool_call_problem(message: dict[str, Any]) -> str | None:
+    """What is wrong with a `tools/call` request's params, in a line; None if nothing is."""
+    if message.get("method") != "tools/call" or "id" not in message:
+        return None
+    params = message.get("params") or {}
+    if "name" not in params:
+        return "params.name: is required (the tool to call)"
+    if not isinstance(params["name"], str):
+        return "params.name: must be a string"
+    if not isinstance(params.get("arguments"), dict | None):
+        return "params.arguments: must be an object"
+    return None
 
 
 def _invalid_because(message: Any) -> str:

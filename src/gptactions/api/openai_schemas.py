@@ -156,6 +156,13 @@ def _messages_located(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         raise ValidationError.from_exception_data(error.title, details) from None
 
 
+def not_null(value: Any) -> Any:
+    """A field that may be left out but is not nullable (the document types it without null)."""
+    if value is None:
+        raise ValueError("must not be null: leave it out, or give a boolean")
+    return value
+
+
 MAX_SCHEMA_DEPTH = 64
 """How deeply a JSON Schema in a request (a response format's, a tool's parameters) may nest:
 far beyond any real schema, and well within what the server can walk and serialize (a schema
@@ -185,6 +192,7 @@ class FunctionDefinition(_Body):
     strict: bool | None = None
 
     _parameters_shallow = field_validator("parameters")(shallow)
+    _strict_not_null = field_validator("strict", mode="before")(not_null)
 
 
 class Tool(_Body):
@@ -279,9 +287,9 @@ class ChatCompletionRequest(_Body):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    functions: list[FunctionDefinition] | None = Field(default=None, max_length=128)
+    functions: list[FunctionDefinition] | None = Field(default=None, min_length=1, max_length=128)
     """OpenAI's legacy tools: answered as OpenAI answered them, with a `function_call`."""
     function_call: Literal["none", "auto"] | NamedFunction | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -321,6 +329,8 @@ class ChatCompletionRequest(_Body):
             return value
         if info.data.get("tool_choice") is not None:
             raise ValueError("cannot be given with tool_choice: it is its legacy form")
+        if "functions" not in info.data:
+            return value  # the functions are refused (an empty array, say): that is the problem
         functions = info.data.get("functions")
         if not functions and value != "none":
             raise ValueError("is only allowed when functions are specified")

@@ -392,7 +392,12 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                     }
                 ),
                 "tools": _nullable(
-                    {"type": "array", "maxItems": 128, "items": _ref("ChatCompletionTool")}
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 128,
+                        "items": _ref("ChatCompletionTool"),
+                    }
                 ),
                 "tool_choice": _nullable(
                     {
@@ -418,6 +423,7 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                 "functions": _nullable(
                     {
                         "type": "array",
+                        "minItems": 1,
                         "maxItems": 128,
                         "items": _ref("ChatCompletionFunction"),
                         "description": "OpenAI's legacy form of tools, mapped as OpenAI maps it: "

@@ -296,7 +296,11 @@ class CompletionService:
                 finish_reason=_logged_finish(generation, status),
             )
         )
-        finish = "tool_calls" if generation.tool_calls else generation.finish_reason
+        # A call cut by the token limit is `length`, as OpenAI says it: its arguments may not
+        # be JSON, and a client that took it for a finished call would run it.
+        finish = generation.finish_reason
+        if generation.tool_calls and finish != "length":
+            finish = "tool_calls"
         return Completion(
             id=prepared.id,
             created=prepared.created,
