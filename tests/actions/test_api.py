@@ -455,6 +455,24 @@ async def test_max_tokens_caps_every_generation_of_the_action(
     assert zero.status_code == 400
 
 
+async def test_a_label_is_never_cut_and_truncated_says_when_a_result_is(
+    app: ApiClient, fake: FakeBackend
+) -> None:
+    fake.replies.extend(["sports", "positive", "The fox is happy and it runs far away."])
+    labels = {"text": "We won the cup!", "labels": ["sports", "politics"]}
+    classify = {"action": "classify", "parameters": labels, "maxTokens": 1}
+    sentiment = {"action": "sentiment", "parameters": {"text": "We won!"}, "maxTokens": 1}
+    summary = {"action": "summarize", "parameters": {"text": "t", "maxWords": 5}}
+    answers = [(await app.post(f"{API}/actions", b)).json() for b in (classify, sentiment, summary)]
+    seen = [(a["success"], a["result"], a["finishReason"], a["truncated"]) for a in answers]
+    assert seen == [
+        (True, "sports", "stop", False),
+        (True, "positive", "stop", False),
+        (True, "The fox is happy and…", "stop", True),  # cut by the server, not the model
+    ]
+    assert [r.max_tokens for r in fake.requests] == [len("politics") + 8, 8, 42]
+
+
 async def test_the_document_describes_warnings_max_tokens_and_open_parameters(
     app: ApiClient,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -155,6 +156,17 @@ async def test_sentiment(registry: ActionRegistry, model_context: ActionContext)
     ]
     assert all(r in ("positive", "negative", "neutral") for r in results)
     assert results[:2] == ["positive", "negative"]
+
+
+async def test_max_tokens_of_one_still_gives_a_whole_label(
+    registry: ActionRegistry, model_context: ActionContext
+) -> None:
+    capped = replace(model_context, max_tokens=1)  # the request's maxTokens: 1
+    labels = {"text": "We won the cup!", "labels": ["sports", "politics"]}
+    classified = await _run(registry, capped, "classify", labels)
+    assert (classified.result, classified.cut()) == ("sports", False)
+    judged = await _run(registry, capped, "sentiment", {"text": "I love this, it is wonderful!"})
+    assert (judged.result, judged.finish_reason, judged.cut()) == ("positive", "stop", False)
 
 
 async def test_rewrite(registry: ActionRegistry, model_context: ActionContext) -> None:

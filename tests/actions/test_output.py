@@ -7,11 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
-from gptactions.llm.base import BackendUnavailable
+from gptactions.llm.base import BackendUnavailable, ChatMessage, Generation, GenerationRequest
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.router import BackendRouter
 from gptactions.services.actions import ActionContext, ActionRegistry
-from gptactions.services.actions.builtin import as_bullets, limit_words, strip_fences
+from gptactions.services.actions.builtin import (
+    as_bullets,
+    language_named,
+    limit_words,
+    strip_fences,
+)
+from gptactions.services.actions.output import ChoiceOutput, generate_output
 from gptactions.services.errors import ServiceError
 
 from .conftest import run_handler
@@ -355,6 +361,7 @@ async def test_generate_code_without_a_language_says_which_it_chose(
         ("hello world in rust", "Rust", "the language the description names"),
         ("a C function that adds two ints", "C", "the language the description names"),
         ("reverse a string", "Python", "the default"),
+        ("check a palindrome; do not use Java", "Python", "the default"),
     ]:
         ctx, fake = fake_context("code")
         outcome = await run_handler(registry, ctx, "generateCode", {"description": description})
@@ -365,3 +372,90 @@ async def test_generate_code_without_a_language_says_which_it_chose(
     ctx, _ = fake_context("code")
     given = {"description": "hello world in rust", "language": "go"}
     assert (await run_handler(registry, ctx, "generateCode", given)).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("description", "language"),
+    [
+        # Asked for: the language counts.
+        ("hello world in rust", "Rust"),
+        ("Write a function that reverses a list in C", "C"),
+        ("an HTTP server in Go", "Go"),
+        ("using Go, fetch a URL", "Go"),
+        ("a Rust function that adds two numbers", "Rust"),
+        ("a Rust program, script, class or module", "Rust"),
+        ("a C function that adds two ints", "C"),
+        ("a small Kotlin snippet that sorts", "Kotlin"),
+        ("Python code that parses JSON", "Python"),
+        ("a Python 3 script that renames files", "Python"),
+        ("a TypeScript class for a stack", "TypeScript"),
+        ("a bash script that backs up a folder", "Bash"),
+        ("a shell one-liner that counts the lines of a file", "Bash"),
+        ("a shell script that prints the date", "Bash"),
+        ("write it in Rust, not in Java", "Rust"),
+        ("do not use Java; write it in Kotlin", "Kotlin"),
+        ("a queue in C++", "C++"),
+        ("a SQL query for the ten newest orders", "SQL"),
+        # Mentioned only: the default, Python.
+        ("check whether a word is a palindrome; do not use Java", None),
+        ("reverse a list, not in Java", None),
+        ("sort numbers without Java", None),
+        ("sort numbers without using Java", None),
+        ("do not write a Java program for this", None),
+        ("a function that converts Rust-colored RGB values to hex", None),
+        ("count words, as in C or other languages", None),
+        ("explain why Java is verbose", None),
+        ("reverse a string", None),
+    ],
+)
+def test_only_a_language_the_description_asks_for_counts(
+    description: str, language: str | None
+) -> None:
+    assert language_named(description) == language
+
+
+class _CutBackend(FakeBackend):
+    """The fake model, whose every generation ends at its token limit."""
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        generation = await super().generate(request)
+        return Generation(generation.text, generation.usage, "length", self.name, self.model)
+
+
+async def test_the_requests_max_tokens_never_cuts_a_label(registry: ActionRegistry) -> None:
+    fake = FakeBackend(["politics", "positive", '{"a": "x"}', "bugs", "sports"])
+    # maxTokens 1 (with no server limit): the choice outputs keep their own budget.
+    ctx = ActionContext(BackendRouter([fake]), max_tokens=1)
+    labels = {"text": "t", "labels": LABELS}
+    assert (await run_handler(registry, ctx, "classify", labels)).data == "politics"
+    assert (await run_handler(registry, ctx, "sentiment", {"text": "t"})).data == "positive"
+    fields = {"text": "t", "fields": {"a": "string"}}
+    await run_handler(registry, ctx, "extract", fields)
+    prompt = (ChatMessage("user", "which?"),)
+    await generate_output(ctx, prompt, ChoiceOutput(("billing", "bugs")), max_tokens=8)
+    # The server's own limit still caps a label's generation.
+    limited = ActionContext(BackendRouter([fake]), max_tokens=1, server_max_tokens=5)
+    await run_handler(registry, limited, "classify", labels)
+    budgets = [r.max_tokens for r in fake.requests]
+    assert budgets == [len("technology") + 8, 8, 1, 8, 5]
+
+
+async def test_truncated_says_whether_the_result_is_cut(registry: ActionRegistry) -> None:
+    fake = _CutBackend(["positive", "The park opens", "The fox is happy and it runs far away."])
+    ctx = ActionContext(BackendRouter([fake]))
+    label = await run_handler(registry, ctx, "sentiment", {"text": "t"})
+    assert (label.result, label.finish_reason, label.cut()) == ("positive", "length", False)
+    text = await run_handler(registry, ctx, "summarize", {"text": "t"})
+    assert (text.finish_reason, text.cut()) == ("length", True)
+    cut = await run_handler(registry, ctx, "summarize", {"text": "t", "maxWords": 5})
+    assert (cut.result, cut.cut()) == ("The fox is happy and…", True)
+
+
+async def test_a_summary_the_server_cuts_to_max_words_is_truncated(
+    registry: ActionRegistry, fake_context: FakeContext
+) -> None:
+    ctx, _ = fake_context("The fox is happy and it runs far away.", "The fox is happy.")
+    cut = await run_handler(registry, ctx, "summarize", {"text": "t", "maxWords": 5})
+    assert (cut.result, cut.finish_reason, cut.cut()) == ("The fox is happy and…", "stop", True)
+    whole = await run_handler(registry, ctx, "summarize", {"text": "t", "maxWords": 5})
+    assert (whole.result, whole.cut()) == ("The fox is happy.", False)

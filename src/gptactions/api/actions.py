@@ -43,7 +43,7 @@ async def trigger_action(
         result=outcome.result,
         data=outcome.data,
         finish_reason=finish,
-        truncated=finish in (FinishReason.LENGTH, FinishReason.DEADLINE),
+        truncated=outcome.cut(),
         warnings=list(outcome.warnings) or None,
     ).wire()
     # The parsed value repeats the result's text: it goes first when the answer is too long.

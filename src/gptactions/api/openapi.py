@@ -272,7 +272,8 @@ def _add_components(
         "minimum": 1,
         "maximum": settings.max_tokens_limit,
         "description": "Most tokens any one generation of the action may take (each action "
-        "has its own budget; this caps it). A result cut there says finishReason length.",
+        "has its own budget; this caps it, but never cuts a label). A result cut there says "
+        "finishReason length.",
     }
     merge_action_schemas(schemas, registry)  # variants per action, ActionResponse, ActionList
 

@@ -57,7 +57,8 @@ FINISH_REASON = (
 )
 TRUNCATED = (
     "Whether the reply is not the model's whole answer: cut by maxTokens or the deadline "
-    "(finishReason length or deadline), or shortened to fit the response size limit."
+    "(finishReason length or deadline), or by an action's own limit (summarize's maxWords), or "
+    "shortened to fit the response size limit."
 )
 
 

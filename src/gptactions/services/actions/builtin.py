@@ -109,14 +109,16 @@ async def summarize(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome
     shape = " as a short list of bullet points, one per line" if bullets else " in one paragraph"
 
     def tidy(reply: str) -> str:
-        reply = as_bullets(reply) if bullets else " ".join(reply.split())
+        return as_bullets(reply) if bullets else " ".join(reply.split())
+
+    def shorten(reply: str) -> str:
         return limit_words(reply, limit) if limit else reply
 
     return await _ask(
         ctx,
         "You summarize texts accurately and briefly. Reply with the summary only.",
         f"Summarize the following text{shape}{within}.\n\nText:\n{params['text']}",
-        TextOutput(tidy=tidy),
+        TextOutput(tidy=tidy, shorten=shorten),
         max_tokens=min(1024, limit * 2 + 32) if limit else 256,
     )
 
@@ -148,7 +150,7 @@ _LANGUAGES = (
     ("Swift", r"Swift"),
     ("Kotlin", r"(?i:kotlin)"),
     ("Scala", r"(?i:scala)"),
-    ("Bash", r"(?i:bash|shell script)"),
+    ("Bash", r"(?i:bash|shell)"),
     ("PowerShell", r"(?i:powershell)"),
     ("SQL", r"(?i:sql)"),
     ("R", r"R(?![\w'])"),
@@ -160,19 +162,49 @@ _LANGUAGES = (
     ("HTML", r"(?i:html)"),
     ("CSS", r"(?i:css)"),
 )
+# A hyphen on either side makes the name part of another word: `Rust-colored`, `non-Java`.
 _LANGUAGE_NAMED = re.compile(
     "|".join(
-        rf"(?<![\w#+.])(?P<l{n}>{pattern})(?![\w#+])" for n, (_, pattern) in enumerate(_LANGUAGES)
+        rf"(?<![\w#+.-])(?P<l{n}>{pattern})(?![\w#+-])" for n, (_, pattern) in enumerate(_LANGUAGES)
     )
 )
+_ASKED_BEFORE = re.compile(
+    r"(?i:\b(?:in|using|use)\s+(?:(?:pure|plain|modern|idiomatic|vanilla|standard)\s+)?)$"
+)
+"""What before a language's name asks for it: `in Rust`, `using Go`, `written in pure C`."""
+_ASKED_AFTER = re.compile(
+    r"(?i:\s+(?:\d[\w.]*\s+)?(?:code|function|program|script|class|snippet|module|"
+    r"one-?liner|method|implementation|solution|command|query|app|application|tool)s?\b)"
+)
+"""What after a language's name asks for it: `a Rust function`, `Python 3 code`."""
+_NOT_ASKED = re.compile(r"(?i:\b(?:not|\w+n't|no|never|without|avoid\w*|except|instead|than)\b)")
+"""Words that turn a request around when they come shortly before it: `do not use Java`."""
+_COMPARED = re.compile(r"(?i:\b(?:as|like|unlike|than)\s*)$")
+"""A word right before `in` that makes it a comparison, not a request: `as in C`."""
+_CLAUSE_END = re.compile(r"[.,;:!?()\n]|\bbut\b")
 
 
 def language_named(description: str) -> str | None:
-    """The programming language a description names first, if any (`in Rust`, `a C function`)."""
-    match = _LANGUAGE_NAMED.search(description)
-    if match is None or match.lastgroup is None:
-        return None
-    return _LANGUAGES[int(match.lastgroup[1:])][0]
+    """The programming language a description asks for first, if any (`in Rust`, `a C
+    function`, `a shell one-liner`); a name it mentions otherwise does not count (`do not use
+    Java`, `Rust-colored`, `as in C`)."""
+    for match in _LANGUAGE_NAMED.finditer(description):
+        before = description[: match.start()]
+        asked = _ASKED_BEFORE.search(before)
+        if asked is not None:
+            start = asked.start()
+            if _COMPARED.search(before[:start]):
+                continue
+        elif _ASKED_AFTER.match(description, match.end()):
+            start = match.start()
+        else:
+            continue
+        clause = _CLAUSE_END.split(description[:start])[-1]
+        if _NOT_ASKED.search(" ".join(clause.split()[-3:])):
+            continue
+        assert match.lastgroup is not None  # one of the named alternatives matched
+        return _LANGUAGES[int(match.lastgroup[1:])][0]
+    return None
 
 
 async def generate_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:

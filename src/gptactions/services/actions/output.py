@@ -29,9 +29,14 @@ from gptactions.services.errors import Problem, ServiceError
 
 @dataclass(frozen=True)
 class TextOutput:
-    """Free text, passed through `tidy`; only an empty reply is refused."""
+    """Free text, passed through `tidy`; only an empty reply is refused.
+
+    `shorten` is the server's own cut of the tidied reply (`summarize`'s `maxWords`): a reply
+    it shortens is a result that is `truncated`.
+    """
 
     tidy: Callable[[str], str] | None = None
+    shorten: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,12 @@ class OutputProblem(ValueError):
 
 @dataclass(frozen=True)
 class Checked:
-    """A reply in form: the string for `result`, and the parsed value for `data`."""
+    """A reply in form: the string for `result`, the parsed value for `data`, and whether the
+    server shortened it (`cut`)."""
 
     result: str
     data: Any = None
+    cut: bool = False
 
 
 def output_request_fields(output: OutputSpec) -> dict[str, Any]:
@@ -112,7 +119,8 @@ def check_output(output: OutputSpec, text: str) -> Checked:
             reply = output.tidy(reply).strip()
         if not reply:
             raise OutputProblem("the model returned an empty answer")
-        return Checked(reply)
+        short = output.shorten(reply) if output.shorten is not None else reply
+        return Checked(short, cut=short != reply)
     if isinstance(output, ChoiceOutput):
         return _check_choices(output, reply)
     value = _parse_json(reply)
@@ -207,7 +215,7 @@ async def generate_output(
         generation = await ctx.router.generate(
             GenerationRequest(
                 messages=conversation,
-                max_tokens=await _fit(ctx, conversation, max_tokens),
+                max_tokens=await _fit(ctx, conversation, max_tokens, _cap(ctx, output)),
                 temperature=temperature,
                 deadline=ctx.deadline,
                 **output_request_fields(output),
@@ -229,6 +237,8 @@ async def generate_output(
                 ChatMessage("user", f"That answer is not usable: {problem}. {_retry_hint(output)}"),
             )
             continue
+        # A label is whole once it is read, however its generation ended.
+        stopped = generation.finish_reason in ("length", "deadline")
         return ActionOutcome(
             True,
             checked.result,
@@ -237,6 +247,7 @@ async def generate_output(
             backend=generation.backend,
             model=generation.model,
             finish_reason=generation.finish_reason,
+            truncated=checked.cut or (stopped and not isinstance(output, ChoiceOutput)),
         )
     assert generation is not None  # the loop ran at least once
     return ActionOutcome(
@@ -249,11 +260,19 @@ async def generate_output(
     )
 
 
-async def _fit(ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_tokens: int) -> int:
-    """The reply budget, within the server's limit and the room the prompt leaves in the model's
-    context window; PromptTooLong if not even a short reply fits."""
-    if ctx.max_tokens is not None:
-        max_tokens = min(max_tokens, ctx.max_tokens)
+def _cap(ctx: ActionContext, output: OutputSpec) -> int | None:
+    """The most tokens a generation may take: the request's `maxTokens` caps free text and JSON,
+    but not a choice, which it could only cut into something that is none of the choices."""
+    return ctx.server_max_tokens if isinstance(output, ChoiceOutput) else ctx.max_tokens
+
+
+async def _fit(
+    ctx: ActionContext, conversation: tuple[ChatMessage, ...], max_tokens: int, cap: int | None
+) -> int:
+    """The reply budget, within `cap` and the room the prompt leaves in the model's context
+    window; PromptTooLong if not even a short reply fits."""
+    if cap is not None:
+        max_tokens = min(max_tokens, cap)
     window = ctx.router.context_window(ctx.model)
     prompt = await ctx.router.count_tokens(conversation, ctx.model)
     room = window - prompt

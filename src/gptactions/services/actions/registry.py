@@ -26,13 +26,15 @@ class ActionContext:
     any one generation may take (the server's `max_tokens_limit`), the renderer of prompt
     templates (needed by user-defined actions only), and the loop time by which generation must
     end (`GenerationRequest.deadline`). `max_tokens` is also the request's own `maxTokens`
-    when that is less."""
+    when that is less; `server_max_tokens` is the server's limit alone, all that caps a choice
+    output (a label is never cut by the request's `maxTokens`)."""
 
     router: BackendRouter
     model: str | None = None
     max_tokens: int | None = None
     templates: TemplateRenderer | None = None
     deadline: float | None = None
+    server_max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ActionOutcome:
     """What a handler returns. `data` holds the parsed value of structured outputs;
     `finish_reason` how the model's last generation ended (None when no model generated);
     `warnings` what the caller should know of how the call was read (a parameter ignored, a
-    default chosen)."""
+    default chosen); `truncated` whether `result` is cut (None: as `finish_reason` says)."""
 
     success: bool
     result: str
@@ -50,6 +52,13 @@ class ActionOutcome:
     model: str = ""
     finish_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    truncated: bool | None = None
+
+    def cut(self) -> bool:
+        """Whether `result` is cut: as `truncated` says, else when generation hit a limit."""
+        if self.truncated is not None:
+            return self.truncated
+        return self.finish_reason in ("length", "deadline")
 
 
 Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[ActionOutcome]]

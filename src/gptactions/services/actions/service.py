@@ -102,7 +102,12 @@ class ActionService:
         started = time.perf_counter()
         limits = [n for n in (self._max_tokens, call.max_tokens) if n is not None]
         context = ActionContext(
-            self._router, call.model, min(limits, default=None), self._templates, call.deadline
+            self._router,
+            call.model,
+            min(limits, default=None),
+            self._templates,
+            call.deadline,
+            server_max_tokens=self._max_tokens,
         )
         try:
             with tracked_progress() as progress:
