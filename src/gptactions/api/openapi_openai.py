@@ -73,6 +73,19 @@ _MESSAGES = {
 }
 
 
+def _function(required: list[str], **extra: str) -> dict[str, Any]:
+    """A call's function: its name, and its arguments as JSON (a string, "" when left out)."""
+    arguments: dict[str, Any] = {"type": "string", "description": "The arguments, as JSON."}
+    if "arguments" not in required:
+        arguments["default"] = ""
+    return {
+        "type": "object",
+        "required": required,
+        **extra,
+        "properties": {"name": {"type": "string"}, "arguments": arguments},
+    }
+
+
 def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
     tokens = {"type": "integer", "minimum": 1, "maximum": settings.max_tokens_limit}
     text_part = {
@@ -90,56 +103,23 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "type": {"type": "string", "enum": ["function"], "default": "function"},
-            "function": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "arguments": {
-                        "type": "string",
-                        "default": "",
-                        "description": "The arguments, as JSON.",
-                    },
-                },
-            },
+            "function": _function(["name"]),
         },
     }
-    function_call_in = {
-        "type": "object",
-        "required": ["name"],
-        "description": "OpenAI's legacy form of a call: read as a tool call.",
-        "properties": {
-            "name": {"type": "string"},
-            "arguments": {
-                "type": "string",
-                "default": "",
-                "description": "The arguments, as JSON.",
-            },
-        },
-    }
-    function_call = {
-        "type": "object",
-        "required": ["name", "arguments"],
-        "description": "The call, in OpenAI's legacy form (a request with functions).",
-        "properties": {
-            "name": {"type": "string"},
-            "arguments": {"type": "string", "description": "The arguments, as JSON."},
-        },
-    }
+    function_call_in = _function(
+        ["name"], description="OpenAI's legacy form of a call: read as a tool call."
+    )
+    function_call = _function(
+        ["name", "arguments"],
+        description="The call, in OpenAI's legacy form (a request with functions).",
+    )
     tool_call = {
         "type": "object",
         "required": ["id", "type", "function"],
         "properties": {
             "id": {"type": "string"},
             "type": {"type": "string", "enum": ["function"]},
-            "function": {
-                "type": "object",
-                "required": ["name", "arguments"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "arguments": {"type": "string", "description": "The arguments, as JSON."},
-                },
-            },
+            "function": _function(["name", "arguments"]),
         },
     }
     usage = {
