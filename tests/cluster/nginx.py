@@ -116,12 +116,7 @@ def run_nginx(binary: str, directory: Path, replicas: list[str]) -> Iterator[Ngi
         },
     )
     (directory / "gptactions.conf").write_text(site)
-    # Workers of a master started by root run as `nobody` by default, who cannot enter the
-    # test's directory.
-    user = "user root;" if os.geteuid() == 0 else ""
-    main = directory / "nginx.conf"
-    main.write_text(_MAIN.format(prefix=directory, user=user))
-    log = directory / "error.log"
+    main, log = _main_configuration(directory)
     command = [binary, "-p", str(directory), "-c", str(main), "-e", str(log)]
     check = subprocess.run([*command, "-t"], capture_output=True, text=True)
     assert check.returncode == 0, f"nginx refuses the configuration:\n{check.stderr}"
@@ -130,26 +125,45 @@ def run_nginx(binary: str, directory: Path, replicas: list[str]) -> Iterator[Ngi
     nginx = Nginx(f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}", certificate,
                   process, log)  # fmt: skip
     try:
-        _wait_until_it_proxies(nginx)
+        _wait_until_it_proxies(nginx.url, process, log, verify=nginx.tls())
         yield nginx
     finally:
         stop(process)
         output.close()
 
 
-def _wait_until_it_proxies(nginx: Nginx, timeout: float = 30) -> None:
+def _main_configuration(directory: Path) -> tuple[Path, Path]:
+    """nginx's main configuration in `directory` (including its `*.conf` sites), and where its
+    error log goes."""
+    # Workers of a master started by root run as `nobody` by default, who cannot enter the
+    # test's directory.
+    user = "user root;" if os.geteuid() == 0 else ""
+    main = directory / "nginx.conf"
+    main.write_text(_MAIN.format(prefix=directory, user=user))
+    return main, directory / "error.log"
+
+
+def _wait_until_it_proxies(
+    base: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    timeout: float = 30,
+) -> None:
+    """Until nginx at `base` answers `/healthz` with a replica's 200; its log if it cannot."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(verify=nginx.tls(), timeout=5) as client:
+    with httpx.Client(verify=verify, timeout=5) as client:
         while True:
-            if nginx.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {nginx.log.read_text(errors='replace')}")
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {log.read_text(errors='replace')}")
             try:
-                if client.get(f"{nginx.url}/healthz").status_code == 200:
+                if client.get(f"{base}/healthz").status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not proxy: {nginx.log.read_text(errors='replace')}")
+                raise RuntimeError(f"nginx did not proxy: {log.read_text(errors='replace')}")
             time.sleep(0.1)
 
 
@@ -178,27 +192,13 @@ def run_prefixed(binary: str, directory: Path, upstream: str, prefix: str) -> It
     (directory / "gptactions.conf").write_text(
         _PREFIXED_SITE.format(port=port, prefix=prefix, upstream=upstream)
     )
-    user = "user root;" if os.geteuid() == 0 else ""
-    main = directory / "nginx.conf"
-    main.write_text(_MAIN.format(prefix=directory, user=user))
-    log = directory / "error.log"
+    main, log = _main_configuration(directory)
     output = (directory / "nginx.out").open("wb")
     command = [binary, "-p", str(directory), "-c", str(main), "-e", str(log)]
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}{prefix}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {log.read_text(errors='replace')}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not proxy: {log.read_text(errors='replace')}")
-            time.sleep(0.05)
+        _wait_until_it_proxies(base, process, log)
         yield base
     finally:
         stop(process)
