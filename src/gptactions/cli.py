@@ -74,7 +74,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from gptactions.config_warnings import settings_warnings
 
     for warning in settings_warnings(settings):  # a typo'd variable, an unsafe production one
-        _log("WARNING", warning)
+        _log(logging.WARNING, warning)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     try:
@@ -98,36 +98,34 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         raise click.ClickException(str(error)) from None
     except DatabaseUnreachable as error:
         # A replica may boot before its database: serve, answering 503 until it is back.
-        _log("WARNING", f"{error}; serving anyway (503 until it answers)")
+        _log(logging.WARNING, f"{error}; serving anyway (503 until it answers)")
         created = None
     if created is not None:
         announce_key(created)
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
-    _log("INFO", f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/")
+    _log(
+        logging.INFO, f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/"
+    )
     with shared_between_workers(settings.workers):
         run_server(settings)
 
 
-def _log(level: str, message: str) -> None:
-    """A line on stderr as the server's log writes it (`serving.log_config`): timestamped. Not
-    through `logging`, whose configuration belongs to the server that starts next."""
-    from datetime import UTC, datetime
-
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    click.echo(f"{stamp} {level + ':':<9} gptactions: {message}", err=True)
+def _log(level: int, message: str) -> None:
+    """A line of the command's own on stderr, as the server's log writes every line."""
+    with _timestamped_logs():
+        logging.getLogger("gptactions").log(level, "%s", message)
 
 
 @contextlib.contextmanager
 def _timestamped_logs() -> Iterator[None]:
     """The log's records written as the server's log writes them, while the command works
     before the server (which configures logging its own way) starts."""
-    from gptactions.serving import IsoFormatter
+    from gptactions import serving
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        IsoFormatter("%(asctime)s %(levelprefix)s %(name)s: %(message)s", use_colors=False)
-    )
+    app_format = serving.log_config("info")["formatters"]["app"]["fmt"]
+    handler.setFormatter(serving.IsoFormatter(app_format, use_colors=False))
     root, ours = logging.getLogger(), logging.getLogger("gptactions")
     level = ours.level
     root.addHandler(handler)
