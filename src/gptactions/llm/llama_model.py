@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,17 +156,15 @@ class LlamaModel:
             raise_exception=_raise,
         )
         tokens = [self._bos] if self._add_bos else []
-        by_marker = {marker: m.content for m, marker in zip(messages, markers, strict=True)}
-        rest = rendered
-        while rest:
-            starts = [(rest.find(marker), marker) for marker in by_marker if marker in rest]
-            if not starts:
-                tokens += self.tokenize(rest, special=True)
-                break
-            at, marker = min(starts)
-            tokens += self.tokenize(rest[:at], special=True)
-            tokens += self.tokenize(by_marker[marker], special=False)
-            rest = rest[at + len(marker) :]
+        # One pass over the rendered text (looking for every marker at each step cost a request
+        # of 2,000 one-word messages 70 s of CPU).
+        at = 0
+        for found in re.finditer(f"\x1e{nonce}:(\\d+)\x1e", rendered):
+            tokens += self.tokenize(rendered[at : found.start()], special=True)
+            tokens += self.tokenize(messages[int(found.group(1))].content, special=False)
+            at = found.end()
+        if at < len(rendered):
+            tokens += self.tokenize(rendered[at:], special=True)
         return tokens
 
 
