@@ -225,6 +225,30 @@ async def test_bad_input_is_a_400_in_openai_shape(
         assert error["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({**HELLO, "stop": 5}, "stop", "stop: must be a string or an array"),
+        ({**HELLO, "stop": ["end", 5]}, "stop[1]", "stop/1: must be a string"),
+        (
+            {**HELLO, "tool_choice": "8"},
+            "tool_choice",
+            "tool_choice: must be one of: 'none', 'auto' or 'required' or a JSON object",
+        ),
+        ({"messages": "8"}, "messages", "messages: must be an array"),
+    ],
+)
+async def test_a_value_that_fits_no_member_of_a_union_is_named_as_the_body_names_it(
+    api: ApiClient, body: Any, param: str, message: str
+) -> None:
+    """Pydantic locates each member's error under the member's name (`stop/str`,
+    `stop/list[str]`): the messages said `stop/str: must be a string`, `param` `stop.str`."""
+    response = await api.post(CHAT, body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["param"], error["message"]) == (param, f"Invalid input: {message}")
+
+
 async def test_a_prompt_beyond_the_context_window_is_a_400(settings: Settings) -> None:
     async with running_app(settings, FakeBackend(context_window=64)) as api:
         long = {"messages": [{"role": "user", "content": "word " * 100}], "max_tokens": 8}

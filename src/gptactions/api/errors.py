@@ -125,6 +125,56 @@ def _pointer(location: Sequence[int | str]) -> str:
     return json_pointer(parts)
 
 
+def validation_problems(errors: Sequence[Any]) -> list[Problem]:
+    """Pydantic's errors as the API's problems, each at the place in the body it names.
+
+    A value that matches none of a union's members gets an error from each member, located
+    under the member's name (`stop/str`, `stop/list[str]`), which is not in the body. They are
+    one problem of the field: "stop: must be a string or an array". When a member took the value
+    and failed inside it (`stop/list[str]/1`), that deeper problem is the one to fix.
+    """
+    order: list[Problem | tuple[Any, ...]] = []
+    unions: dict[tuple[Any, ...], list[Problem]] = {}
+    for error in errors:
+        location = tuple(error.get("loc", ()))
+        tags = [index for index, part in enumerate(location) if _is_union_member(part)]
+        plain = tuple(part for part in location if not _is_union_member(part))
+        problem = validation_problem({**error, "loc": plain})
+        if not tags:
+            order.append(problem)
+            continue
+        union = location[: tags[0]]
+        if union not in unions:
+            unions[union] = []
+            order.append(union)
+        unions[union].append(problem)
+    problems: list[Problem] = []
+    for entry in order:
+        problems += _union_problems(unions[entry]) if isinstance(entry, tuple) else [entry]
+    return problems
+
+
+def _union_problems(members: list[Problem]) -> list[Problem]:
+    """One union's problems: the deepest ones, or the members' words for the field, joined."""
+    deepest = max(len(problem.pointer) for problem in members)
+    if any(len(problem.pointer) < deepest for problem in members):
+        return [problem for problem in members if len(problem.pointer) == deepest]
+    first, *others = dict.fromkeys(problem.message for problem in members)
+    words = [first, *(message.removeprefix("must be ") for message in others)]
+    return [Problem(members[0].pointer, " or ".join(words))]
+
+
+def _is_union_member(part: Any) -> bool:
+    """Whether a location's part names a union's member (pydantic's `str`, `list[str]`,
+    `literal['none','auto']`, `ToolChoice`) rather than a field or an index."""
+    return isinstance(part, str) and (
+        part in _MEMBER_TYPES or (part.endswith("]") and "[" in part) or part[:1].isupper()
+    )
+
+
+_MEMBER_TYPES = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes"})
+
+
 def validation_problem(error: dict[str, Any]) -> Problem:
     """One of pydantic's errors as a problem of the one error shape, in the API's words."""
     location = error.get("loc", ())
@@ -163,6 +213,7 @@ _KINDS = {
     "float_type": "must be a number",
     "float_parsing": "must be a number",
     "bool_type": "must be true or false",
+    "list_type": "must be an array",
     "bool_parsing": "must be true or false",
     "greater_than_equal": "must be at least {ge}",
     "greater_than": "must be more than {gt}",
@@ -207,7 +258,7 @@ _NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [validation_problem(dict(error)) for error in exc.errors()]
+    problems = validation_problems(exc.errors())
     error = invalid_input(*(problems or [Problem("", "invalid input")]))
     return error_response(400, error.message, details=problems)
 

@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 from gptactions import __version__
 from gptactions.api.conversations import reply_body
 from gptactions.api.deps import get_principal, lacks_scope
-from gptactions.api.errors import backend_status, error_body, validation_problem
+from gptactions.api.errors import backend_status, error_body, validation_problems
 from gptactions.api.forwarded import public_origin
 from gptactions.api.mcp_envelope import (
     as_json,
@@ -224,8 +224,8 @@ async def _converse(
     try:
         request = ConversationRequest.model_validate(arguments)
     except ValidationError as error:
-        # As REST says it (`errors.validation_problem`): "must not be empty", not pydantic's.
-        raise invalid_input(*(validation_problem(dict(e)) for e in error.errors())) from None
+        # As REST says it (`errors.validation_problems`): "must not be empty", not pydantic's.
+        raise invalid_input(*validation_problems(error.errors())) from None
     user_id = principal.acting_as(request.userId)
     if user_id is None:
         raise ServiceError(
