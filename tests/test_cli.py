@@ -500,6 +500,16 @@ def test_urls_that_cannot_work_are_named_before_anything_starts(isolated: Path) 
     ]
 
 
+def test_a_setting_that_needs_another_names_both_without_a_placeholder(isolated: Path) -> None:
+    env = {"GPTACTIONS_OIDC_ISSUER": "https://idp.example.com"}
+    result = gptactions("keys", "list", cwd=isolated, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: invalid settings (environment or .env):",
+        "  GPTACTIONS_OIDC_ISSUER needs GPTACTIONS_OIDC_CLIENT_ID",
+    ]
+
+
 def test_what_serve_logs_before_the_server_starts_is_timestamped(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -518,3 +528,19 @@ def test_what_serve_logs_before_the_server_starts_is_timestamped(
     assert rest.startswith("WARNING:  gptactions.services.keys: GPTACTIONS_API_KEY changed")
     served = [line for line in second.stderr.splitlines() if "serving on" in line]
     assert served and datetime.fromisoformat(served[0].split(" ", 1)[0])
+
+
+def test_serve_logs_before_the_server_starts_at_the_servers_level(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GPTACTIONS_LOG_LEVEL=warning hid the server's INFO lines but not start-up's own (the
+    database created, the key imported, "serving on"); the new admin key is still shown."""
+    monkeypatch.setattr("gptactions.workers.run", lambda settings: None)
+    quiet = gptactions(
+        "serve", "--port", "0", cwd=isolated, env={"GPTACTIONS_LOG_LEVEL": "warning"}
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "An admin API key was created" in quiet.stdout
+    assert [line for line in quiet.stderr.splitlines() if "INFO" in line] == []
+    again = gptactions("serve", "--port", "0", cwd=isolated)  # the default level: info
+    assert any("INFO" in line and "serving on" in line for line in again.stderr.splitlines())

@@ -39,7 +39,7 @@ def test_keys_rotate_prints_the_new_key_alone_and_revokes_the_old(isolated: Path
     assert new_secret.startswith("gpta_") and "\n" not in new_secret and new_secret != old_secret
     assert f"rotated key {old_secret[:12]}… (partner, tenant acme)" in rotated.stderr
     assert f"the old key (id {old_id}) is revoked" in rotated.stderr
-    assert "limits: 60/minute requests" in rotated.stderr
+    assert "limits: requests 60/minute" in rotated.stderr
     assert "scopes: chat; it is shown only now:" in rotated.stderr
     listed = _listed(isolated)
     assert listed[old_id]["revokedAt"] is not None
@@ -127,7 +127,7 @@ def test_keys_update_changes_what_is_given(isolated: Path) -> None:
     assert updated.stdout.splitlines() == [
         f"updated {secret[:12]}… (ci-bot, id {key['id']})",
         "scopes: chat logs",
-        "limits: the server rate limit requests, 1000/day tokens",
+        "limits: requests as the server (GPTACTIONS_RATE_LIMIT), tokens 1000/day",
     ]
     assert (key["name"], key["scopes"]) == ("ci-bot", ["chat", "logs"])
     assert (key["rateLimit"], key["tokenLimit"]) == (None, "1000/day")

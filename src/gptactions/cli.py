@@ -74,7 +74,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from gptactions.config_warnings import settings_warnings
 
     for warning in settings_warnings(settings):  # a typo'd variable, an unsafe production one
-        _log(logging.WARNING, warning)
+        _log(logging.WARNING, warning, settings.log_level)
     _check_port_free(settings.host, settings.port)  # before migrating and loading anything
     load_registry(settings)  # an invalid actions file stops start-up here, before any worker
     try:
@@ -86,7 +86,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # each worker's start-up then finds the key and generates none.
     may_generate = settings.environment == "development"
     try:
-        with _timestamped_logs():  # what the start-up logs (a key imported or revoked)
+        # What the start-up logs (a key imported or revoked), at the server's level.
+        with _timestamped_logs(settings.log_level):
             created = _run(
                 lambda: with_keys(
                     settings,
@@ -98,29 +99,29 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         raise click.ClickException(str(error)) from None
     except DatabaseUnreachable as error:
         # A replica may boot before its database: serve, answering 503 until it is back.
-        _log(logging.WARNING, f"{error}; serving anyway (503 until it answers)")
+        _log(logging.WARNING, f"{error}; serving anyway (503 until it answers)", settings.log_level)
         created = None
     if created is not None:
         announce_key(created)
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
-    _log(
-        logging.INFO, f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/"
-    )
+    serving_on = f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/"
+    _log(logging.INFO, serving_on, settings.log_level)
     with shared_between_workers(settings.workers):
         run_server(settings)
 
 
-def _log(level: int, message: str) -> None:
+def _log(level: int, message: str, threshold: str = "info") -> None:
     """A line of the command's own on stderr, as the server's log writes every line."""
-    with _timestamped_logs():
+    with _timestamped_logs(threshold):
         logging.getLogger("gptactions").log(level, "%s", message)
 
 
 @contextlib.contextmanager
-def _timestamped_logs() -> Iterator[None]:
+def _timestamped_logs(threshold: str = "info") -> Iterator[None]:
     """The log's records written as the server's log writes them, while the command works
-    before the server (which configures logging its own way) starts."""
+    before the server (which configures logging its own way) starts: ours from `threshold`
+    (GPTACTIONS_LOG_LEVEL) up."""
     from gptactions import serving
 
     handler = logging.StreamHandler(sys.stderr)
@@ -129,8 +130,8 @@ def _timestamped_logs() -> Iterator[None]:
     root, ours = logging.getLogger(), logging.getLogger("gptactions")
     level = ours.level
     root.addHandler(handler)
-    if not level:  # our own INFO lines; the libraries' (alembic's chatter) stay at WARNING
-        ours.setLevel(logging.INFO)
+    if not level:  # our own lines; the libraries' (alembic's chatter) stay at WARNING
+        ours.setLevel(threshold.upper())
     try:
         yield
     finally:
@@ -490,6 +491,7 @@ async def _chat(settings: Settings, user: str, max_tokens: int | None) -> None:
 @click.option(
     "--key",
     envvar="GPTACTIONS_MCP_KEY",
+    show_envvar=True,
     default=None,
     help="Act as this API key (its tenant and scopes); default: the command line's own caller.",
 )

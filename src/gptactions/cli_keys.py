@@ -60,8 +60,8 @@ def _no_key(key_id: str) -> click.ClickException:
 
 def _limits(info: KeyInfo) -> str:
     return (
-        f"limits: {info.rate_limit or 'the server rate limit'} requests, "
-        f"{info.token_limit or 'the server token limit'} tokens"
+        f"limits: requests {info.rate_limit or 'as the server (GPTACTIONS_RATE_LIMIT)'}, "
+        f"tokens {info.token_limit or 'as the server (GPTACTIONS_TOKEN_LIMIT)'}"
     )
 
 

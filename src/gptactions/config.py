@@ -93,9 +93,12 @@ def describe_invalid_settings(error: ValidationError) -> str:
     """What is wrong with the settings, a line per variable; never their values (keys, URLs)."""
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
-        field, *path = problem["loc"] or ("?",)
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
         message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a check of several settings: its message names them
+            lines.append(f"  {message}")
+            continue
+        field, *path = problem["loc"]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
         lines.append(f"  GPTACTIONS_{str(field).upper()}{where}: {message}")
     return "\n".join([_INVALID_SETTINGS, *lines])
 
