@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The test suite's processes (pytest-xdist): most tests wait on a server or the model, one core
+# each; a file's tests stay in one process, so its module-wide servers start once.
+TEST_PROCESSES ?= 2
 
 .PHONY: run test install install-dev browser nginx lint bench clean
 
@@ -44,7 +47,7 @@ nginx:
 test: install-dev browser nginx
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	TEST_REQUIRE_NGINX=1 $(BIN)/python -m pytest -W error
+	TEST_REQUIRE_NGINX=1 $(BIN)/python -m pytest -W error -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench

@@ -310,18 +310,24 @@ def greedy(client: openai.OpenAI, prompt: str, max_tokens: int, **kw: Any) -> st
 
 
 def test_without_max_tokens_a_prompt_that_fits_the_window_is_answered(
-    client: openai.OpenAI,
+    tmp_path: Path,
 ) -> None:
     """A default of 256 completion tokens refused it: 'you requested 2190 tokens (1934 in the
-    messages, 256 in the completion)'."""
-    prompt: Any = [{"role": "user", "content": "word " * 1900 + "Say ok."}]
-    completion = client.chat.completions.create(model="local", messages=prompt, temperature=0)
-    usage = completion.usage
-    assert usage is not None and 1900 < usage.prompt_tokens < 2048
-    assert 0 < usage.completion_tokens <= 2048 - usage.prompt_tokens
-    too_long: Any = [{"role": "user", "content": "word " * 2100}]
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model="local", messages=too_long)
+    messages, 256 in the completion)'. Here with a window of 512 tokens, so that the prompt
+    that leaves less than 256 of them is short to read."""
+    window = {"GPTACTIONS_CONTEXT_WINDOW": "512"}
+    with (
+        serve(tmp_path, key=KEY, env=window) as small,
+        openai.OpenAI(base_url=f"{small.url}/v1", api_key=KEY, max_retries=0) as client,
+    ):
+        prompt: Any = [{"role": "user", "content": "word " * 300 + "Say ok."}]
+        completion = client.chat.completions.create(model="local", messages=prompt, temperature=0)
+        usage = completion.usage
+        assert usage is not None and 512 - 256 < usage.prompt_tokens < 512
+        assert 0 < usage.completion_tokens <= 512 - usage.prompt_tokens
+        too_long: Any = [{"role": "user", "content": "word " * 600}]
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="local", messages=too_long)
     body = raised.value.body
     assert isinstance(body, dict) and body["code"] == "context_length_exceeded"
     assert body["param"] == "messages" and "your messages resulted in" in body["message"]
