@@ -280,6 +280,11 @@ async def test_a_trailing_slash_is_redirected_relative_to_the_request(api: ApiCl
     assert followed.status_code == 200
     assert followed.url.path == f"{API}/conversations"
     assert (await api.get(f"{API}/nothing/")).status_code == 404
+    # An encoded slash is part of the segment: `../status` from `/status%2F` named the parent's
+    # sibling (`/api/v1/status`), a 404 one redirect later.
+    encoded = await api.http.get(f"{API}/status%2F", headers=headers)
+    assert encoded.status_code == 404
+    assert_error_shape(encoded.json(), "not_found")
 
 
 async def test_unknown_path_is_404_and_wrong_method_is_405(api: ApiClient) -> None:

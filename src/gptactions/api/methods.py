@@ -45,6 +45,11 @@ def slash_twin(routes: list[BaseRoute], scope: Scope) -> str | None:
     path: str = scope["path"]
     if path == "/" or "endpoint" in scope:  # an endpoint answered the 404 (a file, say)
         return None
+    raw = scope.get("raw_path")
+    if raw is not None and raw.split(b"?", 1)[0].endswith(b"/") != path.endswith("/"):
+        # `/status%2F`: the slash is part of the last segment, which `../status` does not
+        # replace (it resolved to the parent's sibling); no route has that segment.
+        return None
     twin = path[:-1] if path.endswith("/") else path + "/"
     if not any(route.matches({**scope, "path": twin})[0] != Match.NONE for route in routes):
         return None
