@@ -236,13 +236,15 @@ async def test_bad_input_is_a_400_in_openai_shape(
             "tool_choice: must be one of: 'none', 'auto' or 'required' or a JSON object",
         ),
         ({"messages": "8"}, "messages", "messages: must be an array"),
+        ({**HELLO, "seed": 2**63}, "seed", f"seed: must be at most {2**63 - 1}"),
     ],
 )
-async def test_a_value_that_fits_no_member_of_a_union_is_named_as_the_body_names_it(
+async def test_a_value_out_of_its_type_is_named_as_the_body_names_it(
     api: ApiClient, body: Any, param: str, message: str
 ) -> None:
-    """Pydantic locates each member's error under the member's name (`stop/str`,
-    `stop/list[str]`): the messages said `stop/str: must be a string`, `param` `stop.str`."""
+    """Pydantic locates a union's errors under its members' names (`stop/str`,
+    `stop/list[str]`): the messages said `stop/str: must be a string`, `param` `stop.str`. A seed
+    past int64 (the document's format) was taken."""
     response = await api.post(CHAT, body)
     assert response.status_code == 400
     error = error_of(response)

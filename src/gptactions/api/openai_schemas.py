@@ -281,7 +281,7 @@ class ChatCompletionRequest(_Body):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as documented
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1, le=128)
     stream: bool | None = False
