@@ -14,7 +14,7 @@ from gptactions.llm.base import ChatMessage, Chunk, Generation, GenerationReques
 from gptactions.llm.fake import FakeBackend
 from gptactions.services.interactions import LogQuery
 from gptactions.services.keys import TERMINAL
-from tests.conftest import ApiClient, running_app
+from tests.conftest import ADMIN_KEY, ApiClient, running_app
 from tests.upstream.test_streaming_api import events
 
 API = "/api/v1/gpt"
@@ -113,6 +113,26 @@ async def test_a_request_that_never_reached_the_model_is_a_503_with_retry_after(
         entry = await latest_log(api)
         assert entry["status"] == "error" and "deadline" in entry["error"]
         assert entry["finishReason"] is None
+
+
+async def test_a_body_shorter_than_announced_is_a_408_at_the_deadline(settings: Settings) -> None:
+    """The client sent part of its body and then nothing: it was answered 503 "retry shortly",
+    as if the server were late."""
+
+    async def half_a_body() -> AsyncIterator[bytes]:
+        yield b'{"userId": "u", '
+        await asyncio.Event().wait()  # the rest never comes
+
+    async with running_app(quick(settings), FakeBackend(["never asked"])) as api:
+        answer = await api.http.post(
+            f"{API}/conversations",
+            content=half_a_body(),
+            headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 408, answer.text
+    assert answer.headers["connection"] == "close" and "retry-after" not in answer.headers
+    error = answer.json()["error"]
+    assert error["code"] == "request_timeout" and "body did not all arrive" in error["message"]
 
 
 async def test_a_stream_at_its_deadline_ends_with_a_done_event_saying_so(

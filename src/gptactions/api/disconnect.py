@@ -20,6 +20,9 @@ RESTARTING = "the server is restarting; retry shortly"
 RESTARTING_RETRY_AFTER = 1
 PAST_DEADLINE = "the request could not be answered before its deadline; retry shortly"
 PAST_DEADLINE_RETRY_AFTER = 5
+BODY_LATE = (
+    "the request's body did not all arrive within {seconds:g} s (GPTACTIONS_REQUEST_DEADLINE)"
+)
 
 
 def deadline_margin(deadline: float) -> float:
@@ -97,6 +100,7 @@ class CancelOnDisconnect:
         streaming = False
         stopped = False
         late = False
+        reading = False  # the app waits for the next part of the body
         watcher: asyncio.Task[None] | None = None
         gone: asyncio.Event | None = None  # made only when the app listens after the body
 
@@ -111,13 +115,15 @@ class CancelOnDisconnect:
             await send(message)
 
         async def app_receive() -> Message:
-            nonlocal body_read, watcher, gone
+            nonlocal body_read, watcher, gone, reading
             if body_read:
                 if not disconnected:
                     gone = gone or asyncio.Event()
                     await gone.wait()
                 return {"type": "http.disconnect"}
+            reading = True
             message = await receive()
+            reading = False
             if message["type"] == "http.disconnect":
                 body_read = True
                 client_gone()
@@ -176,26 +182,36 @@ class CancelOnDisconnect:
             if stopped:
                 body = error_body(503, RESTARTING, code="server_restarting")
                 await _cut_short(send, body, RESTARTING_RETRY_AFTER, started, streaming)
+            elif late and reading:
+                # The client, not the server, is late: it sent less body than it announced.
+                message = BODY_LATE.format(seconds=self.deadline)
+                body = error_body(408, message, code="request_timeout")
+                await _cut_short(send, body, None, started, streaming)
             elif late:
                 body = error_body(503, PAST_DEADLINE, code="deadline_exceeded")
                 await _cut_short(send, body, PAST_DEADLINE_RETRY_AFTER, started, streaming)
 
 
 async def _cut_short(
-    send: Send, body: dict[str, object], retry_after: int, started: bool, streaming: bool
+    send: Send, body: dict[str, object], retry_after: int | None, started: bool, streaming: bool
 ) -> None:
-    """Tell the client why its request ended early, however far its answer had gone."""
+    """Tell the client why its request ended early, however far its answer had gone: a 503
+    with `retry_after`, or without it a 408 that closes the connection (its body unread)."""
     if not started:
         content = JSONResponse(body).body  # encoded as every other answer is
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        if retry_after is None:
+            headers.append((b"connection", b"close"))
+        else:
+            headers.append((b"retry-after", str(retry_after).encode()))
         await send(
             {
                 "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
+                "status": 503 if retry_after is not None else 408,
+                "headers": headers,
             }
         )
         await send({"type": "http.response.body", "body": content})
