@@ -237,6 +237,7 @@ async def test_bad_input_is_a_400_in_openai_shape(
         ),
         ({"messages": "8"}, "messages", "messages: must be an array"),
         ({**HELLO, "seed": 2**63}, "seed", f"seed: must be at most {2**63 - 1}"),
+        ({**HELLO, "model": ""}, "model", "model: must not be empty"),
     ],
 )
 async def test_a_value_out_of_its_type_is_named_as_the_body_names_it(
@@ -244,7 +245,7 @@ async def test_a_value_out_of_its_type_is_named_as_the_body_names_it(
 ) -> None:
     """Pydantic locates a union's errors under its members' names (`stop/str`,
     `stop/list[str]`): the messages said `stop/str: must be a string`, `param` `stop.str`. A seed
-    past int64 (the document's format) was taken."""
+    past int64 (the document's format) was taken, and so was an empty model."""
     response = await api.post(CHAT, body)
     assert response.status_code == 400
     error = error_of(response)

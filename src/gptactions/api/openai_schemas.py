@@ -276,7 +276,7 @@ class ChatCompletionRequest(_Body):
     """The body of `POST /v1/chat/completions`."""
 
     messages: list[MessageIn] = Field(min_length=1)
-    model: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
