@@ -111,6 +111,29 @@ def test_headers_over_the_limit_are_refused(server: Server, head: bytes) -> None
         assert_error(answer, 431, "headers_too_large")
 
 
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", "Invalid method encountered"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "Duplicate Content-Length",
+        ),
+    ],
+)
+def test_a_malformed_request_is_told_what_is_wrong(
+    server: Server, head: bytes, reason: str
+) -> None:
+    """Every one was answered "Invalid HTTP request received." alone."""
+    with connect(server) as sock:
+        send_head(sock, head)
+        answer = read_until_closed(sock)
+    assert_error(answer, 400, "invalid_request")
+    message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+    assert message.startswith("Invalid HTTP request received: ") and reason in message
+
+
 def test_a_pipelined_request_with_huge_headers_is_refused(server: Server) -> None:
     small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     with connect(server) as sock:

@@ -190,7 +190,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserError as error:
             if not isinstance(error.__context__, _Rejected):  # _Rejected: already answered
-                self._reject(400, "invalid_request", "Invalid HTTP request received.")
+                # llhttp's reason is a fixed text ("Duplicate Content-Length"), never the data.
+                reason = str(error).rstrip(".") or "malformed"
+                self._reject(400, "invalid_request", f"Invalid HTTP request received: {reason}.")
             return
         if self.transport.is_closing():
             return
