@@ -156,11 +156,15 @@ def test_a_short_lived_access_token_is_refreshed_once_per_lifetime_not_in_a_loop
 
     page.route("**/oauth/token", a_minute)
     sign_in(console, console_client)
-    # The page's time stops here and moves only when told: an installed clock otherwise flows
-    # with real time, and on a busy machine that ate the second left before the refresh below.
-    now = page.evaluate("Date.now()") / 1000
-    page.clock.pause_at(datetime.fromtimestamp(now + 0.001, UTC))
-    page.clock.run_for(44_000)  # under three quarters of the minute: not yet
+    # The page's time stops a second from now and moves only when told: an installed clock
+    # otherwise flows with real time, and on a busy machine that ate the one second of margin
+    # a fixed 44 s left before the refresh. (A second ahead: pausing in the past is an error.)
+    now = page.evaluate("Date.now()")
+    refresh_at = page.evaluate(
+        "JSON.parse(sessionStorage.getItem('gptactions.oauthRefresh')).refreshAt"
+    )
+    page.clock.pause_at(datetime.fromtimestamp((now + 1000) / 1000, UTC))
+    page.clock.run_for(refresh_at - (now + 1000) - 1000)  # a second short of 3/4 of the minute
     page.wait_for_timeout(300)
     assert refreshes == []
     page.clock.run_for(2_000)
