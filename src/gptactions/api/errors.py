@@ -137,13 +137,13 @@ def validation_problems(errors: Sequence[Any]) -> list[Problem]:
     unions: dict[tuple[Any, ...], list[Problem]] = {}
     for error in errors:
         location = tuple(error.get("loc", ()))
-        tags = [index for index, part in enumerate(location) if _is_union_member(part)]
-        plain = tuple(part for part in location if not _is_union_member(part))
+        members = [_is_union_member(part) for part in location]
+        plain = tuple(part for part, member in zip(location, members, strict=True) if not member)
         problem = validation_problem({**error, "loc": plain})
-        if not tags:
+        if not any(members):
             order.append(problem)
             continue
-        union = location[: tags[0]]
+        union = location[: members.index(True)]
         if union not in unions:
             unions[union] = []
             order.append(union)
@@ -156,12 +156,17 @@ def validation_problems(errors: Sequence[Any]) -> list[Problem]:
 
 def _union_problems(members: list[Problem]) -> list[Problem]:
     """One union's problems: the deepest ones, or the members' words for the field, joined."""
-    deepest = max(len(problem.pointer) for problem in members)
-    if any(len(problem.pointer) < deepest for problem in members):
-        return [problem for problem in members if len(problem.pointer) == deepest]
+    deepest = max(_depth(problem) for problem in members)
+    if any(_depth(problem) < deepest for problem in members):
+        return [problem for problem in members if _depth(problem) == deepest]
     first, *others = dict.fromkeys(problem.message for problem in members)
     words = [first, *(message.removeprefix("must be ") for message in others)]
     return [Problem(members[0].pointer, " or ".join(words))]
+
+
+def _depth(problem: Problem) -> int:
+    """How many steps into the body the problem is (its pointer's segments, not its length)."""
+    return problem.pointer.count("/")
 
 
 def _is_union_member(part: Any) -> bool:
