@@ -155,6 +155,69 @@ def serve_echo(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+FLOOR_TABLE = (
+    "CREATE TABLE IF NOT EXISTS interactions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, "
+    "message TEXT NOT NULL, reply TEXT NOT NULL, created_at REAL NOT NULL)"
+)
+
+
+FLOOR = "floor: Starlette+aiohttp+SQLite"
+
+
+def serve_floor(port: int, upstream: str, database: str) -> None:
+    """The least a durable gateway can do per request, as one Starlette route: parse and check
+    the JSON body, stream the reply from the upstream through one aiohttp session (as
+    gptactions does, for its deadline), insert one row into SQLite (WAL, `synchronous=FULL`)
+    and commit it on the event loop itself, with no hand-off to a thread or process, then
+    answer. No keys, no limits, no logs, no metrics, no conversations: the floor under
+    gptactions' cost, which says how much of what gptactions adds any such server pays here.
+    """
+    import sqlite3
+    import uuid
+
+    import aiohttp
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute(FLOOR_TABLE)
+    session: aiohttp.ClientSession | None = None
+
+    async def converse(request: Request) -> JSONResponse:
+        nonlocal session
+        body = await request.json()
+        message, user = body.get("message"), body.get("userId")
+        if not isinstance(message, str) or not isinstance(user, str):
+            return JSONResponse({"error": "message and userId must be strings"}, 400)
+        if session is None:
+            session = aiohttp.ClientSession()
+        chat = {"model": "mock", "messages": [{"role": "user", "content": message}]}
+        reply = []
+        async with session.post(f"{upstream}/chat/completions", json=chat | {"stream": True}) as r:
+            async for line in r.content:
+                if line.startswith(b"data: {"):
+                    for choice in json.loads(line[6:])["choices"]:
+                        reply.append(choice["delta"].get("content") or "")
+        text, identifier = "".join(reply), uuid.uuid4().hex
+        connection.execute("BEGIN")
+        connection.execute(
+            "INSERT INTO interactions VALUES (?, ?, ?, ?, ?)",
+            (identifier, user, message, text, time.time()),
+        )
+        connection.execute("COMMIT")
+        return JSONResponse({"conversationId": identifier, "reply": text})
+
+    app = Starlette(routes=[Route(CONVERSATIONS, converse, methods=["POST"])])
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools"
+    )
+
+
 def mock_settings(mock_url: str) -> dict[str, str]:
     """gptactions' settings for the mock upstream as its only backend (no embedded fallback)."""
     return {"backends": json.dumps([{"name": "mock", "url": f"{mock_url}/v1"}]), "fallback": "none"}
@@ -174,6 +237,20 @@ def own_server(name: str, flag: str) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, str(HERE), flag, str(port)]
     with process_server(name, command, port, lambda url: _answers(url, "/v1/models")) as (url, _):
+        yield url
+
+
+@contextmanager
+def floor_server(upstream: str, database: str) -> Iterator[str]:
+    """`serve_floor` in a subprocess on the mock upstream; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, str(HERE), "--serve-floor", str(port), upstream, database]
+
+    def ready(url: str) -> bool:
+        answer = httpx.post(url + CONVERSATIONS, json=CONVERSE, timeout=2)
+        return answer.status_code == 200
+
+    with process_server("the floor", command, port, ready) as (url, _):
         yield url
 
 
@@ -426,11 +503,15 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--serve-mock", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", nargs=3, metavar=("PORT", "UPSTREAM", "DATABASE"))
     args = parser.parse_args()
     if args.serve_mock:
         return serve_mock(args.serve_mock)
     if args.serve_echo:
         return serve_echo(args.serve_echo)
+    if args.serve_floor:
+        port, upstream, database = args.serve_floor
+        return serve_floor(int(port), upstream, database)
     seconds = 1.0 if args.quick else args.seconds
     levels = (1, 32)
     results: dict[str, dict[int, Load]] = {}
@@ -446,6 +527,8 @@ def main() -> None:
         measure("mock upstream", mock_url, "/v1/chat/completions", CHAT, None)
         with own_server("bare Starlette", "--serve-echo") as echo_url:
             measure("bare Starlette", echo_url, "/echo", CONVERSE, None)
+        with floor_server(f"{mock_url}/v1", f"{tmp}/floor.db") as floor_url:
+            measure(FLOOR, floor_url, CONVERSATIONS, CONVERSE, None)
         upstream = mock_settings(mock_url)
         targets = [("gptactions SQLite", f"sqlite:///{tmp}/gateway.db", 1)]
         if args.workers > 1:
@@ -491,7 +574,7 @@ def main() -> None:
     added = {
         name: round(by_level[1].p50_ms - mock_p50, 2)
         for name, by_level in results.items()
-        if name.startswith("gptactions")
+        if name.startswith(("gptactions", "floor"))
     }
     summary_ = {
         "generator": "wrk" if shutil.which("wrk") else "asyncio",
@@ -512,12 +595,25 @@ def main() -> None:
         if rounds and rounds[1]:
             summary_["workers_ratio_c32_rounds"] = _rounds_ratio(rounds, args.workers)
             summary_["workers_cpu_c32"] = _workers_cpu(rounds, args.workers)
+    floor = results.get(FLOOR)
+    if floor:
+        ours = results["gptactions SQLite"]
+        summary_["vs_floor"] = {
+            "rps_c32": ratio(ours[32].rps, floor[32].rps),
+            "p50_c1": ratio(ours[1].p50_ms, floor[1].p50_ms),
+        }
     if "gptactions PostgreSQL" in results:
         pg, sqlite = results["gptactions PostgreSQL"][32], results["gptactions SQLite"][32]
         summary_["postgres_vs_sqlite_c32"] = ratio(pg.rps, sqlite.rps)
     report("gateway", header, rows, summary_)
     for name, ms in added.items():
         print(f"{name}: adds {ms} ms at c=1 (p50) over the mock alone")
+    if floor:
+        print(
+            f"gptactions SQLite against the floor: c=1 p50 x{summary_['vs_floor']['p50_c1']}, "
+            f"c=32 req/s x{summary_['vs_floor']['rps_c32']} (the floor's own c=1 addition is "
+            f"what any durable gateway in Python pays here: {added[FLOOR]} ms)"
+        )
     if "workers_ratio_c32_rounds" in summary_:
         interleaved = summary_["workers_ratio_c32_rounds"]
         print(
