@@ -1,7 +1,8 @@
 """gptactions in front of an instant upstream, against bare Starlette and LiteLLM's proxy.
 
 Started in this order, one at a time, each in its own process: an instant OpenAI-compatible mock
-upstream, a bare Starlette echo app, `gptactions serve` pointed at the mock (SQLite, then
+upstream, a bare Starlette echo app, the floor (`serve_floor`: the least a durable gateway does
+per request), `gptactions serve` pointed at the mock (SQLite, then
 PostgreSQL when 127.0.0.1:5432 answers; with `--workers 2` also two workers on SQLite), and
 LiteLLM's proxy pointed at the same mock when it is installed (the `bench` extra); with
 `--workers N`, one and N workers up at once, measured in `--rounds` short rounds at c=32
@@ -10,7 +11,8 @@ drifting from one minute to the next (it moves a single pair of runs a lot). Eac
 by the same load generator, wrk when installed, else this script's own asyncio client (raw
 keep-alive HTTP/1.1, lighter than httpx), at 1 and 32 connections. Printed: p50, p99 and req/s;
 each req/s as a ratio to bare Starlette's and to LiteLLM's; the p50 gptactions adds at c=1 over
-the mock alone. Run: .venv/bin/python bench/bench_gateway.py [--quick] [--workers 2], with
+the mock alone, and gptactions' against the floor's. Run:
+.venv/bin/python bench/bench_gateway.py [--quick] [--workers 2], with
 LITELLM=/path/to/its/venv/bin/litellm for LiteLLM installed in a virtualenv of its own.
 """
 
