@@ -31,7 +31,7 @@ from gptactions.api.access import AccessLog
 from gptactions.api.disconnect import CancelOnDisconnect
 from gptactions.api.errors import install_error_handlers
 from gptactions.api.forwarded import ForwardedHeaders
-from gptactions.api.mcp import McpEndpoint
+from gptactions.api.mcp_route import McpRoute
 from gptactions.api.methods import HeadAsGet
 from gptactions.api.middleware import BodyGuard
 from gptactions.api.rejections import RecordRejections
@@ -54,7 +54,7 @@ def create_app(
     start-up objects are set aside from the garbage collector once it has started."""
     runtime = runtime or Runtime(settings or Settings())
     settings = runtime.settings
-    mcp = McpEndpoint(runtime)
+    mcp = McpRoute(runtime)  # the MCP SDK loads on the first /mcp request
     tracing: Tracing | None = None
 
     @asynccontextmanager
@@ -67,7 +67,7 @@ def create_app(
         if serving:
             settle_garbage_collector()
         try:
-            # The MCP SDK's session manager lives as long as the app.
+            # The MCP SDK's session manager, once started, lives as long as the app.
             async with mcp.running():
                 yield
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import httpx2
 import uvicorn
+from fastapi import FastAPI
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -28,6 +29,7 @@ class Served:
 
     url: str
     runtime: Runtime
+    app: FastAPI
 
     async def key(self, *scopes: str) -> str:
         """A new key with these scopes (the defaults when none are given)."""
@@ -70,7 +72,7 @@ async def served(
         # Answered once the lifespan has run (migrations included): the server is ready.
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"{url}/healthz")).status_code == 200
-        yield Served(url, runtime)
+        yield Served(url, runtime, app)
     finally:
         server.should_exit = True
         await task

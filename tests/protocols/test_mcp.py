@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import httpx
 import pytest
 from mcp import MCPError
 
+from gptactions.api.mcp_route import McpRoute
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
@@ -223,3 +227,40 @@ async def test_a_message_over_the_body_limit_is_413_in_the_apis_shape(api: ApiCl
     )
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
+
+
+def test_the_app_is_built_without_the_mcp_sdk(tmp_path: Path) -> None:
+    """Importing the SDK cost every start ~0.4 s: the app loads it on its first /mcp request."""
+    probe = (
+        "import sys\n"
+        "from gptactions.app import create_app\n"
+        "from gptactions.config import Settings\n"
+        f"create_app(Settings(database_url='sqlite:///{tmp_path / 'app.db'}'))\n"
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'mcp_types'))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+async def test_requests_at_once_on_a_fresh_server_share_one_endpoint(settings: Settings) -> None:
+    """The first requests of a server all wait for the one endpoint being built, then answer."""
+    async with served(settings, FakeBackend()) as server:
+        route = next(r for r in server.app.router.routes if getattr(r, "path", "") == "/mcp")
+        mcp_route = route.endpoint  # type: ignore[attr-defined]
+        assert isinstance(mcp_route, McpRoute)
+        assert mcp_route._endpoint is None
+        headers = {
+            "Authorization": f"Bearer {ADMIN_KEY}",
+            "Accept": "application/json, text/event-stream",
+        }
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+            answers = await asyncio.gather(
+                *(http.post("/mcp", json=initialize_message(f"c{i}")) for i in range(4))
+            )
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+        assert all(a.json()["result"]["serverInfo"]["name"] for a in answers)
+        endpoint = mcp_route._endpoint
+        assert endpoint is not None and endpoint._manager is not None
+    assert mcp_route._endpoint is None and endpoint._manager is None  # stopped with the app
