@@ -251,6 +251,7 @@ async def test_head_answers_as_get_without_the_body(api: ApiClient, path: str) -
         ("DELETE", "me/data?userId=%FF", "/query"),  # was the user named U+FFFD
         ("GET", "logs?userId=%ED%A0%80", "/query"),  # a lone surrogate, as UTF-8 bytes
         ("GET", "logs?q=caf%E9", "/query"),  # Latin-1, not UTF-8
+        ("GET", "logs?q=a%00b", "/q"),  # the document's pattern for q, as for userId
     ],
 )
 async def test_a_query_that_is_not_utf8_or_names_nul_is_400(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,20 @@ async def test_the_console_is_served_without_a_key_under_a_strict_policy(api: Ap
     assert "default-src 'self'" in page.headers["content-security-policy"]
     asset = await api.http.get("/console/console.css")
     assert asset.status_code == 200 and asset.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize("value", ["\u001c", "\u0085", "\ufeff", "\u3000", " a "])
+async def test_the_documents_patterns_and_the_server_agree_on_what_is_blank(
+    api: ApiClient, served: dict[str, Any], value: str
+) -> None:
+    """Python's `\\s` and JavaScript's differ (U+001C-U+001F, U+0085, U+FEFF): the document
+    spells its whitespace out, so a client in either language reads it as the server checks."""
+    request = served["components"]["schemas"]["ConversationRequest"]["properties"]
+    for name in ("userId", "message"):
+        fits = re.search(request[name]["pattern"], value) is not None
+        body = {"userId": "ada", "message": "hi"} | {name: value}
+        answer = await api.post("/api/v1/gpt/conversations", body)
+        refused = answer.status_code == 400 and any(
+            d["pointer"] == f"/{name}" for d in answer.json()["error"]["details"]
+        )
+        assert refused is not fits, (name, answer.status_code, answer.text)

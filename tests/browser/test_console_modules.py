@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gptactions.services.actions.registry import NOT_BLANK
 from tests.browser.conftest import Console, open_console
 from tests.serving import Server
 
@@ -185,6 +186,11 @@ def test_string_limits_are_said_in_words(console: Console) -> None:
         "toolong": ["must be at most 5 characters long"],
         "ok": [],
     }
+    # The server's document spells its whitespace out (Python's `\s` differs from JavaScript's).
+    spelled = {"type": "string", "pattern": NOT_BLANK}
+    for value, words in (("\u3000 ", ["must not be blank"]), ("\u001c", [])):
+        found = run(console, "return openapi.validate({}, args[0], args[1]);", spelled, value)
+        assert [p["message"] for p in found] == words, value
     three = {"type": "string", "minLength": 3, "pattern": "^[a-z]+$"}
     (short, form) = run(console, "return openapi.validate({}, args[0], args[1]);", three, "A")
     assert short["message"] == "must be at least 3 characters long"

@@ -92,7 +92,7 @@ async def logs(
     until: Annotated[Timestamp, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
-    q: Annotated[str | None, Query()] = None,
+    q: Annotated[NulFree, Query()] = None,
     kind: Annotated[InteractionKind | None, Query()] = None,
 ) -> JSONResponse:
     """Fetch interaction logs."""

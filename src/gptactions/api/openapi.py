@@ -57,6 +57,7 @@ from gptactions.api.schemas import (
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
+from gptactions.services.actions.registry import NOT_BLANK
 from gptactions.services.oauth import SCOPE_DESCRIPTIONS
 
 API = "/api/v1/gpt"
@@ -197,7 +198,7 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def _text_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:
-    return {**base, "minLength": 1, "maxLength": max_length, "pattern": r"\S"}
+    return {**base, "minLength": 1, "maxLength": max_length, "pattern": NOT_BLANK}
 
 
 def _id_property(base: dict[str, Any], max_length: int) -> dict[str, Any]:

@@ -21,7 +21,12 @@ from pydantic import (
 )
 
 from gptactions.config import Settings
-from gptactions.services.errors import ECMA_WHITESPACE, Problem, invalid_input
+from gptactions.services.errors import (
+    ECMA_WHITESPACE,
+    ECMA_WHITESPACE_ESCAPED,
+    Problem,
+    invalid_input,
+)
 from gptactions.services.keys import Principal
 
 CONVERSATION_ID_MAX_LENGTH = 64
@@ -52,8 +57,8 @@ def _not_blank(value: str | None) -> str | None:
 
 NUL_FREE_PATTERN = r"^[^\u0000]*$"
 """The document's `pattern` for an identifier (userId, conversationId): no U+0000 anywhere."""
-NUL_FREE_NOT_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-"""The same, and not blank (the document's `\\S` for free text)."""
+NUL_FREE_NOT_BLANK_PATTERN = rf"^[^\u0000]*[^{ECMA_WHITESPACE_ESCAPED}\u0000][^\u0000]*$"
+"""The same, and not blank (whitespace as `_not_blank` and ECMA-262 have it, spelled out)."""
 
 
 def nul_free(value: str | None) -> str | None:

@@ -15,6 +15,10 @@ ECMA_WHITESPACE = (
     "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
     "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
+ECMA_WHITESPACE_ESCAPED = "".join(f"\\u{ord(c):04x}" for c in ECMA_WHITESPACE)
+"""The same characters as `\\uXXXX` escapes, for a pattern's character class: spelled out, a
+class reads alike to Python's `re` (the server's checks, and Python clients of the document) and
+to JavaScript (the console's), whose `\\s` differ (U+001C-U+001F, U+0085, U+FEFF)."""
 
 
 @dataclass(frozen=True)

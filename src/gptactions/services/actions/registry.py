@@ -13,7 +13,7 @@ import jsonschema
 from gptactions.llm.base import Usage
 from gptactions.llm.router import BackendRouter
 from gptactions.services.actions.parameters import PreparedParameters, prepare_parameters
-from gptactions.services.errors import ECMA_WHITESPACE, Problem, json_pointer
+from gptactions.services.errors import ECMA_WHITESPACE_ESCAPED, Problem, json_pointer
 from gptactions.services.templates import TemplateRenderer
 
 ACTION_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -252,10 +252,9 @@ _TYPES = {
     "null": "null",
 }
 _LONGEST_MESSAGE = 200
-NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in ECMA_WHITESPACE) + "]"
-"""The `pattern` of a text parameter that must hold more than whitespace: a character that is
-not whitespace as ECMA-262 has it, spelled out, so that Python's `re` (the server's check) and a
-client's JavaScript read it alike (their `\\S` differ: U+001C-U+001F, U+0085, U+FEFF)."""
+NOT_BLANK = f"[^{ECMA_WHITESPACE_ESCAPED}]"
+"""The `pattern` of a text that must hold more than whitespace: a character that is not
+whitespace as ECMA-262 has it, spelled out (`ECMA_WHITESPACE_ESCAPED`)."""
 
 
 _NOT_EMPTY = {NOT_BLANK: "must not be empty or only whitespace"}
