@@ -110,7 +110,8 @@ async def test_query_syntax_is_read_as_plain_words(
         ("", "at least one word"),
         ("   ", "at least one word"),
         ('!"*()^:-', "at least one word"),
-        ("\x00", "at least one word"),
+        ("\x00", "U+0000"),  # the document's pattern for q, as for userId
+        ("a\x00b", "U+0000"),
         ("w" * (SEARCH_MAX_LENGTH + 1), f"at most {SEARCH_MAX_LENGTH} characters"),
         (" ".join(f"w{n}" for n in range(SEARCH_MAX_WORDS + 1)), f"at most {SEARCH_MAX_WORDS}"),
     ],

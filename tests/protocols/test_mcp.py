@@ -6,6 +6,8 @@ import asyncio
 import logging
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from gptactions.api.mcp_route import McpRoute
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.llm.local import LocalBackend
+from gptactions.llm.router import BackendRouter
+from gptactions.runtime import Runtime
 from gptactions.services.keys import Principal
 from tests.actions.conftest import HAIKU_YAML as HAIKU
 from tests.conftest import ADMIN_KEY, ApiClient, _KeepLoaded
@@ -264,3 +268,33 @@ async def test_requests_at_once_on_a_fresh_server_share_one_endpoint(settings: S
         endpoint = mcp_route._endpoint
         assert endpoint is not None and endpoint._manager is not None
     assert mcp_route._endpoint is None and endpoint._manager is None  # stopped with the app
+
+
+async def test_an_endpoint_that_starts_as_the_app_stops_is_stopped(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's lifespan may end while a first request starts the session manager."""
+    from gptactions.api import mcp as mcp_module
+
+    route = McpRoute(Runtime(settings, router=BackendRouter([FakeBackend()])))
+    stop = asyncio.Event()
+
+    async def lifespan() -> None:
+        async with route.running():
+            await stop.wait()
+
+    app_running = asyncio.create_task(lifespan())
+    await asyncio.sleep(0)
+    started = mcp_module.McpEndpoint.running
+
+    @asynccontextmanager
+    async def late(endpoint: mcp_module.McpEndpoint) -> AsyncIterator[None]:
+        stop.set()
+        await app_running  # the app has stopped before this manager runs
+        async with started(endpoint):
+            yield
+
+    monkeypatch.setattr(mcp_module.McpEndpoint, "running", late)
+    endpoint = await route._build()
+    assert endpoint._manager is None  # stopped at once, as the app would have stopped it
+    assert route._endpoint is None

@@ -58,7 +58,11 @@ class McpRoute:
                 return self._endpoint
             module = await asyncio.to_thread(importlib.import_module, "gptactions.api.mcp")
             endpoint: McpEndpoint = module.McpEndpoint(self.runtime)
-            if self._lifespan is not None:
-                await self._lifespan.enter_async_context(endpoint.running())
-                self._endpoint = endpoint
+            lifespan = self._lifespan
+            if lifespan is not None:
+                await lifespan.enter_async_context(endpoint.running())
+                if self._lifespan is lifespan:
+                    self._endpoint = endpoint
+                else:  # the app stopped while the manager started: stop it as the app would have
+                    await lifespan.aclose()
             return endpoint
