@@ -104,7 +104,14 @@ def install_tracing(app: FastAPI, *, exporter: Any = None, secrets: Iterable[str
         trace.set_tracer_provider(provider)
     else:
         provider.add_span_processor(SimpleSpanProcessor(RedactingExporter(exporter, secrets)))
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_PATHS)
+    # No span per ASGI message: a streamed reply would make one per chunk (a thousand for a long
+    # answer), flooding the exporter's queue (2,048 spans) and dropping other requests' spans.
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=UNTRACED_PATHS,
+        exclude_spans=["send", "receive"],
+    )
     httpx_instrumentor = HTTPXClientInstrumentor()
     httpx_instrumentor.instrument(tracer_provider=provider)
     # Patches `ClientSession.__init__`: each session made from now on traces its requests and

@@ -85,6 +85,27 @@ async def test_with_the_endpoint_requests_make_spans(
     assert status[0].context.trace_id == routes[0].context.trace_id
 
 
+async def test_a_streamed_reply_is_one_span_not_one_per_chunk(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    exporter = InMemorySpanExporter()
+    reply = " ".join(f"word{n}" for n in range(40))
+    async with served(settings, FakeBackend([reply]), span_exporter=exporter) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            streamed = await client.post(
+                "/api/v1/gpt/conversations",
+                json={"userId": "ada", "message": "Talk."},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "text/event-stream"},
+            )
+        spans = exporter.get_finished_spans()
+    assert streamed.status_code == 200
+    assert streamed.text.count("event: token") > 10  # many chunks went out
+    server_spans = [s for s in spans if s.kind.name == "SERVER"]
+    assert [s.attributes["http.route"] for s in server_spans] == ["/api/v1/gpt/conversations"]
+    assert [s.name for s in spans if s.kind.name == "INTERNAL"] == []
+
+
 @pytest.mark.upstream
 async def test_upstream_calls_are_client_spans_of_the_request_and_carry_the_trace(
     settings: Settings, monkeypatch: pytest.MonkeyPatch

@@ -339,11 +339,21 @@ class ChatCompletionRequest(_Body):
             raise ValueError(f"names the function {value.name!r}, which is not among functions")
         return value
 
-    @model_validator(mode="after")
-    def _stops(self) -> ChatCompletionRequest:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 sequences")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 sequences")
+        return value
+
+    @field_validator("stream_options")
+    @classmethod
+    def _options_of_a_stream(
+        cls, value: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        if value is not None and "stream" in info.data and not info.data["stream"]:
+            raise ValueError("is only allowed when stream is true (as OpenAI answers)")
+        return value
 
     def to_call(self) -> CompletionCall:
         """The call the completion service answers."""
