@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gptactions.api.errors import MAX_DETAILS
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from tests.conftest import ADMIN_KEY, ApiClient
@@ -386,3 +387,19 @@ async def test_an_unexpected_error_keeps_the_connection_open(
     assert statuses == [(500, "internal_error"), (200, None)]
     logged = [r for r in caplog.records if r.exc_info is not None]
     assert [r.getMessage() for r in logged] == ["unhandled error on POST /api/v1/gpt/conversations"]
+
+
+async def test_an_error_stays_small_whatever_the_body_held(api: ApiClient) -> None:
+    """One problem per bad field made a 400 of 3.8 million characters for a 559 KB body, past
+    ChatGPT's 100,000; the list and every text in it are bounded."""
+    fields = {f"f{n}": "bogus" for n in range(30_000)} | {"x" * 5000: "bogus"}
+    body = {"action": "extract", "parameters": {"text": "hi", "fields": fields}}
+    response = await api.post(f"{API}/actions", body)
+    assert response.status_code == 400, response.text[:500]
+    assert len(response.text) < 20_000
+    details = response.json()["error"]["details"]
+    assert len(details) == MAX_DETAILS
+    assert details[-1]["pointer"] == ""
+    more = re.fullmatch(r"and ([\d,]+) more problems", details[-1]["message"])
+    assert more and int(more.group(1).replace(",", "")) >= 30_001 - (MAX_DETAILS - 1)
+    assert all(len(d["pointer"]) <= 1000 and len(d["message"]) <= 1000 for d in details)

@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
 from gptactions.api import actions, conversations, logs, me, sse, status, usage
+from gptactions.api.errors import MAX_DETAILS, MAX_ERROR_TEXT
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
@@ -300,10 +301,16 @@ def _error_schema() -> dict[str, Any]:
                 "required": ["code", "message", "details"],
                 "properties": {
                     "code": {"type": "string", "description": "Stable machine-readable code."},
-                    "message": {"type": "string", "description": "What went wrong, for people."},
+                    "message": {
+                        "type": "string",
+                        "maxLength": MAX_ERROR_TEXT,
+                        "description": "What went wrong, for people.",
+                    },
                     "details": {
                         "type": "array",
-                        "description": "Each problem with the input, where and what.",
+                        "maxItems": MAX_DETAILS,
+                        "description": "Each problem with the input, where and what (past "
+                        f"{MAX_DETAILS}, the last one says how many more there were).",
                         "items": {
                             "type": "object",
                             "required": ["pointer", "message"],
