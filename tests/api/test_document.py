@@ -374,6 +374,11 @@ async def test_the_served_document_passes_once_configured(tmp_path: Path) -> Non
         assert [r["rule"] for r in answer.json()["rules"]] == [r for r, _ in readiness.RULES]
         full = (await api.http.get("/openapi.json")).json()
         assert rules(await check(api, full)) == ["logs"]
+        # Signed in, /logs answers its user's own interactions only: nothing to warn of.
+        params = {"scopes": "chat,actions,logs", "auth": "oauth"}
+        signed_in = (await api.http.get("/openapi.json", params=params)).json()
+        assert "/api/v1/gpt/logs" in signed_in["paths"]
+        assert rules(await check(api, signed_in)) == []
 
 
 async def test_an_unconfigured_server_is_told_what_to_set(api: ApiClient) -> None:

@@ -161,6 +161,17 @@ def _has_type(schema: dict[str, Any], kind: str) -> bool:
     return declared == kind or (isinstance(declared, list) and kind in declared)
 
 
+def _signed_in_only(doc: dict[str, Any], operation: dict[str, Any]) -> bool:
+    """Whether the operation is called only with a user's OAuth token (never an API key)."""
+    security = operation.get("security", doc.get("security"))
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    names = {name for requirement in security or () for name in requirement}
+    return bool(names) and all(
+        isinstance(schemes.get(name), dict) and schemes[name].get("type") == "oauth2"
+        for name in names
+    )
+
+
 def check_document(doc: dict[str, Any]) -> list[Finding]:
     """What ChatGPT's import would refuse or warn about in the document itself."""
     findings: list[Finding] = []
@@ -241,7 +252,8 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
                 "Add `x-openai-isConsequential: false` (or true when every call must be "
                 "confirmed by the user).",
             )
-        if path == LOGS_PATH:
+        if path == LOGS_PATH and not _signed_in_only(doc, operation):
+            # Under OAuth alone, /logs answers the signed-in user's own interactions only.
             add(
                 "logs",
                 "warning",
