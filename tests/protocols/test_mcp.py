@@ -96,6 +96,34 @@ async def test_converse_starts_and_continues_a_conversation(settings: Settings) 
         assert [e["conversationId"] for e in entries] == [conversation, conversation]
 
 
+async def test_an_action_tool_answers_rests_body(settings: Settings) -> None:
+    """How the result ended (finishReason, truncated) included, as POST /actions and `converse`
+    answer it: the tool left both out."""
+    words = " ".join(f"word{i}" for i in range(20)) + "."
+    async with (
+        served(settings, FakeBackend(["positive", "positive", words, words])) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        text = "The cat sat on the mat, happy to be warm."
+        for name, arguments in [
+            ("sentiment", {"text": text}),
+            ("summarize", {"text": text, "maxWords": 5}),  # cut by the action's own limit
+        ]:
+            result = await client.call_tool(name, arguments)
+            assert not result.is_error, result.content
+            rest = await http.post(
+                "/api/v1/gpt/actions",
+                json={"action": name, "parameters": arguments},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            assert rest.status_code == 200, rest.text
+            assert result.structured_content == rest.json()
+            assert result.structured_content["finishReason"] == "stop"
+        assert result.structured_content["truncated"] is True
+        assert result.structured_content["result"] == "word0 word1 word2 word3 word4…"
+
+
 async def test_a_call_without_a_valid_key_is_refused(settings: Settings) -> None:
     async with served(settings, FakeBackend()) as server:
         for key, why in [(None, "an API key is required"), ("gpta_not_a_key", "is not valid")]:
@@ -131,8 +159,9 @@ async def test_a_bad_argument_is_a_tool_error(settings: Settings) -> None:
         assert result.is_error
         error = result.structured_content["error"]
         assert error["code"] == "invalid_request"
-        assert error["details"][0]["pointer"] == "/parameters/maxWords"
-        assert "/parameters/maxWords" in result.content[0].text
+        # At the top level, where a tool's arguments are (REST's are under /parameters).
+        assert error["details"][0]["pointer"] == "/maxWords"
+        assert "/maxWords" in result.content[0].text and "parameters" not in result.content[0].text
 
         missing = await client.call_tool("converse", {"userId": "ada"})
         assert missing.is_error

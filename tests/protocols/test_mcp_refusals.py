@@ -12,10 +12,10 @@ import pytest
 from mcp import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from gptactions.api.mcp import _converse
+from gptactions.api.mcp import _converse, _run_action
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.errors import ServiceError
+from gptactions.services.errors import UNPAIRED_SURROGATE, ServiceError
 from gptactions.services.keys import Principal
 from gptactions.store.outage import DatabaseUnavailable
 from tests.actions.conftest import HAIKU_YAML
@@ -142,26 +142,169 @@ async def test_a_signed_in_users_converse_is_held_to_its_own_schema(api: ApiClie
     assert not result.is_error
 
 
-async def test_every_tool_refuses_a_property_its_schema_does_not_allow(tmp_path: Path) -> None:
-    """Whatever a tool's schema is (built-in, user-defined, `converse`), the call is held to it."""
+OPEN_YAML = (
+    HAIKU_YAML
+    + """\
+  - name: tagline
+    description: Write a tagline for a product.
+    parameters:
+      type: object
+      required: [product]
+      properties:
+        product: {type: string}
+      additionalProperties: true
+    prompt: "Write a tagline for {{ product }}."
+"""
+)
+"""`haiku`, which says nothing of other properties, and `tagline`, whose schema admits them."""
+
+
+def with_actions(tmp_path: Path, actions_yaml: str) -> Settings:
+    """Settings with these user-defined actions."""
     actions = tmp_path / "actions.yaml"
-    actions.write_text(HAIKU_YAML, encoding="utf-8")
-    settings = Settings(
+    actions.write_text(actions_yaml, encoding="utf-8")
+    return Settings(
         database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, actions_file=actions
     )
+
+
+async def test_every_tool_refuses_a_property_its_schema_does_not_allow(tmp_path: Path) -> None:
+    """Whatever a tool's schema is (built-in, user-defined, `converse`), the call is held to it,
+    and the schema says so: the actions' tools had no `additionalProperties: false`, and took
+    an argument they do not know (ignored, with a warning)."""
+    fake = FakeBackend()
+    async with (
+        served(with_actions(tmp_path, HAIKU_YAML), fake) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        tools = (await client.list_tools()).tools
+        assert {"converse", "haiku", "sentiment", "summarize"} <= {tool.name for tool in tools}
+        for tool in tools:
+            assert tool.input_schema["additionalProperties"] is False, tool.name
+            result = await client.call_tool(tool.name, {"bogus": 1})
+            assert result.is_error, tool.name  # every one requires something
+            details = result.structured_content["error"]["details"]
+            assert {"pointer": "/bogus", "message": "is not a parameter of this tool"} in details
+            assert not [d for d in details if d["pointer"].startswith("/parameters")], details
+    assert fake.requests == []
+
+
+async def test_an_action_tool_refuses_an_argument_it_does_not_take(settings: Settings) -> None:
+    """Even with every argument it needs (REST's `parameters` admit any, as the seed's do: it
+    still ignores one, with a warning)."""
+    fake = FakeBackend(["positive"])
+    async with (
+        served(settings, fake) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        arguments = {"text": "I love it", "bogus": 1}
+        result = await client.call_tool("sentiment", arguments)
+        assert result.is_error
+        error = result.structured_content["error"]
+        assert error["message"] == "Invalid input: bogus: is not a parameter of this tool"
+        assert error["details"] == [
+            {"pointer": "/bogus", "message": "is not a parameter of this tool"}
+        ]
+        assert result.content[0].text.splitlines()[1] == "/bogus: is not a parameter of this tool"
+        assert fake.requests == []  # refused before the model
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        logs = await http.get("/api/v1/gpt/logs", headers=admin)
+        assert [(e["kind"], e["endpoint"]) for e in logs.json()] == [
+            ("rejected", "POST /mcp?tool=sentiment")
+        ]
+        rest = await http.post(
+            "/api/v1/gpt/actions",
+            json={"action": "sentiment", "parameters": arguments},
+            headers=admin,
+        )
+        assert rest.status_code == 200, rest.text
+        assert rest.json()["warnings"] == [
+            "parameters/bogus is not a parameter of sentiment and was ignored"
+        ]
+
+
+async def test_an_action_tool_points_at_its_arguments(settings: Settings) -> None:
+    """A tool's arguments are at the top level: `/text`, not REST's `/parameters/text`, whether
+    the tool's schema or the actions service finds the problem."""
     async with (
         served(settings, FakeBackend()) as server,
         mcp_client(server, ADMIN_KEY) as client,
     ):
-        tools = (await client.list_tools()).tools
-        assert len(tools) > 5
-        for tool in tools:
-            result = await client.call_tool(tool.name, {"bogus": 1})
-            assert result.is_error, tool.name  # every one requires something
-            pointers = [p["pointer"] for p in result.structured_content["error"]["details"]]
-            named = any(pointer.endswith("/bogus") for pointer in pointers)
-            # `haiku` (user-defined) does not forbid other properties; the others do.
-            assert named is (tool.input_schema.get("additionalProperties") is False), tool.name
+        result = await client.call_tool("sentiment", {})
+        error = result.structured_content["error"]
+        assert error["message"] == "Invalid input: text: is required"
+        assert error["details"] == [{"pointer": "/text", "message": "is required"}]
+        assert result.content[0].text == "Invalid input: text: is required\n/text: is required"
+        # One only the service finds: a lone surrogate, which only a caller in the process can
+        # send (the endpoint's JSON parser refuses one).
+        caller = Principal("k", "tester", "default", frozenset({"actions"}))
+        with pytest.raises(ServiceError) as refused:
+            await _run_action(server.runtime, caller, "sentiment", {"text": "bad \ud800"})
+    assert refused.value.message == f"Invalid input: text: {UNPAIRED_SURROGATE}"
+    assert [(p.pointer, p.message) for p in refused.value.details] == [
+        ("/text", UNPAIRED_SURROGATE)
+    ]
+
+
+async def test_an_action_whose_schema_admits_other_properties_keeps_it(tmp_path: Path) -> None:
+    """Its `additionalProperties: true` is its author's: the tool admits them too, and says
+    which it ignored, by their pointers among the arguments."""
+    async with (
+        served(with_actions(tmp_path, OPEN_YAML), FakeBackend(["Tea, at last."])) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert tools["tagline"].input_schema["additionalProperties"] is True
+        assert tools["haiku"].input_schema["additionalProperties"] is False
+        result = await client.call_tool("tagline", {"product": "tea", "tone": "warm"})
+    assert not result.is_error, result.content
+    assert result.structured_content["warnings"] == [
+        "/tone is not a parameter of tagline and was ignored"
+    ]
+
+
+async def test_a_token_limited_tool_call_says_when_to_retry(settings: Settings) -> None:
+    """A tool error (HTTP 200, `isError`) as MCP has it, with `retryAfter` in seconds as the
+    endpoint's own 429 has it in `data`: the time was only in the message's text."""
+    long_message = " ".join(["word"] * 60)
+    async with served(settings, FakeBackend(["Fine."])) as server:
+        limited = (await server.runtime.keys.create("limited", token_limit="50/hour")).secret
+        async with mcp_client(server, limited) as client:
+            first = await client.call_tool("converse", {"userId": "ada", "message": long_message})
+            assert not first.is_error, first.content  # its tokens use the hour's up
+            for name, arguments in [
+                ("converse", {"userId": "ada", "message": "again"}),
+                ("sentiment", {"text": "I love it"}),
+            ]:
+                result = await client.call_tool(name, arguments)
+                assert result.is_error, name
+                error = result.structured_content["error"]
+                assert error["code"] == "token_limit_exceeded"
+                wait = error["retryAfter"]
+                assert type(wait) is int and 1 <= wait <= 3600
+                assert error["message"].endswith(f"retry in {wait} s")
+
+
+async def test_converse_declares_the_most_tokens_the_server_allows(tmp_path: Path) -> None:
+    """`maxTokens` over GPTACTIONS_MAX_TOKENS_LIMIT is refused, and the schema says where that
+    is (the REST document's `maximum`); it had a minimum only."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, max_tokens_limit=64
+    )
+    async with (
+        served(settings, FakeBackend(["Fine."])) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert tools["converse"].input_schema["properties"]["maxTokens"]["maximum"] == 64
+        arguments = {"userId": "ada", "message": "hi"}
+        over = await client.call_tool("converse", {**arguments, "maxTokens": 65})
+        assert over.structured_content["error"]["details"] == [
+            {"pointer": "/maxTokens", "message": "must be at most 64"}
+        ]
+        within = await client.call_tool("converse", {**arguments, "maxTokens": 64})
+        assert not within.is_error, within.content
 
 
 async def test_a_rate_limited_client_is_told_why_and_when_to_retry(settings: Settings) -> None:

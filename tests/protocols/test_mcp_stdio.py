@@ -24,7 +24,7 @@ async def test_the_stdio_server_lists_and_calls_tools(isolated: Path) -> None:
             refused = await client.call_tool("translate", {"text": "hello"})
             assert refused.is_error
             assert refused.structured_content["error"]["details"][0]["pointer"] == (
-                "/parameters/targetLanguage"
+                "/targetLanguage"
             )
             reply = await client.call_tool(
                 "converse", {"userId": "desk", "message": "Say hi.", "maxTokens": 8}

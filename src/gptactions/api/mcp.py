@@ -8,6 +8,7 @@ and logged the same way); the caller is the API key of the HTTP request that car
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -40,8 +41,10 @@ from gptactions.api.mcp_envelope import (
     refused,
     replaying,
     request_id,
+    retry_after,
 )
 from gptactions.api.oauth import resource_metadata_url
+from gptactions.api.responses import ActionResponse
 from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
@@ -49,8 +52,10 @@ from gptactions.services.actions import ActionCall
 from gptactions.services.actions.registry import schema_problems
 from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
+from gptactions.services.interactions import FinishReason
 from gptactions.services.keys import Principal
 from gptactions.services.rejections import Rejection, record_rejection
+from gptactions.services.sizing import cap
 from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ log = logging.getLogger(__name__)
 CONVERSE = "converse"
 PRINCIPAL_KEY = "gptactions.principal"
 """Where the HTTP endpoint leaves the authenticated caller in the ASGI scope."""
+UNEXPECTED = "is not a parameter of this tool"
+"""What a tool's call is told of an argument its `inputSchema` does not allow."""
 
 CONVERSE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -76,6 +83,7 @@ CONVERSE_SCHEMA: dict[str, Any] = {
             "pattern": NUL_FREE_PATTERN,
             "description": "Continue this conversation; omit it to start a new one.",
         },
+        # Its `maximum` is the server's GPTACTIONS_MAX_TOKENS_LIMIT (`_converse_checks`).
         "maxTokens": {"type": "integer", "minimum": 1, "description": "Most tokens to generate."},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "model": {"type": "string", "description": "A configured backend's name."},
@@ -98,12 +106,24 @@ SIGNED_IN_CONVERSE_SCHEMA: dict[str, Any] = {
 """`converse` for an OAuth token, which is its user: a client filling a required userId would
 have to guess the user's name."""
 
-CONVERSE_CHECKS = (
-    jsonschema.Draft202012Validator(CONVERSE_SCHEMA),
-    jsonschema.Draft202012Validator(SIGNED_IN_CONVERSE_SCHEMA),
-)
-"""`converse`'s schemas, as their callers are shown them and held to (an action's arguments are
-held to its schema by the actions service)."""
+
+@functools.cache
+def _converse_checks(
+    max_tokens: int,
+) -> tuple[jsonschema.Draft202012Validator, jsonschema.Draft202012Validator]:
+    """`converse`'s schemas (for an API key, for a signed-in user) with the server's limit of
+    `maxTokens` as its `maximum`, as the REST document states it: as their callers are shown
+    them and held to."""
+
+    def limited(schema: dict[str, Any]) -> dict[str, Any]:
+        bounded = {**schema["properties"]["maxTokens"], "maximum": max_tokens}
+        return {**schema, "properties": {**schema["properties"], "maxTokens": bounded}}
+
+    return (
+        jsonschema.Draft202012Validator(limited(CONVERSE_SCHEMA)),
+        jsonschema.Draft202012Validator(limited(SIGNED_IN_CONVERSE_SCHEMA)),
+    )
+
 
 PrincipalOf = Callable[[ServerRequestContext[Any, Any]], Principal | None]
 
@@ -135,7 +155,7 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
                 types.Tool(
                     name=CONVERSE,
                     description="Start a conversation with the model, or continue one by its id.",
-                    input_schema=_converse_check(principal).schema,
+                    input_schema=_converse_check(runtime, principal).schema,
                 )
             )
         if principal is not None and principal.allows("actions"):
@@ -143,7 +163,7 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
                 types.Tool(
                     name=d.name,
                     description=d.description,
-                    input_schema=_object_schema(d.parameters),
+                    input_schema=tool_input_schema(d.parameters),
                 )
                 for d in runtime.registry
                 if d.name != CONVERSE
@@ -183,30 +203,87 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
     )
 
 
-def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
-    """MCP requires `type: object` at a tool schema's root; actions' schemas are objects."""
-    return parameters if parameters.get("type") == "object" else {"type": "object", **parameters}
+def tool_input_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """An action's parameter schema as its tool's `inputSchema`, which its calls are held to.
+
+    MCP requires `type: object` at the root (actions' schemas are objects). A schema that says
+    nothing of other properties is closed (`additionalProperties: false`): REST ignores a
+    parameter the action does not take, with a warning, as the seed's `parameters` admit any;
+    a tool's caller reads the schema, and is told instead. A schema that does say (its own
+    `additionalProperties` or `unevaluatedProperties`) is kept as written.
+    """
+    schema = parameters if parameters.get("type") == "object" else {"type": "object", **parameters}
+    if "additionalProperties" in schema or "unevaluatedProperties" in schema:
+        return schema
+    return {**schema, "additionalProperties": False}
 
 
 async def _run_action(
     runtime: Runtime, principal: Principal, name: str, arguments: dict[str, Any]
 ) -> types.CallToolResult:
+    # The tool's schema first (as `converse`'s), then the service's checks; what either says,
+    # it says of the arguments, at the top level (REST's are under `/parameters`).
+    schema = tool_input_schema(runtime.registry.get(name).parameters)
+    check = jsonschema.Draft202012Validator(schema)
+    problems = schema_problems(check, arguments, at=(), unexpected=UNEXPECTED)
+    if problems:
+        raise invalid_input(*problems)
     # An OAuth token acts as its user: the call is theirs (their export, their erasure).
     call = ActionCall(name, arguments, user_id=principal.acting_as(None))
-    outcome = await runtime.actions.run(principal, call)
-    body = {"success": outcome.success, "result": outcome.result, "data": outcome.data}
-    if outcome.warnings:  # as POST /actions says them
-        body["warnings"] = list(outcome.warnings)
+    try:
+        outcome = await runtime.actions.run(principal, call)
+    except ServiceError as error:
+        raise _of_arguments(error) from None
+    finish = FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None
+    # REST's body (finishReason, truncated, warnings...), within the same size limit.
+    body = ActionResponse(
+        success=outcome.success,
+        result=outcome.result,
+        data=outcome.data,
+        finish_reason=finish,
+        truncated=outcome.cut(),
+        warnings=[_argument_warning(w) for w in outcome.warnings] or None,
+    ).wire()
     return types.CallToolResult(
         content=[types.TextContent(text=outcome.result)],
-        structured_content=body,
+        structured_content=cap(
+            body, runtime.settings.max_response_chars, ("result",), dropped=("data",)
+        ),
         is_error=not outcome.success,
     )
 
 
-def _converse_check(principal: Principal) -> jsonschema.Draft202012Validator:
+_PARAMETERS = "/parameters"
+"""Where REST's body holds an action's parameters, which a tool's call has as its arguments."""
+
+
+def _argument_pointer(pointer: str) -> str:
+    """A pointer into REST's `parameters`, as one into the tool's arguments."""
+    if pointer == _PARAMETERS or pointer.startswith(_PARAMETERS + "/"):
+        return pointer[len(_PARAMETERS) :]
+    return pointer
+
+
+def _argument_warning(warning: str) -> str:
+    """A warning of the actions service (`parameters/length is not a parameter...`), naming the
+    argument by its pointer (`/length is not...`)."""
+    prefix = _PARAMETERS[1:] + "/"
+    return warning[len(prefix) - 1 :] if warning.startswith(prefix) else warning
+
+
+def _of_arguments(error: ServiceError) -> ServiceError:
+    """An error of the actions service, its problems pointing into the tool's arguments."""
+    details = [Problem(_argument_pointer(p.pointer), p.message) for p in error.details]
+    if details == error.details:
+        return error
+    if error.message == invalid_input(*error.details).message:  # said by its first problem
+        return replace(error, message=invalid_input(*details).message, details=details)
+    return replace(error, details=details)
+
+
+def _converse_check(runtime: Runtime, principal: Principal) -> jsonschema.Draft202012Validator:
     """The schema of `converse` that `principal` is shown, and held to."""
-    api_key, signed_in = CONVERSE_CHECKS
+    api_key, signed_in = _converse_checks(runtime.settings.max_tokens_limit)
     return api_key if principal.user_id is None else signed_in
 
 
@@ -215,10 +292,8 @@ async def _converse(
 ) -> types.CallToolResult:
     # The schema first (a property it does not name is refused, as its additionalProperties
     # says; REST's body ignores one), then REST's own rules in REST's words.
-    check = _converse_check(principal)
-    problems = schema_problems(
-        check, arguments, at=(), unexpected="is not a parameter of this tool"
-    )
+    check = _converse_check(runtime, principal)
+    problems = schema_problems(check, arguments, at=(), unexpected=UNEXPECTED)
     if problems:
         raise invalid_input(*problems)
     try:
@@ -276,8 +351,12 @@ async def _record_refusal(
 
 
 def _tool_error(error: ServiceError) -> types.CallToolResult:
-    """A failed call as a tool result, so the model that called it can read why and retry."""
+    """A failed call as a tool result, so the model that called it can read why and retry:
+    when, for a limit (`retryAfter`, seconds, as the endpoint's own 429 says it in `data`)."""
     body = error_body(error.status, error.message, code=error.code, details=error.details)
+    wait = retry_after(error)
+    if wait is not None:
+        body["error"]["retryAfter"] = wait
     lines = [error.message, *(f"{p.pointer}: {p.message}" for p in error.details)]
     return types.CallToolResult(
         content=[types.TextContent(text="\n".join(lines))],

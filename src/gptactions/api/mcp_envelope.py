@@ -85,9 +85,9 @@ def refused(error: ServiceError, answering: RequestId | None) -> JSONResponse:
         "status": error.status,
         "details": [{"pointer": p.pointer, "message": p.message} for p in error.details],
     }
-    retry_after = (error.headers or {}).get("Retry-After", "")
-    if retry_after.isdigit():
-        data["retryAfter"] = int(retry_after)
+    wait = retry_after(error)
+    if wait is not None:
+        data["retryAfter"] = wait
     return jsonrpc_error(
         error.status,
         REFUSED,
@@ -96,6 +96,12 @@ def refused(error: ServiceError, answering: RequestId | None) -> JSONResponse:
         data=data,
         headers=error.headers or None,
     )
+
+
+def retry_after(error: ServiceError) -> int | None:
+    """The seconds after which to retry, as the error's `Retry-After` says; None without one."""
+    value = (error.headers or {}).get("Retry-After", "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def media_refusal(headers: Headers, answering: RequestId | None) -> JSONResponse | None:
