@@ -43,6 +43,7 @@ async def test_a_completion_in_openai_shape(api: ApiClient, fake: FakeBackend) -
     ]
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0}  # the fake caches nothing
 
 
 async def test_generation_settings_reach_the_backend(api: ApiClient, fake: FakeBackend) -> None:

@@ -53,6 +53,20 @@ def test_a_completion_and_a_stream_that_joins_to_it(client: openai.OpenAI) -> No
     check_stream_joins_to_the_whole(client, "local")
 
 
+def test_usage_reports_the_prompt_tokens_the_model_had_cached(client: openai.OpenAI) -> None:
+    system = {"role": "system", "content": "You are a terse assistant. " * 20}
+    replies = [
+        client.chat.completions.create(
+            model="local", messages=[system, {"role": "user", "content": said}], max_tokens=2
+        )
+        for said in ("Hi.", "Bye.")
+    ]
+    first, second = (reply.usage for reply in replies)
+    assert first and second and first.prompt_tokens > 100
+    details = second.prompt_tokens_details
+    assert details is not None and 100 < (details.cached_tokens or 0) < second.prompt_tokens
+
+
 def test_the_default_model_answers_to_default_and_to_its_model_name(
     client: openai.OpenAI,
 ) -> None:

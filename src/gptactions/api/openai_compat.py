@@ -63,11 +63,13 @@ def _model(info: ModelInfo) -> dict[str, Any]:
     return {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
 
 
-def _usage(usage: Usage) -> dict[str, int]:
+def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        # As OpenAI reports its prompt cache (LiteLLM and others read it for costs).
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 

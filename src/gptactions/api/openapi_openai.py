@@ -129,6 +129,17 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
             "prompt_tokens": {"type": "integer"},
             "completion_tokens": {"type": "integer"},
             "total_tokens": {"type": "integer"},
+            "prompt_tokens_details": {
+                "type": "object",
+                "required": ["cached_tokens"],
+                "properties": {
+                    "cached_tokens": {
+                        "type": "integer",
+                        "description": "Prompt tokens the model had processed already (its "
+                        "prompt cache): the earlier turns of a conversation, say.",
+                    }
+                },
+            },
         },
     }
     finish = {
