@@ -52,7 +52,9 @@ async def test_a_header_without_a_key_says_a_key_is_required(api: ApiClient, hea
     # `-H "Authorization: Bearer $KEY"` with KEY unset sends "Bearer": not a wrong key, no key.
     response = await api.http.get(f"{API}/status", headers={"Authorization": header})
     assert response.status_code == 401
-    assert response.json()["error"]["message"].startswith("an API key is required")
+    assert response.json()["error"]["message"].startswith(
+        "an API key or an OAuth access token is required"
+    )
 
 
 @pytest.mark.parametrize("header", [f"Bearer {ADMIN_KEY}", ADMIN_KEY, f"bearer   {ADMIN_KEY}  "])

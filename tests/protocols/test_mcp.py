@@ -126,7 +126,10 @@ async def test_an_action_tool_answers_rests_body(settings: Settings) -> None:
 
 async def test_a_call_without_a_valid_key_is_refused(settings: Settings) -> None:
     async with served(settings, FakeBackend()) as server:
-        for key, why in [(None, "an API key is required"), ("gpta_not_a_key", "is not valid")]:
+        for key, why in [
+            (None, "an API key or an OAuth access token is required"),
+            ("gpta_not_a_key", "is not valid"),
+        ]:
             with pytest.raises(ExceptionGroup) as caught:
                 async with mcp_client(server, key) as client:
                     await client.call_tool("summarize", {"text": "x"})

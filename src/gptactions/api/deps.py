@@ -68,7 +68,8 @@ async def uncounted_principal(request: Request, runtime: Runtime) -> Principal:
     secret = parse_authorization(headers[0] if headers else None)
     if secret is None:
         raise ServiceError(
-            "an API key is required: send 'Authorization: Bearer <key>'",
+            "an API key or an OAuth access token is required: send "
+            "'Authorization: Bearer <key or token>'",
             401,
             "unauthorized",
             headers=_CHALLENGE,

@@ -175,7 +175,10 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
     ) -> types.CallToolResult:
         principal = principal_of(ctx)
         if principal is None:
-            return _tool_error(ServiceError("an API key is required", 401, "unauthorized"))
+            error = ServiceError(
+                "an API key or an OAuth access token is required", 401, "unauthorized"
+            )
+            return _tool_error(error)
         name, arguments = params.name, params.arguments or {}
         if name != CONVERSE and name not in runtime.registry:
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {name!r}")
