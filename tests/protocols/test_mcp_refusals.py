@@ -286,23 +286,36 @@ async def test_a_token_limited_tool_call_says_when_to_retry(settings: Settings) 
                 assert error["message"].endswith(f"retry in {wait} s")
 
 
-async def test_converse_declares_the_most_tokens_the_server_allows(tmp_path: Path) -> None:
-    """`maxTokens` over GPTACTIONS_MAX_TOKENS_LIMIT is refused, and the schema says where that
-    is (the REST document's `maximum`); it had a minimum only."""
+async def test_converse_declares_the_limits_the_server_holds_it_to(tmp_path: Path) -> None:
+    """`maxTokens` over GPTACTIONS_MAX_TOKENS_LIMIT, and a userId or message longer than the
+    server takes, are refused, and the schema says where that is (as the REST document does);
+    it had a minimum only."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, max_tokens_limit=64
+        database_url=f"sqlite:///{tmp_path / 'test.db'}",
+        api_key=ADMIN_KEY,
+        max_tokens_limit=64,
+        max_user_id_length=8,
+        max_message_length=20,
     )
     async with (
         served(settings, FakeBackend(["Fine."])) as server,
         mcp_client(server, ADMIN_KEY) as client,
     ):
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert tools["converse"].input_schema["properties"]["maxTokens"]["maximum"] == 64
+        declared = tools["converse"].input_schema["properties"]
+        assert declared["maxTokens"]["maximum"] == 64
+        assert (declared["userId"]["maxLength"], declared["message"]["maxLength"]) == (8, 20)
         arguments = {"userId": "ada", "message": "hi"}
         over = await client.call_tool("converse", {**arguments, "maxTokens": 65})
         assert over.structured_content["error"]["details"] == [
             {"pointer": "/maxTokens", "message": "must be at most 64"}
         ]
+        for name, value in (("userId", "u" * 9), ("message", "m" * 21)):
+            long = await client.call_tool("converse", {**arguments, name: value})
+            assert long.is_error
+            assert [d["pointer"] for d in long.structured_content["error"]["details"]] == [
+                f"/{name}"
+            ]
         within = await client.call_tool("converse", {**arguments, "maxTokens": 64})
         assert not within.is_error, within.content
 

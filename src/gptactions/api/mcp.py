@@ -83,7 +83,7 @@ CONVERSE_SCHEMA: dict[str, Any] = {
             "pattern": NUL_FREE_PATTERN,
             "description": "Continue this conversation; omit it to start a new one.",
         },
-        # Its `maximum` is the server's GPTACTIONS_MAX_TOKENS_LIMIT (`_converse_checks`).
+        # userId's and message's maxLength, maxTokens' maximum: the server's (`_converse_checks`).
         "maxTokens": {"type": "integer", "minimum": 1, "description": "Most tokens to generate."},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "model": {"type": "string", "description": "A configured backend's name."},
@@ -109,15 +109,21 @@ have to guess the user's name."""
 
 @functools.cache
 def _converse_checks(
-    max_tokens: int,
+    max_tokens: int, max_user_id: int, max_message: int
 ) -> tuple[jsonschema.Draft202012Validator, jsonschema.Draft202012Validator]:
-    """`converse`'s schemas (for an API key, for a signed-in user) with the server's limit of
-    `maxTokens` as its `maximum`, as the REST document states it: as their callers are shown
-    them and held to."""
+    """`converse`'s schemas (for an API key, for a signed-in user) with the server's limits
+    (GPTACTIONS_MAX_TOKENS_LIMIT, _MAX_USER_ID_LENGTH, _MAX_MESSAGE_LENGTH), as the REST
+    document states them: as their callers are shown them and held to."""
+    limits = {
+        "maxTokens": {"maximum": max_tokens},
+        "userId": {"maxLength": max_user_id},
+        "message": {"maxLength": max_message},
+    }
 
     def limited(schema: dict[str, Any]) -> dict[str, Any]:
-        bounded = {**schema["properties"]["maxTokens"], "maximum": max_tokens}
-        return {**schema, "properties": {**schema["properties"], "maxTokens": bounded}}
+        properties = schema["properties"]
+        bounded = {name: {**properties[name], **limit} for name, limit in limits.items()}
+        return {**schema, "properties": {**properties, **bounded}}
 
     return (
         jsonschema.Draft202012Validator(limited(CONVERSE_SCHEMA)),
@@ -286,7 +292,10 @@ def _of_arguments(error: ServiceError) -> ServiceError:
 
 def _converse_check(runtime: Runtime, principal: Principal) -> jsonschema.Draft202012Validator:
     """The schema of `converse` that `principal` is shown, and held to."""
-    api_key, signed_in = _converse_checks(runtime.settings.max_tokens_limit)
+    settings = runtime.settings
+    api_key, signed_in = _converse_checks(
+        settings.max_tokens_limit, settings.max_user_id_length, settings.max_message_length
+    )
     return api_key if principal.user_id is None else signed_in
 
 
