@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,7 +13,7 @@ from gptactions.api.direct import DirectRoute
 from gptactions.api.logs import next_link
 from gptactions.api.openapi_actions import describe_actions
 from gptactions.api.responses import ActionResponse
-from gptactions.services.actions import ActionCall
+from gptactions.services.actions import ActionCall, ActionOutcome
 from gptactions.services.actions.registry import ACTION_NAME_PATTERN
 from gptactions.services.interactions import FinishReason
 from gptactions.services.sizing import cap, fit, json_length
@@ -37,6 +38,14 @@ async def trigger_action(
             max_tokens=body.maxTokens,
         ),
     )
+    return action_body(outcome, runtime.settings.max_response_chars)
+
+
+def action_body(
+    outcome: ActionOutcome, max_chars: int, warnings: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """`POST /actions`' answer to `outcome` (MCP's action tools answer it too), within
+    `max_chars`; `warnings` in place of the outcome's own (MCP names the arguments its way)."""
     finish = FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None
     answer = ActionResponse(
         success=outcome.success,
@@ -44,10 +53,10 @@ async def trigger_action(
         data=outcome.data,
         finish_reason=finish,
         truncated=outcome.cut(),
-        warnings=list(outcome.warnings) or None,
+        warnings=list(outcome.warnings if warnings is None else warnings) or None,
     ).wire()
     # The parsed value repeats the result's text: it goes first when the answer is too long.
-    return cap(answer, runtime.settings.max_response_chars, ("result",), dropped=("data",))
+    return cap(answer, max_chars, ("result",), dropped=("data",))
 
 
 CURSOR_PATTERN = f"^{ACTION_NAME_PATTERN.pattern}$"

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gptactions import __version__
+from gptactions.api.actions import action_body
 from gptactions.api.conversations import reply_body
 from gptactions.api.deps import get_principal, lacks_scope
 from gptactions.api.errors import backend_status, error_body, validation_problems
@@ -44,7 +45,6 @@ from gptactions.api.mcp_envelope import (
     retry_after,
 )
 from gptactions.api.oauth import resource_metadata_url
-from gptactions.api.responses import ActionResponse
 from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
@@ -52,10 +52,8 @@ from gptactions.services.actions import ActionCall
 from gptactions.services.actions.registry import schema_problems
 from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
-from gptactions.services.interactions import FinishReason
 from gptactions.services.keys import Principal
 from gptactions.services.rejections import Rejection, record_rejection
-from gptactions.services.sizing import cap
 from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -243,21 +241,11 @@ async def _run_action(
         outcome = await runtime.actions.run(principal, call)
     except ServiceError as error:
         raise _of_arguments(error) from None
-    finish = FinishReason.of(outcome.finish_reason) if outcome.finish_reason else None
     # REST's body (finishReason, truncated, warnings...), within the same size limit.
-    body = ActionResponse(
-        success=outcome.success,
-        result=outcome.result,
-        data=outcome.data,
-        finish_reason=finish,
-        truncated=outcome.cut(),
-        warnings=[_argument_warning(w) for w in outcome.warnings] or None,
-    ).wire()
+    warnings = [_argument_warning(w) for w in outcome.warnings]
     return types.CallToolResult(
         content=[types.TextContent(text=outcome.result)],
-        structured_content=cap(
-            body, runtime.settings.max_response_chars, ("result",), dropped=("data",)
-        ),
+        structured_content=action_body(outcome, runtime.settings.max_response_chars, warnings),
         is_error=not outcome.success,
     )
 
