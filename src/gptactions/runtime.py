@@ -17,7 +17,7 @@ from gptactions.services.actions import ActionRegistry, ActionService, build_reg
 from gptactions.services.completions import CompletionService
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
-from gptactions.services.keys import KeyService, NewKey, NoKeys, hash_fragment, hash_key
+from gptactions.services.keys import KeyService, NewKey, NoKeys
 from gptactions.services.limits import RateLimiter, TokenQuota, build_counter, build_limiter
 from gptactions.services.oauth import OAuthService
 from gptactions.services.oidc import OidcConfig, OidcService
@@ -259,11 +259,8 @@ async def bootstrap_admin_key(
             "creates one), or run `gptactions keys create --name admin --admin`"
         ) from None
     if configured is not None:
-        shown = hash_fragment(hash_key(configured))
-        if created is not None:
-            log.info("imported GPTACTIONS_API_KEY as admin key %s", shown)
-        else:
-            log.info("found GPTACTIONS_API_KEY's admin key %s, imported before", shown)
+        if created is not None:  # else the key service said what it found
+            log.info("imported GPTACTIONS_API_KEY as admin key %s", created.info.prefix)
         return None
     if created is not None:
         log.info("created an admin key (id %s), shown once", created.info.id)

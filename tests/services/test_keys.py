@@ -86,6 +86,39 @@ async def test_a_revoked_api_key_stays_revoked(
     assert "revoked" in caplog.text and first.info.id in caplog.text
 
 
+async def test_setting_the_variable_back_to_a_revoked_value_revokes_the_current_one(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FIRST, then SECOND (FIRST revoked), then FIRST again: FIRST stays revoked, and SECOND,
+    which the variable no longer holds, stops working too (no imported key is left working)."""
+    keys = KeyService(database)
+    await keys.ensure_bootstrap_key(FIRST)
+    second = await keys.ensure_bootstrap_key(SECOND)
+    assert second is not None
+    caplog.set_level(logging.INFO)
+
+    assert await keys.ensure_bootstrap_key(FIRST) is None
+
+    assert not await _active(keys, FIRST)
+    assert not await _active(keys, SECOND), "the value the variable no longer holds still works"
+    assert "stays revoked" in caplog.text and second.info.id in caplog.text
+    assert "imported before" not in caplog.text.replace("the key it imported before", "")
+
+
+async def test_starting_again_with_the_same_key_says_it_was_found(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = KeyService(database)
+    first = await keys.ensure_bootstrap_key(FIRST)
+    assert first is not None
+    caplog.set_level(logging.INFO)
+
+    assert await keys.ensure_bootstrap_key(FIRST) is None
+
+    assert f"found GPTACTIONS_API_KEY's key {first.info.prefix}, imported before" in caplog.text
+    assert "revoked" not in caplog.text
+
+
 @pytest.mark.parametrize("secret", HUMAN_KEYS)
 async def test_an_imported_key_is_listed_by_a_hash_fragment_not_its_first_characters(
     database: Database, secret: str

@@ -477,28 +477,40 @@ class KeyService:
             known = await queries.key_by_hash(session, digest)
             if known is not None:
                 _adopt(known)
-                return None
+                # Set back to an older value (one it replaced, revoked since): the value it
+                # replaced in turn stops working all the same.
+                revoked = await _revoke_other_imports(session, known.id)
+        if known is not None:
+            if revoked:
+                await self._revoked()
+            return None
         try:
             created = await self.create("admin", scopes=SCOPES, secret=configured)
         except IntegrityError:
             return None  # another process starting together imported it first
-        revoked = False
         async with self._database.session() as session:
-            for old in await queries.active_imported_keys(session):
-                if old.id != created.info.id:
-                    old.revoked_at = utcnow()
-                    revoked = True
-                    log.warning(
-                        "GPTACTIONS_API_KEY changed: the key it imported before (%s, id %s) "
-                        "is revoked",
-                        old.prefix,
-                        old.id,
-                    )
-            if revoked:
-                await queries.bump_key_version(session)
+            revoked = await _revoke_other_imports(session, created.info.id)
         if revoked:
             await self._revoked()
         return created
+
+
+async def _revoke_other_imports(session: AsyncSession, keep: str) -> bool:
+    """Revoke (and log) every working imported key but `keep`, GPTACTIONS_API_KEY's own: the
+    values the variable held before. Whether any was revoked (the key version bumped)."""
+    revoked = False
+    for old in await queries.active_imported_keys(session):
+        if old.id != keep:
+            old.revoked_at = utcnow()
+            revoked = True
+            log.warning(
+                "GPTACTIONS_API_KEY changed: the key it imported before (%s, id %s) is revoked",
+                old.prefix,
+                old.id,
+            )
+    if revoked:
+        await queries.bump_key_version(session)
+    return revoked
 
 
 async def _find(session: AsyncSession, id_or_prefix: str) -> ApiKey | None:
@@ -536,6 +548,8 @@ def _adopt(key: ApiKey) -> None:
             key.prefix,
             key.id,
         )
-    elif not key.imported and "admin" in key.scopes.split():
+        return
+    if not key.imported and "admin" in key.scopes.split():
         key.imported = True
         key.prefix = hash_fragment(key.key_hash)
+    log.info("found GPTACTIONS_API_KEY's key %s, imported before", hash_fragment(key.key_hash))
