@@ -444,13 +444,40 @@ def test_a_database_that_does_not_answer_is_one_line_not_a_traceback(
     assert "Traceback" not in result.stderr and "secret-password" not in result.stderr
 
 
+@pytest.mark.postgres
+def test_a_database_or_role_postgresql_does_not_have_is_one_line(
+    isolated: Path, postgres_url: str
+) -> None:
+    """A server that answers but refuses the connection (no such database, no such role) is
+    the same one line as one that does not answer, naming what it said."""
+    base = postgres_url.rsplit("/", 1)[0]
+    user_less = base.replace("postgresql://", "postgresql://no_such_role_here@", 1)
+    if "@" in base.split("//", 1)[1]:
+        user_less = base.split("//", 1)[0] + "//no_such_role_here@" + base.split("@", 1)[1]
+    for url, said in (
+        (f"{base}/no_such_database_here", 'database "no_such_database_here" does not exist'),
+        (f"{user_less}/postgres", 'role "no_such_role_here" does not exist'),
+    ):
+        result = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": url})
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith("Error: the database postgresql+asyncpg://") and said in line
+
+
 def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
-    env = {"GPTACTIONS_PORT": "eighty", "GPTACTIONS_RATE_LIMIT": "lots"}
+    env = {
+        "GPTACTIONS_PORT": "eighty",
+        "GPTACTIONS_RATE_LIMIT": "lots",
+        "GPTACTIONS_LOG_RETENTION": "99999999d",  # no date is that far back
+    }
     result = gptactions("keys", "list", cwd=isolated, env=env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines() == [
-        "Error: invalid settings (environment or .env):",
+    header, *problems = result.stderr.splitlines()
+    assert header == "Error: invalid settings (environment or .env):"
+    assert sorted(problems) == [
+        "  GPTACTIONS_LOG_RETENTION: '99999999d' is too long: at most 36500d (100 years)",
         "  GPTACTIONS_PORT: Input should be a valid integer, unable to parse string as an integer",
         "  GPTACTIONS_RATE_LIMIT: not a rate: 'lots'; write e.g. 60/minute",
     ]

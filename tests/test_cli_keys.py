@@ -75,7 +75,8 @@ def test_keys_rotate_refuses_what_it_cannot_do(isolated: Path) -> None:
     cases: list[tuple[tuple[str, ...], int, str]] = [
         (("gpta_nothing",), 1, "no key with id or prefix 'gpta_nothing'"),
         ((secret[:12], "--grace", "soon"), 2, "Invalid value for --grace: not a duration"),
-        ((secret[:12], "--grace", "0s"), 2, "not a duration"),
+        ((secret[:12], "--grace", "0s"), 2, "'0s' is not a duration: it must be at least 1s"),
+        ((secret[:12], "--grace", "99999999d"), 2, "'99999999d' is too long: at most 36500d"),
         ((), 2, "Missing argument 'KEY_ID'"),
     ]
     for args, code, message in cases:

@@ -58,12 +58,22 @@ class Rate:
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION_DAYS = 36_500
+"""The longest duration written anywhere (a retention, a grace period, a window): 100 years,
+which every date it is added to or taken from stays within."""
+
+
 def parse_duration(text: str) -> int:
-    """Seconds in `30d`, `12h`, `90m` or `45s`."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if not match or int(match.group(1)) < 1:
+    """Seconds in `30d`, `12h`, `90m` or `45s`: at least 1 second, at most 100 years."""
+    match = re.fullmatch(r"\s*(\d{1,20})\s*([smhd])\s*", text)
+    if not match:
         raise ValueError(f"not a duration: {text!r}; write e.g. 30d, 12h, 90m")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 1:
+        raise ValueError(f"{text.strip()!r} is not a duration: it must be at least 1s")
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"{text.strip()!r} is too long: at most {MAX_DURATION_DAYS}d (100 years)")
+    return seconds
 
 
 class BackendConfig(BaseModel):

@@ -125,6 +125,9 @@ def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
     assert "50 empty conversation(s)" in purged.stdout
     bad = _gptactions("logs", "purge", "--older-than", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+    # A duration no date can be taken from is refused as it is read, not as a traceback.
+    huge = _gptactions("logs", "purge", "--older-than", "99999999d", cwd=tmp_path)
+    assert huge.returncode == 2 and "is too long: at most 36500d" in huge.stderr, huge.stderr
 
     backed = _gptactions("db", "backup", "copy/backup.db", cwd=tmp_path)
     assert backed.returncode == 0, backed.stderr

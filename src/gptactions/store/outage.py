@@ -70,11 +70,24 @@ class DatabaseUnavailable(Exception):
 def is_unavailable(error: BaseException) -> bool:
     """Whether `error` says the database is out of reach rather than the query is wrong."""
     if isinstance(error, sa.DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, sa.OperationalError | sa.InterfaceError
+        return (
+            error.connection_invalidated
+            or isinstance(error, sa.OperationalError | sa.InterfaceError)
+            or _refused_connection(error.orig)
         )
     # Pool exhausted; refused or timed-out connections (asyncpg raises these bare).
     return isinstance(error, sa.TimeoutError | OSError)
+
+
+_REFUSED_CONNECTION = ("08", "28", "3D", "53", "57P")
+"""PostgreSQL's SQLSTATE classes of a connection it would not open: connection exceptions, a
+role or password it does not know, a database it does not have, too many connections, a server
+shutting down or starting. asyncpg's errors for these reach SQLAlchemy as a bare DBAPIError."""
+
+
+def _refused_connection(cause: BaseException | None) -> bool:
+    state = getattr(cause, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_REFUSED_CONNECTION)
 
 
 def short(error: BaseException) -> str:
