@@ -122,10 +122,14 @@ def install_tracing(app: FastAPI, *, exporter: Any = None, secrets: Iterable[str
 
 
 CREDENTIAL_HEADER = re.compile(
-    r"^http\.(request|response)\.header\."
-    r"(authorization|proxy[-_]authorization|cookie|set[-_]cookie|x[-_]api[-_]key)$"
+    r"^http\.(request|response)\.header\.(?:[a-z0-9]+[-_])*"
+    r"(?:authorization|auth|cookie|key|token|secret|password|passwd|session|signature|"
+    r"credentials?)(?:[-_][a-z0-9]+)*$"
 )
-"""Header attributes whose values are credentials: the clients' API keys and OAuth tokens."""
+"""Header attributes whose values are credentials: every header with a word of one in its
+name, `Authorization` and `Cookie` as `api-key` (Azure OpenAI's clients), `x-goog-api-key`,
+`X-Auth-Token` or `X-Amz-Security-Token`. A header named so that holds no secret
+(`Idempotency-Key`) loses only its value in the trace."""
 
 URL_ATTRIBUTES = frozenset({"http.url", "http.target", "url.full", "url.query"})
 

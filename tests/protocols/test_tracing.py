@@ -225,21 +225,31 @@ async def test_a_captured_authorization_header_is_redacted_end_to_end(
     """`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=authorization`, the standard
     way to record request headers, would export every client's API key in clear."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "authorization")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    # The headers other clients carry their keys in: Azure OpenAI's, Google's, many gateways'.
+    others = {
+        "api-key": "azure-key-in-clear",
+        "x-goog-api-key": "google-key-in-clear",
+        "X-Auth-Token": "gateway-token-in-clear",
+    }
     exporter = InMemorySpanExporter()
     async with served(settings, FakeBackend(), span_exporter=exporter) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             response = await client.get(
                 "/api/v1/gpt/logs",
                 params={"q": "zebra", "userId": "alice"},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}", **others},
             )
             assert response.status_code == 200
         spans = exporter.get_finished_spans()
     exported = json.dumps([json.loads(s.to_json()) for s in spans])
     assert "http.request.header.authorization" in exported  # captured, as asked
+    assert "http.request.header.x_goog_api_key" in exported
+    assert "http.request.header.user_agent" in exported  # and not every header redacted
     assert ADMIN_KEY not in exported
     assert "zebra" not in exported
+    for secret in others.values():
+        assert secret not in exported
 
 
 async def test_calls_to_the_sign_in_provider_are_client_spans_that_carry_the_trace(
