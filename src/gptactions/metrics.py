@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    disable_created_metrics,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# No `*_created` series: in the text format each counter and histogram had a gauge of its
+# start time beside it, doubling the series a scrape stores, for a time no panel plots.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Requests take from a millisecond (status, logs) to minutes (a long reply on a CPU).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -137,6 +140,11 @@ def remove_abandoned(shared: Path) -> None:
             os.close(lock)
 
 
+def error_kind(error: type[BackendError]) -> str:
+    """A backend failure's `kind` label: its class's name in snake case (`backend_timeout`)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", error.__name__).lower()
+
+
 class Metrics:
     """The server's metrics, in a registry of their own."""
 
@@ -151,7 +159,8 @@ class Metrics:
         )
         self.http_duration = Histogram(
             "gptactions_http_request_duration_seconds",
-            "Time to answer an HTTP request (to the end of its body), by route and status.",
+            "Time to answer an HTTP request (to the end of its body), by method, route template "
+            "and status.",
             ["method", "route", "status"],
             buckets=REQUEST_BUCKETS,
             registry=r,
@@ -251,8 +260,19 @@ class Metrics:
 
     def failed(self, backend: str, error: BackendError) -> None:
         """Count a backend's failure by its kind: its class (`backend_timeout`, ...)."""
-        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
-        self.backend_errors.labels(backend, kind).inc()
+        self.backend_errors.labels(backend, error_kind(type(error))).inc()
+
+    def known_backends(self, names: Iterable[str]) -> None:
+        """Show each backend's failure counters at 0 from the start, by every kind: a series
+        that appears only at the first failure has no past for `rate()` or a panel to show."""
+        from gptactions.llm.base import BackendError
+
+        kinds: list[type[BackendError]] = [BackendError]
+        for kind in kinds:
+            kinds.extend(kind.__subclasses__())
+        for name in names:
+            for kind in kinds:
+                self.backend_errors.labels(name, error_kind(kind))
 
     async def settled(self, backend: Backend) -> None:
         """After a generation: the embedded model's queue and sequences, as they are now."""
@@ -275,13 +295,16 @@ class Metrics:
             if in_use is not None:
                 self.sequences_in_use.labels(backend.name).set(in_use)
 
-    def render(self) -> bytes:
-        """The text page: this process's values, or every worker's under multiprocess mode."""
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The page and its content type, in the format the scraper's `Accept` asks for
+        (OpenMetrics, or Prometheus' text format, the default): this process's values, or every
+        worker's under multiprocess mode."""
+        encode, content_type = choose_encoder(accept or "")
         if multiprocess_dir() is None:
-            return generate_latest(self.registry)
+            return encode(self.registry), content_type
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return encode(registry), content_type
 
     @staticmethod
     def worker_stopped(pid: int | None = None) -> None:

@@ -131,6 +131,7 @@ class Runtime:
         self.database.commit_observer = self.metrics.commit_took
         self.log.observer = self.metrics.interaction_recorded
         self.router.observer = self.metrics
+        self.metrics.known_backends(self.router.backends)
 
         keep = parse_duration(settings.log_retention) if settings.log_retention else None
         self.retention = Retention(self.database, keep)

@@ -192,6 +192,35 @@ async def test_backend_errors_and_rate_limit_rejections_are_counted(settings: Se
     assert value(samples, "gptactions_interactions_total", kind="conversation", status="error") == 1
 
 
+async def test_backend_errors_are_at_zero_before_the_first(api: ApiClient) -> None:
+    """Every backend's failure counters, by every kind, from the start: a panel or `rate()`
+    over a series that appears only at the first failure has nothing to show before it."""
+    samples = await scrape(api)
+    backends = {labels for name, labels in samples if name == "gptactions_backend_errors_total"}
+    kinds = {dict(labels)["kind"] for labels in backends}
+    assert {"backend_error", "backend_timeout", "backend_unavailable", "prompt_too_long"} <= kinds
+    assert all(samples[("gptactions_backend_errors_total", labels)] == 0 for labels in backends)
+
+
+async def test_the_page_has_no_created_series_and_speaks_openmetrics_when_asked(
+    api: ApiClient,
+) -> None:
+    """Prometheus' text format by default, without a `_created` gauge beside each counter;
+    OpenMetrics when the scraper's Accept prefers it, as Prometheus' own does."""
+    text = await api.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain; version=")
+    assert "_created" not in text.text
+    accept = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    open_metrics = await api.get("/metrics", headers={"Accept": accept})
+    assert open_metrics.status_code == 200
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.endswith("# EOF\n")
+    assert "# TYPE gptactions_http_requests counter" in open_metrics.text
+
+
 @pytest.mark.model
 def test_several_workers_add_up_on_one_page(isolated: Path) -> None:
     shared = isolated / "metrics"

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 
 from gptactions.api.deps import RuntimeDep
 from gptactions.api.direct import DirectRoute
-from gptactions.metrics import CONTENT_TYPE
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import parse_authorization
 
@@ -34,4 +33,5 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
                 )
             request.state.principal = principal  # who scraped, for the access line
     await runtime.metrics.refresh_load(runtime.router.backends.values())
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+    page, content_type = runtime.metrics.render(request.headers.get("accept"))
+    return Response(page, media_type=content_type)
