@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -63,7 +64,8 @@ async def test_tools_are_listed_and_called_on_the_real_model(
             summary = await client.call_tool("summarize", {"text": text, "maxWords": 20})
             assert not summary.is_error, summary.content
             assert summary.structured_content["success"] is True
-            assert summary.content[0].text.strip()
+            assert summary.structured_content["result"].strip()
+            assert json.loads(summary.content[0].text) == summary.structured_content
 
             haiku = await client.call_tool("haiku", {"topic": "the sea"})
             assert not haiku.is_error, haiku.content
@@ -81,13 +83,17 @@ async def test_converse_starts_and_continues_a_conversation(settings: Settings) 
     ):
         first = await client.call_tool("converse", {"userId": "ada", "message": "Hi"})
         assert not first.is_error, first.content
-        assert first.content[0].text == "Hello there."
+        assert first.structured_content["reply"] == "Hello there."
+        # The text is the structured content, serialized (MCP 2025-06-18): a client that gives
+        # its model only the text gives it the conversation's id to continue it with.
+        assert json.loads(first.content[0].text) == first.structured_content
         conversation = first.structured_content["conversationId"]
         second = await client.call_tool(
             "converse", {"userId": "ada", "message": "Still?", "conversationId": conversation}
         )
         assert second.structured_content["conversationId"] == conversation
-        assert second.content[0].text == "Still here."
+        assert second.structured_content["reply"] == "Still here."
+        assert json.loads(second.content[0].text) == second.structured_content
         # REST's body, whole: how the reply ended included.
         assert second.structured_content["finishReason"] == "stop"
         assert second.structured_content["truncated"] is False

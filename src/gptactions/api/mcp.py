@@ -243,11 +243,17 @@ async def _run_action(
         raise _of_arguments(error) from None
     # REST's body (finishReason, truncated, warnings...), within the same size limit.
     warnings = [_argument_warning(w) for w in outcome.warnings]
+    body = action_body(outcome, runtime.settings.max_response_chars, warnings)
     return types.CallToolResult(
-        content=[types.TextContent(text=outcome.result)],
-        structured_content=action_body(outcome, runtime.settings.max_response_chars, warnings),
-        is_error=not outcome.success,
+        content=[_as_text(body)], structured_content=body, is_error=not outcome.success
     )
+
+
+def _as_text(body: dict[str, Any]) -> types.TextContent:
+    """A result's structured content as its text, as MCP asks of a tool that returns both
+    (2025-06-18, "Structured Content"): the clients that give their model only the text
+    (many do) give it the conversation's id, an extraction's `data`, `truncated`, too."""
+    return types.TextContent(text=json.dumps(body, ensure_ascii=False))
 
 
 _PARAMETERS = "/parameters"
@@ -319,11 +325,9 @@ async def _converse(
         reply = await runtime.conversations.start(principal, turn)
     else:
         reply = await runtime.conversations.respond(principal, turn)
-    return types.CallToolResult(
-        content=[types.TextContent(text=reply.reply)],
-        # REST's body (finishReason, truncated, cachedTokens...), within the same size limit.
-        structured_content=reply_body(reply, runtime.settings.max_response_chars),
-    )
+    # REST's body (finishReason, truncated, cachedTokens...), within the same size limit.
+    body = reply_body(reply, runtime.settings.max_response_chars)
+    return types.CallToolResult(content=[_as_text(body)], structured_content=body)
 
 
 async def _record_refusal(
