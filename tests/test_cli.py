@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from openapi_spec_validator import validate
 
 from gptactions import cli
+from gptactions.config import Settings
 from gptactions.services.keys import DEFAULT_SCOPES, DEFAULT_TENANT, SCOPES
 from gptactions.services.oauth import DEFAULT_CLIENT_SCOPES
 from gptactions.store.db import alembic_config
@@ -535,6 +536,19 @@ def test_a_setting_that_needs_another_names_both_without_a_placeholder(isolated:
         "Error: invalid settings (environment or .env):",
         "  GPTACTIONS_OIDC_ISSUER needs GPTACTIONS_OIDC_CLIENT_ID",
     ]
+    env = {"GPTACTIONS_DEFAULT_MAX_TOKENS": "5000"}
+    above = gptactions("keys", "list", cwd=isolated, env=env)
+    assert above.returncode == 1 and above.stderr.splitlines()[1:] == [
+        "  GPTACTIONS_DEFAULT_MAX_TOKENS (5000) is above GPTACTIONS_MAX_TOKENS_LIMIT (1024): "
+        "lower it, or raise the limit"
+    ]
+
+
+def test_a_limit_below_the_default_max_tokens_lowers_the_default() -> None:
+    """Only the limit set, below the default's 256: the default is the limit, so that the
+    document never says a default above its maximum."""
+    assert Settings(max_tokens_limit=64).default_max_tokens == 64
+    assert Settings(max_tokens_limit=64, default_max_tokens=32).default_max_tokens == 32
 
 
 def test_what_serve_logs_before_the_server_starts_is_timestamped(

@@ -472,6 +472,22 @@ class Settings(BaseSettings):
         return " ".join(value.split())
 
     @model_validator(mode="after")
+    def _check_default_max_tokens(self) -> Settings:
+        """A default above the limit would be a default no call may ask for (and a document
+        whose `maxTokens` says `maximum: 1024`, "default 5000"): refused when set so, lowered to
+        the limit when only the limit was set below it."""
+        if self.default_max_tokens <= self.max_tokens_limit:
+            return self
+        if "default_max_tokens" in self.model_fields_set:
+            raise ValueError(
+                f"GPTACTIONS_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) is above "
+                f"GPTACTIONS_MAX_TOKENS_LIMIT ({self.max_tokens_limit}): lower it, or raise "
+                "the limit"
+            )
+        self.default_max_tokens = self.max_tokens_limit
+        return self
+
+    @model_validator(mode="after")
     def _check_oidc(self) -> Settings:
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("GPTACTIONS_OIDC_ISSUER needs GPTACTIONS_OIDC_CLIENT_ID")
