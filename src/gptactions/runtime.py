@@ -7,10 +7,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from gptactions.config import Rate, Settings, parse_duration
 from gptactions.llm.factory import build_router
-from gptactions.llm.redact import LogRedactor
+from gptactions.llm.redact import LogRedactor, safe_url
 from gptactions.llm.router import BackendRouter
 from gptactions.metrics import Metrics
 from gptactions.services.actions import ActionRegistry, ActionService, build_registry
@@ -153,6 +154,8 @@ class Runtime:
                     log.warning("starting without the database: retrying in the background")
                 self._preparing = asyncio.create_task(self._prepare_when_back(prepare))
             await self.router.start()
+            if self.settings.redis_url:
+                await check_redis(self.settings.redis_url)
             if self.retention.keep_seconds is not None:
                 self._purging = asyncio.create_task(self.retention.run())
         except BaseException:
@@ -268,3 +271,27 @@ async def bootstrap_admin_key(
     else:
         log.info("keys exist and GPTACTIONS_API_KEY is unset: created no key")
     return created
+
+
+async def check_redis(url: str) -> bool:
+    """Say at start-up whether GPTACTIONS_REDIS_URL answers (its URL without credentials): an
+    unreachable Redis does not stop the server, its limits are counted in each process until it
+    answers, and the operator learns so now rather than at the first request."""
+    import redis.asyncio as redis
+
+    client: Any = redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        async with asyncio.timeout(2):
+            await client.ping()
+    except Exception as error:
+        log.warning(
+            "Redis at %s is unreachable (%s): limits are counted in each process, and key "
+            "revocations reach the others through the database, until it answers",
+            safe_url(url),
+            str(error) or type(error).__name__,
+        )
+        return False
+    finally:
+        await client.aclose()
+    log.info("Redis at %s answers: limits are shared by every process using it", safe_url(url))
+    return True

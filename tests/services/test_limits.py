@@ -116,7 +116,8 @@ async def test_two_apps_on_one_redis_share_a_key_budget(tmp_path: Path) -> None:
 async def test_an_unreachable_redis_counts_in_the_process_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    limiter = RateLimiter(Rate(2, 60), RedisCounter("redis://127.0.0.1:1/0", prefix="x:"))
+    url = "redis://:redis-password@127.0.0.1:1/0"
+    limiter = RateLimiter(Rate(2, 60), RedisCounter(url, prefix="x:"))
     with caplog.at_level(logging.WARNING, logger="gptactions.services.limits"):
         try:
             results = [await allowed(limiter, "k") for _ in range(4)]
@@ -125,6 +126,35 @@ async def test_an_unreachable_redis_counts_in_the_process_with_one_warning(
     assert results == [True, True, False, False]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "counting in this process" in warnings[0]
+    # Where, and why, without the password.
+    assert "redis://127.0.0.1:1/0 unavailable (" in warnings[0], warnings[0]
+    assert "Connect call failed" in warnings[0] or "refused" in warnings[0].lower(), warnings[0]
+    assert "redis-password" not in caplog.text
+
+
+async def test_the_start_says_whether_redis_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At start-up, not at the first request: an operator reading the log learns that limits
+    are per process until Redis answers, and which Redis (no password)."""
+    database = f"sqlite:///{tmp_path / 'start.db'}"
+    unreachable = "redis://:redis-password@127.0.0.1:1/3"
+    settings = Settings(database_url=database, api_key=ADMIN_KEY, redis_url=unreachable)
+    with caplog.at_level(logging.INFO, logger="gptactions.runtime"):
+        async with running_app(settings, FakeBackend()):
+            pass
+    said = [r.getMessage() for r in caplog.records if r.name == "gptactions.runtime"]
+    [down] = [line for line in said if line.startswith("Redis at")]
+    assert down.startswith("Redis at redis://127.0.0.1:1/3 is unreachable (")
+    assert "limits are counted in each process" in down
+    assert "redis-password" not in caplog.text
+    if redis_reachable():
+        caplog.clear()
+        answered = settings.model_copy(update={"redis_url": REDIS_URL})
+        with caplog.at_level(logging.INFO, logger="gptactions.runtime"):
+            async with running_app(answered, FakeBackend()):
+                pass
+        assert "answers: limits are shared by every process using it" in caplog.text
 
 
 async def test_a_redis_that_never_answers_costs_one_request_its_timeout_not_every_one() -> None:

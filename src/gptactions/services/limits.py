@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gptactions.config import Rate
+from gptactions.llm.redact import safe_url
 from gptactions.services.errors import ServiceError
 from gptactions.services.keys import TERMINAL, Principal
 
@@ -96,6 +97,7 @@ class RedisCounter:
         self._redis: Any = redis.from_url(
             url, socket_timeout=self.TIMEOUT, socket_connect_timeout=self.TIMEOUT
         )
+        self._location = safe_url(url)
         self._prefix = prefix
         self._fallback = MemoryCounter()
         self._clock = clock
@@ -121,9 +123,10 @@ class RedisCounter:
                 self._down = True
                 self._retry_at = self._clock() + self.RETRY_EVERY
                 log.warning(
-                    "limits: Redis unavailable (%s); counting in this process until it is back "
-                    "(tried again every %s s)",
-                    type(error).__name__,
+                    "limits: Redis at %s unavailable (%s); counting in this process until it "
+                    "is back (tried again every %s s)",
+                    self._location,
+                    str(error) or type(error).__name__,
                     self.RETRY_EVERY,
                 )
             return await self._fallback.add(name, rate, amount)
