@@ -216,9 +216,10 @@ class NamedToolChoice(_Body):
 
 
 class JsonSchemaFormat(_Body):
-    """The schema a `json_schema` response format asks the reply to follow."""
+    """The schema a `json_schema` response format asks the reply to follow; named as OpenAI
+    requires (an upstream refuses any other name)."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None

@@ -373,7 +373,12 @@ def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["name"],
                                 "properties": {
-                                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    "name": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 64,
+                                        "pattern": "^[A-Za-z0-9_-]+$",
+                                    },
                                     "description": {"type": "string"},
                                     "schema": {**_FREE_FORM, "description": "A JSON Schema."},
                                     "strict": {"type": "boolean"},

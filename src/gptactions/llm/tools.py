@@ -8,12 +8,19 @@ becomes the call. Any other choice ("auto", "none") is answered with text.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 from gptactions.llm.base import ToolCall
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# The start of a call of one of several tools, as `call_schema` has the model write it: the
+# name comes first (the grammar keeps the schema's order), then the arguments.
+_NAME = re.compile(r'\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]*)("?)')
+_NAME_KEY = '{"name":"'
+_ARGUMENTS_KEY = re.compile(r'\s*,\s*"arguments"\s*:')
+_SPACE = re.compile(r"\s+")
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +78,11 @@ def call_schema(tools: tuple[dict[str, Any], ...]) -> dict[str, Any]:
 def calls_from_text(text: str, tools: tuple[dict[str, Any], ...]) -> tuple[ToolCall, ...]:
     """The call that constrained output written against `call_schema(tools)` makes.
 
-    Output cut short (say by `max_tokens`) is still a call, of the only tool or of none: its
-    arguments are passed on as written, as OpenAI does with a reply that ends for `length`.
+    Output cut short (say by `max_tokens`) is still a call, as OpenAI's is when a reply ends for
+    `length`: its arguments are passed on as written. Of one tool, whatever came; of several,
+    once the name written so far fits one tool alone (the grammar allows no other), with the
+    arguments that came after it. Before that there is no call, as a call has a name; nor is
+    the output text (see `unnamed_call`).
     """
     call_id = "call_" + uuid.uuid4().hex[:24]
     if len(tools) == 1:
@@ -81,11 +91,46 @@ def calls_from_text(text: str, tools: tuple[dict[str, Any], ...]) -> tuple[ToolC
     try:
         value = json.loads(text)
     except ValueError:
-        return ()
+        cut = _cut_call(text, tools)
+        return (ToolCall(id=call_id, name=cut[0], arguments=cut[1]),) if cut else ()
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return ()
     arguments = value.get("arguments", {})
     return (ToolCall(id=call_id, name=value["name"], arguments=json.dumps(arguments)),)
+
+
+def unnamed_call(text: str, tools: tuple[dict[str, Any], ...]) -> bool:
+    """Whether `text` is a call of one of several `tools`, as `call_schema` has the model write
+    it, cut before the tool it calls is known.
+
+    Such output is no call (a call has a name) and no reply either: it is the server's own
+    wrapper, `{"name": "`, which OpenAI never shows. It is answered as nothing, with the reason
+    the output ended (`length`), rather than shown as the content.
+    """
+    if len(tools) < 2:
+        return False
+    squeezed = _SPACE.sub("", text)  # the grammar puts space only between JSON's tokens here
+    if not squeezed or _cut_call(text, tools) is not None:
+        return False
+    if _NAME_KEY.startswith(squeezed):
+        return True
+    written = squeezed.removeprefix(_NAME_KEY)
+    return written != squeezed and any(tool_name(t).startswith(written) for t in tools)
+
+
+def _cut_call(text: str, tools: tuple[dict[str, Any], ...]) -> tuple[str, str] | None:
+    """The tool a cut call of one of several tools calls, and its arguments so far; None until
+    the name written fits one tool alone."""
+    match = _NAME.match(text)
+    if match is None:
+        return None
+    written, closed = match.group(1), bool(match.group(2))
+    names = dict.fromkeys(tool_name(tool) for tool in tools)
+    fitting = [name for name in names if (name == written if closed else name.startswith(written))]
+    if len(fitting) != 1:
+        return None
+    arguments = _ARGUMENTS_KEY.match(text, match.end()) if closed else None
+    return fitting[0], (_compact(text[arguments.end() :]) if arguments else "")
 
 
 def _compact(text: str) -> str:

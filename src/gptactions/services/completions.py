@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -32,7 +32,7 @@ from gptactions.llm.base import (
     tracked_progress,
 )
 from gptactions.llm.router import BackendRouter, RoutedStream
-from gptactions.llm.tools import forced_tools, tool_name
+from gptactions.llm.tools import forced_tools, tool_name, unnamed_call
 from gptactions.services.errors import Problem, ServiceError, invalid
 from gptactions.services.interactions import (
     FinishReason,
@@ -113,6 +113,11 @@ class PreparedCall:
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def forced(self) -> tuple[dict[str, Any], ...]:
+        """The tools one of which the reply must call; () when it may be text."""
+        return forced_tools(self.call.tools, self.call.tool_choice)
 
 
 class CompletionService:
@@ -266,8 +271,14 @@ class CompletionService:
         abandoned: bool = False,
     ) -> Completion:
         """Store the call as one interaction: `ok`, or `error` with the backend's failure, or
-        `cancelled` when the client went away first; with whatever was generated."""
+        `cancelled` when the client went away first; with whatever was generated.
+
+        A forced call cut before its tool is known is recorded and answered as no reply at all
+        (`unnamed_call`): the text is the embedded model's wrapper, not the model's answer.
+        """
         generation = generation or Generation(text="")
+        if not generation.tool_calls and unnamed_call(generation.text, prepared.forced):
+            generation = replace(generation, text="")
         status, message = InteractionStatus.OK, None
         if abandoned:
             status, message = InteractionStatus.CANCELLED, cancelled_error()
@@ -358,12 +369,14 @@ class CompletionStream:
         The last piece (`done`) is yielded once the call is recorded.
         """
         chunk = self._first
+        held = ""
         while True:
             self._parts.append(chunk.text)
             for call in chunk.tool_calls:
                 self._calls.setdefault(call.index, []).append(call)
             if chunk.done:
                 break
+            chunk, held = self._held_back(chunk, held)
             if chunk.text or chunk.tool_calls:
                 yield chunk
             try:
@@ -379,6 +392,14 @@ class CompletionStream:
                 self._prepared, generation=await self._generation(chunk.usage, chunk.finish_reason)
             )
         yield chunk
+
+    def _held_back(self, chunk: Chunk, held: str) -> tuple[Chunk, str]:
+        """The chunk to send, and the text held back: while the reply so far may be a forced
+        call cut before its tool is known (`unnamed_call`), its text is not sent, as `record`
+        drops it if the reply ends so; once it cannot be, the text held goes with this chunk."""
+        if chunk.text and unnamed_call("".join(self._parts), self._prepared.forced):
+            return replace(chunk, text=""), held + chunk.text
+        return (replace(chunk, text=held + chunk.text) if held else chunk), ""
 
     async def _generation(self, usage: Usage | None, finish: str | None) -> Generation:
         calls = tuple(
