@@ -1,5 +1,6 @@
-"""`gptactions users enable|password` and `oauth clients update` through the command line's
-entry point, on a real SQLite database: what they print, refuse, and do to tokens and codes."""
+"""`gptactions users disable|enable|password|delete` and `oauth clients list|update` through the
+command line's entry point, on a real SQLite database: what they print, refuse, and do to tokens
+and codes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from gptactions.services.users import UserService
 from gptactions.store import accounts
 from gptactions.store.db import Database
 from gptactions.store.models import OAuthCode, OAuthToken, utcnow
-from tests.test_cli import gptactions
+from tests.test_cli import gptactions, gptactions_process
 
 T = TypeVar("T")
 OLD_CALLBACK = "https://chat.openai.com/aip/g-placeholder/oauth/callback"
@@ -135,11 +136,56 @@ def test_users_enable_undoes_disable(isolated: Path) -> None:
     listed = json.loads(gptactions("users", "list", "--json", cwd=isolated).stdout)
     assert listed[0]["disabledAt"] is None
     again = gptactions("users", "enable", "alice", cwd=isolated)
-    assert (again.returncode, again.stdout) == (0, "alice was not disabled\n")
+    assert (again.returncode, again.stdout) == (0, "alice is already enabled\n")
     nobody = gptactions("users", "enable", "bob", cwd=isolated)
     assert nobody.returncode == 1 and "no user 'bob'" in nobody.stderr
     missing = gptactions("users", "enable", cwd=isolated)
     assert missing.returncode == 2 and "Missing argument 'USERNAME'" in missing.stderr
+
+
+def test_users_disable_says_when_the_user_already_was(isolated: Path) -> None:
+    _user(isolated, "alice")
+    first = gptactions("users", "disable", "alice", cwd=isolated)
+    assert (first.returncode, first.stdout) == (0, "disabled alice\n")
+    [listed] = json.loads(gptactions("users", "list", "--json", cwd=isolated).stdout)
+
+    again = gptactions("users", "disable", "alice", cwd=isolated)
+
+    since = f"{datetime.fromisoformat(listed['disabledAt']):%Y-%m-%d %H:%M}"
+    assert (again.returncode, again.stdout) == (
+        0,
+        f"alice is already disabled (since {since} UTC)\n",
+    )
+    assert json.loads(gptactions("users", "list", "--json", cwd=isolated).stdout) == [listed]
+    nobody = gptactions("users", "disable", "bob", cwd=isolated)
+    assert nobody.returncode == 1 and "no user 'bob'" in nobody.stderr
+
+
+def test_users_delete_says_it_once_and_advises_the_users_own_export(isolated: Path) -> None:
+    """A process of its own: pytest's log capture would hide a warning Python prints on stderr
+    when no logging is configured."""
+    _user(isolated, "alice")
+
+    deleted = gptactions_process("users", "delete", "alice", cwd=isolated)
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout == "deleted alice, with 0 conversations and 0 interactions\n"
+    assert deleted.stderr == ""
+    # An OAuth user's data is in the tenant @users: a userId alone would export other tenants'.
+    advice = " ".join(gptactions("users", "delete", "--help", cwd=isolated).stdout.split())
+    assert "`gptactions logs export --tenant @users --user USERNAME`" in advice
+
+
+def test_oauth_clients_list_prints_its_header_with_no_client(isolated: Path) -> None:
+    empty = gptactions("oauth", "clients", "list", cwd=isolated)
+    assert (empty.returncode, empty.stdout.split()) == (
+        0,
+        ["ID", "NAME", "SCOPES", "CREATED", "REVOKED", "REDIRECT", "URIS"],
+    )
+    client = _client(isolated, "chat")
+    header, row = gptactions("oauth", "clients", "list", cwd=isolated).stdout.splitlines()
+    assert row.startswith(f"{client}  GPT   chat  ") and row.endswith(f"  -        {OLD_CALLBACK}")
+    assert header.index("REDIRECT URIS") == row.index(OLD_CALLBACK)  # the columns line up
 
 
 def test_users_password_sets_it_and_signs_the_user_out(isolated: Path) -> None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,6 +23,7 @@ from gptactions import __version__
 from gptactions.cli_actions import actions, load_registry
 from gptactions.cli_database import DatabaseUnreachable, sqlite_file, unreachable, with_database
 from gptactions.cli_keys import keys, with_keys
+from gptactions.cli_types import Output, check_writable
 from gptactions.cli_users import oauth, users
 
 # Each command imports what it needs when it runs: the settings, the services and the database
@@ -250,7 +251,19 @@ def db_backup(path: Path) -> None:
 
     settings = Settings()
     if not to_async_url(settings.database_url).startswith("sqlite"):
-        click.echo(pg_dump_command(settings.database_url, path))
+        from sqlalchemy import make_url
+
+        # A line to paste as it is: without the URL's password, which it would show (and keep
+        # in the shell's history), nor a placeholder for it, which pg_dump would send as one.
+        url = make_url(settings.database_url)
+        unsecret = url._replace(password=None).render_as_string(hide_password=False)
+        click.echo(pg_dump_command(unsecret, path))
+        if url.password:
+            click.echo(
+                f"pg_dump asks for the password of {url.username} (GPTACTIONS_DATABASE_URL's); "
+                "to run it unattended, export PGPASSWORD or add it to ~/.pgpass first",
+                err=True,
+            )
         return
     source = sqlite_file(settings)
     if source is None:
@@ -322,8 +335,16 @@ class _Moment(click.ParamType[datetime]):
 )
 @click.option("--since", type=_Moment(), help="Only interactions at or after this time.")
 @click.option("--until", type=_Moment(), help="Only interactions before this time.")
-@click.option("--user", "user_id", help="Only this user's interactions.")
-@click.option("--tenant", help="Only this tenant's interactions (default: every tenant).")
+@click.option(
+    "--user",
+    "user_id",
+    help="Only this userId's interactions (of every tenant, unless --tenant says).",
+)
+@click.option(
+    "--tenant",
+    help="Only this tenant's interactions (default: every tenant); @users: those of the users "
+    "who sign in by OAuth (`gptactions users`).",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -344,17 +365,20 @@ def logs_export(
 
     settings = Settings()
     query = LogQuery(user_id=user_id, since=since, until=until)
+    if output is not None:
+        check_writable(output)  # before the database: a mistyped directory is told at once
 
     async def export(database: Database) -> int:
         entries = InteractionLog(database).export(query, tenant=tenant)
         if output is not None:
-            with output.open("w", encoding="utf-8", newline="") as stream:
-                return await _write_export(entries, fmt, stream)
+            with Output.file(output) as sink:
+                return await _write_export(entries, fmt, sink)
         stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        sink = Output(stream, "standard output")
         try:
-            return await _write_export(entries, fmt, stream)
+            return await _write_export(entries, fmt, sink)
         finally:
-            stream.flush()
+            sink.flush()
             stream.detach()  # standard output stays open for click
 
     try:
@@ -364,7 +388,7 @@ def logs_export(
     click.echo(f"exported {count} interaction(s)", err=True)
 
 
-async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: IO[str]) -> int:
+async def _write_export(entries: AsyncIterator[LogEntry], fmt: str, stream: Output) -> int:
     """Write each entry as it comes; how many there were."""
     from gptactions.api.logs import EXPORT_FIELDS, export_item
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -83,10 +84,21 @@ def users_list(as_json: bool) -> None:
 @click.argument("username")
 def users_disable(username: str) -> None:
     """Stop a user from signing in and revoke their tokens."""
-    from gptactions.services.users import UserService
+    from gptactions.services.users import UserInfo, UserService
 
-    if _with_database(lambda db: UserService(db).disable(username)) is None:
+    async def disable(db: Database) -> tuple[UserInfo | None, UserInfo | None]:
+        service = UserService(db)
+        # Disabled again all the same: revoking their tokens is safe to repeat.
+        return await service.get(username), await service.disable(username)
+
+    before, after = _with_database(disable)
+    if after is None:
         raise click.ClickException(f"no user {username!r}")
+    if before is not None and before.disabled_at is not None:
+        click.echo(
+            f"{username} is already disabled (since {before.disabled_at:%Y-%m-%d %H:%M} UTC)"
+        )
+        return
     click.echo(f"disabled {username}")
 
 
@@ -100,7 +112,7 @@ def users_enable(username: str) -> None:
     if enabled is None:
         raise click.ClickException(f"no user {username!r}")
     if enabled.was_disabled_at is None:
-        click.echo(f"{username} was not disabled")
+        click.echo(f"{username} is already enabled")
         return
     click.echo(
         f"enabled {username} (disabled since {enabled.was_disabled_at:%Y-%m-%d %H:%M} UTC); "
@@ -138,10 +150,19 @@ def users_password(username: str) -> None:
 @users.command("delete")
 @click.argument("username")
 def users_delete(username: str) -> None:
-    """Delete a user's account, tokens and data (export it first: `logs export --user U`)."""
+    """Delete a user's account, tokens and data (export it first: `gptactions logs export
+    --tenant @users --user USERNAME`)."""
     from gptactions.services.users import UserService
 
-    deleted = _with_database(lambda db: UserService(db).delete(username))
+    # The service logs the deletion, for the server's log. Here, with no logging configured,
+    # Python would print that warning on stderr: a second wording of the line below.
+    quiet = logging.NullHandler()
+    service_log = logging.getLogger(UserService.__module__)
+    service_log.addHandler(quiet)
+    try:
+        deleted = _with_database(lambda db: UserService(db).delete(username))
+    finally:
+        service_log.removeHandler(quiet)
     if deleted is None:
         raise click.ClickException(f"no user {username!r}")
     click.echo(
@@ -208,7 +229,7 @@ def clients_create(
 @clients.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_list(as_json: bool) -> None:
-    """List clients: id, name, scopes, redirect URIs, revoked."""
+    """List clients: id, name, scopes, created, revoked, redirect URIs."""
     from gptactions.services.oauth import OAuthService
 
     found = _with_database(lambda db: OAuthService(db).list_clients())
@@ -227,11 +248,16 @@ def clients_list(as_json: bool) -> None:
         ]
         click.echo(json.dumps(rows, indent=2))
         return
+    # A table with its header as `keys list` and `users list` print, even with no row.
+    table = [("ID", "NAME", "SCOPES", "CREATED", "REVOKED", "REDIRECT URIS")]
     for c in found:
-        revoked = f" revoked {c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else ""
-        click.echo(f"{c.id} {c.name} [{' '.join(c.scopes)}]{revoked}")
-        for uri in c.redirect_uris:
-            click.echo(f"    {uri}")
+        revoked = f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "-"
+        scopes, uris = " ".join(c.scopes), " ".join(c.redirect_uris)
+        table.append((c.id, c.name, scopes, f"{c.created_at:%Y-%m-%d %H:%M}", revoked, uris))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 @clients.command("update")

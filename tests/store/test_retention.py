@@ -1,21 +1,26 @@
 """Retention: old interactions go in small batches with the conversations left empty, the space
-comes back (SQLite), replicas take turns; by hand (`logs purge`), in the background, and backups."""
+comes back (SQLite), replicas take turns; by hand (`logs purge`), in the background, and backups
+(restored as the README says)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import sqlite3
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+import pytest
+from sqlalchemy import func, insert, make_url, select
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, Interaction, utcnow
 from gptactions.store.retention import purge
-from tests.conftest import ADMIN_KEY, running_app
+from tests.conftest import ADMIN_KEY, fresh_postgres_database, running_app
 from tests.test_cli import Ran, gptactions
 
 from .rows import BASE_TIME, Shape, bulk_insert, interaction_rows
@@ -105,8 +110,9 @@ async def test_the_background_task_applies_the_retention(database_url: str) -> N
         assert await _counts(api.runtime.database) == (1, 1)
 
 
-def _gptactions(*args: str, cwd: Path, url: str | None = None) -> Ran:
-    return gptactions(*args, cwd=cwd, env={"GPTACTIONS_DATABASE_URL": url} if url else None)
+def _gptactions(*args: str, cwd: Path, url: str | None = None, stdin: str | None = None) -> Ran:
+    env = {"GPTACTIONS_DATABASE_URL": url} if url else None
+    return gptactions(*args, cwd=cwd, env=env, stdin=stdin)
 
 
 def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
@@ -140,10 +146,13 @@ def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
     printed = _gptactions(
         "db", "backup", "dump.pgc", cwd=tmp_path, url="postgresql://app:secret@db.local:5432/gpt"
     )
+    # A line that works pasted as it is: no password on it, nor a placeholder pg_dump would send.
     assert printed.stdout.strip() == (
-        "PGPASSWORD=... pg_dump --format=custom --file=dump.pgc --host=db.local --port=5432 "
-        "--username=app gpt"
+        "pg_dump --format=custom --file=dump.pgc --host=db.local --port=5432 --username=app gpt"
     )
+    assert "secret" not in printed.stdout + printed.stderr
+    assert "pg_dump asks for the password of app" in printed.stderr
+    assert "export PGPASSWORD or add it to ~/.pgpass" in printed.stderr
     # TLS settings in the URL are pg_dump's too (asyncpg's `ssl` is libpq's `sslmode`).
     tls = _gptactions(
         "db",
@@ -156,3 +165,66 @@ def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
         "pg_dump --format=custom --file=dump.pgc --host=db.local --username=app "
         "'--dbname=dbname=gpt sslmode=verify-full sslrootcert=/etc/ca.pem'"
     )
+    assert tls.stderr == ""  # no password in the URL: nothing to say about one
+
+
+def _usernames(cwd: Path, url: str | None = None) -> list[str]:
+    listed = _gptactions("users", "list", "--json", cwd=cwd, url=url)
+    assert listed.returncode == 0, listed.stderr
+    return [user["username"] for user in json.loads(listed.stdout)]
+
+
+def test_a_sqlite_backup_restores_as_the_readme_says(tmp_path: Path) -> None:
+    """Stop the server, remove what is left of its -wal and -shm files, copy the backup back."""
+    for name in ("alice", "bob"):
+        made = _gptactions(
+            "users", "create", "--username", name, cwd=tmp_path, stdin="pw-12345678\n"
+        )
+        assert made.returncode == 0, made.stderr
+        if name == "alice":
+            assert _gptactions("db", "backup", "backup.db", cwd=tmp_path).returncode == 0
+    assert _usernames(tmp_path) == ["alice", "bob"]
+
+    for leftover in ("server.db-wal", "server.db-shm"):
+        (tmp_path / leftover).unlink(missing_ok=True)
+    shutil.copyfile(tmp_path / "backup.db", tmp_path / "server.db")
+
+    assert _usernames(tmp_path) == ["alice"]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(shutil.which("pg_restore") is None, reason="PostgreSQL's tools are not here")
+def test_the_printed_pg_dump_line_pasted_backs_up_and_pg_restore_restores(tmp_path: Path) -> None:
+    """The line `db backup` prints, run by a shell as it is, then the README's restore: the dump
+    loaded into a new database, which the command line then uses."""
+    with fresh_postgres_database() as source, fresh_postgres_database() as target:
+        made = _gptactions(
+            "users",
+            "create",
+            "--username",
+            "alice",
+            cwd=tmp_path,
+            url=source,
+            stdin="pw-12345678\n",
+        )
+        assert made.returncode == 0, made.stderr
+        printed = _gptactions("db", "backup", "dump.pgc", cwd=tmp_path, url=source)
+        assert printed.returncode == 0, printed.stderr
+        dumped = subprocess.run(
+            printed.stdout, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert dumped.returncode == 0, dumped.stderr
+        new = make_url(target)
+        restored = subprocess.run(
+            [
+                "pg_restore", f"--host={new.host}", f"--port={new.port}",
+                f"--username={new.username}", f"--dbname={new.database}", "--no-owner",
+                "--exit-on-error", "dump.pgc",
+            ],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+
+        assert _usernames(tmp_path, target) == ["alice"]
+        upgrade = _gptactions("db", "upgrade", cwd=tmp_path, url=target)
+        assert upgrade.returncode == 0 and "nothing to do" in upgrade.stdout, upgrade.stdout
