@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,36 @@ async def test_a_header_without_a_key_says_a_key_is_required(api: ApiClient, hea
 async def test_bearer_and_bare_keys_are_accepted(api: ApiClient, header: str) -> None:
     response = await api.http.get(f"{API}/status", headers={"Authorization": header})
     assert response.status_code == 200
+
+
+def _basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Basic {ADMIN_KEY}",  # a GPT whose editor says "Basic", with the key pasted as it is
+        _basic(f"gpt:{ADMIN_KEY}"),  # user:password, the key as the password
+        _basic(f"{ADMIN_KEY}:"),  # the key as the user, no password (as Stripe's are sent)
+    ],
+)
+async def test_basic_carries_the_key_as_a_gpt_editor_sends_it(api: ApiClient, header: str) -> None:
+    response = await api.http.get(f"{API}/status", headers={"Authorization": header})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("scheme", ["Token", "ApiKey"])
+async def test_a_scheme_the_server_does_not_read_is_named_in_the_401(
+    api: ApiClient, scheme: str
+) -> None:
+    response = await api.http.get(
+        f"{API}/status", headers={"Authorization": f"{scheme} {ADMIN_KEY}"}
+    )
+    assert response.status_code == 401
+    message = response.json()["error"]["message"]
+    assert f"the scheme '{scheme}' is not one this server reads" in message
+    assert "Bearer <key or token>" in message and ADMIN_KEY not in message
 
 
 async def test_two_authorization_headers_are_a_400_whichever_is_valid(api: ApiClient) -> None:

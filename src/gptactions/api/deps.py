@@ -15,7 +15,7 @@ from gptactions.api.openai_schemas import ChatCompletionRequest
 from gptactions.api.schemas import ActionRequest, ConversationRequest
 from gptactions.runtime import Runtime
 from gptactions.services.errors import Problem, ServiceError, check_text
-from gptactions.services.keys import Principal, parse_authorization
+from gptactions.services.keys import Principal, parse_authorization, unread_scheme
 from gptactions.services.limits import check_rate
 from gptactions.services.oauth import ACCESS_PREFIX
 
@@ -77,8 +77,15 @@ async def uncounted_principal(request: Request, runtime: Runtime) -> Principal:
     runtime.require_database()
     principal = await identify(runtime, secret)
     if principal is None:
+        scheme = unread_scheme(headers[0])
         raise ServiceError(
-            "the API key or access token is not valid (unknown, expired or revoked)",
+            "the API key or access token is not valid (unknown, expired or revoked)"
+            + (
+                f"; the scheme {scheme!r} is not one this server reads: send "
+                "'Authorization: Bearer <key or token>', or the key alone"
+                if scheme
+                else ""
+            ),
             401,
             "unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="gptactions", error="invalid_token"'},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -168,7 +169,13 @@ def hash_fragment(key_hash: str) -> str:
 
 
 def parse_authorization(header: str | None) -> str | None:
-    """The key from an Authorization header: `Bearer <key>`, or the bare key."""
+    """The key from an Authorization header: `Bearer <key>`, the bare key, or `Basic`.
+
+    `Basic` is what a GPT sends when its editor's API key is set to the "Basic" auth type:
+    `Basic <the value entered>`, which is meant to be `user:password` in base64 (the key is the
+    password, or the user when there is no password, as Stripe's keys are sent), and is often
+    the key pasted as it is. Both are read.
+    """
     if not header:
         return None
     value = header.strip()
@@ -176,7 +183,31 @@ def parse_authorization(header: str | None) -> str | None:
     if scheme.lower() == "bearer":
         # "Bearer" alone is an unset $KEY in `-H "Authorization: Bearer $KEY"`: no key at all.
         value = rest.strip()
+    elif scheme.lower() == "basic" and rest.strip():
+        value = _basic_credential(rest.strip())
     return value or None
+
+
+def _basic_credential(credentials: str) -> str:
+    """The key in Basic's credentials: `user:password` in base64 (the password, else the
+    user), or, when they are not that, the credentials themselves (a key pasted as it is)."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return credentials
+    user, colon, password = decoded.partition(":")
+    if not colon:
+        return credentials
+    return password or user
+
+
+def unread_scheme(header: str | None) -> str | None:
+    """The scheme of an Authorization header this server does not read (`Token`, `ApiKey`):
+    for a 401 to name it, since the whole header was then taken for the key."""
+    scheme, space, _ = (header or "").strip().partition(" ")
+    if space and scheme.isalpha() and scheme.lower() not in ("bearer", "basic"):
+        return scheme
+    return None
 
 
 def _stopped_at(key: ApiKey, now: datetime) -> datetime | None:
