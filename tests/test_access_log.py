@@ -28,6 +28,7 @@ from tests.upstream.faulty import FaultyUpstream
 
 API = "/api/v1/gpt"
 MS = r"\d+\.\dms"
+RID = r"req_[0-9a-f]{32}"
 
 
 class Lines(logging.Handler):
@@ -107,12 +108,16 @@ def answering(
 async def test_a_request_is_one_line_when_it_ends(access: Lines) -> None:
     await run(answering(b"hello", b" world"))
     assert len(access.lines) == 1
-    assert re.fullmatch(rf'1\.2\.3\.4:5678 - - "GET / HTTP/1\.1" 200 11 {MS}', access.lines[0])
+    assert re.fullmatch(
+        rf'1\.2\.3\.4:5678 - - "GET / HTTP/1\.1" 200 11 {MS} {RID}', access.lines[0]
+    )
 
 
 async def test_a_body_cut_midway_is_its_status_and_cut(access: Lines) -> None:
     await run(answering(b"data: first\n\n", end=False))  # the client left: the app stopped
-    assert re.fullmatch(rf'1\.2\.3\.4:5678 - - "GET / HTTP/1\.1" 200 13 {MS} cut', access.lines[0])
+    assert re.fullmatch(
+        rf'1\.2\.3\.4:5678 - - "GET / HTTP/1\.1" 200 13 {MS} cut {RID}', access.lines[0]
+    )
 
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         await answering(b"data: first\n\n", end=False)(scope, receive, send)
@@ -120,7 +125,7 @@ async def test_a_body_cut_midway_is_its_status_and_cut(access: Lines) -> None:
 
     with pytest.raises(RuntimeError):
         await run(failing)
-    assert access.lines[1].endswith(" cut") and " 200 13 " in access.lines[1]
+    assert re.search(rf" cut {RID}$", access.lines[1]) and " 200 13 " in access.lines[1]
 
 
 async def test_nothing_sent_is_499_when_the_client_left_and_500_when_the_app_failed(
@@ -135,8 +140,8 @@ async def test_nothing_sent_is_499_when_the_client_left_and_500_when_the_app_fai
     await run(left)
     with pytest.raises(RuntimeError):
         await run(failed)
-    assert re.fullmatch(rf'.* "GET / HTTP/1\.1" 499 0 {MS}', access.lines[0])
-    assert re.fullmatch(rf'.* "GET / HTTP/1\.1" 500 0 {MS}', access.lines[1])
+    assert re.fullmatch(rf'.* "GET / HTTP/1\.1" 499 0 {MS} {RID}', access.lines[0])
+    assert re.fullmatch(rf'.* "GET / HTTP/1\.1" 500 0 {MS} {RID}', access.lines[1])
 
 
 async def test_the_caller_is_the_keys_id_prefix_or_the_user_never_a_secret(access: Lines) -> None:
@@ -172,27 +177,46 @@ async def test_the_client_is_the_one_a_proxy_named_or_dash(access: Lines) -> Non
     assert access.lines[1].startswith('- - - "GET')
 
 
-async def test_nothing_is_wrapped_when_the_logger_is_off() -> None:
-    """Below INFO (GPTACTIONS_LOG_LEVEL=warning) a request costs one level check."""
+async def test_below_info_a_request_gets_its_id_and_no_line(access: Lines) -> None:
+    """GPTACTIONS_LOG_LEVEL=warning: no access line, the answer's X-Request-ID all the same."""
     logger = logging.getLogger(ACCESS_LOGGER)
     level = logger.level
     logger.setLevel(logging.WARNING)
-    seen: list[Any] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(send)
-
-    async def send(message: Message) -> None:
-        return None
-
     try:
-        await AccessLog(app)(scope_of(), send, send)
+        sent = await run(answering(b"{}"))
     finally:
         logger.setLevel(level)
-    assert seen == [send]
+    assert access.lines == []
+    assert re.fullmatch(RID, dict(sent[0]["headers"])[b"x-request-id"].decode())
 
 
-def test_gptactions_access_log_false_leaves_the_middleware_out(settings: Settings) -> None:
+async def test_a_request_keeps_the_id_it_came_with_when_it_is_one(access: Lines) -> None:
+    """nginx's `$request_id`, a client's own: kept when 8-128 characters that cannot break a
+    line; anything else is replaced by a new one."""
+    given = b"9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+    for value in (given, b"short", b"with space inside it", b"x" * 129):
+        scope = scope_of(headers=[(b"x-request-id", value)])
+        sent = await run(answering(b"{}"), scope)
+        answered = dict(sent[0]["headers"])[b"x-request-id"]
+        if value == given:
+            assert answered == given and access.lines[-1].endswith(" " + given.decode())
+        else:
+            assert re.fullmatch(RID.encode(), answered), value
+
+
+async def test_every_answer_carries_its_id_as_the_log_line_does(
+    api: ApiClient, access: Lines
+) -> None:
+    ok = await api.get(f"{API}/status")
+    refused = await api.get(f"{API}/status", key=None)
+    for response, line in zip((ok, refused), access.lines, strict=True):
+        assert re.fullmatch(RID, response.headers["x-request-id"])
+        assert line.endswith(" " + response.headers["x-request-id"])
+
+
+async def test_gptactions_access_log_false_writes_no_line_but_gives_ids(
+    settings: Settings, access: Lines
+) -> None:
     def outermost(app: Any) -> Any:
         return app.user_middleware[0].cls
 
@@ -200,7 +224,10 @@ def test_gptactions_access_log_false_leaves_the_middleware_out(settings: Setting
     cors = settings.model_copy(update={"cors_origins": ["https://example.com"]})
     assert outermost(create_app(cors)) is AccessLog  # outside CORS: preflights are logged too
     quiet = settings.model_copy(update={"access_log": False})
-    assert AccessLog not in [m.cls for m in create_app(quiet).user_middleware]
+    async with running_app(quiet, FakeBackend()) as api:
+        response = await api.get(f"{API}/status")
+    assert re.fullmatch(RID, response.headers["x-request-id"])
+    assert access.lines == []
 
 
 async def test_the_apps_lines_name_the_key_and_the_unauthenticated(
@@ -236,7 +263,8 @@ async def test_a_scrape_with_an_admin_key_names_it(settings: Settings, access: L
 
 ACCESS_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 INFO: +(?P<client>\S+) - (?P<caller>\S+) "
-    r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>\d+\.\d)ms(?P<cut> cut)?$'
+    r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>\d+\.\d)ms(?P<cut> cut)? '
+    r"(?P<id>\S+)$"
 )
 
 

@@ -127,12 +127,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["Link", "Retry-After", "WWW-Authenticate"],
+            expose_headers=["Link", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
         )
-    if settings.access_log:
-        # Outside everything: one line per request, the preflights' and the guards' included.
-        app.add_middleware(AccessLog)
+    # Outside everything: each request's id (X-Request-ID), and, with GPTACTIONS_ACCESS_LOG,
+    # one line per request, the preflights' and the guards' included.
+    app.add_middleware(AccessLog, lines=settings.access_log)
     app.include_router(conversations.router)
     app.include_router(status.router)
     app.include_router(logs.router)

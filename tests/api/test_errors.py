@@ -333,6 +333,33 @@ async def test_bad_log_queries_are_400(api: ApiClient, query: str) -> None:
         assert error["message"].startswith(f"Invalid input: query parameter {name}: ")
 
 
+@pytest.mark.parametrize("path", ["logs", "usage"])
+@pytest.mark.parametrize(
+    "limit", ["1_0", "+5", "%205", "5%20", "5%0A", "10.0", "1e1", "0x10", "%D9%A3", "", "-"]
+)
+async def test_an_integer_query_parameter_is_digits_alone(
+    api: ApiClient, path: str, limit: str
+) -> None:
+    """As the document's `type: integer` and a JSON body have it: an optional minus and ASCII
+    digits; not what Python's int() also reads (`1_0`, `+5`, ` 5`, `10.0`, `٣`)."""
+    response = await api.get(f"{API}/{path}?limit={limit}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == [
+        {"pointer": "/limit", "message": "query parameter limit: must be an integer"}
+    ]
+
+
+@pytest.mark.parametrize("path", ["logs", "usage"])
+async def test_an_integer_query_parameter_may_have_leading_zeros_and_a_minus(
+    api: ApiClient, path: str
+) -> None:
+    assert (await api.get(f"{API}/{path}?limit=05")).status_code == 200
+    negative = await api.get(f"{API}/{path}?limit=-5")
+    assert negative.json()["error"]["details"] == [
+        {"pointer": "/limit", "message": "query parameter limit: must be at least 1"}
+    ]
+
+
 async def test_a_json_body_without_a_content_type_is_read_as_json(api: ApiClient) -> None:
     headers = {"Authorization": "Bearer gpta_test_admin_key_0123456789abcdefghijklmnop"}
     request = api.http.build_request(
@@ -375,18 +402,24 @@ async def test_an_unexpected_error_keeps_the_connection_open(
         host, port = server.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            statuses = []
+            statuses, ids, messages = [], [], []
             for _ in range(2):
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
                 answer = json.loads(await reader.readexactly(length))
                 statuses.append((int(head.split()[1]), answer.get("error", {}).get("code")))
+                ids.append(re.search(rb"(?i)x-request-id: (\S+)", head).group(1).decode())  # type: ignore[union-attr]
+                messages.append(answer.get("error", {}).get("message"))
         finally:
             writer.close()
     assert statuses == [(500, "internal_error"), (200, None)]
+    # The 500 names its request, as the answer's X-Request-ID and the server's log line do.
+    assert messages[0] == f"internal error; the server log has the details (request {ids[0]})"
     logged = [r for r in caplog.records if r.exc_info is not None]
-    assert [r.getMessage() for r in logged] == ["unhandled error on POST /api/v1/gpt/conversations"]
+    assert [r.getMessage() for r in logged] == [
+        f"unhandled error on POST /api/v1/gpt/conversations (request {ids[0]})"
+    ]
 
 
 async def test_an_error_stays_small_whatever_the_body_held(api: ApiClient) -> None:

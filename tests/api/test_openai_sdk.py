@@ -45,8 +45,11 @@ def test_models_are_the_configured_backends(client: openai.OpenAI) -> None:
     assert [m.id for m in models.data] == ["local"]
     assert models.data[0].object == "model" and models.data[0].owned_by == "gptactions:local"
     assert client.models.retrieve("local").id == "local"
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as missing:
         client.models.retrieve("gpt-4o")
+    # The SDK's request ids (x-request-id), for a support request to quote, as OpenAI's.
+    assert client.models.retrieve("local")._request_id.startswith("req_")  # type: ignore[attr-defined]
+    assert missing.value.request_id is not None and missing.value.request_id.startswith("req_")
 
 
 def test_a_completion_and_a_stream_that_joins_to_it(client: openai.OpenAI) -> None:

@@ -337,8 +337,15 @@ async def _client_left(request: Request, _exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    message = "internal error; the server log has the details"
+    request_id = getattr(request.state, "request_id", None)
+    log.exception(
+        "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+    )
+    message = (
+        f"internal error; the server log has the details (request {request_id})"
+        if request_id
+        else "internal error; the server log has the details"
+    )
     return error_response(500, message, path=request.url.path)
 
 
