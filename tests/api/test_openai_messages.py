@@ -17,6 +17,7 @@ from tests.conftest import ApiClient
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 TEXT = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
 USER = {"role": "user", "content": "hi"}
+CALLED = {"role": "assistant", "tool_calls": [CALL]}
 
 # (messages, the param a refusal names, or None for messages both accept)
 CASES: list[tuple[list[dict[str, Any]], str | None]] = [
@@ -30,8 +31,8 @@ CASES: list[tuple[list[dict[str, Any]], str | None]] = [
     ([USER, {"role": "assistant", "content": "Let me see.", "tool_calls": [CALL]}], None),
     ([USER, {"role": "assistant", "content": "", "tool_calls": []}], None),
     ([USER, {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f"}}]}], None),
-    ([USER, {"role": "tool", "content": "42", "tool_call_id": "call_1"}], None),
-    ([USER, {"role": "tool", "content": TEXT, "tool_call_id": "call_1"}], None),
+    ([USER, CALLED, {"role": "tool", "content": "42", "tool_call_id": "call_1"}], None),
+    ([USER, CALLED, {"role": "tool", "content": TEXT, "tool_call_id": "call_1"}], None),
     # A field of another role is ignored, as any field the server does not know.
     ([{**USER, "tool_calls": "not even a list", "tool_call_id": 5}], None),
     ([{"role": "system", "content": "x", "tool_calls": [CALL]}, USER], None),
@@ -157,3 +158,25 @@ async def test_the_document_and_the_server_agree_on_the_sampling_fields(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert not fake.requests
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [USER, {"role": "tool", "content": "42", "tool_call_id": "call_1"}],
+        [USER, CALLED, {"role": "tool", "content": "42", "tool_call_id": "call_2"}],
+        [{"role": "tool", "content": "42", "tool_call_id": "call_1"}, CALLED],
+    ],
+)
+async def test_a_tool_message_answering_no_call_is_refused_as_openai_refuses_it(
+    api: ApiClient, messages: list[dict[str, Any]]
+) -> None:
+    """A `tool` message whose `tool_call_id` no earlier assistant message's `tool_calls` has:
+    OpenAI's 400 at its `role`. The document's schema cannot say it (it spans messages)."""
+    index = next(i for i, m in enumerate(messages) if m["role"] == "tool")
+    response = await api.post("/v1/chat/completions", {"messages": messages})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == f"messages[{index}].role"
+    assert "must be a response to a preceding message with 'tool_calls'" in error["message"]

@@ -156,6 +156,27 @@ def _messages_located(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         raise ValidationError.from_exception_data(error.title, details) from None
 
 
+def _answering_calls(messages: list[Any]) -> list[Any]:
+    """Each `tool` message answers a call an earlier assistant message made (its
+    `tool_call_id` is one of their `tool_calls`' ids), as OpenAI requires: one that answers
+    nothing is refused at its `role`, as OpenAI's 400 names it. No schema can say it, so the
+    document cannot either."""
+    called: set[str] = set()
+    for index, message in enumerate(messages):
+        if isinstance(message, AssistantMessage):
+            called.update(call.id for call in message.tool_calls or ())
+        elif isinstance(message, ToolMessage) and message.tool_call_id not in called:
+            problem = ValueError(
+                "messages with role 'tool' must be a response to a preceding message with "
+                f"'tool_calls' (none has the id {message.tool_call_id!r})"
+            )
+            detail = InitErrorDetails(
+                type="value_error", loc=(index, "role"), input="tool", ctx={"error": problem}
+            )
+            raise ValidationError.from_exception_data("messages", [detail])
+    return messages
+
+
 def not_null(value: Any) -> Any:
     """A field that may be left out but is not nullable (the document types it without null)."""
     if value is None:
@@ -302,6 +323,7 @@ class ChatCompletionRequest(_Body):
 
     _user_nul_free = field_validator("user")(nul_free)
     _messages_in_place = field_validator("messages", mode="wrap")(_messages_located)
+    _tool_answers_a_call = field_validator("messages")(_answering_calls)
     _logit_bias_checked = field_validator("logit_bias")(_logit_bias)
     _logprobs_refused = field_validator("logprobs")(_no_logprobs)
     _top_logprobs_refused = field_validator("top_logprobs")(_no_top_logprobs)
