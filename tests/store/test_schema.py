@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
@@ -72,6 +73,21 @@ def _upgrade_tree(revision: str) -> ast.Module:
     script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
     assert script is not None and script.module is not None
     return ast.parse(inspect.getsource(script.module.upgrade))
+
+
+async def test_a_schema_taken_back_under_a_running_server_is_a_503(database_url: str) -> None:
+    """`gptactions db downgrade` run while a server runs: what it reads is gone. A 503 that
+    says the database cannot be used, as for an outage (on PostgreSQL it was a 500 and a
+    traceback; SQLite's "no such column" already was one)."""
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        assert (await api.get("/api/v1/gpt/logs")).status_code == 200
+        async with api.runtime.database.session() as session:
+            await session.execute(text("ALTER TABLE interactions RENAME COLUMN reply TO gone"))
+        response = await api.get("/api/v1/gpt/logs")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert "Retry-After" in response.headers
 
 
 @pytest.mark.parametrize("revision", schema.known())

@@ -79,10 +79,12 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa.TimeoutError | OSError)
 
 
-_REFUSED_CONNECTION = ("08", "28", "3D", "53", "57P")
-"""PostgreSQL's SQLSTATE classes of a connection it would not open: connection exceptions, a
-role or password it does not know, a database it does not have, too many connections, a server
-shutting down or starting. asyncpg's errors for these reach SQLAlchemy as a bare DBAPIError."""
+_REFUSED_CONNECTION = ("08", "28", "3D", "53", "57P", "42P01", "42703")
+"""PostgreSQL's SQLSTATEs of a database this server cannot use: a connection it would not open
+(connection exceptions, a role or password it does not know, a database it does not have, too
+many connections, a server shutting down or starting), and a schema that is not this version's
+(a table or column missing: `gptactions db downgrade` run under a running server), as SQLite's
+"no such table" is an OperationalError. asyncpg's errors reach SQLAlchemy as a bare DBAPIError."""
 
 
 def _refused_connection(cause: BaseException | None) -> bool:
