@@ -71,10 +71,11 @@ async def test_an_unknown_action_is_a_400_naming_the_available_ones(app: ApiClie
     response = await app.post(f"{API}/actions", {"action": "summarise", "parameters": {}})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert "summarise" in error["message"]
+    assert error["message"].startswith("Invalid input: action: must be one of: ")
     for name in ("summarize", "haiku", "classify"):
         assert name in error["message"]
     assert [d["pointer"] for d in error["details"]] == ["/action"]
+    assert error["message"] == "Invalid input: action: " + error["details"][0]["message"]
 
 
 async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
@@ -107,6 +108,50 @@ async def test_bad_parameters_are_a_400_with_a_pointer_for_each(
     ]
     assert fake.requests == []
     assert [entry["kind"] for entry in await _logs(app)] == ["rejected", "rejected"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"action": "translate", "parameters": {"text": "hi"}},
+            "Invalid input: parameters/targetLanguage: is required",
+        ),
+        (
+            {"action": "summarize", "parameters": {"text": "t", "maxWords": "50"}},
+            "Invalid input: parameters/maxWords: must be an integer",
+        ),
+        (
+            {"action": "summarize", "parameters": {"text": ""}},
+            "Invalid input: parameters/text: must not be empty or only whitespace",
+        ),
+        (
+            {"action": "sentiment", "parameters": {"text": "x" * 20_001}},
+            "Invalid input: parameters/text: must be at most 20000 characters",
+        ),
+        # Several problems: the message names the first, as a body's does; details hold all.
+        (
+            {"action": "translate", "parameters": {"text": "", "targetLanguage": 5}},
+            "Invalid input: parameters/targetLanguage: must be a string",
+        ),
+        (
+            {"action": "summarize", "parameters": {"text": "t"}, "model": "gpt-9"},
+            "Invalid input: model: must be one of: fake",
+        ),
+    ],
+)
+async def test_a_bad_call_says_its_first_problem_in_the_message(
+    app: ApiClient, fake: FakeBackend, body: dict[str, Any], message: str
+) -> None:
+    """As a body's validation says it: `Invalid input: <pointer>: <problem>`, not only in the
+    details (an agent that reads the message alone must learn what to fix)."""
+    response = await app.post(f"{API}/actions", body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"] == message
+    first = error["details"][0]
+    assert message == f"Invalid input: {first['pointer'][1:]}: {first['message']}"
+    assert fake.requests == []
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_check_and_start_up_report_an_invalid_file_alike(write_file: WriteFile) 
 def test_run_refuses_unknown_actions_and_bad_parameters() -> None:
     unknown = CliRunner().invoke(cli, ["actions", "run", "summarise", "-p", "text=x"])
     assert unknown.exit_code == 2
-    assert "unknown action 'summarise'; available actions: answer, classify" in unknown.output
+    assert "Invalid input: action: must be one of: answer, classify" in unknown.output
     bad = CliRunner().invoke(cli, ["actions", "run", "summarize", "-p", "maxWords=0"])
     assert bad.exit_code == 2
     assert "/parameters/maxWords" in bad.output and "/parameters/text: is required" in bad.output

@@ -208,7 +208,10 @@ async def test_an_unknown_model_is_400_listing_the_names(api: ApiClient) -> None
         f"{API}/conversations", {"userId": "u", "message": "m", "model": "gpt-9"}
     )
     assert response.status_code == 400
-    assert "fake" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    # Said as any other field's problem is: "Invalid input: " and the field's pointer.
+    assert error["message"] == "Invalid input: model: must be one of: fake"
+    assert error["details"] == [{"pointer": "/model", "message": "must be one of: fake"}]
 
 
 def test_no_route_dependency_runs_in_the_thread_pool(settings: Settings) -> None:

@@ -269,3 +269,20 @@ async def test_the_documents_patterns_and_the_server_agree_on_what_is_blank(
             d["pointer"] == f"/{name}" for d in answer.json()["error"]["details"]
         )
         assert refused is not fits, (name, answer.status_code, answer.text)
+
+
+@pytest.mark.parametrize("value", [123, "", "c" * 65, "a\u0000b"])
+async def test_conversations_checks_a_conversation_id_as_the_document_says(
+    api: ApiClient, served: dict[str, Any], value: object
+) -> None:
+    """/conversations does not use conversationId but refuses one that breaks its schema: the
+    description says so, and does not say it is ignored."""
+    schema = served["components"]["schemas"]["ConversationRequest"]["properties"]
+    description = schema["conversationId"]["description"]
+    assert "ignored" not in description.lower()
+    assert "/conversations checks it" in description
+    answer = await api.post(
+        "/api/v1/gpt/conversations", {"userId": "ada", "message": "hi", "conversationId": value}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["details"][0]["pointer"] == "/conversationId"

@@ -138,6 +138,7 @@ async def test_the_window_and_the_limit(api: ApiClient) -> None:
         ({"until": "0001-01-01T01:00:00Z", "window": "2h"}, "/window"),
         ({"limit": "0"}, "/limit"),
         ({"limit": "100000"}, "/limit"),
+        ({"limit": "1_0"}, "/limit"),
         ({"window": "9" * 17}, "/window"),
     ],
 )
@@ -148,7 +149,12 @@ async def test_bad_parameters_are_400s_in_the_error_shape(
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_request"
-    assert error["details"][0]["pointer"] == pointer
+    first = error["details"][0]
+    assert first["pointer"] == pointer
+    # The message says the first problem, naming the parameter once.
+    named = first["message"].startswith("query parameter ")
+    where = "" if named else pointer[1:] + ": "
+    assert error["message"] == f"Invalid input: {where}{first['message']}"
 
 
 async def test_usage_needs_the_logs_scope(api: ApiClient) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
 from gptactions.api.direct import DirectRoute
@@ -26,6 +28,20 @@ from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery
 from gptactions.services.sizing import fit
 
 router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _integer(value: object) -> object:
+    """A query string's integer as JSON writes one: pydantic's `int` also reads `1_0`, `+5`,
+    ` 5` and `10.0`, which the document's `type: integer` does not admit (nor a JSON body)."""
+    if isinstance(value, str) and not _INTEGER.fullmatch(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+QueryInteger = Annotated[int, BeforeValidator(_integer)]
+"""An integer of a query string (`?limit=`): an optional minus and ASCII digits, nothing else."""
 
 
 def rfc3339(moment: datetime) -> str:
@@ -90,7 +106,7 @@ async def logs(
     ] = None,
     since: Annotated[Timestamp, Query()] = None,
     until: Annotated[Timestamp, Query()] = None,
-    limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
+    limit: Annotated[QueryInteger, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH)] = None,
     q: Annotated[NulFree, Query()] = None,
     kind: Annotated[InteractionKind | None, Query()] = None,

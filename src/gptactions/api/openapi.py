@@ -232,7 +232,8 @@ def _add_components(
         "maxLength": CONVERSATION_ID_MAX_LENGTH,
         "pattern": NUL_FREE_PATTERN,
         "description": "For /respond: the conversation to continue. Without it, the user's "
-        "latest conversation continues (or a new one starts). Ignored by /conversations.",
+        "latest conversation continues (or a new one starts). /conversations checks it as "
+        "/respond does but does not use it: it always starts a new conversation.",
     }
     request["maxTokens"] = {
         "type": "integer",

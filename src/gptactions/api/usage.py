@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from gptactions.api.deps import LogsCaller, RuntimeDep
 from gptactions.api.direct import DirectRoute
-from gptactions.api.logs import rfc3339
+from gptactions.api.logs import QueryInteger, rfc3339
 from gptactions.api.responses import KeyUsage, UsageResponse, UsageSums, UserUsage
 from gptactions.api.schemas import (
     LOGS_DEFAULT_LIMIT,
@@ -57,7 +57,7 @@ async def get_usage(
     until: Annotated[Timestamp, Query()] = None,
     window: Annotated[str | None, Query(min_length=1, max_length=WINDOW_MAX_LENGTH)] = None,
     userId: Annotated[NulFree, Query(min_length=1, max_length=USER_ID_FILTER_MAX_LENGTH)] = None,
-    limit: Annotated[int, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
+    limit: Annotated[QueryInteger, Query(ge=1)] = LOGS_DEFAULT_LIMIT,
 ) -> Any:
     """Requests and tokens per key and per user over a window of the log."""
     check_limit(limit, runtime.settings.logs_max_limit)

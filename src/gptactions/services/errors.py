@@ -49,7 +49,7 @@ class ServiceError(Exception):
 
 
 def invalid(message: str, *problems: Problem) -> ServiceError:
-    """A 400 for input the API cannot accept."""
+    """A 400 for input the API cannot accept (`invalid_input` when its problems say why)."""
     return ServiceError(message, 400, "invalid_request", list(problems))
 
 
@@ -124,8 +124,4 @@ def not_found(message: str) -> ServiceError:
 
 def unknown_model(error: UnknownModel) -> ServiceError:
     """A 400 for a `model` that names no configured backend, listing those that exist."""
-    available = ", ".join(error.available)
-    return invalid(
-        f"unknown model {error.name!r}; available: {available}",
-        Problem("/model", f"must be one of: {available}"),
-    )
+    return invalid_input(Problem("/model", f"must be one of: {', '.join(error.available)}"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gptactions.config import parse_duration
-from gptactions.services.errors import Problem, check_text, invalid, invalid_input
+from gptactions.services.errors import Problem, check_text, invalid_input
 from gptactions.services.interactions import in_utc
 from gptactions.services.keys import Principal
 from gptactions.store import usage as store
@@ -85,10 +85,7 @@ def _sums(row: store.UsageRow) -> UsageSums:
 def _window(query: UsageQuery, now: datetime) -> tuple[datetime, datetime]:
     """The window the query asks for, in UTC; a 400 when it is not one."""
     if query.window is not None and query.since is not None:
-        raise invalid(
-            "give either window or since, not both",
-            Problem("/window", "must be absent when since is given"),
-        )
+        raise invalid_input(Problem("/window", "must be absent when since is given"))
     until = in_utc(query.until, "/until") or now
     since = in_utc(query.since, "/since")
     if since is None:
@@ -103,7 +100,7 @@ def _window(query: UsageQuery, now: datetime) -> tuple[datetime, datetime]:
         except OverflowError:
             raise invalid_input(Problem("/window", "reaches before the year 1")) from None
     if since > until:  # equal: an empty range (since is in it, until is not)
-        raise invalid("since must not be after until", Problem("/since", "must not be after until"))
+        raise invalid_input(Problem("/since", "must not be after until"))
     return since, until
 
 

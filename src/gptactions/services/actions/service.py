@@ -19,7 +19,7 @@ from gptactions.services.actions.registry import (
     ActionRegistry,
     UnknownAction,
 )
-from gptactions.services.errors import Problem, check_text, invalid, unknown_model
+from gptactions.services.errors import Problem, check_text, invalid_input, unknown_model
 from gptactions.services.interactions import (
     FinishReason,
     InteractionKind,
@@ -68,8 +68,8 @@ class ActionService:
         try:
             return self.registry.get(name)
         except UnknownAction as error:
-            raise invalid(
-                str(error), Problem("/action", f"must be one of: {', '.join(error.available)}")
+            raise invalid_input(
+                Problem("/action", f"must be one of: {', '.join(error.available)}")
             ) from None
 
     def check(self, call: ActionCall) -> ActionDefinition:
@@ -87,7 +87,7 @@ class ActionService:
         definition = self.definition(call.action)
         prepared = self.registry.prepare(call.action, call.parameters)
         if prepared.problems:
-            raise invalid(f"invalid parameters for action {call.action!r}", *prepared.problems)
+            raise invalid_input(*prepared.problems)
         if call.model is not None:
             try:
                 self._router.resolve(call.model)
