@@ -567,7 +567,7 @@ def test_what_serve_logs_before_the_server_starts_is_timestamped(
     stamp, rest = changed.split(" ", 1)
     assert datetime.fromisoformat(stamp).tzinfo is not None
     assert rest.startswith("WARNING:  gptactions.services.keys: GPTACTIONS_API_KEY changed")
-    served = [line for line in second.stderr.splitlines() if "serving on" in line]
+    served = [line for line in second.stderr.splitlines() if "starting on" in line]
     assert served and datetime.fromisoformat(served[0].split(" ", 1)[0])
 
 
@@ -575,7 +575,7 @@ def test_serve_logs_before_the_server_starts_at_the_servers_level(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GPTACTIONS_LOG_LEVEL=warning hid the server's INFO lines but not start-up's own (the
-    database created, the key imported, "serving on"); the new admin key is still shown."""
+    database created, the key imported, "starting on"); the new admin key is still shown."""
     monkeypatch.setattr("gptactions.workers.run", lambda settings: None)
     quiet = gptactions(
         "serve", "--port", "0", cwd=isolated, env={"GPTACTIONS_LOG_LEVEL": "warning"}
@@ -584,4 +584,4 @@ def test_serve_logs_before_the_server_starts_at_the_servers_level(
     assert "An admin API key was created" in quiet.stdout
     assert [line for line in quiet.stderr.splitlines() if "INFO" in line] == []
     again = gptactions("serve", "--port", "0", cwd=isolated)  # the default level: info
-    assert any("INFO" in line and "serving on" in line for line in again.stderr.splitlines())
+    assert any("INFO" in line and "starting on" in line for line in again.stderr.splitlines())

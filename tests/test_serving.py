@@ -8,12 +8,14 @@ import io
 import json
 import logging
 import logging.config
+import os
 import re
 import select
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -230,8 +232,8 @@ def test_the_connection_budget_defaults_to_half_the_open_files() -> None:
     assert http_limits(Settings(max_connections=10), 64).max_connections == 10
 
 
-def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
-    config = log_config("info")
+def _logged(config: dict[str, Any]) -> list[str]:
+    """The lines a line of the app's, one of uvicorn's and an access line are, under `config`."""
     stream = io.StringIO()
     for handler in config["handlers"].values():
         handler["stream"] = stream
@@ -252,13 +254,32 @@ def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.propagate = propagate
-    lines = stream.getvalue().splitlines()
+    return stream.getvalue().splitlines()
+
+
+def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
+    lines = _logged(log_config("info"))
     assert len(lines) == 3
     assert all(ISO_LINE.match(line) for line in lines)
     assert "gptactions.test: from the app" in lines[0]
     assert lines[2].endswith(' INFO:     1.2.3.4:5 - - "GET / HTTP/1.1" 200 2 1.0ms')
     # Below INFO, no access lines (GPTACTIONS_LOG_LEVEL=warning).
     assert log_config("warning")["loggers"][ACCESS_LOGGER]["level"] == "WARNING"
+
+
+def test_uvicorns_lines_name_their_logger_as_the_apps_do() -> None:
+    """uvicorn's life-cycle lines come from `uvicorn.error`: named `uvicorn`, as none is one."""
+    app, uvicorn, _ = _logged(log_config("info"))
+    assert app.split(" ", 1)[1] == "WARNING:  gptactions.test: from the app"
+    assert uvicorn.split(" ", 1)[1] == "INFO:     uvicorn: from uvicorn"
+
+
+def test_a_workers_lines_name_it_but_the_access_lines_keep_their_format() -> None:
+    app, uvicorn, access = _logged(log_config("info", worker=True))
+    worker = f"[worker {os.getpid()}]"
+    assert app.split(" ", 1)[1] == f"WARNING:  {worker} gptactions.test: from the app"
+    assert uvicorn.split(" ", 1)[1] == f"INFO:     {worker} uvicorn: from uvicorn"
+    assert access.split(" ", 1)[1] == 'INFO:     1.2.3.4:5 - - "GET / HTTP/1.1" 200 2 1.0ms'
 
 
 @pytest.mark.parametrize("path", ["/api/v1/gpt/conversations", "/v1/chat/completions"])

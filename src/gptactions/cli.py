@@ -67,6 +67,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from gptactions.metrics import shared_between_workers
     from gptactions.runtime import bootstrap_admin_key
     from gptactions.services.keys import NoKeys
+    from gptactions.serving import address
     from gptactions.workers import run as run_server
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
@@ -92,7 +93,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             created = _run(
                 lambda: with_keys(
                     settings,
-                    lambda keys: bootstrap_admin_key(settings, keys, may_generate=may_generate),
+                    lambda keys: bootstrap_admin_key(
+                        settings, keys, may_generate=may_generate, report_unchanged=True
+                    ),
                     serving=True,
                 )
             )
@@ -106,8 +109,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         announce_key(created)
     for name, value in overrides.items():
         os.environ[f"GPTACTIONS_{name.upper()}"] = str(value)
-    serving_on = f"gptactions {__version__} serving on http://{settings.host}:{settings.port}/"
-    _log(logging.INFO, serving_on, settings.log_level)
+    # Not "serving on" yet: the server says that once it listens, its model loaded.
+    several = f" with {settings.workers} workers" if settings.workers > 1 else ""
+    starting = f"gptactions {__version__} starting on {address(settings.host, settings.port)}"
+    _log(logging.INFO, f"{starting}{several}", settings.log_level)
     with shared_between_workers(settings.workers):
         run_server(settings)
 

@@ -109,6 +109,8 @@ async def _migrate(
         _warn(schema.newer(location, revisions), serving)
         return
     if not revisions.behind:
+        if serving and settings.auto_migrate:  # the servers say it at DEBUG only (`Runtime`)
+            log.info("%s", schema.upgraded(location, revisions.current, revisions.current))
         return
     if not settings.auto_migrate:
         raise click.ClickException(
@@ -134,7 +136,7 @@ async def _migrate(
 
 
 def _warn(message: str, serving: bool) -> None:
-    if serving:
-        log.warning("%s", message)
+    if serving:  # every server warns of it as it starts (`Runtime`): said once per process
+        log.debug("%s", message)
     else:
         click.echo(f"Warning: {message}", err=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from gptactions.serving import APP, STARTUP_FAILURE, drain, uvicorn_options
+from gptactions.serving import APP, STARTUP_FAILURE, drain, serving_on, uvicorn_options
 
 if TYPE_CHECKING:
     from gptactions.config import Settings
@@ -119,10 +119,22 @@ class GracefulServer(uvicorn.Server):
             self.handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's start-up; then, if it started and is not stopping already, `on_started`."""
+        """uvicorn's start-up; then, if it started and is not stopping already, `on_started`.
+
+        The one server of its process (not given `sockets`) then says it serves: it listens.
+        A worker says nothing of its own; its supervisor says it once every worker listens.
+        """
         await super().startup(sockets)
-        if self.started and not self.should_exit and self.on_started is not None:
+        if not self.started or self.should_exit:
+            return
+        if sockets is None and self.servers and self.servers[0].sockets:
+            port = self.servers[0].sockets[0].getsockname()[1]  # the one bound, for a port 0
+            log.info("%s", serving_on(self.config.host, port))
+        if self.on_started is not None:
             self.on_started()
+
+    def _log_started_message(self, listeners: Any) -> None:
+        """Not uvicorn's "Uvicorn running on", logged before `started`: `startup` says it."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, wait out the grace, end what still runs, then close the app."""
@@ -183,15 +195,17 @@ def serve_one(
     *,
     stop_signals: tuple[signal.Signals, ...] = (),
     on_started: Callable[[], None] | None = None,
+    worker: bool = False,
 ) -> None:
     """One server process, stopping gracefully; exits 3 when the app fails to start.
 
     `stop_signals` only ever start the grace, where a second SIGTERM or SIGINT ends it;
-    `on_started` is called once the server listens.
+    `on_started` is called once the server listens. A `worker` of several names itself in each
+    line it logs.
     """
     import uvicorn
 
-    config = uvicorn.Config(APP, **uvicorn_options(settings))
+    config = uvicorn.Config(APP, **uvicorn_options(settings, worker=worker))
     server = GracefulServer(
         config, grace=settings.shutdown_grace, stop_signals=stop_signals, on_started=on_started
     )

@@ -171,7 +171,11 @@ class Runtime:
             self.database.outage.succeeded()
             if migrated is None:
                 return False
-            log.info("%s", migrated)
+            # Already at this version's head: `gptactions serve` migrated, and said so, before
+            # starting its servers. A migration done here (the database was down then, or a
+            # reload started a newer version) is news to say.
+            done_before = schema.upgraded(self.database.location, schema.head(), schema.head())
+            log.log(logging.DEBUG if migrated == done_before else logging.INFO, "%s", migrated)
             if prepare is not None:
                 await prepare()  # `bootstrap_admin_key` says what it did
         except DatabaseUnavailable:
@@ -245,12 +249,14 @@ class Runtime:
 
 
 async def bootstrap_admin_key(
-    settings: Settings, keys: KeyService, *, may_generate: bool
+    settings: Settings, keys: KeyService, *, may_generate: bool, report_unchanged: bool = False
 ) -> NewKey | None:
     """The first admin key: `GPTACTIONS_API_KEY`'s when set, else a random one if `may_generate`.
 
     Returns a generated key, which the caller shows once; None when there is nothing to show.
-    Logs what it did (never a secret). Raises NoKeys when no key exists and none may be generated.
+    Logs what it did (never a secret); that it did nothing only at DEBUG unless
+    `report_unchanged` (`gptactions serve` says it once, before its servers start, whose
+    start-ups would say it again). Raises NoKeys when no key exists and none may be generated.
     """
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     try:
@@ -269,7 +275,8 @@ async def bootstrap_admin_key(
     if created is not None:
         log.info("created an admin key (id %s), shown once", created.info.id)
     else:
-        log.info("keys exist and GPTACTIONS_API_KEY is unset: created no key")
+        level = logging.INFO if report_unchanged else logging.DEBUG
+        log.log(level, "keys exist and GPTACTIONS_API_KEY is unset: created no key")
     return created
 
 

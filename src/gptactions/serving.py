@@ -1,6 +1,7 @@
 """Serving over HTTP: uvicorn's httptools protocol with bounded headers, header and keep-alive
 timeouts and a connection budget, so no client can stall the server at the HTTP layer; and log
-lines that start with an ISO 8601 timestamp (the access lines are the app's: `api.access`).
+lines that start with an ISO 8601 timestamp, then the level and the logger (uvicorn's as
+`uvicorn`), and in a worker of several its pid (the access lines are the app's: `api.access`).
 
 uvicorn's own protocols never time out a request whose headers are incomplete, and httptools
 accepts headers of any size (concatenating each chunk into the pending header: quadratic time).
@@ -23,6 +24,7 @@ leave in one write: a client gets the whole answer or no answer at all.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import logging
@@ -38,6 +40,7 @@ from uvicorn.logging import DefaultFormatter
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gptactions import __version__
 from gptactions.api.access import ACCESS_LOGGER
 from gptactions.api.errors import error_body
 from gptactions.config import Settings
@@ -350,47 +353,61 @@ class IsoFormatter(_IsoTime, DefaultFormatter):
     """uvicorn's formatter, with an ISO 8601 timestamp."""
 
 
-def log_config(level: str) -> dict[str, Any]:
+class ServerFormatter(IsoFormatter):
+    """The server's lines, uvicorn's among them, named alike: uvicorn's life-cycle lines come from
+    its logger `uvicorn.error`, named `uvicorn` here, as none of them is an error."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, with `uvicorn.error` named `uvicorn`."""
+        if record.name == "uvicorn.error":
+            record = copy.copy(record)  # other handlers may see the record: it stays as it was
+            record.name = "uvicorn"
+        return super().formatMessage(record)
+
+
+WORKER_TAG = "[worker %(process)d] "
+"""What a worker's lines carry after their level when there are several workers."""
+
+
+def log_config(level: str, *, worker: bool = False) -> dict[str, Any]:
     """uvicorn's logging configuration with timestamps, also applied to the app's own loggers.
 
-    The access lines (`api.access`, one per request) go to standard output at `level`; uvicorn's
-    own access log is off (`uvicorn_options`).
+    Every line but the access lines says which logger wrote it; a `worker` of several also says
+    which worker it is (`WORKER_TAG`). The access lines (`api.access`, one per request) go to
+    standard output at `level`, in the format README documents; uvicorn's own access log is off
+    (`uvicorn_options`).
     """
     here = __name__
+    tag = WORKER_TAG if worker else ""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "default": {
+            "app": {
+                "()": f"{here}.ServerFormatter",
+                "fmt": f"%(asctime)s %(levelprefix)s {tag}%(name)s: %(message)s",
+                "use_colors": None,
+            },
+            "access": {
                 "()": f"{here}.IsoFormatter",
                 "fmt": "%(asctime)s %(levelprefix)s %(message)s",
                 "use_colors": None,
             },
-            "app": {
-                "()": f"{here}.IsoFormatter",
-                "fmt": "%(asctime)s %(levelprefix)s %(name)s: %(message)s",
-                "use_colors": None,
-            },
         },
         "handlers": {
-            "default": {
-                "formatter": "default",
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-            },
             "app": {
                 "formatter": "app",
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
             },
             "access": {
-                "formatter": "default",
+                "formatter": "access",
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
             },
         },
         "loggers": {
-            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn": {"handlers": ["app"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             ACCESS_LOGGER: {"handlers": ["access"], "level": level.upper(), "propagate": False},
             "alembic": {"level": "WARNING"},  # its start-up chatter, at every worker's start
@@ -399,20 +416,32 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
+def address(host: str, port: int) -> str:
+    """The URL of the server listening on `host:port`."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serving_on(host: str, port: int, workers: int = 1) -> str:
+    """The line logged once the server accepts connections (a script may wait for it)."""
+    several = f" with {workers} workers" if workers > 1 else ""
+    return f"gptactions {__version__} serving on {address(host, port)}{several}"
+
+
 APP = "gptactions.app:create_app_from_environment"
 STARTUP_FAILURE = 3
 """A server process's exit status when its app failed to start (uvicorn's too)."""
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for one server process, under the HTTP limits."""
+def uvicorn_options(settings: Settings, *, worker: bool = False) -> dict[str, Any]:
+    """uvicorn's options for one server process (a `worker` of several), under the HTTP
+    limits."""
     limits = http_limits(settings, raise_open_files_limit())
     return {
         "factory": True,
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "log_config": log_config(settings.log_level),
+        "log_config": log_config(settings.log_level, worker=worker),
         "access_log": False,  # the app writes its own, when each request ends (`api.access`)
         # Proxy headers are read by api/forwarded.py, from GPTACTIONS_TRUSTED_PROXIES only.
         "proxy_headers": False,

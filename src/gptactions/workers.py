@@ -121,10 +121,12 @@ def worker_main(ready: Event | None = None) -> None:
     if parent is not None and os.getppid() != parent.pid:
         raise SystemExit(0)  # the supervisor died before the signal was asked for
     settings = Settings()
+    # As the server configures it (again) once it runs: every line names this worker.
+    logging.config.dictConfig(serving.log_config(settings.log_level, worker=True))
     try:
         sock = bound_socket(settings.host, settings.port)
     except OSError as error:
-        print(f"worker {os.getpid()}: cannot bind {settings.host}:{settings.port}: {error}")
+        log.error("cannot bind %s:%s: %s", settings.host, settings.port, error)
         raise SystemExit(STARTUP_FAILURE) from None
     try:
         serve_one(
@@ -132,6 +134,7 @@ def worker_main(ready: Event | None = None) -> None:
             [sock],
             stop_signals=WORKER_STOP_SIGNALS,
             on_started=None if ready is None else ready.set,
+            worker=True,
         )
     finally:
         # Stopped: a late repeat of a signal must not end the process by its default action.
@@ -165,6 +168,7 @@ class Supervisor:
         self._incoming: _Worker | None = None  # a reload's next worker, starting
         self._reloading: list[int] = []  # the slots a reload has still to replace
         self._signals = 0
+        self._serving = False  # every worker has listened once: said, once
 
     def run(self) -> int:
         """Serve until a signal (0) or a worker that cannot start (3); the exit status."""
@@ -212,10 +216,10 @@ class Supervisor:
 
     def _supervise(self) -> int:
         while not self._signals:
-            reloading = self._incoming is not None or self._reloading
+            busy = self._incoming is not None or self._reloading or not self._serving
             wait(
                 [worker.process.sentinel for worker in self._live()],
-                timeout=0.1 if reloading else 0.5,
+                timeout=0.1 if busy else 0.5,
             )
             if self._signals:
                 break
@@ -223,8 +227,16 @@ class Supervisor:
             status = self._replace_the_dead()
             if status:
                 return status
+            self._say_serving()
             self._reload()
         return 0
+
+    def _say_serving(self) -> None:
+        """Once every worker listens, say the server serves (a script may wait for the line)."""
+        if not self._serving and all(worker.ready.is_set() for worker in self._workers):
+            self._serving = True
+            host, port = self.settings.host, self.settings.port
+            log.info("%s", serving.serving_on(host, port, len(self._workers)))
 
     def _replace_the_dead(self) -> int:
         """Start a worker in the place of each that died; 3 if one could not start."""
