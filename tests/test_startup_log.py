@@ -44,9 +44,9 @@ class Start:
         return sum(text in line for line in self.lines)
 
 
-def start_and_stop(directory: Path, *, workers: int = 1) -> Start:
-    """`gptactions serve` in `directory` (its own database, no key given), until it says it
-    serves; then SIGTERM, and all it wrote on standard error."""
+def start_and_stop(directory: Path, *, workers: int = 1, key: str | None = None) -> Start:
+    """`gptactions serve` in `directory` (its own database; `key` as GPTACTIONS_API_KEY, or
+    none), until it says it serves; then SIGTERM, and all it wrote on standard error."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GPTACTIONS_")} | {
         "GPTACTIONS_PORT": str(port),
@@ -55,6 +55,8 @@ def start_and_stop(directory: Path, *, workers: int = 1) -> Start:
         "GPTACTIONS_MODEL_THREADS": "1",  # as tests/serving.py: the test runs share the cores
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
     }
+    if key is not None:
+        environment["GPTACTIONS_API_KEY"] = key
     process = subprocess.Popen(
         [sys.executable, "-m", "gptactions", "serve"],
         cwd=directory,
@@ -122,6 +124,16 @@ def test_each_start_says_once_what_it_did_and_serving_once_it_listens(isolated: 
     loggers = [match["logger"] for line in again.lines if (match := LINE.match(line))]
     assert len(loggers) == len(again.lines) and "uvicorn" in loggers
     assert not any("[worker " in line for line in again.lines)
+
+
+def test_an_imported_key_is_said_once_found_or_imported(isolated: Path) -> None:
+    key = "gpta_" + "k" * 40
+    first = start_and_stop(isolated, key=key)
+    assert first.count("imported GPTACTIONS_API_KEY as admin key") == 1
+    again = start_and_stop(isolated, key=key)
+    assert again.count("found GPTACTIONS_API_KEY's key") == 1
+    assert again.count("imported GPTACTIONS_API_KEY") == 0
+    assert not any(key in line for line in first.lines + again.lines)
 
 
 @pytest.mark.skipif(not supported(), reason="needs SO_REUSEPORT (Linux, the BSDs)")

@@ -260,7 +260,9 @@ async def bootstrap_admin_key(
     """
     configured = settings.api_key.get_secret_value() if settings.api_key else None
     try:
-        created = await keys.ensure_bootstrap_key(configured, may_generate=may_generate)
+        created = await keys.ensure_bootstrap_key(
+            configured, may_generate=may_generate, report_found=report_unchanged
+        )
     except NoKeys:
         if settings.environment == "production":
             raise

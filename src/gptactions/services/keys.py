@@ -481,17 +481,18 @@ class KeyService:
         await self._versions.bumped()
 
     async def ensure_bootstrap_key(
-        self, configured: str | None, *, may_generate: bool = True
+        self, configured: str | None, *, may_generate: bool = True, report_found: bool = True
     ) -> NewKey | None:
         """On start-up, import GPTACTIONS_API_KEY, or create the first admin key if there is none.
 
         An imported key replaces the one imported before, which is revoked (and logged), so the
-        previous value of the variable stops working. Returns the new key when one was created,
+        previous value of the variable stops working (`report_found`: that the key was found
+        as it was is logged at INFO, else at DEBUG). Returns the new key when one was created,
         so the caller can show it once. With `may_generate=False` (production), a missing key is
         an error instead of a printed secret.
         """
         if configured:
-            return await self._import(configured)
+            return await self._import(configured, logging.INFO if report_found else logging.DEBUG)
         async with self._database.session() as session:
             if await queries.count_keys(session):
                 return None
@@ -502,12 +503,12 @@ class KeyService:
             )
         return await self.create("admin", scopes=SCOPES)
 
-    async def _import(self, configured: str) -> NewKey | None:
+    async def _import(self, configured: str, found_level: int) -> NewKey | None:
         digest = hash_key(configured)
         async with self._database.session() as session:
             known = await queries.key_by_hash(session, digest)
             if known is not None:
-                _adopt(known)
+                _adopt(known, found_level)
                 # Set back to an older value (one it replaced, revoked since): the value it
                 # replaced in turn stops working all the same.
                 revoked = await _revoke_other_imports(session, known.id)
@@ -567,7 +568,7 @@ def _check_changeable(key: ApiKey, now: datetime, done: str) -> None:
         )
 
 
-def _adopt(key: ApiKey) -> None:
+def _adopt(key: ApiKey, found_level: int = logging.INFO) -> None:
     """The row GPTACTIONS_API_KEY names is the imported key, whatever an older version recorded.
 
     Databases from before keys were marked may hold an imported key that starts with `gpta_`;
@@ -583,4 +584,8 @@ def _adopt(key: ApiKey) -> None:
     if not key.imported and "admin" in key.scopes.split():
         key.imported = True
         key.prefix = hash_fragment(key.key_hash)
-    log.info("found GPTACTIONS_API_KEY's key %s, imported before", hash_fragment(key.key_hash))
+    log.log(
+        found_level,
+        "found GPTACTIONS_API_KEY's key %s, imported before",
+        hash_fragment(key.key_hash),
+    )
