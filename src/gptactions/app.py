@@ -126,7 +126,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Accept"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
             expose_headers=["Link", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
         )

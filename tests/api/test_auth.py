@@ -94,6 +94,13 @@ async def test_a_scheme_the_server_does_not_read_is_named_in_the_401(
     assert "Bearer <key or token>" in message and ADMIN_KEY not in message
 
 
+async def test_a_wrong_key_with_spaces_is_not_quoted_as_a_scheme(api: ApiClient) -> None:
+    """The first word of a human-chosen key (`my human key`) is part of a secret, not a scheme."""
+    response = await api.http.get(f"{API}/status", headers={"Authorization": "my human key"})
+    assert response.status_code == 401
+    assert "my" not in response.json()["error"]["message"].split()
+
+
 async def test_two_authorization_headers_are_a_400_whichever_is_valid(api: ApiClient) -> None:
     for pair in ([ADMIN_KEY, "wrong"], ["wrong", ADMIN_KEY], [ADMIN_KEY, ADMIN_KEY]):
         headers = [("Authorization", f"Bearer {key}") for key in pair]

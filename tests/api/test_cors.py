@@ -16,7 +16,7 @@ APP = "https://app.example.com"
 PREFLIGHT = {
     "Origin": APP,
     "Access-Control-Request-Method": "POST",
-    "Access-Control-Request-Headers": "authorization, content-type",
+    "Access-Control-Request-Headers": "authorization, content-type, x-request-id",
 }
 
 

@@ -231,6 +231,9 @@ async def test_a_captured_authorization_header_is_redacted_end_to_end(
         "api-key": "azure-key-in-clear",
         "x-goog-api-key": "google-key-in-clear",
         "X-Auth-Token": "gateway-token-in-clear",
+        "apikey": "kong-key-in-clear",
+        "X-CSRFToken": "csrf-token-in-clear",
+        "Authentication": "authentication-in-clear",
     }
     exporter = InMemorySpanExporter()
     async with served(settings, FakeBackend(), span_exporter=exporter) as server:

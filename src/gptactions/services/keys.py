@@ -201,13 +201,23 @@ def _basic_credential(credentials: str) -> str:
     return password or user
 
 
+_OTHER_SCHEMES = {
+    name.lower(): name
+    for name in (
+        # IANA's HTTP authentication schemes, and those APIs commonly ask for.
+        *("Digest", "DPoP", "GNAP", "HOBA", "Mutual", "Negotiate", "NTLM", "OAuth"),
+        *("PrivateToken", "SCRAM-SHA-1", "SCRAM-SHA-256", "vapid", "Concealed"),
+        *("Token", "ApiKey", "Api-Key", "Key", "JWT", "AWS4-HMAC-SHA256"),
+    )
+}
+
+
 def unread_scheme(header: str | None) -> str | None:
     """The scheme of an Authorization header this server does not read (`Token`, `ApiKey`):
-    for a 401 to name it, since the whole header was then taken for the key."""
+    for a 401 to name it, since the whole header was then taken for the key. Only a known
+    scheme's name: the first word of a human-chosen key with spaces is part of a secret."""
     scheme, space, _ = (header or "").strip().partition(" ")
-    if space and scheme.isalpha() and scheme.lower() not in ("bearer", "basic"):
-        return scheme
-    return None
+    return _OTHER_SCHEMES.get(scheme.lower()) if space else None
 
 
 def _stopped_at(key: ApiKey, now: datetime) -> datetime | None:
