@@ -471,6 +471,7 @@ def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
         "GPTACTIONS_PORT": "eighty",
         "GPTACTIONS_RATE_LIMIT": "lots",
         "GPTACTIONS_LOG_RETENTION": "99999999d",  # no date is that far back
+        "GPTACTIONS_OAUTH_ACCESS_TOKEN_LIFETIME": "999999999999",  # nor that far ahead
     }
     result = gptactions("keys", "list", cwd=isolated, env=env)
     assert result.returncode == 1
@@ -479,6 +480,7 @@ def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
     assert header == "Error: invalid settings (environment or .env):"
     assert sorted(problems) == [
         "  GPTACTIONS_LOG_RETENTION: '99999999d' is too long: at most 36500d (100 years)",
+        "  GPTACTIONS_OAUTH_ACCESS_TOKEN_LIFETIME: Input should be less than or equal to 31622400",
         "  GPTACTIONS_PORT: Input should be a valid integer, unable to parse string as an integer",
         "  GPTACTIONS_RATE_LIMIT: not a rate: 'lots'; write e.g. 60/minute",
     ]

@@ -235,11 +235,16 @@ class Settings(BaseSettings):
     )
 
     # OAuth (docs/gpt-actions.md)
+    # At most a year and 100 years: a token's expiry is a date, which a longer one overflowed
+    # (every token exchange a 500).
     oauth_access_token_lifetime: int = Field(
-        default=3600, ge=60, description="Seconds an OAuth access token is valid."
+        default=3600, ge=60, le=366 * 86400, description="Seconds an OAuth access token is valid."
     )
     oauth_refresh_token_lifetime: int = Field(
-        default=30 * 86400, ge=3600, description="Seconds an OAuth refresh token is valid."
+        default=30 * 86400,
+        ge=3600,
+        le=MAX_DURATION_DAYS * 86400,
+        description="Seconds an OAuth refresh token is valid.",
     )
     oauth_dynamic_registration: bool = Field(
         default=False,
