@@ -464,6 +464,10 @@ def test_a_database_or_role_postgresql_does_not_have_is_one_line(
         assert "Traceback" not in result.stderr, result.stderr
         [line] = result.stderr.splitlines()
         assert line.startswith("Error: the database postgresql+asyncpg://") and said in line
+    # libpq's sslmode, as most PostgreSQL URLs carry it, is asyncpg's ssl (it was a TypeError).
+    plain = f"{postgres_url}?sslmode=disable"
+    listed = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": plain})
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
 
 
 def test_a_mistyped_setting_is_named_not_a_traceback(isolated: Path) -> None:
@@ -495,6 +499,10 @@ def test_the_database_url_empty_is_the_default_and_a_wrong_one_is_named(isolated
     for url, problem in (
         ("nonsense", "not a database URL: use sqlite:///path/to/file.db or postgresql://"),
         ("mysql://root:secret-password@db/app", "mysql is not supported: use sqlite or postgresql"),
+        (
+            "postgresql://u:secret-password@db/app?connect_timeout=3",
+            "connect_timeout: not an option of this server's PostgreSQL driver (asyncpg)",
+        ),
     ):
         wrong = gptactions("keys", "list", cwd=isolated, env={"GPTACTIONS_DATABASE_URL": url})
         assert wrong.returncode == 1

@@ -388,6 +388,13 @@ class Settings(BaseSettings):
             ) from None
         if backend not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
+        if backend != "sqlite":
+            unknown = sorted(set(make_url(url).query) - set(POSTGRES_URL_OPTIONS))
+            if unknown:
+                raise ValueError(
+                    f"{', '.join(unknown)}: not an option of this server's PostgreSQL driver "
+                    f"(asyncpg); it takes {', '.join(POSTGRES_URL_OPTIONS)}"
+                )
         return url
 
     @field_validator("public_url")
@@ -514,8 +521,15 @@ def _split(value: object) -> object:
     return value
 
 
+POSTGRES_URL_OPTIONS = ("sslmode", "ssl", "host", "port", "target_session_attrs", "passfile")
+"""The query options a PostgreSQL URL may carry: those asyncpg takes, and libpq's `sslmode`,
+which it takes as `ssl` (the same values: disable, prefer, require, verify-ca, verify-full).
+Another (libpq's `connect_timeout`, say) was a TypeError from deep in the driver."""
+
+
 def to_async_url(url: str) -> str:
-    """Map `sqlite:///x` and `postgresql://...` to their asyncio drivers."""
+    """Map `sqlite:///x` and `postgresql://...` to their asyncio drivers (libpq's `sslmode`
+    to asyncpg's `ssl`)."""
     for plain, driver in (
         ("sqlite://", "sqlite+aiosqlite://"),
         ("postgresql://", "postgresql+asyncpg://"),
@@ -524,5 +538,14 @@ def to_async_url(url: str) -> str:
         ("postgresql+psycopg2://", "postgresql+asyncpg://"),
     ):
         if url.startswith(plain):
-            return driver + url[len(plain) :]
+            url = driver + url[len(plain) :]
+            break
+    if url.startswith("postgresql+asyncpg://") and "sslmode=" in url:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        query = dict(parsed.query)
+        query.setdefault("ssl", query.pop("sslmode"))
+        query.pop("sslmode", None)
+        url = parsed.set(query=query).render_as_string(hide_password=False)
     return url
