@@ -82,12 +82,25 @@ async def test_a_schema_taken_back_under_a_running_server_is_a_503(database_url:
     settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
     async with running_app(settings, FakeBackend()) as api:
         assert (await api.get("/api/v1/gpt/logs")).status_code == 200
+        before = schema.known()[-2]
         async with api.runtime.database.session() as session:
             await session.execute(text("ALTER TABLE interactions RENAME COLUMN reply TO gone"))
+            await session.execute(text(f"UPDATE alembic_version SET version_num = '{before}'"))
         response = await api.get("/api/v1/gpt/logs")
+        # The load balancer is told too: /healthz was 200 "ok" while every request failed.
+        health = await api.get("/healthz", key=None)
+        async with api.runtime.database.session() as session:
+            await session.execute(text("ALTER TABLE interactions RENAME COLUMN gone TO reply"))
+            await session.execute(
+                text(f"UPDATE alembic_version SET version_num = '{schema.head()}'")
+            )
+        healed = await api.get("/healthz", key=None)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "database_unavailable"
     assert "Retry-After" in response.headers
+    assert health.status_code == 503, health.text
+    assert f"its schema is at revision {before}, behind" in health.json()["error"]["message"]
+    assert healed.status_code == 200, healed.text
 
 
 @pytest.mark.parametrize("revision", schema.known())

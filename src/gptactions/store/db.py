@@ -286,9 +286,18 @@ class Database:
         return self._probe.result()
 
     async def _ping(self) -> bool:
+        """Whether the database answers; once its schema is known to be this version's
+        (`ready`), whether it still is: `gptactions db downgrade` run under a running server
+        left /healthz saying ok while every request failed."""
         try:
             async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+                if not self.ready:
+                    await connection.execute(text("SELECT 1"))
+                else:
+                    current = await connection.scalar(
+                        text("SELECT version_num FROM alembic_version")
+                    )
+                    _check_not_behind(current)
         except Exception as error:
             self.outage.failed(error)
             return False
@@ -392,3 +401,18 @@ def _ensure_sqlite_directory(url: str) -> None:
     path = url.split(":///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+class SchemaBehind(Exception):
+    """The database's schema is behind this version's: taken back under a running server."""
+
+
+def _check_not_behind(current: str | None) -> None:
+    """SchemaBehind when the revision `current` is one of this version's, before its head (a
+    revision it does not know is a newer version's, which serves it)."""
+    known, head = schema.known(), schema.head()
+    if current is None or (current in known and known.index(current) < known.index(head)):
+        raise SchemaBehind(
+            f"its schema is at revision {current or 'none'}, behind this version's {head} "
+            "(was `gptactions db downgrade` run?); `gptactions db upgrade` brings it back"
+        )
