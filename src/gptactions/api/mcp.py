@@ -361,12 +361,7 @@ def _tool_error(error: ServiceError) -> types.CallToolResult:
     wait = retry_after(error)
     if wait is not None:
         body["error"]["retryAfter"] = wait
-    lines = [error.message, *(f"{p.pointer}: {p.message}" for p in error.details)]
-    return types.CallToolResult(
-        content=[types.TextContent(text="\n".join(lines))],
-        structured_content=body,
-        is_error=True,
-    )
+    return types.CallToolResult(content=[_as_text(body)], structured_content=body, is_error=True)
 
 
 class _StatelessTerminations(logging.Filter):
