@@ -585,7 +585,9 @@ def _adopt(key: ApiKey, found_level: int = logging.INFO) -> None:
     once the server starts with it, it is marked, so the next value of the variable replaces it.
     """
     if key.revoked_at is not None:
-        log.warning(
+        # Said once a start, as what was found: by `serve`'s first step, not by each server.
+        log.log(
+            logging.WARNING if found_level >= logging.INFO else logging.DEBUG,
             "GPTACTIONS_API_KEY is a revoked key (%s, id %s): it stays revoked; set a new one",
             key.prefix,
             key.id,
