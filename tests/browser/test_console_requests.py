@@ -457,7 +457,7 @@ def test_what_was_not_sent_or_was_cancelled_says_so(console: Console) -> None:
     assert console.send().startswith("404")
     assert "does not exist for this user" in failure.inner_text()
     hint = failure.locator(".failure-hint").inner_text()
-    assert "check the ids" in hint and "Endpoint" not in hint
+    assert "conversationId" in hint and "Endpoint" not in hint and "model" not in hint
 
     # Cancelled by the user: said as such, not as a server that cannot be reached.
     page.route("**/api/v1/gpt/status", lambda route: None)  # held: never answered

@@ -123,6 +123,37 @@ app.selectOperation = (key, { focus = false } = {}) => {
   return true;
 };
 
+// ---- Deep links: #/operationId names the chosen operation (Swagger UI's #/tag/operationId too) ----
+
+let linkOps = false; // false until start-up has chosen the first operation: that one replaces
+
+/** The key of the operation the URL's hash names, or null. */
+function linkedOperation() {
+  const m = location.hash.match(/^#\/(?:[^/]*\/)?([^/]+)$/);
+  if (!m) return null;
+  let id;
+  try {
+    id = decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+  const op = app.ops.find((o) => o.operationId === id);
+  return op ? op.key : null;
+}
+
+/** Put the chosen operation in the URL: a new history entry, so Back returns to the last one. */
+function linkOperation(op) {
+  if (!op.operationId) return;
+  const hash = `#/${encodeURIComponent(op.operationId)}`;
+  if (location.hash === hash) return;
+  history[linkOps ? "pushState" : "replaceState"](null, "", hash);
+}
+
+function followLink() {
+  const key = linkedOperation();
+  if (key && (!app.op || key !== app.op.key)) app.selectOperation(key);
+}
+
 /**
  * Another method on the same path is another operation (its own payload, schema, responses
  * and check), so the method menu picks it: the page never sends one method while showing
@@ -139,6 +170,7 @@ function onEndpointChange() {
   app.op = op;
   if (!op) return;
   store.set(localStorage, ENDPOINT_SLOT, op.key);
+  linkOperation(op);
   // Only the methods the document has for this path (an undocumented one can only get a 405),
   // each standing for its operation: choosing one switches the endpoint to it.
   const documented = op.documentedMethods.map((m) => m.toUpperCase());
@@ -255,10 +287,13 @@ function updatePayloadUi() {
   const op = app.op;
   const method = op.method.toUpperCase();
   const hasSchema = Boolean(requestSchema(app.doc, op));
+  // An operation that documents no request body gets no editor, whatever its method (DELETE).
+  const documented = Boolean(op.operation.requestBody);
   const editor = $("payload");
-  $("payload-field").hidden = !hasSchema && NO_BODY.has(method);
-  editor.disabled = NO_BODY.has(method);
-  app.payloadNote = editor.disabled ? `${method} requests carry no payload; this one is not sent.` : hasSchema ? "" : "This operation documents no payload.";
+  $("payload-field").hidden = !documented;
+  editor.disabled = NO_BODY.has(method) || !documented;
+  app.payloadNote = NO_BODY.has(method) ? `${method} requests carry no payload; this one is not sent.`
+    : hasSchema ? "" : "The document gives this payload no schema: it is sent as typed.";
   const streamable = method === "POST" && (isStart(op) || isRespond(op) || bodyStreams(op));
   $("stream-option").hidden = !streamable;
   checkPayload();
@@ -298,6 +333,16 @@ function updateSnippets() {
   app.snippets = snippets;
 }
 
+/** What a DELETE is about to erase, asked before it goes: it cannot be undone. */
+function deleteQuestion(req) {
+  const named = Object.entries(req.params)
+    .filter(([, value]) => String(value).trim())
+    .map(([where, value]) => `${where.split(":")[1]} “${String(value).trim()}”`);
+  const target = named.length ? ` for ${named.join(", ")}` : " for the key's own user";
+  const what = req.op.operation.description || req.op.summary || "";
+  return `Send DELETE ${req.op.path}${target} to ${app.serverUrl()}?\n\n${what ? `${what}\n` : ""}This cannot be undone.`;
+}
+
 async function send() {
   if (!app.op || app.busy) return;
   const req = currentRequest();
@@ -316,6 +361,10 @@ async function send() {
   if (!req.payload.ok) {
     checkPayload();
     app.response.notSent("Fix the JSON syntax error in the Request Payload first.", $("payload"));
+    return;
+  }
+  if (req.method === "DELETE" && !confirm(deleteQuestion(req))) {
+    app.response.notSent("Not sent: the DELETE was not confirmed.", $("send"));
     return;
   }
   const controller = new AbortController();
@@ -340,16 +389,16 @@ async function send() {
   });
   app.busy = null;
   app.response.busy(false);
-  if (result.networkError && controller.signal.aborted) result.networkError = CANCELLED;
+  const cancelled = Boolean(result.cancelled || result.networkError === CANCELLED);
   app.response.show(req, result, streamed);
   const done = result.events.length ? result.events.find((e) => e.event === "done") : null;
   const data = done ? done.data : result.json;
-  app.conversation.finish(req.method === "POST" ? req.op : null, bodyValue, result.status, data);
+  app.conversation.finish(req.method === "POST" ? req.op : null, bodyValue, result.status, data, cancelled);
   app.response.markShown();
   app.session.save();
   app.history.add({
     at: new Date().toISOString(), server: app.serverUrl(), opKey: req.op.key, method: req.method, path: req.op.path,
-    params: req.params, payload: req.payload.text, status: result.status || 0, ms: Math.round(result.ms), stream: req.stream,
+    params: req.params, payload: req.payload.text, status: (!result.cancelled && result.status) || 0, ms: Math.round(result.ms), stream: req.stream,
   });
 }
 
@@ -391,8 +440,9 @@ async function loadDocument() {
   // Payloads nobody typed in were examples of the other view (with or without userId).
   for (const key of [...app.drafts.keys()]) if (!app.touched.has(key)) app.drafts.delete(key);
   const current = first ? app.session.restore() : app.op && app.op.key;
-  const saved = current || store.get(localStorage, ENDPOINT_SLOT);
+  const saved = (first && linkedOperation()) || current || store.get(localStorage, ENDPOINT_SLOT);
   if (!app.selectOperation(saved) && app.ops.length) app.selectOperation(app.ops[0].key);
+  linkOps = true;
   app.schemaPanel.render();
   if (first) {
     app.conversation.render();
@@ -406,6 +456,8 @@ function wire() {
   $("api-key").addEventListener("input", updateSnippets);
   $("server").addEventListener("change", updateSnippets);
   $("endpoint").addEventListener("change", onEndpointChange);
+  addEventListener("popstate", followLink); // Back and Forward, and a hash typed in
+  addEventListener("hashchange", followLink);
   $("method").addEventListener("change", onMethodChange);
   $("params-fields").addEventListener("input", () => {
     saveParams();

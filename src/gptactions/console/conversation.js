@@ -14,15 +14,19 @@ export function createConversation(app) {
   function render() {
     const turns = $("transcript-turns");
     const hasAny = state.turns.length > 0 || state.pending;
+    // A start's reply on its way belongs to a new conversation, not to the one shown before.
+    const fresh = Boolean(state.pending && state.pending.fresh);
     $("transcript").hidden = !hasAny;
-    $("transcript-id").textContent = state.id || "new";
+    $("transcript-id").textContent = (!fresh && state.id) || "new";
     turns.replaceChildren();
-    const all = state.pending ? [...state.turns, state.pending] : state.turns;
+    const all = fresh ? [state.pending] : state.pending ? [...state.turns, state.pending] : state.turns;
     for (const turn of all) {
+      const pending = turn === state.pending;
       turns.append(
         h("li", { class: "bubble user" }, h("span", { class: "who" }, "You"), h("p", {}, turn.user ?? "")),
-        h("li", { class: `bubble assistant${turn === state.pending ? " typing" : ""}` },
-          h("span", { class: "who" }, "Assistant"), h("p", {}, turn.reply || (turn === state.pending ? "…" : ""))),
+        h("li", { class: `bubble assistant${pending ? " typing" : ""}${turn.cancelled ? " cancelled" : ""}` },
+          h("span", { class: "who" }, turn.cancelled ? "Assistant · cancelled" : "Assistant"),
+          h("p", {}, turn.reply || (pending ? "…" : turn.cancelled ? "Cancelled before the reply arrived." : ""))),
       );
     }
     turns.scrollTop = turns.scrollHeight;
@@ -73,7 +77,7 @@ export function createConversation(app) {
   /** A POST /conversations or /respond is about to go out (streamed replies fill in live). */
   function begin(op, payload) {
     if (!isStart(op) && !isRespond(op)) return;
-    state.pending = { user: payload && payload.message, reply: "" };
+    state.pending = { user: payload && payload.message, reply: "", fresh: isStart(op) };
     render();
   }
 
@@ -84,10 +88,16 @@ export function createConversation(app) {
     if (live) live.querySelector("p").textContent = state.pending.reply;
   }
 
-  /** The call finished: `data` is the JSON answer (or the stream's done event), or null. */
-  function finish(op, payload, status, data) {
+  /** The call finished: `data` is the JSON answer (or the stream's done event), or null;
+   * `cancelled` when the user stopped it (what had arrived stays, marked so). */
+  function finish(op, payload, status, data, cancelled = false) {
     const pending = state.pending;
     state.pending = null;
+    if (cancelled && pending) {
+      keepCancelled(pending, payload);
+      render();
+      return;
+    }
     if ((!isStart(op) && !isRespond(op)) || status !== 200 || !data || !data.conversationId) {
       render();
       return;
@@ -102,6 +112,21 @@ export function createConversation(app) {
     // Offer the id to the next /respond: prefill its payload (keeping what the user typed).
     if (respond) app.patchPayload(respond, { conversationId: state.id, userId: state.userId });
     render();
+  }
+
+  /** A cancelled turn: the server keeps it too (as `cancelled`), so the transcript does. */
+  function keepCancelled(pending, payload) {
+    const turn = { user: pending.user, reply: pending.reply, cancelled: true };
+    if (pending.fresh) {
+      // The server began a new conversation, but its id never arrived: what was open is left.
+      state.id = null;
+      state.userId = payload && payload.userId;
+      state.turns = [turn];
+      const respond = app.ops.find(isRespond);
+      if (respond) app.patchPayload(respond, { conversationId: undefined });
+    } else if (!payload || !payload.conversationId || payload.conversationId === state.id) {
+      state.turns.push(turn);
+    }
   }
 
   $("transcript-new").addEventListener("click", reset);

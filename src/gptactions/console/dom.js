@@ -30,6 +30,12 @@ export function withCode(text) {
   return String(text ?? "").split(/`([^`]+)`/).map((part, i) => (i % 2 ? h("code", {}, part) : part));
 }
 
+/** A path or URL as nodes that may wrap after its slashes (and before `?` and `&`) only, never
+ * inside a segment as `word-break: break-all` would ("conversatio/ns"). */
+export function breakAfterSlashes(text) {
+  return String(text).split(/(?<=\/)|(?=[?&])/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+}
+
 let toastTimer;
 /** A short confirmation ("Copied") that screen readers also hear. */
 export function toast(message) {

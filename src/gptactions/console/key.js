@@ -2,7 +2,7 @@
 // "remember" is ticked. A key pasted as "Bearer gpta_…" loses its "Bearer " (the console adds
 // it), and a key holding a character no key has is said so at once, not as a failed request.
 
-import { $ } from "./dom.js";
+import { $, toast } from "./dom.js";
 
 const KEY_SLOT = "gptactions.apiKey";
 export const KEY_NOTE = "Kept for this tab only unless “remember” is ticked.";
@@ -64,6 +64,17 @@ export function initKey(app, changed) {
     save();
     clearTimeout(timer);
     timer = setTimeout(changed, 400);
+  });
+  // Enter does what a form's submit would: the key is taken at once, and the next step (Send)
+  // has the focus. Ctrl+Enter is left to the page, which sends.
+  field.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || e.ctrlKey || e.metaKey || e.isComposing) return;
+    e.preventDefault();
+    clearTimeout(timer);
+    changed();
+    if (keyProblem(app.key())) return; // said under the field, which keeps the focus for the fix
+    toast(app.key() ? "Key applied" : "No key: requests go without one");
+    $("send").focus();
   });
   $("key-remember").addEventListener("change", save);
   $("key-forget").addEventListener("click", forget);

@@ -2,7 +2,7 @@
 // `Link: <…>; rel="next"` header; a rejected request can be put back into the request form.
 
 import { $, h } from "./dom.js";
-import { paramField, readParams } from "./fields.js";
+import { paramField, readParams, writeParams } from "./fields.js";
 import { describeFailure, sendRequest } from "./transport.js";
 
 const COLUMNS = [
@@ -35,6 +35,12 @@ export function nextLink(header, base) {
   return null;
 }
 
+// The pager's buttons are aria-disabled, never disabled: a disabled button drops the keyboard
+// focus to the page, and Enter on "Next page →" must leave it there for the next press.
+const FILTERS_SLOT = "gptactions.logsFilters";
+const offer = (button, on) => button.setAttribute("aria-disabled", String(!on));
+const offered = (button) => button.getAttribute("aria-disabled") !== "true";
+
 function formatTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso ?? "");
@@ -63,6 +69,11 @@ export function initLogs(app) {
       ...(search ? [searchField(search)] : []),
       ...filters.map((p) => paramField(app.doc, p, "logs")),
     );
+    try {
+      writeParams($("logs-fields"), JSON.parse(app.store.get(sessionStorage, FILTERS_SLOT) || "{}"));
+    } catch {
+      /* unreadable: start with empty filters */
+    }
     $("logs-message").textContent = "Choose filters and press Load logs (needs the API key).";
   }
 
@@ -85,6 +96,9 @@ export function initLogs(app) {
     );
   }
 
+  /** Keep the filters of the last load for a reload of this tab (sessionStorage, as drafts). */
+  const keepFilters = () => app.store.set(sessionStorage, FILTERS_SLOT, JSON.stringify(readParams($("logs-fields")).values));
+
   function firstPageUrl() {
     const op = logsOp();
     const qs = new URLSearchParams(readParams($("logs-fields")).query).toString();
@@ -96,8 +110,8 @@ export function initLogs(app) {
     const message = $("logs-message");
     message.className = "pane-message";
     message.textContent = "Loading…";
-    $("logs-next").disabled = true;
-    $("logs-prev").disabled = true;
+    offer($("logs-next"), false);
+    offer($("logs-prev"), false);
     const result = await sendRequest({ url, method: "GET", headers: { ...app.authHeaders(), Accept: "application/json" } });
     if (result.networkError || result.status >= 400) {
       const f = describeFailure(result, "GET", url);
@@ -108,7 +122,7 @@ export function initLogs(app) {
       renderTable([]);
       next = null;
       $("logs-page").textContent = "";
-      $("logs-prev").disabled = back.length === 0;
+      offer($("logs-prev"), back.length > 0);
       return;
     }
     const rows = Array.isArray(result.json) ? result.json : (result.json && result.json.items) || [];
@@ -118,8 +132,8 @@ export function initLogs(app) {
     renderTable(rows);
     message.textContent = rows.length ? "" : "No interactions match these filters.";
     $("logs-page").textContent = `Page ${back.length + 1} · ${rows.length} row${rows.length === 1 ? "" : "s"}${next ? " · more after this" : ""}`;
-    $("logs-next").disabled = !next;
-    $("logs-prev").disabled = back.length === 0;
+    offer($("logs-next"), Boolean(next));
+    offer($("logs-prev"), back.length > 0);
   }
 
   function cell(key, row) {
@@ -226,20 +240,30 @@ export function initLogs(app) {
     if (!input) return;
     input.value = id;
     back.length = 0;
+    keepFilters();
     load(firstPageUrl());
   }
 
   $("logs-form").addEventListener("submit", (e) => {
     e.preventDefault();
     back.length = 0;
+    keepFilters();
     load(firstPageUrl());
   });
+  // A submit the browser blocks (a filter out of its range) fires no submit event: the answer to
+  // the previous one must not stay as if it were this one's, so the pane says why instead.
+  $("logs-form").addEventListener("invalid", (e) => {
+    const field = $("logs-fields").querySelector(":invalid") || e.target; // the one the browser points at
+    const message = $("logs-message");
+    message.className = "pane-message failure";
+    message.replaceChildren(h("strong", {}, "Not loaded"), ` — ${field.name}: ${field.validationMessage}`);
+  }, true);
   $("logs-form").addEventListener("reset", () => setTimeout(() => $("logs-form").requestSubmit(), 0));
   $("logs-next").addEventListener("click", () => {
-    if (!next) return;
+    if (!offered($("logs-next")) || !next) return;
     back.push(current);
     load(next);
   });
-  $("logs-prev").addEventListener("click", () => back.length && load(back.pop()));
+  $("logs-prev").addEventListener("click", () => offered($("logs-prev")) && back.length && load(back.pop()));
   return { render, load, nextLink };
 }

@@ -86,11 +86,13 @@ export function initOperationDoc(app) {
   /** Say whether the answer matches the schema documented for its status. */
   function showCheck(req, result) {
     const box = $("schema-check");
-    box.hidden = Boolean(result.networkError);
+    // A cancelled answer is cut short by the user: there is nothing whole to check.
+    const none = Boolean(result.networkError || result.cancelled);
+    box.hidden = none;
     // The list shows the current operation's responses: another endpoint may have been chosen
     // while this answer was on its way.
-    if (req.op === app.op) markStatus(req.op, result.networkError ? 0 : result.status);
-    if (result.networkError) return;
+    if (req.op === app.op) markStatus(req.op, none ? 0 : result.status);
+    if (none) return;
     const which = `${result.status} (${req.op.method.toUpperCase()} ${req.op.path})`;
     let check;
     if (result.events.length) {

@@ -4,7 +4,7 @@
 // screen as if it were this one's. Screen readers hear when an answer starts and when it is in,
 // never each streamed token: the token counter is outside the live region.
 
-import { $, h } from "./dom.js";
+import { $, breakAfterSlashes, h } from "./dom.js";
 import { escapeHtml, formatBytes, hangIndents, highlightJson } from "./format.js";
 import { CANCELLED, describeFailure, isDoneMarker, streamFailure } from "./transport.js";
 
@@ -92,10 +92,11 @@ export function initResponse(app) {
   }
 
   function showFailure(req, result) {
-    const streamError = streamFailure(result.events);
+    const streamError = !result.cancelled && streamFailure(result.events);
     const f = streamError || result.streamError
       ? { ...describeFailure({ ...result, json: streamError ? streamError.data : undefined, text: result.streamError || "" }, req.method, req.url),
-          title: "The stream ended with an error", hint: "The text that arrived before it is in the Body below." }
+          title: result.contentType.startsWith("text/event-stream") ? "The stream ended with an error" : "The answer broke off",
+          hint: "The text that arrived before it is in the Body below." }
       : describeFailure(result, req.method, req.url);
     let hint = f.hint;
     if (result.status === 405) hint += ` Documented: ${req.op.documentedMethods.map((m) => m.toUpperCase()).join(", ")}.`;
@@ -133,8 +134,8 @@ export function initResponse(app) {
     onScreen = req.op.key;
     if (!at) answers.set(req.op.key, { req, result, streamed, at: new Date() });
     const statusEl = $("status-code");
-    if (result.networkError) {
-      const cancelled = result.networkError === CANCELLED;
+    if (result.networkError || result.cancelled) {
+      const cancelled = result.cancelled || result.networkError === CANCELLED;
       statusEl.textContent = cancelled ? "Cancelled" : result.refused ? "Not sent" : "No response";
       setStatusClass(cancelled || result.refused ? "none" : "error");
     } else {
@@ -144,12 +145,13 @@ export function initResponse(app) {
     const meta = [`${Math.round(result.ms)} ms`];
     if (result.size !== undefined) meta.push(formatBytes(result.size));
     if (result.events.length) meta.push(`streamed ${result.events.length} events, first byte after ${Math.round(result.firstByteMs)} ms`);
-    meta.push(`${req.method} ${req.url.replace(location.origin, "")}`);
     if (at) meta.unshift(`Answer of ${at.toLocaleTimeString()}`);
-    $("response-meta").textContent = meta.join(" · ");
+    // One node, as its text was: the live region changes once.
+    $("response-meta").replaceChildren(h("span", {}, `${meta.join(" · ")} · ${req.method} `, breakAfterSlashes(req.url.replace(location.origin, ""))));
 
     // A stream can fail after its 200: its error event (or a broken connection) is a failure too.
-    const failed = result.networkError || result.status >= 400 || streamFailure(result.events) || result.streamError;
+    // A cancelled answer is shown as such, whatever status came before the user stopped it.
+    const failed = result.networkError || result.cancelled || result.status >= 400 || streamFailure(result.events) || result.streamError;
     $("failure").hidden = !failed;
     if (failed) showFailure(req, result);
 

@@ -68,6 +68,10 @@ export function refusedBeforeSending(url, headers) {
   return "";
 }
 
+/** `networkError` of a request the user cancelled (Cancel, Esc) before its answer came; one
+ * cancelled while its body was arriving (a stream) has its status and `cancelled` instead. */
+export const CANCELLED = "cancelled";
+
 /**
  * Send one request. Never throws: a network failure comes back as {networkError}, and a request
  * the browser would refuse as {networkError, refused} (see refusedBeforeSending).
@@ -81,7 +85,8 @@ export async function sendRequest({ url, method, headers, body, onEvent, signal 
   try {
     response = await fetch(url, { method, headers, body, signal, cache: "no-store" });
   } catch (err) {
-    return { networkError: String(err && err.message ? err.message : err), ms: performance.now() - started, events: [], headers: [] };
+    const networkError = signal && signal.aborted ? CANCELLED : String(err && err.message ? err.message : err);
+    return { networkError, ms: performance.now() - started, events: [], headers: [] };
   }
   const firstByteMs = performance.now() - started;
   const contentType = response.headers.get("content-type") || "";
@@ -118,11 +123,19 @@ export async function sendRequest({ url, method, headers, body, onEvent, signal 
         if (onEvent) onEvent(ev);
       }
     } catch (err) {
-      result.streamError = String(err && err.message ? err.message : err);
+      // Cancel (or Esc) aborts the read: what arrived is the answer so far, not a broken stream.
+      if (signal && signal.aborted) result.cancelled = true;
+      else result.streamError = String(err && err.message ? err.message : err);
     }
     result.text = text;
   } else {
-    result.text = await response.text();
+    try {
+      result.text = await response.text();
+    } catch (err) {
+      result.text = "";
+      if (signal && signal.aborted) result.cancelled = true;
+      else result.streamError = String(err && err.message ? err.message : err);
+    }
   }
   result.ms = performance.now() - started;
   result.size = new TextEncoder().encode(result.text).length;
@@ -136,8 +149,6 @@ export async function sendRequest({ url, method, headers, body, onEvent, signal 
   return result;
 }
 
-/** `networkError` of a request the user cancelled (Cancel, Esc). */
-export const CANCELLED = "cancelled";
 
 const STATUS_HINTS = {
   400: "The server rejected the request. Fix what is listed above and send again.",
@@ -155,12 +166,15 @@ const STATUS_HINTS = {
 
 /** A readable account of a failed call: {title, message, details: [{pointer, message}], hint}. */
 export function describeFailure(result, method, url) {
-  if (result.networkError === CANCELLED) {
+  if (result.networkError === CANCELLED || result.cancelled) {
+    const partial = result.cancelled && result.text;
     return {
       title: "Cancelled",
-      message: `${method} ${url} was cancelled before its answer arrived.`,
+      message: partial ? `${method} ${url} was cancelled; what arrived is shown below.` : `${method} ${url} was cancelled before its answer arrived.`,
       details: [],
-      hint: "The server may still have handled it: a conversation's reply is in Logs once it has.",
+      hint: result.cancelled
+        ? "The server stops there and keeps what it had generated, as a cancelled interaction in Logs."
+        : "The server may still have handled it: a conversation's reply is in Logs once it has.",
     };
   }
   if (result.refused && result.refused.kind === "header") {
@@ -203,10 +217,16 @@ export function describeFailure(result, method, url) {
 }
 
 /** The status's hint; a 404 in the API's error shape that is not about the path names a
- * missing thing (a conversation, a model) on a path that exists. */
+ * missing thing (a model, a conversation) on a path that exists: the hint is about that thing. */
 function hintFor(status, err) {
   if (status === 404 && err && typeof err.message === "string" && !err.message.startsWith("no such path")) {
-    return "The path exists, but not what the request names: check the ids in it (a conversation belongs to one userId).";
+    if (err.code === "model_not_found" || err.param === "model") {
+      return "No model has that id: use one GET /v1/models lists (the message names them).";
+    }
+    if (/\bconversation\b/i.test(err.message) || err.param === "conversationId") {
+      return "Check the conversationId: a conversation belongs to one userId, and it must be that user's.";
+    }
+    return "The path exists, but not what the request names: check the ids in its path, parameters and payload.";
   }
   return STATUS_HINTS[status] || (status >= 500 ? "The server failed; try again or read its log." : "");
 }
