@@ -194,6 +194,12 @@ async def test_an_oauth_gpts_document_has_one_way_in_and_needs_no_user_id(api: A
     validate(gpt)
     assert list(gpt["components"]["securitySchemes"]) == ["OAuth2"]
     assert gpt["security"] == [{"OAuth2": []}]
+    # The scopes to sign in with are those the document was cut for (`info.x-scopes`).
+    flow = gpt["components"]["securitySchemes"]["OAuth2"]["flows"]["authorizationCode"]
+    assert list(flow["scopes"]) == gpt["info"]["x-scopes"] == ["chat", "actions"]
+    uncut = (await api.http.get("/openapi.json", params={"auth": "oauth"})).json()
+    uncut_flow = uncut["components"]["securitySchemes"]["OAuth2"]["flows"]["authorizationCode"]
+    assert list(uncut_flow["scopes"]) == ["chat", "actions", "logs"]
     schemas = gpt["components"]["schemas"]
     for name in ("ConversationRequest", "ActionRequest"):  # every body a model writes
         assert "userId" not in schemas[name].get("required", ()), name
@@ -238,13 +244,19 @@ async def test_a_keys_document_offers_a_users_data_only_with_logs(api: ApiClient
     for_a_token = (await api.http.get("/openapi.json", params=query)).json()
     validate(for_a_token)
     assert operation_ids(for_a_token) - operation_ids(gpt) == user_data
-    # A key must name the user (a 400 without userId); a token is its own user.
-    for document, required in ((reader, True), (for_a_token, False)):
-        for path, method in (("/api/v1/gpt/me/export", "get"), ("/api/v1/gpt/me/data", "delete")):
-            (user_id,) = [
-                p for p in document["paths"][path][method]["parameters"] if p["name"] == "userId"
-            ]
-            assert user_id["required"] is required, (path, required)
+    # A key must name the user (a 400 without userId); a token is its own user, and any other
+    # name is a 403: its document does not offer the parameter.
+    for path, method in (("/api/v1/gpt/me/export", "get"), ("/api/v1/gpt/me/data", "delete")):
+        (user_id,) = [
+            p for p in reader["paths"][path][method]["parameters"] if p["name"] == "userId"
+        ]
+        assert user_id["required"] is True, path
+        offered = for_a_token["paths"][path][method].get("parameters", [])
+        assert "userId" not in [p["name"] for p in offered], path
+    everything = (await api.http.get("/openapi.json", params={"auth": "oauth"})).json()
+    assert [
+        p["name"] for p in everything["paths"]["/api/v1/gpt/me/export"]["get"]["parameters"]
+    ] == ["cursor"]
     bearer = {"Authorization": f"Bearer {await api.key(scopes=('logs',), name='reader')}"}
     assert (await api.http.get("/api/v1/gpt/me/export", headers=bearer)).status_code == 400
     assert (await api.http.get("/openapi.yaml", params=query)).status_code == 200

@@ -196,3 +196,33 @@ async def test_a_missing_scope_names_the_token_not_a_key(
     refused = await api.post("/api/v1/gpt/actions", body, key=alice)
     assert refused.status_code == 403
     assert refused.json()["error"]["message"] == "this access token lacks the 'actions' scope"
+
+
+async def test_a_user_id_is_bounded_by_the_setting_as_in_a_body(
+    settings: Settings, fake: FakeBackend
+) -> None:
+    """`?userId=` of /me/export and /me/data has the bound of a body's userId
+    (GPTACTIONS_MAX_USER_ID_LENGTH), and the document says so."""
+    async with running_app(settings.model_copy(update={"max_user_id_length": 12}), fake) as api:
+        document = (await api.http.get("/openapi.json")).json()
+        for path, method in (("/api/v1/gpt/me/export", "get"), ("/api/v1/gpt/me/data", "delete")):
+            (user_id,) = [
+                p for p in document["paths"][path][method]["parameters"] if p["name"] == "userId"
+            ]
+            assert user_id["schema"]["maxLength"] == 12, path
+            for value, status in (("u" * 12, 200), ("u" * 13, 400)):
+                answer = await api.http.request(
+                    method.upper(),
+                    path,
+                    params={"userId": value},
+                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                )
+                assert answer.status_code == status, (path, value, answer.text)
+            assert answer.json()["error"]["details"] == [
+                {
+                    "pointer": "/userId",
+                    "message": "query parameter userId: must be at most 12 characters",
+                }
+            ]
+        body = document["components"]["schemas"]["ConversationRequest"]["properties"]["userId"]
+        assert body["maxLength"] == 12

@@ -232,6 +232,51 @@ async def test_a_scope_the_client_may_not_ask_for(api: ApiClient) -> None:
     assert parse_qs(urlsplit(answer.headers["location"]).query)["error"] == ["invalid_scope"]
 
 
+@pytest.mark.parametrize("scope", ["chat,actions", "chat, actions", "actions ,chat,"])
+async def test_scopes_may_be_separated_by_commas(api: ApiClient, users: None, scope: str) -> None:
+    """A builder types `chat,actions` in ChatGPT's Scope field as often as `chat actions`
+    (the document's `?scopes=` takes both): the grant reads commas as spaces."""
+    client = await make_client(api)
+    tokens = (await exchange(api, client, await code_for(api, client, scope=scope))).json()
+    assert tokens["scope"] == "chat actions"
+
+
+async def test_a_refresh_narrows_scopes_given_with_commas(api: ApiClient, users: None) -> None:
+    client = await make_client(api)
+    tokens = (await exchange(api, client, await code_for(api, client, scope="chat logs"))).json()
+    narrowed = await api.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "scope": "chat,",
+        },
+        headers=basic(client.id, client.secret),
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert narrowed.json()["scope"] == "chat"
+    widened = await api.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": narrowed.json()["refresh_token"],
+            "scope": "chat,logs",
+        },
+        headers=basic(client.id, client.secret),
+    )
+    assert widened.json()["error"] == "invalid_scope"
+
+
+async def test_an_unknown_scope_among_commas_is_named_alone(api: ApiClient) -> None:
+    client = await make_client(api)
+    answer = await api.http.get(
+        "/oauth/authorize", params=authorize_params(client, scope="chat,root")
+    )
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    assert query["error"] == ["invalid_scope"]
+    assert query["error_description"][0].endswith("unknown scope(s): root")
+
+
 async def test_wrong_password_and_rate_limited_sign_in(
     settings: Settings, fake: FakeBackend
 ) -> None:

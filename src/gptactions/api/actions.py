@@ -61,6 +61,8 @@ def action_body(
 
 CURSOR_PATTERN = f"^{ACTION_NAME_PATTERN.pattern}$"
 """What `GET /actions` takes as its cursor (an action's name); the document says the same."""
+LIST_CURSOR_MAX_LENGTH = 64
+"""The longest action name (`ACTION_NAME_PATTERN`), so the longest cursor of `GET /actions`."""
 
 
 @router.get("/actions", operation_id="listActions")
@@ -69,16 +71,27 @@ async def list_actions(
     caller: ActionsCaller,
     runtime: RuntimeDep,
     cursor: Annotated[
-        str | None, Query(min_length=1, max_length=64, pattern=CURSOR_PATTERN)
+        str | None, Query(min_length=1, max_length=LIST_CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)
     ] = None,
 ) -> JSONResponse:
     """List the available actions, with their descriptions and parameter schemas, by name, in
-    pages within GPTACTIONS_MAX_RESPONSE_CHARS (the next one in the Link header, as /logs)."""
+    pages within GPTACTIONS_MAX_RESPONSE_CHARS (the next one's cursor in `nextCursor`, and the
+    Link header, as /logs)."""
     listed = describe_actions(runtime.registry)
     rows = [a for a in listed["actions"] if cursor is None or a["name"] > cursor]
-    empty = json_length({**listed, "actions": []})
-    listed["actions"], cut_short = fit(
-        rows, runtime.settings.max_response_chars - empty + 2, ("description",)
-    )
-    next_cursor = listed["actions"][-1]["name"] if cut_short else None
-    return JSONResponse(listed, headers=next_link(request, next_cursor))
+    budget = runtime.settings.max_response_chars
+    listed["actions"], cut_short = _fit_actions(listed, rows, budget, None)
+    if cut_short:
+        # Measured again with room for the cursor, which the body carries in place of null.
+        listed["actions"], _ = _fit_actions(listed, rows, budget, "x" * LIST_CURSOR_MAX_LENGTH)
+    listed["nextCursor"] = listed["actions"][-1]["name"] if cut_short else None
+    return JSONResponse(listed, headers=next_link(request, listed["nextCursor"]))
+
+
+def _fit_actions(
+    listed: dict[str, Any], rows: list[dict[str, Any]], budget: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The leading `rows` that fit `budget` in `listed` with `cursor` as its `nextCursor`, and
+    whether any was left out."""
+    empty = json_length({**listed, "actions": [], "nextCursor": cursor})
+    return fit(rows, budget - empty + 2, ("description",))

@@ -108,7 +108,8 @@ def document_view(
     components = dict(document.get("components", {}))
     schemes = dict(components.get("securitySchemes", {}))
     if "OAuth2" in schemes:
-        schemes["OAuth2"] = oauth_scheme(settings.public_url or origin)
+        # A document cut for some scopes offers those to sign in with, not every one.
+        schemes["OAuth2"] = oauth_scheme(settings.public_url or origin, scopes)
     components["securitySchemes"] = schemes
     view["components"] = components
     if oauth:
@@ -217,20 +218,19 @@ def _request_schemas(view: dict[str, Any]) -> set[str]:
 
 
 def _own_user(item: dict[str, Any]) -> dict[str, Any]:
-    """A path's operations as an OAuth token calls them: a user's own data needs no `userId`
-    (the token is its user), which an API key must give."""
+    """A path's operations as an OAuth token calls them: a user's own data takes no `userId`,
+    which an API key must give. The token is its user, and any other name is a 403: offered,
+    it is a parameter a model may fill with a guess."""
     out = dict(item)
     for method, operation in item.items():
         if method in _NOT_OPERATIONS or not isinstance(operation, dict):
             continue
         parameters = operation.get("parameters", [])
         if any(p.get("name") == "userId" and p.get("required") for p in parameters):
-            out[method] = {
-                **operation,
-                "parameters": [
-                    {**p, "required": False} if p.get("name") == "userId" else p for p in parameters
-                ],
-            }
+            kept = [p for p in parameters if p.get("name") != "userId"]
+            out[method] = {k: v for k, v in operation.items() if k != "parameters"}
+            if kept:
+                out[method]["parameters"] = kept
     return out
 
 

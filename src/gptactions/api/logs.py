@@ -25,7 +25,7 @@ from gptactions.api.schemas import (
     check_limit,
 )
 from gptactions.services.interactions import InteractionKind, LogEntry, LogQuery, cursor_after
-from gptactions.services.sizing import fit
+from gptactions.services.sizing import fit, json_length
 
 router = APIRouter(prefix="/api/v1/gpt", route_class=DirectRoute)
 
@@ -42,6 +42,12 @@ def _integer(value: object) -> object:
 
 QueryInteger = Annotated[int, BeforeValidator(_integer)]
 """An integer of a query string (`?limit=`): an optional minus and ASCII digits, nothing else."""
+
+LONGEST_CURSOR = "x" * CURSOR_MAX_LENGTH
+"""A stand-in for a next page's cursor when a page is measured: no cursor this server makes is
+longer (it would not take one back)."""
+NEXT_CURSOR_ROOM = json_length({"nextCursor": LONGEST_CURSOR}) - 1
+"""The most that `,"nextCursor":"…"` adds to an object."""
 
 
 def rfc3339(moment: datetime) -> str:
@@ -127,8 +133,16 @@ async def logs(
         ),
     )
     # ChatGPT refuses longer responses: fewer items, and the next page starts after the last.
-    items, cut_short = fit([log_item(e) for e in page.entries], runtime.settings.max_response_chars)
-    next_cursor = cursor_after(page.entries[len(items) - 1]) if cut_short else page.next_cursor
+    budget = runtime.settings.max_response_chars
+    rows = [log_item(e) for e in page.entries]
+    items, cut_short = fit(rows, budget)
+    next_cursor = None
+    if cut_short or page.next_cursor:
+        # ChatGPT hands the model the body alone, never the headers: the seed's answer is an
+        # array, so the page's last item carries the next page's cursor, within the budget.
+        items, cut_short = fit(rows, budget - NEXT_CURSOR_ROOM)
+        next_cursor = cursor_after(page.entries[len(items) - 1]) if cut_short else page.next_cursor
+        items[-1] = {**items[-1], "nextCursor": next_cursor}
     return JSONResponse(items, headers=next_link(request, next_cursor))
 
 

@@ -10,6 +10,7 @@ operation ids from the routes. The contract test (schemathesis) checks the two a
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -21,12 +22,15 @@ from pydantic.json_schema import models_json_schema
 
 from gptactions import __version__
 from gptactions.api import actions, conversations, logs, me, sse, status, usage
-from gptactions.api.errors import MAX_DETAILS, MAX_ERROR_TEXT
 from gptactions.api.forwarded import local_origin
 from gptactions.api.openapi_actions import merge_action_schemas
 from gptactions.api.openapi_openai import add_openai_paths
 from gptactions.api.openapi_query import (
+    ERROR_HEADERS,
+    NEXT_PAGE_CURSOR,
+    RESPONSE_HEADERS,
     USAGE_EXAMPLE,
+    header_refs,
     log_parameters,
     query_parameter,
     usage_parameters,
@@ -38,11 +42,13 @@ from gptactions.api.responses import (
     ConversationResponse,
     Erasure,
     LogItem,
+    LogPageItem,
     MeResponse,
     MyDataExport,
     OpenAPI30,
     StatusResponse,
     UsageResponse,
+    error_schema,
     without_ref_siblings,
 )
 from gptactions.api.schemas import (
@@ -54,7 +60,6 @@ from gptactions.api.schemas import (
     REPEAT_PENALTY_MAX,
     REPEAT_PENALTY_MIN,
     TEMPERATURE_MAX,
-    USER_ID_FILTER_MAX_LENGTH,
 )
 from gptactions.config import Settings
 from gptactions.services.actions import ActionRegistry
@@ -106,6 +111,7 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
                 ConversationResponse,
                 StatusResponse,
                 LogItem,
+                LogPageItem,
                 ActionResponse,
                 ActionList,
                 MeResponse,
@@ -123,9 +129,11 @@ def _response_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def oauth_scheme(origin: str) -> dict[str, Any]:
-    """The OAuth 2.0 authorization code flow of the server at `origin` (docs/gpt-actions.md)."""
+def oauth_scheme(origin: str, scopes: Collection[str] | None = None) -> dict[str, Any]:
+    """The OAuth 2.0 authorization code flow of the server at `origin` (docs/gpt-actions.md),
+    offering `scopes` (a document cut for them, `?scopes=`; else, or with admin, every one)."""
     base = origin.rstrip("/")
+    offered = set(SCOPE_DESCRIPTIONS) if scopes is None or "admin" in scopes else set(scopes)
     return {
         "type": "oauth2",
         "description": "Each ChatGPT user signs in as a user of this server; an access token "
@@ -137,7 +145,11 @@ def oauth_scheme(origin: str) -> dict[str, Any]:
                 "authorizationUrl": f"{base}/oauth/authorize",
                 "tokenUrl": f"{base}/oauth/token",
                 "refreshUrl": f"{base}/oauth/token",
-                "scopes": dict(SCOPE_DESCRIPTIONS),
+                "scopes": {
+                    scope: description
+                    for scope, description in SCOPE_DESCRIPTIONS.items()
+                    if scope in offered
+                },
             }
         },
     }
@@ -169,7 +181,8 @@ def build_document(
     _get_usage(doc, settings)
     _trigger_action(doc, registry)
     _list_actions(doc)
-    _personal(doc)
+    _personal(doc, settings)
+    _request_ids(doc)
     add_openai_paths(doc, settings, models)
     return doc
 
@@ -213,7 +226,7 @@ def _add_components(
     """The request limits, the response models, the actions' schemas and the error shape."""
     schemas = doc["components"]["schemas"]
     # The seed describes these in place; LogItem is also a component, for the user's export.
-    inline = {StatusResponse.__name__}
+    inline = {StatusResponse.__name__, LogPageItem.__name__}
     for name, schema in _response_schemas().items():
         if name not in inline:
             _merge(schemas.setdefault(name, {}), schema)
@@ -280,53 +293,15 @@ def _add_components(
     }
     merge_action_schemas(schemas, registry)  # variants per action, ActionResponse, ActionList
 
-    schemas["Error"] = _error_schema()
+    schemas["Error"] = error_schema()
+    doc["components"]["headers"] = copy.deepcopy(RESPONSE_HEADERS)
     doc["components"]["responses"] = {
         f"Error{code}": {
             "description": description,
+            "headers": header_refs(*ERROR_HEADERS.get(code, ())),
             "content": {"application/json": {"schema": ERROR_REF}},
         }
         for code, description in _ERRORS.items()
-    }
-
-
-def _error_schema() -> dict[str, Any]:
-    """The one shape of every error (see `api/errors.py`)."""
-    return {
-        "type": "object",
-        "required": ["error"],
-        "description": "The one shape of every error this API returns.",
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": {"type": "string", "description": "Stable machine-readable code."},
-                    "message": {
-                        "type": "string",
-                        "maxLength": MAX_ERROR_TEXT,
-                        "description": "What went wrong, for people.",
-                    },
-                    "details": {
-                        "type": "array",
-                        "maxItems": MAX_DETAILS,
-                        "description": "Each problem with the input, where and what (past "
-                        f"{MAX_DETAILS}, the last one says how many more there were).",
-                        "items": {
-                            "type": "object",
-                            "required": ["pointer", "message"],
-                            "properties": {
-                                "pointer": {
-                                    "type": "string",
-                                    "description": "JSON pointer to the field, e.g. /message.",
-                                },
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            }
-        },
     }
 
 
@@ -340,6 +315,17 @@ def _add_errors(operation: dict[str, Any], codes: list[str]) -> None:
             responses[code].setdefault("content", {"application/json": {"schema": ERROR_REF}})
         else:
             responses[code] = {"$ref": f"#/components/responses/Error{code}"}
+
+
+def _request_ids(doc: dict[str, Any]) -> None:
+    """X-Request-ID on every answer written in place (the error components declare theirs)."""
+    for path, item in doc["paths"].items():
+        if not path.startswith(API + "/"):
+            continue
+        for operation in item.values():
+            for answer in operation.get("responses", {}).values():
+                if "$ref" not in answer:
+                    answer["headers"] = {**answer.get("headers", {}), **header_refs()}
 
 
 def _operation(doc: dict[str, Any], router: APIRouter, path: str, method: str) -> dict[str, Any]:
@@ -391,26 +377,17 @@ def _get_status(doc: dict[str, Any]) -> None:
 def _get_logs(doc: dict[str, Any], settings: Settings) -> None:
     operation = _operation(doc, logs.router, "/logs", "get")
     operation["description"] = (
-        "Newest first. A key sees its own tenant's interactions; an admin key sees all. "
-        'The next page is in the Link header (rel="next").'
+        "Newest first. A key sees its own tenant's interactions; an admin key sees all. A page "
+        "may hold fewer than limit, to fit the size limit; when more follow, its last item has "
+        "nextCursor: pass it as cursor for the next page."
     )
     operation["parameters"] = log_parameters(settings)
     answer = operation["responses"]["200"]
-    answer["headers"] = _next_page_header()
+    answer["headers"] = header_refs("Link")
     item = answer["content"]["application/json"]["schema"]["items"]
-    _merge(item, _response_schemas()[LogItem.__name__])
+    _merge(item, _response_schemas()[LogPageItem.__name__])
     operation["x-openai-isConsequential"] = False
     _add_errors(operation, ["400", "403", *_READ_ERRORS])
-
-
-def _next_page_header() -> dict[str, Any]:
-    """The `Link` header of a paged answer."""
-    return {
-        "Link": {
-            "description": 'The next page: <url>; rel="next". Absent on the last page.',
-            "schema": {"type": "string"},
-        }
-    }
 
 
 def _get_usage(doc: dict[str, Any], settings: Settings) -> None:
@@ -459,24 +436,24 @@ def _list_actions(doc: dict[str, Any]) -> None:
             "summary": "List the available actions.",
             "x-openai-isConsequential": False,
             "description": "Every action's name, description and parameter schema, by name, "
-            "in pages that fit the response size limit: the next page is in the Link header "
-            '(rel="next").',
+            "in pages that fit the response size limit: nextCursor (null on the last page) "
+            "is the cursor of the next.",
             "parameters": [
                 query_parameter(
                     "cursor",
                     {
                         "type": "string",
                         "minLength": 1,
-                        "maxLength": 64,
+                        "maxLength": actions.LIST_CURSOR_MAX_LENGTH,
                         "pattern": actions.CURSOR_PATTERN,
                     },
-                    "The next page's cursor, from the Link header.",
+                    NEXT_PAGE_CURSOR,
                 )
             ],
             "responses": {
                 "200": {
                     "description": "The actions.",
-                    "headers": _next_page_header(),
+                    "headers": header_refs("Link"),
                     "content": {
                         "application/json": {"schema": {"$ref": SCHEMA_PREFIX + "ActionList"}}
                     },
@@ -487,10 +464,10 @@ def _list_actions(doc: dict[str, Any]) -> None:
     _add_errors(operation, ["400", "403", *_READ_ERRORS])
 
 
-def _personal(doc: dict[str, Any]) -> None:
+def _personal(doc: dict[str, Any], settings: Settings) -> None:
     """The caller's own identity and data (docs/gpt-actions.md)."""
     # Required: an API key must name the user. The document cut for an OAuth GPT
-    # (`document_view(oauth=True)`) makes it optional, since a token is its own user.
+    # (`document_view(oauth=True)`) leaves it out, since a token is its own user.
     user_id = {
         "name": "userId",
         "in": "query",
@@ -498,7 +475,7 @@ def _personal(doc: dict[str, Any]) -> None:
         "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": USER_ID_FILTER_MAX_LENGTH,
+            "maxLength": settings.max_user_id_length,  # as a body's userId (`check_user_id`)
             "pattern": NUL_FREE_PATTERN,
         },
         "description": "Whose data: required with an API key (scope logs); an OAuth token is "
@@ -518,8 +495,8 @@ def _personal(doc: dict[str, Any]) -> None:
             "get",
             "Export my data.",
             "All of the user's conversations, then all of their interactions, each newest "
-            "first, in pages that fit the response size limit: the next page is in the Link "
-            'header (rel="next"); following it to the end gives every row exactly once.',
+            "first, in pages that fit the response size limit: nextCursor (null on the last "
+            "page) is the cursor of the next; following it gives every row exactly once.",
             MyDataExport,
             False,
         ),
@@ -555,10 +532,10 @@ def _personal(doc: dict[str, Any]) -> None:
                 query_parameter(
                     "cursor",
                     {"type": "string", "minLength": 1, "maxLength": CURSOR_MAX_LENGTH},
-                    "The next page's cursor, from the Link header.",
+                    NEXT_PAGE_CURSOR,
                 )
             )
-            operation["responses"]["200"]["headers"] = _next_page_header()
+            operation["responses"]["200"]["headers"] = header_refs("Link")
         operation["x-openai-isConsequential"] = consequential
         _add_errors(operation, ["400", "403", *_READ_ERRORS] if path != "/me" else _READ_ERRORS)
 

@@ -250,8 +250,9 @@ def _add_missing(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def describe_actions(registry: ActionRegistry) -> dict[str, Any]:
-    """The answer of `GET /api/v1/gpt/actions`: every action's name, description and schema."""
-    listed = ActionList(actions=[])
+    """The answer of `GET /api/v1/gpt/actions`: every action's name, description and schema
+    (all of them: no next page)."""
+    listed = ActionList(actions=[], next_cursor=None)
     return {
         **listed.wire(),
         "actions": [

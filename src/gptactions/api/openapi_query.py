@@ -1,4 +1,4 @@
-"""Query parameters of the served document, and those of `GET /usage` with its example."""
+"""Query parameters and response headers of the served document, and `GET /usage`'s example."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from gptactions.services.interactions import (
     SEARCH_MAX_LENGTH,
     SEARCH_MAX_WORDS,
     InteractionKind,
+)
+
+NEXT_PAGE_CURSOR = (
+    "For the next page: the last page's nextCursor (in the body; also in its Link header)."
 )
 
 
@@ -120,7 +124,8 @@ def log_parameters(settings: Settings) -> list[dict[str, Any]]:
         query_parameter(
             "cursor",
             text(CURSOR_MAX_LENGTH),
-            "The next page's cursor, from the Link header.",
+            "For the next page: the nextCursor of the last item of the page before (also in "
+            "its Link header).",
         ),
         query_parameter(
             "q",
@@ -136,3 +141,53 @@ def log_parameters(settings: Settings) -> list[dict[str, Any]]:
             "Only interactions of this kind (rejected: requests refused before the model).",
         ),
     ]
+
+
+HEADERS_PREFIX = "#/components/headers/"
+_SECONDS = {"type": "integer", "minimum": 1}
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "The request's id, as the server's log names it: the client's own "
+        "X-Request-ID when usable (8 to 128 of A-Z a-z 0-9 . _ : -), else req_ and 32 hex digits.",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'The next page: <url>; rel="next" (the body\'s nextCursor is its cursor). '
+        "Absent on the last page.",
+        "schema": {"type": "string"},
+    },
+    "WWW-Authenticate": {
+        "description": 'The challenge: Bearer realm="gptactions", with error="invalid_token" '
+        'for a key or token that is not valid, error="insufficient_scope" and the scope '
+        "needed for a 403 of a missing scope.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": _SECONDS},
+    "RateLimit-Limit": {
+        "description": "Requests the key (or OAuth user) may make per window (rate_limited).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the window: 0 (rate_limited).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window starts over (rate_limited).",
+        "schema": _SECONDS,
+    },
+}
+"""The document's `components.headers`: what the answers carry besides their bodies."""
+
+ERROR_HEADERS = {
+    "401": ("WWW-Authenticate",),
+    "403": ("WWW-Authenticate",),
+    "429": ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
+    "503": ("Retry-After",),
+}
+"""The headers an error answer of each status may carry, besides X-Request-ID (every answer's):
+`deps.py`'s challenges, `services/limits.py`'s rate limit, and the retries of `api/errors.py`."""
+
+
+def header_refs(*names: str) -> dict[str, Any]:
+    """A response's `headers`: `names` (of `RESPONSE_HEADERS`) and X-Request-ID."""
+    return {name: {"$ref": HEADERS_PREFIX + name} for name in (*names, "X-Request-ID")}

@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from gptactions.api.errors import MAX_DETAILS, MAX_ERROR_TEXT
 from gptactions.services.interactions import FinishReason, InteractionKind, InteractionStatus
 
 COMPONENTS = "#/components/schemas/{model}"
@@ -173,6 +174,24 @@ class LogItem(Shortenable):
     )
 
 
+NEXT_CURSOR = (
+    "The next page's cursor: pass it as the `cursor` query parameter to get the rows that "
+    "follow; null on the last page."
+)
+
+
+class LogPageItem(LogItem):
+    """One interaction of a `GET /logs` page (`api/logs.py` adds `nextCursor` to the last)."""
+
+    # The seed's answer is an array, which has no room for a cursor beside the items.
+    next_cursor: str | None = Field(
+        default=None,
+        description="On the last item only, when more items follow (a page may hold fewer "
+        "than limit, to fit the response size limit): pass it as `cursor` to get the next "
+        "page. Absent otherwise.",
+    )
+
+
 class ActionResponse(Shortenable):
     """The outcome of one action."""
 
@@ -231,9 +250,10 @@ class ActionInfo(Shortenable):
 
 class ActionList(Body):
     """The actions this server runs, by name, as many as fit the response size limit
-    (GPTACTIONS_MAX_RESPONSE_CHARS); the next page is in the Link header (rel="next")."""
+    (GPTACTIONS_MAX_RESPONSE_CHARS); `nextCursor` gets the rest (also in the Link header)."""
 
     actions: list[ActionInfo]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 # The caller's own identity and data (/me, docs/gpt-actions.md).
@@ -262,12 +282,13 @@ class ExportedConversation(Body):
 class MyDataExport(Body):
     """A page of everything stored about the user: their conversations, then their interactions,
     each newest first. A page holds what fits the response size limit
-    (GPTACTIONS_MAX_RESPONSE_CHARS); the next page is in the Link header (rel="next"), absent on
-    the last. Following it gives every conversation and interaction exactly once."""
+    (GPTACTIONS_MAX_RESPONSE_CHARS); `nextCursor` gets the next one (also in the Link header),
+    null on the last. Following it gives every conversation and interaction exactly once."""
 
     user_id: str
     conversations: list[ExportedConversation]
     interactions: list[LogItem]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class Erasure(Body):
@@ -323,6 +344,46 @@ class UsageResponse(Body):
         "or than fit the response size limit (GPTACTIONS_MAX_RESPONSE_CHARS): the users with "
         "the fewest tokens are left out first, then the keys; `total` still counts them."
     )
+
+
+def error_schema() -> dict[str, Any]:
+    """The one shape of every error (`api/errors.py`), as the document describes it."""
+    return {
+        "type": "object",
+        "required": ["error"],
+        "description": "The one shape of every error this API returns.",
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string", "description": "Stable machine-readable code."},
+                    "message": {
+                        "type": "string",
+                        "maxLength": MAX_ERROR_TEXT,
+                        "description": "What went wrong, for people.",
+                    },
+                    "details": {
+                        "type": "array",
+                        "maxItems": MAX_DETAILS,
+                        "description": "Each problem with the input, where and what (past "
+                        f"{MAX_DETAILS}, the last one says how many more there were).",
+                        "items": {
+                            "type": "object",
+                            "required": ["pointer", "message"],
+                            "properties": {
+                                "pointer": {
+                                    "type": "string",
+                                    "description": "JSON pointer to the field, e.g. /message.",
+                                },
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    }
 
 
 class OpenAPI30(GenerateJsonSchema):

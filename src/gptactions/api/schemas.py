@@ -38,7 +38,9 @@ ACTION_NAME_MAX_LENGTH = 100
 TEMPERATURE_MAX = 2.0
 REPEAT_PENALTY_MIN, REPEAT_PENALTY_MAX = 1.0, 2.0
 USER_ID_FILTER_MAX_LENGTH = 1024
-"""`GET /logs?userId=`: generous, so the log stays searchable after the userId limit is lowered."""
+"""`GET /logs?userId=` (and `/usage`'s): generous, so the log stays searchable after the userId
+limit is lowered. A user's own data (`/me/export`, `/me/data`) takes the body's bound instead,
+GPTACTIONS_MAX_USER_ID_LENGTH (`check_user_id`)."""
 CURSOR_MAX_LENGTH = 200
 LOGS_DEFAULT_LIMIT = 100
 
@@ -47,6 +49,18 @@ def check_limit(limit: int, maximum: int) -> None:
     """A 400 for a `limit` query parameter above `maximum` (GPTACTIONS_LOGS_MAX_LIMIT)."""
     if limit > maximum:
         raise invalid_input(Problem("/limit", f"query parameter limit: must be at most {maximum}"))
+
+
+def check_user_id(user_id: str | None, settings: Settings) -> None:
+    """A 400 for a `userId` query parameter of a user's own data (`/me/export`, `/me/data`)
+    longer than GPTACTIONS_MAX_USER_ID_LENGTH, the bound of a body's `userId`."""
+    if user_id is not None and len(user_id) > settings.max_user_id_length:
+        raise invalid_input(
+            Problem(
+                "/userId",
+                f"query parameter userId: must be at most {settings.max_user_id_length} characters",
+            )
+        )
 
 
 def _not_blank(value: str | None) -> str | None:

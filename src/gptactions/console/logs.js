@@ -207,7 +207,8 @@ export function initLogs(app) {
     // Columns of some kinds only (a rejection's status and endpoint) show when a row has them.
     const sparse = new Set(["httpStatus", "endpoint", "finishReason"]);
     const present = (key) => rows.some((r) => (key === "tokens" ? r.promptTokens !== undefined : sparse.has(key) ? r[key] != null : r[key] !== undefined));
-    const known = new Set([...COLUMNS.map(([k]) => k), "promptTokens", "completionTokens"]);
+    // nextCursor (on a page's last row when more follow) is the pager's, not a column.
+    const known = new Set([...COLUMNS.map(([k]) => k), "promptTokens", "completionTokens", "nextCursor"]);
     const extra = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !known.has(k));
     const columns = [...COLUMNS.filter(([k]) => present(k)), ...extra.map((k) => [k, k])];
     // The roles keep the table a table for screen readers when a phone shows its rows as cards;

@@ -57,6 +57,13 @@ def _scopes(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+def requested_scopes(text: str) -> tuple[str, ...]:
+    """The scopes a client asks for: space separated (RFC 6749, 3.3), and commas accepted, as
+    in the document's `?scopes=`: `chat,actions` is what a builder types in ChatGPT's Scope
+    field as often as `chat actions`."""
+    return _scopes(text.replace(",", " "))
+
+
 def _client_info(client: OAuthClient) -> ClientInfo:
     return ClientInfo(
         id=client.id,
@@ -240,7 +247,7 @@ class OAuthService:
         if not request.state:
             raise AuthorizeError("invalid_request", "the state parameter is required")
         allowed = set(_scopes(client.scopes))
-        wanted = set(_scopes(request.scope)) if request.scope else allowed
+        wanted = set(requested_scopes(request.scope)) if request.scope else allowed
         unknown = wanted - set(OAUTH_SCOPES)
         if unknown:
             raise AuthorizeError("invalid_scope", f"unknown scope(s): {' '.join(sorted(unknown))}")
@@ -472,7 +479,7 @@ class OAuthService:
         if user is None or user.disabled_at is not None:
             raise TokenError("invalid_grant", "the user is disabled")
         granted = set(_scopes(token.scopes))
-        wanted = set(_scopes(scope)) if scope else granted
+        wanted = set(requested_scopes(scope)) if scope else granted
         if not wanted or not wanted <= granted:
             raise TokenError("invalid_scope", "a refresh may only narrow the scopes")
         if not await accounts.retire_token(session, token.id, now):
