@@ -521,10 +521,14 @@ def _split(value: object) -> object:
     return value
 
 
-POSTGRES_URL_OPTIONS = ("sslmode", "ssl", "host", "port", "target_session_attrs", "passfile")
+POSTGRES_TLS_FILES = ("sslrootcert", "sslcert", "sslkey")
+"""libpq's TLS files, which asyncpg takes only inside an SSL context (`store/db.tls_options`)."""
+POSTGRES_URL_OPTIONS = (
+    *("sslmode", "ssl", *POSTGRES_TLS_FILES, "host", "port", "target_session_attrs", "passfile"),
+)
 """The query options a PostgreSQL URL may carry: those asyncpg takes, and libpq's `sslmode`,
-which it takes as `ssl` (the same values: disable, prefer, require, verify-ca, verify-full).
-Another (libpq's `connect_timeout`, say) was a TypeError from deep in the driver."""
+which it takes as `ssl` (the same values: disable, prefer, require, verify-ca, verify-full), and
+TLS files. Another (libpq's `connect_timeout`, say) was a TypeError from deep in the driver."""
 
 
 def to_async_url(url: str) -> str:

@@ -11,6 +11,7 @@ writer shares.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from gptactions.config import Settings, to_async_url
+from gptactions.config import POSTGRES_TLS_FILES, Settings, to_async_url
 from gptactions.store import outage, schema, vacuum, writer_process
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
 from gptactions.store.schema import Revisions, UnknownRevision
@@ -101,11 +102,12 @@ class Database:
                 else None
             )
         else:
+            url, tls = tls_options(self.url)
+            options = outage.postgres_options()
+            if tls is not None:
+                options["connect_args"] = {**options["connect_args"], "ssl": tls}  # type: ignore[dict-item]
             self.engine = create_async_engine(
-                self.url,
-                pool_size=pool_size or POSTGRES_POOL_SIZE,
-                max_overflow=max_overflow,
-                **outage.postgres_options(),
+                url, pool_size=pool_size or POSTGRES_POOL_SIZE, max_overflow=max_overflow, **options
             )
             # SQLAlchemy's own pre-ping waits the whole statement timeout (30 s) on a database
             # that hangs; this one waits `outage.PING_TIMEOUT`.
@@ -416,3 +418,26 @@ def _check_not_behind(current: str | None) -> None:
             f"its schema is at revision {current or 'none'}, behind this version's {head} "
             "(was `gptactions db downgrade` run?); `gptactions db upgrade` brings it back"
         )
+
+
+def tls_options(url: str) -> tuple[str, ssl.SSLContext | None]:
+    """The URL asyncpg is given, and the SSL context its libpq TLS files ask for, if any.
+
+    asyncpg takes `ssl` (libpq's `sslmode` values) but not `sslrootcert`, `sslcert` or
+    `sslkey`, which are what a managed PostgreSQL's URL carries: with any of them, the context
+    holds them, verifying as libpq does (verify-full: the CA and the host name; verify-ca, or a
+    root certificate with require: the CA; require alone: nothing), and they leave the URL.
+    """
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    files = {name: str(query.pop(name)) for name in POSTGRES_TLS_FILES if name in query}
+    if not files:
+        return url, None
+    mode = str(query.pop("ssl", "prefer"))
+    context = ssl.create_default_context(cafile=files.get("sslrootcert"))
+    context.check_hostname = mode == "verify-full"
+    if mode not in ("verify-full", "verify-ca") and "sslrootcert" not in files:
+        context.verify_mode = ssl.CERT_NONE
+    if "sslcert" in files:
+        context.load_cert_chain(files["sslcert"], files.get("sslkey"))
+    return parsed.set(query=query).render_as_string(hide_password=False), context
