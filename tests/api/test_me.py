@@ -148,6 +148,9 @@ async def test_a_large_export_comes_in_pages_within_the_limit(
         garbled = await api.get("/api/v1/gpt/me/export", params={"userId": "u", "cursor": "x!"})
         assert garbled.status_code == 400
         assert garbled.json()["error"]["details"][0]["pointer"] == "/cursor"
+        assert garbled.json()["error"]["message"] == (
+            "Invalid input: query parameter cursor: not a cursor returned by this server"
+        )
 
 
 async def test_each_page_of_an_export_is_the_tokens_own_user(

@@ -11,7 +11,7 @@ from datetime import datetime
 import anyio
 
 from gptactions.llm.base import Usage
-from gptactions.services.errors import Problem, check_text, invalid, invalid_input
+from gptactions.services.errors import Problem, check_text, invalid_input
 from gptactions.services.keys import Principal
 from gptactions.services.limits import TokenQuota
 from gptactions.store import queries, search
@@ -342,10 +342,10 @@ def _filter(query: LogQuery, *, tenant: str | None) -> queries.LogFilter:
         try:
             cursor = queries.LogCursor.decode(query.cursor)
         except ValueError as error:
-            raise invalid(str(error), Problem("/cursor", str(error))) from None
+            raise invalid_input(Problem("/cursor", f"query parameter cursor: {error}")) from None
     since, until = in_utc(query.since, "/since"), in_utc(query.until, "/until")
     if since and until and since > until:  # equal: an empty range (since is in it, until is not)
-        raise invalid("since must not be after until", Problem("/since", "must not be after until"))
+        raise invalid_input(Problem("/since", "must not be after until"))
     return queries.LogFilter(
         tenant=tenant,
         user_id=query.user_id,

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from gptactions.services.errors import Problem, ServiceError, check_text, invalid
+from gptactions.services.errors import Problem, ServiceError, check_text, invalid, invalid_input
 from gptactions.services.interactions import LogEntry, cursor_after, log_entry
 from gptactions.services.keys import Principal
 from gptactions.store import accounts, queries
@@ -99,7 +99,7 @@ class PersonalData:
             )
             after_interaction = queries.LogCursor.decode(token) if phase == "i" and token else None
         except ValueError as error:
-            raise invalid(str(error), Problem("/cursor", str(error))) from None
+            raise invalid_input(Problem("/cursor", f"query parameter cursor: {error}")) from None
         async with self._database.session() as session:
             if phase == "c":
                 found = await accounts.user_conversations(
