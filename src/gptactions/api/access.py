@@ -45,9 +45,6 @@ def request_id(scope: Scope) -> str:
     """The request's id: the one it came with (`_GIVEN_ID`), else a new `req_` and 32 hex
     digits, as OpenAI's are. Kept in the scope's state, for the access line and the logs."""
     state = scope.setdefault("state", {})
-    known = state.get("request_id")
-    if known is not None:
-        return str(known)
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER and _GIVEN_ID.fullmatch(value):
             state["request_id"] = value.decode("ascii")

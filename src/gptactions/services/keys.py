@@ -502,7 +502,7 @@ class KeyService:
         an error instead of a printed secret.
         """
         if configured:
-            return await self._import(configured, logging.INFO if report_found else logging.DEBUG)
+            return await self._import(configured, report_found)
         async with self._database.session() as session:
             if await queries.count_keys(session):
                 return None
@@ -513,12 +513,12 @@ class KeyService:
             )
         return await self.create("admin", scopes=SCOPES)
 
-    async def _import(self, configured: str, found_level: int) -> NewKey | None:
+    async def _import(self, configured: str, report_found: bool) -> NewKey | None:
         digest = hash_key(configured)
         async with self._database.session() as session:
             known = await queries.key_by_hash(session, digest)
             if known is not None:
-                _adopt(known, found_level)
+                _adopt(known, report_found)
                 # Set back to an older value (one it replaced, revoked since): the value it
                 # replaced in turn stops working all the same.
                 revoked = await _revoke_other_imports(session, known.id)
@@ -578,16 +578,16 @@ def _check_changeable(key: ApiKey, now: datetime, done: str) -> None:
         )
 
 
-def _adopt(key: ApiKey, found_level: int = logging.INFO) -> None:
+def _adopt(key: ApiKey, report: bool = True) -> None:
     """The row GPTACTIONS_API_KEY names is the imported key, whatever an older version recorded.
 
     Databases from before keys were marked may hold an imported key that starts with `gpta_`;
     once the server starts with it, it is marked, so the next value of the variable replaces it.
+    What was found is said (`report`) once a start, by `serve`'s first step, not by each server.
     """
     if key.revoked_at is not None:
-        # Said once a start, as what was found: by `serve`'s first step, not by each server.
         log.log(
-            logging.WARNING if found_level >= logging.INFO else logging.DEBUG,
+            logging.WARNING if report else logging.DEBUG,
             "GPTACTIONS_API_KEY is a revoked key (%s, id %s): it stays revoked; set a new one",
             key.prefix,
             key.id,
@@ -597,7 +597,7 @@ def _adopt(key: ApiKey, found_level: int = logging.INFO) -> None:
         key.imported = True
         key.prefix = hash_fragment(key.key_hash)
     log.log(
-        found_level,
+        logging.INFO if report else logging.DEBUG,
         "found GPTACTIONS_API_KEY's key %s, imported before",
         hash_fragment(key.key_hash),
     )

@@ -410,13 +410,14 @@ class SchemaBehind(Exception):
 
 
 def _check_not_behind(current: str | None) -> None:
-    """SchemaBehind when the revision `current` is one of this version's, before its head (a
-    revision it does not know is a newer version's, which serves it)."""
-    known, head = schema.known(), schema.head()
-    if current is None or (current in known and known.index(current) < known.index(head)):
+    """SchemaBehind when the revision `current` is behind this version's head (a revision it
+    does not know is a newer version's, which serves it)."""
+    revisions = schema.Revisions(current, schema.head())
+    if revisions.behind:
         raise SchemaBehind(
-            f"its schema is at revision {current or 'none'}, behind this version's {head} "
-            "(was `gptactions db downgrade` run?); `gptactions db upgrade` brings it back"
+            f"its schema is at revision {current or 'none'}, behind this version's "
+            f"{revisions.head} (was `gptactions db downgrade` run?); `gptactions db upgrade` "
+            "brings it back"
         )
 
 
