@@ -113,23 +113,30 @@ async def test_the_cursor_on_the_last_item_never_takes_a_page_past_the_limit(
             assert len(ids) == len(set(ids)) == 40, max_chars
 
 
-async def export_pages(api: ApiClient, user: str, max_chars: int) -> list[dict[str, Any]]:
-    """Every page of a user's export, each from the `nextCursor` of the one before."""
+async def object_pages(
+    api: ApiClient, path: str, params: dict[str, str], max_chars: int, most: int
+) -> list[dict[str, Any]]:
+    """Every page of an object body (`/me/export`, `GET /actions`), each from the `nextCursor`
+    of the one before: null on the last page, never absent, and the same as `Link`'s."""
     pages: list[dict[str, Any]] = []
     cursor: str | None = None
-    while len(pages) < 500:
-        params = {"userId": user} | ({"cursor": cursor} if cursor else {})
-        answer = await api.get(f"{API}/me/export", params=params)
+    while len(pages) < most:
+        answer = await api.get(path, params=params | ({"cursor": cursor} if cursor else {}))
         assert answer.status_code == 200, answer.text
         assert len(answer.text) <= max_chars
         page: dict[str, Any] = answer.json()
-        assert "nextCursor" in page  # null on the last page, never absent
+        assert "nextCursor" in page
         cursor = page["nextCursor"]
         assert link_cursor(answer) == cursor
         pages.append(page)
         if cursor is None:
             return pages
     raise AssertionError("nextCursor never ended")
+
+
+async def export_pages(api: ApiClient, user: str, max_chars: int) -> list[dict[str, Any]]:
+    """Every page of a user's export."""
+    return await object_pages(api, f"{API}/me/export", {"userId": user}, max_chars, 500)
 
 
 async def test_an_export_followed_by_its_body_gives_every_row_once(
@@ -175,21 +182,10 @@ def actions_file(path: Path, count: int, length: int) -> Path:
 
 
 async def action_pages(api: ApiClient, max_chars: int) -> list[list[str]]:
-    """The names on every page of `GET /actions`, each from the `nextCursor` of the one before."""
-    pages: list[list[str]] = []
-    cursor: str | None = None
-    while len(pages) < 100:
-        answer = await api.get(f"{API}/actions", params={"cursor": cursor} if cursor else {})
-        assert answer.status_code == 200, answer.text
-        assert len(answer.text) <= max_chars
-        listed = answer.json()
-        assert listed["actions"], "an empty page"
-        pages.append([a["name"] for a in listed["actions"]])
-        cursor = listed["nextCursor"]
-        assert link_cursor(answer) == cursor
-        if cursor is None:
-            return pages
-    raise AssertionError("nextCursor never ended")
+    """The names on every page of `GET /actions`."""
+    pages = await object_pages(api, f"{API}/actions", {}, max_chars, 100)
+    assert all(page["actions"] for page in pages), "an empty page"
+    return [[a["name"] for a in page["actions"]] for page in pages]
 
 
 async def test_the_action_list_followed_by_its_body_gives_every_action_once(
@@ -212,15 +208,6 @@ async def test_a_whole_action_list_says_there_is_no_next_page(api: ApiClient) ->
 
 
 # --- the document says where the cursor is -----------------------------------------------------
-
-
-def resolve(document: dict[str, Any], node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 async def test_the_document_points_at_the_body_for_the_next_page(api: ApiClient) -> None:

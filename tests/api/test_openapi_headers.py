@@ -10,19 +10,11 @@ from gptactions.api.openapi import oauth_scheme
 from gptactions.api.readiness import SUMMARY_LIMIT
 from gptactions.config import Settings
 from gptactions.llm.fake import FakeBackend
+from tests.api.test_openapi import resolve
 from tests.conftest import ApiClient, running_app
 
 API = "/api/v1/gpt"
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
-
-
-def resolve(document: dict[str, Any], node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 def declared(document: dict[str, Any], path: str, method: str, status: str) -> set[str]:

@@ -166,4 +166,7 @@ async def test_the_command_writes_jsonl_and_csv_like_get_logs(
     assert late.returncode == 0, late.stderr
     assert [json.loads(line)["message"] for line in late.stdout.splitlines()] == TRICKY[:1:-1]
     assert bad.returncode != 0 and "yesterday" in bad.stderr
-    assert backwards.returncode != 0 and "Invalid input: since: must not be after until" in backwards.stderr
+    assert (
+        backwards.returncode != 0
+        and "Invalid input: since: must not be after until" in backwards.stderr
+    )
