@@ -167,3 +167,23 @@ def test_a_connection_the_kernel_accepted_as_the_stop_begins_is_served_not_reset
         time.sleep(0.1 + BusyAsItStops.BUSY / 2)  # past the tick: the loop is busy stopping
         with connect(address) as queued:
             assert b"\r\nconnection: close" in exchange(queued, "/")
+
+
+class BusyAfterTakingIn(GracefulServer):
+    """A server whose loop, once it has taken in what the kernel held as the stop began, is busy
+    elsewhere for `BUSY` seconds before it closes its listening socket (a loaded loop's pass)."""
+
+    BUSY = 0.5
+
+    async def _take_in(self) -> None:
+        await super()._take_in()
+        time.sleep(self.BUSY)
+
+
+def test_a_connection_the_kernel_accepted_just_before_the_socket_closes_is_served() -> None:
+    # Completed into the queue after the loop's last accept, it was reset as the socket closed.
+    with serving(App(), BusyAfterTakingIn) as address, connect(address) as stopping:
+        exchange(stopping, "/stop")
+        time.sleep(BusyAfterTakingIn.BUSY / 2)  # the loop is busy, past its last accept
+        with connect(address) as queued:
+            assert b"\r\nconnection: close" in exchange(queued, "/")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -136,18 +137,63 @@ class GracefulServer(uvicorn.Server):
     def _log_started_message(self, listeners: Any) -> None:
         """Not uvicorn's "Uvicorn running on", logged before `started`: `startup` says it."""
 
+    async def _take_in(self) -> None:
+        """A few passes of the loop, which accepts what the kernel queued and reads it."""
+        for _ in range(_TAKE_IN_PASSES):
+            await asyncio.sleep(0)
+
+    def _stop_listening(self, sockets: list[socket.socket] | None) -> list[socket.socket]:
+        """Stop listening; returns the connections the kernel had queued meanwhile, accepted.
+
+        A loaded loop's pass may run for milliseconds after it last accepted: a connection
+        completed into the queue then would be reset with the listening socket. So each
+        listening socket is kept open (a duplicate) while the servers close, emptied by hand,
+        and closed at once: between its last empty `accept` and its close, no other code runs.
+        """
+        held: list[socket.socket] = []
+        for server in self.servers:
+            for listener in server.sockets or ():
+                with contextlib.suppress(OSError):
+                    held.append(socket.socket(fileno=os.dup(listener.fileno())))
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        accepted: list[socket.socket] = []
+        for listener in held:
+            with listener:
+                listener.setblocking(False)
+                while True:
+                    try:
+                        connection, _ = listener.accept()
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+                    connection.setblocking(False)
+                    accepted.append(connection)
+        return accepted
+
+    async def _serve_taken(self, connection: socket.socket) -> None:
+        """Serve a connection `_stop_listening` took in, as the servers would have."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):  # its client left already (or its TLS failed)
+            await loop.connect_accepted_socket(self._new_protocol, connection, ssl=self.config.ssl)
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        """The protocol of a connection taken in by `_stop_listening`, as uvicorn makes one."""
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, wait out the grace, end what still runs, then close the app."""
         # Accept first the connections the kernel already holds for us: a listening socket
         # closed with connections in its queue resets them, and nginx, which may have sent a
         # request on one, answers a POST there 502 (it never retries one it sent). A pass of
         # the loop accepts, the next reads (on plain asyncio, a pass later each).
-        for _ in range(_TAKE_IN_PASSES):
-            await asyncio.sleep(0)
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
+        await self._take_in()
+        taken = [self._serve_taken(c) for c in self._stop_listening(sockets)]
+        if taken:
+            await asyncio.wait(map(asyncio.ensure_future, taken), timeout=self.grace)
         # Unlike uvicorn, leave the idle keep-alive connections open: closed now, one may be
         # carrying a request its client just sent (nginx: a 502 again). They close as they
         # would anyway, by their client (nginx's keepalive_timeout is below ours) or by their
