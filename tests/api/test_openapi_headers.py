@@ -27,7 +27,7 @@ def answers(document: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [
         (path, method, status)
         for path, item in document["paths"].items()
-        if path.startswith(API + "/")
+        if path.startswith((API + "/", "/v1/"))
         for method, operation in item.items()
         if method in HTTP_METHODS
         for status in operation["responses"]
@@ -69,6 +69,8 @@ async def test_the_answers_carry_the_declared_headers(
             (f"{API}/logs", "403", await api.get(f"{API}/logs", key=key)),
             (f"{API}/status", "429", await api.get(f"{API}/status", key=key)),
             (f"{API}/status", "401", await api.get(f"{API}/status", key="gpta_not_a_key")),
+            ("/v1/models", "200", await api.get("/v1/models", key=await api.key())),
+            ("/v1/models", "401", await api.get("/v1/models", key="gpta_not_a_key")),
         ]
     for path, status, answer in seen:
         assert answer.status_code == int(status), answer.text

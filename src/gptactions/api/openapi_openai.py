@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from gptactions.api import sse
 from gptactions.api.openai_compat import PREFIX, TAG, router
+from gptactions.api.openapi_query import ERROR_HEADERS, header_refs
 from gptactions.api.schemas import NUL_FREE_PATTERN
 from gptactions.config import Settings
 
@@ -531,6 +532,7 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
         {
             f"OpenAIError{code}": {
                 "description": description,
+                "headers": header_refs(*ERROR_HEADERS.get(code, ())),
                 "content": _json(_ref("OpenAIError")),
             }
             for code, description in _ERRORS.items()
@@ -558,6 +560,7 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
             "responses": {
                 "200": {
                     "description": "The completion.",
+                    "headers": header_refs(),
                     "content": {**_json(_ref("ChatCompletion")), "text/event-stream": _STREAM},
                 },
                 **_errors(["400", "403", "404", "413", "415", *always, "502", "504"]),
@@ -571,7 +574,11 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
             "description": "The configured backends, the default first.",
             "operationId": _operation_id("/models", "GET"),
             "responses": {
-                "200": {"description": "The models.", "content": _json(_ref("ModelList"))},
+                "200": {
+                    "description": "The models.",
+                    "headers": header_refs(),
+                    "content": _json(_ref("ModelList")),
+                },
                 **_errors(always),
             },
         }
@@ -591,7 +598,11 @@ def add_openai_paths(doc: dict[str, Any], settings: Settings, models: list[str])
                 }
             ],
             "responses": {
-                "200": {"description": "The model.", "content": _json(_ref("Model"))},
+                "200": {
+                    "description": "The model.",
+                    "headers": header_refs(),
+                    "content": _json(_ref("Model")),
+                },
                 **_errors(["404", *always]),
             },
         }
