@@ -87,6 +87,7 @@ def assert_error(answer: bytes, status: int, code: str) -> None:
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.split()[1] == str(status).encode()
     assert json.loads(body)["error"]["code"] == code
+    assert re.search(rb"\r\nx-request-id: req_[0-9a-f]{32}\r\n", head), head  # as every answer
 
 
 HUGE_HEADS = {

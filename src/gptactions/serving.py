@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gptactions import __version__
-from gptactions.api.access import ACCESS_LOGGER
+from gptactions.api.access import ACCESS_LOGGER, REQUEST_ID_HEADER, new_request_id
 from gptactions.api.errors import error_body
 from gptactions.config import Settings
 
@@ -280,12 +280,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _reject(self, status: int, code: str, message: str) -> None:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
-        log.warning("%s: %d %s", client, status, message)
+        # A new id: the request's own, if it sent one, may be in what was refused.
+        identifier = new_request_id()
+        log.warning("%s: %d %s %s", client, status, message, identifier)
         body = json.dumps(error_body(status, message, code=code)).encode()
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head += [
+            REQUEST_ID_HEADER + b": " + identifier.encode("ascii") + b"\r\n",
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",

@@ -50,8 +50,13 @@ def request_id(scope: Scope) -> str:
             state["request_id"] = value.decode("ascii")
             break
     else:
-        state["request_id"] = "req_" + os.urandom(16).hex()
+        state["request_id"] = new_request_id()
     return str(state["request_id"])
+
+
+def new_request_id() -> str:
+    """A new request id: `req_` and 32 hex digits, as OpenAI's are."""
+    return "req_" + os.urandom(16).hex()
 
 
 class Answer:
