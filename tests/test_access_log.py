@@ -113,6 +113,14 @@ async def test_a_request_is_one_line_when_it_ends(access: Lines) -> None:
     )
 
 
+async def test_a_head_sent_no_body_bytes_whatever_the_app_wrote(access: Lines) -> None:
+    # The app answers a HEAD as a GET (`HeadAsGet`); the server drops the body, as nginx counts.
+    await run(answering(b"hello"), scope_of(method="HEAD"))
+    assert re.fullmatch(
+        rf'1\.2\.3\.4:5678 - - "HEAD / HTTP/1\.1" 200 0 {MS} {RID}', access.lines[0]
+    )
+
+
 async def test_a_body_cut_midway_is_its_status_and_cut(access: Lines) -> None:
     await run(answering(b"data: first\n\n", end=False))  # the client left: the app stopped
     assert re.fullmatch(

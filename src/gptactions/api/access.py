@@ -149,10 +149,12 @@ def access_line(scope: Scope, answer: Answer, failed: bool, seconds: float) -> s
     if query:
         target = redacted_query(f"{target}?{query.decode('ascii', 'backslashreplace')}")
     state = scope["state"]
+    method = scope["method"]
+    sent = 0 if method == "HEAD" else answer.sent  # the server sends a HEAD's answer no body
     return (
         f"{address} - {caller(state.get('principal'))} "
-        f'"{scope["method"]} {target} HTTP/{scope.get("http_version", "1.1")}" '
-        f"{status} {answer.sent} {seconds * 1000:.1f}ms{cut} {state.get('request_id', '-')}"
+        f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" '
+        f"{status} {sent} {seconds * 1000:.1f}ms{cut} {state.get('request_id', '-')}"
     )
 
 
