@@ -265,14 +265,15 @@ class Metrics:
     def known_backends(self, names: Iterable[str]) -> None:
         """Show each backend's failure counters at 0 from the start, by every kind: a series
         that appears only at the first failure has no past for `rate()` or a panel to show."""
-        from gptactions.llm.base import BackendError
+        from gptactions.llm.base import BackendError, PromptTooLong
 
         kinds: list[type[BackendError]] = [BackendError]
         for kind in kinds:
             kinds.extend(kind.__subclasses__())
         for name in names:
             for kind in kinds:
-                self.backend_errors.labels(name, error_kind(kind))
+                if not issubclass(kind, PromptTooLong):  # the request's fault, never counted
+                    self.backend_errors.labels(name, error_kind(kind))
 
     async def settled(self, backend: Backend) -> None:
         """After a generation: the embedded model's queue and sequences, as they are now."""
