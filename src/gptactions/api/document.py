@@ -170,8 +170,9 @@ def _json_only(operation: Any) -> Any:
 
 def _signed_in(view: dict[str, Any], components: dict[str, Any]) -> None:
     """The document of a GPT whose users sign in: OAuth its one way in (a GPT's action has one
-    authentication type), and the request bodies' `userId` optional, since the token is its
-    user (a value other than theirs is a 403, which a model guessing it would meet)."""
+    authentication type), and no `userId` in the request bodies: the token is its user, and any
+    other name is a 403. Offered, even optional and described "leave it out", it is a field a
+    model may fill with a guess (the user's display name, say), and the call then fails."""
     schemes = components["securitySchemes"]
     if "OAuth2" in schemes:
         components["securitySchemes"] = {"OAuth2": schemes["OAuth2"]}
@@ -181,20 +182,13 @@ def _signed_in(view: dict[str, Any], components: dict[str, Any]) -> None:
         schema = schemas.get(name)
         if not isinstance(schema, dict) or "userId" not in schema.get("properties", {}):
             continue
-        schemas[name] = {
-            **schema,
-            "required": [field for field in schema.get("required", ()) if field != "userId"],
-            "properties": {
-                **schema["properties"],
-                "userId": {
-                    **schema["properties"]["userId"],
-                    "description": "Leave it out: the signed-in user is filled in (another "
-                    "user's name is a 403).",
-                },
-            },
-        }
-        if not schemas[name]["required"]:
-            del schemas[name]["required"]
+        properties = {k: v for k, v in schema["properties"].items() if k != "userId"}
+        schemas[name] = {**schema, "properties": properties}
+        required = [field for field in schema.get("required", ()) if field != "userId"]
+        if required:
+            schemas[name]["required"] = required
+        else:
+            schemas[name].pop("required", None)
     components["schemas"] = schemas
 
 
@@ -218,15 +212,15 @@ def _request_schemas(view: dict[str, Any]) -> set[str]:
 
 
 def _own_user(item: dict[str, Any]) -> dict[str, Any]:
-    """A path's operations as an OAuth token calls them: a user's own data takes no `userId`,
-    which an API key must give. The token is its user, and any other name is a 403: offered,
-    it is a parameter a model may fill with a guess."""
+    """A path's operations as an OAuth token calls them: no `userId` parameter, which an API key
+    gives (`/me/export`) or may give (`/logs`). The token is its user, and any other name is a
+    403: offered, it is a parameter a model may fill with a guess."""
     out = dict(item)
     for method, operation in item.items():
         if method in _NOT_OPERATIONS or not isinstance(operation, dict):
             continue
         parameters = operation.get("parameters", [])
-        if any(p.get("name") == "userId" and p.get("required") for p in parameters):
+        if any(p.get("name") == "userId" for p in parameters):
             kept = [p for p in parameters if p.get("name") != "userId"]
             out[method] = {k: v for k, v in operation.items() if k != "parameters"}
             if kept:
