@@ -228,6 +228,48 @@ async def test_bad_input_is_a_400_in_openai_shape(
         assert error["param"] == param
 
 
+OPEN = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+CLOSED = {**OPEN, "additionalProperties": False}
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        (OPEN, "In context=(), 'additionalProperties' is required to be supplied and to be false"),
+        ({**CLOSED, "required": []}, "Missing 'a'"),
+        (
+            {**CLOSED, "properties": {"a": {"type": "object", "properties": {"b": {}}}}},
+            "In context=('properties', 'a'), 'additionalProperties'",
+        ),
+        ({"type": "array", "items": CLOSED}, "schema must be a JSON Schema of 'type: \"object\"'"),
+    ],
+)
+async def test_a_strict_schema_openai_refuses_is_refused(
+    api: ApiClient, fake: FakeBackend, schema: dict[str, Any], says: str
+) -> None:
+    """Structured Outputs' rules for `strict: true`, as OpenAI applies them: code that works
+    here must not meet a 400 there. Without `strict` the same schemas are taken."""
+    formats = {
+        "type": "json_schema",
+        "json_schema": {"name": "p", "strict": True, "schema": schema},
+    }
+    tool = {"type": "function", "function": {"name": "f", "strict": True, "parameters": schema}}
+    for body, named in (
+        ({**HELLO, "response_format": formats}, "Invalid schema for response_format 'p': "),
+        ({**HELLO, "tools": [tool]}, "Invalid schema for function 'f': "),
+    ):
+        answer = await api.post(CHAT, body)
+        assert answer.status_code == 400, answer.text
+        error = error_of(answer)
+        assert named in error["message"] and says in error["message"], error
+    loose = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    fake.replies.append('{"a": "x"}')
+    assert (await api.post(CHAT, {**HELLO, "response_format": loose})).status_code == 200
+    strict = {**formats, "json_schema": {**formats["json_schema"], "schema": CLOSED}}
+    fake.replies.append('{"a": "x"}')
+    assert (await api.post(CHAT, {**HELLO, "response_format": strict})).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "param", "message"),
     [

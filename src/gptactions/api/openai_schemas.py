@@ -9,6 +9,8 @@ Fields that change nothing in the answer (`metadata`, `store`…) are ignored.
 
 from __future__ import annotations
 
+import json
+
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -204,6 +206,59 @@ def shallow(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     return schema
 
 
+_SUBSCHEMAS = ("properties", "$defs", "definitions")
+_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf")
+
+
+def strict_schema_problem(schema: dict[str, Any]) -> str | None:
+    """What makes `schema` unusable with `strict: true`, in OpenAI's words; None when nothing.
+
+    OpenAI's Structured Outputs take a strict schema only when its root is an object and every
+    object in it closes its properties (`additionalProperties: false`) and requires them all
+    (an optional field is a required one that may be null). A schema it refuses is refused here
+    too, so that code written against this server works against OpenAI's.
+    """
+    if schema.get("type") != "object" and "anyOf" not in schema:
+        kind = json.dumps(schema.get("type"))
+        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: {kind}'."
+    pending: list[tuple[Any, tuple[str, ...]]] = [(schema, ())]
+    while pending:
+        node, context = pending.pop(0)
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        if (
+            kind == "object"
+            or (isinstance(kind, list) and "object" in kind)
+            or "properties" in node
+        ):
+            if node.get("additionalProperties") is not False:
+                return (
+                    f"In context={context!r}, 'additionalProperties' is required to be "
+                    "supplied and to be false."
+                )
+            required = node.get("required")
+            missing = [
+                name
+                for name in node.get("properties") or {}
+                if not isinstance(required, list) or name not in required
+            ]
+            if missing:
+                return (
+                    f"In context={context!r}, 'required' is required to be supplied and to be "
+                    f"an array including every key in properties. Missing '{missing[0]}'."
+                )
+        for key in _SUBSCHEMAS:
+            if isinstance(node.get(key), dict):
+                pending += [(sub, (*context, key, name)) for name, sub in node[key].items()]
+        if "items" in node:
+            pending.append((node["items"], (*context, "items")))
+        for key in _SCHEMA_LISTS:
+            if isinstance(node.get(key), list):
+                pending += [(sub, (*context, key, str(i))) for i, sub in enumerate(node[key])]
+    return None
+
+
 class FunctionDefinition(_Body):
     """A function the model may call."""
 
@@ -214,6 +269,15 @@ class FunctionDefinition(_Body):
 
     _parameters_shallow = field_validator("parameters")(shallow)
     _strict_not_null = field_validator("strict", mode="before")(not_null)
+
+    @model_validator(mode="after")
+    def _strict_schema(self) -> FunctionDefinition:
+        if self.strict:
+            parameters = self.parameters or {"type": "object", "properties": {}}
+            problem = strict_schema_problem(parameters)
+            if problem is not None:
+                raise ValueError(f"Invalid schema for function '{self.name}': {problem}")
+        return self
 
 
 class Tool(_Body):
@@ -246,6 +310,14 @@ class JsonSchemaFormat(_Body):
     strict: bool | None = None
 
     _schema_shallow = field_validator("schema_")(shallow)
+
+    @model_validator(mode="after")
+    def _strict_schema(self) -> JsonSchemaFormat:
+        if self.strict and self.schema_ is not None:
+            problem = strict_schema_problem(self.schema_)
+            if problem is not None:
+                raise ValueError(f"Invalid schema for response_format '{self.name}': {problem}")
+        return self
 
 
 class ResponseFormat(_Body):
