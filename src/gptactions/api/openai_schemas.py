@@ -10,7 +10,6 @@ Fields that change nothing in the answer (`metadata`, `store`…) are ignored.
 from __future__ import annotations
 
 import json
-
 from typing import Annotated, Any, Literal
 
 from pydantic import (
