@@ -177,6 +177,33 @@ def test_a_short_lived_access_token_is_refreshed_once_per_lifetime_not_in_a_loop
     assert page.get_by_label("API key", exact=True).input_value() == refreshes[-1]
 
 
+def test_signing_out_clears_the_history_of_the_user(console: Console, console_client: str) -> None:
+    """On a shared browser the next person must not find the signed-out user's messages."""
+    sign_in(console, console_client)
+    page = console.page
+    message = "A question only the signed-in user should see again."
+    console.choose("POST /api/v1/gpt/conversations")
+    console.payload(json.dumps({"message": message, "maxTokens": 4}))
+    assert console.send().startswith("200")
+    page.get_by_role("tab", name="History").click()
+    history = page.locator("#history-list")
+    assert message in history.inner_text()
+    assert message in page.evaluate("localStorage.getItem('gptactions.history')")
+
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.get_by_text("Signed out").wait_for()
+    assert "history" in page.locator("#signin-status").inner_text()
+    assert history.locator(".history-item").count() == 0
+
+    page.reload()
+    page.wait_for_selector("html[data-ready=true]")
+    page.get_by_role("tab", name="History").click()
+    assert history.locator(".history-item").count() == 0
+    assert page.evaluate("localStorage.getItem('gptactions.history')") is None
+    assert message not in (page.evaluate("sessionStorage.getItem('gptactions.session')") or "")
+    assert page.locator("#transcript").is_hidden()
+
+
 def test_a_sign_in_answer_not_started_here_is_refused(console: Console) -> None:
     page = console.page
     page.goto(f"{console.server.url}/?code=stolen&state=forged")

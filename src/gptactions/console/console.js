@@ -83,6 +83,28 @@ app.setKey = async (value) => {
   await keyChanged();
 };
 
+/**
+ * The user is leaving (Forget, Sign out): on a shared browser the next person must not find
+ * their data. Gone, on the page and in storage: the history of requests (localStorage), the
+ * conversation, the payloads and parameters typed in (the tab's session), and the logs filters
+ * and rows. Kept, being nobody's: the endpoint chosen, the server, the console's OAuth client ID.
+ */
+app.forgetUser = () => {
+  app.history.clear();
+  app.conversation.clear();
+  app.drafts.clear();
+  app.touched.clear();
+  app.paramValues.clear();
+  if (app.op) {
+    renderParams();
+    renderPayload();
+    updatePayloadUi();
+    app.actionPicker.refresh();
+  }
+  app.logs.clear();
+  app.session.write();
+};
+
 // ---- Servers and endpoints, from the document ----
 
 function fillServers(doc) {

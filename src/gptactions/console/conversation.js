@@ -74,6 +74,12 @@ export function createConversation(app) {
     app.session.save();
   }
 
+  /** Forget the conversation altogether (its user too): the user has left (Forget, Sign out). */
+  function clear() {
+    Object.assign(state, { id: null, userId: null, turns: [], pending: null });
+    render();
+  }
+
   /** A POST /conversations or /respond is about to go out (streamed replies fill in live). */
   function begin(op, payload) {
     if (!isStart(op) && !isRespond(op)) return;
@@ -130,5 +136,5 @@ export function createConversation(app) {
   }
 
   $("transcript-new").addEventListener("click", reset);
-  return { state, render, renderOffer, begin, token, finish, reset };
+  return { state, render, renderOffer, begin, token, finish, reset, clear };
 }

@@ -2,7 +2,9 @@
 // fill the storage the remembered key and the endpoint are kept in: at most HISTORY_MAX entries,
 // a payload kept only up to PAYLOAD_MAX characters (a larger one is listed without it), and
 // TOTAL_MAX characters in all, the oldest entries going first. When the browser refuses to store
-// it all the same (its storage is full), the History tab says so.
+// it all the same (its storage is full), the History tab says so. The requests (their messages)
+// are the user's: "Forget" (the key) and "Sign out" clear them with the rest the console keeps
+// of the user (app.forgetUser in console.js).
 
 import { $, h, timeAgo, toast } from "./dom.js";
 import { formatBytes } from "./format.js";
@@ -94,11 +96,14 @@ export function initHistory(app) {
     );
   }
 
-  $("history-clear").addEventListener("click", () => {
+  /** Drop every entry, on the page and in storage. */
+  function clear() {
     entries = [];
     save();
     render();
-  });
+  }
+
+  $("history-clear").addEventListener("click", clear);
   if (stored.length > TOTAL_MAX) save(); // kept by an older console, payloads and all
   render();
   return {
@@ -119,6 +124,7 @@ export function initHistory(app) {
         return false;
       }
     },
+    clear,
     entries: () => entries,
   };
 }

@@ -51,6 +51,8 @@ export function initKey(app, changed) {
     field.value = "";
     $("key-remember").checked = false;
     save();
+    app.forgetUser(); // what the console kept of the key's user goes with it
+    say("Key forgotten; this browser's history, conversation, drafts and log filters are cleared.");
     changed();
     field.focus();
   }

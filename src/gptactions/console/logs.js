@@ -266,5 +266,19 @@ export function initLogs(app) {
     load(next);
   });
   $("logs-prev").addEventListener("click", () => offered($("logs-prev")) && back.length && load(back.pop()));
-  return { render, load, nextLink };
+  /** Forget the filters (they may name a user) and the rows shown: the user has left. */
+  function clear() {
+    app.store.del(sessionStorage, FILTERS_SLOT);
+    current = null;
+    next = null;
+    back.length = 0;
+    renderTable([]);
+    $("logs-page").textContent = "";
+    offer($("logs-next"), false);
+    offer($("logs-prev"), false);
+    $("logs-message").className = "pane-message";
+    if (app.doc) render(); // empty filter fields
+  }
+
+  return { render, load, nextLink, clear };
 }

@@ -53,5 +53,6 @@ export function initSession(app) {
   }
 
   addEventListener("pagehide", write); // a reload right after typing still keeps it
-  return { save, restore };
+  // `write` keeps the session at once: after the user's data is forgotten, before a reload.
+  return { save, write, restore };
 }

@@ -213,7 +213,8 @@ export function initSignIn(app) {
       }
     } finally {
       app.setKey("");
-      say("Signed out; the token is revoked.");
+      app.forgetUser(); // what the console kept of the user goes with the sign-in
+      say("Signed out; the token is revoked, and this browser's history, conversation, drafts and log filters are cleared.");
       showForm(true);
     }
   }
