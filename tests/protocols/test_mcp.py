@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,88 @@ async def test_tools_follow_the_keys_scopes(settings: Settings) -> None:
         async with mcp_client(server, await server.key("actions")) as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
             assert "converse" not in names and "summarize" in names
+
+
+CONSEQUENTIAL_YAML = (
+    HAIKU
+    + """\
+  - name: orderPizza
+    description: Order a pizza.
+    parameters:
+      type: object
+      required: [topping]
+      properties:
+        topping: {type: string}
+    prompt: "Order a pizza with {{ topping }}."
+    consequential: true
+"""
+)
+"""`haiku`, and `orderPizza`, whose author says each call must be confirmed."""
+
+
+Hints = tuple[bool | None, bool | None, bool | None, bool | None]
+
+
+def hints_of(a: Any) -> Hints:
+    """Annotations' (readOnly, destructive, idempotent, openWorld) hints."""
+    return (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint)
+
+
+def hints(tool: Any) -> Hints:
+    """A tool's hints, as the SDK's client read them."""
+    assert tool.annotations is not None, tool.name
+    return hints_of(tool.annotations)
+
+
+async def test_tools_say_what_they_change(tmp_path: Path) -> None:
+    """Every tool has MCP's annotations, with a title: without them a client must take each for
+    destructive and open-world, a consequential action alike with `sentiment`."""
+    path = tmp_path / "actions.yaml"
+    path.write_text(CONSEQUENTIAL_YAML, encoding="utf-8")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'test.db'}", api_key=ADMIN_KEY, actions_file=path
+    )
+    async with (
+        served(settings, FakeBackend()) as server,
+        mcp_client(server, ADMIN_KEY) as client,
+    ):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert all(tool.annotations and tool.annotations.title for tool in tools.values()), tools
+    # The built-ins, and a prompt template of the actions file, only write text: read-only.
+    for name in ("sentiment", "summarize", "generateCode", "haiku"):
+        assert hints(tools[name]) == (True, False, True, False), name
+    assert tools["generateCode"].annotations.title == "Generate code"  # type: ignore[union-attr]
+    assert tools["generateCode"].title == "Generate code"
+    # `converse` adds a turn to a conversation: additive, not idempotent, the server's own.
+    assert hints(tools["converse"]) == (False, False, False, False)
+    # A consequential action: destructive, as `x-openai-isConsequential: true` says for ChatGPT.
+    assert hints(tools["orderPizza"]) == (False, True, False, True)
+    assert tools["orderPizza"].annotations.title == "Order pizza"  # type: ignore[union-attr]
+    assert tools["orderPizza"].description == (
+        "Order a pizza. Consequential: confirm each call with the user before running it."
+    )
+    assert tools["haiku"].description == "Write a haiku about a topic."
+
+
+def test_an_action_of_unknown_effects_is_not_said_to_be_read_only() -> None:
+    """A handler registered in code, neither built in nor a prompt template: its effects are
+    not known, so it is not read-only and may reach out; not destructive unless consequential."""
+    from gptactions.api.mcp import action_annotations, tool_title
+    from gptactions.services.actions import ActionDefinition, ActionOutcome
+
+    async def handler(_ctx: Any, _params: dict[str, Any]) -> ActionOutcome:
+        return ActionOutcome(True, "done")
+
+    definition = ActionDefinition(
+        "sendMail", "Send a mail.", {"type": "object"}, handler, builtin=False
+    )
+    assert hints_of(action_annotations(definition)) == (False, False, False, True)
+    consequential = replace(definition, consequential=True)
+    assert hints_of(action_annotations(consequential)) == (False, True, False, True)
+    assert action_annotations(definition).title == "Send mail"
+    names = ["explainCode", "write_haiku", "get-URL", "listURLs", "v2Draft"]
+    titles = ["Explain code", "Write haiku", "Get URL", "List URLs", "V2 draft"]
+    assert [tool_title(n) for n in names] == titles
 
 
 async def test_an_action_called_with_an_oauth_token_is_the_users_own(

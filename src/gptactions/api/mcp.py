@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -49,7 +50,8 @@ from gptactions.api.schemas import NUL_FREE_PATTERN, ConversationRequest
 from gptactions.llm.base import BackendError
 from gptactions.runtime import Runtime
 from gptactions.services.actions import ActionCall
-from gptactions.services.actions.registry import schema_problems
+from gptactions.services.actions.registry import ActionDefinition, schema_problems
+from gptactions.services.actions.userdefined import PromptAction
 from gptactions.services.conversations import Turn
 from gptactions.services.errors import Problem, ServiceError, invalid_input
 from gptactions.services.keys import Principal
@@ -158,20 +160,14 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
             tools.append(
                 types.Tool(
                     name=CONVERSE,
+                    title=CONVERSE_ANNOTATIONS.title,
                     description="Start a conversation with the model, or continue one by its id.",
                     input_schema=_converse_check(runtime, principal).schema,
+                    annotations=CONVERSE_ANNOTATIONS,
                 )
             )
         if principal is not None and principal.allows("actions"):
-            tools.extend(
-                types.Tool(
-                    name=d.name,
-                    description=d.description,
-                    input_schema=tool_input_schema(d.parameters),
-                )
-                for d in runtime.registry
-                if d.name != CONVERSE
-            )
+            tools.extend(action_tool(d) for d in runtime.registry if d.name != CONVERSE)
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(
@@ -208,6 +204,86 @@ def build_mcp_server(runtime: Runtime, principal_of: PrincipalOf) -> Server[Any]
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+
+
+CONVERSE_ANNOTATIONS = types.ToolAnnotations(
+    title="Chat with the model",
+    read_only_hint=False,
+    destructive_hint=False,
+    idempotent_hint=False,
+    open_world_hint=False,
+)
+"""`converse` adds a turn to a conversation (a new one, or the one named) that its user can
+read back: an update, but only an additive one (nothing is overwritten or deleted), and not
+idempotent (the same message twice is two turns). Its world is the server's own."""
+
+CONSEQUENTIAL = " Consequential: confirm each call with the user before running it."
+"""Ends a consequential action's description, as "ChatGPT asks the user before running it."
+ends its variant's in the OpenAPI document (for MCP, it is the client's to ask)."""
+
+
+def action_tool(definition: ActionDefinition) -> types.Tool:
+    """An action as its tool: name, title, description, `inputSchema` and annotations."""
+    annotations = action_annotations(definition)
+    confirm = CONSEQUENTIAL if definition.consequential else ""
+    return types.Tool(
+        name=definition.name,
+        title=annotations.title,
+        description=definition.description + confirm,
+        input_schema=tool_input_schema(definition.parameters),
+        annotations=annotations,
+    )
+
+
+def action_annotations(definition: ActionDefinition) -> types.ToolAnnotations:
+    """What an action's tool says of its effects: MCP's ToolAnnotations (2025-03-26), hints
+    whose defaults (not read-only, destructive, open world) a client must assume without them.
+
+    The rule, from what the registry knows of the action:
+
+    - `consequential` (the actions file's `consequential: true`, which the OpenAPI document
+      states as `x-openai-isConsequential: true`): its author says each call has effects the
+      user should confirm (it orders, sends, deletes), which the server cannot see or bound.
+      The tool keeps MCP's cautious defaults: not read-only, destructive, not idempotent,
+      open world.
+    - Otherwise an action that only generates text (a built-in, or a prompt template of the
+      actions file: none calls out to a URL) is read-only, not destructive, idempotent, closed
+      world: it changes nothing the caller owns (its call is recorded in the log, as every
+      call is) and reaches no external entity. Which model writes the text (embedded, or an
+      upstream one) is not the tool's world.
+    - Any other (a handler registered in code, whose effects are not known): not read-only,
+      not destructive (`consequential` is how an action says it is), not idempotent, open
+      world.
+    """
+    title = tool_title(definition.name)
+    if definition.consequential:
+        return types.ToolAnnotations(
+            title=title,
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        )
+    generates_only = definition.builtin or isinstance(definition.handler, PromptAction)
+    return types.ToolAnnotations(
+        title=title,
+        read_only_hint=generates_only,
+        destructive_hint=False,
+        idempotent_hint=generates_only,
+        open_world_hint=not generates_only,
+    )
+
+
+_WORDS = re.compile(r"(?:[A-Z]{2,}s(?![a-z])|[A-Z]+(?![a-z])|[A-Z]?[a-z]+)[0-9]*|[0-9]+")
+"""The words of an action's name: `generateCode`, `generate_code` and `generate-code` alike."""
+
+
+def tool_title(name: str) -> str:
+    """An action's name as a human title: `generateCode` is "Generate code", `listURLs` "List
+    URLs" (an acronym keeps its capitals)."""
+    words = [w if sum(c.isupper() for c in w) > 1 else w.lower() for w in _WORDS.findall(name)]
+    title = " ".join(words) or name
+    return title[0].upper() + title[1:]
 
 
 def tool_input_schema(parameters: dict[str, Any]) -> dict[str, Any]:
