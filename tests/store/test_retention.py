@@ -137,6 +137,10 @@ def test_logs_purge_and_db_backup_from_the_command_line(tmp_path: Path) -> None:
 
     backed = _gptactions("db", "backup", "copy/backup.db", cwd=tmp_path)
     assert backed.returncode == 0, backed.stderr
+    # Every conversation and the keys' hashes: the owner's only, the database and its copy alike.
+    for private in ("server.db", "server.db-wal", "copy/backup.db"):
+        if (tmp_path / private).exists():
+            assert (tmp_path / private).stat().st_mode & 0o777 == 0o600, private
     with sqlite3.connect(tmp_path / "copy" / "backup.db") as copy:
         assert copy.execute("SELECT count(*) FROM interactions").fetchone()[0] == 1
     copy.close()

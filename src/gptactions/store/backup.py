@@ -9,12 +9,15 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
+from gptactions.store.db import create_private
+
 
 def backup_sqlite(source: str, target: Path) -> None:
     """Copy the SQLite database at `source` to `target`, page by page, while others use it."""
     if target.exists():
         raise FileExistsError(f"{target} exists; name a new file")
     target.parent.mkdir(parents=True, exist_ok=True)
+    create_private(target)  # every conversation and the keys' hashes: the owner's only
     with (
         sqlite3.connect(f"file:{source}?mode=ro", uri=True) as origin,
         sqlite3.connect(target) as copy,

@@ -11,6 +11,7 @@ writer shares.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -400,9 +401,22 @@ def _sqlite_pragmas(dbapi_connection: Any, synchronous: str, busy_timeout: float
 
 
 def _ensure_sqlite_directory(url: str) -> None:
+    """The SQLite file's directory, and the file itself, new, readable by its owner only."""
     path = url.split(":///", 1)[-1].split("?", 1)[0]
-    if path and path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if path and path != ":memory:" and not path.startswith("file:"):
+        file = Path(path).expanduser()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        create_private(file)
+
+
+def create_private(file: Path) -> None:
+    """Create `file` empty with mode 0600 unless it exists (whose mode is the operator's).
+
+    A database holds every conversation and the keys' hashes: not for other users of the
+    machine, whatever the umask. SQLite gives its `-wal` and `-shm` files the database's mode.
+    """
+    with suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SchemaBehind(Exception):
