@@ -218,8 +218,8 @@ def strict_schema_problem(schema: dict[str, Any]) -> str | None:
     too, so that code written against this server works against OpenAI's.
     """
     if schema.get("type") != "object" and "anyOf" not in schema:
-        kind = json.dumps(schema.get("type"))
-        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: {kind}'."
+        given = json.dumps(schema.get("type"))
+        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: {given}'."
     pending: list[tuple[Any, tuple[str, ...]]] = [(schema, ())]
     while pending:
         node, context = pending.pop(0)
