@@ -178,6 +178,16 @@ async def test_query_values_that_carry_secrets_are_redacted(access: Lines) -> No
     assert "api_key=REDACTED&apikey=REDACTED&key=REDACTED" in keyed_line
 
 
+async def test_a_secret_anywhere_in_the_target_is_redacted(access: Lines) -> None:
+    # A key pasted into a path, or into a parameter not named as a secret's.
+    key = "gpta_3Jc0abcdefghijklmnopqrstuvwxyz0123456789AB"
+    await run(answering(b"x"), scope_of(f"/nonexistent/{key}", query=f"note={key}".encode()))
+    await run(answering(b"x"), scope_of("/x/gpto_abcdefgh12345678/gptr_abcdefgh12345678"))
+    assert '"GET /nonexistent/gpta_REDACTED?note=gpta_REDACTED HTTP/1.1"' in access.lines[0]
+    assert '"GET /x/gpto_REDACTED/gptr_REDACTED HTTP/1.1"' in access.lines[1]
+    assert "3Jc0" not in "".join(access.lines)
+
+
 async def test_the_client_is_the_one_a_proxy_named_or_dash(access: Lines) -> None:
     await run(answering(b""), scope_of(client=("203.0.113.7", 0)))  # `api.forwarded`'s rewrite
     await run(answering(b""), scope_of(client=None))

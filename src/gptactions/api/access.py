@@ -29,11 +29,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptactions.llm.redact import redacted_query
 from gptactions.metrics import CLIENT_CLOSED_REQUEST
-from gptactions.services.keys import Principal
+from gptactions.services.keys import KEY_PREFIX, Principal
+from gptactions.services.oauth import ACCESS_PREFIX, CLIENT_SECRET_PREFIX, REFRESH_PREFIX
 
 ACCESS_LOGGER = "gptactions.access"
 KEY_ID_SHOWN = 8
 """The characters of a key's id a line shows: enough to find it in `gptactions keys list`."""
+
+_MARKERS = "|".join(
+    map(re.escape, (KEY_PREFIX, ACCESS_PREFIX, REFRESH_PREFIX, CLIENT_SECRET_PREFIX))
+)
+_SECRET = re.compile(f"({_MARKERS})[A-Za-z0-9_-]{{8,}}")
+"""A key, token or client secret of this server, by its marker: never written to a line, even
+where a client put one by mistake (in a path, say: `GET /gpta_…`)."""
 
 REQUEST_ID_HEADER = b"x-request-id"
 _GIVEN_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
@@ -148,6 +156,7 @@ def access_line(scope: Scope, answer: Answer, failed: bool, seconds: float) -> s
     query = scope.get("query_string")
     if query:
         target = redacted_query(f"{target}?{query.decode('ascii', 'backslashreplace')}")
+    target = _SECRET.sub(r"\1REDACTED", target)
     state = scope["state"]
     method = scope["method"]
     sent = 0 if method == "HEAD" else answer.sent  # the server sends a HEAD's answer no body
