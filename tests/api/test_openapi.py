@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,60 @@ async def test_conversations_checks_a_conversation_id_as_the_document_says(
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["details"][0]["pointer"] == "/conversationId"
+
+
+def _undescribed(document: dict[str, Any]) -> list[str]:
+    """Every property, at any depth, of the schemas the /api/v1/gpt operations reach (their
+    bodies, answers and parameters, through $refs) that has neither a description nor a $ref."""
+    components = document["components"]
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}/{i}")
+            return
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            _, _, section, name = node["$ref"].split("/", 3)
+            if f"{section}/{name}" not in seen:
+                seen.add(f"{section}/{name}")
+                walk(components[section][name], name)
+            return
+        for name, prop in node.get("properties", {}).items():
+            if "$ref" not in prop and "description" not in prop:
+                found.append(f"{where}.{name}")
+            walk(prop, f"{where}.{name}")
+        for keyword in ("items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"):
+            walk(node.get(keyword), f"{where}/{keyword}")
+
+    for path, item in document["paths"].items():
+        if not path.startswith("/api/v1/gpt/"):
+            continue
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            where = f"{method.upper()} {path}"
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                walk(media.get("schema"), f"{where} body")
+            for code, answer in operation.get("responses", {}).items():
+                answer = resolve(document, answer)
+                for media in answer.get("content", {}).values():
+                    walk(media.get("schema"), f"{where} {code}")
+            for parameter in map(partial(resolve, document), operation.get("parameters", [])):
+                walk(parameter.get("schema"), f"{where} ?{parameter['name']}")
+    return found
+
+
+@pytest.mark.parametrize("query", [{}, {"scopes": "chat,actions", "auth": "oauth"}])
+async def test_every_property_a_gpt_reads_is_described(
+    api: ApiClient, query: dict[str, str]
+) -> None:
+    """ChatGPT's model reads the document a GPT imports: a property without a description is
+    one it has to guess (docs/gpt-actions.md promises every property of MeResponse,
+    MyDataExport and Erasure described)."""
+    document = (await api.http.get("/openapi.json", params=query)).json()
+    assert "MyDataExport" in document["components"]["schemas"]  # the walk reaches /me/export
+    assert _undescribed(document) == []

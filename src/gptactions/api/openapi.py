@@ -546,24 +546,28 @@ def _event_stream() -> dict[str, Any]:
     The wire example is in the description: `example` would have to match the schema, which
     describes one event.
     """
-    return {
-        "schema": sse.event_schema(
-            ["token", "done", "error"],
-            (
-                "Server-Sent Events. `token` events carry the reply as it is generated "
-                '(`data: {"text": "..."}`); a final `done` event carries the stored turn '
-                "(conversationId, reply, model, usage, latencyMs, finishReason, truncated, as the "
-                "JSON answer; finishReason deadline when the request's deadline ended it); a "
-                "failure after the stream began is an `error` event with the API's error shape "
-                '(`data: {"error": {"code": "...", "message": "..."}}`) instead of `done`. '
-                "Failures before the first token are answered as plain JSON errors.\n\n"
-                "```\n"
-                'event: token\ndata: {"text": "Hello"}\n\n'
-                'event: token\ndata: {"text": "!"}\n\n'
-                'event: done\ndata: {"conversationId": "conv_0f3c", "reply": "Hello!", '
-                '"model": "SmolLM2-135M-Instruct", '
-                '"usage": {"promptTokens": 21, "completionTokens": 2}, "latencyMs": 180}\n'
-                "```"
-            ),
+    schema = sse.event_schema(
+        ["token", "done", "error"],
+        (
+            "Server-Sent Events. `token` events carry the reply as it is generated "
+            '(`data: {"text": "..."}`); a final `done` event carries the stored turn '
+            "(conversationId, reply, model, usage, latencyMs, finishReason, truncated, as the "
+            "JSON answer; finishReason deadline when the request's deadline ended it); a "
+            "failure after the stream began is an `error` event with the API's error shape "
+            '(`data: {"error": {"code": "...", "message": "..."}}`) instead of `done`. '
+            "Failures before the first token are answered as plain JSON errors.\n\n"
+            "```\n"
+            'event: token\ndata: {"text": "Hello"}\n\n'
+            'event: token\ndata: {"text": "!"}\n\n'
+            'event: done\ndata: {"conversationId": "conv_0f3c", "reply": "Hello!", '
+            '"model": "SmolLM2-135M-Instruct", '
+            '"usage": {"promptTokens": 21, "completionTokens": 2}, "latencyMs": 180}\n'
+            "```"
         ),
-    }
+    )
+    # `sse.event_schema` leaves the event's name undescribed (the /v1 streams share it).
+    schema["properties"]["event"]["description"] = (
+        "token: a piece of the reply; done: the stored turn, last; error: a failure after the "
+        "stream began, in place of done."
+    )
+    return {"schema": schema}

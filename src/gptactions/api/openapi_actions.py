@@ -194,7 +194,11 @@ def action_request_schemas(registry: ActionRegistry) -> dict[str, dict[str, Any]
             "description": definition.description + confirm,
             "required": ["action", "parameters"],
             "properties": {
-                "action": {"type": "string", "enum": [definition.name]},
+                "action": {
+                    "type": "string",
+                    "enum": [definition.name],
+                    "description": f"The action to run: {definition.name}.",
+                },
                 "parameters": {"$ref": SCHEMA_PREFIX + params_name},
             },
         }

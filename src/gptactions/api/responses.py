@@ -66,8 +66,11 @@ TRUNCATED = (
 class Usage(Body):
     """Token counts of one generation."""
 
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int = Field(
+        description="Tokens of the prompt the model read: the system prompt, as many of the "
+        "conversation's recent turns as fit, and this message (cachedTokens included)."
+    )
+    completion_tokens: int = Field(description="Tokens the model generated for the reply.")
     cached_tokens: int = Field(
         default=0, description="Prompt tokens the model had already processed (prompt cache)."
     )
@@ -90,10 +93,21 @@ class BackendStatus(Shortenable):
     """One configured backend, as `GET /status` reports it (`lastError` shortened, named in
     `truncatedFields`, when the status would pass the response size limit)."""
 
-    name: str
-    kind: str
-    model: str
-    reachable: bool
+    name: str = Field(
+        description="The backend's name, which a request's `model` may give to choose it."
+    )
+    kind: str = Field(
+        description="local: the embedded model; openai: an OpenAI-compatible upstream server; "
+        "fake: a stand-in for tests."
+    )
+    model: str = Field(
+        description="The model it runs (an upstream's: as configured, else the first its "
+        "/models lists, else default)."
+    )
+    reachable: bool = Field(
+        description="Embedded model: whether it is loaded. Upstream: whether its last request "
+        "or check got an answer (an error answer counts; no connection does not)."
+    )
     state: str = Field(
         description=(
             "ok; failing: it answers, but its last request failed; unreachable; checking: the "
@@ -104,7 +118,10 @@ class BackendStatus(Shortenable):
     last_error: str | None = Field(
         description="The last failure's message; for admin keys only (null for the others)."
     )
-    latency_ms: int | None
+    latency_ms: int | None = Field(
+        description="How long its last successful generation (an upstream's: request, else "
+        "its /models check) took, in ms; null until there is one."
+    )
     # The embedded model's engine; absent for other backends.
     sequences: int | None = Field(
         default=None, description="Embedded model: requests it can generate at once."
@@ -129,12 +146,17 @@ class StatusResponse(Shortenable):
 
     status: str
     uptime: str
-    uptime_seconds: int
+    uptime_seconds: int = Field(description="Seconds since the server started (uptime).")
     version: str = Field(description="The server's version.")
     backend: str = Field(description="The default backend's name.")
     model: str = Field(description="The default backend's model.")
-    database: str = Field(json_schema_extra={"enum": ["ok", "unreachable"]})
-    backends: list[BackendStatus]
+    database: str = Field(
+        description="ok when the database answers, unreachable when it does not.",
+        json_schema_extra={"enum": ["ok", "unreachable"]},
+    )
+    backends: list[BackendStatus] = Field(
+        description="Every configured backend, the default first."
+    )
 
 
 class LogItem(Shortenable):
@@ -144,19 +166,46 @@ class LogItem(Shortenable):
     timestamp: str = Field(
         description="When it happened (RFC 3339, UTC).", json_schema_extra={"format": "date-time"}
     )
-    user_id: str
-    message: str
-    reply: str
-    id: int
-    conversation_id: str | None
+    user_id: str = Field(
+        description="The user it was for: the body's userId (/v1: user) or an OAuth token's own "
+        "user; the API key's name when neither names one."
+    )
+    message: str = Field(
+        description="What was sent: the user's message; an action's parameters, as JSON; a "
+        "chat completion's last message; a rejected request's body (its first 8 KiB)."
+    )
+    reply: str = Field(
+        description="What came back: the model's reply or the action's result (on an error or "
+        "cancel, what was generated before; empty when nothing was); a rejection's error body."
+    )
+    id: int = Field(description="The interaction's id in the log, unique.")
+    conversation_id: str | None = Field(
+        description="The conversation of a conversation turn; null for the other kinds."
+    )
     kind: InteractionKind
-    action: str | None
+    action: str | None = Field(description="The action called (kind action); null otherwise.")
     status: InteractionStatus
-    error: str | None
-    model: str | None
-    latency_ms: int
-    prompt_tokens: int
-    completion_tokens: int
+    error: str | None = Field(
+        description="Why it did not end ok: the backend's failure (error), the reason the "
+        "output was out of form (failed), who went away (cancelled), code: message (rejected). "
+        "Null when ok."
+    )
+    model: str | None = Field(
+        description="The model that generated the reply; null when none did (a rejected "
+        "request, or a failure before any output)."
+    )
+    latency_ms: int = Field(
+        description="How long the request took, until its outcome (reply, failure or refusal), "
+        "in ms."
+    )
+    prompt_tokens: int = Field(
+        description="Prompt tokens the model read, summed over the interaction's generations "
+        "(an action may retry); cachedTokens included; 0 when no model ran."
+    )
+    completion_tokens: int = Field(
+        description="Tokens the model generated, summed over the interaction's generations; "
+        "0 when no model ran."
+    )
     cached_tokens: int = Field(
         default=0,
         description="Prompt tokens the model had already processed (its prompt cache); "
@@ -252,7 +301,9 @@ class ActionList(Body):
     """The actions this server runs, by name, as many as fit the response size limit
     (GPTACTIONS_MAX_RESPONSE_CHARS); `nextCursor` gets the rest (also in the Link header)."""
 
-    actions: list[ActionInfo]
+    actions: list[ActionInfo] = Field(
+        description="This page's actions, in order of name, each with its parameter schema."
+    )
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
@@ -265,18 +316,32 @@ class MeResponse(Body):
     user_id: str | None = Field(
         description="The signed-in user's name (OAuth); null for an API key."
     )
-    authentication: str = Field(json_schema_extra={"enum": ["oauth", "apiKey"]})
+    authentication: str = Field(
+        description="How the caller authenticated: oauth (a signed-in user's access token) or "
+        "apiKey.",
+        json_schema_extra={"enum": ["oauth", "apiKey"]},
+    )
     name: str = Field(description="The API key's name, or oauth:<client> for a token.")
-    tenant: str
+    tenant: str = Field(
+        description="The caller's tenant (@users for an OAuth token): the conversations, logs "
+        "and usage it reaches are this tenant's (an admin key's logs and usage: every tenant's)."
+    )
     scopes: list[str] = Field(description="What the key or token may do.")
 
 
 class ExportedConversation(Body):
     """One of the user's conversations; its turns are among the interactions."""
 
-    conversation_id: str
-    created_at: str = Field(json_schema_extra={"format": "date-time"})
-    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+    conversation_id: str = Field(
+        description="The conversation's id (its interactions' conversationId)."
+    )
+    created_at: str = Field(
+        description="When it started (RFC 3339, UTC).", json_schema_extra={"format": "date-time"}
+    )
+    updated_at: str = Field(
+        description="When its last turn was stored (RFC 3339, UTC).",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class MyDataExport(Body):
@@ -285,18 +350,32 @@ class MyDataExport(Body):
     (GPTACTIONS_MAX_RESPONSE_CHARS); `nextCursor` gets the next one (also in the Link header),
     null on the last. Following it gives every conversation and interaction exactly once."""
 
-    user_id: str
-    conversations: list[ExportedConversation]
-    interactions: list[LogItem]
+    user_id: str = Field(
+        description="Whose data: the OAuth token's user, or the userId an API key gave."
+    )
+    conversations: list[ExportedConversation] = Field(
+        description="This page's conversations of the user, newest first; empty once they have "
+        "all been given."
+    )
+    interactions: list[LogItem] = Field(
+        description="This page's interactions of the user (as GET /logs gives them), newest "
+        "first; they come after all the conversations, so a page that conversations fill has none."
+    )
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class Erasure(Body):
     """What erasing the user's data deleted."""
 
-    user_id: str
-    deleted_conversations: int
-    deleted_interactions: int
+    user_id: str = Field(
+        description="Whose data was erased: the OAuth token's user, or the userId an API key gave."
+    )
+    deleted_conversations: int = Field(
+        description="How many of the user's conversations were deleted (0 when there were none)."
+    )
+    deleted_interactions: int = Field(
+        description="How many of the user's interactions (rows of the log) were deleted."
+    )
 
 
 class UsageSums(Body):
@@ -306,8 +385,13 @@ class UsageSums(Body):
     rejected: int = Field(
         description="Of those, requests refused before the model (a 4xx, a limit's 429 say)."
     )
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int = Field(
+        description="Prompt tokens the model read in those interactions, summed (cached ones "
+        "included)."
+    )
+    completion_tokens: int = Field(
+        description="Tokens the model generated in those interactions, summed."
+    )
     total_tokens: int = Field(description="Prompt and completion tokens.")
 
 
@@ -321,8 +405,8 @@ class KeyUsage(UsageSums):
 class UserUsage(UsageSums):
     """One user's usage, within a tenant."""
 
-    tenant: str
-    user_id: str
+    tenant: str = Field(description="The tenant the user's interactions are in.")
+    user_id: str = Field(description="The user's id (the interactions' userId).")
 
 
 class UsageResponse(Body):
@@ -337,8 +421,13 @@ class UsageResponse(Body):
         json_schema_extra={"format": "date-time"},
     )
     total: UsageSums
-    keys: list[KeyUsage]
-    users: list[UserUsage]
+    keys: list[KeyUsage] = Field(
+        description="Usage per API key (an OAuth client counts as one), most tokens first, at "
+        "most `limit` of them."
+    )
+    users: list[UserUsage] = Field(
+        description="Usage per user and tenant, most tokens first, at most `limit` of them."
+    )
     truncated: bool = Field(
         description="Whether more keys or users used the window than `limit` lets through, "
         "or than fit the response size limit (GPTACTIONS_MAX_RESPONSE_CHARS): the users with "
@@ -356,6 +445,7 @@ def error_schema() -> dict[str, Any]:
             "error": {
                 "type": "object",
                 "required": ["code", "message", "details"],
+                "description": "What went wrong: a code, a message, and the input's problems.",
                 "properties": {
                     "code": {"type": "string", "description": "Stable machine-readable code."},
                     "message": {
@@ -376,7 +466,10 @@ def error_schema() -> dict[str, Any]:
                                     "type": "string",
                                     "description": "JSON pointer to the field, e.g. /message.",
                                 },
-                                "message": {"type": "string"},
+                                "message": {
+                                    "type": "string",
+                                    "description": "What is wrong there, e.g. must not be null.",
+                                },
                             },
                         },
                     },
