@@ -15,6 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
 from gptactions.api.openapi import build_document
+from gptactions.api.readiness import SUMMARY_LIMIT
 from gptactions.config import Settings
 from gptactions.services.actions import build_registry
 from tests.conftest import ApiClient
@@ -312,6 +313,8 @@ def _undescribed(document: dict[str, Any]) -> list[str]:
         for name, prop in node.get("properties", {}).items():
             if "$ref" not in prop and "description" not in prop:
                 found.append(f"{where}.{name}")
+            elif len(prop.get("description", "")) > SUMMARY_LIMIT:  # ChatGPT's limit
+                found.append(f"{where}.{name} (described in over {SUMMARY_LIMIT} characters)")
             walk(prop, f"{where}.{name}")
         for keyword in ("items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"):
             walk(node.get(keyword), f"{where}/{keyword}")

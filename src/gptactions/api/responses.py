@@ -262,10 +262,9 @@ class ActionResponse(Shortenable):
     truncated: bool = Field(default=False, description=TRUNCATED)
     warnings: list[str] | None = Field(
         default=None,
-        description="What the caller should know of how the request was read, one sentence "
-        "each: a parameter the action does not take, ignored (e.g. 'parameters/length is not "
-        "a parameter of summarize and was ignored'); a stand-in taken for the main text "
-        "parameter ('parameters/prompt ... was taken as its text'); a default chosen. Absent "
+        description="How the request was read, one sentence each: a parameter the action does "
+        "not take, ignored ('parameters/length is not a parameter of summarize and was "
+        "ignored'); a stand-in taken for the main text parameter; a default chosen. Absent "
         "when there is none.",
     )
 
