@@ -152,6 +152,9 @@ async def test_a_stream_at_its_deadline_ends_with_a_done_event_saying_so(
         entry = await latest_log(api)
         assert entry["finishReason"] == "deadline"
         assert done["usage"]["promptTokens"] == entry["promptTokens"] > 0
+        # Named in the head too, before any event: a stream cut short says where its turn is.
+        conversation = answer.headers["x-conversation-id"]
+        assert conversation == done["conversationId"] == entry["conversationId"]
 
 
 async def test_a_stream_that_never_began_is_a_503_before_any_event(settings: Settings) -> None:

@@ -349,6 +349,7 @@ def _conversation_operation(operation: dict[str, Any], description: str) -> None
     operation["x-openai-isConsequential"] = False
     _add_errors(operation, ["400", *_MODEL_ERRORS])
     operation["responses"]["200"]["content"]["text/event-stream"] = _event_stream()
+    operation["responses"]["200"]["headers"] = header_refs(sse.CONVERSATION_ID_HEADER)
 
 
 def _start_conversation(doc: dict[str, Any]) -> None:

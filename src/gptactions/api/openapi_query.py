@@ -162,6 +162,11 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
         "needed for a 403 of a missing scope.",
         "schema": {"type": "string"},
     },
+    "X-Conversation-ID": {
+        "description": "A streamed reply's conversation (text/event-stream only), known before "
+        "the first event: a stream cut short before done stored its partial turn there.",
+        "schema": {"type": "string"},
+    },
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": _SECONDS},
     "RateLimit-Limit": {
         "description": "Requests the key (or OAuth user) may make per window (rate_limited).",

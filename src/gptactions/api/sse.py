@@ -34,6 +34,7 @@ from gptactions.services.streams import ReplyStream
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "text/event-stream"
+CONVERSATION_ID_HEADER = "X-Conversation-ID"
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -127,11 +128,12 @@ class EventStreamResponse(StreamingResponse):
         events: AsyncGenerator[bytes, None],
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             events,
             media_type=MEDIA_TYPE,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
         )
         self._events = events
         self._on_close = on_close
@@ -162,5 +164,11 @@ class EventStreamResponse(StreamingResponse):
 def stream_reply(
     stream: ReplyStream, done: Callable[[Reply], dict[str, Any]]
 ) -> EventStreamResponse:
-    """The response that streams a reply as Server-Sent Events."""
-    return EventStreamResponse(reply_events(stream, done), on_close=stream.aclose)
+    """The response that streams a reply as Server-Sent Events. Its head names the conversation
+    (`X-Conversation-ID`): a stream cut short before `done` (the server restarting, a backend
+    failing) stored its partial turn there, which a client retrying may continue."""
+    return EventStreamResponse(
+        reply_events(stream, done),
+        on_close=stream.aclose,
+        headers={CONVERSATION_ID_HEADER: stream.conversation_id},
+    )
