@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -197,3 +198,34 @@ async def test_a_rotated_keys_old_secret_stops_working_on_a_running_app(
     await _refused_within(api, graced, seconds=15)
     assert time.monotonic() - graced_at >= 2.5
     assert (await api.get(STATUS, key=extended.stdout.strip())).status_code == 200
+
+
+def test_an_admin_key_of_one_tenant_is_refused_and_one_made_before_is_named(
+    isolated: Path,
+) -> None:
+    for args in (("--scope", "admin", "--scope", "logs"), ("--admin",)):
+        refused = gptactions(
+            "keys", "create", "--name", "x", *args, "--tenant", "acme", cwd=isolated
+        )
+        assert (refused.returncode, refused.stdout) == (2, ""), refused
+        assert "an admin key sees every tenant's logs and usage" in refused.stderr
+        assert "`keys create --scope logs --tenant acme`" in refused.stderr
+    assert not (isolated / "server.db").exists(), "refused after opening the database"
+    secret = _created("--name", "acme-reader", "--scope", "logs", "--tenant", "acme", cwd=isolated)
+    [key_id] = _listed(isolated)
+    widened = gptactions("keys", "update", secret[:12], "--scope", "admin", cwd=isolated)
+    assert widened.returncode == 2 and "every tenant's logs" in widened.stderr
+    assert _listed(isolated)[key_id]["scopes"] == ["logs"]
+
+    connection = sqlite3.connect(isolated / "server.db")  # as an older version let it be made
+    with connection:
+        connection.execute("UPDATE api_keys SET scopes = 'logs admin' WHERE id = ?", (key_id,))
+    connection.close()
+    for args in ((), ("--json",)):
+        listed = gptactions("keys", "list", *args, cwd=isolated)
+        assert listed.returncode == 0, listed.stderr
+        warning = f"Warning: key {secret[:12]}… (acme-reader, id {key_id}) has the admin scope"
+        assert f"{warning} and tenant 'acme'" in listed.stderr
+    narrowed = gptactions("keys", "update", key_id, "--scope", "logs", cwd=isolated)
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "Warning" not in gptactions("keys", "list", cwd=isolated).stderr

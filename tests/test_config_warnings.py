@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from gptactions.config import Settings, describe_invalid_settings
-from gptactions.config_warnings import setting_names, unknown_variables, unsafe_in_production
+from gptactions.config_warnings import (
+    inline_comments,
+    setting_names,
+    settings_warnings,
+    unknown_variables,
+    unsafe_in_production,
+)
 
 
 def test_a_typo_is_named_with_the_setting_it_meant() -> None:
@@ -79,3 +85,22 @@ def test_a_short_admin_key_is_a_settings_error_not_a_traceback() -> None:
     assert "GPTACTIONS_API_KEY: an API key must be at least 20 characters long" in described
     assert "short" not in described  # never the value
     assert Settings(api_key="").api_key is None  # empty is no key, as in a compose file
+
+
+def test_a_secret_that_may_hold_spaces_and_holds_an_inline_comment_is_named() -> None:
+    settings = Settings(
+        api_key="my-own-admin-key-0123456789  # the ops team's",
+        oidc_issuer="https://idp.example",
+        oidc_client_id="gptactions",
+        oidc_client_secret="s3cr3t #rotated in May",
+    )
+    messages = inline_comments(settings)
+    assert [message.split(" ")[0] for message in messages] == [
+        "GPTACTIONS_API_KEY",
+        "GPTACTIONS_OIDC_CLIENT_SECRET",
+    ]
+    assert all("inline comment" in message for message in messages)
+    assert set(messages) <= set(settings_warnings(settings, {}))
+    assert "ops team" not in " ".join(messages) and "May" not in " ".join(messages)
+    # A key chosen by a person may hold spaces: only ` #` is named.
+    assert inline_comments(Settings(api_key="correct horse battery staple")) == []

@@ -4,10 +4,12 @@ tests with two workers too)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gptactions.workers import supported
+from gptactions.config import Settings
+from gptactions.workers import Supervisor, _Worker, supported
 from tests.conftest import ADMIN_KEY
 from tests.serving import Server, free_port, serve
 
@@ -171,3 +174,55 @@ def test_a_worker_that_cannot_start_stops_the_server_with_status_3(tmp_path: Pat
     )
     assert finished.returncode == 3, finished.stderr[-2000:]
     assert "failed to start: stopping" in finished.stderr
+
+
+class _Process:
+    """A worker process as the supervisor sees it, ended by `join`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exitcode: int | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        self.exitcode = 0
+
+    def kill(self) -> None:
+        self.exitcode = -9
+
+
+def _supervising(count: int) -> tuple[Supervisor, list[_Process]]:
+    supervisor = Supervisor(Settings(workers=2))
+    processes = [_Process(1000 + number) for number in range(count)]
+    for process in processes:
+        supervisor._workers.append(_Worker(process, threading.Event(), 0.0))  # type: ignore[arg-type]
+    return supervisor, processes
+
+
+def test_stopping_counts_the_workers_that_were_running_when_the_signal_came(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    told: list[tuple[int, int]] = []
+    monkeypatch.setattr("gptactions.workers.os.kill", lambda pid, sig: told.append((pid, sig)))
+    caplog.set_level(logging.INFO, logger="gptactions.workers")
+    supervisor, (first, second) = _supervising(2)
+
+    supervisor._on_signal(signal.SIGTERM, None)
+    first.exitcode = 0  # an idle worker ends before the supervisor wakes up
+    supervisor._stop()
+
+    assert {pid for pid, _ in told} == {first.pid, second.pid}
+    assert "stopping 2 workers" in caplog.messages
+    assert second.exitcode == 0
+
+
+def test_stopping_one_worker_says_worker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("gptactions.workers.os.kill", lambda pid, sig: None)
+    caplog.set_level(logging.INFO, logger="gptactions.workers")
+    supervisor, (failed, _) = _supervising(2)
+    failed.exitcode = 3  # it could not start: the supervisor stops the other
+
+    supervisor._stop()
+
+    assert "stopping 1 worker" in caplog.messages

@@ -580,6 +580,11 @@ def main(argv: list[str] | None = None) -> Any:
         if isinstance(error, SettingsError):  # a variable read as JSON (GPTACTIONS_BACKENDS)
             click.echo(f"Error: {describe_unreadable_settings(error)}", err=True)
             raise SystemExit(1) from None
+        from gptactions.runtime import RedisRefused
+
+        if isinstance(error, RedisRefused):  # a Redis that answers and refuses the URL
+            click.echo(f"Error: {error}", err=True)
+            raise SystemExit(1) from None
         raise
 
 

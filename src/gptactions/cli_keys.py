@@ -29,9 +29,16 @@ async def with_keys(
     settings: Settings, work: Callable[[KeyService], Awaitable[T]], *, serving: bool = False
 ) -> T:
     """Run `work` with the key service; revocations reach the replicas' caches through Redis too.
-    `serving`: for the server's start (`with_database`)."""
+    `serving`: for the server's start (`with_database`), which a Redis refusing
+    GPTACTIONS_REDIS_URL (a database number out of range, a wrong password) stops here, before
+    any worker starts; an unreachable one does not (the workers say so)."""
 
     from gptactions.services.keys import KeyService
+
+    if serving and settings.redis_url:
+        from gptactions.runtime import check_redis
+
+        await check_redis(settings.redis_url, report=False)  # RedisRefused: one line (cli.main)
 
     async def with_service(database: Database) -> T:
         service = KeyService(database, redis_url=settings.redis_url)
@@ -84,7 +91,11 @@ _SCOPE_CHOICE = ServiceChoice("gptactions.services.keys", "SCOPES")
     # the help needs no import of it; tests/test_cli.py checks that they agree.
     help="A scope; repeat for several (default: chat actions logs).",
 )
-@click.option("--admin", is_flag=True, help="Every scope, and every tenant's logs.")
+@click.option(
+    "--admin",
+    is_flag=True,
+    help="Every scope, and every tenant's logs (only with the default tenant).",
+)
 @click.option("--tenant", default="default", show_default=True, help="The key's tenant.")
 @click.option(
     "--rate-limit",
@@ -108,10 +119,11 @@ def keys_create(
 ) -> None:
     """Create a key and print it; it is shown only this once (alone on the last line)."""
     from gptactions.config import Settings
-    from gptactions.services.keys import DEFAULT_SCOPES, SCOPES, KeyService
+    from gptactions.services.keys import DEFAULT_SCOPES, SCOPES, KeyService, check_admin_tenant
 
     chosen = SCOPES if admin else (scopes or DEFAULT_SCOPES)
     try:
+        check_admin_tenant(chosen, tenant)  # before the database is opened (or created)
         new = _run(
             lambda: with_database(
                 Settings(),
@@ -164,6 +176,7 @@ def keys_list(as_json: bool) -> None:
     found = _run(lambda: with_database(Settings(), lambda db: KeyService(db).list()))
     if as_json:
         click.echo(json.dumps([_key_json(k) for k in found], indent=2))
+        _warn_of_admins_of_one_tenant(found)
         return
     rows = [("ID", "PREFIX", "NAME", "TENANT", "SCOPES", "RATE", "TOKENS", "CREATED", "REVOKED")]
     for k in found:
@@ -193,6 +206,16 @@ def keys_list(as_json: bool) -> None:
         click.echo("  ".join([*cells, row[-1]]))
     if any(k.imported for k in found):
         click.echo("(a sha256: prefix is an imported key's hash fragment)", err=True)
+    _warn_of_admins_of_one_tenant(found)
+
+
+def _warn_of_admins_of_one_tenant(found: list[KeyInfo]) -> None:
+    """On stderr: each working key that combines the admin scope with a tenant (refused now, but
+    made before), which reads every tenant's logs."""
+    from gptactions.services.keys import admins_of_one_tenant
+
+    for warning in admins_of_one_tenant(found):
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @keys.command("revoke")

@@ -76,6 +76,29 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
+SPACES_IN_A_WORD = (
+    "holds whitespace, which a token never does: an inline comment in an env file? systemd's "
+    "EnvironmentFile and docker's --env-file keep `NAME=value  # comment` whole as the value; "
+    "put the comment on a line of its own"
+)
+
+
+def token_setting(value: object) -> object:
+    """A token or key sent or checked as `Authorization: Bearer <token>`, which holds no
+    whitespace: leading and trailing whitespace is dropped (never part of a header's value),
+    empty is none, and whitespace within is a settings error (SPACES_IN_A_WORD), never
+    the value itself."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(text, str):
+        return value
+    text = text.strip()
+    if not text:
+        return None
+    if any(character.isspace() for character in text):
+        raise ValueError(SPACES_IN_A_WORD)
+    return text
+
+
 class BackendConfig(BaseModel):
     """One named backend of `GPTACTIONS_BACKENDS` or the backends file (camelCase keys)."""
 
@@ -94,6 +117,11 @@ class BackendConfig(BaseModel):
     queue_timeout: float = Field(default=5.0, ge=0)
     context_window: int | None = Field(default=None, ge=256)
     model_path: Path | None = None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _check_api_key(cls, value: object) -> object:
+        return token_setting(value)
 
 
 _INVALID_SETTINGS = "invalid settings (environment or .env):"
@@ -365,6 +393,11 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < MIN_KEY_LENGTH:
             raise ValueError(f"an API key must be at least {MIN_KEY_LENGTH} characters long")
         return value
+
+    @field_validator("metrics_token", "upstream_api_key", mode="before")
+    @classmethod
+    def _check_token(cls, value: object) -> object:
+        return token_setting(value)
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -87,7 +88,29 @@ def unsafe_in_production(settings: Settings) -> list[str]:
     return messages
 
 
+def inline_comments(settings: Settings) -> list[str]:
+    """A message for each secret that may hold spaces (a key chosen by a person, an OAuth client
+    secret) and holds ` #`: an env file's inline comment, most likely, which systemd's
+    EnvironmentFile keeps in the value. (A token that never holds whitespace is refused instead:
+    `config.token_setting`.)"""
+    secrets = (
+        ("GPTACTIONS_API_KEY", settings.api_key),
+        ("GPTACTIONS_OIDC_CLIENT_SECRET", settings.oidc_client_secret),
+    )
+    return [
+        f"{name} holds ' #': if that begins an inline comment of an env file (systemd's "
+        "EnvironmentFile and docker's --env-file keep it in the value), the comment is part of "
+        "the secret; put it on a line of its own"
+        for name, secret in secrets
+        if secret is not None and re.search(r"\s#", secret.get_secret_value())
+    ]
+
+
 def settings_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Everything worth saying about the settings as the server starts."""
     environ = os.environ if environ is None else environ
-    return [*unknown_variables(environ, Path(".env")), *unsafe_in_production(settings)]
+    return [
+        *unknown_variables(environ, Path(".env")),
+        *unsafe_in_production(settings),
+        *inline_comments(settings),
+    ]

@@ -18,7 +18,7 @@ from gptactions.services.actions import ActionRegistry, ActionService, build_reg
 from gptactions.services.completions import CompletionService
 from gptactions.services.conversations import ConversationService
 from gptactions.services.interactions import InteractionLog
-from gptactions.services.keys import KeyService, NewKey, NoKeys
+from gptactions.services.keys import KeyService, NewKey, NoKeys, admins_of_one_tenant
 from gptactions.services.limits import RateLimiter, TokenQuota, build_counter, build_limiter
 from gptactions.services.oauth import OAuthService
 from gptactions.services.oidc import OidcConfig, OidcService
@@ -155,7 +155,7 @@ class Runtime:
                 self._preparing = asyncio.create_task(self._prepare_when_back(prepare))
             await self.router.start()
             if self.settings.redis_url:
-                await check_redis(self.settings.redis_url)
+                await check_redis(self.settings.redis_url)  # RedisRefused stops the start
             if self.retention.keep_seconds is not None:
                 self._purging = asyncio.create_task(self.retention.run())
         except BaseException:
@@ -273,34 +273,56 @@ async def bootstrap_admin_key(
     if configured is not None:
         if created is not None:  # else the key service said what it found
             log.info("imported GPTACTIONS_API_KEY as admin key %s", created.info.prefix)
-        return None
-    if created is not None:
+        created = None  # imported, not generated: nothing to show
+    elif created is not None:
         log.info("created an admin key (id %s), shown once", created.info.id)
     else:
         level = logging.INFO if report_unchanged else logging.DEBUG
         log.log(level, "keys exist and GPTACTIONS_API_KEY is unset: created no key")
+    if report_unchanged:  # once a start: keys made before such keys were refused
+        for warning in admins_of_one_tenant(await keys.list()):
+            log.warning("%s", warning)
     return created
 
 
-async def check_redis(url: str) -> bool:
+class RedisRefused(ValueError):
+    """GPTACTIONS_REDIS_URL names a Redis that answers but refuses it (a database number out of
+    range, a wrong user or password): a settings error, which stops the start. Each command
+    opening a runtime (`serve`, `chat`, `stdio`, `actions run`) says it in one line, as it says
+    the other settings errors (`cli.main`)."""
+
+
+async def check_redis(url: str, *, report: bool = True) -> bool:
     """Say at start-up whether GPTACTIONS_REDIS_URL answers (its URL without credentials): an
     unreachable Redis does not stop the server, its limits are counted in each process until it
-    answers, and the operator learns so now rather than at the first request."""
+    answers, and the operator learns so now rather than at the first request. A Redis that
+    answers and refuses the URL's settings would refuse them forever: RedisRefused.
+
+    `report`: log what was found (else only raise, for a check before the workers start)."""
     import redis.asyncio as redis
+    from redis.exceptions import AuthenticationError, ResponseError
 
     client: Any = redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     try:
         async with asyncio.timeout(2):
             await client.ping()
+    except (AuthenticationError, ResponseError) as error:  # before ConnectionError, its base
+        raise RedisRefused(
+            f"GPTACTIONS_REDIS_URL: Redis at {safe_url(url)} answers but refuses it "
+            f"({str(error) or type(error).__name__}): check the database number after the port "
+            "(0 to 15 unless Redis' `databases` setting allows more), the user and the password"
+        ) from None
     except Exception as error:
-        log.warning(
-            "Redis at %s is unreachable (%s): limits are counted in each process, and key "
-            "revocations reach the others through the database, until it answers",
-            safe_url(url),
-            str(error) or type(error).__name__,
-        )
+        if report:
+            log.warning(
+                "Redis at %s is unreachable (%s): limits are counted in each process, and key "
+                "revocations reach the others through the database, until it answers",
+                safe_url(url),
+                str(error) or type(error).__name__,
+            )
         return False
     finally:
         await client.aclose()
-    log.info("Redis at %s answers: limits are shared by every process using it", safe_url(url))
+    if report:
+        log.info("Redis at %s answers: limits are shared by every process using it", safe_url(url))
     return True

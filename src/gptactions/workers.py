@@ -168,6 +168,7 @@ class Supervisor:
         self._incoming: _Worker | None = None  # a reload's next worker, starting
         self._reloading: list[int] = []  # the slots a reload has still to replace
         self._signals = 0
+        self._stopping: list[_Worker] = []  # the workers running when the stop began
         self._serving = False  # every worker has listened once: said, once
 
     def run(self) -> int:
@@ -207,6 +208,8 @@ class Supervisor:
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         """The first signal starts every worker's grace; any later one ends it."""
         self._signals += 1
+        if self._signals == 1:  # counted now: an idle worker may be gone before `_stop` runs
+            self._stopping = self._live()
         self._tell(signal.SIGTERM if self._signals == 1 else HURRY, self._live())
 
     def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
@@ -290,9 +293,11 @@ class Supervisor:
         one may have started after the signal), waited for, killed last."""
         if not self._signals:
             self._signals = 1
+            self._stopping = self._live()
         self._tell(signal.SIGTERM, self._live())
-        workers = self._live()
-        log.info("stopping %d workers", len(workers))
+        # Those running when the stop began (some may have ended since), and any started since.
+        workers = [*self._stopping, *(w for w in self._live() if w not in self._stopping)]
+        log.info("stopping %d worker%s", len(workers), "" if len(workers) == 1 else "s")
         limit = (
             time.monotonic() + self.settings.shutdown_grace + RECORD_TIMEOUT + CLOSE_TIMEOUT + 10
         )

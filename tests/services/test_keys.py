@@ -11,7 +11,16 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from gptactions.services.keys import AmbiguousKey, KeyService, hash_key
+from gptactions.services.keys import (
+    DEFAULT_TENANT,
+    SCOPES,
+    AdminOfOneTenant,
+    AmbiguousKey,
+    KeyService,
+    KeyUnchangeable,
+    admins_of_one_tenant,
+    hash_key,
+)
 from gptactions.store.db import Database, alembic_config
 
 FIRST = "operator-chosen-key-number-1"
@@ -229,3 +238,50 @@ async def test_an_old_imported_key_is_marked_when_the_server_starts_with_it(
 
     await keys.ensure_bootstrap_key(SECOND)
     assert not await _active(keys, old)
+
+
+# --- an admin key sees every tenant: never given a tenant of its own ----------------------------
+
+
+async def test_the_admin_scope_is_refused_on_a_key_of_another_tenant(database: Database) -> None:
+    keys = KeyService(database)
+    for scopes in (("admin",), ("admin", "logs"), SCOPES):
+        with pytest.raises(AdminOfOneTenant) as refused:
+            await keys.create("acme-admin", scopes=scopes, tenant="acme")
+        assert "an admin key sees every tenant's logs" in str(refused.value)
+        assert "--scope logs --tenant acme" in str(refused.value)
+    assert await keys.list() == []
+    # What to do instead, and an admin key of the default tenant, are accepted.
+    reader = await keys.create("acme-reader", scopes=("logs",), tenant="acme")
+    assert await keys.create("ops", scopes=SCOPES, tenant=f" {DEFAULT_TENANT} ") is not None
+
+    with pytest.raises(AdminOfOneTenant):
+        await keys.update(reader.info.id, scopes=("logs", "admin"))
+
+    [listed] = [key for key in await keys.list() if key.id == reader.info.id]
+    assert listed.scopes == ("logs",)
+    principal = await keys.authenticate(reader.secret)
+    assert principal is not None and not principal.is_admin
+
+
+async def test_a_tenant_admin_made_before_is_named_and_can_only_be_narrowed(
+    database: Database,
+) -> None:
+    keys = KeyService(database)
+    made = await keys.create("acme-admin", scopes=("logs",), tenant="acme")
+    async with database.engine.begin() as connection:  # as an older version let it be made
+        await connection.execute(
+            text("UPDATE api_keys SET scopes = 'logs admin' WHERE id = :id"), {"id": made.info.id}
+        )
+    [warning] = admins_of_one_tenant(await keys.list())
+    assert made.info.id in warning and "'acme'" in warning
+    assert f"keys update {made.info.id} --scope logs" in warning
+
+    with pytest.raises(AdminOfOneTenant):  # a change that keeps the admin scope
+        await keys.update(made.info.id, name="renamed")
+    with pytest.raises(KeyUnchangeable, match="every tenant's logs"):  # its successor would too
+        await keys.rotate(made.info.id)
+
+    narrowed = await keys.update(made.info.id, scopes=("logs",))
+    assert narrowed is not None and narrowed.scopes == ("logs",)
+    assert admins_of_one_tenant(await keys.list()) == []

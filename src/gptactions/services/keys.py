@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -153,6 +153,12 @@ class KeyUnchangeable(Exception):
     """A key that cannot be rotated or updated (revoked, imported, already rotated): says why."""
 
 
+class AdminOfOneTenant(ValueError):
+    """The admin scope on a key of a tenant other than DEFAULT_TENANT: an admin key reads every
+    tenant's logs and usage whatever its tenant, so such a key is not the "tenant admin" it
+    looks like in `keys list`."""
+
+
 def hash_key(secret: str) -> str:
     """The stored form of a key. Keys carry 256 random bits, so a plain SHA-256 is enough."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
@@ -253,6 +259,37 @@ def _check_scopes(scopes: tuple[str, ...]) -> str:
     return " ".join(sorted(set(scopes), key=SCOPES.index))
 
 
+def _admin_of_one_tenant(tenant: str, fix: str) -> str:
+    return (
+        f"an admin key sees every tenant's logs and usage, whatever its tenant: the admin scope "
+        f"is refused on a key of tenant {tenant!r} (an admin key is of tenant "
+        f"{DEFAULT_TENANT!r}). For a key that reads only {tenant}'s logs, give it the logs "
+        f"scope instead: {fix}"
+    )
+
+
+def check_admin_tenant(scopes: Iterable[str], tenant: str) -> None:
+    """AdminOfOneTenant for the admin scope on a key of a tenant other than DEFAULT_TENANT."""
+    tenant = tenant.strip()
+    if "admin" in scopes and tenant != DEFAULT_TENANT:
+        raise AdminOfOneTenant(
+            _admin_of_one_tenant(tenant, f"`keys create --scope logs --tenant {tenant}`")
+        )
+
+
+def admins_of_one_tenant(keys: Iterable[KeyInfo]) -> list[str]:
+    """A warning for each working key that has the admin scope and a tenant other than
+    DEFAULT_TENANT (refused since, but a database may hold some made before)."""
+    return [
+        f"key {key.prefix}… ({key.name}, id {key.id}) has the admin scope and tenant "
+        f"{key.tenant!r}: an admin key reads every tenant's logs and usage, whatever its tenant. "
+        f"`gptactions keys update {key.id} --scope logs` (with the other scopes it needs, not "
+        f"admin) limits it to {key.tenant}'s"
+        for key in keys
+        if key.revoked_at is None and "admin" in key.scopes and key.tenant != DEFAULT_TENANT
+    ]
+
+
 def _rate(text: str | None, what: str) -> Rate | None:
     """A key's own limit, parsed; a ValueError that names the option when it is not a rate."""
     if text is None:
@@ -314,6 +351,7 @@ class KeyService:
                 f"tenants starting with @ are reserved ({USERS_TENANT} holds the data of the "
                 "users who sign in with OAuth)"
             )
+        check_admin_tenant(stored_scopes.split(), tenant)
         rate, tokens = _rate(rate_limit, "rate limit"), _rate(token_limit, "token limit")
         imported = secret is not None
         secret = secret or generate_secret()
@@ -394,7 +432,8 @@ class KeyService:
         the id or prefix. The old key is revoked at once, or stops working after `grace`.
 
         Raises AmbiguousKey, and KeyUnchangeable for a key revoked, rotated already (in its
-        grace period), or imported (GPTACTIONS_API_KEY: the variable is what replaces it).
+        grace period), imported (GPTACTIONS_API_KEY: the variable is what replaces it), or
+        with the admin scope and a tenant other than DEFAULT_TENANT (its successor would be too).
         """
         now = self._now()
         secret = generate_secret()
@@ -413,6 +452,11 @@ class KeyService:
                     f"{old.prefix}… ({old.name}, id {old.id}) was rotated already and stops "
                     f"working at {queries.as_utc(old.expires_at):%Y-%m-%d %H:%M:%S} UTC: rotate "
                     "its successor, or revoke it now"
+                )
+            if "admin" in old.scopes.split() and old.tenant != DEFAULT_TENANT:
+                raise KeyUnchangeable(
+                    _admin_of_one_tenant(old.tenant, f"`keys update {old.id} --scope logs`")
+                    + ", then rotate it"
                 )
             new = ApiKey(
                 id=uuid.uuid4().hex,
@@ -448,8 +492,9 @@ class KeyService:
         """Change what is given of a key's name, scopes and limits; None when no key has the id
         or prefix. A limit of SERVER_LIMIT (`default`) returns the key to the server's limit.
 
-        Raises AmbiguousKey, InvalidScope or ValueError (nothing changed), and KeyUnchangeable
-        for a revoked key. Every server's cache forgets the key, as on a revocation.
+        Raises AmbiguousKey, InvalidScope or ValueError (nothing changed), AdminOfOneTenant when
+        the key would have the admin scope and a tenant other than DEFAULT_TENANT, and
+        KeyUnchangeable for a revoked key. Every server's cache forgets the key, as on a revocation.
         """
         if scopes is not None and not scopes:
             raise InvalidScope("a key needs at least one scope")
@@ -470,6 +515,10 @@ class KeyService:
             if key is None:
                 return None
             _check_changeable(key, now, "updated")
+            if "admin" in (stored_scopes or key.scopes).split() and key.tenant != DEFAULT_TENANT:
+                raise AdminOfOneTenant(
+                    _admin_of_one_tenant(key.tenant, f"`keys update {key.id} --scope logs`")
+                )
             before = (key.name, key.scopes, key.rate_limit, key.token_limit)
             if name is not None:
                 key.name = name.strip()
