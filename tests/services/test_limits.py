@@ -6,12 +6,24 @@ import asyncio
 import logging
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from gptactions.config import Rate, Settings
 from gptactions.llm.fake import FakeBackend
-from gptactions.services.limits import MemoryCounter, RateLimiter, RedisCounter
+from gptactions.services import limits
+from gptactions.services.errors import ServiceError
+from gptactions.services.interactions import InteractionLog
+from gptactions.services.keys import SCOPES, TERMINAL, Principal
+from gptactions.services.limits import (
+    MemoryCounter,
+    RateLimiter,
+    RedisCounter,
+    Reservation,
+    TokenQuota,
+)
+from gptactions.store.db import Database
 from tests.conftest import ADMIN_KEY, REDIS_URL, redis_reachable, running_app
 
 needs_redis = pytest.mark.skipif(
@@ -186,3 +198,138 @@ async def test_a_redis_that_never_answers_costs_one_request_its_timeout_not_ever
         await limiter.close()
         server.close()
         await server.wait_closed()
+
+
+class Unreachable:
+    """A counter that must not be asked: the path without a token limit makes no traffic."""
+
+    async def add(
+        self, name: str, rate: Rate, amount: int, *, at: float | None = None
+    ) -> tuple[int, int]:
+        raise AssertionError(f"counted {amount} for {name} with no limit")
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+KEYED = Principal("k", "k", "default", frozenset(SCOPES))
+
+
+async def test_a_request_reserves_its_worst_case_and_settles_to_what_it_used() -> None:
+    quota = TokenQuota(Rate(100, 3600), MemoryCounter())
+    first = await quota.reserve(KEYED, 60)
+    second = await quota.reserve(KEYED, 60)  # 60 before it: below the limit
+    assert first is not None and second is not None
+    assert await quota.used(KEYED) == 120
+    with pytest.raises(ServiceError) as raised:  # 120 reserved: the window is used up
+        await quota.reserve(KEYED, 1)
+    assert raised.value.status == 429 and raised.value.code == "token_limit_exceeded"
+    assert raised.value.message.startswith("token limit 100/hour reached for this key; retry in ")
+    assert 1 <= int(raised.value.headers["Retry-After"]) <= 3600
+    assert await quota.used(KEYED) == 120  # the refused one holds nothing
+
+    await first.settle(25)
+    await first.settle(25)  # once only
+    await first.release()
+    assert await quota.used(KEYED) == 85
+    await second.resize(30)  # its prompt counted: a smaller worst case
+    assert await quota.used(KEYED) == 55
+    await second.release()
+    await second.settle(30)  # released first: nothing more
+    assert await quota.used(KEYED) == 25
+    assert not first.open and not second.open
+
+
+async def test_requests_at_once_are_admitted_while_the_reservations_leave_room() -> None:
+    quota = TokenQuota(Rate(100, 3600), MemoryCounter())
+
+    async def attempt() -> Reservation | None:
+        try:
+            return await quota.reserve(KEYED, 30)
+        except ServiceError:
+            return None
+
+    admitted = [r for r in await asyncio.gather(*(attempt() for _ in range(10))) if r]
+    assert len(admitted) == 4  # at 0, 30, 60 and 90 tokens
+    await asyncio.gather(*(r.settle(30) for r in admitted))
+    assert await quota.used(KEYED) == 120  # the limit, and one request's worst case at most
+
+
+async def test_a_reservation_from_an_ended_window_adds_nothing_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [7200.0 + 3590]  # ten seconds before a window of the hour ends
+
+    class Clock:
+        @staticmethod
+        def time() -> float:
+            return now[0]
+
+    monkeypatch.setattr(limits, "time", Clock)
+    quota = TokenQuota(Rate(100, 3600), MemoryCounter())
+    spanning = await quota.reserve(KEYED, 90)
+    assert spanning is not None
+    now[0] += 20  # the next window
+    after = await quota.reserve(KEYED, 10)
+    assert after is not None
+    await spanning.settle(5)  # counted in the window that admitted it (over), not in this one
+    assert await quota.used(KEYED) == 10
+    counter = MemoryCounter()  # nor does a counter change a window once a later one counts
+    await counter.add("n", Rate(100, 3600), 10)
+    await counter.add("n", Rate(100, 3600), -85, at=now[0] - 3600)
+    assert await counter.add("n", Rate(100, 3600), 0) == (10, 3590)
+    await after.settle(4)
+    assert await quota.used(KEYED) == 4
+
+
+async def test_cancelled_requests_still_give_their_reservations_back() -> None:
+    quota = TokenQuota(Rate(100, 3600), MemoryCounter())
+    reservation = await quota.reserve(KEYED, 50)
+    assert reservation is not None
+
+    async def cancelled() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await reservation.release()
+
+    task = asyncio.ensure_future(cancelled())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await quota.used(KEYED) == 0
+
+
+async def test_no_token_limit_means_no_reservation_and_no_counting() -> None:
+    unused = cast(Database, None)  # admitting reads no database
+    log = InteractionLog(unused, quota=TokenQuota(None, Unreachable()))
+
+    def worst_case() -> int:
+        raise AssertionError("estimated with no limit")
+
+    assert await log.admit(KEYED, worst_case) is None
+    limited = TokenQuota(Rate(1, 3600), Unreachable())
+    assert await InteractionLog(unused, quota=limited).admit(TERMINAL, worst_case) is None
+    assert await limited.reserve(TERMINAL, 1_000) is None
+
+
+@needs_redis
+async def test_redis_reservations_are_shared_by_replicas() -> None:
+    prefix = f"gptactions:test:{uuid.uuid4().hex}:"
+    one, two = RedisCounter(REDIS_URL, prefix=prefix), RedisCounter(REDIS_URL, prefix=prefix)
+    first, second = TokenQuota(Rate(100, 3600), one), TokenQuota(Rate(100, 3600), two)
+    try:
+        held = await first.reserve(KEYED, 70)
+        other = await second.reserve(KEYED, 70)  # 70 before it, on the other replica
+        assert held is not None and other is not None
+        with pytest.raises(ServiceError):
+            await first.reserve(KEYED, 1)
+        assert await second.used(KEYED) == 140
+        await held.release()
+        await other.settle(12)
+        await other.release()
+        assert await first.used(KEYED) == 12
+    finally:
+        await one.close()
+        await two.close()

@@ -43,6 +43,7 @@ from gptactions.services.interactions import (
     cancelled_error,
 )
 from gptactions.services.keys import Principal
+from gptactions.services.limits import Reservation, estimate_tokens
 
 # Names a client may give as `model` for the default backend.
 DEFAULT_MODEL_NAMES = frozenset({"", "default"})
@@ -113,6 +114,9 @@ class PreparedCall:
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.perf_counter)
+    reservation: Reservation | None = field(default=None, repr=False)
+    """The call's worst case held in the caller's token window (`InteractionLog.admit`), which
+    recording the call settles; None when the caller has no token limit."""
 
     @property
     def forced(self) -> tuple[dict[str, Any], ...]:
@@ -175,19 +179,23 @@ class CompletionService:
         """Generate a whole completion and record it; returns once it is committed."""
         prepared = await self.prepare(principal, call)
         try:
-            with tracked_progress() as progress:
-                generation = await self._router.generate(prepared.request, prepared.backend)
-        except BackendError as error:
-            # Stored with the tokens the failed attempts are known to have used.
-            await self.record(prepared, generation=await progress.so_far(), error=error)
-            raise
-        except asyncio.CancelledError:
-            # Stored with what was generated and the tokens it used (which count against the
-            # key's token limit).
-            with anyio.CancelScope(shield=True):
-                await self.record(prepared, generation=await progress.so_far(), abandoned=True)
-            raise
-        return await self.record(prepared, generation=generation)
+            try:
+                with tracked_progress() as progress:
+                    generation = await self._router.generate(prepared.request, prepared.backend)
+            except BackendError as error:
+                # Stored with the tokens the failed attempts are known to have used.
+                await self.record(prepared, generation=await progress.so_far(), error=error)
+                raise
+            except asyncio.CancelledError:
+                # Stored with what was generated and the tokens it used (which count against
+                # the key's token limit).
+                with anyio.CancelScope(shield=True):
+                    await self.record(prepared, generation=await progress.so_far(), abandoned=True)
+                raise
+            return await self.record(prepared, generation=generation)
+        finally:
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
 
     async def open_stream(self, principal: Principal, call: CompletionCall) -> CompletionStream:
         """Start a streamed completion; returns once its first chunk is in.
@@ -197,70 +205,95 @@ class CompletionService:
         (the prompt, once the model is given it).
         """
         prepared = await self.prepare(principal, call)
-        chunks = self._router.stream(prepared.request, prepared.backend)
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            await chunks.aclose()
-            error = BackendError("the model ended its reply before it began")
-            await self.record(prepared, generation=await chunks.cut_short(), error=error)
-            raise error from None
-        except BackendError as error:
-            await chunks.aclose()
-            await self.record(prepared, generation=await chunks.cut_short(), error=error)
-            raise
-        except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
+            chunks = self._router.stream(prepared.request, prepared.backend)
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
                 await chunks.aclose()
-                await self.record(prepared, generation=await chunks.cut_short(), abandoned=True)
-            raise
+                error = BackendError("the model ended its reply before it began")
+                await self.record(prepared, generation=await chunks.cut_short(), error=error)
+                raise error from None
+            except BackendError as error:
+                await chunks.aclose()
+                await self.record(prepared, generation=await chunks.cut_short(), error=error)
+                raise
+            except asyncio.CancelledError:
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
+                    await self.record(prepared, generation=await chunks.cut_short(), abandoned=True)
+                raise
+            except BaseException:
+                await chunks.aclose()
+                raise
         except BaseException:
-            await chunks.aclose()
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
             raise
+        # The stream records the call however it ends, which settles the reservation.
         return CompletionStream(self, prepared, chunks, first)
 
     async def prepare(self, principal: Principal, call: CompletionCall) -> PreparedCall:
-        """Check the call against the rules and build the generation request."""
-        await self._log.admit(principal)
-        if call.n != 1:
-            raise invalid("Only n=1 is supported.", Problem("/n", "must be 1"))
-        if not call.messages:
-            raise invalid("messages must not be empty.", Problem("/messages", "must not be empty"))
-        _check_tool_choice(call)
-        # An OAuth token acts as its own user only; a key's calls are the user's it names.
-        user_id = principal.acting_as(call.user, field="user") or principal.name
-        name = self._backend_name(call.model)
-        backend = self._router.backends[name]
-        if call.max_tokens is not None and call.max_tokens > self._max_tokens_limit:
-            field = call.max_tokens_field
-            raise invalid(
-                f"{field} is too large: {call.max_tokens}; at most {self._max_tokens_limit}.",
-                Problem(f"/{field}", f"must be at most {self._max_tokens_limit}"),
-            )
-        prompt_tokens = await self._router.count_tokens(call.messages, name)
-        max_tokens = _completion_tokens(call, prompt_tokens, backend.context_window)
-        request = GenerationRequest(
-            messages=call.messages,
-            max_tokens=min(max_tokens, self._max_tokens_limit),
-            temperature=call.temperature,
-            json_schema=call.json_schema,
-            stop=call.stop,
-            top_p=call.top_p,
-            seed=call.seed,
-            frequency_penalty=call.frequency_penalty,
-            presence_penalty=call.presence_penalty,
-            logit_bias=call.logit_bias,
-            tools=call.tools,
-            tool_choice=call.tool_choice,
-            response_format=call.response_format,
+        """Check the call against the rules and build the generation request.
+
+        The call is admitted first, against the caller's token limit: it reserves its worst
+        case, its messages' tokens (estimated) and its `max_tokens` (else the server's
+        `max_tokens_limit`), then the messages' counted tokens and the reply's most once they
+        are known. A call refused on the way gives the reservation back.
+        """
+        limit = self._max_tokens_limit
+        reservation = await self._log.admit(
+            principal,
+            lambda: _estimated_tokens(call.messages) + min(call.max_tokens or limit, limit),
         )
         try:
-            await self._router.check(request, name)
-        except UnsupportedSchema as error:
-            raise _unsupported(call, error) from None
-        except InvalidParameter as error:
-            raise invalid(error.message, Problem(f"/{error.param}", error.message)) from None
-        return PreparedCall(principal, call, name, request, user_id)
+            if call.n != 1:
+                raise invalid("Only n=1 is supported.", Problem("/n", "must be 1"))
+            if not call.messages:
+                raise invalid(
+                    "messages must not be empty.", Problem("/messages", "must not be empty")
+                )
+            _check_tool_choice(call)
+            # An OAuth token acts as its own user only; a key's calls are the user's it names.
+            user_id = principal.acting_as(call.user, field="user") or principal.name
+            name = self._backend_name(call.model)
+            backend = self._router.backends[name]
+            if call.max_tokens is not None and call.max_tokens > limit:
+                field = call.max_tokens_field
+                raise invalid(
+                    f"{field} is too large: {call.max_tokens}; at most {limit}.",
+                    Problem(f"/{field}", f"must be at most {limit}"),
+                )
+            prompt_tokens = await self._router.count_tokens(call.messages, name)
+            max_tokens = _completion_tokens(call, prompt_tokens, backend.context_window)
+            request = GenerationRequest(
+                messages=call.messages,
+                max_tokens=min(max_tokens, limit),
+                temperature=call.temperature,
+                json_schema=call.json_schema,
+                stop=call.stop,
+                top_p=call.top_p,
+                seed=call.seed,
+                frequency_penalty=call.frequency_penalty,
+                presence_penalty=call.presence_penalty,
+                logit_bias=call.logit_bias,
+                tools=call.tools,
+                tool_choice=call.tool_choice,
+                response_format=call.response_format,
+            )
+            try:
+                await self._router.check(request, name)
+            except UnsupportedSchema as error:
+                raise _unsupported(call, error) from None
+            except InvalidParameter as error:
+                raise invalid(error.message, Problem(f"/{error.param}", error.message)) from None
+            if reservation is not None:  # the worst case, now that the prompt is counted
+                await reservation.resize(prompt_tokens + request.max_tokens)
+        except BaseException:
+            if reservation is not None:
+                await reservation.release()
+            raise
+        return PreparedCall(principal, call, name, request, user_id, reservation=reservation)
 
     async def record(
         self,
@@ -305,7 +338,8 @@ class CompletionService:
                 latency_ms=latency,
                 usage=generation.usage,
                 finish_reason=_logged_finish(generation, status),
-            )
+            ),
+            reservation=prepared.reservation,
         )
         # A call cut by the token limit is `length`, as OpenAI says it: its arguments may not
         # be JSON, and a client that took it for a finished call would run it.
@@ -508,6 +542,14 @@ def _unsupported(call: CompletionCall, error: UnsupportedSchema) -> ServiceError
     return invalid(
         f"{subject} cannot be followed by this model: {error.reason} ({where}).",
         Problem(pointer, f"{error.reason} ({where})"),
+    )
+
+
+def _estimated_tokens(messages: tuple[ChatMessage, ...]) -> int:
+    """The messages' tokens before the model counts them: a character in four."""
+    return estimate_tokens(
+        *(m.content for m in messages),
+        *(c.name + c.arguments for m in messages for c in m.tool_calls),
     )
 
 

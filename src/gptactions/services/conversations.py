@@ -25,6 +25,7 @@ from gptactions.services.errors import (
 )
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
+from gptactions.services.limits import estimate_tokens
 from gptactions.services.streams import ReplyStream
 from gptactions.services.turn_order import Release, TurnOrder
 from gptactions.services.turns import PreparedTurn, Reply, Turn, TurnRecorder
@@ -72,40 +73,46 @@ class ConversationService:
         """
         prepared = await self.prepare(principal, turn, new=new)
         try:
-            chunks = self._router.stream(prepared.request, turn.model)
+            try:
+                chunks = self._router.stream(prepared.request, turn.model)
+            except BaseException:
+                prepared.release()
+                raise
+            try:
+                async with asyncio.timeout_at(turn.deadline):
+                    first = await anext(chunks)
+            except TimeoutError:
+                await chunks.aclose()
+                late = DeadlineReached(
+                    "the model did not begin its reply before the request's deadline; "
+                    "try again shortly",
+                    retry_after=DEADLINE_RETRY_AFTER,
+                )
+                await self._turns.fail(prepared, late, await chunks.cut_short())
+                raise late from None
+            except StopAsyncIteration:
+                await chunks.aclose()
+                error = BackendError("the model ended its reply before it began")
+                await self._turns.fail(prepared, error)
+                raise error from None
+            except BackendError as error:
+                await chunks.aclose()
+                await self._turns.fail(prepared, error, await chunks.cut_short())
+                raise
+            except asyncio.CancelledError:
+                # Charged the tokens spent before the first piece (the prompt, once it is given).
+                await self._turns.abandon(prepared, await chunks.cut_short(), close=chunks.aclose)
+                raise
+            except BaseException:
+                prepared.release()
+                await chunks.aclose()
+                raise
         except BaseException:
-            prepared.release()
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
             raise
-        try:
-            async with asyncio.timeout_at(turn.deadline):
-                first = await anext(chunks)
-        except TimeoutError:
-            await chunks.aclose()
-            late = DeadlineReached(
-                "the model did not begin its reply before the request's deadline; "
-                "try again shortly",
-                retry_after=DEADLINE_RETRY_AFTER,
-            )
-            await self._turns.fail(prepared, late, await chunks.cut_short())
-            raise late from None
-        except StopAsyncIteration:
-            await chunks.aclose()
-            error = BackendError("the model ended its reply before it began")
-            await self._turns.fail(prepared, error)
-            raise error from None
-        except BackendError as error:
-            await chunks.aclose()
-            await self._turns.fail(prepared, error, await chunks.cut_short())
-            raise
-        except asyncio.CancelledError:
-            # Charged the tokens spent before the first piece (the prompt, once it is given).
-            await self._turns.abandon(prepared, await chunks.cut_short(), close=chunks.aclose)
-            raise
-        except BaseException:
-            prepared.release()
-            await chunks.aclose()
-            raise
-        # The stream lets the conversation's next turn go once it has stored this one.
+        # The stream lets the conversation's next turn go once it has stored this one, and
+        # settles the turn's reservation.
         return ReplyStream(self._turns, prepared, chunks, first)
 
     async def _run(self, prepared: PreparedTurn) -> Reply:
@@ -124,35 +131,49 @@ class ConversationService:
             return await self._turns.complete(prepared, generation)
         finally:
             prepared.release()  # stored (or not to be): the conversation's next turn may go
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
-        """Resolve the conversation and build the prompt that fits the model's context window."""
-        await self._log.admit(principal)
-        check_text(
-            ("/userId", turn.user_id),
-            ("/message", turn.message),
-            ("/conversationId", turn.conversation_id),
-            ("/model", turn.model),
+        """Resolve the conversation and build the prompt that fits the model's context window.
+
+        The turn is admitted first, against the caller's token limit: it reserves its worst
+        case, the system prompt's and message's tokens (estimated) and its maxTokens (else the
+        server's default), then the prompt's counted tokens and the reply's most once the prompt
+        is built. A turn refused on the way gives the reservation back.
+        """
+        reservation = await self._log.admit(
+            principal,
+            lambda: (
+                estimate_tokens(self._system_prompt, turn.message)
+                + (turn.max_tokens or self._default_max_tokens)
+            ),
         )
-        try:
-            backend = self._router.resolve(turn.model)
-        except UnknownModel as error:
-            raise unknown_model(error) from None
-        window = backend.context_window
-        if turn.max_tokens is not None and turn.max_tokens >= window:
-            raise invalid(
-                f"maxTokens must be below the model's context window ({window})",
-                Problem("/maxTokens", f"must be less than {window}"),
-            )
-        # Without maxTokens, the default is what the history leaves room for, and less when the
-        # message itself leaves less (as OpenAI's API, and /v1, do without max_tokens).
-        max_tokens = turn.max_tokens or min(self._default_max_tokens, window - 1)
         held: list[Release] = []
         try:
+            check_text(
+                ("/userId", turn.user_id),
+                ("/message", turn.message),
+                ("/conversationId", turn.conversation_id),
+                ("/model", turn.model),
+            )
+            try:
+                backend = self._router.resolve(turn.model)
+            except UnknownModel as error:
+                raise unknown_model(error) from None
+            window = backend.context_window
+            if turn.max_tokens is not None and turn.max_tokens >= window:
+                raise invalid(
+                    f"maxTokens must be below the model's context window ({window})",
+                    Problem("/maxTokens", f"must be less than {window}"),
+                )
+            # Without maxTokens, the default is what the history leaves room for, and less when
+            # the message itself leaves less (as OpenAI's API, and /v1, do without max_tokens).
+            max_tokens = turn.max_tokens or min(self._default_max_tokens, window - 1)
             conversation_id, is_new, history = await self._conversation(
                 principal, turn, new=new, held=held
             )
-            messages, max_tokens = await self._fit(
+            messages, max_tokens, prompt_tokens = await self._fit(
                 history,
                 turn.message,
                 window,
@@ -160,8 +181,12 @@ class ConversationService:
                 turn.model,
                 shrink=turn.max_tokens is None,
             )
+            if reservation is not None:  # the worst case, now that the prompt is counted
+                await reservation.resize(prompt_tokens + max_tokens)
         except BaseException:
             _release(held)
+            if reservation is not None:
+                await reservation.release()
             raise
         request = GenerationRequest(
             messages=messages,
@@ -171,7 +196,13 @@ class ConversationService:
             deadline=turn.deadline,
         )
         return PreparedTurn(
-            principal, turn, conversation_id, is_new, request, release=lambda: _release(held)
+            principal,
+            turn,
+            conversation_id,
+            is_new,
+            request,
+            release=lambda: _release(held),
+            reservation=reservation,
         )
 
     async def _conversation(
@@ -220,11 +251,11 @@ class ConversationService:
         model: str | None,
         *,
         shrink: bool,
-    ) -> tuple[tuple[ChatMessage, ...], int]:
+    ) -> tuple[tuple[ChatMessage, ...], int, int]:
         """The system prompt, as many recent turns as fit beside a reply of `max_tokens`, and the
-        message, oldest turns dropped first; with the reply's most tokens. When the message
-        alone leaves less room than that, the reply takes the room left if it may (`shrink`:
-        the client did not say maxTokens), and the turn is refused if not.
+        message, oldest turns dropped first; with the reply's most tokens, and the prompt's.
+        When the message alone leaves less room than that, the reply takes the room left if it
+        may (`shrink`: the client did not say maxTokens), and the turn is refused if not.
 
         Counting is exact (the model's tokenizer) and takes one call when everything fits, and
         a binary search over how many recent turns to keep when it does not.
@@ -240,15 +271,19 @@ class ConversationService:
             )
             return (system, *pairs, user)
 
+        counted: dict[int, int] = {}  # the prompt's tokens, by the turns it keeps
+
         async def fits(turns: int) -> bool:
-            return await self._router.count_tokens(keep(turns), model) <= budget
+            counted[turns] = await self._router.count_tokens(keep(turns), model)
+            return counted[turns] <= budget
 
         if await fits(len(history)):
-            return keep(len(history)), max_tokens
+            return keep(len(history)), max_tokens, counted[len(history)]
         alone = await self._router.count_tokens(keep(0), model)
+        counted[0] = alone
         if alone > budget:
             if shrink and alone < window:
-                return keep(0), window - alone
+                return keep(0), window - alone, alone
             most = window - 1 if shrink else budget
             raise ServiceError(
                 "the message is too long for the model's context window",
@@ -263,7 +298,7 @@ class ConversationService:
                 fitting = middle
             else:
                 too_many = middle
-        return keep(fitting), max_tokens
+        return keep(fitting), max_tokens, counted[fitting]
 
 
 def _release(held: list[Release]) -> None:

@@ -13,7 +13,7 @@ import anyio
 from gptactions.llm.base import Usage
 from gptactions.services.errors import Problem, check_text, invalid_input
 from gptactions.services.keys import Principal
-from gptactions.services.limits import TokenQuota
+from gptactions.services.limits import Reservation, TokenQuota
 from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
@@ -213,21 +213,36 @@ class InteractionLog:
         self.observer: Callable[[NewInteraction], None] | None = None
         """Told of each interaction once it is committed (the metrics listen)."""
 
-    async def admit(self, principal: Principal) -> None:
-        """Refuse (429) a caller whose token limit is used up, before anything is generated.
+    async def admit(
+        self, principal: Principal, worst_case: Callable[[], int] = lambda: 0
+    ) -> Reservation | None:
+        """Refuse (429) a caller whose token window is used up, counting the tokens its
+        requests in flight reserve, before anything is generated; else reserve this request's
+        worst case there (`worst_case()`: its prompt's tokens, or an estimate, and the most it
+        may generate), which others admitted meanwhile count.
 
-        Every service that generates calls this first; `record` counts each reply's tokens.
+        Every service that generates calls this first. `record` settles the reservation (the
+        tokens used take its place); whoever admitted the request releases it (in a `finally`)
+        when it ends with nothing recorded. None, and `worst_case` not called, when the caller
+        has no token limit.
         """
-        if self._quota is not None:
-            await self._quota.check(principal)
+        quota = self._quota
+        if quota is None or quota.rate_for(principal) is None:
+            return None
+        return await quota.reserve(principal, worst_case())
 
     async def record(
-        self, new: NewInteraction, *, new_conversation: NewConversation | None = None
+        self,
+        new: NewInteraction,
+        *,
+        new_conversation: NewConversation | None = None,
+        reservation: Reservation | None = None,
     ) -> int:
         """Store the interaction (and its new conversation) in one committed transaction.
 
         The transaction is a group commit shared with concurrent requests (`store/writer.py`);
-        this returns once it has committed.
+        this returns once it has committed. Its tokens then count against the caller's token
+        limit: in place of the request's `reservation` (`admit`), which a failed write releases.
         """
         at = new.at or utcnow()
         conversation = None
@@ -261,11 +276,17 @@ class InteractionLog:
             "http_status": new.http_status,
             "endpoint": new.endpoint,
         }
-        ident = await self._database.write(Write(interaction, conversation))
-        if self._quota is not None:
-            await self._quota.charge(
-                new.principal, new.usage.prompt_tokens + new.usage.completion_tokens
-            )
+        try:
+            ident = await self._database.write(Write(interaction, conversation))
+        except BaseException:
+            if reservation is not None:
+                await reservation.release()
+            raise
+        tokens = new.usage.prompt_tokens + new.usage.completion_tokens
+        if reservation is not None:
+            await reservation.settle(tokens)
+        elif self._quota is not None:
+            await self._quota.charge(new.principal, tokens)
         if self.observer is not None:
             self.observer(new)
         return ident
@@ -276,6 +297,7 @@ class InteractionLog:
         *,
         new_conversation: NewConversation | None = None,
         close: Callable[[], Awaitable[object]] | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         """Record an interaction its client abandoned (or the server, stopping), as `cancelled`.
 
@@ -294,6 +316,7 @@ class InteractionLog:
                     finish_reason=FinishReason.CANCELLED,
                 ),
                 new_conversation=new_conversation,
+                reservation=reservation,
             )
 
     async def page(self, principal: Principal, query: LogQuery) -> LogPage:

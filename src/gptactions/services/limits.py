@@ -2,7 +2,8 @@
 
 Windows are counted in this process, or in Redis when GPTACTIONS_REDIS_URL is set, shared by
 every replica. A caller is an API key, or the user of an OAuth access token: every GPT a user
-signs in to shares that user's budget, and the users of one GPT do not share one.
+signs in to shares that user's budget, and the users of one GPT do not share one. A request that
+generates reserves its worst case in the caller's token window while it runs (`Reservation`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import anyio
 
 from gptactions.config import Rate
 from gptactions.llm.redact import safe_url
@@ -35,8 +38,13 @@ class Decision:
 class WindowCounter(Protocol):
     """Counts per name in the fixed windows of a rate."""
 
-    async def add(self, name: str, rate: Rate, amount: int) -> tuple[int, int]:
-        """Add `amount` (0 to read) to the current window: its count then, and its seconds left."""
+    async def add(
+        self, name: str, rate: Rate, amount: int, *, at: float | None = None
+    ) -> tuple[int, int]:
+        """Add `amount` (0 to read, below 0 to take back) to the current window, or to the one
+        holding the time `at` (a reservation's own): its count then, and its seconds left.
+
+        Atomic: the count returned is the one this addition made."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -48,6 +56,11 @@ def _window(rate: Rate, now: float) -> tuple[int, int]:
     return index, reset_after
 
 
+def _index(rate: Rate, at: float) -> int:
+    """The window of `rate` that holds the time `at`."""
+    return int(at // rate.period)
+
+
 class MemoryCounter:
     """Windows counted in this process; right for one process, too lax for several."""
 
@@ -56,13 +69,20 @@ class MemoryCounter:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], tuple[int, int]] = {}
 
-    async def add(self, name: str, rate: Rate, amount: int) -> tuple[int, int]:
-        """Count and say where the window stands."""
+    async def add(
+        self, name: str, rate: Rate, amount: int, *, at: float | None = None
+    ) -> tuple[int, int]:
+        """Count and say where the window stands; a window that a later one has replaced is
+        over and is left as it is, and a count never goes below 0."""
         now = time.time()
         index, reset_after = _window(rate, now)
+        if at is not None:
+            index = _index(rate, at)
         slot = (name, rate.period)
         window, count = self._counts.get(slot, (index, 0))
-        count = (count if window == index else 0) + amount
+        if window > index:
+            return count, reset_after
+        count = max(0, (count if window == index else 0) + amount)
         self._counts[slot] = (index, count)
         if len(self._counts) > self.MAX_NAMES:  # bound memory: drop the windows that are over
             self._counts = {
@@ -104,14 +124,18 @@ class RedisCounter:
         self._down = False
         self._retry_at = 0.0
 
-    async def add(self, name: str, rate: Rate, amount: int) -> tuple[int, int]:
+    async def add(
+        self, name: str, rate: Rate, amount: int, *, at: float | None = None
+    ) -> tuple[int, int]:
         """Count in Redis, or in this process while Redis is unreachable."""
         if self._down:
             now = self._clock()
             if now < self._retry_at:
-                return await self._fallback.add(name, rate, amount)
+                return await self._fallback.add(name, rate, amount, at=at)
             self._retry_at = now + self.RETRY_EVERY  # this request tries; the others go on
         index, reset_after = _window(rate, time.time())
+        if at is not None:
+            index = _index(rate, at)
         key = f"{self._prefix}{name}:{rate.period}:{index}"
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -129,7 +153,7 @@ class RedisCounter:
                     str(error) or type(error).__name__,
                     self.RETRY_EVERY,
                 )
-            return await self._fallback.add(name, rate, amount)
+            return await self._fallback.add(name, rate, amount, at=at)
         if self._down:
             self._down = False
             log.warning("limits: Redis is back; counts are shared by the replicas again")
@@ -206,12 +230,86 @@ async def check_rate(limiter: RateLimiter, principal: Principal) -> Decision | N
     )
 
 
+def estimate_tokens(*texts: str) -> int:
+    """The tokens of texts the model's tokenizer has not counted (yet): one for every four
+    characters, rounded up, as OpenAI's rate limiter estimates a prompt's."""
+    return -(-sum(len(text) for text in texts) // 4)
+
+
+class Reservation:
+    """The tokens a request in flight holds in its caller's window: its worst case (its prompt
+    and the most it may generate), counted when it was admitted, so that the requests admitted
+    beside it count them.
+
+    `settle` puts the tokens the request used in their place, once its interaction is recorded;
+    `release` takes them back when it ends with nothing recorded (refused after admission, a
+    failure before the model ran, a cancel before any record). Whichever comes first does it,
+    and a second call does nothing. Either changes the window that admitted the request only
+    while it is the current one: once a new window has begun, the reservation stays in the
+    window that admitted it (which is over) and nothing more is added, so a request that spans
+    two windows counts in the first only, at its worst case. One never settled nor released (a
+    streamed response that never ran) stays in its window until that ends: the limit errs on
+    the side of refusing.
+    """
+
+    __slots__ = ("_at", "_counter", "_name", "_open", "_rate", "amount")
+
+    def __init__(
+        self, counter: WindowCounter, name: str, rate: Rate, at: float, amount: int
+    ) -> None:
+        self._counter = counter
+        self._name = name
+        self._rate = rate
+        self._at = at  # when it was admitted: the window it is counted in
+        self._open = True
+        self.amount = amount
+        """The tokens held."""
+
+    @property
+    def open(self) -> bool:
+        """Whether the tokens are still held (neither settled nor released)."""
+        return self._open
+
+    async def resize(self, tokens: int) -> None:
+        """Hold `tokens` instead, the worst case once the prompt is counted; the request is
+        admitted already, so this is not checked against the limit again."""
+        if not self._open or tokens == self.amount:
+            return
+        delta, self.amount = tokens - self.amount, tokens
+        await self._add(delta)
+
+    async def settle(self, tokens: int) -> None:
+        """Count the `tokens` the request used in place of the reservation (once)."""
+        if not self._open:
+            return
+        self._open = False
+        await self._add(tokens - self.amount)
+
+    async def release(self) -> None:
+        """Take the reservation back: the request ended with nothing recorded (once)."""
+        await self.settle(0)
+
+    async def _add(self, delta: int) -> None:
+        if delta == 0 or _index(self._rate, time.time()) != _index(self._rate, self._at):
+            return
+        # Shielded: a request being cancelled still gives its tokens back.
+        with anyio.CancelScope(shield=True):
+            await self._counter.add(self._name, self._rate, delta, at=self._at)
+
+
 class TokenQuota:
     """Tokens (prompt + completion) per caller in fixed windows (GPTACTIONS_TOKEN_LIMIT).
 
-    A reply's tokens are counted once it is recorded, so a call is refused only when the window
-    is already used up: the last reply of a window may go past the limit by its own size. The
-    command line's own caller (the operator at the terminal) is not limited.
+    As OpenAI's rate limiter counts a request's `max_tokens` and estimated prompt when it admits
+    it: a request is admitted while the caller's window, with the tokens reserved by its
+    requests in flight, is below the limit, and it then reserves its own worst case there in the
+    same atomic addition (`reserve`); once the request is recorded, the tokens it used take the
+    reservation's place (`Reservation`). However many requests run at once, a window so ends at
+    most one request's worst case above the limit, as long as none uses more than it reserved
+    when admitted: a prompt not yet counted is estimated (a character in four), and what the
+    estimate leaves out (a conversation's history, an action's own instructions or its second
+    attempt) is held only once counted, or not at all. The command line's own caller (the
+    operator at the terminal) is not limited.
     """
 
     def __init__(self, default: Rate | None, counter: WindowCounter) -> None:
@@ -224,22 +322,53 @@ class TokenQuota:
             return None
         return principal.token_limit or self.default
 
+    async def reserve(self, principal: Principal, tokens: int) -> Reservation | None:
+        """Admit a request of the caller, holding its worst case (`tokens`) in the window; None
+        when the caller has no limit. A 429, with nothing held, when the window was used up
+        (the reservations of the requests in flight included) before this one's."""
+        rate = self.rate_for(principal)
+        if rate is None:
+            return None
+        name = f"tokens:{caller_name(principal)}"
+        amount, at = max(0, tokens), time.time()
+        used, wait = await self._counter.add(name, rate, amount, at=at)
+        if used - amount >= rate.limit:
+            if amount:
+                with anyio.CancelScope(shield=True):
+                    await self._counter.add(name, rate, -amount, at=at)
+            raise _token_limit_reached(principal, rate, wait)
+        return Reservation(self._counter, name, rate, at, amount)
+
     async def check(self, principal: Principal) -> None:
-        """Raise a 429 when the caller's window is used up, before anything is generated."""
+        """Raise a 429 when the caller's window is used up (the reservations of its requests in
+        flight included), holding nothing."""
         rate = self.rate_for(principal)
         if rate is None:
             return
         used, wait = await self._counter.add(f"tokens:{caller_name(principal)}", rate, 0)
         if used >= rate.limit:
-            raise ServiceError(
-                f"token limit {rate} reached for this {caller_kind(principal)}; retry in {wait} s",
-                429,
-                "token_limit_exceeded",
-                headers={"Retry-After": str(wait)},
-            )
+            raise _token_limit_reached(principal, rate, wait)
+
+    async def used(self, principal: Principal) -> int:
+        """The tokens the caller's window holds: those used, and those its requests in flight
+        reserve; 0 when it has no limit."""
+        rate = self.rate_for(principal)
+        if rate is None:
+            return 0
+        used, _ = await self._counter.add(f"tokens:{caller_name(principal)}", rate, 0)
+        return used
 
     async def charge(self, principal: Principal, tokens: int) -> None:
-        """Count a recorded reply's tokens against the caller's window."""
+        """Count tokens that no reservation holds (a reply recorded without one)."""
         rate = self.rate_for(principal)
         if rate is not None and tokens > 0:
             await self._counter.add(f"tokens:{caller_name(principal)}", rate, tokens)
+
+
+def _token_limit_reached(principal: Principal, rate: Rate, wait: int) -> ServiceError:
+    return ServiceError(
+        f"token limit {rate} reached for this {caller_kind(principal)}; retry in {wait} s",
+        429,
+        "token_limit_exceeded",
+        headers={"Retry-After": str(wait)},
+    )

@@ -27,6 +27,7 @@ from gptactions.services.interactions import (
     NewInteraction,
 )
 from gptactions.services.keys import Principal
+from gptactions.services.limits import Reservation
 from gptactions.store.models import utcnow
 
 
@@ -57,6 +58,9 @@ class PreparedTurn:
     started: float = field(default_factory=time.perf_counter)
     release: Callable[[], None] = field(default=lambda: None, repr=False)
     """Lets the conversation's next turn go (`TurnOrder`); called once the turn is stored."""
+    reservation: Reservation | None = field(default=None, repr=False)
+    """The turn's worst case held in the caller's token window (`InteractionLog.admit`), which
+    storing the turn settles; None when the caller has no token limit."""
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the turn was prepared."""
@@ -98,9 +102,13 @@ class TurnRecorder:
         latency = prepared.elapsed_ms()
         new, conversation = _interaction(prepared, replace(generation, text=reply), latency)
         try:
-            interaction = await self._log.record(new, new_conversation=conversation)
+            interaction = await self._log.record(
+                new, new_conversation=conversation, reservation=prepared.reservation
+            )
         finally:
             prepared.release()
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
         return Reply(
             conversation_id=prepared.conversation_id,
             reply=reply,
@@ -121,9 +129,13 @@ class TurnRecorder:
             new, status=InteractionStatus.ERROR, error=error.message, finish_reason=None
         )
         try:
-            await self._log.record(failed, new_conversation=conversation)
+            await self._log.record(
+                failed, new_conversation=conversation, reservation=prepared.reservation
+            )
         finally:
             prepared.release()
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
 
     async def abandon(
         self,
@@ -135,9 +147,16 @@ class TurnRecorder:
         """Store a turn its client abandoned, shielded from the cancellation; `close` first."""
         new, conversation = _interaction(prepared, partial or Generation(""), prepared.elapsed_ms())
         try:
-            await self._log.record_abandoned(new, new_conversation=conversation, close=close)
+            await self._log.record_abandoned(
+                new,
+                new_conversation=conversation,
+                close=close,
+                reservation=prepared.reservation,
+            )
         finally:
             prepared.release()
+            if prepared.reservation is not None:  # recorded: settled, and this does nothing
+                await prepared.reservation.release()
 
 
 def _interaction(

@@ -28,6 +28,7 @@ from gptactions.services.interactions import (
     NewInteraction,
 )
 from gptactions.services.keys import Principal
+from gptactions.services.limits import estimate_tokens
 from gptactions.services.templates import TemplateRenderer
 
 
@@ -96,48 +97,74 @@ class ActionService:
         return definition, prepared
 
     async def run(self, principal: Principal, call: ActionCall) -> ActionOutcome:
-        """Run the action; the outcome is returned once its interaction is committed."""
-        await self._log.admit(principal)
-        definition, prepared = self._prepare(call)
-        started = time.perf_counter()
+        """Run the action; the outcome is returned once its interaction is committed.
+
+        The call is admitted first, against the caller's token limit: it reserves its worst
+        case, its parameters' tokens (estimated: the action's prompt holds them) and the most
+        one generation may take (its maxTokens, else the server's `max_tokens_limit`).
+        Recording the call settles the reservation; a call that ends with nothing recorded
+        gives it back.
+        """
         limits = [n for n in (self._max_tokens, call.max_tokens) if n is not None]
-        context = ActionContext(
-            self._router,
-            call.model,
-            min(limits, default=None),
-            self._templates,
-            call.deadline,
-            server_max_tokens=self._max_tokens,
-        )
+        most = min(limits, default=None)
+        reservation = await self._log.admit(principal, lambda: self._worst_case(call, most))
         try:
-            with tracked_progress() as progress:
-                outcome = await definition.handler(
-                    context, definition.normalized(prepared.parameters)
-                )
-        except asyncio.CancelledError:
-            # The client went away (or the server is stopping): record the abandoned call, with
-            # what the model had written and the tokens its generations used (a retry's too).
-            partial = await progress.so_far()
-            generated = ActionOutcome(
-                False,
-                partial.text,
-                usage=partial.usage,
-                backend=partial.backend,
-                model=partial.model,
+            definition, prepared = self._prepare(call)
+            started = time.perf_counter()
+            context = ActionContext(
+                self._router,
+                call.model,
+                most,
+                self._templates,
+                call.deadline,
+                server_max_tokens=self._max_tokens,
             )
-            await self._log.record_abandoned(_interaction(principal, call, started, generated))
-            raise
-        except Exception as error:
-            # A backend's failure, or a defect (the answer is a 500): in the log all the same.
-            said = error.message if isinstance(error, BackendError) else "internal error"
-            spent = ActionOutcome(False, "", usage=(await progress.so_far()).usage)
-            failed = _interaction(principal, call, started, spent)
-            await self._log.record(replace(failed, status=InteractionStatus.ERROR, error=said))
-            raise
-        if prepared.warnings:
-            outcome = replace(outcome, warnings=(*prepared.warnings, *outcome.warnings))
-        await self._log.record(_interaction(principal, call, started, outcome))
-        return outcome
+            try:
+                with tracked_progress() as progress:
+                    outcome = await definition.handler(
+                        context, definition.normalized(prepared.parameters)
+                    )
+            except asyncio.CancelledError:
+                # The client went away (or the server is stopping): record the abandoned call,
+                # with what the model had written and the tokens its generations used (a
+                # retry's too).
+                partial = await progress.so_far()
+                generated = ActionOutcome(
+                    False,
+                    partial.text,
+                    usage=partial.usage,
+                    backend=partial.backend,
+                    model=partial.model,
+                )
+                await self._log.record_abandoned(
+                    _interaction(principal, call, started, generated), reservation=reservation
+                )
+                raise
+            except Exception as error:
+                # A backend's failure, or a defect (the answer is a 500): in the log all the same.
+                said = error.message if isinstance(error, BackendError) else "internal error"
+                spent = ActionOutcome(False, "", usage=(await progress.so_far()).usage)
+                failed = _interaction(principal, call, started, spent)
+                await self._log.record(
+                    replace(failed, status=InteractionStatus.ERROR, error=said),
+                    reservation=reservation,
+                )
+                raise
+            if prepared.warnings:
+                outcome = replace(outcome, warnings=(*prepared.warnings, *outcome.warnings))
+            await self._log.record(
+                _interaction(principal, call, started, outcome), reservation=reservation
+            )
+            return outcome
+        finally:
+            if reservation is not None:  # recorded: settled, and this does nothing
+                await reservation.release()
+
+    def _worst_case(self, call: ActionCall, most: int | None) -> int:
+        """The tokens a call may take: its parameters' (estimated) and one generation's most
+        (the default model's context window when nothing else caps it)."""
+        parameters = json.dumps(call.parameters, ensure_ascii=False, default=str)
+        return estimate_tokens(parameters) + (most or self._router.context_window())
 
 
 def _interaction(
