@@ -367,6 +367,13 @@ async def test_a_json_body_without_a_content_type_is_read_as_json(api: ApiClient
     )
     assert "content-type" not in request.headers
     assert (await api.http.send(request)).status_code == 200
+    empty = api.http.build_request(  # `Content-Type:` with no value is none either
+        "POST",
+        f"{API}/conversations",
+        content=b'{"userId": "u", "message": "m"}',
+        headers={**headers, "Content-Type": ""},
+    )
+    assert (await api.http.send(empty)).status_code == 200
     garbage = api.http.build_request(
         "POST", f"{API}/conversations", content=b"userId=u", headers=headers
     )

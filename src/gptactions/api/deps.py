@@ -187,8 +187,8 @@ def json_body(model: type[Model]) -> Any:
                 "unsupported_media_type",
                 headers={"Accept-Encoding": "identity"},
             )
-        content_type = request.headers.get("content-type")
-        if content_type is not None and not is_json(content_type):
+        content_type = request.headers.get("content-type", "").strip()
+        if content_type and not is_json(content_type):  # an empty one is none
             raise ServiceError(
                 f"the body must be JSON (Content-Type: application/json), got {content_type}",
                 415,

@@ -120,8 +120,8 @@ def media_refusal(headers: Headers, answering: RequestId | None) -> JSONResponse
             headers={"Accept-Encoding": "identity"},
         )
         return refused(error, answering)
-    content_type = headers.get("content-type")
-    if content_type is not None and not is_json(content_type):
+    content_type = (headers.get("content-type") or "").strip()
+    if content_type and not is_json(content_type):  # an empty one is none
         error = ServiceError(
             f"the body must be JSON (Content-Type: application/json), got {content_type}",
             415,
