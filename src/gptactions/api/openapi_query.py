@@ -19,7 +19,8 @@ from gptactions.services.interactions import (
 )
 
 NEXT_PAGE_CURSOR = (
-    "For the next page: the last page's nextCursor (in the body; also in its Link header)."
+    "For the next page: the last page's nextCursor (in the body; also in its Link header). "
+    "Any other value is a 400."
 )
 
 
@@ -132,8 +133,8 @@ def log_parameters(settings: Settings) -> list[dict[str, Any]]:
             text(SEARCH_MAX_LENGTH),
             "Full-text search: only interactions whose message or reply holds every one of "
             f"these words (at most {SEARCH_MAX_WORDS}; letters and digits, any case, whole "
-            "words; punctuation separates words and is otherwise ignored). Combines with the "
-            "other filters and the cursor.",
+            "words; punctuation separates words and is otherwise ignored; a q with no word, or "
+            "with more, is a 400). Combines with the other filters and the cursor.",
         ),
         query_parameter(
             "kind",
