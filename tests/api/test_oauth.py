@@ -354,12 +354,27 @@ async def test_token_endpoint_errors(api: ApiClient, users: None) -> None:
         headers=basic(client.id, "nope"),
     )
     assert basic_wrong.status_code == 401
-    both = await api.http.post(
+    differing = await api.http.post(
         "/oauth/token",
-        data={"grant_type": "authorization_code", "code": code, "client_secret": client.secret},
+        data={"grant_type": "authorization_code", "code": code, "client_secret": "gptcs_other"},
         headers=basic(client.id, client.secret),
     )
-    assert both.json()["error"] == "invalid_request"
+    assert differing.status_code == 400 and differing.json()["error"] == "invalid_request"
+    # The same secret both ways (Basic and the body) is read: some clients send both.
+    fresh = await code_for(api, client)
+    both = await api.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": fresh,
+            "redirect_uri": CALLBACK,
+            "client_id": client.id,
+            "client_secret": client.secret,
+        },
+        headers=basic(client.id, client.secret),
+    )
+    assert both.status_code == 200, both.text
+    assert both.json()["access_token"].startswith("gpto_")
     for form, error in [
         ({"grant_type": "password"}, "unsupported_grant_type"),
         ({}, "invalid_request"),

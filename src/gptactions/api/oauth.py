@@ -364,8 +364,10 @@ def _credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
     client_id, secret = unquote_plus(client_id), unquote_plus(secret)
     if not colon or "\x00" in client_id + secret:
         raise TokenError("invalid_client", "malformed Basic credentials", 401)
-    if form.get("client_secret"):
-        raise TokenError("invalid_request", "use one client authentication method, not two")
+    # RFC 6749 (2.3) has a client use one method; a client that sends its secret both ways
+    # (which a GPT's "Basic authorization header" setting may do) is read when they agree.
+    if form.get("client_secret") and form["client_secret"] != secret:
+        raise TokenError("invalid_request", "client_secret differs from the Basic credentials")
     if form.get("client_id") and form["client_id"] != client_id:
         raise TokenError("invalid_request", "client_id differs from the Basic credentials")
     return ClientCredentials(client_id, secret, basic=True)
