@@ -82,6 +82,15 @@ class GenerationRequest:
     deadline: float | None = None
     """The event loop's time (`loop.time()`) by which the generation must end; see
     `BackendRouter.generate`."""
+    cache_scope: str = ""
+    """Who may reuse the memory this request leaves in the model (the embedded model's prompt
+    cache): the requests of one scope only (`Principal.cache_scope`: a tenant, or one OAuth
+    user). Between scopes only the public prefix is reused, so that a request's cached tokens
+    (and its speed) never tell what another caller sent."""
+    public_messages: int = 0
+    """How many leading messages are the server's own text, the same for every caller (a
+    conversation's system prompt, a built-in action's instructions): their tokens may be reused
+    across scopes. Never a client's own message."""
 
 
 def match_choice(text: str, choices: Sequence[str]) -> str | None:

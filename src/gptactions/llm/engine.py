@@ -7,6 +7,11 @@ the event loop in one call. Each of the `parallel` sequences has the whole conte
 own (`n_ctx = parallel x window`), and keeps its tokens after its request ends, so the next
 request that shares a prefix with them (a system prompt, a conversation's history) only
 processes the rest.
+
+Memory is reused only within a cache scope (a tenant, or one OAuth user: `Job.scope`): between
+scopes, only the prefix made of the server's own text (`Job.public`: its system prompt, the
+same for every caller) is. Otherwise a caller could tell, from its cached tokens or its speed,
+whether another had recently sent a prompt that begins as it guesses.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ class Job:
     sampling: SamplingParams
     stop: tuple[str, ...]
     outbox: Outbox
+    scope: str = ""
+    """Who may reuse this job's memory (`GenerationRequest.cache_scope`)."""
+    public: int = 0
+    """How many leading prompt tokens are the server's own text, the same for every caller:
+    the memory of another scope's sequence is reused up to here at most."""
     cancelled: bool = False
     # Progress, owned by the scheduler thread.
     fed: int = 0  # prompt tokens in the sequence's memory
@@ -88,6 +98,8 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     job: Job | None = None
     admitted_at: int = 0
+    scope: str = ""
+    """The scope of the job that last wrote its memory."""
 
 
 @dataclass(frozen=True)
@@ -225,14 +237,15 @@ class BatchEngine:
         return any(sequence.job is not None for sequence in self._sequences)
 
     def _take_admissions(self) -> list[tuple[Sequence, Job]]:
-        """Pair waiting jobs with free sequences, each with the longest shared prefix."""
+        """Pair waiting jobs with free sequences, each with the longest prefix it may reuse
+        (`_reusable`); of those that offer as much, the one used longest ago."""
         free = [sequence for sequence in self._sequences if sequence.job is None]
         taken: list[tuple[Sequence, Job]] = []
         while free and self._waiting:
             job = self._waiting.popleft()
             if job.cancelled:
                 continue
-            best = max(free, key=lambda s: _common_prefix(s.tokens, job.prompt))
+            best = max(free, key=lambda s: (_reusable(s, job), -s.admitted_at))
             free.remove(best)
             best.job = job
             taken.append((best, job))
@@ -243,19 +256,23 @@ class BatchEngine:
     ) -> None:
         # At least the prompt's last token is decoded again: its logits start the reply.
         limit = len(job.prompt) - 1
-        keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
-        donor = self._donor(sequence, job.prompt, keep)
+        keep = min(_reusable(sequence, job), limit)
+        donor = self._donor(sequence, job, keep)
         if donor is not None:
-            # Another sequence (busy or not) holds a longer prefix of this prompt: its memory
-            # becomes this one's too, cut below to what is shared.
+            # Another sequence (busy or not) holds a longer prefix of this prompt that the job
+            # may reuse: its memory becomes this one's too, cut below to what is reused.
             if self._copy_memory(donor, sequence):
                 sequence.tokens = list(donor.tokens)
-            keep = min(_common_prefix(sequence.tokens, job.prompt), limit)
+                sequence.scope = donor.scope
+            keep = min(_reusable(sequence, job), limit)
         if keep < len(sequence.tokens):
+            # Nothing beyond the kept prefix is left in memory (another scope's tokens above
+            # the public prefix, say): the job's own tokens are decoded after it.
             if not llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, keep, -1):
                 llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
                 keep = 0
             del sequence.tokens[keep:]
+        sequence.scope = job.scope
         job.fed = job.cached = keep
         self._admissions += 1
         sequence.admitted_at = self._admissions
@@ -285,15 +302,16 @@ class BatchEngine:
         sequence.tokens.clear()
         return False
 
-    def _donor(self, sequence: Sequence, prompt: list[int], have: int) -> Sequence | None:
-        """The sequence whose memory shares the longest prefix with `prompt`, when copying it
-        saves at least COPY_MIN_TOKENS over what `sequence` already holds."""
+    def _donor(self, sequence: Sequence, job: Job, have: int) -> Sequence | None:
+        """The sequence whose memory holds the longest prefix of the job's prompt that the job
+        may reuse (`_reusable`), when copying it saves at least COPY_MIN_TOKENS over what
+        `sequence` already holds."""
         best: Sequence | None = None
         best_shared = have + COPY_MIN_TOKENS - 1
         for other in self._sequences:
             if other is sequence:
                 continue
-            shared = min(_common_prefix(other.tokens, prompt), len(prompt) - 1)
+            shared = min(_reusable(other, job), len(job.prompt) - 1)
             if shared > best_shared:
                 best, best_shared = other, shared
         return best
@@ -479,6 +497,15 @@ class BatchEngine:
 def _put_all(items: list[tuple[Job, Chunk | BaseException]]) -> None:
     for job, item in items:
         job.outbox.queue.put_nowait(item)
+
+
+def _reusable(sequence: Sequence, job: Job) -> int:
+    """How much of the sequence's memory the job may reuse: the prefix its tokens share with
+    the job's prompt, and of a sequence another scope wrote, no more of it than the job's public
+    prefix (tokens below it are the server's own text, the same for every caller, so their
+    memory tells nothing of who else sent what)."""
+    shared = _common_prefix(sequence.tokens, job.prompt)
+    return shared if sequence.scope == job.scope else min(shared, job.public)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

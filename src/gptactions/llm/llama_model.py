@@ -143,6 +143,15 @@ class LlamaModel:
         The model's own template is rendered with a marker in place of each message's text;
         the template's parts are tokenized with control tokens, the messages' text without.
         """
+        return self.prompt_with_public(messages, 0)[0]
+
+    def prompt_with_public(
+        self, messages: Sequence[ChatMessage], public_messages: int
+    ) -> tuple[list[int], int]:
+        """The chat prompt of `messages` (as `prompt_tokens`), and how many of its leading
+        tokens render only the first `public_messages` messages: the count right after the last
+        of them is written (0 when `public_messages` is 0). A template that writes a later
+        message first ends the public prefix there."""
         nonce = secrets.token_hex(8)
         markers = [f"\x1e{nonce}:{index}\x1e" for index in range(len(messages))]
         rendered = self._template.render(
@@ -156,16 +165,23 @@ class LlamaModel:
             raise_exception=_raise,
         )
         tokens = [self._bos] if self._add_bos else []
+        public = 0
+        public_open = public_messages > 0
         # One pass over the rendered text (looking for every marker at each step cost a request
         # of 2,000 one-word messages 70 s of CPU).
         at = 0
         for found in re.finditer(f"\x1e{nonce}:(\\d+)\x1e", rendered):
+            index = int(found.group(1))
             tokens += self.tokenize(rendered[at : found.start()], special=True)
-            tokens += self.tokenize(messages[int(found.group(1))].content, special=False)
+            tokens += self.tokenize(messages[index].content, special=False)
             at = found.end()
+            if public_open and index < public_messages:
+                public = len(tokens)
+            else:
+                public_open = False
         if at < len(rendered):
             tokens += self.tokenize(rendered[at:], special=True)
-        return tokens
+        return tokens, public
 
 
 def _raise(message: str) -> None:

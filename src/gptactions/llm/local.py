@@ -357,7 +357,7 @@ class LocalBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield the reply as the engine produces it; closing the iterator frees its sequence."""
         model = self._require()
-        prompt, grammar = await asyncio.to_thread(self._prepare, model, request)
+        prompt, public, grammar = await asyncio.to_thread(self._prepare, model, request)
         if len(prompt) >= self.context_window:
             raise PromptTooLong(
                 f"the prompt takes {len(prompt)} tokens; the model's context window is "
@@ -381,6 +381,8 @@ class LocalBackend:
             ),
             stop=request.stop,
             outbox=Outbox(asyncio.get_running_loop()),
+            scope=request.cache_scope,
+            public=public,
         )
         # A forced tool call is JSON kept to the tools' parameters by the grammar; it is
         # delivered whole, as a call, once it is complete.
@@ -474,8 +476,11 @@ class LocalBackend:
         return secrets.randbits(32)
 
     @staticmethod
-    def _prepare(model: LlamaModel, request: GenerationRequest) -> tuple[list[int], str | None]:
-        """The prompt's tokens and the grammar that constrains the reply, if any.
+    def _prepare(
+        model: LlamaModel, request: GenerationRequest
+    ) -> tuple[list[int], int, str | None]:
+        """The prompt's tokens, how many of them are public (the request's `public_messages`,
+        which other cache scopes may reuse), and the grammar that constrains the reply, if any.
 
         A grammar that demands bytes the vocabulary cannot produce makes llama.cpp abort the
         process, so choices it cannot write are left out, and a schema with such literals falls
@@ -483,21 +488,23 @@ class LocalBackend:
         converter cannot follow, which `check_request` refuses where the caller asks (the
         OpenAI-compatible API); an action's output schema is decoded as plain JSON and checked.
         """
-        prompt = model.prompt_tokens(_template_messages(request.messages))
+        prompt, public = model.prompt_with_public(
+            _template_messages(request.messages), request.public_messages
+        )
         choices = tuple(c for c in request.choices or () if model.producible(c))
         if choices:
-            return prompt, choices_grammar(choices)
+            return prompt, public, choices_grammar(choices)
         tools = forced_tools(request.tools, request.tool_choice)
         schema = call_schema(tools) if tools else request.json_schema
         if schema is None:
-            return prompt, None
+            return prompt, public, None
         try:
-            return prompt, schema_grammar_for(schema, model.producible)
+            return prompt, public, schema_grammar_for(schema, model.producible)
         except UnsupportedSchema as error:
             from llama_cpp.llama_grammar import JSON_GBNF
 
             log.warning("the JSON Schema has no grammar, so plain JSON is decoded: %s", error)
-            return prompt, JSON_GBNF
+            return prompt, public, JSON_GBNF
 
     async def state(self) -> BackendState:
         """Loaded or not, the last generation's latency, and the engine's load."""

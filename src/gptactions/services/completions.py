@@ -280,6 +280,8 @@ class CompletionService:
                 tools=call.tools,
                 tool_choice=call.tool_choice,
                 response_format=call.response_format,
+                # All of the messages are the client's (its system message too): none is public.
+                cache_scope=principal.cache_scope,
             )
             try:
                 await self._router.check(request, name)

@@ -194,6 +194,8 @@ class ConversationService:
             temperature=turn.temperature,
             repeat_penalty=turn.repeat_penalty,
             deadline=turn.deadline,
+            cache_scope=principal.cache_scope,
+            public_messages=1,  # the server's system prompt, the same for every caller
         )
         return PreparedTurn(
             principal,

@@ -64,6 +64,15 @@ class Principal:
         """Whether the key holds the admin scope."""
         return "admin" in self.scopes
 
+    @property
+    def cache_scope(self) -> str:
+        """Whose requests may reuse each other's memory in the model (its prompt cache): the
+        tenant's, and an OAuth token's own user's only (the users of a public GPT share the
+        tenant `@users` but not their prompts)."""
+        if self.user_id is None:
+            return f"tenant:{self.tenant}"
+        return f"user:{len(self.tenant)}:{self.tenant}:{self.user_id}"
+
     def allows(self, scope: str) -> bool:
         """Whether the key may use operations of this scope."""
         return self.is_admin or scope in self.scopes

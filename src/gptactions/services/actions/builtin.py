@@ -69,12 +69,16 @@ async def _ask(
     output: OutputSpec | None = None,
     *,
     max_tokens: int = 256,
+    public_system: bool = True,
 ) -> ActionOutcome:
+    # The system message is the server's own text unless `public_system` says it holds the
+    # caller's data (other cache scopes may reuse the model's memory of public messages).
     return await generate_output(
         ctx,
         (ChatMessage("system", system), ChatMessage("user", prompt)),
         output or TextOutput(),
         max_tokens=max_tokens,
+        public_messages=1 if public_system else 0,
     )
 
 
@@ -224,6 +228,7 @@ async def generate_code(ctx: ActionContext, params: dict[str, Any]) -> ActionOut
         f"Write {language} code that does the following: {params['description']}.{style}",
         TextOutput(tidy=strip_fences),
         max_tokens=512,
+        public_system=False,  # it names the language, the caller's (or taken from its text)
     )
     return replace(outcome, warnings=(*outcome.warnings, *warnings))
 

@@ -205,8 +205,13 @@ async def generate_output(
     *,
     max_tokens: int,
     temperature: float = 0.0,
+    public_messages: int = 0,
 ) -> ActionOutcome:
-    """Ask the model, check the reply's form, ask once more if it is wrong; never raise for form."""
+    """Ask the model, check the reply's form, ask once more if it is wrong; never raise for form.
+
+    `public_messages`: how many leading messages are the server's own text, with no caller data
+    in them (`GenerationRequest.public_messages`).
+    """
     conversation = tuple(messages)
     usage = Usage()
     generation: Generation | None = None
@@ -218,6 +223,8 @@ async def generate_output(
                 max_tokens=await _fit(ctx, conversation, max_tokens, _cap(ctx, output)),
                 temperature=temperature,
                 deadline=ctx.deadline,
+                cache_scope=ctx.cache_scope,
+                public_messages=public_messages,
                 **output_request_fields(output),
             ),
             ctx.model,

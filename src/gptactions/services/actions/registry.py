@@ -27,7 +27,8 @@ class ActionContext:
     templates (needed by user-defined actions only), and the loop time by which generation must
     end (`GenerationRequest.deadline`). `max_tokens` is also the request's own `maxTokens`
     when that is less; `server_max_tokens` is the server's limit alone, all that caps a choice
-    output (a label is never cut by the request's `maxTokens`)."""
+    output (a label is never cut by the request's `maxTokens`). `cache_scope` is the caller's
+    (`Principal.cache_scope`, `GenerationRequest.cache_scope`)."""
 
     router: BackendRouter
     model: str | None = None
@@ -35,6 +36,7 @@ class ActionContext:
     templates: TemplateRenderer | None = None
     deadline: float | None = None
     server_max_tokens: int | None = None
+    cache_scope: str = ""
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ class ActionService:
                 self._templates,
                 call.deadline,
                 server_max_tokens=self._max_tokens,
+                cache_scope=principal.cache_scope,
             )
             try:
                 with tracked_progress() as progress:

@@ -95,6 +95,9 @@ class PromptAction:
     max_tokens: int
     temperature: float
     defaults: Mapping[str, Any]
+    system_public: bool = False
+    """Whether the system template uses no parameter: its text is then the server's own, the
+    same for every caller (`GenerationRequest.public_messages`)."""
 
     async def __call__(self, ctx: ActionContext, params: dict[str, Any]) -> ActionOutcome:
         """Run the action with parameters already valid against its schema."""
@@ -119,7 +122,12 @@ class PromptAction:
         if self.system is not None:
             messages.insert(0, ChatMessage("system", rendered[1]))
         return await generate_output(
-            ctx, messages, self.output, max_tokens=self.max_tokens, temperature=self.temperature
+            ctx,
+            messages,
+            self.output,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            public_messages=1 if self.system is not None and self.system_public else 0,
         )
 
 
@@ -223,7 +231,14 @@ def _parse_entry(path: Path, index: int, entry: Any) -> ActionDefinition:
         if isinstance(schema, dict) and "default" in schema
     }
     handler = PromptAction(
-        name, prompt, system, output, int(max_tokens), float(temperature), defaults
+        name,
+        prompt,
+        system,
+        output,
+        int(max_tokens),
+        float(temperature),
+        defaults,
+        system_public=system is not None and not _variables(system),
     )
     return ActionDefinition(
         name=name,
@@ -289,6 +304,12 @@ def _output(value: Any, fail: Fail) -> OutputSpec:
             raise fail("'output.multiple' must be true or false")
         return ChoiceOutput(tuple(choices), multiple=multiple)
     raise fail("'output' must be 'text', {json: <JSON Schema>} or {choices: [<string>, ...]}")
+
+
+def _variables(source: str) -> set[str]:
+    """The names a valid template reads from its context (the parameters), globals left out."""
+    parsed = _ENVIRONMENT.parse(source)
+    return jinja2.meta.find_undeclared_variables(parsed) - set(_ENVIRONMENT.globals)
 
 
 def _template(
