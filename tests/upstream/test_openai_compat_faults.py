@@ -47,7 +47,11 @@ async def test_what_the_client_sent_reaches_the_upstream_as_sent(
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     response_format = {
         "type": "json_schema",
-        "json_schema": {"name": "answer", "strict": True, "schema": {"type": "object"}},
+        "json_schema": {  # as strict as OpenAI takes it: every object closed
+            "name": "answer",
+            "strict": True,
+            "schema": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
     }
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     body = {
