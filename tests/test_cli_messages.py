@@ -25,6 +25,17 @@ def test_logs_export_to_a_missing_directory_names_the_file_not_the_database(
     assert not (isolated / "server.db").exists()  # told before the database is opened (created)
 
 
+def test_a_logs_export_file_is_readable_by_its_owner_only(isolated: Path) -> None:
+    """Every tenant's conversations: not for the machine's other users, whatever the umask."""
+    previous = os.umask(0o022)  # the usual one, for the command run below
+    try:
+        made = gptactions("logs", "export", "--output", "log.jsonl", cwd=isolated)
+    finally:
+        os.umask(previous)
+    assert made.returncode == 0, made.stderr
+    assert (isolated / "log.jsonl").stat().st_mode & 0o777 == 0o600
+
+
 def test_logs_export_leaves_its_output_file_alone_when_the_database_is_down(
     isolated: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -60,9 +61,14 @@ class Output:
     @classmethod
     @contextlib.contextmanager
     def file(cls, path: Path) -> Iterator[Output]:
-        """The file at `path`, emptied, then closed: what it still buffers written at the end."""
+        """The file at `path`, emptied, then closed: what it still buffers written at the end.
+
+        A new file is readable by its owner only (0600), whatever the umask: an export holds
+        conversations. A file that exists keeps its mode, which is the operator's choice.
+        """
         try:
-            stream = path.open("w", encoding="utf-8", newline="")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            stream = open(descriptor, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
         except OSError as error:
             raise cannot_write(path, error) from None
         try:
