@@ -284,7 +284,8 @@ class Settings(BaseSettings):
     )
     login_rate_limit: str | None = Field(
         default="10/minute",
-        description="Sign-in attempts per username and per client address.",
+        description="Sign-in attempts per client address, and failed ones per username from "
+        "one address; failed ones per username from every address: ten times it.",
     )
     oidc_issuer: str | None = Field(
         default=None,

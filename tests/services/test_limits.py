@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import cast
@@ -66,6 +67,41 @@ async def test_memory_limiter_counts_per_key() -> None:
     limiter = RateLimiter(Rate(2, 3600), MemoryCounter())
     assert [await allowed(limiter, "a") for _ in range(3)] == [True, True, False]
     assert await allowed(limiter, "b")
+
+
+async def test_the_memory_counter_stays_bounded_whatever_the_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(MemoryCounter, "MAX_NAMES", 100)
+    counter = MemoryCounter()
+    rate = Rate(5, 60)
+    for n in range(1000):
+        await counter.add(f"{n}" + "x" * 10_000, rate, 1)
+    assert len(counter) == 100
+    # Long names are kept as their digest, and the most recently counted ones stay.
+    assert all(len(name) < 100 for name, _ in counter._counts)
+    assert await counter.add("999" + "x" * 10_000, rate, 0) == (1, counter_reset(rate))
+
+
+def counter_reset(rate: Rate) -> int:
+    return limits._window(rate, time.time())[1]
+
+
+async def test_the_memory_counter_drops_windows_that_are_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(limits.time, "time", lambda: now[0])
+    counter = MemoryCounter()
+    minute, day = Rate(5, 60), Rate(5, 86400)
+    await counter.add("day", day, 1)
+    for n in range(10):
+        await counter.add(f"old{n}", minute, 1)
+    now[0] += 120
+    await counter.add("day", day, 1)  # counted again: the ended windows are now the oldest
+    await counter.add("new", minute, 1)
+    assert sorted(name for name, _ in counter._counts) == ["day", "new"]
+    assert await counter.add("day", day, 0) == (2, counter_reset(day))
 
 
 async def test_a_rate_given_for_a_call_replaces_the_default() -> None:

@@ -8,9 +8,11 @@ generates reserves its worst case in the caller's token window while it runs (`R
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,12 +64,26 @@ def _index(rate: Rate, at: float) -> int:
 
 
 class MemoryCounter:
-    """Windows counted in this process; right for one process, too lax for several."""
+    """Windows counted in this process; right for one process, too lax for several.
+
+    Bounded: a name keeps one window per period (the current one replaces a finished one), the
+    names whose windows are over are dropped as time passes (the least recently counted first,
+    a few on each count), a name longer than `MAX_NAME` is kept as its digest, and past
+    `MAX_NAMES` the least recently counted name goes (its window forgotten, which errs on the
+    side of allowing, but memory stays bounded whatever names callers make up).
+    """
 
     MAX_NAMES = 100_000
+    MAX_NAME = 256
+    SWEEP = 64  # finished windows dropped at most on each count
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, int], tuple[int, int]] = {}
+        # (name, period) -> (window index, count), the least recently counted first.
+        self._counts: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """The windows held."""
+        return len(self._counts)
 
     async def add(
         self, name: str, rate: Rate, amount: int, *, at: float | None = None
@@ -78,19 +94,30 @@ class MemoryCounter:
         index, reset_after = _window(rate, now)
         if at is not None:
             index = _index(rate, at)
+        if len(name) > self.MAX_NAME:
+            name = "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         slot = (name, rate.period)
         window, count = self._counts.get(slot, (index, 0))
         if window > index:
             return count, reset_after
         count = max(0, (count if window == index else 0) + amount)
         self._counts[slot] = (index, count)
-        if len(self._counts) > self.MAX_NAMES:  # bound memory: drop the windows that are over
-            self._counts = {
-                (n, period): (i, c)
-                for (n, period), (i, c) in self._counts.items()
-                if i == int(now // period)
-            }
+        self._counts.move_to_end(slot)
+        self._sweep(now)
         return count, reset_after
+
+    def _sweep(self, now: float) -> None:
+        """Drop the least recently counted windows that are over, and any beyond MAX_NAMES."""
+        counts = self._counts
+        while len(counts) > self.MAX_NAMES:
+            counts.popitem(last=False)
+        for _ in range(self.SWEEP):
+            if not counts:
+                return
+            (_name, period), (window, _count) = next(iter(counts.items()))
+            if window >= int(now // period):
+                return
+            counts.popitem(last=False)
 
     async def close(self) -> None:
         """Nothing to release."""

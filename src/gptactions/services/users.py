@@ -7,6 +7,7 @@ import functools
 import hashlib
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
+from gptactions.config import Rate
 from gptactions.services.keys import USERS_TENANT
 from gptactions.services.limits import RateLimiter
 from gptactions.store import accounts, queries
@@ -23,6 +25,7 @@ from gptactions.store.models import User, UserIdentity, utcnow
 
 log = logging.getLogger(__name__)
 
+MAX_USERNAME_LENGTH = 64
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
 _HASHER = PasswordHasher()
@@ -35,9 +38,17 @@ def _dummy_hash() -> str:
     return _HASHER.hash("not a password of anyone")
 
 
-def _verify(stored: str | None, password: str) -> None:
-    """Check `password` against `stored` (an unknown user's: the dummy hash), in a thread."""
-    _HASHER.verify(stored if stored is not None else _dummy_hash(), password)
+def _verify(stored: str | None, password: str) -> bool:
+    """Whether `password` matches `stored`, checked in a thread. A user without a password
+    (unknown, or one of a provider's: NO_PASSWORD) is checked against the dummy hash and never
+    matches: every refusal takes an argon2 verification's time, so the time of an answer does
+    not tell which usernames exist."""
+    usable = stored is not None and stored.startswith("$argon2")
+    try:
+        _HASHER.verify(stored if usable and stored else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return usable
 
 
 # The password hash of a user who signs in only through an OpenID Connect provider: argon2
@@ -65,6 +76,10 @@ class TooManyAttempts(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many sign-in attempts; try again in {retry_after} s")
         self.retry_after = retry_after
+
+
+Counted = list[tuple[str, Rate, float]]
+"""Failures counted ahead of a password's check: each counter's name, rate and time."""
 
 
 class UserDisabled(Exception):
@@ -218,20 +233,66 @@ class UserService:
     async def sign_in(self, username: str, password: str, *, address: str) -> UserInfo | None:
         """The user when the password is right and the account enabled; None otherwise.
 
-        Attempts are counted per username and per client address; past the limit this raises
-        TooManyAttempts without checking the password.
+        Every attempt counts against the client address (at GPTACTIONS_LOGIN_RATE_LIMIT). A
+        username that cannot be one is refused as a wrong password, before anything is counted
+        under it. Failures (not successes) count per username and client address at the limit,
+        and per username alone at `USER_FAILURES_FACTOR` times it: one address guessing is
+        stopped soon, and guessers at many addresses are slowed without one address's failures
+        locking the user out elsewhere. Past a limit this raises TooManyAttempts without
+        checking the password.
         """
-        await self.throttle(f"user:{username.lower()}", f"address:{address}")
+        await self.throttle(f"address:{address}")
+        if len(username) > MAX_USERNAME_LENGTH or not USERNAME.fullmatch(username):
+            await asyncio.to_thread(_verify, None, password)  # the time of a wrong password
+            return None
+        held = await self._hold_failure(username.lower(), address)
         async with self._database.session() as session:
             user = await accounts.user_by_name(session, username)
-        stored = user.password_hash if user is not None else None
-        try:
-            await asyncio.to_thread(_verify, stored, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        if user is None or user.disabled_at is not None:
-            return None
+        matches = await asyncio.to_thread(
+            _verify, user.password_hash if user is not None else None, password
+        )
+        if not matches or user is None or user.disabled_at is not None:
+            return None  # the failure stays counted
+        await self._release(held)
         return _info(user)
+
+    USER_FAILURES_FACTOR = 10
+    """How many times the sign-in limit a username's failures from all addresses may reach."""
+
+    def _failure_rates(self, name: str, address: str) -> tuple[tuple[str, Rate], ...]:
+        """The failure counters of an attempt: (username, address) strict, username looser."""
+        rate = self._limiter.default if self._limiter is not None else None
+        if rate is None:
+            return ()
+        looser = Rate(rate.limit * self.USER_FAILURES_FACTOR, rate.period)
+        return ((f"failed:{name}:{address}", rate), (f"failed:{name}", looser))
+
+    async def _hold_failure(self, name: str, address: str) -> Counted:
+        """Count the attempt as a failure under each of its counters, as it will be unless the
+        password is right (counted first, so attempts at once cannot pass the limit together);
+        TooManyAttempts, with nothing left counted, when one was at its limit already."""
+        counter = self._limiter._counter if self._limiter is not None else None
+        held: Counted = []
+        if counter is None:
+            return held
+        for key, rate in self._failure_rates(name, address):
+            at = time.time()
+            count, reset_after = await counter.add(key, rate, 1, at=at)
+            held.append((key, rate, at))
+            if count > rate.limit:
+                await self._release(held)
+                raise TooManyAttempts(reset_after)
+        return held
+
+    async def _release(self, held: Counted) -> None:
+        """Take back failures counted ahead (a right password, or an attempt refused), in the
+        windows they were counted in while those last."""
+        if self._limiter is None:
+            return
+        counter = self._limiter._counter
+        for key, rate, at in held:
+            if int(time.time() // rate.period) == int(at // rate.period):
+                await counter.add(key, rate, -1, at=at)
 
     async def throttle(self, *keys: str) -> None:
         """Count a sign-in attempt under each key; TooManyAttempts past the limit of one."""
