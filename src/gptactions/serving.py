@@ -10,6 +10,13 @@ The subclass below counts the bytes of a request's head before handing them to t
 process holds more connections than its budget, closes the oldest ones that are not running a
 request (slowloris connections are all of that kind), so a legitimate request always gets in.
 
+Nor does uvicorn bound the time a request's body takes: a client announcing a body and sending a
+byte of it now and then held its connection for ever. A body must all arrive within
+`HttpLimits.body_timeout` of the end of its head (GPTACTIONS_REQUEST_DEADLINE), on every route;
+past it, unless the app has begun its answer, the request is answered 408 and its connection
+closed. And with the budget spent and no idle connection left, the connections still receiving a
+body close, the one receiving longest first, before a new one goes unserved.
+
 Once the server drains (`drain`, at the stop signal itself), every response whose head is still
 to be sent says `Connection: close`, and its connection closes after it: a client (nginx) learns
 from the answer not to send another request on it, instead of sending one onto a connection the
@@ -61,6 +68,10 @@ class HttpLimits:
     header_timeout: float = 10.0
     keepalive_timeout: float = 5.0
     max_connections: int = 1024
+    # Seconds a request's body has to arrive, from the end of its head: the server's share of
+    # GPTACTIONS_REQUEST_DEADLINE, which bounds the whole request (under /api/v1/gpt the app
+    # answers the same 408 slightly earlier, `CancelOnDisconnect`; only one answer goes out).
+    body_timeout: float = 40.0
 
 
 class _Rejected(Exception):
@@ -68,25 +79,35 @@ class _Rejected(Exception):
 
 
 class _Room:
-    """One server's connections that may be closed to make room: those not running a request."""
+    """One server's connections that may be closed to make room: those not running a request,
+    then those whose request is still receiving its body."""
 
     def __init__(self) -> None:
         self.idle: dict[GuardedHttpProtocol, None] = {}  # oldest first
+        self.receiving: dict[GuardedHttpProtocol, None] = {}  # the body's start, oldest first
         self.evicted: set[GuardedHttpProtocol] = set()  # closed, connection_lost not yet seen
         self.draining = False  # the server is stopping: no response keeps its connection
 
     def make_room(self, connections: int, limit: int) -> None:
-        """Close the oldest idle connections until at most `limit` remain open."""
+        """Close the oldest idle connections until at most `limit` remain open; then, if that is
+        not enough, those receiving a body, the one receiving longest first."""
         while connections - len(self.evicted) > limit and self.idle:
             victim = next(iter(self.idle))
             del self.idle[victim]
             self.evicted.add(victim)
             log.info("over %d connections: closing the oldest idle one", limit)
             victim.transport.close()
+        while connections - len(self.evicted) > limit and self.receiving:
+            victim = next(iter(self.receiving))
+            del self.receiving[victim]
+            self.evicted.add(victim)
+            log.info("over %d connections: closing the one receiving a body longest", limit)
+            victim.body_cut_short(limit)
 
     def forget(self, protocol: GuardedHttpProtocol) -> None:
         """The connection is gone."""
         self.idle.pop(protocol, None)
+        self.receiving.pop(protocol, None)
         self.evicted.discard(protocol)
 
 
@@ -163,19 +184,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.head_started = False  # the parser is inside a request's head
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_overflow = False  # a pipelined head passed the limit during a request
+        self.body_pending = False  # the parser is inside a request's body
+        self.body_started = 0.0  # when, in loop time
+        self.body_timer: asyncio.TimerHandle | None = None
 
     # Connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the deadline for the first request's head; make room if over budget."""
         super().connection_made(transport)
-        self.room.idle[self] = None
         self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        # The others first: the newcomer, idle too, is closed only if none of them can be.
+        self.room.make_room(len(self.connections), self.limits.max_connections)
+        self.room.idle[self] = None
         self.room.make_room(len(self.connections), self.limits.max_connections)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the timer and forget the connection."""
+        """Stop the timers and forget the connection."""
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self.room.forget(self)
         super().connection_lost(exc)
 
@@ -207,6 +234,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.flow.pause_reading()
         elif self.head_started and self.head_timer is None and self._between_requests():
             self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        if self.body_pending and self.body_timer is None and self._running(self.cycle):
+            self._start_body_timer()
 
     # Parser callbacks
 
@@ -232,6 +261,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.cycle.transport = _HeadWithBody(self.transport, self.cycle)  # type: ignore[assignment]
             if self.room.draining:
                 self.cycle.keep_alive = False
+            # Until on_message_complete, most often within this same `feed_data` (no body): the
+            # body's deadline starts once the parser has been fed (`data_received`), from now.
+            self.body_pending = True
+            self.body_started = self.loop.time()
 
     def drain(self) -> None:
         """The responses still to come on this connection say `Connection: close`, then close it.
@@ -248,16 +281,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         """What comes next on this connection is the next request's head."""
         self.counting = True
+        self.body_pending = False
+        self._cancel_body_timer()
+        self.room.receiving.pop(self, None)
+        if self._between_requests() and not self.head_overflow and not self.transport.is_closing():
+            self.room.idle[self] = None  # answered before its body all came
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         """Once nothing runs on the connection any more, it may be closed to make room."""
         super().on_response_complete()
-        if self.transport.is_closing() or not self._between_requests():
+        if self.transport.is_closing():
+            return
+        if self.body_pending and self.body_timer is None and self._running(self.cycle):
+            # A pipelined request, started now: its body could not be read until now.
+            self.body_started = self.loop.time()
+            self._start_body_timer()
+        if not self._between_requests():
             return
         if self.head_overflow:
             self._reject(431, "headers_too_large", self._too_large())
-        else:
+        elif not self.body_pending:  # else answered before its body arrived: idle once it has
             self.room.idle[self] = None
 
     # Answers
@@ -278,7 +322,51 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         else:  # nothing was sent: close without a word, as for an idle keep-alive connection
             self.transport.close()
 
+    def _running(self, cycle: Any) -> bool:
+        """Whether `cycle` is the request the app runs (not one pipelined behind it)."""
+        return cycle is not None and all(queued is not cycle for queued, _ in self.pipeline)
+
+    def _start_body_timer(self) -> None:
+        """The body has `body_timeout` from the end of its head; meanwhile, it may make room."""
+        remaining = self.body_started + self.limits.body_timeout - self.loop.time()
+        self.body_timer = self.loop.call_later(max(0.0, remaining), self._body_timed_out)
+        self.room.receiving[self] = None
+
+    def _body_timed_out(self) -> None:
+        self.body_timer = None
+        self.room.receiving.pop(self, None)
+        if not self.transport.is_closing() and self.body_pending:
+            seconds = f"{self.limits.body_timeout:g}"
+            message = f"the request's body did not all arrive within {seconds} s"
+            self._cut_body_short(f"{message} (GPTACTIONS_REQUEST_DEADLINE)")
+
+    def body_cut_short(self, limit: int) -> None:
+        """Closed to make room (`_Room`): the request, still receiving its body, is told so."""
+        seconds = f"{self.loop.time() - self.body_started:.1f}"
+        self._cut_body_short(
+            f"the request's body was still arriving after {seconds} s when the server, at its"
+            f" limit of {limit} connections, needed its connection"
+        )
+
+    def _cut_body_short(self, message: str) -> None:
+        """Answer 408 and close, unless the app has begun its answer: then close once it ends
+        (a streamed answer), or at once (the answer is out, the body still coming)."""
+        self._cancel_body_timer()
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self._answer(408, "request_timeout", message)
+        elif cycle.response_complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+
     def _reject(self, status: int, code: str, message: str) -> None:
+        self._answer(status, code, message)
+        self.room.forget(self)
+
+    def _answer(self, status: int, code: str, message: str) -> None:
+        """Answer `status` in the API's error shape, with no more of the request read, and close
+        the connection."""
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
         # A new id: the request's own, if it sent one, may be in what was refused.
         identifier = new_request_id()
@@ -296,12 +384,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head))
         self.transport.close()
-        self.room.forget(self)
 
     def _cancel_head_timer(self) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
 
 
 def drain(server_state: ServerState) -> None:
@@ -338,6 +430,7 @@ def http_limits(settings: Settings, open_files: int) -> HttpLimits:
         header_timeout=settings.header_timeout,
         keepalive_timeout=settings.keepalive_timeout,
         max_connections=budget,
+        body_timeout=settings.request_deadline,
     )
 
 
@@ -370,6 +463,10 @@ class ServerFormatter(IsoFormatter):
 
 WORKER_TAG = "[worker %(process)d] "
 """What a worker's lines carry after their level when there are several workers."""
+
+
+QUIET_AT_DEBUG = ("aiosqlite", "asyncio", "httpcore", "httpx", "hpack", "multipart")
+"""Loggers kept at INFO when GPTACTIONS_LOG_LEVEL is debug (`log_config`)."""
 
 
 def log_config(level: str, *, worker: bool = False) -> dict[str, Any]:
@@ -414,6 +511,10 @@ def log_config(level: str, *, worker: bool = False) -> dict[str, Any]:
             "uvicorn.error": {"level": "INFO"},
             ACCESS_LOGGER: {"handlers": ["access"], "level": level.upper(), "propagate": False},
             "alembic": {"level": "WARNING"},  # its start-up chatter, at every worker's start
+            # Libraries whose debug lines quote what the access log redacts: aiosqlite every
+            # statement with its parameters (a search's words, keys' and tokens' hashes),
+            # the HTTP clients every header. At debug, the server's own lines only.
+            **{name: {"level": "INFO"} for name in QUIET_AT_DEBUG},
         },
         "root": {"handlers": ["app"], "level": level.upper()},
     }

@@ -53,7 +53,11 @@ class CancelOnDisconnect:
     Requests under `deadline_prefix` have `deadline` seconds from arrival to answer: the time
     their generation must end by goes into the scope's state (`generation_deadline`), and the
     services end it there. Should anything else hold a POST up (the database, say), it is
-    cancelled shortly before the deadline and answered 503 with Retry-After.
+    cancelled shortly before the deadline and answered 503 with Retry-After; one still waiting
+    for its body then is the client's fault: 408 (`BODY_LATE`). On every route, the server
+    itself (`gptactions.serving`) answers the same 408 once a body has taken the deadline from
+    the end of its head; here it comes slightly earlier, and the server sends no second answer
+    to a request whose answer has begun.
     """
 
     def __init__(
