@@ -30,6 +30,7 @@ from gptactions.api.errors import backend_status, error_body
 from gptactions.llm.base import BackendError
 from gptactions.services.conversations import Reply
 from gptactions.services.streams import ReplyStream
+from gptactions.store.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,12 @@ async def reply_events(
     except BackendError as error:
         status, code = backend_status(error)
         yield event("error", error_body(status, error.message, code=code))
+        return
+    except DatabaseUnavailable:
+        # As a JSON answer's 503 says it (`errors._database`), without a traceback: the
+        # database's outage log has said what is wrong, once.
+        message = "the database is unavailable; retry shortly"
+        yield event("error", error_body(503, message, code="database_unavailable"))
         return
     except Exception:
         log.exception("a streamed reply failed")
