@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import logging
 import threading
@@ -181,9 +182,16 @@ class BatchEngine:
             self._wakeup.notify()
 
     def cancel(self, job: Job) -> None:
-        """The client went away: its sequence is freed at the next step."""
+        """The client went away: its sequence is freed at the next step; a job still waiting
+        leaves the queue at once, so that it no longer counts against `max_queue` (nor in the
+        queue depth) while the running generations go on."""
         with self._wakeup:
             job.cancelled = True
+            # Under the lock: the scheduler takes jobs off the queue under it too, so a job found
+            # here has not been admitted. Jobs compare by identity (`eq=False`). ValueError: it
+            # was admitted already (or never queued).
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(job)
             self._wakeup.notify()
 
     def stats(self) -> EngineStats:
