@@ -252,6 +252,8 @@ async def test_the_console_is_served_without_a_key_under_a_strict_policy(api: Ap
     page = await api.http.get("/")
     assert page.status_code == 200 and "GPT API Interface" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "base-uri 'none'" in page.headers["content-security-policy"]  # no <base> injected
+    assert page.headers["referrer-policy"] == "no-referrer"  # nothing of the console leaks out
     asset = await api.http.get("/console/console.css")
     assert asset.status_code == 200 and asset.headers["cache-control"] == "no-cache"
 

@@ -372,7 +372,7 @@ def test_streamed_reply_appears_as_it_arrives(console: Console) -> None:
 def test_page_runs_under_a_strict_content_security_policy(console: Console) -> None:
     policy = (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self' https:; frame-ancestors 'none'"
+        "connect-src 'self' https:; frame-ancestors 'none'; base-uri 'none'"
     )
     page = console.page
     violations: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,9 +31,10 @@ CONSOLE = Path(__file__).parent.parent / "console"
 CONSOLE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self' https:; frame-ancestors 'none'"
+        "connect-src 'self' https:; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
 
@@ -80,12 +82,53 @@ def caller_document(request: Request, scopes: str | None, auth: str = "key") -> 
     )
 
 
+DOCUMENT_CACHE_SIZE = 32
+"""How many rendered documents an app keeps (the least recently asked for goes first)."""
+
+DocumentKey = tuple[str, frozenset[str] | None, str, str]
+
+
+def rendered_document(
+    request: Request, scopes: str | None, auth: str, form: Literal["json", "yaml"]
+) -> bytes:
+    """The caller's document as JSON or YAML text, rendered once per (format, scopes, auth,
+    origin) and kept in a small LRU on the app: the document depends on nothing else (the
+    served document and the settings are fixed for the app's life), and rendering it takes
+    tens of milliseconds of CPU that anonymous callers could otherwise spend at will."""
+    runtime: Runtime = request.app.state.runtime
+    key: DocumentKey = (
+        form,
+        parse_scopes(scopes),  # a 400 for an unknown scope, before anything is kept
+        auth,
+        public_origin(request, runtime.settings),
+    )
+    cache: OrderedDict[DocumentKey, bytes] | None = getattr(
+        request.app.state, "openapi_bodies", None
+    )
+    if cache is None:
+        cache = request.app.state.openapi_bodies = OrderedDict()
+    kept = cache.get(key)
+    if kept is not None:
+        cache.move_to_end(key)
+        return kept
+    document = caller_document(request, scopes, auth)
+    if form == "json":
+        body = bytes(JSONResponse(document).body)  # as JSONResponse renders it
+    else:
+        body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode("utf-8")
+    cache[key] = body
+    while len(cache) > DOCUMENT_CACHE_SIZE:
+        cache.popitem(last=False)
+    return body
+
+
 @router.get("/openapi.json")
 async def openapi_json(
     request: Request, scopes: ScopesQuery = None, auth: AuthQuery = "key"
-) -> JSONResponse:
+) -> Response:
     """The OpenAPI document, as JSON."""
-    return JSONResponse(caller_document(request, scopes, auth))
+    body = rendered_document(request, scopes, auth, "json")
+    return Response(body, media_type="application/json")
 
 
 @router.get("/openapi.yaml")
@@ -93,9 +136,8 @@ async def openapi_yaml(
     request: Request, scopes: ScopesQuery = None, auth: AuthQuery = "key"
 ) -> Response:
     """The OpenAPI document, as YAML."""
-    document = caller_document(request, scopes, auth)
-    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-    return Response(text, media_type="application/yaml")
+    body = rendered_document(request, scopes, auth, "yaml")
+    return Response(body, media_type="application/yaml")
 
 
 @router.post("/openapi/check")
@@ -117,7 +159,9 @@ async def openapi_check(request: Request, runtime: RuntimeDep) -> JSONResponse:
     document = await _json_object(request, runtime.settings.max_body_bytes)
     try:
         findings = readiness.check(document, runtime.settings, gpt_keys)
-    except (AttributeError, TypeError, ValueError):
+    except readiness.TooComplex as error:
+        raise invalid(str(error)) from None
+    except (AttributeError, TypeError, ValueError, RecursionError):
         raise invalid("the body is not an OpenAPI document this check can read") from None
     return JSONResponse(readiness.report(findings))
 

@@ -28,6 +28,9 @@ PARAMETER_DESCRIPTION_LIMIT = 700
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 LOGS_PATH = "/api/v1/gpt/logs"
 _MAX_DEPTH = 64  # schemas nested deeper than this are not walked (a sent document is untrusted)
+_MAX_VISITS = 50_000
+"""The most steps (a schema sized, a `$ref` followed) one check takes: the document is
+untrusted, and a check past this many answers TooComplex rather than compute on."""
 
 # The checks, in the order the panel lists them: (rule, title).
 RULES: tuple[tuple[str, str], ...] = (
@@ -76,27 +79,67 @@ def _esc(key: Any) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
-def _resolve(doc: dict[str, Any], node: Any) -> Any:
-    """`node`, its local `$ref` chain followed (a cycle or a dangling reference: {})."""
-    seen: set[str] = set()
+_NOTHING: dict[str, Any] = {}  # where a broken reference leads (read, never written)
+
+
+class TooComplex(ValueError):
+    """The document takes more than `_MAX_VISITS` steps to check."""
+
+
+class _Walk:
+    """One check's memory of a document: where each `$ref` leads, how long each schema's value
+    can be at each depth, and how many steps it took (at most `_MAX_VISITS`), so that a check
+    costs at most in proportion to the document, however its references fan out."""
+
+    def __init__(self, doc: dict[str, Any], limit: int | None = None) -> None:
+        self.doc = doc
+        self.limit = _MAX_VISITS if limit is None else limit
+        self.visits = 0
+        self.refs: dict[str, Any] = {}
+        self.sizes: dict[tuple[int, int], int | None] = {}
+
+    def step(self) -> None:
+        self.visits += 1
+        if self.visits > self.limit:
+            raise TooComplex(
+                f"the document is too complex to check (more than {self.limit:,} schemas and "
+                "references to follow)"
+            )
+
+
+def _resolve(doc: dict[str, Any], node: Any, walk: _Walk | None = None) -> Any:
+    """`node`, its local `$ref` chain followed (a cycle or a dangling reference: {}); with
+    `walk`, each reference's end is remembered, and each step counted."""
+    walk = walk if walk is not None and walk.doc is doc else _Walk(doc)
+    chain: dict[str, None] = {}  # the references followed, in order
     while isinstance(node, dict) and isinstance(node.get("$ref"), str):
         ref = node["$ref"]
-        if ref in seen or not ref.startswith("#/"):
-            return {}
-        seen.add(ref)
+        if ref in walk.refs:
+            node = walk.refs[ref]
+            break
+        if ref in chain or not ref.startswith("#/"):
+            node = _NOTHING
+            break
+        walk.step()
+        chain[ref] = None
         target: Any = doc
         for part in ref[2:].split("/"):
             part = part.replace("~1", "/").replace("~0", "~")
             target = target.get(part) if isinstance(target, dict) else None
         node = target
-    return node if node is not None else {}
+    node = node if node is not None else _NOTHING
+    for ref in chain:  # each leads where the chain ends: a cycle, for one on a cycle
+        walk.refs[ref] = node
+    return node
 
 
-def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+def _operations(
+    doc: dict[str, Any], walk: _Walk | None = None
+) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
     """(path, method, path item, operation) of every operation."""
     paths = doc.get("paths")
     for path, raw in (paths if isinstance(paths, dict) else {}).items():
-        item = _resolve(doc, raw)
+        item = _resolve(doc, raw, walk)
         if not isinstance(item, dict):
             continue
         for method in HTTP_METHODS:
@@ -105,8 +148,11 @@ def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any],
                 yield str(path), method, item, operation
 
 
-def _schemas(doc: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every schema in the document (inline and under components), once each, with its pointer."""
+def _schemas(
+    doc: dict[str, Any], walk: _Walk | None = None
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every schema in the document (inline and under components), once each, with its pointer
+    (each written once: a `$ref` is not followed, so this is as long as the document)."""
     seen: set[int] = set()
     stack: list[tuple[Any, str, int]] = []
     components = doc.get("components") if isinstance(doc.get("components"), dict) else {}
@@ -125,7 +171,7 @@ def _schemas(doc: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
     for name, node in (components.get("parameters") or {}).items():
         if isinstance(node, dict) and "schema" in node:
             stack.append((node["schema"], f"/components/parameters/{_esc(name)}/schema", 0))
-    for path, method, _, operation in _operations(doc):
+    for path, method, _, operation in _operations(doc, walk):
         base = f"/paths/{_esc(path)}/{method}"
         for i, parameter in enumerate(operation.get("parameters") or []):
             if isinstance(parameter, dict) and "schema" in parameter:
@@ -175,6 +221,7 @@ def _signed_in_only(doc: dict[str, Any], operation: dict[str, Any]) -> bool:
 def check_document(doc: dict[str, Any]) -> list[Finding]:
     """What ChatGPT's import would refuse or warn about in the document itself."""
     findings: list[Finding] = []
+    walk = _Walk(doc)
 
     def add(rule: str, level: Literal["error", "warning"], at: str, message: str, fix: str) -> None:
         findings.append(Finding(rule, level, at, message, fix))
@@ -210,7 +257,7 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
         )
 
     operation_ids: dict[str, str] = {}
-    for path, method, item, operation in _operations(doc):
+    for path, method, item, operation in _operations(doc, walk):
         base = f"/paths/{_esc(path)}/{method}"
         label = f"{method.upper()} {path}"
         operation_id = operation.get("operationId")
@@ -263,7 +310,7 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
                 "Import /openapi.json?scopes=chat,actions instead, which leaves /logs out.",
             )
         for raw in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]:
-            parameter = _resolve(doc, raw)
+            parameter = _resolve(doc, raw, walk)
             if not isinstance(parameter, dict):
                 continue
             name = parameter.get("name", "?")
@@ -277,7 +324,7 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
                     f'The description of parameter "{name}" is {len(description)} characters long.',
                     f"Shorten it to at most {PARAMETER_DESCRIPTION_LIMIT} characters.",
                 )
-            schema = _resolve(doc, parameter.get("schema"))
+            schema = _resolve(doc, parameter.get("schema"), walk)
             style = parameter.get("style", "form")
             explode = parameter.get("explode", style == "form")
             if (
@@ -295,13 +342,13 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
                     "value.",
                 )
         for code, raw_answer in (operation.get("responses") or {}).items():
-            answer = _resolve(doc, raw_answer)
+            answer = _resolve(doc, raw_answer, walk)
             if not str(code).startswith("2") or not isinstance(answer, dict):
                 continue
             media = answer.get("content")
             body = media.get("application/json") if isinstance(media, dict) else None
             schema = body.get("schema") if isinstance(body, dict) else None
-            most = longest(doc, schema)
+            most = longest(doc, schema, walk=walk)
             if most is not None and most > CHATGPT_MAX_CHARS:
                 add(
                     "size",
@@ -313,7 +360,7 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
                     "ChatGPT refuses longer answers.",
                 )
 
-    for schema, pointer in _schemas(doc):
+    for schema, pointer in _schemas(doc, walk):
         if (
             _has_type(schema, "object")
             and "properties" not in schema
@@ -330,17 +377,33 @@ def check_document(doc: dict[str, Any]) -> list[Finding]:
     return findings
 
 
-def longest(doc: dict[str, Any], schema: Any, depth: int = 0) -> int | None:
+def longest(
+    doc: dict[str, Any], schema: Any, depth: int = 0, *, walk: _Walk | None = None
+) -> int | None:
     """The most characters a JSON value of `schema` can take, from its maxLength and maxItems
-    (and enums, numbers, booleans); None when nothing bounds it."""
-    schema = _resolve(doc, schema)
+    (and enums, numbers, booleans); None when nothing bounds it (nor when it nests deeper than
+    `_MAX_DEPTH`, as a schema that holds itself does).
+
+    Each schema is sized once per depth (`walk` remembers it), however many `$ref`s lead to it:
+    at most `_MAX_DEPTH` times the document's size, and past `_MAX_VISITS` steps, TooComplex.
+    """
+    walk = walk if walk is not None and walk.doc is doc else _Walk(doc)
+    schema = _resolve(doc, schema, walk)
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return None
+    key = (id(schema), depth)
+    if key not in walk.sizes:
+        walk.step()
+        walk.sizes[key] = _longest(doc, schema, depth, walk)
+    return walk.sizes[key]
+
+
+def _longest(doc: dict[str, Any], schema: dict[str, Any], depth: int, walk: _Walk) -> int | None:
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return max(len(json.dumps(value)) for value in schema["enum"])
     for keyword in ("oneOf", "anyOf"):
         if isinstance(schema.get(keyword), list) and schema[keyword]:
-            options = [longest(doc, option, depth + 1) for option in schema[keyword]]
+            options = [longest(doc, option, depth + 1, walk=walk) for option in schema[keyword]]
             return None if None in options else max(o for o in options if o is not None)
     if _has_type(schema, "string"):
         bound = schema.get("maxLength")
@@ -351,7 +414,7 @@ def longest(doc: dict[str, Any], schema: Any, depth: int = 0) -> int | None:
         return 5
     if _has_type(schema, "array"):
         count = schema.get("maxItems")
-        item = longest(doc, schema.get("items"), depth + 1)
+        item = longest(doc, schema.get("items"), depth + 1, walk=walk)
         if not isinstance(count, int) or item is None:
             return None
         return 2 + count * (item + 1)
@@ -361,7 +424,7 @@ def longest(doc: dict[str, Any], schema: Any, depth: int = 0) -> int | None:
             return None
         total = 2
         for name, sub in properties.items():
-            bound = longest(doc, sub, depth + 1)
+            bound = longest(doc, sub, depth + 1, walk=walk)
             if bound is None:
                 return None
             total += len(json.dumps(name)) + 2 + bound
