@@ -1,6 +1,7 @@
 """Retention: interactions older than a cutoff deleted in small batches, the conversations left
-empty with them, and the space given back (SQLite `incremental_vacuum`; PostgreSQL's autovacuum
-keeps up with small batches).
+empty with them, and the space given back (SQLite: `incremental_vacuum` in chunks of short
+transactions, then the WAL file truncated, see store/vacuum.py; PostgreSQL's autovacuum keeps up
+with small batches).
 
 Each batch is one short transaction, so writers never wait long. Replicas do not purge at the
 same time: on PostgreSQL a batch runs only under a transaction-level advisory lock that another

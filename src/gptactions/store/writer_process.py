@@ -313,6 +313,9 @@ def _connect(config: Config) -> sqlite3.Connection:
     connection.execute(f"PRAGMA busy_timeout={round(config.busy_timeout * 1000)}")
     connection.execute(f"PRAGMA synchronous={config.synchronous}")
     connection.execute("PRAGMA foreign_keys=ON")
+    # As the server's connections (store/vacuum.py): a WAL reset by a checkpoint is cut back to
+    # this size. Spelled here: the child imports nothing of the server's.
+    connection.execute("PRAGMA journal_size_limit=67108864")
     return connection
 
 
