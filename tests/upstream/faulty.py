@@ -9,6 +9,10 @@ The first path segment picks the behaviour, so one server plays every kind of up
 - `drip-<s>`: streams one word every `s` seconds (and answers like `ok` when not streamed).
 - `500`, `503`, `400`: that status with an OpenAI-style error body.
 - `429-<s>`: 429 with `Retry-After: s`.
+- `429date`: 429 with a `Retry-After` that is an HTTP date decades ahead.
+- `longline-<n>`: a streamed answer whose first line is `n` bytes long (not streamed: a JSON
+  body of `n` bytes, sent without a `Content-Length`); then silent, without ending the line or
+  the answer, until the client hangs up (counted in `disconnects`) or 30 seconds pass.
 - `reset`: reads the request, then resets the connection without answering.
 - `malformed`: 200 with a body that is not JSON (or, streamed, an event that is not JSON).
 - `midway`: streams two words, then closes the connection before the reply ends.
@@ -189,6 +193,13 @@ class FaultyUpstream:
             auth = received.headers.get("authorization", "")
             await _send_json(writer, 401, _error(f"invalid credentials: {auth}"))
             return
+        if name == "429date":
+            far = {"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"}
+            await _send_json(writer, 429, _error("rate limited"), headers=far)
+            return
+        if name == "longline":
+            await self._long_line(int(arg), reader, writer, wants_stream)
+            return
         if name == "429":
             await _send_json(
                 writer, 429, _error("rate limited"), headers={"Retry-After": arg or "1"}
@@ -266,6 +277,35 @@ class FaultyUpstream:
         await _write_chunk(writer, _event(final))
         await _write_chunk(writer, _event("[DONE]"))
         await _write_chunk(writer, b"")
+
+    async def _long_line(
+        self,
+        size: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        wants_stream: bool,
+    ) -> None:
+        if wants_stream:
+            await _start_stream(writer)
+            head = b"data: "
+        else:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            )
+            head = b'{"choices": [{"message": {"content": "'
+        try:
+            await _write_chunk(writer, head)
+            block = 1 << 16
+            for start in range(0, size, block):
+                await _write_chunk(writer, b"x" * min(block, size - start))
+            # Neither a line end nor the end of the answer: wait for the client to hang up.
+            if not await asyncio.wait_for(reader.read(1), 30):
+                self.disconnects += 1
+        except ConnectionError:
+            self.disconnects += 1
+        except TimeoutError:
+            pass
 
     async def _stream_reply(
         self,

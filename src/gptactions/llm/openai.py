@@ -205,13 +205,16 @@ class OpenAIBackend:
         try:
             async with slot, aclosing(self._stream(request, deadline)) as chunks:
                 async for chunk in chunks:
+                    if chunk.done:
+                        # Before the yield: a consumer closes the iterator once it has the last
+                        # piece, and code after the loop would then never run.
+                        self._record_success((time.perf_counter() - started) * 1000)
                     yield chunk
         except TimeoutError:
             raise self._timeout() from None
         except BackendError as exc:
             self._record_failure(exc)
             raise
-        self._record_success((time.perf_counter() - started) * 1000)
 
     async def state(self) -> BackendState:
         """Reachable or not, the last error and latency; probes `GET /models` when idle."""

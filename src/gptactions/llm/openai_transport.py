@@ -56,6 +56,19 @@ _BROKEN = (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.
 
 _MAX_UPSTREAM_MESSAGE = 300
 
+MAX_LINE_BYTES = 1 << 20
+"""The longest line of a streamed answer: an SSE `data:` line of an OpenAI chunk is a few KB."""
+MAX_BODY_BYTES = 16 << 20
+"""The largest non-streamed answer (a whole `chat.completion`, a model list)."""
+_MAX_ERROR_BODY_BYTES = 64 << 10
+"""What is read of an error answer: only an excerpt is quoted, and a refused field looked for."""
+MAX_RETRY_AFTER = 3600.0
+"""The longest `Retry-After` of an upstream that is honoured and passed on, in seconds."""
+
+
+class AnswerTooLarge(Exception):
+    """A line of a streamed answer, or a whole answer, is past its limit (named in the message)."""
+
 
 class RetryableFailure(Exception):
     """One attempt failed in a way that another attempt may fix."""
@@ -185,7 +198,8 @@ class UpstreamTransport:
         if response.status < 400:
             return response
         try:
-            body = (await response.read()).decode("utf-8", "replace")
+            raw, _ = await _read_at_most(response, _MAX_ERROR_BODY_BYTES, head=True)
+            body = raw.decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError):
             body = ""
         finally:
@@ -213,13 +227,15 @@ class UpstreamTransport:
         await asyncio.sleep(delay)
 
     async def read_json(self, response: aiohttp.ClientResponse) -> Any:
-        """The decoded body of a non-streamed answer."""
+        """The decoded body of a non-streamed answer, at most `MAX_BODY_BYTES` of it."""
         try:
-            body = await response.read()
+            body, complete = await _read_at_most(response, MAX_BODY_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.broken_off(exc) from None
         finally:
-            response.release()
+            response.release()  # closes the connection when the body was not read to its end
+        if not complete:
+            raise self.too_large(f"an answer larger than {_size(MAX_BODY_BYTES)}")
         try:
             return json.loads(body)
         except ValueError:
@@ -236,13 +252,16 @@ class UpstreamTransport:
         A connection that breaks is a `BackendError`, one silent for the read timeout a
         `BackendTimeout`; `deadline` passing while it waits is a `TimeoutError`.
         """
-        lines = _lines(response, deadline)
+        lines = _lines(response, deadline, MAX_LINE_BYTES)
         events = sse_data(lines)
         try:
             async for data in events:
                 yield data
         except aiohttp.ClientError as exc:
             raise self.broken_off(exc) from None
+        except AnswerTooLarge as exc:
+            response.close()  # the rest of the answer is not worth reading: drop the connection
+            raise self.too_large(str(exc)) from None
         finally:
             # Both, explicitly: a generator left to be finalized costs the loop a wake-up.
             await events.aclose()
@@ -258,7 +277,11 @@ class UpstreamTransport:
             async with self._http.get(
                 self.models_url, timeout=timeout, allow_redirects=False, proxy=self.proxy
             ) as response:
-                return response.status, await response.read()
+                body, complete = await _read_at_most(response, MAX_BODY_BYTES)
+                if not complete:
+                    response.close()
+                    raise self.too_large(f"a model list larger than {_size(MAX_BODY_BYTES)}")
+                return response.status, body
         except (aiohttp.ClientError, TimeoutError) as exc:
             unreachable = isinstance(exc, aiohttp.ClientConnectorError | TimeoutError)
             if unreachable or not isinstance(exc, _BROKEN):
@@ -277,6 +300,9 @@ class UpstreamTransport:
     ) -> RetryableFailure | BackendError:
         """What an error status means, and whether another attempt may fix it."""
         retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is not None:
+            # An HTTP date far ahead (or a huge number) is not a delay worth passing on.
+            retry_after = min(retry_after, MAX_RETRY_AFTER)
         detail = self.excerpt(error_message(body))
         what = f"upstream {self.name!r} answered {status}"
         error: BackendError
@@ -319,6 +345,10 @@ class UpstreamTransport:
         if isinstance(exc, TimeoutError):
             return self.read_timeout_error()
         return BackendError(f"upstream {self.name!r} stopped midway: {self.describe(exc)}")
+
+    def too_large(self, what: str) -> BackendError:
+        """An answer past one of the size limits: a broken answer (502)."""
+        return BackendError(f"upstream {self.name!r} sent {what}; the answer is abandoned")
 
     def read_timeout_error(self) -> BackendTimeout:
         """The upstream sent nothing for the read timeout."""
@@ -379,14 +409,46 @@ def _environment_proxy(url: URL) -> str | None:
     return urllib.request.getproxies().get(url.scheme)
 
 
-async def _lines(response: aiohttp.ClientResponse, deadline: float) -> AsyncGenerator[str, None]:
-    """The lines of a streamed body as they arrive, without their line ends; any length.
+async def _read_at_most(
+    response: aiohttp.ClientResponse, limit: int, *, head: bool = False
+) -> tuple[bytes, bool]:
+    """The body of `response` up to `limit` bytes, and whether that was all of it.
 
+    Reading stops past the limit (the rest is left unread: release the response to drop it);
+    a `Content-Length` already past it is not read at all, unless the `head` of the body is
+    wanted anyway.
+    """
+    too_long = response.content_length is not None and response.content_length > limit
+    if too_long and not head:
+        return b"", False
+    body = bytearray()
+    async for piece in response.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            return bytes(body[:limit]), False
+    return bytes(body), True
+
+
+def _size(limit: int) -> str:
+    """A limit in bytes as a message names it: 1 MiB, 64 KiB, 1000 bytes."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= scale and limit % scale == 0:
+            return f"{limit // scale} {unit}"
+    return f"{limit} bytes"
+
+
+async def _lines(
+    response: aiohttp.ClientResponse, deadline: float, limit: int
+) -> AsyncGenerator[str, None]:
+    """The lines of a streamed body as they arrive, without their line ends.
+
+    A line longer than `limit` bytes is `AnswerTooLarge`. Only the unfinished last line is
+    kept between reads, and each piece is searched for line ends once: linear in the body.
     Each wait for more of the body ends at `deadline` (TimeoutError). What has arrived already
     is read without a wait, and without a timer: a fast upstream's whole answer often has.
     """
     content = response.content
-    rest = b""
+    rest = bytearray()
     while True:
         piece = content.read_nowait()
         if not piece and not content.at_eof():
@@ -394,8 +456,20 @@ async def _lines(response: aiohttp.ClientResponse, deadline: float) -> AsyncGene
                 piece = await content.readany()
         if not piece:
             break
-        *lines, rest = (rest + piece).split(b"\n")
-        for line in lines:
+        start = 0
+        while (end := piece.find(b"\n", start)) >= 0:
+            if rest:
+                rest += piece[start:end]
+                line = bytes(rest)
+                rest.clear()
+            else:
+                line = piece[start:end]
+            if len(line) > limit:
+                raise AnswerTooLarge(f"a line longer than {_size(limit)}")
             yield line.removesuffix(b"\r").decode("utf-8", "replace")
+            start = end + 1
+        rest += memoryview(piece)[start:]
+        if len(rest) > limit:
+            raise AnswerTooLarge(f"a line longer than {_size(limit)}")
     if rest:
-        yield rest.removesuffix(b"\r").decode("utf-8", "replace")
+        yield bytes(rest).removesuffix(b"\r").decode("utf-8", "replace")
