@@ -203,6 +203,11 @@ class RateLimiter:
         self.default = default
         self._counter = counter
 
+    @property
+    def counter(self) -> WindowCounter:
+        """Its windows: counted directly by who takes a count back (a sign-in that succeeds)."""
+        return self._counter
+
     async def hit(self, name: str, rate: Rate | None = None) -> Decision | None:
         """Count one request and decide; None when no rate applies."""
         rate = rate or self.default

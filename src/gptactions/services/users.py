@@ -271,7 +271,7 @@ class UserService:
         """Count the attempt as a failure under each of its counters, as it will be unless the
         password is right (counted first, so attempts at once cannot pass the limit together);
         TooManyAttempts, with nothing left counted, when one was at its limit already."""
-        counter = self._limiter._counter if self._limiter is not None else None
+        counter = self._limiter.counter if self._limiter is not None else None
         held: Counted = []
         if counter is None:
             return held
@@ -289,7 +289,7 @@ class UserService:
         windows they were counted in while those last."""
         if self._limiter is None:
             return
-        counter = self._limiter._counter
+        counter = self._limiter.counter
         for key, rate, at in held:
             if int(time.time() // rate.period) == int(at // rate.period):
                 await counter.add(key, rate, -1, at=at)
