@@ -189,8 +189,8 @@ async def test_an_oauth_users_tokens_count_against_the_user_across_gpts() -> Non
     await quota.charge(oauth_caller("gpt-a", "alice"), 10)
 
     with pytest.raises(ServiceError) as raised:
-        await quota.check(oauth_caller("gpt-b", "alice"))
-    await quota.check(oauth_caller("gpt-a", "bob"))  # the same GPT, another user
+        await quota.reserve(oauth_caller("gpt-b", "alice"), 0)
+    await quota.reserve(oauth_caller("gpt-a", "bob"), 0)  # the same GPT, another user
 
     assert raised.value.status == 429
     assert raised.value.message.startswith("token limit 10/hour reached for this user")
@@ -199,8 +199,8 @@ async def test_an_oauth_users_tokens_count_against_the_user_across_gpts() -> Non
 async def test_the_terminal_is_never_limited() -> None:
     quota = TokenQuota(Rate(1, 3600), MemoryCounter())
     await quota.charge(TERMINAL, 100)
-    await quota.check(TERMINAL)
+    await quota.reserve(TERMINAL, 0)
     keyed = Principal("k", "k", "default", frozenset(SCOPES))
     await quota.charge(keyed, 1)
     with pytest.raises(ServiceError):
-        await quota.check(keyed)
+        await quota.reserve(keyed, 0)

@@ -52,10 +52,12 @@ class WindowCounter(Protocol):
         """Release connections."""
 
 
-def _window(rate: Rate, now: float) -> tuple[int, int]:
-    index = int(now // rate.period)
+def _window(rate: Rate, now: float, at: float | None = None) -> tuple[int, int]:
+    """The window counted in (the current one, or the one holding the time `at`), and the
+    seconds until the current one ends."""
+    index = _index(rate, now)
     reset_after = max(1, math.ceil((index + 1) * rate.period - now))
-    return index, reset_after
+    return (index if at is None else _index(rate, at)), reset_after
 
 
 def _index(rate: Rate, at: float) -> int:
@@ -91,9 +93,7 @@ class MemoryCounter:
         """Count and say where the window stands; a window that a later one has replaced is
         over and is left as it is, and a count never goes below 0."""
         now = time.time()
-        index, reset_after = _window(rate, now)
-        if at is not None:
-            index = _index(rate, at)
+        index, reset_after = _window(rate, now, at)
         if len(name) > self.MAX_NAME:
             name = "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         slot = (name, rate.period)
@@ -160,9 +160,7 @@ class RedisCounter:
             if now < self._retry_at:
                 return await self._fallback.add(name, rate, amount, at=at)
             self._retry_at = now + self.RETRY_EVERY  # this request tries; the others go on
-        index, reset_after = _window(rate, time.time())
-        if at is not None:
-            index = _index(rate, at)
+        index, reset_after = _window(rate, time.time(), at)
         key = f"{self._prefix}{name}:{rate.period}:{index}"
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -370,16 +368,6 @@ class TokenQuota:
                     await self._counter.add(name, rate, -amount, at=at)
             raise _token_limit_reached(principal, rate, wait)
         return Reservation(self._counter, name, rate, at, amount)
-
-    async def check(self, principal: Principal) -> None:
-        """Raise a 429 when the caller's window is used up (the reservations of its requests in
-        flight included), holding nothing."""
-        rate = self.rate_for(principal)
-        if rate is None:
-            return
-        used, wait = await self._counter.add(f"tokens:{caller_name(principal)}", rate, 0)
-        if used >= rate.limit:
-            raise _token_limit_reached(principal, rate, wait)
 
     async def used(self, principal: Principal) -> int:
         """The tokens the caller's window holds: those used, and those its requests in flight
