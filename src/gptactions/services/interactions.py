@@ -303,11 +303,17 @@ class InteractionLog:
 
         This runs in a task being cancelled (the client went away, or the server is stopping), so
         it is shielded from the cancellation; `close` (the model's stream, say) is closed first,
-        under the same shield.
+        under the same shield. The `reservation` is settled by the record, or released when
+        nothing can be recorded.
         """
         with anyio.CancelScope(shield=True):
             if close is not None:
-                await close()
+                try:
+                    await close()
+                except BaseException:  # nothing will be recorded: the tokens held go back
+                    if reservation is not None:
+                        await reservation.release()
+                    raise
             await self.record(
                 replace(
                     new,

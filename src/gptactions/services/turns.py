@@ -107,8 +107,6 @@ class TurnRecorder:
             )
         finally:
             prepared.release()
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
         return Reply(
             conversation_id=prepared.conversation_id,
             reply=reply,
@@ -134,8 +132,6 @@ class TurnRecorder:
             )
         finally:
             prepared.release()
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
 
     async def abandon(
         self,
@@ -155,8 +151,6 @@ class TurnRecorder:
             )
         finally:
             prepared.release()
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
 
 
 def _interaction(
