@@ -22,7 +22,7 @@ import pytest
 
 from gptactions.api.access import ACCESS_LOGGER
 from gptactions.config import Settings
-from gptactions.serving import http_limits, log_config
+from gptactions.serving import QUIET_AT_DEBUG, http_limits, log_config
 from tests.conftest import ADMIN_KEY
 from tests.serving import Server, serve
 
@@ -233,12 +233,14 @@ def test_the_connection_budget_defaults_to_half_the_open_files() -> None:
     assert http_limits(Settings(max_connections=10), 64).max_connections == 10
 
 
-def _logged(config: dict[str, Any]) -> list[str]:
-    """The lines a line of the app's, one of uvicorn's and an access line are, under `config`."""
+@contextlib.contextmanager
+def logging_configured(config: dict[str, Any], *names: str) -> Iterator[io.StringIO]:
+    """`config` applied, every handler writing to the stream yielded; the loggers `names` (and
+    the root, uvicorn's and the access logger) as they were afterwards."""
     stream = io.StringIO()
     for handler in config["handlers"].values():
         handler["stream"] = stream
-    names = ("", "uvicorn", "uvicorn.error", ACCESS_LOGGER)
+    names = ("", "uvicorn", "uvicorn.error", ACCESS_LOGGER, *names)
     saved = {
         name: (logger.handlers[:], logger.level, logger.propagate)
         for name in names
@@ -246,16 +248,32 @@ def _logged(config: dict[str, Any]) -> list[str]:
     }
     logging.config.dictConfig(config)
     try:
-        logging.getLogger("gptactions.test").warning("from the app")
-        logging.getLogger("uvicorn.error").info("from uvicorn")
-        logging.getLogger(ACCESS_LOGGER).info('1.2.3.4:5 - - "GET / HTTP/1.1" 200 2 1.0ms')
+        yield stream
     finally:
         for name, (handlers, level, propagate) in saved.items():
             logger = logging.getLogger(name)
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+def _logged(config: dict[str, Any]) -> list[str]:
+    """The lines a line of the app's, one of uvicorn's and an access line are, under `config`."""
+    with logging_configured(config) as stream:
+        logging.getLogger("gptactions.test").warning("from the app")
+        logging.getLogger("uvicorn.error").info("from uvicorn")
+        logging.getLogger(ACCESS_LOGGER).info('1.2.3.4:5 - - "GET / HTTP/1.1" 200 2 1.0ms')
     return stream.getvalue().splitlines()
+
+
+def test_at_debug_the_libraries_that_quote_secrets_stay_quiet() -> None:
+    """At GPTACTIONS_LOG_LEVEL=debug the server's own lines come out, not those of the
+    libraries that quote what the access log redacts (aiosqlite's statements and parameters)."""
+    with logging_configured(log_config("debug"), *QUIET_AT_DEBUG, "gptactions.test") as stream:
+        logging.getLogger("aiosqlite").debug("executing MATCH ('\"secretword\"')")
+        logging.getLogger("gptactions.test").debug("the server's own debug line")
+    assert "the server's own debug line" in stream.getvalue()
+    assert "secretword" not in stream.getvalue()
 
 
 def test_the_log_configuration_stamps_app_and_uvicorn_lines() -> None:
