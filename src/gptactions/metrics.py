@@ -149,6 +149,8 @@ class Metrics:
     """The server's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
+        self.in_flight = 0
+        """HTTP requests this process is serving now (`RequestMetrics` counts them)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
@@ -249,6 +251,10 @@ class Metrics:
             self.tokens.labels(backend, "input").inc(new.usage.prompt_tokens)
         if new.usage.completion_tokens:
             self.tokens.labels(backend, "output").inc(new.usage.completion_tokens)
+
+    def alone(self) -> bool:
+        """Whether at most one HTTP request is being served in this process."""
+        return self.in_flight <= 1
 
     def commit_took(self, seconds: float) -> None:
         """Time one database commit."""
@@ -390,6 +396,7 @@ class RequestMetrics:
         started = time.perf_counter()
         status: int | None = None
         request_scope = dict(scope)  # the router adds to `scope`; matching needs it as it came
+        self.metrics.in_flight += 1
 
         async def counting_send(message: Message) -> None:
             nonlocal status
@@ -402,6 +409,7 @@ class RequestMetrics:
             await self.app(scope, receive, counting_send)
             failed = False
         finally:
+            self.metrics.in_flight -= 1
             if status is None:
                 # Unanswered: the app failed (500), or it returned because its client had left
                 # (499, "client closed request", as nginx logs it).

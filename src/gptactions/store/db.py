@@ -92,13 +92,13 @@ class Database:
             # writers' turn (store/writer.py): as durable, without holding the lock through it.
             database = make_url(self.url).database
             sync_wal = sqlite_synchronous.lower() == "full" and is_sqlite_file(database)
-            writer_synchronous = "normal" if sync_wal else sqlite_synchronous
+            writer_synchronous: str | None = "normal" if sync_wal else sqlite_synchronous
             self.writer_engine: AsyncEngine | Engine = self._sqlite_writer_engine(
-                writer_synchronous
+                str(writer_synchronous)
             )
             # Its connection in a process of its own by default (store/writer_process.py).
             process = (
-                writer_process.Config(str(database), writer_synchronous.upper(), busy_timeout)
+                writer_process.Config(str(database), str(writer_synchronous).upper(), busy_timeout)
                 if sqlite_writer == "process" and is_sqlite_file(database)
                 else None
             )
@@ -115,6 +115,7 @@ class Database:
             event.listen(self.engine.sync_engine, "checkout", outage.ping_on_checkout)
             self.writer_engine = self.engine
             sync_wal = False
+            writer_synchronous = None
             process = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = OutageLog(self.location)
@@ -131,6 +132,7 @@ class Database:
             failed=self._unavailable,
             succeeded=self.outage.succeeded,
             sync_wal=sync_wal,
+            synchronous=writer_synchronous.upper() if writer_synchronous else None,
             process=process,
         )
 
