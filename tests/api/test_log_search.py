@@ -256,6 +256,7 @@ async def test_rows_stored_before_the_migration_are_found(database_url: str) -> 
         await store(database, [row(1, "stored before search existed", "an old reply")])
         await database.upgrade()
         await store(database, [row(2, "stored after search existed")])
+        await database.catch_up_search()  # what a search through the log service does first
         async with database.session() as session:
             old = await queries.list_interactions(
                 session, queries.LogFilter(tenant=None, search="existed")

@@ -58,7 +58,9 @@ def streamed_reply(text: str) -> tuple[str, dict[int, dict[str, str]], str | Non
 @pytest.mark.model
 @pytest.mark.parametrize(
     ("max_tokens", "fields"),
-    [(8, {}), (12, {}), (16, {}), (20, {}), (20, {"parallel_tool_calls": False})],
+    # From 12 tokens: how many the wrapper takes before the name is known depends on the
+    # spacing the model picks, which differs from one CPU to another (8 was enough on some).
+    [(12, {}), (16, {}), (20, {}), (20, {"parallel_tool_calls": False})],
 )
 async def test_a_call_of_one_of_several_tools_cut_by_max_tokens_is_a_call(
     model_api: ApiClient, max_tokens: int, fields: dict[str, Any]

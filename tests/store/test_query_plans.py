@@ -39,8 +39,9 @@ async def _plan_of_logs(api: ApiClient, key: str, params: dict[str, Any]) -> str
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        # The page's SELECT (not SQLite's count of a search's matches in interactions_fts).
-        if re.search(r"FROM interactions\b", statement):
+        # The page's SELECT (not SQLite's count of a search's matches in interactions_fts, nor
+        # its index's catch-up, which reads `interactions_fts_state`).
+        if re.search(r"FROM interactions\b", statement) and "_fts_state" not in statement:
             captured.append((statement, parameters))
 
     event.listen(database.engine.sync_engine, "before_cursor_execute", capture)

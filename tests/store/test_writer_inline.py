@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import exc as sa
@@ -130,8 +131,8 @@ async def test_the_wal_is_checkpointed_in_a_thread_not_on_the_loop(
     checkpointed = asyncio.get_running_loop().create_future()
     checkpoint = writer._checkpoint
 
-    def recording_checkpoint(path: str) -> None:
-        checkpoint(path)
+    def recording_checkpoint(path: str, *turns: Any) -> None:
+        checkpoint(path, *turns)
         checkpointed.get_loop().call_soon_threadsafe(
             checkpointed.set_result, (path, threading.current_thread() is threading.main_thread())
         )

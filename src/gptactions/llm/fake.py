@@ -71,7 +71,9 @@ class FakeBackend:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """The next canned reply, a word at a time."""
+        """The next canned reply, a word at a time (a canned failure after `delay`)."""
+        if self.delay and self.replies and isinstance(self.replies[0], BaseException):
+            await asyncio.sleep(self.delay)
         text = self._next_reply(request)
         words = text.split(" ")
         for index, word in enumerate(words):

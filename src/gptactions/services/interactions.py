@@ -330,6 +330,8 @@ class InteractionLog:
         log_filter = _filter(query, tenant=None if principal.is_admin else principal.tenant)
         # An OAuth token reads only its own user's interactions.
         log_filter = replace(log_filter, user_id=principal.acting_as(query.user_id))
+        if log_filter.search is not None:
+            await self._database.catch_up_search()
         async with self._database.session() as session:
             rows = await queries.list_interactions(session, log_filter)
         entries = [_entry(row) for row in rows[: query.limit]]
@@ -346,6 +348,8 @@ class InteractionLog:
         operator: read a page at a time, each page seeking the time index past the last, so a
         log of any size is exported in the memory of one page."""
         log_filter = replace(_filter(query, tenant=tenant), limit=page_size, cursor=None)
+        if log_filter.search is not None:
+            await self._database.catch_up_search()
         while True:
             async with self._database.session() as session:
                 rows = await queries.list_interactions(session, log_filter)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gptactions.config import POSTGRES_TLS_FILES, Settings, to_async_url
-from gptactions.store import outage, schema, vacuum, writer_process
+from gptactions.store import outage, schema, search, vacuum, writer_process
 from gptactions.store.outage import DatabaseUnavailable, OutageLog
 from gptactions.store.schema import Revisions, UnknownRevision
 from gptactions.store.writer import GroupWriter, Write, is_sqlite_file
@@ -133,6 +133,7 @@ class Database:
             succeeded=self.outage.succeeded,
             sync_wal=sync_wal,
             synchronous=writer_synchronous.upper() if writer_synchronous else None,
+            busy_timeout=busy_timeout,
             process=process,
         )
 
@@ -196,6 +197,18 @@ class Database:
         `DatabaseUnavailable` when the database cannot be reached.
         """
         return await self.writer.write(write)
+
+    async def catch_up_search(self) -> None:
+        """SQLite: the rows the search index lacks indexed, before a search reads it: its own
+        short transaction, outside the writers' turns (searches are rare), and none at all when
+        nothing is missing (store/search.py). PostgreSQL's index follows every insert."""
+        if not self.is_sqlite:
+            return
+        async with self.session() as session:
+            if not await search.behind(session):
+                return
+        async with self.session() as session:
+            await search.catch_up(session)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

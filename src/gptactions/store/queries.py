@@ -352,6 +352,7 @@ class LogFilter:
 
 async def list_interactions(session: AsyncSession, query: LogFilter) -> list[LogRow]:
     """Interactions matching the filter, newest first; `limit + 1` of them, to see a next page.
+    A search reads SQLite's index as it is: catch it up first (`Database.catch_up_search`).
 
     Rows of the table's columns (SQL Core), not ORM objects: the log page reads up to a
     thousand of them, and only reads them.

@@ -1,11 +1,18 @@
 """Full-text search over interactions' message and reply.
 
 SQLite: an FTS5 table with external content (it stores only the index; the text stays in
-`interactions`), kept in step by triggers. PostgreSQL: a GIN index over the `tsvector` of the
-same text, matched with `plainto_tsquery`. Both use the `simple` way of splitting words (no
-stemming, no stop words: the log holds every language) and match every word given.
+`interactions`). It catches up with the log rather than following each insert: a trigger that
+indexed each row in the transaction storing it wrote a new FTS5 segment per commit, twice the
+pages (and the sync) of a request alone. The index records how far it goes
+(`interactions_fts_state`); each batch the group writer commits indexes the rows past it with its
+own (`SQLITE_CATCH_UP`), a request committed alone on the event loop leaves that to a thread every
+so often (store/writer.py), and a search first indexes what is left (`catch_up`), so it always
+sees every row. Triggers keep deletions and edits of indexed rows in step (migration 0013).
+PostgreSQL: a GIN index over the `tsvector` of the same text, matched with `plainto_tsquery`.
+Both use the `simple` way of splitting words (no stemming, no stop words: the log holds every
+language) and match every word given.
 
-The migration that creates them (0007) spells the same SQL: keep the two in step, or the
+The migrations that create them (0007, 0013) spell the same SQL: keep them in step, or the
 PostgreSQL planner no longer recognises the index's expression (tests/store/test_query_plans.py
 fails when it does not).
 """
@@ -30,11 +37,28 @@ PG_DOCUMENT = (
     f"left(reply, {PG_INDEXED_CHARS}))"
 )
 SQLITE_TOKENIZER = "unicode61 remove_diacritics 0"
+FTS_STATE = "interactions_fts_state"
+
+SQLITE_CATCH_UP = (
+    "INSERT INTO interactions_fts (rowid, message, reply)"
+    " SELECT id, message, reply FROM interactions"
+    " WHERE id > (SELECT indexed_to FROM interactions_fts_state WHERE id = 1) ORDER BY id",
+    "UPDATE interactions_fts_state SET indexed_to = (SELECT coalesce(max(id), 0) FROM interactions)"
+    " WHERE id = 1 AND indexed_to < (SELECT coalesce(max(id), 0) FROM interactions)",
+)
+"""SQLite: the rows past the index's mark into the index, and the mark moved past them (in the
+transaction of the writes they follow, or one of their own: plain SQL, run by the writer's
+process too, which imports nothing of the server's)."""
+_SQLITE_BEHIND = (
+    "SELECT EXISTS (SELECT 1 FROM interactions"
+    " WHERE id > (SELECT indexed_to FROM interactions_fts_state WHERE id = 1))"
+)
 
 SCHEMA_NAMES = frozenset(
     {
         FTS_TABLE,
         *(f"{FTS_TABLE}_{shadow}" for shadow in ("data", "idx", "docsize", "config")),
+        FTS_STATE,
         PG_INDEX,
     }
 )
@@ -70,6 +94,18 @@ SQLITE_FEW_MATCHES = 10_000
 newest; beyond, reading them all would cost more than walking the filter's time index newest
 first and keeping the rows whose id the FTS5 index listed (a list it builds without reading a
 row), which stops at the page's end. A count that stops past this number picks the plan."""
+
+
+async def behind(session: AsyncSession) -> bool:
+    """SQLite: whether the search index lacks rows (`catch_up` adds them)."""
+    return bool(await session.scalar(text(_SQLITE_BEHIND)))
+
+
+async def catch_up(session: AsyncSession) -> None:
+    """SQLite: the rows the search index lacks, indexed (in `session`'s transaction, which its
+    first statement, a write, begins as a writer: no read to upgrade)."""
+    for statement in SQLITE_CATCH_UP:
+        await session.execute(text(statement))
 
 
 async def matching(session: AsyncSession, search: str) -> ColumnElement[bool] | TextClause:

@@ -59,7 +59,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from gptactions.store import queries
+from gptactions.store import queries, search
 from gptactions.store.writer_process import (
     Answer,
     Config,
@@ -131,7 +131,8 @@ class GroupWriter:
     only the writer's own thread uses. `committed` is told how many seconds each commit took;
     `failed` maps a batch's error to what its requests raise (the database's outage handling),
     and `succeeded` is told of each commit that worked. `synchronous` is SQLite's mode for the
-    writer's connections (NORMAL with `sync_wal`; None: SQLite's default).
+    writer's connections (NORMAL with `sync_wal`; None: SQLite's default); `busy_timeout`, in
+    seconds, how long they wait for another's lock (not the loop's own connection: never).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class GroupWriter:
         max_batch: int = MAX_BATCH,
         sync_wal: bool = False,
         synchronous: str | None = None,
+        busy_timeout: float = 5.0,
         process: Config | None = None,
     ) -> None:
         self._engine = engine
@@ -179,7 +181,9 @@ class GroupWriter:
         self._inline: _Inline | None = None
         if self._lock_path is not None and isinstance(engine, Engine):
             assert database is not None
-            self._inline = _Inline(database, self._lock_path, self._wal_path, synchronous)
+            self._inline = _Inline(
+                database, self._lock_path, self._wal_path, synchronous, busy_timeout
+            )
         self.alone: Callable[[], bool] | None = None
         """Whether the request writing is the only one its process serves (SQLite file: it
         then writes on the loop, when the writer is idle). Unset: never."""
@@ -221,7 +225,10 @@ class GroupWriter:
         writers' turn or SQLite's lock is taken (the write then goes the usual way)."""
         assert self._inline is not None
         try:
-            answer = self._inline.write(_sqlite_statements([write]))
+            # Not indexed for search here: an FTS5 segment per commit would double what a
+            # request alone writes and syncs (store/search.py). The next batch, search or
+            # checkpoint catches the index up.
+            answer = self._inline.write(_sqlite_statements([write], index=False))
         except ValueError as error:  # a row the statements cannot hold, as `_send` fails it
             raise self._failed(error) from error
         if answer is None:
@@ -510,9 +517,10 @@ def _write_batch(connection: Connection, writes: list[Write]) -> tuple[list[int]
     return ids, time.perf_counter() - started
 
 
-def _sqlite_statements(writes: list[Write]) -> list[Statement]:
+def _sqlite_statements(writes: list[Write], *, index: bool = True) -> list[Statement]:
     """A batch's SQLite statements: its new conversations, its interactions (the last
-    statement that is not `many`: its last row id gives every id), its touches."""
+    statement that is not `many`: its last row id gives every id), its touches, and, with
+    `index`, the search index's catch-up (store/search.py: the batch's rows and any before)."""
     statements: list[Statement] = []
     conversations = [w.conversation for w in writes if w.conversation is not None]
     if conversations:
@@ -522,6 +530,8 @@ def _sqlite_statements(writes: list[Write]) -> list[Statement]:
     touches = [t for t in (w.touches for w in writes) if t is not None]
     if touches:
         statements.append((*queries.sqlite_touch_conversations(touches), True))
+    if index:
+        statements.extend((sql, [()], True) for sql in search.SQLITE_CATCH_UP)
     return statements
 
 
@@ -560,9 +570,15 @@ class _Inline:
     SQLite's lock with no busy timeout; a lock taken meanwhile answers None, nothing written."""
 
     def __init__(
-        self, database: str, lock_path: str, wal_path: str | None, synchronous: str | None
+        self,
+        database: str,
+        lock_path: str,
+        wal_path: str | None,
+        synchronous: str | None,
+        busy_timeout: float,
     ) -> None:
         self._database = database
+        self._busy_timeout = busy_timeout
         self._lock_path: str | None = lock_path
         self._wal_path = wal_path
         self._synchronous = synchronous
@@ -618,11 +634,14 @@ class _Inline:
         return last, seconds, None
 
     def checkpoint_when_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Every `CHECKPOINT_EVERY` inline commits, a passive checkpoint in a thread."""
+        """Every `CHECKPOINT_EVERY` inline commits, in a thread: the search index caught up
+        with them, and a passive checkpoint."""
         if self._since_checkpoint < CHECKPOINT_EVERY or self._checkpointing:
             return
         try:
-            future = loop.run_in_executor(None, _checkpoint, self._database)
+            future = loop.run_in_executor(
+                None, _checkpoint, self._database, self._lock_path, self._busy_timeout
+            )
         except RuntimeError:  # the loop's executor is shut down: the server is stopping
             return
         self._since_checkpoint, self._checkpointing = 0, True
@@ -646,11 +665,20 @@ class _Inline:
             self._lock = None
 
 
-def _checkpoint(database: str) -> None:
-    """A passive checkpoint of `database`'s WAL (it waits for no one), on a connection of its
-    own, closed after."""
-    connection = sqlite3.connect(database, timeout=0)
+def _checkpoint(database: str, lock_path: str | None, busy_timeout: float) -> None:
+    """In a thread: the search index caught up (in the writers' turn, as a writer), then a
+    passive checkpoint of the WAL (it waits for no one), on a connection of its own."""
+    connection = sqlite3.connect(database, timeout=busy_timeout)
     try:
+        connection.execute("PRAGMA foreign_keys=ON")
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            execute(connection, [(sql, [()], True) for sql in search.SQLITE_CATCH_UP])
+        finally:
+            if lock is not None:
+                os.close(lock)  # which releases the turn
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         connection.close()
