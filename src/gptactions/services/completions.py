@@ -43,7 +43,7 @@ from gptactions.services.interactions import (
     cancelled_error,
 )
 from gptactions.services.keys import Principal
-from gptactions.services.limits import Reservation, estimate_tokens
+from gptactions.services.limits import Reservation, estimate_tokens, give_back
 
 # Names a client may give as `model` for the default backend.
 DEFAULT_MODEL_NAMES = frozenset({"", "default"})
@@ -194,8 +194,7 @@ class CompletionService:
                 raise
             return await self.record(prepared, generation=generation)
         finally:
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
+            await give_back(prepared.reservation)  # recorded: settled, and this does nothing
 
     async def open_stream(self, principal: Principal, call: CompletionCall) -> CompletionStream:
         """Start a streamed completion; returns once its first chunk is in.
@@ -227,8 +226,7 @@ class CompletionService:
                 await chunks.aclose()
                 raise
         except BaseException:
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
+            await give_back(prepared.reservation)  # recorded: settled, and this does nothing
             raise
         # The stream records the call however it ends, which settles the reservation.
         return CompletionStream(self, prepared, chunks, first)
@@ -292,8 +290,7 @@ class CompletionService:
             if reservation is not None:  # the worst case, now that the prompt is counted
                 await reservation.resize(prompt_tokens + request.max_tokens)
         except BaseException:
-            if reservation is not None:
-                await reservation.release()
+            await give_back(reservation)
             raise
         return PreparedCall(principal, call, name, request, user_id, reservation=reservation)
 

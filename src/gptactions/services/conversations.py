@@ -25,7 +25,7 @@ from gptactions.services.errors import (
 )
 from gptactions.services.interactions import InteractionLog
 from gptactions.services.keys import Principal
-from gptactions.services.limits import estimate_tokens
+from gptactions.services.limits import estimate_tokens, give_back
 from gptactions.services.streams import ReplyStream
 from gptactions.services.turn_order import Release, TurnOrder
 from gptactions.services.turns import PreparedTurn, Reply, Turn, TurnRecorder
@@ -108,8 +108,7 @@ class ConversationService:
                 await chunks.aclose()
                 raise
         except BaseException:
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
+            await give_back(prepared.reservation)  # recorded: settled, and this does nothing
             raise
         # The stream lets the conversation's next turn go once it has stored this one, and
         # settles the turn's reservation.
@@ -131,8 +130,7 @@ class ConversationService:
             return await self._turns.complete(prepared, generation)
         finally:
             prepared.release()  # stored (or not to be): the conversation's next turn may go
-            if prepared.reservation is not None:  # recorded: settled, and this does nothing
-                await prepared.reservation.release()
+            await give_back(prepared.reservation)  # recorded: settled, and this does nothing
 
     async def prepare(self, principal: Principal, turn: Turn, *, new: bool) -> PreparedTurn:
         """Resolve the conversation and build the prompt that fits the model's context window.
@@ -185,8 +183,7 @@ class ConversationService:
                 await reservation.resize(prompt_tokens + max_tokens)
         except BaseException:
             _release(held)
-            if reservation is not None:
-                await reservation.release()
+            await give_back(reservation)
             raise
         request = GenerationRequest(
             messages=messages,

@@ -327,6 +327,13 @@ class Reservation:
             await self._counter.add(self._name, self._rate, delta, at=self._at)
 
 
+async def give_back(reservation: Reservation | None) -> None:
+    """Give back what `reservation` still holds, if any: a call ending, however it ends (once
+    recorded, the reservation is settled and this does nothing)."""
+    if reservation is not None:
+        await reservation.release()
+
+
 class TokenQuota:
     """Tokens (prompt + completion) per caller in fixed windows (GPTACTIONS_TOKEN_LIMIT).
 

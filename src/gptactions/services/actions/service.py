@@ -28,7 +28,7 @@ from gptactions.services.interactions import (
     NewInteraction,
 )
 from gptactions.services.keys import Principal
-from gptactions.services.limits import estimate_tokens
+from gptactions.services.limits import estimate_tokens, give_back
 from gptactions.services.templates import TemplateRenderer
 
 
@@ -158,8 +158,7 @@ class ActionService:
             )
             return outcome
         finally:
-            if reservation is not None:  # recorded: settled, and this does nothing
-                await reservation.release()
+            await give_back(reservation)  # recorded: settled, and this does nothing
 
     def _worst_case(self, call: ActionCall, most: int | None) -> int:
         """The tokens a call may take: its parameters' (estimated) and one generation's most
