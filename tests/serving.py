@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import resource
 import select
 import socket
@@ -17,13 +18,40 @@ from pathlib import Path
 
 import httpx
 
+FIRST_PORT = 10_000
+"""Where the ports `free_port` picks from begin (well above the well-known ones)."""
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now, for a server started later.
+
+    Not one the kernel picks (`bind(0)`): those are in its ephemeral range, where every
+    outgoing connection of the other tests takes its own port too, and one did take such a
+    port between the pick and the server's bind ("already in use"). Below that range nothing
+    is given out by itself; each xdist worker picks from its own share of it, so that two
+    workers do not pick the same port either.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    share = (_ephemeral_start() - FIRST_PORT) // max(workers, 1)
+    low = FIRST_PORT + index * share
+    for _ in range(200):
+        port = random.randrange(low, low + share)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {low + share}")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,11 @@ import httpx
 import pytest
 
 from gptactions.llm.local import bundled_model_path
+from tests.serving import free_port
 
 from .faulty import FaultyUpstream
+
+__all__ = ["free_port"]  # the upstream tests' import of it
 
 
 @pytest.fixture
@@ -26,14 +28,6 @@ def faulty() -> Iterator[FaultyUpstream]:
         yield upstream
     finally:
         upstream.stop()
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on (yet)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
