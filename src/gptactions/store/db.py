@@ -295,13 +295,16 @@ class Database:
         The probe goes on after a caller stops waiting, and the next caller waits for the same
         one: a database that hangs costs each caller `within` seconds, and never piles probes up.
         """
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._ping())
-        done, _ = await asyncio.wait({self._probe}, timeout=within)
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = asyncio.create_task(self._ping())
+        done, _ = await asyncio.wait({probe}, timeout=within)
         if not done:
             self.outage.failed(TimeoutError(f"no answer within {within:g} s"))
             return False
-        return self._probe.result()
+        # The probe waited for, not `self._probe`: another caller may have started the next
+        # one between this probe's end and this caller waking.
+        return probe.result()
 
     async def _ping(self) -> bool:
         """Whether the database answers; once its schema is known to be this version's
