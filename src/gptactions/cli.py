@@ -351,6 +351,13 @@ class _Moment(click.ParamType[datetime]):
     "who sign in by OAuth (`gptactions users`).",
 )
 @click.option(
+    "--q",
+    "search",
+    metavar="WORDS",
+    help="Only interactions whose message and reply hold every one of these words (as "
+    "GET /logs?q= searches).",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write to this file instead of standard output.",
@@ -361,6 +368,7 @@ def logs_export(
     until: datetime | None,
     user_id: str | None,
     tenant: str | None,
+    search: str | None,
     output: Path | None,
 ) -> None:
     """Write the interaction log, newest first, a page at a time (any size fits in memory)."""
@@ -369,7 +377,7 @@ def logs_export(
     from gptactions.services.interactions import InteractionLog, LogQuery
 
     settings = Settings()
-    query = LogQuery(user_id=user_id, since=since, until=until)
+    query = LogQuery(user_id=user_id, since=since, until=until, q=search)
     if output is not None:
         check_writable(output)  # before the database: a mistyped directory is told at once
 

@@ -143,6 +143,9 @@ async def test_the_command_writes_jsonl_and_csv_like_get_logs(
         late = await export("--since", "2026-01-01T00:00:02")
         bad = await export("--since", "yesterday")
         backwards = await export("--since", "2026-01-02", "--until", "2026-01-01")
+        # The rows were stored past the search index's catch-up: the export catches it up.
+        searched = await export("--q", "STAYS written")
+        unsearchable = await export("--q", "!!!")
 
     assert jsonl.returncode == 0, jsonl.stderr
     lines = jsonl.stdout.splitlines()
@@ -166,6 +169,9 @@ async def test_the_command_writes_jsonl_and_csv_like_get_logs(
     assert late.returncode == 0, late.stderr
     assert [json.loads(line)["message"] for line in late.stdout.splitlines()] == TRICKY[:1:-1]
     assert bad.returncode != 0 and "yesterday" in bad.stderr
+    assert searched.returncode == 0, searched.stderr
+    assert [json.loads(line)["message"] for line in searched.stdout.splitlines()] == [TRICKY[2]]
+    assert unsearchable.returncode != 0 and "Invalid input" in unsearchable.stderr
     assert (
         backwards.returncode != 0
         and "Invalid input: since: must not be after until" in backwards.stderr
