@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,25 @@ def _conversation(conversation_id: str) -> NewConversation:
     return NewConversation(
         id=conversation_id, tenant="default", user_id="u", created_at=now, updated_at=now
     )
+
+
+@contextlib.contextmanager
+def writers_turn_taken(database_file: Path) -> Iterator[None]:
+    """Another process's writer holding the writers' lock file beside `database_file`."""
+    other = os.open(f"{database_file}-writer.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(other)  # which lets it go
+
+
+async def held_off(write: Awaitable[int], seconds: float = 0.3) -> asyncio.Future[int]:
+    """`write` under way and, `seconds` later, still waiting (not failed, not done)."""
+    waiting = asyncio.ensure_future(write)
+    done, _ = await asyncio.wait([waiting], timeout=seconds)
+    assert not done
+    return waiting
 
 
 async def _messages(database: Database) -> list[str]:
@@ -310,16 +330,11 @@ async def test_sqlite_writers_of_several_processes_take_turns_through_a_lock_fil
     database = Database(f"sqlite:///{tmp_path}/turns.db")
     await database.upgrade()
     log = InteractionLog(database)
-    other = os.open(tmp_path / "turns.db-writer.lock", os.O_RDWR | os.O_CREAT)
     try:
         await log.record(_turn(0))  # the writer opens the lock file with its first batch
-        fcntl.flock(other, fcntl.LOCK_EX)
-        waiting = asyncio.ensure_future(log.record(_turn(1)))
-        done, _ = await asyncio.wait([waiting], timeout=0.5)
-        assert not done  # held off by the other "process", not failed
-        fcntl.flock(other, fcntl.LOCK_UN)
+        with writers_turn_taken(tmp_path / "turns.db"):
+            waiting = await held_off(log.record(_turn(1)), 0.5)  # by the other "process"
         assert isinstance(await waiting, int)
         assert await _messages(database) == ["m0", "m1"]
     finally:
-        os.close(other)
         await database.close()

@@ -21,7 +21,13 @@ from gptactions.services.interactions import InteractionLog
 from gptactions.store import writer
 from gptactions.store.db import Database
 from tests.conftest import ADMIN_KEY, running_app
-from tests.store.test_writer import _conversation, _messages, _turn
+from tests.store.test_writer import (
+    _conversation,
+    _messages,
+    _turn,
+    held_off,
+    writers_turn_taken,
+)
 
 
 @pytest.fixture(params=["process", "thread"])
@@ -91,22 +97,13 @@ async def test_a_write_alone_waits_for_no_lock_another_process_holds(
     goes the usual way, whose writer waits), and nothing is written twice."""
     log = InteractionLog(database)
     await log.record(_turn(0))
-    other = os.open(tmp_path / "w.db-writer.lock", os.O_RDWR)
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX)
-        waiting = asyncio.ensure_future(log.record(_turn(1)))
-        done, _ = await asyncio.wait([waiting], timeout=0.3)
-        assert not done
-        fcntl.flock(other, fcntl.LOCK_UN)
-        await waiting
-    finally:
-        os.close(other)
+    with writers_turn_taken(tmp_path / "w.db"):
+        waiting = await held_off(log.record(_turn(1)))
+    await waiting
     locking = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
     try:
         locking.execute("BEGIN IMMEDIATE")  # SQLite's write lock, outside the writers' turns
-        waiting = asyncio.ensure_future(log.record(_turn(2)))
-        done, _ = await asyncio.wait([waiting], timeout=0.3)
-        assert not done
+        waiting = await held_off(log.record(_turn(2)))
         locking.execute("COMMIT")
         await waiting
     finally:

@@ -24,7 +24,7 @@ from gptactions.store.writer import Write, _sqlite_statements
 from gptactions.store.writer_process import Config, WriterProcess
 from tests.conftest import ADMIN_KEY, running_app
 from tests.serving import ended_within
-from tests.store.test_writer import _messages, _turn
+from tests.store.test_writer import _messages, _turn, held_off, writers_turn_taken
 
 
 @pytest.fixture
@@ -51,19 +51,12 @@ async def test_a_killed_writer_process_fails_its_batch_only_and_a_new_one_writes
     first = _process(database).pid
     assert first is not None
     # Another "process" holds the writers' lock file: the child waits for it with our batch.
-    other = os.open(tmp_path / "w.db-writer.lock", os.O_RDWR)
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX)
-        waiting = asyncio.ensure_future(log.record(_turn(1)))
-        done, _ = await asyncio.wait([waiting], timeout=0.3)
-        assert not done
+    with writers_turn_taken(tmp_path / "w.db"):
+        waiting = await held_off(log.record(_turn(1)))
         os.kill(first, signal.SIGKILL)
         # Its batch fails as an outage (a 503 with Retry-After for the API), not a hang.
         with pytest.raises(DatabaseUnavailable, match="writer process ended"):
             await asyncio.wait_for(waiting, 10)
-    finally:
-        fcntl.flock(other, fcntl.LOCK_UN)
-        os.close(other)
     await log.record(_turn(2))  # a new process takes the next batch
     assert _process(database).pid not in (None, first)
     assert await _messages(database) == ["m0", "m2"]
