@@ -299,12 +299,16 @@ async def _backend(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.message, code=code, headers=headers or None)
 
 
+DATABASE_UNAVAILABLE = "the database is unavailable; retry shortly"
+"""The message of every 503 `database_unavailable` (a JSON answer, a stream's error event, MCP)."""
+
+
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     # No traceback: the database's outage log has already said what is wrong, once.
     assert isinstance(exc, DatabaseUnavailable)
     return error_response(
         503,
-        "the database is unavailable; retry shortly",
+        DATABASE_UNAVAILABLE,
         code="database_unavailable",
         headers={"Retry-After": str(exc.retry_after)},
         path=request.url.path,

@@ -33,7 +33,12 @@ from gptactions import __version__
 from gptactions.api.actions import action_body
 from gptactions.api.conversations import reply_body
 from gptactions.api.deps import get_principal, lacks_scope
-from gptactions.api.errors import backend_status, error_body, validation_problems
+from gptactions.api.errors import (
+    DATABASE_UNAVAILABLE,
+    backend_status,
+    error_body,
+    validation_problems,
+)
 from gptactions.api.forwarded import public_origin
 from gptactions.api.mcp_envelope import (
     as_json,
@@ -524,7 +529,7 @@ class McpEndpoint:
             principal = await get_principal(request, self.runtime)
         except DatabaseUnavailable as outage:
             error = ServiceError(
-                "the database is unavailable; retry shortly",
+                DATABASE_UNAVAILABLE,
                 503,
                 "database_unavailable",
                 headers={"Retry-After": str(outage.retry_after)},

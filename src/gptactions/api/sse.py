@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gptactions.api.errors import backend_status, error_body
+from gptactions.api.errors import DATABASE_UNAVAILABLE, backend_status, error_body
 from gptactions.llm.base import BackendError
 from gptactions.services.conversations import Reply
 from gptactions.services.streams import ReplyStream
@@ -111,8 +111,7 @@ async def reply_events(
     except DatabaseUnavailable:
         # As a JSON answer's 503 says it (`errors._database`), without a traceback: the
         # database's outage log has said what is wrong, once.
-        message = "the database is unavailable; retry shortly"
-        yield event("error", error_body(503, message, code="database_unavailable"))
+        yield event("error", error_body(503, DATABASE_UNAVAILABLE, code="database_unavailable"))
         return
     except Exception:
         log.exception("a streamed reply failed")

@@ -13,7 +13,7 @@ import anyio
 from gptactions.llm.base import Usage
 from gptactions.services.errors import Problem, check_text, invalid_input
 from gptactions.services.keys import Principal
-from gptactions.services.limits import Reservation, TokenQuota
+from gptactions.services.limits import Reservation, TokenQuota, give_back
 from gptactions.store import queries, search
 from gptactions.store.db import Database
 from gptactions.store.models import (
@@ -279,8 +279,7 @@ class InteractionLog:
         try:
             ident = await self._database.write(Write(interaction, conversation))
         except BaseException:
-            if reservation is not None:
-                await reservation.release()
+            await give_back(reservation)
             raise
         tokens = new.usage.prompt_tokens + new.usage.completion_tokens
         if reservation is not None:
@@ -311,8 +310,7 @@ class InteractionLog:
                 try:
                     await close()
                 except BaseException:  # nothing will be recorded: the tokens held go back
-                    if reservation is not None:
-                        await reservation.release()
+                    await give_back(reservation)
                     raise
             await self.record(
                 replace(
