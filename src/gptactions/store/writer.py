@@ -65,6 +65,7 @@ from gptactions.store.writer_process import (
     Config,
     Statement,
     WriterProcess,
+    connect,
     execute,
     sync_file,
 )
@@ -588,13 +589,8 @@ class _Inline:
         self._checkpointing = False
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self._database, timeout=0, check_same_thread=False)
-        connection.execute("PRAGMA busy_timeout=0")
-        if self._synchronous is not None:
-            connection.execute(f"PRAGMA synchronous={self._synchronous}")
-        connection.execute("PRAGMA foreign_keys=ON")
+        connection = connect(self._database, self._synchronous, busy_timeout=0)
         connection.execute("PRAGMA wal_autocheckpoint=0")
-        connection.execute("PRAGMA journal_size_limit=67108864")
         return connection
 
     def write(self, statements: list[Statement]) -> Answer | None:
@@ -668,9 +664,8 @@ class _Inline:
 def _checkpoint(database: str, lock_path: str | None, busy_timeout: float) -> None:
     """In a thread: the search index caught up (in the writers' turn, as a writer), then a
     passive checkpoint of the WAL (it waits for no one), on a connection of its own."""
-    connection = sqlite3.connect(database, timeout=busy_timeout)
+    connection = connect(database, None, busy_timeout)
     try:
-        connection.execute("PRAGMA foreign_keys=ON")
         lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
         try:
             if lock is not None:

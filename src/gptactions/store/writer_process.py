@@ -306,12 +306,15 @@ def sync_file(path: str) -> float:
 # --- the child ----------------------------------------------------------------------------------
 
 
-def _connect(config: Config) -> sqlite3.Connection:
-    """The writer's connection, set up as the server's writer connection is (store/db.py): the
-    busy timeout, foreign keys and the synchronous mode. The server made the file WAL already."""
-    connection = sqlite3.connect(config.database, timeout=config.busy_timeout)
-    connection.execute(f"PRAGMA busy_timeout={round(config.busy_timeout * 1000)}")
-    connection.execute(f"PRAGMA synchronous={config.synchronous}")
+def connect(database: str, synchronous: str | None, busy_timeout: float) -> sqlite3.Connection:
+    """A writer's connection (this child's, the event loop's own, the checkpointing thread's in
+    store/writer.py), set up as the server's writer connection is (store/db.py): the busy
+    timeout, foreign keys and the synchronous mode (None: SQLite's default). The server made the
+    file WAL already."""
+    connection = sqlite3.connect(database, timeout=busy_timeout, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
+    if synchronous is not None:
+        connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("PRAGMA foreign_keys=ON")
     # As the server's connections (store/vacuum.py): a WAL reset by a checkpoint is cut back to
     # this size. Spelled here: the child imports nothing of the server's.
@@ -331,7 +334,8 @@ class _Child:
     def transaction(self, statements: list[Statement]) -> _Sent:
         try:
             if self.connection is None:
-                self.connection = _connect(self.config)
+                config = self.config
+                self.connection = connect(config.database, config.synchronous, config.busy_timeout)
             connection = self.connection
             if self.lock is not None:
                 fcntl.flock(self.lock, fcntl.LOCK_EX)
