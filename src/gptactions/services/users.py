@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gptactions.config import Rate
 from gptactions.services.keys import USERS_TENANT
-from gptactions.services.limits import RateLimiter
+from gptactions.services.limits import RateLimiter, Reservation
 from gptactions.store import accounts, queries
 from gptactions.store.db import Database
 from gptactions.store.models import User, UserIdentity, utcnow
@@ -51,6 +51,17 @@ def _verify(stored: str | None, password: str) -> bool:
     return usable
 
 
+Held = list[Reservation]
+"""Failures counted ahead of a password's check, one reservation of 1 per counter."""
+
+
+async def _release(held: Held) -> None:
+    """Take back failures counted ahead (a right password, or an attempt refused), in the
+    windows they were counted in while those last (`Reservation.release`)."""
+    for failure in held:
+        await failure.release()
+
+
 # The password hash of a user who signs in only through an OpenID Connect provider: argon2
 # refuses it as a hash, so no password ever matches it.
 NO_PASSWORD = "!external"  # noqa: S105 (a marker that is no hash, not a secret)
@@ -76,10 +87,6 @@ class TooManyAttempts(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many sign-in attempts; try again in {retry_after} s")
         self.retry_after = retry_after
-
-
-Counted = list[tuple[str, Rate, float]]
-"""Failures counted ahead of a password's check: each counter's name, rate and time."""
 
 
 class UserDisabled(Exception):
@@ -253,7 +260,7 @@ class UserService:
         )
         if not matches or user is None or user.disabled_at is not None:
             return None  # the failure stays counted
-        await self._release(held)
+        await _release(held)
         return _info(user)
 
     USER_FAILURES_FACTOR = 10
@@ -267,32 +274,23 @@ class UserService:
         looser = Rate(rate.limit * self.USER_FAILURES_FACTOR, rate.period)
         return ((f"failed:{name}:{address}", rate), (f"failed:{name}", looser))
 
-    async def _hold_failure(self, name: str, address: str) -> Counted:
+    async def _hold_failure(self, name: str, address: str) -> Held:
         """Count the attempt as a failure under each of its counters, as it will be unless the
-        password is right (counted first, so attempts at once cannot pass the limit together);
+        password is right (counted first, so attempts at once cannot pass the limit together),
+        each held as a reservation of 1 that a right password gives back (`_release`);
         TooManyAttempts, with nothing left counted, when one was at its limit already."""
         counter = self._limiter.counter if self._limiter is not None else None
-        held: Counted = []
+        held: Held = []
         if counter is None:
             return held
         for key, rate in self._failure_rates(name, address):
             at = time.time()
             count, reset_after = await counter.add(key, rate, 1, at=at)
-            held.append((key, rate, at))
+            held.append(Reservation(counter, key, rate, at, 1))
             if count > rate.limit:
-                await self._release(held)
+                await _release(held)
                 raise TooManyAttempts(reset_after)
         return held
-
-    async def _release(self, held: Counted) -> None:
-        """Take back failures counted ahead (a right password, or an attempt refused), in the
-        windows they were counted in while those last."""
-        if self._limiter is None:
-            return
-        counter = self._limiter.counter
-        for key, rate, at in held:
-            if int(time.time() // rate.period) == int(at // rate.period):
-                await counter.add(key, rate, -1, at=at)
 
     async def throttle(self, *keys: str) -> None:
         """Count a sign-in attempt under each key; TooManyAttempts past the limit of one."""
