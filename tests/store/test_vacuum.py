@@ -4,9 +4,10 @@ a reader in the way of the truncation leaves the WAL for later, without failing 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from gptactions.llm.fake import FakeBackend
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, Interaction
 from gptactions.store.vacuum import JOURNAL_SIZE_LIMIT, truncate_wal
-from tests.conftest import ADMIN_KEY, running_app
+from tests.conftest import ADMIN_KEY, ApiClient, running_app
 
 from .rows import Shape, conversation_rows, interaction_rows
 
@@ -60,13 +61,19 @@ def _pragma(path: Path, pragma: str) -> Any:
     return value
 
 
+@contextlib.asynccontextmanager
+async def _filled_server(path: Path) -> AsyncIterator[ApiClient]:
+    """A server on the SQLite file `path`, its log filled with the old rows."""
+    settings = Settings(database_url=f"sqlite:///{path}", api_key=ADMIN_KEY)
+    async with running_app(settings, FakeBackend()) as api:
+        await _fill(api.runtime.database)
+        yield api
+
+
 async def test_a_big_purge_gives_the_space_back_and_leaves_a_small_wal(tmp_path: Path) -> None:
     path = tmp_path / "server.db"
     wal = tmp_path / "server.db-wal"
-    settings = Settings(database_url=f"sqlite:///{path}", api_key=ADMIN_KEY)
-    async with running_app(settings, FakeBackend()) as api:
-        database = api.runtime.database
-        await _fill(database)
+    async with _filled_server(path) as api:
         # All of it in the database file, by the test's own connection.
         assert _pragma(path, "wal_checkpoint(TRUNCATE)") == 0
         before = _size(path)
@@ -86,10 +93,8 @@ async def test_a_reader_in_the_way_of_the_truncation_does_not_fail_the_purge(
 ) -> None:
     path = tmp_path / "server.db"
     wal = tmp_path / "server.db-wal"
-    settings = Settings(database_url=f"sqlite:///{path}", api_key=ADMIN_KEY)
-    async with running_app(settings, FakeBackend()) as api:
+    async with _filled_server(path) as api:
         database = api.runtime.database
-        await _fill(database)
         reader = sqlite3.connect(path, isolation_level=None)
         try:
             # A read transaction open on the WAL from before the purge to after it.
