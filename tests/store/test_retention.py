@@ -9,13 +9,15 @@ import json
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, make_url, select
+from sqlalchemy import func, insert, make_url, select, update
 
 from gptactions.config import Settings
+from gptactions.llm.base import Chunk, Generation, GenerationRequest
 from gptactions.llm.fake import FakeBackend
 from gptactions.store.db import Database
 from gptactions.store.models import Conversation, Interaction, utcnow
@@ -232,3 +234,73 @@ def test_the_printed_pg_dump_line_pasted_backs_up_and_pg_restore_restores(tmp_pa
         assert _usernames(tmp_path, target) == ["alice"]
         upgrade = _gptactions("db", "upgrade", cwd=tmp_path, url=target)
         assert upgrade.returncode == 0 and "nothing to do" in upgrade.stdout, upgrade.stdout
+
+
+class _Gated(FakeBackend):
+    """Answers only once `gate` is set; `entered` is set when a request has reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def _wait(self) -> None:
+        self.entered.set()
+        await self.gate.wait()
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        await self._wait()
+        return await super().generate(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        await self._wait()
+        async for chunk in super().stream(request):
+            yield chunk
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_a_turn_whose_conversation_is_purged_meanwhile_is_a_404(
+    database_url: str, streamed: bool
+) -> None:
+    """Found, then purged while the model answers: the turn's row would break the conversation's
+    foreign key. The answer is the 404 it would have been a moment earlier (a 500 before), in the
+    error shape, and the turn is not stored."""
+    backend = _Gated()
+    backend.gate.set()
+    settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
+    async with running_app(settings, backend) as api:
+        started = await api.post("/api/v1/gpt/conversations", {"userId": "u", "message": "hi"})
+        conversation = started.json()["conversationId"]
+        old = utcnow() - timedelta(days=30)
+        async with api.runtime.database.session() as session:
+            await session.execute(update(Interaction).values(created_at=old))
+            await session.execute(update(Conversation).values(updated_at=old))
+        backend.gate.clear()
+        backend.entered.clear()
+        headers = {"Accept": "text/event-stream"} if streamed else {}
+        body = {"userId": "u", "conversationId": conversation, "message": "still there?"}
+        turn = asyncio.create_task(api.post("/api/v1/gpt/respond", body, headers=headers))
+        await backend.entered.wait()
+        done = await api.runtime.retention.purge_older_than(86_400)
+        assert (done.interactions, done.conversations) == (1, 1)
+        backend.gate.set()
+        answer = await turn
+
+        if streamed:
+            assert answer.status_code == 200  # sent before the turn was stored
+            name, data = answer.text.strip().split("\n\n")[-1].split("\n")[:2]
+            assert name == "event: error"
+            error = json.loads(data.removeprefix("data: "))["error"]
+        else:
+            assert answer.status_code == 404
+            error = answer.json()["error"]
+        assert error["code"] == "not_found"
+        assert "was deleted while this turn ran" in error["message"]
+        # Only the answer itself is in the log, where the JSON one was a rejection (a 404).
+        logged = (await api.get("/api/v1/gpt/logs")).json()
+        assert [(row["kind"], row["httpStatus"]) for row in logged] == (
+            [] if streamed else [("rejected", 404)]
+        )
+        assert (await _counts(api.runtime.database))[1] == 0
+        # The user's next message starts afresh.
+        again = await api.post("/api/v1/gpt/respond", {"userId": "u", "message": "hello?"})
+        assert again.status_code == 200 and again.json()["conversationId"] != conversation

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from gptactions.api.errors import DATABASE_UNAVAILABLE, backend_status, error_body
 from gptactions.llm.base import BackendError
 from gptactions.services.conversations import Reply
+from gptactions.services.errors import ServiceError
 from gptactions.services.streams import ReplyStream
 from gptactions.store.outage import DatabaseUnavailable
 
@@ -112,6 +113,9 @@ async def reply_events(
         # As a JSON answer's 503 says it (`errors._database`), without a traceback: the
         # database's outage log has said what is wrong, once.
         yield event("error", error_body(503, DATABASE_UNAVAILABLE, code="database_unavailable"))
+        return
+    except ServiceError as error:  # the turn could not be stored: its conversation was deleted
+        yield event("error", error_body(error.status, error.message, code=error.code))
         return
     except Exception:
         log.exception("a streamed reply failed")

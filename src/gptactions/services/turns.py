@@ -1,14 +1,20 @@
 """Conversation turns: what the user sent, the turn made ready for the model, and its storage.
 
 A turn is stored once, however it ends: `ok` with the reply, `error` with the backend's failure
-and what was generated before it, `cancelled` when the client went away first.
+and what was generated before it, `cancelled` when the client went away first. A conversation
+deleted while its turn ran (by the log's retention, or its user's data deletion) is a 404, as it
+would have been a moment earlier, and the turn is not stored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+
+from sqlalchemy.exc import IntegrityError
 
 from gptactions.llm.base import (
     DEADLINE_RETRY_AFTER,
@@ -18,6 +24,7 @@ from gptactions.llm.base import (
     GenerationRequest,
     Usage,
 )
+from gptactions.services.errors import ServiceError, not_found
 from gptactions.services.interactions import (
     FinishReason,
     InteractionKind,
@@ -29,6 +36,8 @@ from gptactions.services.interactions import (
 from gptactions.services.keys import Principal
 from gptactions.services.limits import Reservation
 from gptactions.store.models import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,12 +110,10 @@ class TurnRecorder:
             raise error
         latency = prepared.elapsed_ms()
         new, conversation = _interaction(prepared, replace(generation, text=reply), latency)
-        try:
+        with _storing(prepared):
             interaction = await self._log.record(
                 new, new_conversation=conversation, reservation=prepared.reservation
             )
-        finally:
-            prepared.release()
         return Reply(
             conversation_id=prepared.conversation_id,
             reply=reply,
@@ -126,12 +133,10 @@ class TurnRecorder:
         failed = replace(
             new, status=InteractionStatus.ERROR, error=error.message, finish_reason=None
         )
-        try:
+        with _storing(prepared):
             await self._log.record(
                 failed, new_conversation=conversation, reservation=prepared.reservation
             )
-        finally:
-            prepared.release()
 
     async def abandon(
         self,
@@ -143,14 +148,33 @@ class TurnRecorder:
         """Store a turn its client abandoned, shielded from the cancellation; `close` first."""
         new, conversation = _interaction(prepared, partial or Generation(""), prepared.elapsed_ms())
         try:
-            await self._log.record_abandoned(
-                new,
-                new_conversation=conversation,
-                close=close,
-                reservation=prepared.reservation,
-            )
-        finally:
-            prepared.release()
+            with _storing(prepared):
+                await self._log.record_abandoned(
+                    new,
+                    new_conversation=conversation,
+                    close=close,
+                    reservation=prepared.reservation,
+                )
+        except ServiceError as error:  # nobody is left to tell: the client has gone
+            log.info("an abandoned turn was not stored: %s", error.message)
+
+
+@contextlib.contextmanager
+def _storing(prepared: PreparedTurn) -> Iterator[None]:
+    """Around storing `prepared`: the conversation's next turn may go afterwards, however it
+    went. The only constraint a turn of a stored conversation can break is the conversation's
+    own foreign key: the conversation was deleted after the turn found it."""
+    try:
+        yield
+    except IntegrityError:
+        if prepared.is_new:
+            raise
+        raise not_found(
+            f"conversation {prepared.conversation_id!r} was deleted while this turn ran (the "
+            "log's retention, or the user's data deleted); the turn was not stored"
+        ) from None
+    finally:
+        prepared.release()
 
 
 def _interaction(
