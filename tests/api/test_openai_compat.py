@@ -205,6 +205,11 @@ async def test_models_list_and_retrieve(api: ApiClient) -> None:
             {**HELLO, "tools": [{**TOOL, "function": {"name": "f", "strict": None}}]},
             "tools[0].function.strict",
         ),
+        ({**HELLO, "functions": [{"name": "f", "parameters": None}]}, "functions[0].parameters"),
+        (
+            {**HELLO, "tools": [{**TOOL, "function": {"name": "f", "parameters": None}}]},
+            "tools[0].function.parameters",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "messages[0].content[0].type",

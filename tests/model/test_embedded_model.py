@@ -76,6 +76,27 @@ async def test_status_logs_and_actions_with_the_real_model(model_api: ApiClient)
     assert logs[0]["kind"] == "action" and logs[0]["action"] == "generateCode"
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_status_shows_how_long_the_last_turn_took(
+    model_api: ApiClient, streamed: bool
+) -> None:
+    """`latencyMs` is the last successful generation's: a conversation's turn is one (it stayed
+    null until a `/v1` call, which reads its stream to the end where a turn closes it)."""
+
+    async def latency() -> float | None:
+        status = (await model_api.get(f"{API}/status")).json()
+        value: float | None = status["backends"][0]["latencyMs"]
+        return value
+
+    before = await latency()
+    headers = {"Accept": "text/event-stream"} if streamed else {}
+    body = {"userId": "timed", "message": "Say hi.", "maxTokens": 4}
+    answer = await model_api.post(f"{API}/conversations", body, headers=headers)
+    assert answer.status_code == 200
+    after = await latency()
+    assert after is not None and after > 0 and after != before
+
+
 async def test_waiting_for_the_model_does_not_block_other_requests(model_api: ApiClient) -> None:
     # 64 tokens: a second or more of generating, where status and logs take milliseconds.
     body = {"userId": "load", "message": "Write a long story about a dragon.", "maxTokens": 64}

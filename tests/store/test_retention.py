@@ -258,12 +258,13 @@ class _Gated(FakeBackend):
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
-async def test_a_turn_whose_conversation_is_purged_meanwhile_is_a_404(
-    database_url: str, streamed: bool
+@pytest.mark.parametrize("deleted_by", ["retention", "erasure"])
+async def test_a_turn_whose_conversation_is_deleted_meanwhile_is_a_404(
+    database_url: str, streamed: bool, deleted_by: str
 ) -> None:
-    """Found, then purged while the model answers: the turn's row would break the conversation's
-    foreign key. The answer is the 404 it would have been a moment earlier (a 500 before), in the
-    error shape, and the turn is not stored."""
+    """Found, then deleted while the model answers (purged, or its user's data erased): the
+    turn's row would break the conversation's foreign key. The answer is the 404 it would have
+    been a moment earlier (a 500 before), in the error shape, and the turn is not stored."""
     backend = _Gated()
     backend.gate.set()
     settings = Settings(database_url=database_url, api_key=ADMIN_KEY)
@@ -280,8 +281,16 @@ async def test_a_turn_whose_conversation_is_purged_meanwhile_is_a_404(
         body = {"userId": "u", "conversationId": conversation, "message": "still there?"}
         turn = asyncio.create_task(api.post("/api/v1/gpt/respond", body, headers=headers))
         await backend.entered.wait()
-        done = await api.runtime.retention.purge_older_than(86_400)
-        assert (done.interactions, done.conversations) == (1, 1)
+        if deleted_by == "retention":
+            done = await api.runtime.retention.purge_older_than(86_400)
+            assert (done.interactions, done.conversations) == (1, 1)
+        else:
+            erased = await api.http.delete(
+                "/api/v1/gpt/me/data",
+                params={"userId": "u"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            assert erased.status_code == 200, erased.text
         backend.gate.set()
         answer = await turn
 

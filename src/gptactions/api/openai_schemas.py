@@ -269,6 +269,14 @@ class FunctionDefinition(_Body):
     _parameters_shallow = field_validator("parameters")(shallow)
     _strict_not_null = field_validator("strict", mode="before")(not_null)
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters_not_null(cls, value: Any) -> Any:
+        # As OpenAI refuses it: the document types `parameters` as an object, not nullable.
+        if value is None:
+            raise ValueError("must not be null: leave it out, or give a JSON Schema object")
+        return value
+
     @model_validator(mode="after")
     def _strict_schema(self) -> FunctionDefinition:
         if self.strict:

@@ -408,11 +408,14 @@ class LocalBackend:
                     if calls and finish in (None, "stop"):
                         finish = "tool_calls"
                     item = replace(item, text="", finish_reason=finish)
-                yield item
                 if item.done:
+                    # Before the yield: a consumer closes the iterator once it has the last
+                    # piece (a conversation's turn does), and code after it would never run.
                     done = True
                     self._last_latency_ms = (time.perf_counter() - started) * 1000
                     self._last_error = None
+                yield item
+                if done:
                     return
         finally:
             if not done:
