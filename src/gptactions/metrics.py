@@ -252,9 +252,9 @@ class Metrics:
         if new.usage.completion_tokens:
             self.tokens.labels(backend, "output").inc(new.usage.completion_tokens)
 
-    def alone(self) -> bool:
-        """Whether at most one HTTP request is being served in this process."""
-        return self.in_flight <= 1
+    def serving(self) -> int:
+        """How many HTTP requests this process is serving now."""
+        return self.in_flight
 
     def commit_took(self, seconds: float) -> None:
         """Time one database commit."""

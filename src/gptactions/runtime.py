@@ -130,8 +130,9 @@ class Runtime:
         self.stopping = Stopping()
         # The metrics listen to what the services do; none of them imports the metrics.
         self.database.commit_observer = self.metrics.commit_took
-        # A request alone in its process commits on the event loop (store/writer.py).
-        self.database.writer.alone = self.metrics.alone
+        # A request alone in its process commits on the event loop; with others, batches wait
+        # for company (store/writer.py).
+        self.database.writer.serving = self.metrics.serving
         self.log.observer = self.metrics.interaction_recorded
         self.router.observer = self.metrics
         self.metrics.known_backends(self.router.backends)

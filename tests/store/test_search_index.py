@@ -65,7 +65,7 @@ async def test_a_batch_indexes_its_rows_and_a_request_alone_leaves_them(
     await log.record(_turn(1))  # no `alone` told: the writer's batch
     assert not await _behind(database)
     assert await _indexed(database, "m1") == 1
-    database.writer.alone = lambda: True
+    database.writer.serving = lambda: 1
     await log.record(_turn(2))
     assert database.writer.inline == 1
     assert await _behind(database) and await _indexed(database, "m2") == 0
@@ -84,7 +84,7 @@ async def test_the_thread_that_checkpoints_catches_the_index_up(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "CHECKPOINT_EVERY", 2)
-    database.writer.alone = lambda: True
+    database.writer.serving = lambda: 1
     inline = database.writer._inline
     assert inline is not None
     log = InteractionLog(database)
@@ -105,7 +105,7 @@ async def test_deleting_the_newest_rows_lowers_the_mark_so_a_reused_id_is_indexe
     log = InteractionLog(database)
     for n in range(3):
         await log.record(_turn(n))  # batches: indexed, the mark at the third
-    database.writer.alone = lambda: True
+    database.writer.serving = lambda: 1
     unindexed = await log.record(_turn(3))  # alone: past the mark
     async with database.session() as session:
         await session.execute(
@@ -147,7 +147,7 @@ async def test_retention_purges_indexed_and_unindexed_rows_alike(tmp_path: Path)
 
 
 async def test_undoing_0013_indexes_what_was_missing(database: Database) -> None:
-    database.writer.alone = lambda: True
+    database.writer.serving = lambda: 1
     await InteractionLog(database).record(_turn(1))
     assert await _behind(database)
 

@@ -128,6 +128,28 @@ async def test_concurrent_interactions_share_one_commit(database: Database) -> N
     assert stored == {ident: (f"m{n}", f"conv_{n}") for n, ident in enumerate(ids)}
 
 
+@pytest.mark.parametrize("serving", [None, 8], ids=["unset", "others-served"])
+async def test_while_others_are_served_a_batch_waits_a_few_rounds_for_their_writes(
+    database: Database, serving: int | None
+) -> None:
+    """Requests reach their writes a round or three of the event loop apart (each `sleep(0)`
+    here is one): while the process serves them, the batch waits for them
+    (`ROUNDS_FOR_COMPANY`) instead of leaving with the first."""
+    if database.is_sqlite:
+        database.writer.serving = None if serving is None else lambda: serving
+    log = InteractionLog(database)
+
+    async def request(n: int) -> int:
+        for _ in range(n % 3):
+            await asyncio.sleep(0)
+        return await log.record(_turn(n, f"conv_{n}"), new_conversation=_conversation(f"conv_{n}"))
+
+    ids = await asyncio.gather(*(request(n) for n in range(8)))
+    assert len(set(ids)) == 8 and sorted(await _messages(database)) == [f"m{n}" for n in range(8)]
+    if database.is_sqlite:
+        assert database.writer.batches == (1 if serving else 2)
+
+
 async def test_a_continued_conversation_is_marked_active(database: Database) -> None:
     log = InteractionLog(database)
     first = _conversation("conv_a")

@@ -36,7 +36,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     settings = Settings(database_url=f"sqlite:///{tmp_path}/w.db", sqlite_writer=request.param)
     database = Database.from_settings(settings)
     await database.upgrade()
-    database.writer.alone = lambda: True
+    database.writer.serving = lambda: 1
     try:
         yield database
     finally:
@@ -84,7 +84,7 @@ async def test_a_write_alone_commits_on_the_loop_and_syncs_the_wal_after_its_tur
 
 
 async def test_a_write_not_alone_is_handed_over(database: Database) -> None:
-    database.writer.alone = lambda: False
+    database.writer.serving = lambda: 2
     await InteractionLog(database).record(_turn(1))
     assert (database.writer.inline, database.writer.batches) == (0, 1)
     assert await _messages(database) == ["m1"]
