@@ -274,12 +274,10 @@ class GroupWriter:
         waiting = len(self._waiting)
         if self.serving is not None and waiting < self._max_batch and self.serving() > waiting:
             rounds = max(rounds, ROUNDS_FOR_COMPANY)
-        if rounds:
-            loop.call_soon(self._go_round, loop, rounds - 1)
-        else:
-            self._next_batch(loop)
+        self._go_round(loop, rounds)
 
     def _go_round(self, loop: asyncio.AbstractEventLoop, rounds: int) -> None:
+        """On the loop: the next batch, `rounds` rounds of the loop from now (0: at once)."""
         if rounds:
             loop.call_soon(self._go_round, loop, rounds - 1)
         else:
