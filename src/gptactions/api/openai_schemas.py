@@ -10,6 +10,7 @@ Fields that change nothing in the answer (`metadata`, `store`…) are ignored.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -178,11 +179,16 @@ def _answering_calls(messages: list[Any]) -> list[Any]:
     return messages
 
 
-def not_null(value: Any) -> Any:
-    """A field that may be left out but is not nullable (the document types it without null)."""
-    if value is None:
-        raise ValueError("must not be null: leave it out, or give a boolean")
-    return value
+def not_null(kind: str) -> Callable[[Any], Any]:
+    """The check of a field that may be left out but is not nullable (the document types it
+    without null, and OpenAI refuses null), whose value is `kind`."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            raise ValueError(f"must not be null: leave it out, or give {kind}")
+        return value
+
+    return check
 
 
 MAX_SCHEMA_DEPTH = 64
@@ -267,15 +273,10 @@ class FunctionDefinition(_Body):
     strict: bool | None = None
 
     _parameters_shallow = field_validator("parameters")(shallow)
-    _strict_not_null = field_validator("strict", mode="before")(not_null)
-
-    @field_validator("parameters", mode="before")
-    @classmethod
-    def _parameters_not_null(cls, value: Any) -> Any:
-        # As OpenAI refuses it: the document types `parameters` as an object, not nullable.
-        if value is None:
-            raise ValueError("must not be null: leave it out, or give a JSON Schema object")
-        return value
+    _strict_not_null = field_validator("strict", mode="before")(not_null("a boolean"))
+    _parameters_not_null = field_validator("parameters", mode="before")(
+        not_null("a JSON Schema object")
+    )
 
     @model_validator(mode="after")
     def _strict_schema(self) -> FunctionDefinition:
